@@ -1,0 +1,43 @@
+package instancelimits
+
+import "testing"
+
+func TestLookup(t *testing.T) {
+	if err := Err(); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		typ        string
+		enis, ipv4 int
+		pd         bool
+	}{
+		{"m5.large", 3, 10, true},
+		{"t2.micro", 2, 2, false},
+		{"t3.medium", 3, 6, true},
+		{"c5.18xlarge", 15, 50, true},
+		{"c5.metal", 15, 50, true}, // bare metal, hypervisor unknown
+		{"c6in.32xlarge", 8, 50, true},
+	}
+	for _, tt := range tests {
+		l, ok := Lookup(tt.typ)
+		if !ok {
+			t.Fatalf("%s: not found", tt.typ)
+		}
+		if l.MaxENIs != tt.enis || l.IPv4PerENI != tt.ipv4 || l.SupportsPrefixDelegation() != tt.pd {
+			t.Errorf("%s: got %+v, want enis=%d ipv4=%d pd=%v", tt.typ, l, tt.enis, tt.ipv4, tt.pd)
+		}
+	}
+	if _, ok := Lookup("m5.huge"); ok {
+		t.Error("m5.huge should be unknown")
+	}
+	if n := len(Types()); n < 1000 {
+		t.Errorf("only %d types", n)
+	}
+}
+
+func TestSimilar(t *testing.T) {
+	got := Similar("m5.larg", 3)
+	if len(got) != 3 || got[0] != "m5.large" {
+		t.Errorf("Similar(m5.larg) = %v, want m5.large first", got)
+	}
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the tests and the demo use, only if missing.
+# Needs root (tests create network namespaces anyway).
+set -euo pipefail
+need=()
+command -v ip >/dev/null || need+=(iproute2)
+command -v iptables >/dev/null || need+=(iptables)
+command -v ipset >/dev/null || need+=(ipset)
+command -v iperf3 >/dev/null || need+=(iperf3)
+command -v conntrack >/dev/null || need+=(conntrack)
+if ((${#need[@]})); then
+  echo "installing: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+if [[ $(id -u) -ne 0 ]]; then
+  echo "the tests and the demo need root (they create network namespaces)" >&2
+  exit 1
+fi
