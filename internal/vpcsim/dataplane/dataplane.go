@@ -199,6 +199,8 @@ func (f *Fabric) setup() error {
 		{"net/ipv4/conf/all/send_redirects", "0"},
 		{"net/ipv4/conf/default/send_redirects", "0"},
 		{"net/ipv4/conf/all/accept_local", "0"},
+		{"net/ipv4/conf/all/log_martians", "0"},
+		{"net/ipv4/conf/default/log_martians", "0"},
 		{"net/ipv6/conf/all/disable_ipv6", "1"},
 		{"net/ipv6/conf/default/disable_ipv6", "1"},
 	}); err != nil {
@@ -582,6 +584,11 @@ func (f *Fabric) validateENI(n *node, e ENI) error {
 	if owner, ok := f.addrOwner[e.PrimaryIP]; ok {
 		return fmt.Errorf("dataplane: ENI %s: primary IP %v is a secondary IP of %s", e.ID, e.PrimaryIP, owner)
 	}
+	for p, owner := range f.prefixOwner {
+		if p.Contains(e.PrimaryIP) {
+			return fmt.Errorf("dataplane: ENI %s: primary IP %v is inside prefix %v of %s", e.ID, e.PrimaryIP, p, owner)
+		}
+	}
 	return nil
 }
 
@@ -921,19 +928,14 @@ func (f *Fabric) Close() error {
 	return errors.Join(errs...)
 }
 
-// Leftovers lists what is still present of run runID: named namespaces whose
-// name carries it, and root-namespace links whose name carries it (there
-// should never be any). Tests use it to prove teardown.
+// Leftovers lists the names of what is still present of run runID: named
+// namespaces of the run (in NetNSDir), and root-namespace links whose name
+// carries "vs"+runID (the fabric never creates any). Tests use it to prove
+// teardown.
 func Leftovers(runID string) ([]string, error) {
-	var out []string
-	ents, err := os.ReadDir(NetNSDir)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+	out, err := leftoverNamespaces(runID)
+	if err != nil {
 		return nil, err
-	}
-	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), nsPrefix(runID)) {
-			out = append(out, "netns:"+e.Name())
-		}
 	}
 	h, err := rootHandle()
 	if err != nil {
@@ -946,11 +948,45 @@ func Leftovers(runID string) ([]string, error) {
 	}
 	for _, l := range links {
 		if strings.Contains(l.Attrs().Name, "vs"+runID) {
-			out = append(out, "link:"+l.Attrs().Name)
+			out = append(out, l.Attrs().Name)
 		}
 	}
 	sort.Strings(out)
 	return out, nil
+}
+
+func leftoverNamespaces(runID string) ([]string, error) {
+	var out []string
+	ents, err := os.ReadDir(NetNSDir)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), nsPrefix(runID)) {
+			out = append(out, e.Name())
+		}
+	}
+	return out, nil
+}
+
+// RemoveLeftovers deletes the named namespaces of run runID, e.g. those left
+// behind by a crashed process that never called Close. Never call it for the
+// RunID of a live Fabric.
+func RemoveLeftovers(runID string) error {
+	if !runIDRe.MatchString(runID) {
+		return fmt.Errorf("dataplane: invalid RunID %q", runID)
+	}
+	names, err := leftoverNamespaces(runID)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, n := range names {
+		if err := deleteNamedNS(n); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // ---- helpers ----

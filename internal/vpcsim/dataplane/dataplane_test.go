@@ -409,13 +409,25 @@ func TestWrongENIDropped(t *testing.T) {
 	toOutside := netip.AddrPortFrom(outside, 8080)
 	toB := netip.AddrPortFrom(bPrimary, 8080)
 
+	// Resolve eth0's neighbours (gateway, node b) with eth0's own address
+	// first. The router's rp_filter also applies to ARP: a request whose
+	// sender IP is X, arriving on eth0's ENI, is not answered, so without
+	// this the wrong-ENI attempts below would leave those neighbour entries
+	// INCOMPLETE/FAILED on the node and the drop would happen at ARP level.
+	expectReach(t, a, aPrimary, toOutside, aPrimary)
+	expectReach(t, a, aPrimary, toB, aPrimary)
 	// Positive control: through its own ENI.
 	rule := addRule(t, ah, x, 100)
 	expectReach(t, a, x, toOutside, x)
 	// Now X leaves through eth0 (main table default route).
 	must(t, ah.RuleDel(rule))
+	before := rpFilterDrops(t, f)
 	expectBlocked(t, a, x, toOutside)
 	expectBlocked(t, a, x, toB)
+	// ... and it is the router's reverse-path filter that dropped it.
+	if after := rpFilterDrops(t, f); after <= before {
+		t.Errorf("router IPReversePathFilter counter %d -> %d, want an increase", before, after)
+	}
 	// eth0's own address is unaffected.
 	expectReach(t, a, aPrimary, toOutside, aPrimary)
 	// Moving the assignment to eth0's ENI makes the same path legal.
@@ -609,6 +621,29 @@ func TestAttachDetachENI(t *testing.T) {
 	}
 }
 
+// rpFilterDrops reads the router's TcpExt IPReversePathFilter counter.
+// (/proc/net follows the thread-group leader's netns, not the thread's, so it
+// is read through `ip netns exec`.)
+func rpFilterDrops(t *testing.T, f *Fabric) int {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", f.RouterNetNSName(), "cat", "/proc/net/netstat").Output()
+	must(t, err)
+	lines := strings.Split(string(out), "\n")
+	for i := 0; i+1 < len(lines); i += 2 {
+		keys, vals := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+		for j, k := range keys {
+			if k == "IPReversePathFilter" && j < len(vals) {
+				var v int
+				_, err := fmt.Sscan(vals[j], &v)
+				must(t, err)
+				return v
+			}
+		}
+	}
+	t.Fatalf("IPReversePathFilter not found in /proc/net/netstat")
+	return 0
+}
+
 func linkNames(t *testing.T, h *netlink.Handle) string {
 	t.Helper()
 	ls, err := h.LinkList()
@@ -669,7 +704,7 @@ func TestTeardown(t *testing.T) {
 		}
 		left, err := Leftovers(runID)
 		must(t, err)
-		want := []string{"netns:" + f.NodeNetNSName("a"), "netns:" + f.NodeNetNSName("b"), "netns:" + f.OutsideNetNSName(), "netns:" + f.RouterNetNSName()}
+		want := []string{f.NodeNetNSName("a"), f.NodeNetNSName("b"), f.OutsideNetNSName(), f.RouterNetNSName()}
 		if strings.Join(left, " ") != strings.Join(sortedCopy(want), " ") {
 			t.Errorf("Leftovers before Close = %v, want %v", left, want)
 		}
@@ -713,6 +748,26 @@ func TestTeardown(t *testing.T) {
 		must(t, f1.Close())
 		assertNoLeftovers(t, runID)
 	})
+	t.Run("RemoveLeftovers after a crash", func(t *testing.T) {
+		// Simulate a crashed run: namespaces exist, nobody will call Close.
+		runID := "t" + randomRunID()[:5]
+		f, err := New(Options{RunID: runID})
+		must(t, err)
+		must(t, f.AddNode("a"))
+		must(t, f.AttachENI("a", eniA0))
+		if left, _ := Leftovers(runID); len(left) != 3 {
+			t.Fatalf("Leftovers = %v, want 3 namespaces", left)
+		}
+		// Drop our fds/handles as a dead process would, without deleting.
+		f.mu.Lock()
+		f.rtr.Close()
+		f.out.Close()
+		f.nodes["a"].h.Close()
+		f.mu.Unlock()
+		must(t, RemoveLeftovers(runID))
+		assertNoLeftovers(t, runID)
+		must(t, f.Close()) // releases the fds; namespaces already gone
+	})
 	t.Run("partial New failure", func(t *testing.T) {
 		// Occupy only the outside namespace name: New creates the router
 		// namespace, fails on the outside one, and must remove the router.
@@ -727,7 +782,7 @@ func TestTeardown(t *testing.T) {
 		}
 		left, err := Leftovers(runID)
 		must(t, err)
-		if len(left) != 1 || left[0] != "netns:"+nsPrefix(runID)+"out" {
+		if len(left) != 1 || left[0] != nsPrefix(runID)+"out" {
 			t.Errorf("after partial New failure, Leftovers = %v, want only the blocker", left)
 		}
 		must(t, os.Remove(blocker))
