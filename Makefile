@@ -7,7 +7,7 @@ TESTFLAGS ?= -count=1 -timeout 40m
 CMDS    := $(wildcard cmd/*)
 PLUGINS := $(wildcard plugins/*)
 
-.PHONY: all build test unit e2e bench demo lint clean deps
+.PHONY: all build test unit e2e bench demo lint clean deps proto
 
 all: build
 
@@ -43,6 +43,12 @@ lint:
 	@out=$$(gofmt -l $$(find . -name '*.go' -not -path './bin/*')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+
+# Regenerate the checked-in gRPC code (needs protoc, protoc-gen-go v1.36.12,
+# protoc-gen-go-grpc v1.5.1 on PATH).
+proto:
+	protoc --go_out=. --go_opt=module=github.com/vpcchain/vpcchain \
+	  --go-grpc_out=. --go-grpc_opt=module=github.com/vpcchain/vpcchain api/ipam/v1/ipam.proto
 
 clean:
 	rm -rf $(BIN)

@@ -1,0 +1,261 @@
+// Package config reads the daemon's configuration from the environment,
+// honouring the AWS VPC CNI's variable names and meanings so users can
+// migrate, and refusing any invalid value at start with a message naming the
+// variable, the value and what is allowed (the reference silently falls back).
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/vpcchain/vpcchain/internal/naming"
+)
+
+// Config is the daemon's validated configuration.
+type Config struct {
+	WarmENITarget           int           // WARM_ENI_TARGET (1)
+	WarmIPTarget            int           // WARM_IP_TARGET (0 = unset)
+	MinimumIPTarget         int           // MINIMUM_IP_TARGET (0 = unset)
+	WarmPrefixTarget        int           // WARM_PREFIX_TARGET (1)
+	EnablePrefixDelegation  bool          // ENABLE_PREFIX_DELEGATION (false)
+	MaxENI                  int           // MAX_ENI (-1 = instance limit)
+	IPCooldownPeriod        time.Duration // IP_COOLDOWN_PERIOD, seconds (30)
+	MaxPods                 int           // MAX_PODS (0 = from the instance type's formula)
+	MTU                     int           // AWS_VPC_ENI_MTU (9001)
+	VethPrefix              string        // AWS_VPC_K8S_CNI_VETHPREFIX (eni)
+	ExternalSNAT            bool          // AWS_VPC_K8S_CNI_EXTERNALSNAT (false)
+	ExcludeSNATCIDRs        []netip.Prefix
+	RandomizeSNAT           string // AWS_VPC_K8S_CNI_RANDOMIZESNAT: prng|hashrandom|none (prng)
+	SubnetDiscovery         bool   // ENABLE_SUBNET_DISCOVERY (true)
+	ClusterName             string // CLUSTER_NAME
+	DisableLeakedENICleanup bool   // DISABLE_LEAKED_ENI_CLEANUP (false)
+
+	StateDir         string // VPCCHAIN_STATE_DIR (/var/run/vpcchain)
+	Socket           string // VPCCHAIN_SOCKET (<state dir>/ipamd.sock)
+	ENIConfigTimeout time.Duration
+
+	EC2Endpoint  string  // AWS_ENDPOINT_URL_EC2 / AWS_EC2_ENDPOINT (SDK default)
+	IMDSEndpoint string  // AWS_EC2_METADATA_SERVICE_ENDPOINT (SDK default)
+	EC2QPS       float64 // VPCCHAIN_EC2_QPS mutating calls/s (5)
+	EC2Burst     int     // VPCCHAIN_EC2_BURST (10)
+
+	PoolInterval      time.Duration // VPCCHAIN_POOL_INTERVAL (1s): warm-pool loop period
+	ReconcileInterval time.Duration // VPCCHAIN_RECONCILE_INTERVAL (60s)
+	LeakSweepInterval time.Duration // VPCCHAIN_LEAKED_ENI_SWEEP_INTERVAL (10m)
+	LeakedENIMinAge   time.Duration // VPCCHAIN_LEAKED_ENI_MIN_AGE (5m)
+	MinENIAge         time.Duration // VPCCHAIN_MIN_ENI_AGE (1m)
+	ScaleDownInterval time.Duration // VPCCHAIN_SCALE_DOWN_INTERVAL (30s)
+	OrphanGrace       time.Duration // VPCCHAIN_ORPHAN_GRACE (2m): allocation without its veth this long is released
+}
+
+// Lookup reads one variable; os.LookupEnv in production, a map in tests.
+type Lookup func(string) (string, bool)
+
+// FromEnv reads the configuration from the process environment.
+func FromEnv() (Config, error) { return Load(os.LookupEnv) }
+
+// Load reads and validates the configuration. Every problem is reported,
+// not just the first.
+func Load(get Lookup) (Config, error) {
+	p := parser{get: get}
+	c := Config{
+		WarmENITarget:           p.intAtLeast("WARM_ENI_TARGET", 1, 0),
+		WarmIPTarget:            p.intAtLeast("WARM_IP_TARGET", 0, 0),
+		MinimumIPTarget:         p.intAtLeast("MINIMUM_IP_TARGET", 0, 0),
+		WarmPrefixTarget:        p.intAtLeast("WARM_PREFIX_TARGET", 1, 0),
+		EnablePrefixDelegation:  p.boolean("ENABLE_PREFIX_DELEGATION", false),
+		MaxENI:                  p.maxENI(),
+		IPCooldownPeriod:        time.Duration(p.intAtLeast("IP_COOLDOWN_PERIOD", 30, 0)) * time.Second,
+		MaxPods:                 p.intAtLeast("MAX_PODS", 0, 0),
+		MTU:                     p.intRange("AWS_VPC_ENI_MTU", 9001, 576, 9001),
+		VethPrefix:              p.vethPrefix(),
+		ExternalSNAT:            p.boolean("AWS_VPC_K8S_CNI_EXTERNALSNAT", false),
+		ExcludeSNATCIDRs:        p.cidrs("AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS"),
+		RandomizeSNAT:           p.oneOf("AWS_VPC_K8S_CNI_RANDOMIZESNAT", "prng", "prng", "hashrandom", "none"),
+		SubnetDiscovery:         p.boolean("ENABLE_SUBNET_DISCOVERY", true),
+		ClusterName:             p.str("CLUSTER_NAME", ""),
+		DisableLeakedENICleanup: p.boolean("DISABLE_LEAKED_ENI_CLEANUP", false),
+		StateDir:                p.str("VPCCHAIN_STATE_DIR", "/var/run/vpcchain"),
+		EC2Endpoint:             firstSet(get, "AWS_ENDPOINT_URL_EC2", "AWS_EC2_ENDPOINT"),
+		IMDSEndpoint:            p.str("AWS_EC2_METADATA_SERVICE_ENDPOINT", ""),
+		EC2QPS:                  p.positiveFloat("VPCCHAIN_EC2_QPS", 5),
+		EC2Burst:                p.intAtLeast("VPCCHAIN_EC2_BURST", 10, 1),
+		PoolInterval:            p.duration("VPCCHAIN_POOL_INTERVAL", time.Second),
+		ReconcileInterval:       p.duration("VPCCHAIN_RECONCILE_INTERVAL", time.Minute),
+		LeakSweepInterval:       p.duration("VPCCHAIN_LEAKED_ENI_SWEEP_INTERVAL", 10*time.Minute),
+		LeakedENIMinAge:         p.duration("VPCCHAIN_LEAKED_ENI_MIN_AGE", 5*time.Minute),
+		MinENIAge:               p.duration("VPCCHAIN_MIN_ENI_AGE", time.Minute),
+		ScaleDownInterval:       p.duration("VPCCHAIN_SCALE_DOWN_INTERVAL", 30*time.Second),
+		OrphanGrace:             p.duration("VPCCHAIN_ORPHAN_GRACE", 2*time.Minute),
+		ENIConfigTimeout:        p.duration("VPCCHAIN_ENI_ATTACH_TIMEOUT", 30*time.Second),
+	}
+	c.Socket = p.str("VPCCHAIN_SOCKET", strings.TrimRight(c.StateDir, "/")+"/ipamd.sock")
+	if c.EnablePrefixDelegation && c.WarmPrefixTarget == 0 && c.WarmIPTarget == 0 && c.MinimumIPTarget == 0 {
+		p.errs = append(p.errs, errors.New("ENABLE_PREFIX_DELEGATION=true needs WARM_PREFIX_TARGET, WARM_IP_TARGET or MINIMUM_IP_TARGET >= 1 (all are 0): the pool would never hold an address"))
+	}
+	if len(p.errs) > 0 {
+		return Config{}, fmt.Errorf("invalid configuration:\n  %w", errors.Join(p.errs...))
+	}
+	return c, nil
+}
+
+func firstSet(get Lookup, names ...string) string {
+	for _, n := range names {
+		if v, ok := get(n); ok && v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+type parser struct {
+	get  Lookup
+	errs []error
+}
+
+func (p *parser) raw(name string) (string, bool) {
+	v, ok := p.get(name)
+	v = strings.TrimSpace(v)
+	return v, ok && v != ""
+}
+
+func (p *parser) bad(name, val, allowed string) {
+	p.errs = append(p.errs, fmt.Errorf("%s=%q is invalid: %s", name, val, allowed))
+}
+
+func (p *parser) str(name, def string) string {
+	if v, ok := p.raw(name); ok {
+		return v
+	}
+	return def
+}
+
+func (p *parser) intAtLeast(name string, def, lo int) int {
+	v, ok := p.raw(name)
+	if !ok {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo {
+		p.bad(name, v, fmt.Sprintf("want an integer >= %d", lo))
+		return def
+	}
+	return n
+}
+
+func (p *parser) intRange(name string, def, lo, hi int) int {
+	v, ok := p.raw(name)
+	if !ok {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		p.bad(name, v, fmt.Sprintf("want an integer from %d to %d", lo, hi))
+		return def
+	}
+	return n
+}
+
+func (p *parser) maxENI() int {
+	v, ok := p.raw("MAX_ENI")
+	if !ok {
+		return -1
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n == 0 || n < -1 {
+		p.bad("MAX_ENI", v, "want -1 (the instance type's limit) or an integer >= 1")
+		return -1
+	}
+	return n
+}
+
+func (p *parser) boolean(name string, def bool) bool {
+	v, ok := p.raw(name)
+	if !ok {
+		return def
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		p.bad(name, v, "want true or false")
+		return def
+	}
+	return b
+}
+
+func (p *parser) positiveFloat(name string, def float64) float64 {
+	v, ok := p.raw(name)
+	if !ok {
+		return def
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || f <= 0 {
+		p.bad(name, v, "want a number > 0")
+		return def
+	}
+	return f
+}
+
+func (p *parser) duration(name string, def time.Duration) time.Duration {
+	v, ok := p.raw(name)
+	if !ok {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		p.bad(name, v, "want a positive Go duration such as 30s or 5m")
+		return def
+	}
+	return d
+}
+
+func (p *parser) oneOf(name, def string, allowed ...string) string {
+	v, ok := p.raw(name)
+	if !ok {
+		return def
+	}
+	for _, a := range allowed {
+		if v == a {
+			return v
+		}
+	}
+	p.bad(name, v, "want one of "+strings.Join(allowed, ", "))
+	return def
+}
+
+func (p *parser) cidrs(name string) []netip.Prefix {
+	v, ok := p.raw(name)
+	if !ok {
+		return nil
+	}
+	var out []netip.Prefix
+	for _, s := range strings.Split(v, ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		pf, err := netip.ParsePrefix(s)
+		if err != nil || !pf.Addr().Is4() {
+			p.bad(name, v, fmt.Sprintf("%q is not an IPv4 CIDR; want a comma-separated list such as 10.1.0.0/16,192.168.0.0/24", s))
+			return nil
+		}
+		out = append(out, pf.Masked())
+	}
+	return out
+}
+
+func (p *parser) vethPrefix() string {
+	v, ok := p.raw("AWS_VPC_K8S_CNI_VETHPREFIX")
+	if !ok {
+		return "eni"
+	}
+	if err := naming.ValidatePrefix(v); err != nil {
+		p.bad("AWS_VPC_K8S_CNI_VETHPREFIX", v, err.Error())
+		return "eni"
+	}
+	return v
+}

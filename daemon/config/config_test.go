@@ -1,0 +1,71 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) Lookup {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := Load(env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.WarmENITarget != 1 || c.WarmIPTarget != 0 || c.MaxENI != -1 || c.IPCooldownPeriod != 30*time.Second ||
+		c.MTU != 9001 || c.VethPrefix != "eni" || c.RandomizeSNAT != "prng" || !c.SubnetDiscovery ||
+		c.Socket != "/var/run/vpcchain/ipamd.sock" || c.WarmPrefixTarget != 1 {
+		t.Errorf("defaults: %+v", c)
+	}
+}
+
+func TestValues(t *testing.T) {
+	c, err := Load(env(map[string]string{"WARM_IP_TARGET": "5", "MINIMUM_IP_TARGET": "10", "ENABLE_PREFIX_DELEGATION": "true",
+		"MAX_ENI": "2", "IP_COOLDOWN_PERIOD": "130", "AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS": "198.51.100.0/24, 10.9.0.0/16",
+		"AWS_VPC_K8S_CNI_VETHPREFIX": "cali", "VPCCHAIN_STATE_DIR": "/tmp/x/", "AWS_ENDPOINT_URL_EC2": "http://ec2"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.WarmIPTarget != 5 || c.MinimumIPTarget != 10 || !c.EnablePrefixDelegation || c.MaxENI != 2 ||
+		c.IPCooldownPeriod != 130*time.Second || len(c.ExcludeSNATCIDRs) != 2 || c.VethPrefix != "cali" ||
+		c.Socket != "/tmp/x/ipamd.sock" || c.EC2Endpoint != "http://ec2" {
+		t.Errorf("values: %+v", c)
+	}
+}
+
+func TestInvalid(t *testing.T) {
+	tests := []struct {
+		name, val string
+		want      string
+	}{
+		{"WARM_ENI_TARGET", "-1", `WARM_ENI_TARGET="-1" is invalid: want an integer >= 0`},
+		{"WARM_IP_TARGET", "abc", `WARM_IP_TARGET="abc" is invalid`},
+		{"MAX_ENI", "0", `MAX_ENI="0" is invalid: want -1`},
+		{"ENABLE_PREFIX_DELEGATION", "yes please", `ENABLE_PREFIX_DELEGATION="yes please" is invalid: want true or false`},
+		{"AWS_VPC_ENI_MTU", "70000", `AWS_VPC_ENI_MTU="70000" is invalid: want an integer from 576 to 9001`},
+		{"AWS_VPC_K8S_CNI_VETHPREFIX", "vlan", `AWS_VPC_K8S_CNI_VETHPREFIX="vlan" is invalid`},
+		{"AWS_VPC_K8S_CNI_VETHPREFIX", "toolong", `AWS_VPC_K8S_CNI_VETHPREFIX="toolong" is invalid`},
+		{"AWS_VPC_K8S_CNI_RANDOMIZESNAT", "random", `want one of prng, hashrandom, none`},
+		{"AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS", "10.0.0.0/33", `"10.0.0.0/33" is not an IPv4 CIDR`},
+		{"VPCCHAIN_POOL_INTERVAL", "fast", `VPCCHAIN_POOL_INTERVAL="fast" is invalid`},
+		{"IP_COOLDOWN_PERIOD", "30s", `IP_COOLDOWN_PERIOD="30s" is invalid: want an integer >= 0`},
+	}
+	for _, tt := range tests {
+		_, err := Load(env(map[string]string{tt.name: tt.val}))
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s=%s: error %v, want it to contain %q", tt.name, tt.val, err, tt.want)
+		}
+	}
+	// Every problem is reported at once.
+	_, err := Load(env(map[string]string{"WARM_IP_TARGET": "x", "MAX_ENI": "-5"}))
+	if err == nil || !strings.Contains(err.Error(), "WARM_IP_TARGET") || !strings.Contains(err.Error(), "MAX_ENI") {
+		t.Errorf("both errors: %v", err)
+	}
+	_, err = Load(env(map[string]string{"ENABLE_PREFIX_DELEGATION": "true", "WARM_PREFIX_TARGET": "0"}))
+	if err == nil || !strings.Contains(err.Error(), "would never hold an address") {
+		t.Errorf("PD with no target: %v", err)
+	}
+}
