@@ -1,0 +1,171 @@
+// Package cniext defines the vpcchain extension that the vpc-ipam plugin adds
+// to its CNI result and that vpc-bridge reads.
+//
+// A pod whose address belongs to a secondary ENI must leave the node through
+// that ENI (EC2 drops packets whose source address is not assigned to the ENI
+// they leave by), so vpc-bridge installs a from-pod rule (priority 1536) that
+// looks up the ENI's route table. The standard CNI result has no field for
+// that table, so vpc-ipam adds one top-level key next to the standard ones:
+//
+//	{
+//	  "cniVersion": "1.1.0",
+//	  "ips": [{"address": "10.0.1.23/24", "gateway": "10.0.1.1"}],
+//	  "vpcchain": {"routeTable": 3, "eniID": "eni-0abc...", "deviceNumber": 2}
+//	}
+//
+// Other IPAM plugins (host-local, static, ...) do not write the key; the
+// extension is then absent and the pod uses the main table (no 1536 rule).
+// Only vpc-bridge reads the extension: its own result does not carry it, since
+// chained plugins re-encode prevResult and would drop unknown keys anyway.
+package cniext
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/containernetworking/cni/pkg/types"
+	types100 "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/types/create"
+)
+
+// Key is the top-level JSON key of the extension in an IPAM result.
+const Key = "vpcchain"
+
+// MainTable is the kernel's main routing table (RT_TABLE_MAIN).
+const MainTable = 254
+
+// Reserved kernel tables that can never hold an ENI's routes.
+const (
+	tableUnspec  = 0   // RT_TABLE_UNSPEC: means "main" in the extension
+	tableDefault = 253 // RT_TABLE_DEFAULT
+	tableLocal   = 255 // RT_TABLE_LOCAL
+)
+
+// ErrDaemonUnreachable is the CNI error code (plugin-specific range, >= 100)
+// that an IPAM plugin returns when its daemon cannot be reached at all (socket
+// missing, connection refused, dial timeout). On DEL, vpc-bridge treats it as
+// "the daemon will reclaim the address when it reconciles" and succeeds after
+// the host side is clean, as the reference does when ipamd is down. Any other
+// IPAM DEL error is returned so that the runtime retries.
+const ErrDaemonUnreachable uint = 100
+
+// Ext is the vpcchain extension object of an IPAM result.
+type Ext struct {
+	// RouteTable is the route table of the ENI that owns the pod's address:
+	// 254 (or 0) = main, i.e. the primary ENI; anything else = a secondary
+	// ENI, which gets a from-pod rule "from <ip>/32 lookup <RouteTable>".
+	RouteTable int `json:"routeTable"`
+	// ENIID is the EC2 ID of that ENI ("eni-..."); informational.
+	ENIID string `json:"eniID,omitempty"`
+	// DeviceNumber is the ENI's device index on the instance; informational.
+	DeviceNumber int `json:"deviceNumber"`
+}
+
+// Table returns the effective route table: MainTable when the extension is
+// nil or RouteTable is 0.
+func (e *Ext) Table() int {
+	if e == nil || e.RouteTable == tableUnspec {
+		return MainTable
+	}
+	return e.RouteTable
+}
+
+// UsesMainTable reports whether the pod's traffic uses the main table, i.e.
+// no from-pod rule is needed.
+func (e *Ext) UsesMainTable() bool { return e.Table() == MainTable }
+
+// Validate checks the extension's values; a nil extension is valid.
+func (e *Ext) Validate() error {
+	if e == nil {
+		return nil
+	}
+	switch t := e.RouteTable; {
+	case t < 0 || int64(t) > 0xffffffff:
+		return fmt.Errorf("%s.routeTable %d is out of range: allowed 0 (main), 254 (main) or another table 1..4294967295", Key, t)
+	case t == tableDefault || t == tableLocal:
+		return fmt.Errorf("%s.routeTable %d is a reserved kernel table (253 default, 255 local): use 254/0 for main or an ENI table", Key, t)
+	}
+	if e.ENIID != "" && !strings.HasPrefix(e.ENIID, "eni-") {
+		return fmt.Errorf("%s.eniID %q is not an ENI ID: it must start with \"eni-\"", Key, e.ENIID)
+	}
+	if e.DeviceNumber < 0 {
+		return fmt.Errorf("%s.deviceNumber %d is negative", Key, e.DeviceNumber)
+	}
+	return nil
+}
+
+// Parse decodes the raw stdout of an IPAM plugin: the standard result of any
+// CNI version (converted to types/100) and the optional extension (nil when
+// the key is absent or null).
+func Parse(raw []byte) (*types100.Result, *Ext, error) {
+	generic, err := create.CreateFromBytes(raw)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot decode IPAM result: %w", err)
+	}
+	result, err := types100.NewResultFromResult(generic)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot convert IPAM result (cniVersion %s) to %s: %w", generic.Version(), types100.ImplementedSpecVersion, err)
+	}
+	var wrapper struct {
+		Ext *Ext `json:"vpcchain"`
+	}
+	if err := json.Unmarshal(raw, &wrapper); err != nil {
+		return nil, nil, fmt.Errorf("cannot decode %q extension of IPAM result: %w", Key, err)
+	}
+	if err := wrapper.Ext.Validate(); err != nil {
+		return nil, nil, fmt.Errorf("invalid IPAM result: %w", err)
+	}
+	return result, wrapper.Ext, nil
+}
+
+// Marshal encodes result (any CNI result version; convert it first with
+// GetAsVersion to the version of the network configuration) with ext added
+// under Key. With a nil ext it is the plain result.
+func Marshal(result types.Result, ext *Ext) ([]byte, error) {
+	if result == nil {
+		return nil, fmt.Errorf("cniext.Marshal: nil result")
+	}
+	if err := ext.Validate(); err != nil {
+		return nil, err
+	}
+	plain, err := json.Marshal(result)
+	if err != nil {
+		return nil, err
+	}
+	if ext == nil {
+		return plain, nil
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(plain, &obj); err != nil {
+		return nil, err
+	}
+	extJSON, err := json.Marshal(ext)
+	if err != nil {
+		return nil, err
+	}
+	obj[Key] = extJSON
+	return json.Marshal(obj)
+}
+
+// PrintResult is the IPAM side's replacement for types.PrintResult: it
+// converts result to cniVersion and writes it with ext to stdout.
+func PrintResult(result types.Result, ext *Ext, cniVersion string) error {
+	return WriteResult(os.Stdout, result, ext, cniVersion)
+}
+
+// WriteResult is PrintResult to any writer.
+func WriteResult(w io.Writer, result types.Result, ext *Ext, cniVersion string) error {
+	converted, err := result.GetAsVersion(cniVersion)
+	if err != nil {
+		return err
+	}
+	data, err := Marshal(converted, ext)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(data)
+	return err
+}

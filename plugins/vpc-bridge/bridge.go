@@ -1,0 +1,596 @@
+package main
+
+// ADD builds the routed veth of the AWS VPC CNI (reference section 4):
+//
+//	pod netns                              host netns
+//	eth0  <ip>/32 ─────── veth ─────────── eni<hash>   (no address, up)
+//	  169.254.1.1/32 dev eth0 scope link     <ip>/32 dev eni<hash> scope link   (main)
+//	  default via 169.254.1.1 dev eth0       rule 512:  to <ip>/32 lookup main
+//	  neigh 169.254.1.1 lladdr <host MAC>    rule 1536: from <ip>/32 lookup <ENI table>
+//	        nud permanent                               (only for a secondary-ENI address)
+//
+// Steps, each undone on a later failure together with an IPAM DEL:
+//  1. validate config, CNI_IFNAME, CNI_ARGS, open the netns (nothing to undo);
+//  2. clear a veth left by an earlier attempt for the same attachment, refuse a
+//     name taken by anyone else (before an address is allocated);
+//  3. IPAM ADD (raw, to read the vpcchain extension);
+//  4. create the veth from inside the pod netns with the peer in the host netns;
+//  5. host end: owner alias, IPv6 off, up; pod end: up, /32, routes, neighbour;
+//  6. host /32 route, rule 512, rule 1536.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	types100 "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+
+	"github.com/vpcchain/vpcchain/internal/cniext"
+	"github.com/vpcchain/vpcchain/internal/naming"
+	"github.com/vpcchain/vpcchain/internal/netlinkutil"
+)
+
+// GatewayIP is the pod's link-local default gateway, answered by the
+// permanent neighbour entry (the host veth MAC); no host interface owns it.
+var GatewayIP = net.IPv4(169, 254, 1, 1).To4()
+
+func logf(format string, a ...any) {
+	fmt.Fprintf(os.Stderr, "vpc-bridge: "+format+"\n", a...)
+}
+
+// openNetNS opens the container netns; a missing or invalid path is
+// ErrInvalidNetNS (8) naming the path.
+func openNetNS(path string) (ns.NetNS, error) {
+	if path == "" {
+		return nil, types.NewError(types.ErrInvalidNetNS, "vpc-bridge: CNI_NETNS is empty", "")
+	}
+	n, err := ns.GetNS(path)
+	if err != nil {
+		var notExist ns.NSPathNotExistErr
+		var notNS ns.NSPathNotNSErr
+		switch {
+		case errors.As(err, &notExist):
+			return nil, types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("vpc-bridge: CNI_NETNS %q does not exist", path), err.Error())
+		case errors.As(err, &notNS):
+			return nil, types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("vpc-bridge: CNI_NETNS %q is not a network namespace", path), err.Error())
+		}
+		return nil, types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("vpc-bridge: cannot open CNI_NETNS %q: %v", path, err), "")
+	}
+	return n, nil
+}
+
+// ownedBy reports whether link carries the alias of this attachment.
+func ownedBy(link netlink.Link, owner naming.VethOwner) bool {
+	o, ok := naming.ParseVethAlias(link.Attrs().Alias)
+	return ok && o.SameAttachment(owner)
+}
+
+func cmdAdd(args *skel.CmdArgs) (retErr error) {
+	ctx := context.Background()
+	conf, err := parseConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	if err := checkIfName(args.IfName); err != nil {
+		return err
+	}
+	k8s, err := loadK8sArgs(args.Args)
+	if err != nil {
+		return err
+	}
+	hostVeth := hostVethName(conf.VethPrefix, k8s, args.ContainerID, args.IfName)
+	owner := naming.VethOwner{ContainerID: args.ContainerID, IfName: args.IfName}
+
+	podNS, err := openNetNS(args.Netns)
+	if err != nil {
+		return err
+	}
+	defer podNS.Close()
+	hostNS, err := ns.GetCurrentNS()
+	if err != nil {
+		return fmt.Errorf("vpc-bridge: open host network namespace: %w", err)
+	}
+	defer hostNS.Close()
+
+	if err := clearStaleAttachment(hostVeth, owner, podNS, args.IfName); err != nil {
+		return err
+	}
+
+	raw, err := ipamAddRaw(ctx, conf, args.StdinData)
+	if err != nil {
+		return err
+	}
+
+	// From here on a failure removes what was created and releases the address.
+	undo := &addUndo{podNS: podNS, ifName: args.IfName, hostVeth: hostVeth, owner: owner}
+	defer func() {
+		if retErr == nil {
+			return
+		}
+		if err := undo.run(); err != nil {
+			logf("rollback after failed ADD: %v", err)
+		}
+		if err := ipamDelegate(ctx, "DEL", conf, args.StdinData); err != nil {
+			logf("rollback after failed ADD: IPAM DEL: %v", err)
+		}
+	}()
+
+	ipamResult, ext, err := cniext.Parse(raw)
+	if err != nil {
+		return types.NewError(types.ErrInternal, fmt.Sprintf("vpc-bridge: IPAM plugin %q returned an unusable result: %v", conf.IPAM.Type, err), "")
+	}
+	podIP, err := singleIPv4(ipamResult, conf.IPAM.Type)
+	if err != nil {
+		return err
+	}
+	table := ext.Table()
+	owner.RouteTable = table
+	undo.owner = owner
+	undo.ip = podIP
+	if err := checkAddressFree(podIP, owner); err != nil {
+		return err
+	}
+
+	hostMAC, err := uniqueHostMAC()
+	if err != nil {
+		return err
+	}
+
+	// Create the pair from inside the pod netns with the peer placed directly
+	// in the host netns (avoids moving a link between namespaces).
+	var podMAC net.HardwareAddr
+	err = podNS.Do(func(ns.NetNS) error {
+		la := netlink.NewLinkAttrs()
+		la.Name = args.IfName
+		la.MTU = conf.MTU
+		veth := &netlink.Veth{
+			LinkAttrs:        la,
+			PeerName:         hostVeth,
+			PeerNamespace:    netlink.NsFd(int(hostNS.Fd())),
+			PeerHardwareAddr: hostMAC,
+			PeerMTU:          uint32(conf.MTU),
+		}
+		if err := netlink.LinkAdd(veth); err != nil {
+			return fmt.Errorf("vpc-bridge: create veth pair %s (pod) / %s (host): %w", args.IfName, hostVeth, err)
+		}
+		undo.vethCreated = true
+		l, err := netlinkutil.LinkByName(args.IfName)
+		if err != nil {
+			return fmt.Errorf("vpc-bridge: look up new pod interface %s: %w", args.IfName, err)
+		}
+		podMAC = l.Attrs().HardwareAddr
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := injectFault("veth"); err != nil {
+		return err
+	}
+
+	hostLink, err := setupHostVeth(hostVeth, owner)
+	if err != nil {
+		return err
+	}
+
+	if err := podNS.Do(func(ns.NetNS) error { return setupPodSide(args.IfName, podIP, hostMAC) }); err != nil {
+		return err
+	}
+	if err := injectFault("pod"); err != nil {
+		return err
+	}
+
+	route := &netlink.Route{
+		LinkIndex: hostLink.Attrs().Index,
+		Dst:       netlinkutil.HostNet(podIP),
+		Scope:     netlink.SCOPE_LINK,
+		Table:     netlinkutil.MainTable,
+	}
+	if err := netlink.RouteReplace(route); err != nil {
+		return fmt.Errorf("vpc-bridge: add host route %s dev %s scope link: %w", route.Dst, hostVeth, err)
+	}
+	if err := injectFault("route"); err != nil {
+		return err
+	}
+
+	if err := ensurePodRules(podIP, table); err != nil {
+		return err
+	}
+	if err := injectFault("rules"); err != nil {
+		return err
+	}
+
+	result := &types100.Result{
+		CNIVersion: types100.ImplementedSpecVersion,
+		Interfaces: []*types100.Interface{
+			{Name: hostVeth, Mac: hostMAC.String()},
+			{Name: args.IfName, Mac: podMAC.String(), Sandbox: args.Netns},
+		},
+		IPs: []*types100.IPConfig{{
+			Interface: types100.Int(1),
+			Address:   *netlinkutil.HostNet(podIP),
+			Gateway:   GatewayIP,
+		}},
+		Routes: []*types.Route{{Dst: net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, GW: GatewayIP}},
+		DNS:    ipamResult.DNS,
+	}
+	if !conf.DNS.IsEmpty() {
+		result.DNS = conf.DNS
+	}
+	if err := injectFault("result"); err != nil {
+		return err
+	}
+	return types.PrintResult(result, conf.CNIVersion)
+}
+
+// singleIPv4 returns the one IPv4 address of an IPAM result.
+func singleIPv4(r *types100.Result, ipamType string) (net.IP, error) {
+	var v4, v6 []string
+	var ip net.IP
+	for _, c := range r.IPs {
+		if c.Address.IP.To4() != nil {
+			v4 = append(v4, c.Address.String())
+			ip = c.Address.IP.To4()
+		} else {
+			v6 = append(v6, c.Address.String())
+		}
+	}
+	switch {
+	case len(v6) > 0:
+		return nil, types.NewError(types.ErrInvalidNetworkConfig,
+			fmt.Sprintf("vpc-bridge: IPAM plugin %q returned IPv6 address(es) %s: IPv6 is not supported yet, configure the IPAM plugin for exactly one IPv4 address", ipamType, strings.Join(v6, ", ")), "")
+	case len(v4) != 1:
+		return nil, types.NewError(types.ErrInvalidNetworkConfig,
+			fmt.Sprintf("vpc-bridge: IPAM plugin %q returned %d IPv4 addresses %v: vpc-bridge needs exactly one", ipamType, len(v4), v4), "")
+	}
+	return ip, nil
+}
+
+// checkAddressFree refuses an address that the main table already routes to
+// an interface of another attachment: the IPAM handed out a live address.
+func checkAddressFree(ip net.IP, owner naming.VethOwner) error {
+	other, err := routedElsewhere(ip, owner)
+	if err != nil {
+		return err
+	}
+	if other != "" {
+		return types.NewError(types.ErrInternal,
+			fmt.Sprintf("vpc-bridge: address %s from IPAM is already in use on this node: it is routed to %s", ip, other), "")
+	}
+	return nil
+}
+
+// routedElsewhere returns a description of the interface that the main table
+// routes ip/32 to, when that interface is not this attachment's; "" if none.
+func routedElsewhere(ip net.IP, owner naming.VethOwner) (string, error) {
+	routes, err := netlinkutil.HostRoutes(ip, netlinkutil.MainTable)
+	if err != nil {
+		return "", err
+	}
+	for _, r := range routes {
+		if r.LinkIndex <= 0 {
+			return fmt.Sprintf("a %s route without interface", r.Dst), nil
+		}
+		l, err := netlink.LinkByIndex(r.LinkIndex)
+		if err != nil {
+			if netlinkutil.IsNotFound(err) {
+				continue
+			}
+			return "", fmt.Errorf("vpc-bridge: look up link %d of route %s: %w", r.LinkIndex, r.Dst, err)
+		}
+		if !ownedBy(l, owner) {
+			desc := fmt.Sprintf("interface %s", l.Attrs().Name)
+			if o, ok := naming.ParseVethAlias(l.Attrs().Alias); ok {
+				desc += fmt.Sprintf(" (%s)", o)
+			}
+			return desc, nil
+		}
+	}
+	return "", nil
+}
+
+// uniqueHostMAC returns a random locally administered MAC that no link in
+// the host netns uses.
+func uniqueHostMAC() (net.HardwareAddr, error) {
+	links, err := netlinkutil.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("vpc-bridge: list host links: %w", err)
+	}
+	for i := 0; i < 10; i++ {
+		mac, err := netlinkutil.RandomLAAMAC()
+		if err != nil {
+			return nil, err
+		}
+		clash := false
+		for _, l := range links {
+			if l.Attrs().HardwareAddr.String() == mac.String() {
+				clash = true
+				break
+			}
+		}
+		if !clash {
+			return mac, nil
+		}
+	}
+	return nil, errors.New("vpc-bridge: could not find an unused MAC address for the host veth")
+}
+
+// setupHostVeth labels the new host end with its owner, turns IPv6 off on it
+// (no link-local address: the host veth carries no address at all, as Felix
+// expects) and brings it up.
+func setupHostVeth(name string, owner naming.VethOwner) (netlink.Link, error) {
+	link, err := netlinkutil.LinkByName(name)
+	if err != nil {
+		return nil, fmt.Errorf("vpc-bridge: look up host veth %s: %w", name, err)
+	}
+	if err := netlink.LinkSetAlias(link, owner.Alias()); err != nil {
+		return nil, fmt.Errorf("vpc-bridge: set alias of host veth %s: %w", name, err)
+	}
+	if err := disableIPv6(name); err != nil {
+		return nil, err
+	}
+	if err := netlink.LinkSetUp(link); err != nil {
+		return nil, fmt.Errorf("vpc-bridge: set host veth %s up: %w", name, err)
+	}
+	return netlinkutil.LinkByName(name)
+}
+
+// disableIPv6 sets accept_ra=0 and disable_ipv6=1 on a link of the current
+// netns when the kernel has IPv6 (no-op otherwise).
+func disableIPv6(name string) error {
+	dir := "/proc/sys/net/ipv6/conf/" + name
+	if _, err := os.Stat(dir); err != nil {
+		return nil
+	}
+	for _, kv := range [][2]string{{"accept_ra", "0"}, {"disable_ipv6", "1"}} {
+		if err := os.WriteFile(dir+"/"+kv[0], []byte(kv[1]), 0o644); err != nil {
+			return fmt.Errorf("vpc-bridge: sysctl net.ipv6.conf.%s.%s=%s: %w", name, kv[0], kv[1], err)
+		}
+	}
+	return nil
+}
+
+// setupPodSide runs inside the pod netns.
+func setupPodSide(ifName string, ip net.IP, hostMAC net.HardwareAddr) error {
+	link, err := netlinkutil.LinkByName(ifName)
+	if err != nil {
+		return fmt.Errorf("vpc-bridge: look up pod interface %s: %w", ifName, err)
+	}
+	if err := netlink.LinkSetUp(link); err != nil {
+		return fmt.Errorf("vpc-bridge: set pod interface %s up: %w", ifName, err)
+	}
+	addr := &netlink.Addr{IPNet: netlinkutil.HostNet(ip)}
+	if err := netlink.AddrAdd(link, addr); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("vpc-bridge: add address %s to pod interface %s: %w", addr.IPNet, ifName, err)
+	}
+	idx := link.Attrs().Index
+	gwRoute := &netlink.Route{LinkIndex: idx, Dst: netlinkutil.HostNet(GatewayIP), Scope: netlink.SCOPE_LINK}
+	if err := netlink.RouteReplace(gwRoute); err != nil {
+		return fmt.Errorf("vpc-bridge: add pod route %s dev %s scope link: %w", gwRoute.Dst, ifName, err)
+	}
+	defRoute := &netlink.Route{
+		LinkIndex: idx,
+		Dst:       &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)},
+		Gw:        GatewayIP,
+		Scope:     netlink.SCOPE_UNIVERSE,
+	}
+	if err := netlink.RouteReplace(defRoute); err != nil {
+		return fmt.Errorf("vpc-bridge: add pod route default via %s dev %s: %w", GatewayIP, ifName, err)
+	}
+	neigh := &netlink.Neigh{
+		LinkIndex:    idx,
+		Family:       netlink.FAMILY_V4,
+		State:        netlink.NUD_PERMANENT,
+		IP:           GatewayIP,
+		HardwareAddr: hostMAC,
+	}
+	if err := netlink.NeighSet(neigh); err != nil {
+		return fmt.Errorf("vpc-bridge: add pod neighbour %s lladdr %s dev %s nud permanent: %w", GatewayIP, hostMAC, ifName, err)
+	}
+	return nil
+}
+
+// ensurePodRules installs rule 512 (to pod, main) and, for an address of a
+// secondary ENI, rule 1536 (from pod, ENI table); it removes 1536 rules for
+// the address that point at another table (leaked by an earlier owner).
+func ensurePodRules(ip net.IP, table int) error {
+	family := netlinkutil.Family(ip)
+	isFrom := netlinkutil.IsFromPodRule(ip)
+	if _, err := netlinkutil.DeleteRules(family, func(r *netlink.Rule) bool {
+		return isFrom(r) && (table == netlinkutil.MainTable || r.Table != table)
+	}); err != nil {
+		return fmt.Errorf("vpc-bridge: remove stale from-pod rules for %s: %w", ip, err)
+	}
+	if _, err := netlinkutil.EnsureRule(netlinkutil.ToPodRule(ip)); err != nil {
+		return fmt.Errorf("vpc-bridge: %w", err)
+	}
+	if table != netlinkutil.MainTable {
+		if _, err := netlinkutil.EnsureRule(netlinkutil.FromPodRule(ip, table)); err != nil {
+			return fmt.Errorf("vpc-bridge: %w", err)
+		}
+	}
+	return nil
+}
+
+// addUndo removes what a failed ADD created.
+type addUndo struct {
+	podNS       ns.NetNS
+	ifName      string
+	hostVeth    string
+	owner       naming.VethOwner
+	ip          net.IP
+	vethCreated bool
+}
+
+func (u *addUndo) run() error {
+	var errs []error
+	if u.vethCreated {
+		// Deleting one end of a veth pair deletes both.
+		err := u.podNS.Do(func(ns.NetNS) error {
+			l, err := netlinkutil.LinkByName(u.ifName)
+			if err != nil {
+				if netlinkutil.IsNotFound(err) {
+					return nil
+				}
+				return err
+			}
+			return netlink.LinkDel(l)
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("delete pod interface %s: %w", u.ifName, err))
+		}
+		if l, err := netlinkutil.LinkByName(u.hostVeth); err == nil {
+			if err := netlink.LinkDel(l); err != nil && !netlinkutil.IsNotFound(err) {
+				errs = append(errs, fmt.Errorf("delete host veth %s: %w", u.hostVeth, err))
+			}
+		}
+	}
+	if u.ip != nil {
+		if _, err := releaseHostIP(u.ip, u.owner); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// clearStaleAttachment runs before IPAM ADD. A host veth with this
+// attachment's name that was left by an earlier, interrupted or failed ADD of
+// the same (container ID, ifname) -- recognised by its alias, or by being the
+// peer of the pod's ifname -- is deleted with its routes and rules. A name
+// held by another attachment (an older sandbox of the same pod whose DEL has
+// not run yet) is ErrTryAgainLater; one held by a foreign interface is an
+// error; so is an existing ifname in the pod netns.
+func clearStaleAttachment(hostVeth string, owner naming.VethOwner, podNS ns.NetNS, ifName string) error {
+	podPeerIdx, podHasIf := -1, false
+	err := podNS.Do(func(ns.NetNS) error {
+		l, err := netlinkutil.LinkByName(ifName)
+		if err != nil {
+			if netlinkutil.IsNotFound(err) {
+				return nil
+			}
+			return err
+		}
+		podHasIf = true
+		if v, ok := l.(*netlink.Veth); ok {
+			if idx, err := netlink.VethPeerIndex(v); err == nil {
+				podPeerIdx = idx
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("vpc-bridge: inspect pod netns: %w", err)
+	}
+
+	link, err := netlinkutil.LinkByName(hostVeth)
+	switch {
+	case err != nil && !netlinkutil.IsNotFound(err):
+		return fmt.Errorf("vpc-bridge: look up host veth %s: %w", hostVeth, err)
+	case err == nil:
+		prev, aliased := naming.ParseVethAlias(link.Attrs().Alias)
+		paired := podHasIf && podPeerIdx == link.Attrs().Index
+		switch {
+		case paired || (aliased && prev.SameAttachment(owner)):
+			ips, err := ipsRoutedTo(link)
+			if err != nil {
+				return err
+			}
+			logf("replacing host veth %s left by an earlier attempt of %s", hostVeth, owner)
+			if err := netlink.LinkDel(link); err != nil && !netlinkutil.IsNotFound(err) {
+				return fmt.Errorf("vpc-bridge: delete stale host veth %s: %w", hostVeth, err)
+			}
+			for _, ip := range ips {
+				if _, err := releaseHostIP(ip, owner); err != nil {
+					return err
+				}
+			}
+			if paired {
+				podHasIf = false
+			}
+		case aliased:
+			return types.NewError(types.ErrTryAgainLater,
+				fmt.Sprintf("vpc-bridge: host veth name %q is in use by another attachment (%s), probably an older sandbox of the same pod that has not been deleted yet; it is freed when that attachment is deleted", hostVeth, prev), "")
+		default:
+			return types.NewError(types.ErrInternal,
+				fmt.Sprintf("vpc-bridge: host veth name %q is taken by an interface that vpc-bridge did not create (alias %q); remove it or use another vethPrefix", hostVeth, link.Attrs().Alias), "")
+		}
+	}
+
+	if podHasIf {
+		// Re-check: the stale pair may just have been removed.
+		exists := false
+		_ = podNS.Do(func(ns.NetNS) error {
+			_, err := netlinkutil.LinkByName(ifName)
+			exists = err == nil
+			return nil
+		})
+		if exists {
+			return types.NewError(types.ErrInternal,
+				fmt.Sprintf("vpc-bridge: interface %q already exists in network namespace %q", ifName, podNS.Path()), "")
+		}
+	}
+	return nil
+}
+
+// ipsRoutedTo returns the destinations of the single-host routes in the main
+// table that go out of link (the pod addresses behind a host veth).
+func ipsRoutedTo(link netlink.Link) ([]net.IP, error) {
+	var out []net.IP
+	for _, family := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		routes, err := netlinkutil.RouteListFiltered(family,
+			&netlink.Route{LinkIndex: link.Attrs().Index, Table: netlinkutil.MainTable},
+			netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
+		if err != nil {
+			return nil, fmt.Errorf("vpc-bridge: list routes of %s: %w", link.Attrs().Name, err)
+		}
+		for _, r := range routes {
+			if r.Dst == nil {
+				continue
+			}
+			if ones, bits := r.Dst.Mask.Size(); ones == bits {
+				out = append(out, r.Dst.IP)
+			}
+		}
+	}
+	return out, nil
+}
+
+// releaseHostIP removes the main-table /32 route and the 512/1536 rules of a
+// pod address, unless the address is now routed to an interface of another
+// attachment (it was handed to a new pod): then it touches nothing and
+// returns skipped=true, so a late or repeated DEL cannot break a live pod.
+func releaseHostIP(ip net.IP, owner naming.VethOwner) (skipped bool, err error) {
+	other, err := routedElsewhere(ip, owner)
+	if err != nil {
+		return false, err
+	}
+	if other != "" {
+		logf("not removing rules for %s: the address is now routed to %s", ip, other)
+		return true, nil
+	}
+	var errs []error
+	routes, err := netlinkutil.HostRoutes(ip, netlinkutil.MainTable)
+	if err != nil {
+		return false, err
+	}
+	for i := range routes {
+		if err := netlink.RouteDel(&routes[i]); err != nil && !netlinkutil.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("delete route %s: %w", routes[i].Dst, err))
+		}
+	}
+	family := netlinkutil.Family(ip)
+	if _, err := netlinkutil.DeleteRules(family, netlinkutil.IsToPodRule(ip)); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := netlinkutil.DeleteRules(family, netlinkutil.IsFromPodRule(ip)); err != nil {
+		errs = append(errs, err)
+	}
+	return false, errors.Join(errs...)
+}

@@ -1,0 +1,311 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	types100 "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+
+	"github.com/vpcchain/vpcchain/internal/naming"
+	"github.com/vpcchain/vpcchain/internal/netlinkutil"
+)
+
+// cmdCheck verifies every piece that ADD built and reports each difference.
+// IPAM CHECK runs first; an IPAM error is returned as the IPAM plugin gave it.
+func cmdCheck(args *skel.CmdArgs) error {
+	ctx := context.Background()
+	conf, err := parseConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	if err := checkIfName(args.IfName); err != nil {
+		return err
+	}
+	podNS, err := openNetNS(args.Netns)
+	if err != nil {
+		return err
+	}
+	defer podNS.Close()
+
+	if err := ipamDelegate(ctx, "CHECK", conf, args.StdinData); err != nil {
+		return err
+	}
+
+	if conf.PrevResult == nil {
+		return types.NewError(types.ErrInvalidNetworkConfig, "vpc-bridge: CHECK needs prevResult (the ADD result)", "")
+	}
+	prev, err := types100.NewResultFromResult(conf.PrevResult)
+	if err != nil {
+		return types.NewError(types.ErrDecodingFailure, fmt.Sprintf("vpc-bridge: cannot convert prevResult: %v", err), "")
+	}
+	exp, err := expectedFromResult(prev, args)
+	if err != nil {
+		return err
+	}
+
+	var problems []string
+	hostMAC := checkHost(exp, conf, args, &problems)
+	if err := podNS.Do(func(ns.NetNS) error {
+		checkPod(exp, conf, hostMAC, &problems)
+		return nil
+	}); err != nil {
+		return fmt.Errorf("vpc-bridge: CHECK: enter pod netns: %w", err)
+	}
+	if len(problems) > 0 {
+		return types.NewError(types.ErrInternal, "vpc-bridge: CHECK failed: "+strings.Join(problems, "; "), "")
+	}
+	return nil
+}
+
+// expected is what ADD recorded in its result.
+type expected struct {
+	hostName, hostMAC string
+	podName, podMAC   string
+	ip                net.IP
+}
+
+func expectedFromResult(r *types100.Result, args *skel.CmdArgs) (*expected, error) {
+	e := &expected{}
+	podIdx := -1
+	for i, itf := range r.Interfaces {
+		switch {
+		case itf.Sandbox == "" && e.hostName == "":
+			e.hostName, e.hostMAC = itf.Name, itf.Mac
+		case itf.Name == args.IfName && itf.Sandbox == args.Netns:
+			e.podName, e.podMAC, podIdx = itf.Name, itf.Mac, i
+		}
+	}
+	if e.hostName == "" || podIdx < 0 {
+		return nil, types.NewError(types.ErrInvalidNetworkConfig,
+			fmt.Sprintf("vpc-bridge: prevResult lacks the host veth or the pod interface %s in sandbox %s", args.IfName, args.Netns), "")
+	}
+	for _, c := range r.IPs {
+		if c.Interface != nil && *c.Interface == podIdx && c.Address.IP.To4() != nil {
+			e.ip = c.Address.IP.To4()
+		}
+	}
+	if e.ip == nil {
+		return nil, types.NewError(types.ErrInvalidNetworkConfig,
+			fmt.Sprintf("vpc-bridge: prevResult has no IPv4 address on interface %d (%s)", podIdx, args.IfName), "")
+	}
+	return e, nil
+}
+
+// checkHost checks the host side and returns the host veth's MAC (nil if absent).
+func checkHost(e *expected, conf *NetConf, args *skel.CmdArgs, problems *[]string) net.HardwareAddr {
+	bad := func(format string, a ...any) { *problems = append(*problems, fmt.Sprintf(format, a...)) }
+	owner := naming.VethOwner{ContainerID: args.ContainerID, IfName: args.IfName, RouteTable: netlinkutil.MainTable}
+
+	var hostMAC net.HardwareAddr
+	link, err := netlinkutil.LinkByName(e.hostName)
+	if err != nil {
+		bad("host veth %s not found: %v", e.hostName, err)
+	} else {
+		a := link.Attrs()
+		hostMAC = a.HardwareAddr
+		if _, ok := link.(*netlink.Veth); !ok {
+			bad("host interface %s is a %s, not a veth", e.hostName, link.Type())
+		}
+		if a.Flags&net.FlagUp == 0 {
+			bad("host veth %s is down", e.hostName)
+		}
+		if e.hostMAC != "" && !strings.EqualFold(a.HardwareAddr.String(), e.hostMAC) {
+			bad("host veth %s has MAC %s, ADD reported %s", e.hostName, a.HardwareAddr, e.hostMAC)
+		}
+		if a.MTU != conf.MTU {
+			bad("host veth %s has MTU %d, want %d", e.hostName, a.MTU, conf.MTU)
+		}
+		if o, ok := naming.ParseVethAlias(a.Alias); !ok || !o.SameAttachment(owner) {
+			bad("host veth %s has alias %q, want %q", e.hostName, a.Alias, owner.Alias())
+		} else {
+			owner.RouteTable = o.RouteTable
+		}
+		if addrs, err := netlinkutil.AddrList(link, netlink.FAMILY_ALL); err != nil {
+			bad("list addresses of host veth %s: %v", e.hostName, err)
+		} else if len(addrs) > 0 {
+			var s []string
+			for _, ad := range addrs {
+				s = append(s, ad.IPNet.String())
+			}
+			bad("host veth %s has address(es) %s, it must have none", e.hostName, strings.Join(s, ", "))
+		}
+
+		routes, err := netlinkutil.HostRoutes(e.ip, netlinkutil.MainTable)
+		if err != nil {
+			bad("%v", err)
+		}
+		found := false
+		for _, r := range routes {
+			if r.LinkIndex == a.Index && r.Scope == netlink.SCOPE_LINK && r.Gw == nil {
+				found = true
+			} else {
+				bad("unexpected host route %s (ifindex %d, scope %s) in main", r.Dst, r.LinkIndex, r.Scope)
+			}
+		}
+		if !found {
+			bad("host route %s dev %s scope link missing from main table", netlinkutil.HostNet(e.ip), e.hostName)
+		}
+	}
+
+	family := netlinkutil.Family(e.ip)
+	want512 := netlinkutil.ToPodRule(e.ip)
+	if rules, err := netlinkutil.FindRules(family, netlinkutil.IsToPodRule(e.ip)); err != nil {
+		bad("%v", err)
+	} else {
+		ok := false
+		for i := range rules {
+			if rules[i].Table == netlinkutil.MainTable {
+				ok = true
+			} else {
+				bad("unexpected rule %q", netlinkutil.RuleString(&rules[i]))
+			}
+		}
+		if !ok {
+			bad("rule %q missing", netlinkutil.RuleString(want512))
+		}
+	}
+	if rules, err := netlinkutil.FindRules(family, netlinkutil.IsFromPodRule(e.ip)); err != nil {
+		bad("%v", err)
+	} else {
+		ok := owner.RouteTable == netlinkutil.MainTable
+		for i := range rules {
+			if owner.RouteTable != netlinkutil.MainTable && rules[i].Table == owner.RouteTable {
+				ok = true
+			} else {
+				bad("unexpected rule %q (the pod's route table is %d)", netlinkutil.RuleString(&rules[i]), owner.RouteTable)
+			}
+		}
+		if !ok {
+			bad("rule %q missing", netlinkutil.RuleString(netlinkutil.FromPodRule(e.ip, owner.RouteTable)))
+		}
+	}
+	return hostMAC
+}
+
+// checkPod runs inside the pod netns.
+func checkPod(e *expected, conf *NetConf, hostMAC net.HardwareAddr, problems *[]string) {
+	bad := func(format string, a ...any) { *problems = append(*problems, fmt.Sprintf(format, a...)) }
+	link, err := netlinkutil.LinkByName(e.podName)
+	if err != nil {
+		bad("pod interface %s not found: %v", e.podName, err)
+		return
+	}
+	a := link.Attrs()
+	if _, ok := link.(*netlink.Veth); !ok {
+		bad("pod interface %s is a %s, not a veth", e.podName, link.Type())
+	}
+	if a.Flags&net.FlagUp == 0 {
+		bad("pod interface %s is down", e.podName)
+	}
+	if e.podMAC != "" && !strings.EqualFold(a.HardwareAddr.String(), e.podMAC) {
+		bad("pod interface %s has MAC %s, ADD reported %s", e.podName, a.HardwareAddr, e.podMAC)
+	}
+	if a.MTU != conf.MTU {
+		bad("pod interface %s has MTU %d, want %d", e.podName, a.MTU, conf.MTU)
+	}
+
+	want := netlinkutil.HostNet(e.ip)
+	if addrs, err := netlinkutil.AddrList(link, netlink.FAMILY_V4); err != nil {
+		bad("list addresses of pod interface %s: %v", e.podName, err)
+	} else {
+		found := false
+		for _, ad := range addrs {
+			if ad.IPNet.String() == want.String() {
+				found = true
+			}
+		}
+		if !found {
+			bad("pod interface %s lacks address %s", e.podName, want)
+		}
+	}
+
+	routes, err := netlinkutil.RouteListFiltered(netlink.FAMILY_V4,
+		&netlink.Route{LinkIndex: a.Index, Table: netlinkutil.MainTable}, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
+	if err != nil {
+		bad("list routes of pod interface %s: %v", e.podName, err)
+	} else {
+		gwRoute, defRoute := false, false
+		for _, r := range routes {
+			if r.Dst != nil && r.Dst.String() == netlinkutil.HostNet(GatewayIP).String() && r.Scope == netlink.SCOPE_LINK {
+				gwRoute = true
+			}
+			if (r.Dst == nil || r.Dst.String() == "0.0.0.0/0") && r.Gw.Equal(GatewayIP) {
+				defRoute = true
+			}
+		}
+		if !gwRoute {
+			bad("pod route %s/32 dev %s scope link missing", GatewayIP, e.podName)
+		}
+		if !defRoute {
+			bad("pod route default via %s dev %s missing", GatewayIP, e.podName)
+		}
+	}
+
+	neighs, err := netlinkutil.NeighList(a.Index, netlink.FAMILY_V4)
+	if err != nil {
+		bad("list neighbours of pod interface %s: %v", e.podName, err)
+		return
+	}
+	var gw *netlink.Neigh
+	for i := range neighs {
+		if neighs[i].IP.Equal(GatewayIP) {
+			gw = &neighs[i]
+		}
+	}
+	switch {
+	case gw == nil:
+		bad("pod interface %s has no neighbour entry for %s (want lladdr %s nud permanent)", e.podName, GatewayIP, hostMAC)
+	case gw.State&netlink.NUD_PERMANENT == 0:
+		bad("pod neighbour %s on %s is not permanent (state %s)", GatewayIP, e.podName, neighStateString(gw.State))
+		fallthrough
+	default:
+		if hostMAC != nil && gw.HardwareAddr.String() != hostMAC.String() {
+			bad("pod neighbour %s on %s has lladdr %s, want host veth MAC %s", GatewayIP, e.podName, gw.HardwareAddr, hostMAC)
+		}
+	}
+}
+
+func neighStateString(s int) string {
+	names := map[int]string{
+		netlink.NUD_INCOMPLETE: "incomplete", netlink.NUD_REACHABLE: "reachable", netlink.NUD_STALE: "stale",
+		netlink.NUD_DELAY: "delay", netlink.NUD_PROBE: "probe", netlink.NUD_FAILED: "failed",
+		netlink.NUD_NOARP: "noarp", netlink.NUD_PERMANENT: "permanent",
+	}
+	var out []string
+	for bit, n := range names {
+		if s&bit != 0 {
+			out = append(out, n)
+		}
+	}
+	if len(out) == 0 {
+		return fmt.Sprintf("%#x", s)
+	}
+	return strings.Join(out, "|")
+}
+
+// cmdStatus (CNI 1.1) reports whether the plugin can serve ADD: that is the
+// IPAM plugin's (and its daemon's) readiness.
+func cmdStatus(args *skel.CmdArgs) error {
+	conf, err := parseConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	return ipamDelegate(context.Background(), "STATUS", conf, args.StdinData)
+}
+
+// cmdGC (CNI 1.1) forwards GC to the IPAM plugin so that it can release
+// addresses of attachments the runtime no longer knows. Host-side leftovers
+// are not collected here (see caveats in the package docs of del.go).
+func cmdGC(args *skel.CmdArgs) error {
+	conf, err := parseConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	return ipamDelegate(context.Background(), "GC", conf, args.StdinData)
+}
