@@ -50,7 +50,7 @@ type Config struct {
 	LeakedENIMinAge   time.Duration // VPCCHAIN_LEAKED_ENI_MIN_AGE (5m)
 	MinENIAge         time.Duration // VPCCHAIN_MIN_ENI_AGE (1m)
 	ScaleDownInterval time.Duration // VPCCHAIN_SCALE_DOWN_INTERVAL (30s)
-	OrphanGrace       time.Duration // VPCCHAIN_ORPHAN_GRACE (2m): allocation without its veth this long is released
+	OrphanGrace       time.Duration // VPCCHAIN_ORPHAN_GRACE (2m): allocation whose netns is gone is released after this
 }
 
 // Lookup reads one variable; os.LookupEnv in production, a map in tests.

@@ -84,7 +84,10 @@ type Allocation struct {
 	ENIID        string     `json:"eniID"`
 	PodNamespace string     `json:"podNamespace,omitempty"`
 	PodName      string     `json:"podName,omitempty"`
-	AssignedAt   time.Time  `json:"assignedAt"`
+	// Netns is the sandbox's network namespace path at ADD: once it is gone
+	// the pod is gone, whatever DEL did.
+	Netns      string    `json:"netns,omitempty"`
+	AssignedAt time.Time `json:"assignedAt"`
 }
 
 // Record is one stored allocation with its key.

@@ -45,11 +45,12 @@ const (
 )
 
 // ErrDaemonUnreachable is the CNI error code (plugin-specific range, >= 100)
-// that an IPAM plugin returns when its daemon cannot be reached at all (socket
-// missing, connection refused, dial timeout). On DEL, vpc-bridge treats it as
-// "the daemon will reclaim the address when it reconciles" and succeeds after
-// the host side is clean, as the reference does when ipamd is down. Any other
-// IPAM DEL error is returned so that the runtime retries.
+// by which an IPAM plugin may report on DEL that its daemon cannot be reached
+// at all (socket missing, connection refused). vpc-bridge then succeeds once
+// the host side is clean, as the reference does when ipamd is down. vpc-ipam
+// itself does not need it: its DEL already succeeds in that case (the daemon
+// reclaims the address through CNI GC or when the sandbox's netns is gone).
+// Any other IPAM DEL error is returned so that the runtime retries.
 const ErrDaemonUnreachable uint = 100
 
 // Ext is the vpcchain extension object of an IPAM result.

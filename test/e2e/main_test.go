@@ -3,13 +3,59 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
+	"os/signal"
+	"sync"
+	"syscall"
 	"testing"
 )
 
-func requireRoot(t *testing.T) {
+func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("end-to-end tests need root: they create network namespaces")
 	}
+}
+
+// Interrupt cleanup: t.Cleanup does not run when the test binary is killed
+// by SIGINT/SIGTERM, so everything a run creates (daemons, simulators,
+// namespaces) also registers here, and TestMain tears it down on a signal.
+var (
+	interruptMu   sync.Mutex
+	interruptNext int
+	interruptFns  = map[int]func(){}
+)
+
+// onInterrupt registers f to run if the run is interrupted; the returned
+// func unregisters it (call it from the normal cleanup).
+func onInterrupt(f func()) func() {
+	interruptMu.Lock()
+	defer interruptMu.Unlock()
+	id := interruptNext
+	interruptNext++
+	interruptFns[id] = f
+	return func() {
+		interruptMu.Lock()
+		delete(interruptFns, id)
+		interruptMu.Unlock()
+	}
+}
+
+func TestMain(m *testing.M) {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		s := <-sigs
+		fmt.Fprintf(os.Stderr, "e2e: %v: removing everything this run created\n", s)
+		interruptMu.Lock()
+		// Newest first: daemons and pods before the simulator under them.
+		for id := interruptNext - 1; id >= 0; id-- {
+			if f, ok := interruptFns[id]; ok {
+				f()
+			}
+		}
+		os.Exit(1)
+	}()
+	os.Exit(m.Run())
 }

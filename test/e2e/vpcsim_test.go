@@ -59,7 +59,7 @@ func errCode(err error) string {
 
 // startSim starts a simulator with a data plane and proves, on cleanup, that
 // nothing of the run is left.
-func startSim(t *testing.T, lag time.Duration) *vpcsim.Sim {
+func startSim(t testing.TB, lag time.Duration) *vpcsim.Sim {
 	t.Helper()
 	requireRoot(t)
 	runID := vpcsim.RandomRunID()
@@ -67,7 +67,9 @@ func startSim(t *testing.T, lag time.Duration) *vpcsim.Sim {
 	if err != nil {
 		t.Fatal(err)
 	}
+	unregister := onInterrupt(func() { _ = sim.Close() })
 	t.Cleanup(func() {
+		unregister()
 		if err := sim.Close(); err != nil {
 			t.Errorf("close: %v", err)
 		}

@@ -776,7 +776,9 @@ func (f *Fabric) ListenTCP(nodeName string, a netip.AddrPort) (net.Listener, err
 	if !ok {
 		return nil, fmt.Errorf("dataplane: unknown node %q", nodeName)
 	}
-	l, err := listenIn(n.nsName, n.h, a)
+	// Host scope: the node's own connections never pick an endpoint address
+	// (169.254.169.254, ...) as their source, as on EC2 where IMDS is not local.
+	l, err := listenIn(n.nsName, n.h, a, netlink.SCOPE_HOST)
 	if err != nil {
 		return nil, err
 	}
@@ -793,7 +795,7 @@ func (f *Fabric) ListenTCPOutside(a netip.AddrPort) (net.Listener, error) {
 	if f.closed {
 		return nil, ErrClosed
 	}
-	l, err := listenIn(f.outName, f.out, a)
+	l, err := listenIn(f.outName, f.out, a, netlink.SCOPE_UNIVERSE)
 	if err != nil {
 		return nil, err
 	}
@@ -801,13 +803,13 @@ func (f *Fabric) ListenTCPOutside(a netip.AddrPort) (net.Listener, error) {
 	return l, nil
 }
 
-func listenIn(nsName string, h *netlink.Handle, a netip.AddrPort) (net.Listener, error) {
+func listenIn(nsName string, h *netlink.Handle, a netip.AddrPort, scope netlink.Scope) (net.Listener, error) {
 	if !a.IsValid() {
 		return nil, fmt.Errorf("dataplane: invalid listen address %v", a)
 	}
 	ipa := a.Addr().Unmap()
 	if !ipa.IsUnspecified() {
-		if err := ensureLocal(h, ipa); err != nil {
+		if err := ensureLocal(h, ipa, scope); err != nil {
 			return nil, err
 		}
 	}
@@ -823,7 +825,7 @@ func listenIn(nsName string, h *netlink.Handle, a netip.AddrPort) (net.Listener,
 	return l, nil
 }
 
-func ensureLocal(h *netlink.Handle, a netip.Addr) error {
+func ensureLocal(h *netlink.Handle, a netip.Addr, scope netlink.Scope) error {
 	fam := netlink.FAMILY_V4
 	bits := 32
 	if a.Is6() {
@@ -842,7 +844,9 @@ func ensureLocal(h *netlink.Handle, a netip.Addr) error {
 	if err != nil {
 		return err
 	}
-	if err := h.AddrAdd(lo, addr(netip.PrefixFrom(a, bits))); err != nil && !errors.Is(err, unix.EEXIST) {
+	la := addr(netip.PrefixFrom(a, bits))
+	la.Scope = int(scope)
+	if err := h.AddrAdd(lo, la); err != nil && !errors.Is(err, unix.EEXIST) {
 		return fmt.Errorf("dataplane: add %v to lo: %w", a, err)
 	}
 	return nil

@@ -1,0 +1,813 @@
+package cloud
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/smithy-go"
+
+	"github.com/vpcchain/vpcchain/internal/instancelimits"
+	"github.com/vpcchain/vpcchain/internal/vpcsim"
+)
+
+const testCluster = "test-cluster"
+
+// env is a control-plane-only region: one VPC (10.0.0.0/16), a /24 subnet
+// and a security group in us-west-2a, an m5.large node, and a Client for it.
+type env struct {
+	sim    *vpcsim.Sim
+	vpc    string
+	subnet string
+	sg     string
+	node   vpcsim.Node
+	c      *Client
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	s, err := vpcsim.Start(vpcsim.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	e := &env{sim: s}
+	if e.vpc, err = s.Cloud.AddVPC("10.0.0.0/16"); err != nil {
+		t.Fatal(err)
+	}
+	if e.subnet, err = s.Cloud.AddSubnet(e.vpc, "10.0.1.0/24", "us-west-2a", nil); err != nil {
+		t.Fatal(err)
+	}
+	if e.sg, err = s.Cloud.AddSecurityGroup(e.vpc); err != nil {
+		t.Fatal(err)
+	}
+	if e.node, err = s.LaunchNode(vpcsim.LaunchSpec{Name: "node1", InstanceType: "m5.large", SubnetID: e.subnet, GroupIDs: []string{e.sg}}); err != nil {
+		t.Fatal(err)
+	}
+	e.c = e.client(t, nil)
+	return e
+}
+
+// client builds a Client for the node: no client-side rate limit, three
+// attempts and millisecond backoffs, so tests stay fast.
+func (e *env) client(t *testing.T, mod func(*Options)) *Client {
+	t.Helper()
+	o := Options{EC2Endpoint: e.node.EC2Endpoint, IMDSEndpoint: e.node.IMDSEndpoint,
+		Credentials: credentials.NewStaticCredentialsProvider("AKIDSIM", "secret", ""),
+		MutatingQPS: -1, DescribeQPS: -1, MaxAttempts: 3, MaxBackoff: 5 * time.Millisecond,
+		DetachTimeout: 5 * time.Second, ClusterName: testCluster, Logf: t.Logf}
+	if mod != nil {
+		mod(&o)
+	}
+	c, err := New(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func (e *env) input(dev, ips, prefixes int) CreateENIInput {
+	return CreateENIInput{SubnetID: e.subnet, Groups: []string{e.sg}, InstanceID: e.node.InstanceID,
+		DeviceIndex: dev, IPCount: ips, PrefixCount: prefixes}
+}
+
+func (e *env) createAttach(t *testing.T, c *Client, dev, ips int) ENI {
+	t.Helper()
+	eni, err := c.CreateAndAttachENI(context.Background(), e.input(dev, ips, 0))
+	if err != nil {
+		t.Fatalf("CreateAndAttachENI: %v", err)
+	}
+	return eni
+}
+
+func (e *env) deleteOnTermination(t *testing.T, eniID string) bool {
+	t.Helper()
+	for _, i := range e.sim.Cloud.Instances() {
+		if i.InstanceID == e.node.InstanceID {
+			return i.DeleteOnTermination[eniID]
+		}
+	}
+	t.Fatalf("instance %s not found", e.node.InstanceID)
+	return false
+}
+
+// checkENI compares an ENI the client returned with the simulator's state.
+func checkENI(t *testing.T, e *env, got ENI) {
+	t.Helper()
+	v, ok := e.sim.Cloud.ENI(got.ID)
+	if !ok {
+		t.Fatalf("ENI %s does not exist in EC2", got.ID)
+	}
+	want := ENI{ID: v.ID, MAC: v.MAC, DeviceNumber: v.DeviceIndex, SubnetID: v.SubnetID, SubnetCIDR: v.SubnetCIDR,
+		PrimaryIP: v.PrimaryIP, IPs: v.Secondary, Prefixes: v.Prefixes, Tags: v.Tags, AttachmentID: v.AttachmentID,
+		Primary: v.DeviceIndex == 0, Status: v.Status}
+	if !reflect.DeepEqual(norm(got), norm(want)) {
+		t.Errorf("ENI\n got %+v\nwant %+v", got, want)
+	}
+}
+
+// norm makes empty and nil slices compare equal.
+func norm(e ENI) ENI {
+	if len(e.IPs) == 0 {
+		e.IPs = nil
+	}
+	if len(e.Prefixes) == 0 {
+		e.Prefixes = nil
+	}
+	if len(e.Tags) == 0 {
+		e.Tags = nil
+	}
+	return e
+}
+
+func TestMetadataNode(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	if e.c.Region() != "us-west-2" {
+		t.Errorf("region from IMDS = %q", e.c.Region())
+	}
+	added, err := e.c.CreateAndAttachENI(ctx, e.input(1, 0, 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.c.AssignIPs(ctx, added.ID, 2); err != nil {
+		t.Fatal(err)
+	}
+	n, err := e.c.MetadataNode(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, _ := e.sim.Cloud.InstanceNetwork(e.node.InstanceID)
+	prim := in.ENIs[0]
+	sec, _ := e.sim.Cloud.ENI(added.ID)
+	tests := []struct {
+		field     string
+		got, want any
+	}{
+		{"InstanceID", n.InstanceID, e.node.InstanceID},
+		{"InstanceType", n.InstanceType, "m5.large"},
+		{"AZ", n.AZ, "us-west-2a"},
+		{"Region", n.Region, "us-west-2"},
+		{"VPCID", n.VPCID, e.vpc},
+		{"SubnetID", n.SubnetID, e.subnet},
+		{"PrimaryMAC", n.PrimaryMAC, prim.MAC},
+		{"PrimaryIP", n.PrimaryIP, prim.PrimaryIP},
+		{"VPCCIDRs", n.VPCCIDRs, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/16")}},
+		{"SecurityGroups", n.SecurityGroups, []string{e.sg}},
+		{"len(ENIs)", len(n.ENIs), 2},
+	}
+	for _, tt := range tests {
+		if !reflect.DeepEqual(tt.got, tt.want) {
+			t.Errorf("%s = %v, want %v", tt.field, tt.got, tt.want)
+		}
+	}
+	if len(n.ENIs) != 2 {
+		t.FailNow()
+	}
+	enis := []struct {
+		got  ENI
+		want vpcsim.ENIView
+	}{{n.ENIs[0], prim}, {n.ENIs[1], sec}}
+	for i, x := range enis {
+		w := ENI{ID: x.want.ID, MAC: x.want.MAC, DeviceNumber: x.want.DeviceIndex, SubnetID: x.want.SubnetID,
+			SubnetCIDR: x.want.SubnetCIDR, PrimaryIP: x.want.PrimaryIP, IPs: x.want.Secondary, Prefixes: x.want.Prefixes,
+			Primary: i == 0, Status: "in-use"}
+		if !reflect.DeepEqual(norm(x.got), norm(w)) {
+			t.Errorf("IMDS ENI %d\n got %+v\nwant %+v", i, x.got, w)
+		}
+	}
+	if len(n.ENIs[1].IPs) != 2 || len(n.ENIs[1].Prefixes) != 2 {
+		t.Errorf("secondary ENI from IMDS: %d IPs, %d prefixes; want 2 and 2", len(n.ENIs[1].IPs), len(n.ENIs[1].Prefixes))
+	}
+}
+
+func TestCreateAndAttachENI(t *testing.T) {
+	tests := []struct {
+		name          string
+		ips, prefixes int
+	}{
+		{"bare", 0, 0},
+		{"with IPs", 4, 0},
+		{"with prefixes", 0, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t)
+			ctx := context.Background()
+			before := time.Now().Add(-time.Second)
+			eni, err := e.c.CreateAndAttachENI(ctx, e.input(2, tt.ips, tt.prefixes))
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkENI(t, e, eni)
+			if eni.DeviceNumber != 2 || eni.Primary || eni.AttachmentID == "" || eni.Status != "in-use" || !eni.SubnetCIDR.IsValid() ||
+				!eni.PrimaryIP.IsValid() || eni.MAC == "" || len(eni.IPs) != tt.ips || len(eni.Prefixes) != tt.prefixes {
+				t.Errorf("returned ENI: %+v", eni)
+			}
+			if !e.deleteOnTermination(t, eni.ID) {
+				t.Error("DeleteOnTermination not set")
+			}
+			if got := eni.Tags[TagInstanceID]; got != e.node.InstanceID {
+				t.Errorf("tag %s = %q", TagInstanceID, got)
+			}
+			if got := eni.Tags[TagClusterName]; got != testCluster {
+				t.Errorf("tag %s = %q", TagClusterName, got)
+			}
+			if eni.Tags[TagCreateToken] == "" {
+				t.Errorf("no %s tag", TagCreateToken)
+			}
+			created, err := time.Parse(time.RFC3339, eni.Tags[TagCreatedAt])
+			if err != nil || created.Before(before) || created.After(time.Now().Add(time.Second)) {
+				t.Errorf("tag %s = %q (%v)", TagCreatedAt, eni.Tags[TagCreatedAt], err)
+			}
+
+			// EC2's view through InstanceENIs and DescribeENI is the same ENI.
+			enis, err := e.c.InstanceENIs(ctx, e.node.InstanceID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(enis) != 2 || !enis[0].Primary || enis[0].DeviceNumber != 0 || enis[1].ID != eni.ID {
+				t.Fatalf("InstanceENIs = %+v", enis)
+			}
+			for _, x := range enis {
+				checkENI(t, e, x)
+			}
+			if !reflect.DeepEqual(norm(enis[1]), norm(eni)) {
+				t.Errorf("InstanceENIs %+v\n!= created %+v", enis[1], eni)
+			}
+			d, err := e.c.DescribeENI(ctx, eni.ID)
+			if err != nil || !reflect.DeepEqual(norm(d), norm(eni)) {
+				t.Errorf("DescribeENI = %+v, %v", d, err)
+			}
+		})
+	}
+}
+
+func TestDescribeENINotFound(t *testing.T) {
+	e := newEnv(t)
+	_, err := e.c.DescribeENI(context.Background(), "eni-0000000000000000")
+	if !IsNotFound(err) {
+		t.Errorf("DescribeENI of a missing ENI: %v, want IsNotFound", err)
+	}
+}
+
+// A lost or failed answer anywhere in create -> attach -> modify must end
+// with exactly one new, attached ENI.
+func TestCreateAndAttachENIRecovers(t *testing.T) {
+	tests := []struct {
+		name     string
+		attempts int
+		fault    func(f *vpcsim.Faults)
+	}{
+		{"lost create, SDK retry with the same ClientToken", 3, func(f *vpcsim.Faults) { f.LoseResponses("CreateNetworkInterface", 1) }},
+		{"lost create, no retry: found by create-token tag", 1, func(f *vpcsim.Faults) { f.LoseResponses("CreateNetworkInterface", 1) }},
+		{"lost create, then throttled: found by tag", 2, func(f *vpcsim.Faults) {
+			// One mutating token: the first attempt is carried out and its
+			// answer lost, the SDK's retry is throttled.
+			f.SetRateLimit("mutating", 0.001, 1)
+			f.LoseResponses("CreateNetworkInterface", 1)
+		}},
+		{"create 5xx then success", 3, func(f *vpcsim.Faults) { f.Inject("CreateNetworkInterface", "InternalError", 2) }},
+		{"lost attach, SDK retry fails in use: re-described", 3, func(f *vpcsim.Faults) { f.LoseResponses("AttachNetworkInterface", 1) }},
+		{"lost attach, no retry: re-described", 1, func(f *vpcsim.Faults) { f.LoseResponses("AttachNetworkInterface", 1) }},
+		{"lost modify", 3, func(f *vpcsim.Faults) { f.LoseResponses("ModifyNetworkInterfaceAttribute", 1) }},
+		{"throttled attach", 3, func(f *vpcsim.Faults) { f.Inject("AttachNetworkInterface", "RequestLimitExceeded", 2) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t)
+			c := e.client(t, func(o *Options) {
+				o.MaxAttempts = tt.attempts
+				// Lift any EC2 rate limit once the create is recovered, so
+				// the attach goes through.
+				o.Logf = func(f string, a ...any) {
+					t.Logf(f, a...)
+					e.sim.Faults.SetRateLimit("mutating", 0, 0)
+				}
+			})
+			tt.fault(e.sim.Faults)
+			eni, err := c.CreateAndAttachENI(context.Background(), e.input(1, 3, 0))
+			if err != nil {
+				t.Fatalf("CreateAndAttachENI: %v", err)
+			}
+			if n := len(e.sim.Cloud.ENIs()); n != 2 {
+				t.Errorf("%d ENIs exist, want 2 (primary + one)", n)
+			}
+			checkENI(t, e, eni)
+			if eni.AttachmentID == "" || eni.DeviceNumber != 1 || len(eni.IPs) != 3 {
+				t.Errorf("ENI %+v", eni)
+			}
+			if !e.deleteOnTermination(t, eni.ID) {
+				t.Error("DeleteOnTermination not set")
+			}
+		})
+	}
+}
+
+// A failed create, attach or modify leaves no ENI behind and keeps the
+// error classifiable.
+func TestCreateAndAttachENIFailureLeavesNothing(t *testing.T) {
+	tests := []struct {
+		name  string
+		setup func(t *testing.T, e *env) CreateENIInput
+		check func(err error) bool
+	}{
+		{"4th ENI on m5.large: AttachmentLimitExceeded", func(t *testing.T, e *env) CreateENIInput {
+			e.createAttach(t, e.c, 1, 0)
+			e.createAttach(t, e.c, 2, 0)
+			return e.input(3, 0, 0)
+		}, func(err error) bool { return IsLimitExceeded(err) && ErrorCode(err) == "AttachmentLimitExceeded" }},
+		{"modify fails: detached and deleted", func(t *testing.T, e *env) CreateENIInput {
+			e.sim.Faults.Inject("ModifyNetworkInterfaceAttribute", "UnauthorizedOperation", 1)
+			return e.input(1, 2, 0)
+		}, func(err error) bool { return ErrorCode(err) == "UnauthorizedOperation" }},
+		{"attach refused", func(t *testing.T, e *env) CreateENIInput {
+			e.sim.Faults.Deny("AttachNetworkInterface", true)
+			return e.input(1, 0, 0)
+		}, func(err error) bool { return ErrorCode(err) == "UnauthorizedOperation" }},
+		{"subnet full", func(t *testing.T, e *env) CreateENIInput {
+			tiny, err := e.sim.Cloud.AddSubnet(e.vpc, "10.0.9.0/28", "us-west-2a", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			in := e.input(1, 11, 0) // 11 usable addresses in a /28; 12 wanted
+			in.SubnetID = tiny
+			return in
+		}, func(err error) bool {
+			return IsSubnetFull(err) && ErrorCode(err) == "InsufficientFreeAddressesInSubnet"
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t)
+			in := tt.setup(t, e)
+			before := len(e.sim.Cloud.ENIs())
+			_, err := e.c.CreateAndAttachENI(context.Background(), in)
+			if err == nil || !tt.check(err) {
+				t.Fatalf("err = %v (code %q)", err, ErrorCode(err))
+			}
+			if after := len(e.sim.Cloud.ENIs()); after != before {
+				t.Errorf("%d ENIs before, %d after: leaked", before, after)
+			}
+		})
+	}
+}
+
+func TestCreateAndAttachENICancelledStillCleansUp(t *testing.T) {
+	e := newEnv(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	// Attach is refused and the caller gives up at the same moment; the
+	// clean-up must still delete the ENI.
+	e.sim.Faults.Inject("AttachNetworkInterface", "AttachmentLimitExceeded", 1)
+	e.sim.Faults.SetLatency("AttachNetworkInterface", 50*time.Millisecond)
+	go func() { time.Sleep(20 * time.Millisecond); cancel() }()
+	if _, err := e.c.CreateAndAttachENI(ctx, e.input(1, 0, 0)); err == nil {
+		t.Fatal("CreateAndAttachENI succeeded")
+	}
+	if n := len(e.sim.Cloud.ENIs()); n != 1 {
+		t.Errorf("%d ENIs, want only the primary", n)
+	}
+	if calls := e.sim.Faults.Calls(); calls["CreateNetworkInterface"] != 1 || calls["DeleteNetworkInterface"] != 1 {
+		t.Errorf("calls %v: want one create and one delete", calls)
+	}
+}
+
+func TestAssignUnassign(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	eni := e.createAttach(t, e.c, 1, 0)
+
+	ips, err := e.c.AssignIPs(ctx, eni.ID, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pfx, err := e.c.AssignPrefixes(ctx, eni.ID, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, _ := e.sim.Cloud.ENI(eni.ID)
+	if !slices.Equal(ips, v.Secondary) || !slices.Equal(pfx, v.Prefixes) {
+		t.Fatalf("assigned %v %v; EC2 has %v %v", ips, pfx, v.Secondary, v.Prefixes)
+	}
+	for _, p := range pfx {
+		if p.Bits() != 28 {
+			t.Errorf("prefix %s is not a /28", p)
+		}
+	}
+
+	steps := []struct {
+		name              string
+		do                func() error
+		wantIPs, wantPfxs int
+	}{
+		{"unassign one IP", func() error { return e.c.UnassignIPs(ctx, eni.ID, ips[:1]) }, 2, 2},
+		{"unassign it again (idempotent)", func() error { return e.c.UnassignIPs(ctx, eni.ID, ips[:1]) }, 2, 2},
+		{"unassign nothing", func() error { return e.c.UnassignIPs(ctx, eni.ID, nil) }, 2, 2},
+		{"unassign a prefix", func() error { return e.c.UnassignPrefixes(ctx, eni.ID, pfx[:1]) }, 2, 1},
+		{"unassign it again (idempotent)", func() error { return e.c.UnassignPrefixes(ctx, eni.ID, pfx[:1]) }, 2, 1},
+		{"unassign after a lost answer", func() error {
+			e.sim.Faults.LoseResponses("UnassignPrivateIpAddresses", 1)
+			return e.c.UnassignIPs(ctx, eni.ID, ips[1:2])
+		}, 1, 1},
+	}
+	for _, s := range steps {
+		if err := s.do(); err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		v, _ := e.sim.Cloud.ENI(eni.ID)
+		if len(v.Secondary) != s.wantIPs || len(v.Prefixes) != s.wantPfxs {
+			t.Errorf("%s: ENI has %d IPs, %d prefixes; want %d, %d", s.name, len(v.Secondary), len(v.Prefixes), s.wantIPs, s.wantPfxs)
+		}
+	}
+	// An address the ENI never had is still an error.
+	if err := e.c.UnassignIPs(ctx, eni.ID, []netip.Addr{v.Secondary[len(v.Secondary)-1], netip.MustParseAddr("10.0.1.250")}); err == nil {
+		t.Error("unassigning a foreign address succeeded")
+	}
+}
+
+func TestAssignLostAnswerNotRetried(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	eni := e.createAttach(t, e.c, 1, 0)
+	// A blind retry would assign 2 more; the error goes to the caller, who
+	// re-reads the ENI.
+	e.sim.Faults.LoseResponses("AssignPrivateIpAddresses", 1)
+	if _, err := e.c.AssignIPs(ctx, eni.ID, 2); err == nil {
+		t.Fatal("AssignIPs with a lost answer succeeded")
+	}
+	d, err := e.c.DescribeENI(ctx, eni.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.IPs) != 2 {
+		t.Errorf("ENI has %d secondary IPs after one lost call for 2, want 2", len(d.IPs))
+	}
+	if got := e.c.Stats()["AssignPrivateIpAddresses"]; got != 1 {
+		t.Errorf("AssignPrivateIpAddresses sent %d times, want 1", got)
+	}
+}
+
+func TestAddressErrors(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	tiny, err := e.sim.Cloud.AddSubnet(e.vpc, "10.0.9.0/28", "us-west-2a", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := e.input(1, 0, 0)
+	in.SubnetID = tiny
+	small, err := e.c.CreateAndAttachENI(ctx, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := e.createAttach(t, e.c, 2, 0)
+	// An unattached ENI may hold up to 50 addresses: the subnet runs out first.
+	out, err := e.c.ec2.CreateNetworkInterface(ctx, &ec2.CreateNetworkInterfaceInput{SubnetId: aws.String(tiny)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	loose := *out.NetworkInterface.NetworkInterfaceId
+	tests := []struct {
+		name  string
+		do    func() error
+		check func(error) bool
+		code  string
+	}{
+		{"prefix in a /28 subnet", func() error { _, err := e.c.AssignPrefixes(ctx, small.ID, 1); return err }, IsSubnetFull, "InsufficientCidrBlocks"},
+		{"more IPs than the /28 has", func() error { _, err := e.c.AssignIPs(ctx, loose, 20); return err }, IsSubnetFull, "InsufficientFreeAddressesInSubnet"},
+		{"more IPs than an m5.large ENI holds", func() error { _, err := e.c.AssignIPs(ctx, big.ID, 10); return err }, IsLimitExceeded, "PrivateIpAddressLimitExceeded"},
+		{"unknown ENI", func() error { _, err := e.c.AssignIPs(ctx, "eni-0000000000000000", 1); return err }, IsNotFound, "InvalidNetworkInterfaceID.NotFound"},
+	}
+	for _, tt := range tests {
+		err := tt.do()
+		if !tt.check(err) || ErrorCode(err) != tt.code {
+			t.Errorf("%s: %v, want code %s", tt.name, err, tt.code)
+		}
+	}
+}
+
+func TestThrottling(t *testing.T) {
+	tests := []struct {
+		name         string
+		inject       int
+		wantErr      bool
+		wantAttempts int64
+	}{
+		{"two throttles then success", 2, false, 3},
+		{"retries exhausted", 3, true, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t)
+			e.sim.Faults.Inject("DescribeSubnets", "RequestLimitExceeded", tt.inject)
+			subs, err := e.c.Subnets(context.Background(), e.vpc, "us-west-2a")
+			if tt.wantErr {
+				if !IsThrottle(err) || ErrorCode(err) != "RequestLimitExceeded" {
+					t.Fatalf("err = %v, want a throttle", err)
+				}
+			} else if err != nil || len(subs) != 1 {
+				t.Fatalf("Subnets = %v, %v", subs, err)
+			}
+			st := e.c.Stats()
+			if st["DescribeSubnets"] != tt.wantAttempts || st["throttles"] != int64(tt.inject) {
+				t.Errorf("stats %v: want %d attempts, %d throttles", st, tt.wantAttempts, tt.inject)
+			}
+			if wantErrs := map[bool]int64{false: 0, true: 1}[tt.wantErr]; st["errors"] != wantErrs {
+				t.Errorf("errors = %d, want %d", st["errors"], wantErrs)
+			}
+		})
+	}
+}
+
+func TestClientSideRateLimit(t *testing.T) {
+	e := newEnv(t)
+	c := e.client(t, func(o *Options) { o.DescribeQPS, o.DescribeBurst, o.MutatingQPS = 20, 1, 0 })
+	start := time.Now()
+	for range 4 {
+		if _, err := c.Subnets(context.Background(), e.vpc, "us-west-2a"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Burst 1 at 20/s: three waits of ~50ms.
+	if el := time.Since(start); el < 120*time.Millisecond {
+		t.Errorf("4 describe calls at 20/s with burst 1 took %v", el)
+	}
+	if st := c.Stats(); st["ratelimited"] != 3 || st["DescribeSubnets"] != 4 {
+		t.Errorf("stats %v", st)
+	}
+	// The mutating bucket is separate and was never touched.
+	if c.mutating.tokens != float64(DefaultMutatingBurst) {
+		t.Errorf("mutating bucket drained: %v", c.mutating.tokens)
+	}
+}
+
+func TestBucket(t *testing.T) {
+	now := time.Unix(0, 0)
+	b := newBucket(10, 2)
+	b.now = func() time.Time { return now }
+	waits := []time.Duration{b.reserve(), b.reserve(), b.reserve(), b.reserve()}
+	want := []time.Duration{0, 0, 100 * time.Millisecond, 200 * time.Millisecond}
+	if !slices.Equal(waits, want) {
+		t.Errorf("waits %v, want %v", waits, want)
+	}
+	now = now.Add(time.Second) // refills to burst, not beyond
+	if d := b.reserve(); d != 0 {
+		t.Errorf("after refill: wait %v", d)
+	}
+	if newBucket(-1, 1) != nil {
+		t.Error("negative rate should mean no bucket")
+	}
+	// A cancelled wait gives its token back.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	b2 := newBucket(1, 1)
+	b2.reserve()
+	if _, err := b2.wait(ctx); !errors.Is(err, context.Canceled) {
+		t.Errorf("wait on a cancelled ctx: %v", err)
+	}
+	if b2.tokens > 0.001 || b2.tokens < -0.001 {
+		t.Errorf("tokens after a cancelled wait = %v, want 0", b2.tokens)
+	}
+}
+
+func TestSubnets(t *testing.T) {
+	e := newEnv(t)
+	tagged, err := e.sim.Cloud.AddSubnet(e.vpc, "10.0.2.0/24", "us-west-2a", map[string]string{"kubernetes.io/role/cni": "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.sim.Cloud.AddSubnet(e.vpc, "10.0.3.0/24", "us-west-2b", nil); err != nil {
+		t.Fatal(err)
+	}
+	other, _ := e.sim.Cloud.AddVPC("10.1.0.0/16")
+	if _, err := e.sim.Cloud.AddSubnet(other, "10.1.1.0/24", "us-west-2a", nil); err != nil {
+		t.Fatal(err)
+	}
+	subs, err := e.c.Subnets(context.Background(), e.vpc, "us-west-2a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]Subnet{}
+	for _, s := range subs {
+		got[s.ID] = s
+	}
+	want := map[string]Subnet{
+		e.subnet: {ID: e.subnet, CIDR: netip.MustParsePrefix("10.0.1.0/24"), AZ: "us-west-2a", Available: 251 - 1, Tags: map[string]string{}},
+		tagged:   {ID: tagged, CIDR: netip.MustParsePrefix("10.0.2.0/24"), AZ: "us-west-2a", Available: 251, Tags: map[string]string{"kubernetes.io/role/cni": "1"}},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("Subnets\n got %+v\nwant %+v", got, want)
+	}
+}
+
+func TestFreeENI(t *testing.T) {
+	tests := []struct {
+		name string
+		free func(e *env, eni ENI) error
+	}{
+		{"with attachment ID", func(e *env, eni ENI) error { return e.c.FreeENI(context.Background(), eni.ID, eni.AttachmentID) }},
+		{"attachment looked up", func(e *env, eni ENI) error { return e.c.FreeENI(context.Background(), eni.ID, "") }},
+		{"already detached", func(e *env, eni ENI) error {
+			if aerr := e.sim.Cloud.DetachNetworkInterface(eni.AttachmentID); aerr != nil {
+				return aerr
+			}
+			return e.c.FreeENI(context.Background(), eni.ID, eni.AttachmentID)
+		}},
+		{"lost detach and delete answers", func(e *env, eni ENI) error {
+			e.sim.Faults.LoseResponses("DetachNetworkInterface", 1)
+			e.sim.Faults.LoseResponses("DeleteNetworkInterface", 1)
+			return e.c.FreeENI(context.Background(), eni.ID, eni.AttachmentID)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t)
+			eni := e.createAttach(t, e.c, 1, 2)
+			if err := tt.free(e, eni); err != nil {
+				t.Fatalf("FreeENI: %v", err)
+			}
+			if _, ok := e.sim.Cloud.ENI(eni.ID); ok {
+				t.Error("ENI still exists")
+			}
+			// Freeing it again is a no-op.
+			if err := e.c.FreeENI(context.Background(), eni.ID, eni.AttachmentID); err != nil {
+				t.Errorf("second FreeENI: %v", err)
+			}
+		})
+	}
+	e := newEnv(t)
+	in, _ := e.sim.Cloud.InstanceNetwork(e.node.InstanceID)
+	if err := e.c.FreeENI(context.Background(), in.ENIs[0].ID, ""); err == nil {
+		t.Error("freeing the primary ENI succeeded")
+	}
+}
+
+func TestSweepLeakedENIs(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	other := e.client(t, func(o *Options) { o.ClusterName = "other-cluster" })
+	noCluster := e.client(t, func(o *Options) { o.ClusterName = "" })
+
+	// leak creates an ENI with c, attached at device 1, then detaches it
+	// behind the daemon's back, as a node dying between calls would.
+	leak := func(c *Client) string {
+		eni := e.createAttach(t, c, 1, 1)
+		if aerr := e.sim.Cloud.DetachNetworkInterface(eni.AttachmentID); aerr != nil {
+			t.Fatal(aerr)
+		}
+		return eni.ID
+	}
+	raw := func(tags map[string]string) string {
+		in := &ec2.CreateNetworkInterfaceInput{SubnetId: aws.String(e.subnet)}
+		if len(tags) > 0 {
+			ts := types.TagSpecification{ResourceType: types.ResourceTypeNetworkInterface}
+			for k, v := range tags {
+				ts.Tags = append(ts.Tags, types.Tag{Key: aws.String(k), Value: aws.String(v)})
+			}
+			in.TagSpecifications = []types.TagSpecification{ts}
+		}
+		out, err := e.c.ec2.CreateNetworkInterface(ctx, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return *out.NetworkInterface.NetworkInterfaceId
+	}
+
+	leaked := leak(e.c)
+	noCreatedAt := leak(e.c)
+	if _, err := e.c.ec2.DeleteTags(ctx, &ec2.DeleteTagsInput{Resources: []string{noCreatedAt},
+		Tags: []types.Tag{{Key: aws.String(TagCreatedAt)}}}); err != nil {
+		t.Fatal(err)
+	}
+	survivors := map[string]string{
+		leak(other):     "other cluster",
+		leak(noCluster): "no cluster tag",
+		raw(nil):        "untagged",
+		raw(map[string]string{TagInstanceID: e.node.InstanceID, TagClusterName: testCluster,
+			TagCreatedAt: "2020-01-01T00:00:00Z"}): "AWS VPC CNI's (no create token)",
+		e.createAttach(t, e.c, 2, 0).ID: "attached",
+	}
+
+	// Young ENIs survive minAge; the one without a creation time gets one.
+	deleted, err := e.c.SweepLeakedENIs(ctx, e.vpc, time.Hour)
+	if err != nil || len(deleted) != 0 {
+		t.Fatalf("sweep with minAge 1h: %v, %v", deleted, err)
+	}
+	if v, _ := e.sim.Cloud.ENI(noCreatedAt); v.Tags[TagCreatedAt] == "" {
+		t.Error("ENI without a creation time was not tagged")
+	}
+	// Another VPC's sweep touches nothing here.
+	if deleted, err := e.c.SweepLeakedENIs(ctx, "vpc-0000000000000000", 0); err != nil || len(deleted) != 0 {
+		t.Fatalf("sweep of another VPC: %v, %v", deleted, err)
+	}
+
+	deleted, err = e.c.SweepLeakedENIs(ctx, e.vpc, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(deleted)
+	want := []string{leaked, noCreatedAt}
+	slices.Sort(want)
+	if !slices.Equal(deleted, want) {
+		t.Errorf("deleted %v, want %v", deleted, want)
+	}
+	for id, what := range survivors {
+		if _, ok := e.sim.Cloud.ENI(id); !ok {
+			t.Errorf("%s ENI %s was deleted", what, id)
+		}
+	}
+	// The cluster-less daemon sweeps only its own cluster-less ENI.
+	deleted, err = noCluster.SweepLeakedENIs(ctx, e.vpc, 0)
+	if err != nil || len(deleted) != 1 || survivors[deleted[0]] != "no cluster tag" {
+		t.Errorf("cluster-less sweep: %v, %v", deleted, err)
+	}
+}
+
+func TestInstanceLimits(t *testing.T) {
+	tests := []struct {
+		name     string
+		typ      string
+		deny     bool
+		wantEC2  int64 // DescribeInstanceTypes calls
+		wantErr  bool
+		wantPD   bool
+		wantENIs int
+	}{
+		{"m5.large from EC2", "m5.large", false, 1, false, true, 3},
+		{"t2.micro from EC2 (Xen)", "t2.micro", false, 1, false, false, 2},
+		{"EC2 denied: table", "m5.large", true, 1, false, true, 3},
+		{"unknown to both", "m5.huge", false, 1, true, false, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t)
+			e.sim.Faults.Deny("DescribeInstanceTypes", tt.deny)
+			l, err := e.c.InstanceLimits(context.Background(), tt.typ)
+			if tt.wantErr {
+				if err == nil {
+					t.Fatalf("limits of %s: %+v", tt.typ, l)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			table, _ := instancelimits.Lookup(tt.typ)
+			if !reflect.DeepEqual(l, table) {
+				t.Errorf("limits %+v, table %+v", l, table)
+			}
+			if l.MaxENIs != tt.wantENIs || l.SupportsPrefixDelegation() != tt.wantPD {
+				t.Errorf("limits %+v", l)
+			}
+			if got := e.c.Stats()["DescribeInstanceTypes"]; got != tt.wantEC2 {
+				t.Errorf("DescribeInstanceTypes called %d times, want %d", got, tt.wantEC2)
+			}
+			// Cached after EC2 answered.
+			if _, err := e.c.InstanceLimits(context.Background(), tt.typ); err != nil {
+				t.Fatal(err)
+			}
+			if !tt.deny && e.c.Stats()["DescribeInstanceTypes"] != tt.wantEC2 {
+				t.Error("EC2's answer was not cached")
+			}
+		})
+	}
+}
+
+func TestErrorClassifiers(t *testing.T) {
+	tests := []struct {
+		code                                     string
+		throttle, full, notFound, limit, applied bool
+	}{
+		{"RequestLimitExceeded", true, false, false, false, true},
+		{"Throttling", true, false, false, false, true},
+		{"InsufficientFreeAddressesInSubnet", false, true, false, false, false},
+		{"InsufficientCidrBlocks", false, true, false, false, false},
+		{"InvalidNetworkInterfaceID.NotFound", false, false, true, false, false},
+		{"InvalidAttachmentID.NotFound", false, false, true, false, false},
+		{"AttachmentLimitExceeded", false, false, false, true, false},
+		{"PrivateIpAddressLimitExceeded", false, false, false, true, false},
+		{"InternalError", false, false, false, false, true},
+		{"UnauthorizedOperation", false, false, false, false, false},
+	}
+	for _, tt := range tests {
+		err := fmt.Errorf("context: %w", &smithy.GenericAPIError{Code: tt.code, Message: "m"})
+		got := []bool{IsThrottle(err), IsSubnetFull(err), IsNotFound(err), IsLimitExceeded(err), maybeApplied(err)}
+		want := []bool{tt.throttle, tt.full, tt.notFound, tt.limit, tt.applied}
+		if ErrorCode(err) != tt.code || !slices.Equal(got, want) {
+			t.Errorf("%s: code %q, classes %v, want %v", tt.code, ErrorCode(err), got, want)
+		}
+	}
+	plain := errors.New("connection reset")
+	if ErrorCode(plain) != "" || IsThrottle(plain) || !maybeApplied(plain) || maybeApplied(nil) {
+		t.Error("plain errors misclassified")
+	}
+}

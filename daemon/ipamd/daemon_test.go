@@ -1,0 +1,270 @@
+package ipamd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/credentials"
+
+	"github.com/vpcchain/vpcchain/daemon/cloud"
+	"github.com/vpcchain/vpcchain/daemon/config"
+	"github.com/vpcchain/vpcchain/daemon/hostnet"
+	"github.com/vpcchain/vpcchain/daemon/store"
+	"github.com/vpcchain/vpcchain/internal/vpcsim"
+)
+
+// fakeHost records host-networking calls; the daemon's logic is under test
+// here, the kernel side is tested in package hostnet and end to end.
+type fakeHost struct {
+	mu    sync.Mutex
+	setup map[int]bool
+}
+
+func (h *fakeHost) SetupNode(net.HardwareAddr, int) error { return nil }
+func (h *fakeHost) SetupENI(_ context.Context, e hostnet.ENI, _ time.Duration) (string, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.setup[e.DeviceNumber] = true
+	return fmt.Sprintf("eth%d", e.DeviceNumber), nil
+}
+func (h *fakeHost) TeardownENI(e hostnet.ENI) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.setup, e.DeviceNumber)
+	return nil
+}
+func (h *fakeHost) LinkExists(string) bool { return true }
+
+type fixture struct {
+	t     *testing.T
+	sim   *vpcsim.Sim
+	node  vpcsim.Node
+	cloud *cloud.Client
+	host  *fakeHost
+	cfg   config.Config
+	now   time.Time
+	mu    sync.Mutex
+}
+
+func newFixture(t *testing.T, env map[string]string) *fixture {
+	t.Helper()
+	sim, err := vpcsim.Start(vpcsim.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sim.Close() })
+	vpc, _ := sim.Cloud.AddVPC("10.0.0.0/16")
+	sub, err := sim.Cloud.AddSubnet(vpc, "10.0.0.0/24", "us-west-2a", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := sim.LaunchNode(vpcsim.LaunchSpec{Name: "n", InstanceType: "m5.large", SubnetID: sub})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.StateDir = t.TempDir()
+	c, err := cloud.New(context.Background(), cloud.Options{EC2Endpoint: n.EC2Endpoint, IMDSEndpoint: n.IMDSEndpoint,
+		Region: "us-west-2", Credentials: credentials.NewStaticCredentialsProvider("AKIDTEST", "secret", ""),
+		MaxAttempts: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{t: t, sim: sim, node: n, cloud: c, host: &fakeHost{setup: map[int]bool{}}, cfg: cfg,
+		now: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)}
+}
+
+func (f *fixture) clock() time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.now
+}
+
+func (f *fixture) advance(d time.Duration) {
+	f.mu.Lock()
+	f.now = f.now.Add(d)
+	f.mu.Unlock()
+}
+
+// start builds a daemon over the fixture's store (a restart when called again).
+func (f *fixture) start() *Daemon {
+	f.t.Helper()
+	d, err := New(context.Background(), Options{Config: f.cfg, Cloud: f.cloud, Host: f.host, Now: f.clock,
+		StorePath: filepath.Join(f.cfg.StateDir, "ipam.db"), Logf: f.t.Logf})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return d
+}
+
+// settle runs pool steps until the pool is at target.
+func settle(t *testing.T, d *Daemon) {
+	t.Helper()
+	for i := 0; i < 20 && d.Step(context.Background()); i++ {
+	}
+}
+
+func key(id string) store.Key { return store.Key{Network: "vpcchain", ContainerID: id, IfName: "eth0"} }
+
+func TestAddIsIdempotentAndSurvivesRestart(t *testing.T) {
+	f := newFixture(t, nil)
+	d := f.start()
+	settle(t, d)
+	a1, err := d.Add(key("c1"), "default", "web", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := d.Add(key("c1"), "default", "web", "")
+	if err != nil || again.IP != a1.IP {
+		t.Fatalf("second ADD of the same key: %v %v, want %v", again.IP, err, a1.IP)
+	}
+	a2, err := d.Add(key("c2"), "default", "db", "")
+	if err != nil || a2.IP == a1.IP {
+		t.Fatalf("second pod got %v (%v), first has %v", a2.IP, err, a1.IP)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	d = f.start()
+	defer d.Close()
+	for k, want := range map[string]netip.Addr{"c1": a1.IP, "c2": a2.IP} {
+		got, ok := d.Get(key(k))
+		if !ok || got.IP != want {
+			t.Errorf("after restart %s holds %v (%v), want %v", k, got.IP, ok, want)
+		}
+	}
+	settle(t, d)
+	for i := 0; i < 5; i++ {
+		a, err := d.Add(key(fmt.Sprintf("n%d", i)), "default", "x", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.IP == a1.IP || a.IP == a2.IP {
+			t.Fatalf("restart handed %v, held by a live pod, to a new pod", a.IP)
+		}
+	}
+}
+
+func TestCooldownIsNotAvailableAndSurvivesRestart(t *testing.T) {
+	f := newFixture(t, map[string]string{"WARM_ENI_TARGET": "0", "WARM_IP_TARGET": "1", "MINIMUM_IP_TARGET": "1"})
+	d := f.start()
+	settle(t, d)
+	a, err := d.Add(key("c1"), "default", "web", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := d.Del(key("c1")); err != nil {
+		t.Fatal(err)
+	}
+	if st := d.Stats(); st.Cooling != 1 {
+		t.Fatalf("cooling %d after DEL, want 1", st.Cooling)
+	}
+	d.Close()
+
+	d = f.start()
+	defer d.Close()
+	if st := d.Stats(); st.Cooling != 1 {
+		t.Fatalf("cooling %d after restart, want 1: cooldown lost", st.Cooling)
+	}
+	settle(t, d)
+	b, err := d.Add(key("c2"), "default", "web2", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.IP == a.IP {
+		t.Fatalf("address %v reused while cooling down", a.IP)
+	}
+	f.advance(f.cfg.IPCooldownPeriod + time.Second)
+	if st := d.Stats(); st.Cooling != 0 {
+		t.Fatalf("still cooling after the period: %d", st.Cooling)
+	}
+}
+
+func TestRestartDropsAllocationsWhoseAddressIsGone(t *testing.T) {
+	f := newFixture(t, nil)
+	d := f.start()
+	settle(t, d)
+	a, err := d.Add(key("c1"), "default", "web", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	// Someone removes the address in EC2 while the daemon is down.
+	if err := f.cloud.UnassignIPs(context.Background(), a.ENIID, []netip.Addr{a.IP}); err != nil {
+		t.Fatal(err)
+	}
+	d = f.start()
+	defer d.Close()
+	if _, ok := d.Get(key("c1")); ok {
+		t.Fatal("allocation of an address EC2 no longer has survived the restart")
+	}
+	if d.Counters()["restore_dropped"] != 1 {
+		t.Fatalf("counters %v", d.Counters())
+	}
+}
+
+func TestReconcileAdoptsAndDrops(t *testing.T) {
+	f := newFixture(t, map[string]string{"WARM_ENI_TARGET": "0", "WARM_IP_TARGET": "2", "MINIMUM_IP_TARGET": "2"})
+	d := f.start()
+	defer d.Close()
+	settle(t, d)
+	a, err := d.Add(key("c1"), "default", "web", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := d.Stats().Total
+	ctx := context.Background()
+	added, err := f.cloud.AssignIPs(ctx, a.ENIID, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.cloud.UnassignIPs(ctx, a.ENIID, []netip.Addr{a.IP}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st := d.Stats()
+	if st.Total != before+2-1 {
+		t.Errorf("total %d after reconcile, want %d (2 adopted, 1 removed)", st.Total, before+1)
+	}
+	if _, ok := d.Get(key("c1")); ok {
+		t.Error("allocation on an address removed outside the daemon was kept")
+	}
+	c := d.Counters()
+	if c["reconcile_ips_adopted"] != int64(len(added)) || c["reconcile_ips_removed"] != 1 || c["reconcile_allocations_dropped"] != 1 {
+		t.Errorf("counters %v", c)
+	}
+}
+
+func TestMaxPodsReason(t *testing.T) {
+	f := newFixture(t, map[string]string{"MAX_PODS": "2"})
+	d := f.start()
+	defer d.Close()
+	settle(t, d)
+	for i := 0; i < 2; i++ {
+		if _, err := d.Add(key(fmt.Sprint(i)), "default", "p", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := d.Add(key("third"), "default", "p", "")
+	var none *ErrNoAddress
+	if !errors.As(err, &none) {
+		t.Fatalf("third pod on a max-pods-2 node: %v", err)
+	}
+	if want := "max pods reached"; !strings.Contains(none.Reason, want) {
+		t.Errorf("reason %q does not say %q", none.Reason, want)
+	}
+}

@@ -1,0 +1,332 @@
+package ipamd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/vpcchain/vpcchain/daemon/cloud"
+	"github.com/vpcchain/vpcchain/daemon/pool"
+)
+
+// Cool-offs after EC2 refuses growth (the reference waits 120 s after a
+// full subnet; throttling backs off briefly and lets the SDK's retryer and
+// our token bucket do the rest).
+const (
+	subnetFullCoolOff = 2 * time.Minute
+	throttleCoolOff   = 5 * time.Second
+	limitCoolOff      = time.Minute
+	errorCoolOff      = 3 * time.Second
+	ec2CallTimeout    = time.Minute
+)
+
+// Step computes and executes one pool decision. It reports whether it did
+// something, so the caller can go on until the pool is at target.
+func (d *Daemon) Step(ctx context.Context) bool {
+	d.opMu.Lock()
+	defer d.opMu.Unlock()
+	d.mu.Lock()
+	d.forgetOldCooldownsLocked()
+	dec := pool.Decide(d.pcfg, d.snapshotLocked())
+	d.lastDecision = dec
+	if dec.Action == pool.ActionNone {
+		d.mu.Unlock()
+		return false
+	}
+	var eni eniState
+	if e := d.enis[dec.ENIID]; e != nil {
+		eni = *e
+	}
+	for _, ip := range dec.IPs {
+		d.busy[ip] = true
+	}
+	for _, p := range dec.Prefixes {
+		d.busyPrefixes[p] = true
+	}
+	d.mu.Unlock()
+
+	cctx, cancel := context.WithTimeout(ctx, ec2CallTimeout)
+	defer cancel()
+	err := d.execute(cctx, dec, eni)
+
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, ip := range dec.IPs {
+		delete(d.busy, ip)
+	}
+	for _, p := range dec.Prefixes {
+		delete(d.busyPrefixes, p)
+	}
+	d.counters["pool_"+dec.Action.String()]++
+	if err != nil {
+		d.lastPoolError = err.Error()
+		d.counters["pool_errors"]++
+		d.logf("pool: %s: %v", dec.Action, err)
+		return false
+	}
+	d.lastPoolError = ""
+	if dec.Action.Shrinks() {
+		d.lastScaleDown = d.now()
+	}
+	d.logf("pool: %s %s %d %s done: %s", dec.Action, dec.ENIID, max(dec.Count, len(dec.IPs)+len(dec.Prefixes)), dec.Unit, dec.Reason)
+	return true
+}
+
+// forgetOldCooldownsLocked drops release times well past the cooldown so
+// the store does not grow without bound.
+func (d *Daemon) forgetOldCooldownsLocked() {
+	cut := d.now().Add(-d.cfg.IPCooldownPeriod - 5*time.Minute)
+	for ip, t := range d.released {
+		if t.Before(cut) {
+			if err := d.store.ForgetCooling(ip); err == nil {
+				delete(d.released, ip)
+			}
+		}
+	}
+}
+
+func (d *Daemon) execute(ctx context.Context, dec pool.Decision, eni eniState) error {
+	switch dec.Action {
+	case pool.ActionAssignIPs:
+		ips, err := d.cloud.AssignIPs(ctx, eni.id, dec.Count)
+		if err != nil {
+			return d.growFailed(ctx, err, eni.id)
+		}
+		d.mu.Lock()
+		if e := d.enis[eni.id]; e != nil {
+			for _, ip := range ips {
+				e.ips[ip] = true
+			}
+		}
+		d.mu.Unlock()
+	case pool.ActionAssignPrefixes:
+		pfx, err := d.cloud.AssignPrefixes(ctx, eni.id, dec.Count)
+		if err != nil {
+			return d.growFailed(ctx, err, eni.id)
+		}
+		d.mu.Lock()
+		if e := d.enis[eni.id]; e != nil {
+			for _, p := range pfx {
+				e.prefixes[p] = true
+			}
+		}
+		d.mu.Unlock()
+	case pool.ActionCreateENI:
+		return d.createENI(ctx, dec)
+	case pool.ActionReleaseIPs:
+		if err := d.cloud.UnassignIPs(ctx, eni.id, dec.IPs); err != nil {
+			return err
+		}
+		d.mu.Lock()
+		if e := d.enis[eni.id]; e != nil {
+			for _, ip := range dec.IPs {
+				delete(e.ips, ip)
+				delete(d.released, ip)
+				_ = d.store.ForgetCooling(ip)
+			}
+		}
+		d.mu.Unlock()
+	case pool.ActionReleasePrefixes:
+		if err := d.cloud.UnassignPrefixes(ctx, eni.id, dec.Prefixes); err != nil {
+			return err
+		}
+		d.mu.Lock()
+		if e := d.enis[eni.id]; e != nil {
+			for _, p := range dec.Prefixes {
+				delete(e.prefixes, p)
+				for ip := p.Addr(); p.Contains(ip); ip = ip.Next() {
+					delete(d.released, ip)
+					_ = d.store.ForgetCooling(ip)
+				}
+			}
+		}
+		d.mu.Unlock()
+	case pool.ActionDeleteENI:
+		return d.deleteENI(ctx, eni)
+	}
+	return nil
+}
+
+// growFailed classifies a failed growth call: cool-offs for full subnets,
+// limits and throttling; and for anything else a re-read of the ENI from
+// EC2, because a lost response may hide addresses EC2 did assign.
+func (d *Daemon) growFailed(ctx context.Context, err error, eniID string) error {
+	now := d.now()
+	var c pool.CoolOff
+	switch {
+	case cloud.IsSubnetFull(err):
+		c = pool.CoolOff{Scope: pool.CoolOffGrowth, Until: now.Add(subnetFullCoolOff), Reason: "subnet full: " + cloud.ErrorCode(err)}
+	case cloud.IsThrottle(err):
+		c = pool.CoolOff{Scope: pool.CoolOffGrowth, Until: now.Add(throttleCoolOff), Reason: "EC2 throttled the request (RequestLimitExceeded)"}
+	case cloud.ErrorCode(err) == "AttachmentLimitExceeded":
+		c = pool.CoolOff{Scope: pool.CoolOffCreateENI, Until: now.Add(limitCoolOff), Reason: "ENI attachment limit reached"}
+	case cloud.IsLimitExceeded(err):
+		c = pool.CoolOff{Scope: pool.CoolOffENI, ENIID: eniID, Until: now.Add(limitCoolOff), Reason: "ENI address limit reached"}
+	default:
+		c = pool.CoolOff{Scope: pool.CoolOffGrowth, Until: now.Add(errorCoolOff), Reason: "EC2 error: " + errText(err)}
+	}
+	if eniID != "" && !cloud.IsSubnetFull(err) && !cloud.IsThrottle(err) {
+		d.resyncENI(ctx, eniID)
+	}
+	d.mu.Lock()
+	d.coolOffs = append(pruneCoolOffs(d.coolOffs, now), c)
+	d.mu.Unlock()
+	return err
+}
+
+func errText(err error) string {
+	if code := cloud.ErrorCode(err); code != "" {
+		return code
+	}
+	return err.Error()
+}
+
+func pruneCoolOffs(cs []pool.CoolOff, now time.Time) []pool.CoolOff {
+	var out []pool.CoolOff
+	for _, c := range cs {
+		if now.Before(c.Until) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// resyncENI adopts the addresses EC2 has on an ENI that the daemon does not
+// know of (a lost AssignPrivateIpAddresses response).
+func (d *Daemon) resyncENI(ctx context.Context, eniID string) {
+	e, err := d.cloud.DescribeENI(ctx, eniID)
+	if err != nil {
+		d.logf("re-read %s after a failed call: %v", eniID, err)
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	st := d.enis[eniID]
+	if st == nil {
+		return
+	}
+	for _, ip := range e.IPs {
+		if !st.ips[ip] {
+			st.ips[ip] = true
+			d.counters["adopted_ips"]++
+		}
+	}
+	for _, p := range e.Prefixes {
+		if !st.prefixes[p] {
+			st.prefixes[p] = true
+			d.counters["adopted_prefixes"]++
+		}
+	}
+}
+
+func (d *Daemon) createENI(ctx context.Context, dec pool.Decision) error {
+	subnet, err := d.pickSubnet(ctx)
+	if err != nil {
+		return d.growFailed(ctx, err, "")
+	}
+	dev, ok := d.freeDevice()
+	if !ok {
+		return d.growFailed(ctx, fmt.Errorf("no free device index below %d", d.limits.MaxENIs), "")
+	}
+	in := cloud.CreateENIInput{SubnetID: subnet, Groups: d.node.SecurityGroups, InstanceID: d.node.InstanceID,
+		DeviceIndex: dev, Description: "vpcchain-" + d.node.InstanceID}
+	if dec.Unit == pool.UnitPrefix {
+		in.PrefixCount = dec.Count
+	} else {
+		in.IPCount = dec.Count
+	}
+	e, err := d.cloud.CreateAndAttachENI(ctx, in)
+	if err != nil {
+		return d.growFailed(ctx, err, "")
+	}
+	if err := d.adoptENI(ctx, e); err != nil {
+		// An ENI we cannot wire is worse than none: give it back.
+		if ferr := d.cloud.FreeENI(ctx, e.ID, e.AttachmentID); ferr != nil {
+			err = errors.Join(err, fmt.Errorf("free %s: %w", e.ID, ferr))
+		}
+		return d.growFailed(ctx, err, "")
+	}
+	return nil
+}
+
+// pickSubnet chooses where a new ENI goes: with subnet discovery, among the
+// VPC's subnets in the node's AZ tagged kubernetes.io/role/cni (the node's
+// own subnet unless tagged 0), most free addresses first.
+func (d *Daemon) pickSubnet(ctx context.Context) (string, error) {
+	if !d.cfg.SubnetDiscovery {
+		return d.node.SubnetID, nil
+	}
+	subs, err := d.cloud.Subnets(ctx, d.node.VPCID, d.node.AZ)
+	if err != nil {
+		d.logf("subnet discovery failed, using the node's subnet: %v", err)
+		return d.node.SubnetID, nil
+	}
+	var eligible []cloud.Subnet
+	for _, s := range subs {
+		tag, tagged := s.Tags["kubernetes.io/role/cni"]
+		if s.ID == d.node.SubnetID && tag != "0" || s.ID != d.node.SubnetID && tagged && tag != "0" {
+			eligible = append(eligible, s)
+		}
+	}
+	sort.SliceStable(eligible, func(i, j int) bool { return eligible[i].Available > eligible[j].Available })
+	if len(eligible) == 0 {
+		return d.node.SubnetID, nil
+	}
+	return eligible[0].ID, nil
+}
+
+func (d *Daemon) freeDevice() (int, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	used := map[int]bool{}
+	for _, e := range d.enis {
+		used[e.dev] = true
+	}
+	for dev := range d.unmanagedDevs {
+		used[dev] = true
+	}
+	for dev := 1; dev < d.limits.MaxENIs; dev++ {
+		if !used[dev] {
+			return dev, true
+		}
+	}
+	return 0, false
+}
+
+func (d *Daemon) deleteENI(ctx context.Context, eni eniState) error {
+	d.mu.Lock()
+	// The decision was computed without the lock held across EC2 calls;
+	// re-check that no pod took an address meanwhile.
+	for ip := range d.byIP {
+		if eni.holds(ip) {
+			d.mu.Unlock()
+			return fmt.Errorf("ENI %s got a pod meanwhile: not freed", eni.id)
+		}
+	}
+	delete(d.enis, eni.id)
+	d.mu.Unlock()
+	if err := d.host.TeardownENI(eni.hostENI(d.cfg.MTU)); err != nil {
+		d.logf("tear down host networking of %s: %v", eni.id, err)
+	}
+	if err := d.cloud.FreeENI(ctx, eni.id, eni.attachmentID); err != nil {
+		// Still attached: put it back so the reconciler and pool see it.
+		d.mu.Lock()
+		d.enis[eni.id] = &eni
+		d.mu.Unlock()
+		if _, serr := d.host.SetupENI(ctx, eni.hostENI(d.cfg.MTU), d.cfg.ENIConfigTimeout); serr != nil {
+			d.logf("restore host networking of %s: %v", eni.id, serr)
+		}
+		return err
+	}
+	d.mu.Lock()
+	for ip := range d.released {
+		if eni.holds(ip) {
+			delete(d.released, ip)
+			_ = d.store.ForgetCooling(ip)
+		}
+	}
+	d.mu.Unlock()
+	return nil
+}

@@ -1,0 +1,206 @@
+package ipamd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sort"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	ipamv1 "github.com/vpcchain/vpcchain/api/ipam/v1"
+	"github.com/vpcchain/vpcchain/daemon/pool"
+	"github.com/vpcchain/vpcchain/daemon/store"
+	"github.com/vpcchain/vpcchain/internal/ipamclient"
+)
+
+// Server is the daemon's gRPC front end (api/ipam/v1) plus the standard
+// gRPC health service.
+type Server struct {
+	ipamv1.UnimplementedIPAMServer
+	d      *Daemon
+	grpc   *grpc.Server
+	health *health.Server
+}
+
+// NewServer wraps d. Health answers SERVING only once d is ready.
+func NewServer(d *Daemon) *Server {
+	s := &Server{d: d, grpc: grpc.NewServer(), health: health.NewServer()}
+	ipamv1.RegisterIPAMServer(s.grpc, s)
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if ok, _, _ := d.Ready(); ok {
+		st = healthpb.HealthCheckResponse_SERVING
+	}
+	s.health.SetServingStatus("", st)
+	s.health.SetServingStatus(ipamv1.IPAM_ServiceDesc.ServiceName, st)
+	return s
+}
+
+// Serve answers on ln until Stop.
+func (s *Server) Serve(ln net.Listener) error { return s.grpc.Serve(ln) }
+
+// Stop ends every RPC in flight and closes the listeners.
+func (s *Server) Stop() {
+	s.health.Shutdown()
+	s.grpc.Stop()
+}
+
+func keyOf(k *ipamv1.Key) (store.Key, error) {
+	if k == nil || k.Network == "" || k.ContainerId == "" || k.Ifname == "" {
+		return store.Key{}, status.Error(codes.InvalidArgument,
+			"key needs network name, container ID and interface name")
+	}
+	return store.Key{Network: k.Network, ContainerID: k.ContainerId, IfName: k.Ifname}, nil
+}
+
+func toProto(a Allocation) *ipamv1.Allocation {
+	out := &ipamv1.Allocation{Ip: a.IP.String(), EniId: a.ENIID, DeviceNumber: int32(a.DeviceNumber),
+		RouteTable: int32(a.RouteTable), SubnetCidr: a.Subnet.String(), SubnetGateway: a.SubnetGateway.String()}
+	for _, c := range a.VPCCIDRs {
+		out.VpcCidrs = append(out.VpcCidrs, c.String())
+	}
+	return out
+}
+
+// Add implements IPAM.Add.
+func (s *Server) Add(_ context.Context, r *ipamv1.AddRequest) (*ipamv1.AddReply, error) {
+	if err := ipamclient.CheckVersion(r.GetApiVersion()); err != nil {
+		return nil, err
+	}
+	k, err := keyOf(r.GetKey())
+	if err != nil {
+		return nil, err
+	}
+	a, err := s.d.Add(k, r.GetPodNamespace(), r.GetPodName(), r.GetNetns())
+	var none *ErrNoAddress
+	switch {
+	case errors.As(err, &none):
+		return nil, ipamclient.NoAddressStatus(none.Error())
+	case err != nil:
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return &ipamv1.AddReply{Allocation: toProto(a)}, nil
+}
+
+// Del implements IPAM.Del.
+func (s *Server) Del(_ context.Context, r *ipamv1.DelRequest) (*ipamv1.DelReply, error) {
+	if err := ipamclient.CheckVersion(r.GetApiVersion()); err != nil {
+		return nil, err
+	}
+	k, err := keyOf(r.GetKey())
+	if err != nil {
+		return nil, err
+	}
+	a, ok, err := s.d.Del(k)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	if !ok {
+		return &ipamv1.DelReply{}, nil
+	}
+	return &ipamv1.DelReply{Released: true, Allocation: toProto(a)}, nil
+}
+
+// Check implements IPAM.Check.
+func (s *Server) Check(_ context.Context, r *ipamv1.CheckRequest) (*ipamv1.CheckReply, error) {
+	if err := ipamclient.CheckVersion(r.GetApiVersion()); err != nil {
+		return nil, err
+	}
+	k, err := keyOf(r.GetKey())
+	if err != nil {
+		return nil, err
+	}
+	a, ok := s.d.Get(k)
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "%s holds no address", k)
+	}
+	if r.GetIp() != "" {
+		want, err := netip.ParseAddr(r.GetIp())
+		if err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "ip %q: %v", r.GetIp(), err)
+		}
+		if want != a.IP {
+			return nil, status.Errorf(codes.NotFound, "%s holds %s, not %s", k, a.IP, want)
+		}
+	}
+	return &ipamv1.CheckReply{Allocation: toProto(a)}, nil
+}
+
+// Status implements IPAM.Status.
+func (s *Server) Status(_ context.Context, r *ipamv1.StatusRequest) (*ipamv1.StatusReply, error) {
+	if err := ipamclient.CheckVersion(r.GetApiVersion()); err != nil {
+		return nil, err
+	}
+	ready, reason, avail := s.d.Ready()
+	return &ipamv1.StatusReply{Ready: ready && avail > 0, Reason: reason, Available: int32(avail)}, nil
+}
+
+// GC implements IPAM.GC.
+func (s *Server) GC(_ context.Context, r *ipamv1.GCRequest) (*ipamv1.GCReply, error) {
+	if err := ipamclient.CheckVersion(r.GetApiVersion()); err != nil {
+		return nil, err
+	}
+	if r.GetNetwork() == "" {
+		return nil, status.Error(codes.InvalidArgument, "GC needs the network name")
+	}
+	valid := map[store.Key]bool{}
+	for _, k := range r.GetValid() {
+		valid[store.Key{Network: r.GetNetwork(), ContainerID: k.GetContainerId(), IfName: k.GetIfname()}] = true
+	}
+	released, err := s.d.GC(r.GetNetwork(), valid)
+	out := &ipamv1.GCReply{}
+	for _, k := range released {
+		out.Released = append(out.Released, &ipamv1.Key{Network: k.Network, ContainerId: k.ContainerID, Ifname: k.IfName})
+	}
+	if err != nil {
+		return out, status.Error(codes.Internal, fmt.Sprintf("GC: %v", err))
+	}
+	return out, nil
+}
+
+// Introspect implements IPAM.Introspect.
+func (s *Server) Introspect(_ context.Context, r *ipamv1.IntrospectRequest) (*ipamv1.IntrospectReply, error) {
+	if err := ipamclient.CheckVersion(r.GetApiVersion()); err != nil {
+		return nil, err
+	}
+	return s.d.Introspect(), nil
+}
+
+// Introspect dumps the pool: ENIs, their addresses, allocations, stats.
+func (d *Daemon) Introspect() *ipamv1.IntrospectReply {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	st := pool.ComputeStats(d.pcfg, d.snapshotLocked())
+	out := &ipamv1.IntrospectReply{Mode: st.Mode.String(), Total: int32(st.Total), Assigned: int32(st.Assigned),
+		Cooling: int32(st.Cooling), Available: int32(st.Available), MaxPods: int32(st.MaxPods),
+		LastDecision: d.lastDecision.Reason}
+	for _, e := range d.enis {
+		ie := &ipamv1.IntrospectENI{Id: e.id, DeviceNumber: int32(e.dev), Primary: e.primary,
+			PrimaryIp: e.primaryIP.String(), RouteTable: int32(e.table()), SubnetCidr: e.subnet.String()}
+		for ip := range e.ips {
+			ie.Ips = append(ie.Ips, ip.String())
+		}
+		for p := range e.prefixes {
+			ie.Prefixes = append(ie.Prefixes, p.String())
+		}
+		sort.Strings(ie.Ips)
+		sort.Strings(ie.Prefixes)
+		out.Enis = append(out.Enis, ie)
+	}
+	sort.Slice(out.Enis, func(i, j int) bool { return out.Enis[i].DeviceNumber < out.Enis[j].DeviceNumber })
+	for k, a := range d.byKey {
+		out.Allocations = append(out.Allocations, &ipamv1.IntrospectAllocation{
+			Key: &ipamv1.Key{Network: k.Network, ContainerId: k.ContainerID, Ifname: k.IfName},
+			Ip:  a.IP.String(), EniId: a.ENIID, PodNamespace: a.PodNamespace, PodName: a.PodName,
+			AssignedUnix: a.AssignedAt.Unix()})
+	}
+	sort.Slice(out.Allocations, func(i, j int) bool { return out.Allocations[i].Ip < out.Allocations[j].Ip })
+	return out
+}

@@ -1,0 +1,280 @@
+package main
+
+// The verbs. Every one parses the configuration, dials the daemon and makes
+// one RPC within ipam.timeout; the daemon owns all state, so the plugin
+// keeps none on disk.
+//
+//	ADD     Add(key, pod, netns) -> result {ips: [<ip>/32 gw 169.254.1.1]}
+//	        plus the vpcchain extension {routeTable, eniID, deviceNumber}.
+//	        The daemon returns the same address for the same key, so a
+//	        repeated ADD is harmless.
+//	DEL     Del(key). Unknown key, or the daemon unreachable: success (the
+//	        daemon reclaims a leaked address itself when it reconciles).
+//	CHECK   Check(key, prevResult's IPv4).
+//	STATUS  Status(): ready and at least one address available, else 50.
+//	GC      GC(network, cni.dev/valid-attachments as keys).
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	types100 "github.com/containernetworking/cni/pkg/types/100"
+
+	ipamv1 "github.com/vpcchain/vpcchain/api/ipam/v1"
+	"github.com/vpcchain/vpcchain/internal/cniext"
+	"github.com/vpcchain/vpcchain/internal/ipamclient"
+)
+
+// podGateway is the gateway written into the result: the link-local next
+// hop that vpc-bridge gives every pod (its GatewayIP, answered by a
+// permanent neighbour entry). The ENI subnet's gateway would be wrong: a pod
+// with a /32 address has no on-link route to it.
+var podGateway = net.IPv4(169, 254, 1, 1).To4()
+
+func logf(format string, a ...any) {
+	fmt.Fprintf(os.Stderr, "vpc-ipam: "+format+"\n", a...)
+}
+
+func attachmentKey(conf *Config, args *skel.CmdArgs) *ipamv1.Key {
+	return &ipamv1.Key{Network: conf.Name, ContainerId: args.ContainerID, Ifname: args.IfName}
+}
+
+func keyString(k *ipamv1.Key) string {
+	return fmt.Sprintf("network %q container %s ifname %s", k.GetNetwork(), k.GetContainerId(), k.GetIfname())
+}
+
+// withDaemon dials the daemon and runs fn; dial and fn share one deadline
+// of conf.Timeout, so an invocation never outlives it.
+func withDaemon(conf *Config, fn func(context.Context, *ipamclient.Client) error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), conf.Timeout)
+	defer cancel()
+	c, err := ipamclient.Dial(ctx, conf.Socket)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return fn(ctx, c)
+}
+
+func cmdAdd(args *skel.CmdArgs) error {
+	conf, err := parseConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	pod, err := parsePodArgs(args.Args)
+	if err != nil {
+		return err
+	}
+	key := attachmentKey(conf, args)
+	var alloc *ipamv1.Allocation
+	err = withDaemon(conf, func(ctx context.Context, c *ipamclient.Client) error {
+		reply, err := c.Add(ctx, &ipamv1.AddRequest{
+			Key:          key,
+			PodNamespace: string(pod.K8S_POD_NAMESPACE),
+			PodName:      string(pod.K8S_POD_NAME),
+			Netns:        args.Netns,
+		})
+		alloc = reply.GetAllocation()
+		return err
+	})
+	if err != nil {
+		return daemonError("ADD", conf, err)
+	}
+	result, ext, err := resultFromAllocation(alloc)
+	if err != nil {
+		// The daemon holds the key; the runtime's DEL after this failure
+		// releases it.
+		return types.NewError(types.ErrInternal,
+			fmt.Sprintf("vpc-ipam: ADD: the daemon's allocation for %s is unusable: %v", keyString(key), err), "")
+	}
+	if err := cniext.PrintResult(result, ext, conf.CNIVersion); err != nil {
+		return types.NewError(types.ErrInternal, fmt.Sprintf("vpc-ipam: ADD: write result (cniVersion %q): %v", conf.CNIVersion, err), "")
+	}
+	return nil
+}
+
+// resultFromAllocation is the CNI result of an allocation: the address as
+// /32 (the VPC routes it to the ENI, not the subnet to the pod), no routes
+// (vpc-bridge installs the pod's default route itself), and the extension
+// that names the ENI's route table.
+func resultFromAllocation(a *ipamv1.Allocation) (*types100.Result, *cniext.Ext, error) {
+	if a == nil {
+		return nil, nil, errors.New("the reply has no allocation")
+	}
+	ip := net.ParseIP(a.GetIp()).To4()
+	if ip == nil {
+		return nil, nil, fmt.Errorf("address %q is not an IPv4 address", a.GetIp())
+	}
+	ext := &cniext.Ext{RouteTable: int(a.GetRouteTable()), ENIID: a.GetEniId(), DeviceNumber: int(a.GetDeviceNumber())}
+	if err := ext.Validate(); err != nil {
+		return nil, nil, err
+	}
+	result := &types100.Result{
+		CNIVersion: types100.ImplementedSpecVersion,
+		IPs: []*types100.IPConfig{{
+			Address: net.IPNet{IP: ip, Mask: net.CIDRMask(32, 32)},
+			Gateway: podGateway,
+		}},
+	}
+	return result, ext, nil
+}
+
+func cmdDel(args *skel.CmdArgs) error {
+	conf, err := parseConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	key := attachmentKey(conf, args)
+	err = withDaemon(conf, func(ctx context.Context, c *ipamclient.Client) error {
+		_, err := c.Del(ctx, &ipamv1.DelRequest{Key: key})
+		return err
+	})
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ipamclient.ErrDaemonUnavailable):
+		// Failing would block the pod's teardown for as long as the daemon
+		// is down; the daemon finds the address of a container that no
+		// longer exists when it reconciles (and through GC) and frees it.
+		logf("DEL %s: %v; succeeding anyway: the daemon releases the address when it reconciles", keyString(key), err)
+		return nil
+	case errors.Is(err, ipamclient.ErrNotFound):
+		return nil // already released: DEL is idempotent
+	}
+	return daemonError("DEL", conf, err)
+}
+
+func cmdCheck(args *skel.CmdArgs) error {
+	conf, err := parseConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	if conf.PrevResult == nil {
+		return types.NewError(types.ErrInvalidNetworkConfig, "vpc-ipam: CHECK needs prevResult (the attachment's ADD result) in the configuration", "")
+	}
+	prev, err := types100.NewResultFromResult(conf.PrevResult)
+	if err != nil {
+		return types.NewError(types.ErrDecodingFailure, fmt.Sprintf("vpc-ipam: CHECK: cannot convert prevResult to %s: %v", types100.ImplementedSpecVersion, err), "")
+	}
+	ip, err := singleIPv4(prev)
+	if err != nil {
+		return types.NewError(types.ErrInvalidNetworkConfig, "vpc-ipam: CHECK: prevResult "+err.Error(), "")
+	}
+	key := attachmentKey(conf, args)
+	err = withDaemon(conf, func(ctx context.Context, c *ipamclient.Client) error {
+		reply, err := c.Check(ctx, &ipamv1.CheckRequest{Key: key, Ip: ip.String()})
+		if err != nil {
+			return err
+		}
+		// Belt and braces: the daemon answers NotFound itself on a mismatch.
+		if got := reply.GetAllocation().GetIp(); got != "" && !net.ParseIP(got).Equal(ip) {
+			return fmt.Errorf("%w: the key holds %s", ipamclient.ErrNotFound, got)
+		}
+		return nil
+	})
+	if errors.Is(err, ipamclient.ErrNotFound) {
+		return types.NewError(ErrAllocationNotFound,
+			fmt.Sprintf("vpc-ipam: CHECK: the daemon does not hold %s for %s: %v", ip, keyString(key), err), "")
+	}
+	if err != nil {
+		return daemonError("CHECK", conf, err)
+	}
+	return nil
+}
+
+// singleIPv4 returns the one IPv4 address of a result: vpc-ipam hands out
+// exactly one.
+func singleIPv4(r *types100.Result) (net.IP, error) {
+	var v4 []net.IP
+	var all []string
+	for _, c := range r.IPs {
+		if c == nil {
+			continue
+		}
+		all = append(all, c.Address.String())
+		if ip := c.Address.IP.To4(); ip != nil {
+			v4 = append(v4, ip)
+		}
+	}
+	if len(v4) != 1 {
+		return nil, fmt.Errorf("has %d IPv4 addresses [%s]: want exactly one (the address vpc-ipam handed out)", len(v4), strings.Join(all, ", "))
+	}
+	return v4[0], nil
+}
+
+func cmdStatus(args *skel.CmdArgs) error {
+	conf, err := parseConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	var notReady string
+	err = withDaemon(conf, func(ctx context.Context, c *ipamclient.Client) error {
+		reply, err := c.Status(ctx)
+		if err != nil {
+			return err
+		}
+		switch {
+		case !reply.GetReady():
+			notReady = "the vpcchain daemon is not ready"
+		case reply.GetAvailable() <= 0:
+			notReady = "no address is available for a new pod"
+		default:
+			return nil
+		}
+		if r := reply.GetReason(); r != "" {
+			notReady += ": " + r
+		}
+		return nil
+	})
+	// Whatever keeps the daemon from confirming that an ADD would succeed
+	// (down, hung, other API version) is "not available": that is all
+	// STATUS may say (50), the message says why.
+	if err != nil {
+		return types.NewError(ErrPluginNotAvailable, fmt.Sprintf("vpc-ipam: STATUS: %v", err), "")
+	}
+	if notReady != "" {
+		return types.NewError(ErrPluginNotAvailable, "vpc-ipam: STATUS: "+notReady, "")
+	}
+	return nil
+}
+
+func cmdGC(args *skel.CmdArgs) error {
+	conf, err := parseConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	if !conf.HasValidAttachments {
+		// Without the list every allocation of the network would look
+		// stale; releasing the addresses of live pods is the one thing an
+		// IPAM must never do.
+		return types.NewError(types.ErrInvalidNetworkConfig,
+			fmt.Sprintf("vpc-ipam: GC needs cni.dev/valid-attachments in the configuration (a list, possibly empty); refusing to release every address of network %q", conf.Name), "")
+	}
+	req := &ipamv1.GCRequest{Network: conf.Name}
+	for _, a := range conf.ValidAttachments {
+		req.Valid = append(req.Valid, &ipamv1.Key{Network: conf.Name, ContainerId: a.ContainerID, Ifname: a.IfName})
+	}
+	var released []*ipamv1.Key
+	err = withDaemon(conf, func(ctx context.Context, c *ipamclient.Client) error {
+		reply, err := c.GC(ctx, req)
+		released = reply.GetReleased()
+		return err
+	})
+	if err != nil {
+		return daemonError("GC", conf, err)
+	}
+	if len(released) > 0 {
+		names := make([]string, 0, len(released))
+		for _, k := range released {
+			names = append(names, k.GetContainerId()+"/"+k.GetIfname())
+		}
+		logf("GC: released %d stale allocation(s) of network %q: %s", len(released), conf.Name, strings.Join(names, ", "))
+	}
+	return nil
+}

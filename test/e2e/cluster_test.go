@@ -1,0 +1,377 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/types"
+	types100 "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/containernetworking/plugins/pkg/testutils"
+
+	ipamv1 "github.com/vpcchain/vpcchain/api/ipam/v1"
+	"github.com/vpcchain/vpcchain/internal/ipamclient"
+	"github.com/vpcchain/vpcchain/internal/vpcsim"
+)
+
+// binDir is where `make build` put the binaries (VPCCHAIN_BIN), else ../../bin.
+func binDir(t testing.TB) string {
+	t.Helper()
+	dir := os.Getenv("VPCCHAIN_BIN")
+	if dir == "" {
+		dir, _ = filepath.Abs("../../bin")
+	}
+	for _, b := range []string{"vpcchaind", "vpc-ipam", "vpc-bridge"} {
+		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
+			t.Fatalf("binary %s missing in %s: run `make build` (or `make test`)", b, dir)
+		}
+	}
+	return dir
+}
+
+// cluster is a VPC simulator with nodes, each running the real daemon inside
+// its namespace, and a CNI runtime (libcni) that runs the real plugins there.
+type cluster struct {
+	t      testing.TB
+	sim    *vpcsim.Sim
+	bin    string
+	dir    string
+	vpc    string
+	subnet string
+	nodes  map[string]*node
+}
+
+type node struct {
+	c       *cluster
+	name    string
+	vn      vpcsim.Node
+	state   string
+	socket  string
+	env     []string
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	logPath string
+}
+
+// newCluster starts a simulator (VPC 10.0.0.0/16, one /20 subnet) and nodes
+// of instance type typ, each with the daemon started with env.
+func newCluster(t testing.TB, typ string, names []string, env ...string) *cluster {
+	t.Helper()
+	requireRoot(t)
+	c := &cluster{t: t, sim: startSim(t, 0), bin: binDir(t), dir: t.TempDir(), nodes: map[string]*node{}}
+	var err error
+	if c.vpc, err = c.sim.Cloud.AddVPC("10.0.0.0/16"); err != nil {
+		t.Fatal(err)
+	}
+	if c.subnet, err = c.sim.Cloud.AddSubnet(c.vpc, "10.0.0.0/20", "us-west-2a", nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range names {
+		vn, err := c.sim.LaunchNode(vpcsim.LaunchSpec{Name: name, InstanceType: typ, SubnetID: c.subnet})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := &node{c: c, name: name, vn: vn, state: filepath.Join(c.dir, name)}
+		n.socket = filepath.Join(n.state, "ipamd.sock")
+		n.logPath = filepath.Join(c.dir, name+".log")
+		n.env = append([]string{
+			"PATH=" + os.Getenv("PATH"),
+			"AWS_ACCESS_KEY_ID=AKIDE2E", "AWS_SECRET_ACCESS_KEY=secret", "AWS_REGION=us-west-2",
+			"AWS_ENDPOINT_URL_EC2=" + vn.EC2Endpoint,
+			"AWS_EC2_METADATA_SERVICE_ENDPOINT=" + vn.IMDSEndpoint,
+			"VPCCHAIN_STATE_DIR=" + n.state,
+			"VPCCHAIN_SOCKET=" + n.socket,
+			"VPCCHAIN_POOL_INTERVAL=200ms",
+			"VPCCHAIN_RECONCILE_INTERVAL=2s",
+			"DISABLE_LEAKED_ENI_CLEANUP=true",
+		}, env...)
+		c.nodes[name] = n
+		n.start()
+		t.Cleanup(n.stop)
+	}
+	for _, n := range c.nodes {
+		n.waitReady()
+	}
+	return c
+}
+
+// start runs the daemon inside the node's namespace, as the DaemonSet would
+// (host network of the node).
+func (n *node) start() {
+	n.c.t.Helper()
+	logf, err := os.OpenFile(n.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		n.c.t.Fatal(err)
+	}
+	cmd := exec.Command("ip", "netns", "exec", n.vn.NetNS, filepath.Join(n.c.bin, "vpcchaind"))
+	cmd.Env = n.env
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		n.c.t.Fatal(err)
+	}
+	unregister := onInterrupt(func() { _ = cmd.Process.Kill() })
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); unregister(); logf.Close(); close(exited) }()
+	n.mu.Lock()
+	n.cmd, n.exited = cmd, exited
+	n.mu.Unlock()
+}
+
+func (n *node) stop() {
+	n.mu.Lock()
+	cmd, exited := n.cmd, n.exited
+	n.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		<-exited
+	}
+	if n.c.t.Failed() || os.Getenv("VPCCHAIN_E2E_LOGS") != "" {
+		log, _ := os.ReadFile(n.logPath)
+		n.c.t.Logf("daemon log of %s:\n%s", n.name, tail(string(log), 60))
+	}
+}
+
+// kill9 kills the daemon the hard way.
+func (n *node) kill9() {
+	n.mu.Lock()
+	cmd, exited := n.cmd, n.exited
+	n.cmd = nil
+	n.mu.Unlock()
+	_ = cmd.Process.Kill()
+	<-exited
+}
+
+func tail(s string, lines int) string {
+	l := strings.Split(s, "\n")
+	if len(l) > lines {
+		l = l[len(l)-lines:]
+	}
+	return strings.Join(l, "\n")
+}
+
+func (n *node) client() *ipamclient.Client {
+	n.c.t.Helper()
+	cl, err := ipamclient.Dial(context.Background(), n.socket)
+	if err != nil {
+		n.c.t.Fatal(err)
+	}
+	return cl
+}
+
+// waitReady waits until the daemon serves and has addresses to give.
+func (n *node) waitReady() {
+	n.c.t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	var last error
+	for time.Now().Before(deadline) {
+		n.mu.Lock()
+		exited := n.exited
+		n.mu.Unlock()
+		select {
+		case <-exited:
+			log, _ := os.ReadFile(n.logPath)
+			n.c.t.Fatalf("daemon of %s exited:\n%s", n.name, tail(string(log), 40))
+		default:
+		}
+		if cl, err := ipamclient.Dial(context.Background(), n.socket); err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			st, err := cl.Status(ctx)
+			cancel()
+			_ = cl.Close()
+			if err == nil && st.Ready {
+				return
+			}
+			last = err
+			if err == nil {
+				last = errors.New(st.Reason)
+			}
+		} else {
+			last = err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	log, _ := os.ReadFile(n.logPath)
+	n.c.t.Fatalf("daemon of %s not ready: %v\n%s", n.name, last, tail(string(log), 40))
+}
+
+func (n *node) introspect() *ipamv1.IntrospectReply {
+	n.c.t.Helper()
+	cl := n.client()
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	r, err := cl.Introspect(ctx)
+	if err != nil {
+		n.c.t.Fatalf("introspect %s: %v", n.name, err)
+	}
+	return r
+}
+
+// do runs f inside the node's namespace: a runtime on the node.
+func (n *node) do(f func() error) error { return n.c.sim.Fabric.DoInNode(n.name, f) }
+
+// chain is the .conflist under test: vpc-bridge with vpc-ipam.
+func (n *node) chain(extraIPAM map[string]any) *libcni.NetworkConfigList {
+	n.c.t.Helper()
+	ipam := map[string]any{"type": "vpc-ipam", "socket": n.socket}
+	for k, v := range extraIPAM {
+		ipam[k] = v
+	}
+	raw, _ := json.Marshal(map[string]any{"cniVersion": "1.1.0", "name": "vpcchain",
+		"plugins": []any{map[string]any{"type": "vpc-bridge", "mtu": 9001, "ipam": ipam}}})
+	l, err := libcni.ConfListFromBytes(raw)
+	if err != nil {
+		n.c.t.Fatal(err)
+	}
+	return l
+}
+
+func (n *node) cni() *libcni.CNIConfig {
+	return libcni.NewCNIConfigWithCacheDir([]string{n.c.bin}, filepath.Join(n.state, "cni-cache"), nil)
+}
+
+// pod is a sandbox: its own network namespace.
+type pod struct {
+	n         *node
+	namespace string
+	name      string
+	id        string
+	netns     ns.NetNS
+	ip        netip.Addr
+}
+
+func (n *node) newPod(namespace, name string) *pod {
+	n.c.t.Helper()
+	pns, err := testutils.NewNS()
+	if err != nil {
+		n.c.t.Fatal(err)
+	}
+	unregister := onInterrupt(func() { _ = testutils.UnmountNS(pns) })
+	n.c.t.Cleanup(func() { unregister(); _ = pns.Close(); _ = testutils.UnmountNS(pns) })
+	return &pod{n: n, namespace: namespace, name: name, id: "ctr-" + name + "-" + vpcsim.RandomRunID(), netns: pns}
+}
+
+func (p *pod) rt() *libcni.RuntimeConf {
+	return &libcni.RuntimeConf{ContainerID: p.id, NetNS: p.netns.Path(), IfName: "eth0",
+		Args: [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", p.namespace}, {"K8S_POD_NAME", p.name},
+			{"K8S_POD_INFRA_CONTAINER_ID", p.id}}}
+}
+
+// add runs ADD once.
+func (p *pod) add(l *libcni.NetworkConfigList) (*types100.Result, error) {
+	var res types.Result
+	err := p.n.do(func() error {
+		var err error
+		res, err = p.n.cni().AddNetworkList(context.Background(), l, p.rt())
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	r, err := types100.NewResultFromResult(res)
+	if err != nil {
+		return nil, err
+	}
+	if len(r.IPs) != 1 {
+		return nil, fmt.Errorf("result has %d IPs", len(r.IPs))
+	}
+	p.ip, _ = netip.AddrFromSlice(r.IPs[0].Address.IP.To4())
+	return r, nil
+}
+
+// addRetrying behaves like kubelet: an ADD that fails with "try again later"
+// is cleaned up with DEL and retried.
+func (p *pod) addRetrying(l *libcni.NetworkConfigList, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		_, err := p.add(l)
+		if err == nil {
+			return nil
+		}
+		var ce *types.Error
+		if !errors.As(err, &ce) || ce.Code != types.ErrTryAgainLater || time.Now().After(deadline) {
+			return err
+		}
+		if derr := p.del(l); derr != nil {
+			return fmt.Errorf("DEL after failed ADD: %w", derr)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func (p *pod) del(l *libcni.NetworkConfigList) error {
+	return p.n.do(func() error { return p.n.cni().DelNetworkList(context.Background(), l, p.rt()) })
+}
+
+func (p *pod) check(l *libcni.NetworkConfigList) error {
+	return p.n.do(func() error { return p.n.cni().CheckNetworkList(context.Background(), l, p.rt()) })
+}
+
+// echoServer answers every connection with the server's name; connections
+// are accepted in the namespace the listener was created in.
+func echoServer(t testing.TB, doIn func(func() error) error, a netip.AddrPort, name string) {
+	t.Helper()
+	var ln net.Listener
+	if err := doIn(func() error {
+		var err error
+		ln, err = net.Listen("tcp4", a.String())
+		return err
+	}); err != nil {
+		t.Fatalf("listen %s in %s: %v", a, name, err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+				fmt.Fprintf(c, "%s %s\n", name, c.RemoteAddr())
+			}()
+		}
+	}()
+}
+
+// dialEcho opens a TCP connection from inside a namespace and returns what
+// the server said (its name and the source address it saw).
+func dialEcho(doIn func(func() error) error, dst netip.AddrPort) (string, error) {
+	var out string
+	err := doIn(func() error {
+		c, err := net.DialTimeout("tcp4", dst.String(), 3*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+		b, err := io.ReadAll(c)
+		out = strings.TrimSpace(string(b))
+		return err
+	})
+	return out, err
+}
+
+func (p *pod) doIn(f func() error) error { return p.netns.Do(func(ns.NetNS) error { return f() }) }
