@@ -12,7 +12,7 @@ TESTFLAGS ?= -count=1 -timeout 40m
 CMDS    := $(wildcard cmd/*)
 PLUGINS := $(wildcard plugins/*)
 
-.PHONY: all build test unit e2e bench demo lint clean deps proto
+.PHONY: all build tools test unit e2e bench demo lint clean deps proto
 
 all: build
 
@@ -28,6 +28,12 @@ build:
 	  fi; \
 	done
 
+# Test-only tools from their own module (test/tools): cnitool drives the
+# chain in the demo the way a runtime does.
+tools:
+	@mkdir -p $(BIN)/tools
+	cd test/tools && $(GO) build $(GOFLAGS) -o $(BIN)/tools/ github.com/containernetworking/cni/cnitool
+
 # All tests: unit + end-to-end (needs root; installs missing Debian packages).
 test: deps lint build
 	VPCCHAIN_BIN=$(BIN) $(GO) test $(GOFLAGS) $(TESTFLAGS) ./...
@@ -41,7 +47,7 @@ e2e: deps build
 bench: deps build
 	VPCCHAIN_BIN=$(BIN) $(GO) test $(GOFLAGS) -run '^$$' -bench . -benchtime 200x ./...
 
-demo: deps build
+demo: deps build tools
 	@./scripts/demo.sh
 
 lint:

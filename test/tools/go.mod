@@ -5,6 +5,7 @@ module github.com/vpcchain/vpcchain/test/tools
 go 1.26
 
 tool (
+	github.com/containernetworking/cni/cnitool
 	github.com/containernetworking/plugins/plugins/ipam/host-local
 	github.com/containernetworking/plugins/plugins/main/ptp
 )
