@@ -18,8 +18,10 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
 
@@ -66,6 +68,7 @@ type node struct {
 	cmd     *exec.Cmd
 	exited  chan struct{}
 	logPath string
+	plugins *os.File
 }
 
 // newCluster starts a simulator (VPC 10.0.0.0/16, one /20 subnet) and nodes
@@ -247,8 +250,25 @@ func (n *node) chain(extraIPAM map[string]any) *libcni.NetworkConfigList {
 	return l
 }
 
+// cni is the runtime's libcni; plugin stderr goes to the node's log, not the
+// test output.
 func (n *node) cni() *libcni.CNIConfig {
-	return libcni.NewCNIConfigWithCacheDir([]string{n.c.bin}, filepath.Join(n.state, "cni-cache"), nil)
+	exec := &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: n.pluginLog()}, PluginDecoder: version.PluginDecoder{}}
+	return libcni.NewCNIConfigWithCacheDir([]string{n.c.bin}, filepath.Join(n.state, "cni-cache"), exec)
+}
+
+func (n *node) pluginLog() io.Writer {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.plugins == nil {
+		f, err := os.OpenFile(filepath.Join(n.c.dir, n.name+"-plugins.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return os.Stderr
+		}
+		n.c.t.Cleanup(func() { f.Close() })
+		n.plugins = f
+	}
+	return n.plugins
 }
 
 // pod is a sandbox: its own network namespace.
