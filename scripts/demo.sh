@@ -64,8 +64,9 @@ step "2. The warm-pool daemon starts inside each node (IMDS, EC2, ENIs, then ser
 for n in a b; do
   mkdir -p "$work/$n/net.d"
   # The chain users drop into /etc/cni/net.d (socket per node for the demo).
-  jq -n --arg sock "$work/$n/ipamd.sock" '{cniVersion: "1.1.0", name: "vpcchain", plugins: [
-      {type: "vpc-bridge", vethPrefix: "eni", mtu: 9001, ipam: {type: "vpc-ipam", socket: $sock}}]}' \
+  jq -n --arg sock "$work/$n/ipamd.sock" --arg snat "$work/$n/snat.json" '{cniVersion: "1.1.0", name: "vpcchain", plugins: [
+      {type: "vpc-bridge", vethPrefix: "eni", mtu: 9001, ipam: {type: "vpc-ipam", socket: $sock}},
+      {type: "vpc-snat", nodeConfig: $snat}]}' \
     >"$work/$n/net.d/10-vpcchain.conflist"
   ip netns exec "$(nodens "$n")" env -i PATH="$PATH" \
     AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo AWS_REGION=us-west-2 \
@@ -147,6 +148,11 @@ ping_from "vd$run-a-web-1" "$(podip db-1)" "web-1 ($(podip web-1)) -> db-1 ($(po
 ping_from "vd$run-a-web-10" "$(podip db-2)" "web-10 ($(podip web-10)) -> db-2 ($(podip db-2)), across nodes"
 ping_from "vd$run-a-web-1" "$(podip web-10)" "web-1 -> web-10, same node"
 ping_from "vd$run-b-db-1" "$(podip web-10)" "db-1 -> web-10, across nodes"
+ping_from "vd$run-a-web-10" 198.51.100.10 "web-10 (secondary ENI) -> the internet (198.51.100.10): SNAT to the node, out of the primary ENI"
+echo "  conntrack on node a: $(ip netns exec "$(nodens a)" conntrack -L -p icmp 2>/dev/null | grep -m1 198.51.100.10 |
+  grep -oE '(src|dst)=[^ ]+|mark=[^ ]+' | paste -sd' ' | sed 's/ src=198/ | reply src=198/')"
+echo "  node a's SNAT rule (one rule for all pods, which are ipset entries):"
+ip netns exec "$(nodens a)" iptables -t nat -S VPCCHAIN-SNAT | grep -- '-A' | sed 's/^/    /'
 nodeip_a=$(state | jq -r --arg id "$(jq -r .nodes.a.InstanceID "$work/sim.json")" '.enis[] | select(.InstanceID == $id and .DeviceIndex == 0) | .PrimaryIP')
 ping_from "vd$run-a-web-1" "$nodeip_a" "web-1 -> its node ($nodeip_a)"
 

@@ -31,6 +31,7 @@ type Config struct {
 	ExternalSNAT            bool          // AWS_VPC_K8S_CNI_EXTERNALSNAT (false)
 	ExcludeSNATCIDRs        []netip.Prefix
 	RandomizeSNAT           string // AWS_VPC_K8S_CNI_RANDOMIZESNAT: prng|hashrandom|none (prng)
+	ConnMark                uint32 // AWS_VPC_K8S_CNI_CONNMARK (0x80)
 	SubnetDiscovery         bool   // ENABLE_SUBNET_DISCOVERY (true)
 	ClusterName             string // CLUSTER_NAME
 	DisableLeakedENICleanup bool   // DISABLE_LEAKED_ENI_CLEANUP (false)
@@ -77,6 +78,7 @@ func Load(get Lookup) (Config, error) {
 		ExternalSNAT:            p.boolean("AWS_VPC_K8S_CNI_EXTERNALSNAT", false),
 		ExcludeSNATCIDRs:        p.cidrs("AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS"),
 		RandomizeSNAT:           p.oneOf("AWS_VPC_K8S_CNI_RANDOMIZESNAT", "prng", "prng", "hashrandom", "none"),
+		ConnMark:                p.mark("AWS_VPC_K8S_CNI_CONNMARK", 0x80),
 		SubnetDiscovery:         p.boolean("ENABLE_SUBNET_DISCOVERY", true),
 		ClusterName:             p.str("CLUSTER_NAME", ""),
 		DisableLeakedENICleanup: p.boolean("DISABLE_LEAKED_ENI_CLEANUP", false),
@@ -159,6 +161,21 @@ func (p *parser) intRange(name string, def, lo, hi int) int {
 		return def
 	}
 	return n
+}
+
+// mark parses a connmark bit pattern (decimal or 0x hex, as the reference:
+// strconv base 0), 1 to 2^32-1.
+func (p *parser) mark(name string, def uint32) uint32 {
+	v, ok := p.raw(name)
+	if !ok {
+		return def
+	}
+	n, err := strconv.ParseUint(v, 0, 32)
+	if err != nil || n == 0 {
+		p.bad(name, v, "want a mark from 1 to 0xffffffff (decimal or 0x hex); it must not collide with kube-proxy's 0xc000 or Calico's 0xffff0000 bits")
+		return def
+	}
+	return uint32(n)
 }
 
 func (p *parser) maxENI() int {

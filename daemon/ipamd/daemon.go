@@ -22,6 +22,7 @@ import (
 	"github.com/vpcchain/vpcchain/daemon/pool"
 	"github.com/vpcchain/vpcchain/daemon/store"
 	"github.com/vpcchain/vpcchain/internal/instancelimits"
+	"github.com/vpcchain/vpcchain/internal/snat"
 )
 
 // Cloud is what the daemon needs of EC2 and IMDS (*cloud.Client).
@@ -46,6 +47,8 @@ type Host interface {
 	SetupENI(ctx context.Context, e hostnet.ENI, timeout time.Duration) (string, error)
 	TeardownENI(e hostnet.ENI) error
 	LinkExists(name string) bool
+	PrimaryLinkName(mac net.HardwareAddr) (string, error)
+	SetupSNAT(c snat.NodeConfig, pods []netip.Addr) error
 }
 
 // RealHost is the Host backed by package hostnet in the current namespace.
@@ -57,6 +60,16 @@ func (RealHost) SetupENI(ctx context.Context, e hostnet.ENI, t time.Duration) (s
 }
 func (RealHost) TeardownENI(e hostnet.ENI) error { return hostnet.TeardownENI(e) }
 func (RealHost) LinkExists(name string) bool     { return hostnet.LinkExists(name) }
+func (RealHost) SetupSNAT(c snat.NodeConfig, pods []netip.Addr) error {
+	return hostnet.SetupSNAT(c, pods)
+}
+func (RealHost) PrimaryLinkName(mac net.HardwareAddr) (string, error) {
+	l, err := hostnet.LinkByMAC(mac)
+	if err != nil {
+		return "", err
+	}
+	return l.Attrs().Name, nil
+}
 
 // eniState is one ENI the daemon manages.
 type eniState struct {
@@ -121,6 +134,7 @@ type Daemon struct {
 	lastPoolError string
 	ready         bool
 	counters      map[string]int64
+	primaryLink   string
 	unmanagedDevs map[int]bool // devices of ENIs tagged no_manage
 
 	kick chan struct{}
@@ -168,6 +182,11 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 	}
 	d.store = st
 	if err := d.restore(); err != nil {
+		_ = st.Close()
+		return nil, err
+	}
+	// After restore: the restored pods go back into the SNAT set.
+	if err := d.SyncSNAT(); err != nil {
 		_ = st.Close()
 		return nil, err
 	}

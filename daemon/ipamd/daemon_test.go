@@ -18,6 +18,7 @@ import (
 	"github.com/vpcchain/vpcchain/daemon/config"
 	"github.com/vpcchain/vpcchain/daemon/hostnet"
 	"github.com/vpcchain/vpcchain/daemon/store"
+	"github.com/vpcchain/vpcchain/internal/snat"
 	"github.com/vpcchain/vpcchain/internal/vpcsim"
 )
 
@@ -268,3 +269,6 @@ func TestMaxPodsReason(t *testing.T) {
 		t.Errorf("reason %q does not say %q", none.Reason, want)
 	}
 }
+
+func (h *fakeHost) PrimaryLinkName(net.HardwareAddr) (string, error) { return "eth0", nil }
+func (h *fakeHost) SetupSNAT(snat.NodeConfig, []netip.Addr) error    { return nil }

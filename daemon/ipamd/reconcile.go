@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/netip"
 	"os"
 	"slices"
 	"time"
 
 	"github.com/vpcchain/vpcchain/daemon/cloud"
 	"github.com/vpcchain/vpcchain/daemon/store"
+	"github.com/vpcchain/vpcchain/internal/snat"
 )
 
 func (d *Daemon) reconcileLoop(ctx context.Context) {
@@ -27,6 +29,10 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 			d.logf("reconcile: %v", err)
 		}
 		cancel()
+		// Declarative and cheap: also repairs rules someone else flushed.
+		if err := d.SyncSNAT(); err != nil {
+			d.logf("reconcile SNAT: %v", err)
+		}
 		d.releaseOrphans()
 	}
 }
@@ -38,8 +44,12 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 func (d *Daemon) Reconcile(ctx context.Context) error {
 	d.opMu.Lock()
 	defer d.opMu.Unlock()
-	if md, err := d.cloud.MetadataNode(ctx); err == nil && d.matches(md.ENIs) {
-		return nil
+	md, err := d.cloud.MetadataNode(ctx)
+	if err == nil {
+		d.noteVPCCIDRs(md.VPCCIDRs)
+		if d.matches(md.ENIs) {
+			return nil
+		}
 	}
 	enis, err := d.cloud.InstanceENIs(ctx, d.node.InstanceID)
 	if err != nil {
@@ -209,3 +219,55 @@ func (d *Daemon) releaseOrphans() {
 
 // ReleaseOrphans runs the orphan check now (tests, operators).
 func (d *Daemon) ReleaseOrphans() { d.releaseOrphans() }
+
+// SNATConfigPath is where the vpc-snat plugin reads the node's SNAT config.
+func (d *Daemon) SNATConfigPath() string { return d.cfg.StateDir + "/snat.json" }
+
+// SyncSNAT reconciles the node's SNAT and connmark state with the current
+// mode, primary IP and VPC CIDRs, then publishes them to the vpc-snat
+// plugin. Rules first, file second: a plugin that sees the file finds the
+// ipset it adds pods to.
+func (d *Daemon) SyncSNAT() error {
+	d.mu.Lock()
+	if d.primaryLink == "" {
+		d.mu.Unlock()
+		name, err := d.host.PrimaryLinkName(parseMAC(d.node.PrimaryMAC))
+		if err != nil {
+			return fmt.Errorf("primary ENI link: %w", err)
+		}
+		d.mu.Lock()
+		d.primaryLink = name
+	}
+	nc := snat.NodeConfig{ExternalSNAT: d.cfg.ExternalSNAT, PrimaryIP: d.node.PrimaryIP, PrimaryInterface: d.primaryLink,
+		VPCCIDRs: slices.Clone(d.node.VPCCIDRs), ExcludeCIDRs: d.cfg.ExcludeSNATCIDRs, Randomize: d.cfg.RandomizeSNAT,
+		Mark: d.cfg.ConnMark, VethPrefix: d.cfg.VethPrefix}
+	pods := make([]netip.Addr, 0, len(d.byIP))
+	for ip := range d.byIP {
+		pods = append(pods, ip)
+	}
+	d.mu.Unlock()
+	if err := d.host.SetupSNAT(nc, pods); err != nil {
+		return fmt.Errorf("set up SNAT: %w", err)
+	}
+	if err := snat.WriteNodeConfig(d.SNATConfigPath(), nc); err != nil {
+		return fmt.Errorf("write %s: %w", d.SNATConfigPath(), err)
+	}
+	return nil
+}
+
+// noteVPCCIDRs records the VPC's CIDRs as IMDS shows them; it reports a
+// change (a CIDR associated with the VPC after start).
+func (d *Daemon) noteVPCCIDRs(cidrs []netip.Prefix) bool {
+	if len(cidrs) == 0 {
+		return false
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if slices.Equal(cidrs, d.node.VPCCIDRs) {
+		return false
+	}
+	d.logf("VPC CIDRs changed: %v -> %v", d.node.VPCCIDRs, cidrs)
+	d.node.VPCCIDRs = slices.Clone(cidrs)
+	d.counters["vpc_cidr_changes"]++
+	return true
+}

@@ -37,7 +37,7 @@ func binDir(t testing.TB) string {
 	if dir == "" {
 		dir, _ = filepath.Abs("../../bin")
 	}
-	for _, b := range []string{"vpcchaind", "vpc-ipam", "vpc-bridge"} {
+	for _, b := range []string{"vpcchaind", "vpc-ipam", "vpc-bridge", "vpc-snat"} {
 		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
 			t.Fatalf("binary %s missing in %s: run `make build` (or `make test`)", b, dir)
 		}
@@ -155,6 +155,16 @@ func (n *node) stop() {
 	}
 }
 
+// restart stops the daemon and starts it again with extra environment
+// (later values win).
+func (n *node) restart(env ...string) {
+	n.c.t.Helper()
+	n.stop()
+	n.env = append(n.env, env...)
+	n.start()
+	n.waitReady()
+}
+
 // kill9 kills the daemon the hard way.
 func (n *node) kill9() {
 	n.mu.Lock()
@@ -234,15 +244,19 @@ func (n *node) introspect() *ipamv1.IntrospectReply {
 // do runs f inside the node's namespace: a runtime on the node.
 func (n *node) do(f func() error) error { return n.c.sim.Fabric.DoInNode(n.name, f) }
 
-// chain is the .conflist under test: vpc-bridge with vpc-ipam.
-func (n *node) chain(extraIPAM map[string]any) *libcni.NetworkConfigList {
+// chain is the .conflist under test: vpc-bridge with vpc-ipam, then any
+// chained plugins.
+func (n *node) chain(extraIPAM map[string]any, chained ...map[string]any) *libcni.NetworkConfigList {
 	n.c.t.Helper()
 	ipam := map[string]any{"type": "vpc-ipam", "socket": n.socket}
 	for k, v := range extraIPAM {
 		ipam[k] = v
 	}
-	raw, _ := json.Marshal(map[string]any{"cniVersion": "1.1.0", "name": "vpcchain",
-		"plugins": []any{map[string]any{"type": "vpc-bridge", "mtu": 9001, "ipam": ipam}}})
+	plugins := []any{map[string]any{"type": "vpc-bridge", "mtu": 9001, "ipam": ipam}}
+	for _, p := range chained {
+		plugins = append(plugins, p)
+	}
+	raw, _ := json.Marshal(map[string]any{"cniVersion": "1.1.0", "name": "vpcchain", "plugins": plugins})
 	l, err := libcni.ConfListFromBytes(raw)
 	if err != nil {
 		n.c.t.Fatal(err)
