@@ -29,19 +29,22 @@ build:
 	done
 
 # Test-only tools from their own module (test/tools): cnitool drives the
-# chain in the demo the way a runtime does.
+# chain in the demo the way a runtime does; the upstream plugins are chained
+# with ours in the e2e tests and are the benchmarks' reference.
+UPSTREAM := github.com/containernetworking/plugins/plugins
 tools:
 	@mkdir -p $(BIN)/tools
-	cd test/tools && $(GO) build $(GOFLAGS) -o $(BIN)/tools/ github.com/containernetworking/cni/cnitool
+	cd test/tools && $(GO) build $(GOFLAGS) $(BUILDFLAGS) -o $(BIN)/tools/ github.com/containernetworking/cni/cnitool \
+	  $(UPSTREAM)/main/ptp $(UPSTREAM)/ipam/host-local $(UPSTREAM)/meta/portmap $(UPSTREAM)/meta/bandwidth $(UPSTREAM)/meta/tuning
 
 # All tests: unit + end-to-end (needs root; installs missing Debian packages).
-test: deps lint build
+test: deps lint build tools
 	VPCCHAIN_BIN=$(BIN) $(GO) test $(GOFLAGS) $(TESTFLAGS) ./...
 
 unit: build
 	$(GO) test $(GOFLAGS) $(TESTFLAGS) $$($(GO) list ./... | grep -v /test/e2e)
 
-e2e: deps build
+e2e: deps build tools
 	VPCCHAIN_BIN=$(BIN) $(GO) test $(GOFLAGS) $(TESTFLAGS) -v ./test/e2e/...
 
 bench: deps build

@@ -117,6 +117,33 @@ func TestSNATAndConnmark(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// kube-proxy's ClusterIP DNAT to a pod on another node: the connmark
+	// must not catch it (it is set after DNAT), or the secondary-ENI pod's
+	// packets would leave by the primary ENI with its own address and be
+	// dropped by the source/destination check.
+	if err := a.do(func() error {
+		return exec.Command("iptables", "-t", "nat", "-I", "PREROUTING", "1", "-d", "172.20.0.10", "-p", "tcp",
+			"--dport", "80", "-m", "comment", "--comment", "e2e-kube-proxy-clusterip",
+			"-j", "DNAT", "--to-destination", peer.ip.String()+":8080").Run()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	othersSurvive := func(t *testing.T) {
+		t.Helper()
+		err := a.do(func() error {
+			out, err := exec.Command("iptables", "-t", "nat", "-S", "PREROUTING").Output()
+			for _, c := range []string{"e2e-kube-proxy-nodeport", "e2e-kube-proxy-clusterip"} {
+				if !strings.Contains(string(out), c) {
+					t.Errorf("kube-proxy's rule %s is gone", c)
+				}
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+
 	type flow struct {
 		name string
 		from func(func() error) error
@@ -148,6 +175,8 @@ func TestSNATAndConnmark(t *testing.T) {
 		{"secondary-ENI pod to an excluded CIDR: own address", sec.doIn, excluded, sec.ip},
 		{"NodePort from the internet to a secondary-ENI pod", c.sim.Fabric.DoInOutside, netip.AddrPortFrom(nodeIP, 30080),
 			netip.MustParseAddr("203.0.113.10")},
+		{"secondary-ENI pod to a ClusterIP backed by another node's pod", sec.doIn,
+			netip.MustParseAddrPort("172.20.0.10:80"), sec.ip},
 	}
 	t.Run("snat mode", func(t *testing.T) { check(t, snatFlows) })
 	snatRules := ourRules(t, a)
@@ -203,6 +232,7 @@ func TestSNATAndConnmark(t *testing.T) {
 		if left := ourRules(t, a); len(left) != 0 {
 			t.Fatalf("external SNAT mode left:\n%s", strings.Join(left, "\n"))
 		}
+		othersSurvive(t)
 		check(t, []flow{
 			{"primary-ENI pod to the internet: own address", prim.doIn, internet, prim.ip},
 			{"secondary-ENI pod to the internet: own address, own ENI", sec.doIn, internet, sec.ip},
@@ -215,6 +245,7 @@ func TestSNATAndConnmark(t *testing.T) {
 		if got := ourRules(t, a); strings.Join(got, "\n") != strings.Join(snatRules, "\n") {
 			t.Fatalf("after switching back:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(snatRules, "\n"))
 		}
+		othersSurvive(t)
 		// Running pods are SNATed again at once: the daemon puts its
 		// allocations back into the set, no ADD needed.
 		check(t, snatFlows)
