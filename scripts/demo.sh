@@ -40,11 +40,13 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+current=start
+step() { current=$*; printf '\n\033[1m== %s\033[0m\n' "$*"; }
+trap 'echo "demo FAILED in step \"$current\" (line $LINENO); daemon logs are kept in the output above" >&2' ERR
 
 step "1. A VPC (10.0.0.0/16, subnet 10.0.0.0/20) and two m5.large nodes in the simulator"
 "$BIN/vpcsim" -dataplane -vpc-cidrs 10.0.0.0/16 -subnets '10.0.0.0/20@us-west-2a' \
-  -nodes a:m5.large,b:m5.large >"$work/sim.json" 2>"$work/sim.err" &
+  -nodes a:m5.large,b:m5.large -internet-echo 198.51.100.10:80 >"$work/sim.json" 2>"$work/sim.err" &
 simpid=$!
 for _ in $(seq 100); do
   [ -s "$work/sim.json" ] && break
@@ -131,6 +133,15 @@ state | jq -r --slurpfile sim "$work/sim.json" '
   | .enis[] | select(.InstanceID != "")
   | "  node \($names[.InstanceID]) device \(.DeviceIndex) \(.ID): primary \(.PrimaryIP), secondary \((.Secondary // []) | join(" "))"'
 
+echo "  each pod's address and ENI:"
+for f in $(printf "%s\n" "$work"/ip-* | sort -V); do
+  name=${f##*/ip-}
+  state | jq -r --arg ip "$(cat "$f")" --arg pod "$name" --slurpfile sim "$work/sim.json" '
+    ($sim[0].nodes | to_entries | map({(.value.InstanceID): .key}) | add) as $names
+    | .enis[] | select((.Secondary // []) | index($ip))
+    | "    \($pod): \($ip) on \(.ID) (node \($names[.InstanceID]), device \(.DeviceIndex))"'
+done
+
 step "5. Node a: the host veth carries no address; pods on a secondary ENI have from-pod rules"
 ip netns exec "$(nodens a)" ip -br addr show | grep '^eni' | head -3 | sed 's/^/  /'
 echo "  ..."
@@ -148,13 +159,23 @@ ping_from "vd$run-a-web-1" "$(podip db-1)" "web-1 ($(podip web-1)) -> db-1 ($(po
 ping_from "vd$run-a-web-10" "$(podip db-2)" "web-10 ($(podip web-10)) -> db-2 ($(podip db-2)), across nodes"
 ping_from "vd$run-a-web-1" "$(podip web-10)" "web-1 -> web-10, same node"
 ping_from "vd$run-b-db-1" "$(podip web-10)" "db-1 -> web-10, across nodes"
-ping_from "vd$run-a-web-10" 198.51.100.10 "web-10 (secondary ENI) -> the internet (198.51.100.10): SNAT to the node, out of the primary ENI"
-echo "  conntrack on node a: $(ip netns exec "$(nodens a)" conntrack -L -p icmp 2>/dev/null | grep -m1 198.51.100.10 |
-  grep -oE '(src|dst)=[^ ]+|mark=[^ ]+' | paste -sd' ' | sed 's/ src=198/ | reply src=198/')"
+nodeip_a=$(state | jq -r --arg id "$(jq -r .nodes.a.InstanceID "$work/sim.json")" '.enis[] | select(.InstanceID == $id and .DeviceIndex == 0) | .PrimaryIP')
+internet_from() { # POD LABEL: an HTTP request to a web site on the internet that reports our source
+  local seen
+  seen=$(ip netns exec "vd$run-a-$1" curl -sf --max-time 5 http://198.51.100.10/) || { echo "  FAIL  $2: no answer"; return 1; }
+  if [ "${seen%:*}" = "$nodeip_a" ]; then echo "  ok    $2: the internet sees $seen (node a's primary IP, SNAT)";
+  else echo "  FAIL  $2: the internet sees $seen, not node a's $nodeip_a"; return 1; fi
+}
+internet_from web-1 "web-1 (primary ENI) -> http://198.51.100.10"
+internet_from web-10 "web-10 (secondary ENI) -> http://198.51.100.10, out of the primary ENI by connmark"
 echo "  node a's SNAT rule (one rule for all pods, which are ipset entries):"
 ip netns exec "$(nodens a)" iptables -t nat -S VPCCHAIN-SNAT | grep -- '-A' | sed 's/^/    /'
-nodeip_a=$(state | jq -r --arg id "$(jq -r .nodes.a.InstanceID "$work/sim.json")" '.enis[] | select(.InstanceID == $id and .DeviceIndex == 0) | .PrimaryIP')
 ping_from "vd$run-a-web-1" "$nodeip_a" "web-1 -> its node ($nodeip_a)"
+
+if [ -x "$BIN/vpcctl" ]; then
+  step "The pool of node a (vpcctl status)"
+  "$BIN/vpcctl" status --socket "$work/a/ipamd.sock" | sed 's/^/  /'
+fi
 
 step "7. Pods are deleted: veths, routes and rules go; the addresses cool down in the pool"
 for i in $(seq 1 10); do del_pod a "web-$i"; done

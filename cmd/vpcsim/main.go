@@ -9,10 +9,13 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/vpcchain/vpcchain/internal/vpcsim"
 )
@@ -36,6 +39,7 @@ func main() {
 	nodes := flag.String("nodes", "", "comma-separated name:instance-type[:subnet-cidr] nodes to launch")
 	lag := flag.Duration("imds-lag", 0, "how long IMDS lags EC2")
 	verbose := flag.Bool("v", false, "log EC2 errors to stderr")
+	echo := flag.String("internet-echo", "", "with -dataplane: an HTTP server on this outside (internet) address:port that answers with the source address it sees")
 	flag.Parse()
 
 	opts := vpcsim.Options{DataPlane: *dp, RunID: *runID, IMDSLag: *lag, Listen: *listen}
@@ -51,6 +55,12 @@ func main() {
 	if err := run(sim, *vpcCIDRs, *subnets, *nodes, opts.RunID); err != nil {
 		_ = sim.Close()
 		log.Fatal(err)
+	}
+	if *echo != "" {
+		if err := serveEcho(sim, *echo); err != nil {
+			_ = sim.Close()
+			log.Fatal(err)
+		}
 	}
 	s := <-sigs
 	log.Printf("%s: removing the region", s)
@@ -110,4 +120,25 @@ func run(sim *vpcsim.Sim, vpcCIDRs, subnets, nodes, runID string) error {
 	}
 	out.Nodes = sim.Nodes()
 	return json.NewEncoder(os.Stdout).Encode(out)
+}
+
+// serveEcho stands for a web site on the internet that tells its clients
+// which source address it sees: the way to watch SNAT happen.
+func serveEcho(sim *vpcsim.Sim, addr string) error {
+	if sim.Fabric == nil {
+		return fmt.Errorf("-internet-echo needs -dataplane")
+	}
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return fmt.Errorf("-internet-echo %q: %w", addr, err)
+	}
+	ln, err := sim.Fabric.ListenTCPOutside(ap)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s\n", r.RemoteAddr)
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	return nil
 }
