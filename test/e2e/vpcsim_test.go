@@ -345,11 +345,12 @@ func nodeListener(t *testing.T, sim *vpcsim.Sim, node string, a netip.Addr) *sou
 }
 
 // dialFrom opens a TCP connection from src inside node to dst and reads the
-// greeting; any drop shows up as a timeout.
+// greeting; any drop shows up as a timeout. 3 s: a link set up just before
+// may still lose the first SYN (retransmitted after 1 s) on a loaded machine.
 func dialFrom(sim *vpcsim.Sim, node string, src netip.Addr, dst netip.AddrPort) error {
 	var c net.Conn
 	err := sim.Fabric.DoInNode(node, func() error {
-		d := net.Dialer{Timeout: time.Second, LocalAddr: &net.TCPAddr{IP: src.AsSlice()}}
+		d := net.Dialer{Timeout: 3 * time.Second, LocalAddr: &net.TCPAddr{IP: src.AsSlice()}}
 		var err error
 		c, err = d.Dial("tcp", dst.String())
 		return err
@@ -358,7 +359,7 @@ func dialFrom(sim *vpcsim.Sim, node string, src netip.Addr, dst netip.AddrPort) 
 		return err
 	}
 	defer c.Close()
-	_ = c.SetReadDeadline(time.Now().Add(time.Second))
+	_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
 	b := make([]byte, 3)
 	if _, err := io.ReadFull(c, b); err != nil {
 		return fmt.Errorf("read: %w", err)
