@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"text/tabwriter"
+	"time"
+
+	ipamv1 "github.com/vpcchain/vpcchain/api/ipam/v1"
+	"github.com/vpcchain/vpcchain/internal/ipamclient"
+)
+
+func cmdStatus(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("vpcctl status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	socket := fs.String("socket", ipamclient.DefaultSocket, "the daemon's unix socket")
+	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for the daemon")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	c, err := ipamclient.Dial(ctx, *socket)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	reply, err := c.Introspect(ctx)
+	if err != nil {
+		return err
+	}
+	return printStatus(stdout, reply)
+}
+
+// printStatus writes a readable summary of the daemon's pool: a header with
+// mode and totals, one line per ENI, one line per allocation.
+func printStatus(w io.Writer, r *ipamv1.IntrospectReply) error {
+	fmt.Fprintf(w, "mode %s  total %d  assigned %d  cooling %d  available %d  max-pods %d\n",
+		orDash(r.GetMode()), r.GetTotal(), r.GetAssigned(), r.GetCooling(), r.GetAvailable(), r.GetMaxPods())
+	if d := r.GetLastDecision(); d != "" {
+		fmt.Fprintf(w, "last decision: %s\n", d)
+	}
+
+	used := map[string]int{}
+	for _, a := range r.GetAllocations() {
+		used[a.GetEniId()]++
+	}
+	fmt.Fprintf(w, "\nENIs (%d):\n", len(r.GetEnis()))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "DEVICE\tENI\tPRIMARY-IP\tROUTE-TABLE\tSUBNET\tADDRESSES\tUNASSIGNED")
+	for _, e := range r.GetEnis() {
+		addrs := eniAddresses(e)
+		id := e.GetId()
+		if e.GetPrimary() {
+			id += " (primary)"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%d\t%d\n", e.GetDeviceNumber(), id, orDash(e.GetPrimaryIp()),
+			e.GetRouteTable(), orDash(e.GetSubnetCidr()), addrs, max(addrs-used[e.GetId()], 0))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+
+	fmt.Fprintf(w, "\nAllocations (%d):\n", len(r.GetAllocations()))
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "POD\tIP\tENI\tASSIGNED")
+	for _, a := range r.GetAllocations() {
+		pod := a.GetPodNamespace() + "/" + a.GetPodName()
+		if a.GetPodName() == "" {
+			pod = "container " + shortID(a.GetKey().GetContainerId())
+		}
+		assigned := "-"
+		if a.GetAssignedUnix() > 0 {
+			assigned = time.Unix(a.GetAssignedUnix(), 0).UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", pod, orDash(a.GetIp()), orDash(a.GetEniId()), assigned)
+	}
+	return tw.Flush()
+}
+
+// eniAddresses counts the pod addresses an ENI holds: its secondary IPs plus
+// every address of its prefixes.
+func eniAddresses(e *ipamv1.IntrospectENI) int {
+	n := len(e.GetIps())
+	for _, s := range e.GetPrefixes() {
+		if p, err := netip.ParsePrefix(s); err == nil && p.Addr().Is4() {
+			n += 1 << (32 - p.Bits())
+		}
+	}
+	return n
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return orDash(id)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,188 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc"
+
+	ipamv1 "github.com/vpcchain/vpcchain/api/ipam/v1"
+	"github.com/vpcchain/vpcchain/internal/ipamclient"
+)
+
+func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = run(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestMaxPods(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--instance-type", "m5.large"}, "29\n"},
+		{[]string{"--instance-type", "t3.medium"}, "17\n"},
+		{[]string{"--instance-type", "c5.18xlarge"}, "737\n"},
+		{[]string{"--instance-type", "t2.micro"}, "4\n"},
+		{[]string{"--instance-type", "m5.large", "--prefix-delegation"}, "434\n"},
+		{[]string{"--instance-type", "m5.large", "--prefix-delegation", "--cni-cap"}, "110\n"},
+		{[]string{"--instance-type", "c5.18xlarge", "--cni-cap"}, "250\n"},
+		{[]string{"--instance-type", "m5.large", "--custom-networking"}, "20\n"},
+		{[]string{"--instance-type", "m5.large", "--max-eni", "2"}, "20\n"},
+	}
+	for _, tt := range tests {
+		code, out, errs := runCLI(t, append([]string{"max-pods"}, tt.args...)...)
+		if code != 0 || out != tt.want {
+			t.Errorf("max-pods %v: code %d, stdout %q, stderr %q; want %q", tt.args, code, out, errs, tt.want)
+		}
+	}
+}
+
+func TestMaxPodsErrors(t *testing.T) {
+	tests := []struct {
+		args    []string
+		code    int
+		wantErr string
+	}{
+		{[]string{"--instance-type", "m5.larg"}, 1, `unknown instance type "m5.larg" (did you mean m5.large`},
+		{[]string{"--instance-type", "t2.micro", "--prefix-delegation"}, 1, "prefix delegation needs a Nitro"},
+		{[]string{}, 2, "exactly one of --instance-type or --all"},
+		{[]string{"--all", "--instance-type", "m5.large"}, 2, "exactly one of"},
+		{[]string{"--instance-type", "m5.large", "--max-eni", "-1"}, 2, "must not be negative"},
+		{[]string{"--bogus"}, 2, "flag provided but not defined"},
+	}
+	for _, tt := range tests {
+		code, out, errs := runCLI(t, append([]string{"max-pods"}, tt.args...)...)
+		if code != tt.code || out != "" || !strings.Contains(errs, tt.wantErr) {
+			t.Errorf("max-pods %v: code %d, stdout %q, stderr %q; want code %d and %q", tt.args, code, out, errs, tt.code, tt.wantErr)
+		}
+	}
+}
+
+func TestMaxPodsAll(t *testing.T) {
+	code, out, errs := runCLI(t, "max-pods", "--all", "--prefix-delegation", "--cni-cap")
+	if code != 0 {
+		t.Fatalf("code %d, stderr %q", code, errs)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) < 1000 || !strings.HasPrefix(lines[0], "INSTANCE-TYPE") {
+		t.Fatalf("%d lines, first %q", len(lines), lines[0])
+	}
+	want := map[string][]string{
+		"m5.large":    {"m5.large", "3", "10", "110", "434", "110"},
+		"c5.18xlarge": {"c5.18xlarge", "15", "50", "250", "11762", "250"},
+		"t2.micro":    {"t2.micro", "2", "2", "n/a", "n/a", "n/a"},
+	}
+	for _, l := range lines {
+		f := strings.Fields(l)
+		if w, ok := want[f[0]]; ok {
+			if strings.Join(f, " ") != strings.Join(w, " ") {
+				t.Errorf("row %q, want %q", l, w)
+			}
+			delete(want, f[0])
+		}
+	}
+	if len(want) > 0 {
+		t.Errorf("rows missing: %v", want)
+	}
+}
+
+func TestUnknownCommand(t *testing.T) {
+	if code, _, errs := runCLI(t, "frobnicate"); code != 2 || !strings.Contains(errs, `unknown command "frobnicate"`) {
+		t.Errorf("code %d, stderr %q", code, errs)
+	}
+	if code, _, _ := runCLI(t); code != 2 {
+		t.Errorf("no args: code %d", code)
+	}
+}
+
+func sampleReply() *ipamv1.IntrospectReply {
+	return &ipamv1.IntrospectReply{
+		Mode: "secondary-ip", Total: 18, Assigned: 2, Cooling: 1, Available: 15, MaxPods: 29,
+		LastDecision: "pool within warm target",
+		Enis: []*ipamv1.IntrospectENI{
+			{Id: "eni-0aaa", DeviceNumber: 0, Primary: true, PrimaryIp: "10.0.1.10",
+				Ips: []string{"10.0.1.11", "10.0.1.12", "10.0.1.13"}, RouteTable: 254, SubnetCidr: "10.0.1.0/24"},
+			{Id: "eni-0bbb", DeviceNumber: 1, PrimaryIp: "10.0.2.10",
+				Prefixes: []string{"10.0.2.16/28"}, RouteTable: 1001, SubnetCidr: "10.0.2.0/24"},
+		},
+		Allocations: []*ipamv1.IntrospectAllocation{
+			{Key: &ipamv1.Key{ContainerId: "c1"}, Ip: "10.0.1.11", EniId: "eni-0aaa",
+				PodNamespace: "default", PodName: "web-1", AssignedUnix: 1700000000},
+			{Key: &ipamv1.Key{ContainerId: "0123456789abcdef"}, Ip: "10.0.2.17", EniId: "eni-0bbb"},
+		},
+	}
+}
+
+const wantStatus = `mode secondary-ip  total 18  assigned 2  cooling 1  available 15  max-pods 29
+last decision: pool within warm target
+
+ENIs (2):
+DEVICE  ENI                 PRIMARY-IP  ROUTE-TABLE  SUBNET       ADDRESSES  UNASSIGNED
+0       eni-0aaa (primary)  10.0.1.10   254          10.0.1.0/24  3          2
+1       eni-0bbb            10.0.2.10   1001         10.0.2.0/24  16         15
+
+Allocations (2):
+POD                     IP         ENI       ASSIGNED
+default/web-1           10.0.1.11  eni-0aaa  2023-11-14T22:13:20Z
+container 0123456789ab  10.0.2.17  eni-0bbb  -
+`
+
+func TestPrintStatus(t *testing.T) {
+	var b bytes.Buffer
+	if err := printStatus(&b, sampleReply()); err != nil {
+		t.Fatal(err)
+	}
+	if b.String() != wantStatus {
+		t.Errorf("got:\n%s\nwant:\n%s", b.String(), wantStatus)
+	}
+	b.Reset()
+	if err := printStatus(&b, &ipamv1.IntrospectReply{}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(b.String(), "mode -  total 0") {
+		t.Errorf("empty reply: %q", b.String())
+	}
+}
+
+type fakeDaemon struct {
+	ipamv1.UnimplementedIPAMServer
+	reply *ipamv1.IntrospectReply
+}
+
+func (f *fakeDaemon) Introspect(_ context.Context, r *ipamv1.IntrospectRequest) (*ipamv1.IntrospectReply, error) {
+	if err := ipamclient.CheckVersion(r.GetApiVersion()); err != nil {
+		return nil, err
+	}
+	return f.reply, nil
+}
+
+func TestStatusAgainstDaemon(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "run", "ipamd.sock")
+	l, err := ipamclient.Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	ipamv1.RegisterIPAMServer(srv, &fakeDaemon{reply: sampleReply()})
+	go srv.Serve(l) //nolint:errcheck // ends with Stop
+	t.Cleanup(srv.Stop)
+
+	code, out, errs := runCLI(t, "status", "--socket", path)
+	if code != 0 || out != wantStatus {
+		t.Errorf("code %d, stderr %q, stdout:\n%s", code, errs, out)
+	}
+}
+
+func TestStatusNoDaemon(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ipamd.sock")
+	code, out, errs := runCLI(t, "status", "--socket", path)
+	if code != 1 || out != "" || !strings.Contains(errs, path+": no such file (is the daemon running?)") {
+		t.Errorf("code %d, stdout %q, stderr %q", code, out, errs)
+	}
+}

@@ -1,0 +1,143 @@
+package maxpods
+
+import (
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/vpcchain/vpcchain/internal/instancelimits"
+)
+
+func TestCompute(t *testing.T) {
+	tests := []struct {
+		name string
+		typ  string
+		o    Options
+		want int
+	}{
+		{"m5.large secondary", "m5.large", Options{}, 29},
+		{"t3.medium secondary", "t3.medium", Options{}, 17},
+		{"c5.18xlarge secondary", "c5.18xlarge", Options{}, 737},
+		{"t2.micro secondary", "t2.micro", Options{}, 4},
+		{"t3.small secondary", "t3.small", Options{}, 11},
+		{"m5.xlarge secondary", "m5.xlarge", Options{}, 58},
+		{"m5.4xlarge secondary", "m5.4xlarge", Options{}, 234},
+
+		{"m5.large prefix", "m5.large", Options{PrefixDelegation: true}, 434},
+		{"m5.large prefix capped", "m5.large", Options{PrefixDelegation: true, CNICap: true}, 110},
+		{"t3.medium prefix", "t3.medium", Options{PrefixDelegation: true}, 242},
+		{"m5.xlarge prefix", "m5.xlarge", Options{PrefixDelegation: true}, 898},
+		{"c5.18xlarge prefix", "c5.18xlarge", Options{PrefixDelegation: true}, 11762},
+		{"c5.18xlarge prefix capped", "c5.18xlarge", Options{PrefixDelegation: true, CNICap: true}, 250},
+		{"c5.metal prefix (bare metal)", "c5.metal", Options{PrefixDelegation: true}, 11762},
+
+		{"m5.large custom", "m5.large", Options{CustomNetworking: true}, 20},
+		{"t3.medium custom", "t3.medium", Options{CustomNetworking: true}, 12},
+		{"m5.4xlarge custom", "m5.4xlarge", Options{CustomNetworking: true}, 205},
+		{"c5.18xlarge custom", "c5.18xlarge", Options{CustomNetworking: true}, 688},
+		{"t2.micro custom", "t2.micro", Options{CustomNetworking: true}, 3},
+
+		{"m5.large max-eni 2", "m5.large", Options{MaxENI: 2}, 20},
+		{"m5.large max-eni 9 (above limit)", "m5.large", Options{MaxENI: 9}, 29},
+		{"m5.large max-eni 2 custom", "m5.large", Options{MaxENI: 2, CustomNetworking: true}, 11},
+
+		{"m5.large capped", "m5.large", Options{CNICap: true}, 29},
+		{"t2.micro capped", "t2.micro", Options{CNICap: true}, 4},
+		{"c5.18xlarge capped", "c5.18xlarge", Options{CNICap: true}, 250},
+		{"m5.4xlarge capped (16 vCPU)", "m5.4xlarge", Options{CNICap: true}, 110},
+		{"c5.9xlarge capped (36 vCPU)", "c5.9xlarge", Options{CNICap: true}, 234},
+		{"m5.8xlarge prefix capped (32 vCPU)", "m5.8xlarge", Options{PrefixDelegation: true, CNICap: true}, 250},
+		{"c5.metal prefix capped", "c5.metal", Options{PrefixDelegation: true, CNICap: true}, 250},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := Compute(tt.typ, tt.o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.MaxPods != tt.want {
+				t.Errorf("Compute(%s, %+v) = %d (%+v), want %d", tt.typ, tt.o, r.MaxPods, r, tt.want)
+			}
+		})
+	}
+}
+
+func TestPrefixDelegationNeedsNitro(t *testing.T) {
+	_, err := Compute("t2.micro", Options{PrefixDelegation: true})
+	if !errors.Is(err, ErrPrefixDelegationUnsupported) {
+		t.Fatalf("t2.micro prefix delegation: err = %v, want ErrPrefixDelegationUnsupported", err)
+	}
+}
+
+func TestNegativeMaxENI(t *testing.T) {
+	if _, err := Compute("m5.large", Options{MaxENI: -1}); err == nil {
+		t.Fatal("MaxENI -1: want an error")
+	}
+}
+
+func TestUnknownType(t *testing.T) {
+	_, err := Compute("m5.larg", Options{})
+	var ute *UnknownTypeError
+	if !errors.As(err, &ute) {
+		t.Fatalf("err = %v, want *UnknownTypeError", err)
+	}
+	if len(ute.Suggestions) == 0 || len(ute.Suggestions) > 5 || ute.Suggestions[0] != "m5.large" {
+		t.Errorf("suggestions = %v, want m5.large first, at most 5", ute.Suggestions)
+	}
+	if want := `unknown instance type "m5.larg" (did you mean m5.large`; len(err.Error()) < len(want) || err.Error()[:len(want)] != want {
+		t.Errorf("message = %q", err.Error())
+	}
+}
+
+func TestEstimateVCPUs(t *testing.T) {
+	tests := []struct {
+		typ  string
+		want int
+		ok   bool
+	}{
+		{"m5.large", 2, true},
+		{"m5.xlarge", 4, true},
+		{"m5.4xlarge", 16, true},
+		{"c5.18xlarge", 72, true},
+		{"c5.metal", 96, true}, // as c5.24xlarge
+		{"a1.metal", 16, true}, // as a1.4xlarge
+		{"m7i.metal-48xl", 192, true},
+		{"hpc7a.12xlarge", 24, true}, // exception
+		{"mac1.metal", 0, false},
+	}
+	for _, tt := range tests {
+		got, ok := EstimateVCPUs(tt.typ)
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("EstimateVCPUs(%s) = %d, %v; want %d, %v", tt.typ, got, ok, tt.want, tt.ok)
+		}
+	}
+	if CapFor(0) != SmallCap || CapFor(30) != SmallCap || CapFor(32) != LargeCap {
+		t.Error("CapFor: want 110 up to 30 vCPUs (and unknown), 250 above")
+	}
+}
+
+// Every type of the table computes, and the secondary-IP count is the
+// eni-max-pods.txt formula.
+func TestAllTypes(t *testing.T) {
+	types := instancelimits.Types()
+	if len(types) < 1000 {
+		t.Fatalf("only %d types", len(types))
+	}
+	for _, typ := range types {
+		l, _ := instancelimits.Lookup(typ)
+		r, err := Compute(typ, Options{CNICap: true})
+		if err != nil {
+			t.Fatalf("%s: %v", typ, err)
+		}
+		if want := l.MaxENIs*(l.IPv4PerENI-1) + 2; r.Uncapped != want {
+			t.Errorf("%s: %d, want %d", typ, r.Uncapped, want)
+		}
+		if r.MaxPods > r.Cap || !slices.Contains([]int{SmallCap, LargeCap}, r.Cap) {
+			t.Errorf("%s: bad cap %+v", typ, r)
+		}
+		_, err = Compute(typ, Options{PrefixDelegation: true})
+		if (err == nil) != l.SupportsPrefixDelegation() {
+			t.Errorf("%s: prefix delegation err = %v, supported = %v", typ, err, l.SupportsPrefixDelegation())
+		}
+	}
+}
