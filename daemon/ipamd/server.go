@@ -201,6 +201,8 @@ func (d *Daemon) Introspect() *ipamv1.IntrospectReply {
 			Ip:  a.IP.String(), EniId: a.ENIID, PodNamespace: a.PodNamespace, PodName: a.PodName,
 			AssignedUnix: a.AssignedAt.Unix()})
 	}
-	sort.Slice(out.Allocations, func(i, j int) bool { return out.Allocations[i].Ip < out.Allocations[j].Ip })
+	sort.Slice(out.Allocations, func(i, j int) bool {
+		return netip.MustParseAddr(out.Allocations[i].Ip).Less(netip.MustParseAddr(out.Allocations[j].Ip))
+	})
 	return out
 }
