@@ -84,7 +84,7 @@ for n in a b; do
   done
   [ -S "$work/$n/ipamd.sock" ] || { cat "$work/$n/daemon.log" >&2; exit 1; }
   echo "-- node $n:"
-  sed 's/^vpcchaind: [0-9/]* [0-9:.]* /   /' "$work/$n/daemon.log" | head -4
+  sed -E 's/^time=[^ ]+ level=([A-Z]+) msg=/   \1 /' "$work/$n/daemon.log" | head -4
 done
 echo
 echo "the conflist (node a):"
@@ -175,6 +175,9 @@ ping_from "vd$run-a-web-1" "$nodeip_a" "web-1 -> its node ($nodeip_a)"
 if [ -x "$BIN/vpcctl" ]; then
   step "The pool of node a (vpcctl status)"
   "$BIN/vpcctl" status --socket "$work/a/ipamd.sock" | sed 's/^/  /'
+  echo "  Prometheus metrics of node a's daemon (127.0.0.1:61678/metrics inside the node):"
+  ip netns exec "$(nodens a)" curl -sf http://127.0.0.1:61678/metrics |
+    grep -E '^vpcchain_(pool_addresses|enis|ec2_requests_total)' | sed 's/^/    /'
 fi
 
 step "7. Pods are deleted: veths, routes and rules go; the addresses cool down in the pool"

@@ -1,51 +1,84 @@
 // Command vpcchaind is the warm-pool daemon behind the vpc-ipam plugin. It is
 // configured by environment variables (the AWS VPC CNI's names where we have
 // the feature; see daemon/config), refuses to start on an invalid value,
-// discovers the node, then serves the IPAM API on a root-only unix socket.
+// discovers the node, then serves the IPAM API on a root-only unix socket and
+// Prometheus metrics on VPCCHAIN_METRICS_ADDR. It logs with log/slog to
+// VPCCHAIN_LOG_FILE (stderr by default; never stdout) at VPCCHAIN_LOG_LEVEL.
 package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"log"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/vpcchain/vpcchain/daemon/cloud"
 	"github.com/vpcchain/vpcchain/daemon/config"
 	"github.com/vpcchain/vpcchain/daemon/ipamd"
+	"github.com/vpcchain/vpcchain/daemon/metrics"
 	"github.com/vpcchain/vpcchain/internal/ipamclient"
 )
 
 func main() {
-	log.SetFlags(log.LstdFlags | log.Lmicroseconds)
-	log.SetPrefix("vpcchaind: ")
+	// Until the configuration is read: text to stderr.
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, nil)))
 	if err := run(); err != nil {
-		log.Printf("%v", err)
+		slog.Error(err.Error())
+		if logsToFile {
+			// Whoever started the daemon sees why it stopped, too.
+			fmt.Fprintf(os.Stderr, "vpcchaind: %v\n", err)
+		}
 		os.Exit(1)
 	}
 }
+
+// logsToFile is set once the logs go to VPCCHAIN_LOG_FILE.
+var logsToFile bool
 
 func run() error {
 	cfg, err := config.FromEnv()
 	if err != nil {
 		return fmt.Errorf("refusing to start: %w", err)
 	}
+	// The log file stays open until the process exits: main logs run's error.
+	logger, err := newLogger(cfg)
+	if err != nil {
+		return fmt.Errorf("refusing to start: %w", err)
+	}
+	// Also routes the standard library's log package (gRPC, net/http) here.
+	slog.SetDefault(logger)
+	logf := logfFor(logger)
+
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	m := metrics.New()
 	c, err := cloud.New(ctx, cloud.Options{EC2Endpoint: cfg.EC2Endpoint, IMDSEndpoint: cfg.IMDSEndpoint,
 		Region: os.Getenv("AWS_REGION"), MutatingQPS: cfg.EC2QPS, MutatingBurst: cfg.EC2Burst,
-		ClusterName: cfg.ClusterName, Logf: log.Printf})
+		ClusterName: cfg.ClusterName, Logf: logf, ObserveCall: m.ObserveEC2Call})
 	if err != nil {
 		return fmt.Errorf("EC2/IMDS client: %w", err)
 	}
-	d, err := ipamd.New(ctx, ipamd.Options{Config: cfg, Cloud: c, Host: ipamd.RealHost{}, Logf: log.Printf})
+	if err := m.RegisterEC2(c); err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	d, err := ipamd.New(ctx, ipamd.Options{Config: cfg, Cloud: c, Host: ipamd.RealHost{}, Logf: logf,
+		ObserveAdd: m.ObserveAllocation})
 	if err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
 	defer d.Close()
+	if err := m.RegisterPool(d); err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
 
 	ln, err := ipamclient.Listen(cfg.Socket)
 	if err != nil {
@@ -54,15 +87,119 @@ func run() error {
 	srv := ipamd.NewServer(d)
 	done := make(chan struct{})
 	go func() { defer close(done); d.Run(ctx) }()
+	metricsDone := make(chan struct{})
+	go func() { defer close(metricsDone); serveMetrics(ctx, logger, cfg.MetricsAddr, m.Handler()) }()
 	go func() {
 		<-ctx.Done()
 		srv.Stop()
 	}()
-	log.Printf("serving the IPAM API on %s", cfg.Socket)
+	logger.Info("serving the IPAM API", "socket", cfg.Socket)
 	if err := srv.Serve(ln); err != nil && ctx.Err() == nil {
+		stop() // end the loops and the metrics server before returning
+		<-done
+		<-metricsDone
 		return fmt.Errorf("serve: %w", err)
 	}
 	<-done
-	log.Printf("stopped")
+	<-metricsDone
+	logger.Info("stopped")
 	return nil
+}
+
+// newLogger builds the daemon's logger: text records at cfg.LogLevel to
+// stderr or to the file cfg.LogFile (appended, made with its directory if
+// missing). Config refuses stdout, which stays free of logs.
+func newLogger(cfg config.Config) (*slog.Logger, error) {
+	var w io.Writer = os.Stderr
+	if cfg.LogFile != config.LogToStderr {
+		if err := os.MkdirAll(filepath.Dir(cfg.LogFile), 0o755); err != nil {
+			return nil, fmt.Errorf("VPCCHAIN_LOG_FILE=%q: %w", cfg.LogFile, err)
+		}
+		f, err := os.OpenFile(cfg.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+		if err != nil {
+			return nil, fmt.Errorf("VPCCHAIN_LOG_FILE=%q: %w", cfg.LogFile, err)
+		}
+		w = f
+		logsToFile = true
+	}
+	h := slog.NewTextHandler(w, &slog.HandlerOptions{Level: cfg.LogLevel})
+	return slog.New(h), nil
+}
+
+// logfFor adapts the daemon packages' Logf to slog: a line that carries an
+// error (any argument that is an error) is a warning, the others are info.
+func logfFor(l *slog.Logger) func(string, ...any) {
+	return func(format string, args ...any) {
+		level := slog.LevelInfo
+		for _, a := range args {
+			if _, ok := a.(error); ok {
+				level = slog.LevelWarn
+				break
+			}
+		}
+		if !l.Enabled(context.Background(), level) {
+			return
+		}
+		l.Log(context.Background(), level, fmt.Sprintf(format, args...))
+	}
+}
+
+// Backoff between attempts to listen on the metrics address, as the
+// reference restarts its metrics server: the IPAM API keeps serving
+// meanwhile, metrics are not worth failing pod networking for.
+const (
+	metricsRetryMin = time.Second
+	metricsRetryMax = time.Minute
+)
+
+// serveMetrics serves h at /metrics on addr until ctx ends ("" disables),
+// retrying with backoff when it cannot listen, and shuts down gracefully.
+func serveMetrics(ctx context.Context, logger *slog.Logger, addr string, h http.Handler) {
+	if addr == "" {
+		logger.Info("metrics disabled (VPCCHAIN_METRICS_ADDR is empty)")
+		return
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", h)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 5 * time.Second,
+		WriteTimeout: 10 * time.Second, IdleTimeout: time.Minute,
+		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
+	backoff := metricsRetryMin
+	for ctx.Err() == nil {
+		ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", addr)
+		if err != nil {
+			logger.Error("metrics: cannot listen; retrying", "addr", addr, "err", err, "retry_in", backoff)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, metricsRetryMax)
+			continue
+		}
+		logger.Info("serving metrics", "addr", ln.Addr().String(), "path", "/metrics")
+		errc := make(chan error, 1)
+		go func() { errc <- srv.Serve(ln) }()
+		select {
+		case <-ctx.Done():
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if err := srv.Shutdown(sctx); err != nil {
+				logger.Warn("metrics: shutdown", "err", err)
+			}
+			cancel()
+			<-errc
+			return
+		case err := <-errc:
+			if errors.Is(err, http.ErrServerClosed) {
+				return
+			}
+			logger.Error("metrics: server failed; restarting", "err", err, "retry_in", backoff)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, metricsRetryMax)
+		}
+	}
 }

@@ -88,6 +88,11 @@ type Options struct {
 	// ClusterName is tagged on created ENIs and scopes the leak sweep.
 	ClusterName string
 	Logf        func(string, ...any)
+	// ObserveCall, if set, is told of every EC2 call once it is over
+	// (retries and client-side rate-limit waits included): the action, how
+	// long the caller waited and the final error (nil on success). It feeds
+	// the latency and error metrics; it must not block.
+	ObserveCall func(action string, took time.Duration, err error)
 }
 
 func (o Options) withDefaults() Options {
@@ -217,7 +222,8 @@ func isMutating(action string) bool {
 }
 
 // addMiddleware installs, per attempt (after the retryer, before signing),
-// the token bucket and the counters; and once per call the error counter.
+// the token bucket and the counters; and once per call the error counter and
+// the ObserveCall hook.
 func (c *Client) addMiddleware(stack *middleware.Stack) error {
 	attempt := middleware.FinalizeMiddlewareFunc("vpcchainRateLimit", func(ctx context.Context, in middleware.FinalizeInput, next middleware.FinalizeHandler) (middleware.FinalizeOutput, middleware.Metadata, error) {
 		op := awsmiddleware.GetOperationName(ctx)
@@ -245,10 +251,19 @@ func (c *Client) addMiddleware(stack *middleware.Stack) error {
 			return err
 		}
 	}
+	action := stack.ID() // the stack is named after the operation
 	call := middleware.InitializeMiddlewareFunc("vpcchainErrors", func(ctx context.Context, in middleware.InitializeInput, next middleware.InitializeHandler) (middleware.InitializeOutput, middleware.Metadata, error) {
+		start := time.Now()
 		out, md, err := next.HandleInitialize(ctx, in)
 		if err != nil {
 			c.count("errors", 1)
+		}
+		if c.o.ObserveCall != nil {
+			op := action
+			if name := middleware.GetOperationName(ctx); name != "" {
+				op = name
+			}
+			c.o.ObserveCall(op, time.Since(start), err)
 		}
 		return out, md, err
 	})

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -809,5 +810,43 @@ func TestErrorClassifiers(t *testing.T) {
 	plain := errors.New("connection reset")
 	if ErrorCode(plain) != "" || IsThrottle(plain) || !maybeApplied(plain) || maybeApplied(nil) {
 		t.Error("plain errors misclassified")
+	}
+}
+
+// TestObserveCall: the hook sees every call once, retries included in its
+// duration, with the final error.
+func TestObserveCall(t *testing.T) {
+	e := newEnv(t)
+	type obs struct {
+		action string
+		err    error
+	}
+	var mu sync.Mutex
+	var got []obs
+	c := e.client(t, func(o *Options) {
+		o.ObserveCall = func(action string, took time.Duration, err error) {
+			if took <= 0 {
+				t.Errorf("%s took %v", action, took)
+			}
+			mu.Lock()
+			got = append(got, obs{action, err})
+			mu.Unlock()
+		}
+	})
+	e.sim.Faults.Inject("DescribeSubnets", "RequestLimitExceeded", 3)
+	if _, err := c.Subnets(context.Background(), e.vpc, "us-west-2a"); !IsThrottle(err) {
+		t.Fatalf("Subnets: %v, want a throttle", err)
+	}
+	if _, err := c.Subnets(context.Background(), e.vpc, "us-west-2a"); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 2 || got[0].action != "DescribeSubnets" || ErrorCode(got[0].err) != "RequestLimitExceeded" ||
+		got[1].action != "DescribeSubnets" || got[1].err != nil {
+		t.Errorf("observed %+v, want a failed then a good DescribeSubnets", got)
+	}
+	if st := c.Stats(); st["DescribeSubnets"] != 4 {
+		t.Errorf("attempts %d, want 4 (3 throttled + 1)", st["DescribeSubnets"])
 	}
 }

@@ -7,6 +7,8 @@ package config
 import (
 	"errors"
 	"fmt"
+	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"strconv"
@@ -52,7 +54,17 @@ type Config struct {
 	MinENIAge         time.Duration // VPCCHAIN_MIN_ENI_AGE (1m)
 	ScaleDownInterval time.Duration // VPCCHAIN_SCALE_DOWN_INTERVAL (30s)
 	OrphanGrace       time.Duration // VPCCHAIN_ORPHAN_GRACE (2m): allocation whose netns is gone is released after this
+
+	MetricsAddr string     // VPCCHAIN_METRICS_ADDR host:port of /metrics (127.0.0.1:61678); "" = no metrics
+	LogLevel    slog.Level // VPCCHAIN_LOG_LEVEL debug|info|warn|error (info)
+	LogFile     string     // VPCCHAIN_LOG_FILE "stderr" or an absolute path (stderr); never stdout
 }
+
+// Defaults of the observability settings.
+const (
+	DefaultMetricsAddr = "127.0.0.1:61678"
+	LogToStderr        = "stderr"
+)
 
 // Lookup reads one variable; os.LookupEnv in production, a map in tests.
 type Lookup func(string) (string, bool)
@@ -95,6 +107,9 @@ func Load(get Lookup) (Config, error) {
 		ScaleDownInterval:       p.duration("VPCCHAIN_SCALE_DOWN_INTERVAL", 30*time.Second),
 		OrphanGrace:             p.duration("VPCCHAIN_ORPHAN_GRACE", 2*time.Minute),
 		ENIConfigTimeout:        p.duration("VPCCHAIN_ENI_ATTACH_TIMEOUT", 30*time.Second),
+		MetricsAddr:             p.listenAddr("VPCCHAIN_METRICS_ADDR", DefaultMetricsAddr),
+		LogLevel:                p.logLevel("VPCCHAIN_LOG_LEVEL", slog.LevelInfo),
+		LogFile:                 p.logFile("VPCCHAIN_LOG_FILE"),
 	}
 	c.Socket = p.str("VPCCHAIN_SOCKET", strings.TrimRight(c.StateDir, "/")+"/ipamd.sock")
 	if c.EnablePrefixDelegation && c.WarmPrefixTarget == 0 && c.WarmIPTarget == 0 && c.MinimumIPTarget == 0 {
@@ -273,6 +288,92 @@ func (p *parser) vethPrefix() string {
 	if err := naming.ValidatePrefix(v); err != nil {
 		p.bad("AWS_VPC_K8S_CNI_VETHPREFIX", v, err.Error())
 		return "eni"
+	}
+	return v
+}
+
+// listenAddr parses a host:port to listen on. Set to the empty string, the
+// listener is disabled ("" returned); unset, def.
+func (p *parser) listenAddr(name, def string) string {
+	raw, set := p.get(name)
+	if !set {
+		return def
+	}
+	v := strings.TrimSpace(raw)
+	if v == "" {
+		return ""
+	}
+	const allowed = "want host:port to listen on, such as 127.0.0.1:61678 or :61678 (all interfaces), with a port from 1 to 65535; or the empty string to disable"
+	host, port, err := net.SplitHostPort(v)
+	if err != nil {
+		p.bad(name, raw, allowed)
+		return def
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		p.bad(name, raw, allowed)
+		return def
+	}
+	if host != "" && !validHost(host) {
+		p.bad(name, raw, allowed)
+		return def
+	}
+	return v
+}
+
+// validHost accepts an IP literal or a DNS name.
+func validHost(h string) bool {
+	if _, err := netip.ParseAddr(h); err == nil {
+		return true
+	}
+	if len(h) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(h, "."), ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func (p *parser) logLevel(name string, def slog.Level) slog.Level {
+	v, ok := p.raw(name)
+	if !ok {
+		return def
+	}
+	switch strings.ToLower(v) {
+	case "debug":
+		return slog.LevelDebug
+	case "info":
+		return slog.LevelInfo
+	case "warn", "warning":
+		return slog.LevelWarn
+	case "error":
+		return slog.LevelError
+	}
+	p.bad(name, v, "want one of debug, info, warn, error")
+	return def
+}
+
+// logFile is "stderr" or an absolute path; stdout is refused, as the
+// reference refuses it for the plugin (a CNI plugin's stdout is its result,
+// and the daemon keeps the same rule so no log ever lands there).
+func (p *parser) logFile(name string) string {
+	v, ok := p.raw(name)
+	if !ok {
+		return LogToStderr
+	}
+	if v == LogToStderr || v == "/dev/stderr" {
+		return LogToStderr
+	}
+	if v == "stdout" || v == "/dev/stdout" || v == "/proc/self/fd/1" || !strings.HasPrefix(v, "/") || strings.HasSuffix(v, "/") {
+		p.bad(name, v, "want stderr or an absolute file path (logs are never written to stdout)")
+		return LogToStderr
 	}
 	return v
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -67,5 +68,56 @@ func TestInvalid(t *testing.T) {
 	_, err = Load(env(map[string]string{"ENABLE_PREFIX_DELEGATION": "true", "WARM_PREFIX_TARGET": "0"}))
 	if err == nil || !strings.Contains(err.Error(), "would never hold an address") {
 		t.Errorf("PD with no target: %v", err)
+	}
+}
+
+func TestObservability(t *testing.T) {
+	c, err := Load(env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MetricsAddr != "127.0.0.1:61678" || c.LogLevel != slog.LevelInfo || c.LogFile != "stderr" {
+		t.Errorf("defaults: metrics %q, level %v, file %q", c.MetricsAddr, c.LogLevel, c.LogFile)
+	}
+	for _, tt := range []struct {
+		env        map[string]string
+		addr, file string
+		level      slog.Level
+	}{
+		{map[string]string{"VPCCHAIN_METRICS_ADDR": ""}, "", "stderr", slog.LevelInfo},
+		{map[string]string{"VPCCHAIN_METRICS_ADDR": "  "}, "", "stderr", slog.LevelInfo},
+		{map[string]string{"VPCCHAIN_METRICS_ADDR": ":9100"}, ":9100", "stderr", slog.LevelInfo},
+		{map[string]string{"VPCCHAIN_METRICS_ADDR": "[::1]:9100"}, "[::1]:9100", "stderr", slog.LevelInfo},
+		{map[string]string{"VPCCHAIN_METRICS_ADDR": "localhost:9100"}, "localhost:9100", "stderr", slog.LevelInfo},
+		{map[string]string{"VPCCHAIN_LOG_LEVEL": "debug", "VPCCHAIN_LOG_FILE": "/var/log/vpcchain/ipamd.log"},
+			"127.0.0.1:61678", "/var/log/vpcchain/ipamd.log", slog.LevelDebug},
+		{map[string]string{"VPCCHAIN_LOG_LEVEL": "WARN", "VPCCHAIN_LOG_FILE": "stderr"}, "127.0.0.1:61678", "stderr", slog.LevelWarn},
+		{map[string]string{"VPCCHAIN_LOG_LEVEL": "error"}, "127.0.0.1:61678", "stderr", slog.LevelError},
+	} {
+		c, err := Load(env(tt.env))
+		if err != nil {
+			t.Errorf("%v: %v", tt.env, err)
+			continue
+		}
+		if c.MetricsAddr != tt.addr || c.LogFile != tt.file || c.LogLevel != tt.level {
+			t.Errorf("%v: metrics %q, level %v, file %q", tt.env, c.MetricsAddr, c.LogLevel, c.LogFile)
+		}
+	}
+	for _, tt := range []struct{ name, val, want string }{
+		{"VPCCHAIN_METRICS_ADDR", "61678", `VPCCHAIN_METRICS_ADDR="61678" is invalid: want host:port`},
+		{"VPCCHAIN_METRICS_ADDR", "127.0.0.1:0", `VPCCHAIN_METRICS_ADDR="127.0.0.1:0" is invalid: want host:port`},
+		{"VPCCHAIN_METRICS_ADDR", "127.0.0.1:http", `VPCCHAIN_METRICS_ADDR="127.0.0.1:http" is invalid`},
+		{"VPCCHAIN_METRICS_ADDR", "127.0.0.1:70000", `port from 1 to 65535`},
+		{"VPCCHAIN_METRICS_ADDR", "bad host:80", `VPCCHAIN_METRICS_ADDR="bad host:80" is invalid`},
+		{"VPCCHAIN_METRICS_ADDR", "http://127.0.0.1:80", `VPCCHAIN_METRICS_ADDR="http://127.0.0.1:80" is invalid`},
+		{"VPCCHAIN_LOG_LEVEL", "trace", `VPCCHAIN_LOG_LEVEL="trace" is invalid: want one of debug, info, warn, error`},
+		{"VPCCHAIN_LOG_FILE", "stdout", `VPCCHAIN_LOG_FILE="stdout" is invalid: want stderr or an absolute file path (logs are never written to stdout)`},
+		{"VPCCHAIN_LOG_FILE", "/dev/stdout", `VPCCHAIN_LOG_FILE="/dev/stdout" is invalid`},
+		{"VPCCHAIN_LOG_FILE", "ipamd.log", `VPCCHAIN_LOG_FILE="ipamd.log" is invalid`},
+	} {
+		_, err := Load(env(map[string]string{tt.name: tt.val}))
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s=%s: error %v, want it to contain %q", tt.name, tt.val, err, tt.want)
+		}
 	}
 }

@@ -113,6 +113,8 @@ type Daemon struct {
 	store *store.Store
 	now   func() time.Time
 	logf  func(string, ...any)
+	// observeAdd is Options.ObserveAdd (never nil).
+	observeAdd func(time.Duration)
 
 	node   cloud.Node
 	limits instancelimits.Limits
@@ -149,6 +151,10 @@ type Options struct {
 	StorePath string
 	Now       func() time.Time
 	Logf      func(string, ...any)
+	// ObserveAdd, if set, is told how long each successful Add took (lock
+	// wait and the durable write included). It feeds the allocation latency
+	// metric; it must not block.
+	ObserveAdd func(took time.Duration)
 }
 
 // ErrNoAddress is returned by Add when the pool has nothing to give now.
@@ -166,10 +172,13 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 	if o.Logf == nil {
 		o.Logf = func(string, ...any) {}
 	}
+	if o.ObserveAdd == nil {
+		o.ObserveAdd = func(time.Duration) {}
+	}
 	if o.StorePath == "" {
 		o.StorePath = o.Config.StateDir + "/ipam.db"
 	}
-	d := &Daemon{cfg: o.Config, cloud: o.Cloud, host: o.Host, now: o.Now, logf: o.Logf,
+	d := &Daemon{cfg: o.Config, cloud: o.Cloud, host: o.Host, now: o.Now, logf: o.Logf, observeAdd: o.ObserveAdd,
 		enis: map[string]*eniState{}, byKey: map[store.Key]store.Allocation{}, byIP: map[netip.Addr]store.Key{},
 		released: map[netip.Addr]time.Time{}, busy: map[netip.Addr]bool{}, busyPrefixes: map[netip.Prefix]bool{},
 		counters: map[string]int64{}, unmanagedDevs: map[int]bool{}, kick: make(chan struct{}, 1)}
@@ -406,7 +415,13 @@ func (d *Daemon) describeLocked(a store.Allocation) Allocation {
 
 // Add gives key an address: the same one again for a known key, else a free
 // (not cooling) address from the warm pool, recorded durably first.
-func (d *Daemon) Add(key store.Key, podNS, podName, netns string) (Allocation, error) {
+func (d *Daemon) Add(key store.Key, podNS, podName, netns string) (_ Allocation, err error) {
+	start := time.Now() // wall time, not d.now: a latency, not a pool timestamp
+	defer func() {
+		if err == nil {
+			d.observeAdd(time.Since(start))
+		}
+	}()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if a, ok := d.byKey[key]; ok {

@@ -272,3 +272,35 @@ func TestMaxPodsReason(t *testing.T) {
 
 func (h *fakeHost) PrimaryLinkName(net.HardwareAddr) (string, error) { return "eth0", nil }
 func (h *fakeHost) SetupSNAT(snat.NodeConfig, []netip.Addr) error    { return nil }
+
+func TestObserveAdd(t *testing.T) {
+	f := newFixture(t, nil)
+	var mu sync.Mutex
+	var took []time.Duration
+	d, err := New(context.Background(), Options{Config: f.cfg, Cloud: f.cloud, Host: f.host, Now: f.clock, Logf: t.Logf,
+		ObserveAdd: func(d time.Duration) { mu.Lock(); took = append(took, d); mu.Unlock() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	// Before the pool grows there is no address: a failed ADD is not an allocation.
+	if _, err := d.Add(key("early"), "default", "x", ""); err == nil {
+		t.Fatal("ADD before the pool grew succeeded")
+	}
+	settle(t, d)
+	for _, id := range []string{"c1", "c1", "c2"} {
+		if _, err := d.Add(key(id), "default", "x", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(took) != 3 {
+		t.Fatalf("observed %d allocations, want 3: %v", len(took), took)
+	}
+	for _, d := range took {
+		if d <= 0 {
+			t.Errorf("allocation took %v", d)
+		}
+	}
+}
