@@ -40,6 +40,7 @@ tools:
 # All tests: unit + end-to-end (needs root; installs missing Debian packages).
 test: deps lint build tools
 	VPCCHAIN_BIN=$(BIN) $(GO) test $(GOFLAGS) $(TESTFLAGS) ./...
+	cd test/tools && $(GO) test $(GOFLAGS) $(TESTFLAGS) ./...
 
 unit: build
 	$(GO) test $(GOFLAGS) $(TESTFLAGS) $$($(GO) list ./... | grep -v /test/e2e)

@@ -1,0 +1,134 @@
+// Command vpcchain-install installs the vpcchain CNI chain on a node: it
+// copies the plugin binaries into the CNI bin dir and, once the daemon
+// reports SERVING on its gRPC health service, writes the chain's .conflist
+// into the CNI conf dir (both atomically, and only when changed). The
+// conflist's node-specific values come from the daemon's environment
+// variables (AWS_VPC_K8S_CNI_VETHPREFIX, AWS_VPC_ENI_MTU, VPCCHAIN_SOCKET,
+// VPCCHAIN_STATE_DIR, ENABLE_BANDWIDTH_PLUGIN ...).
+//
+// In the DaemonSet:
+//
+//	init container:  vpcchain-install --binaries-only --bin-src /app/cni --cni-bin-dir /host/opt/cni/bin
+//	sidecar:         vpcchain-install --conflist-only --cni-conf-dir /host/etc/cni/net.d --cni-bin-dir /host/opt/cni/bin --keep-running 1m
+//	probes:          vpcchain-install --check-health (readiness: SERVING) / --check-live (liveness: answers)
+//
+// Exit status: 0 success, 1 failure, 2 bad usage or configuration.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/vpcchain/vpcchain/conflist"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	log.SetFlags(log.Ldate | log.Ltime | log.Lmicroseconds)
+	log.SetPrefix("vpcchain-install: ")
+	fs := flag.NewFlagSet("vpcchain-install", flag.ContinueOnError)
+	var (
+		binSrc       = fs.String("bin-src", "", "directory holding the plugin binaries to install (vpc-bridge, vpc-ipam, vpc-snat; policy-hook, portmap, bandwidth when present)")
+		binDir       = fs.String("cni-bin-dir", conflist.DefaultCNIBinDir, "CNI plugin directory")
+		confDir      = fs.String("cni-conf-dir", conflist.DefaultCNIConfDir, "CNI network configuration directory")
+		confName     = fs.String("conf-name", conflist.DefaultConfName, "file name of the conflist")
+		socket       = fs.String("socket", "", "daemon's unix socket (default: VPCCHAIN_SOCKET, else <VPCCHAIN_STATE_DIR>/ipamd.sock)")
+		timeout      = fs.Duration("timeout", conflist.DefaultWaitTimeout, "how long to wait for the daemon to report SERVING (with --check-*: for the one check)")
+		interval     = fs.Duration("poll-interval", conflist.DefaultPollInterval, "spacing of health checks while waiting")
+		binariesOnly = fs.Bool("binaries-only", false, "only copy the binaries (no wait, no conflist): the init container")
+		conflistOnly = fs.Bool("conflist-only", false, "only wait for the daemon and write the conflist (binaries must be in --cni-bin-dir)")
+		keepRunning  = fs.Duration("keep-running", 0, "after installing, stay up and re-assert the install every this long (0: exit)")
+		uninstall    = fs.Bool("uninstall", false, "remove our conflist (nothing else) and exit")
+		removeBins   = fs.Bool("remove-binaries", false, "with --uninstall: also remove our plugin binaries (never portmap/bandwidth)")
+		checkHealth  = fs.Bool("check-health", false, "exit 0 if the daemon reports SERVING, 1 otherwise (readiness probe)")
+		checkLive    = fs.Bool("check-live", false, "exit 0 if the daemon answers its health service at all, SERVING or not (liveness probe)")
+	)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		log.Printf("unexpected arguments %q", fs.Args())
+		return 2
+	}
+	conf, err := conflist.OptionsFromEnv(os.LookupEnv)
+	if err != nil {
+		log.Print(err)
+		return 2
+	}
+	if *socket != "" {
+		conf.Socket = *socket
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	switch {
+	case *checkHealth || *checkLive:
+		cctx, cancel := context.WithTimeout(ctx, *timeout)
+		defer cancel()
+		st, err := conflist.CheckHealth(cctx, conf.Socket)
+		if err == nil || (*checkLive && errors.Is(err, conflist.ErrNotServing)) {
+			fmt.Println(st)
+			return 0
+		}
+		log.Print(err)
+		return 1
+	case *uninstall:
+		if err := conflist.Uninstall(ctx, conflist.UninstallOptions{
+			CNIConfDir: *confDir, ConfName: *confName, CNIBinDir: *binDir, RemoveBinaries: *removeBins,
+		}); err != nil {
+			log.Print(err)
+			return 1
+		}
+		log.Printf("removed %s/%s", *confDir, *confName)
+		return 0
+	case *binariesOnly && *conflistOnly:
+		log.Print("--binaries-only and --conflist-only exclude each other")
+		return 2
+	}
+
+	o := conflist.InstallOptions{
+		BinSrc: *binSrc, CNIBinDir: *binDir, CNIConfDir: *confDir, ConfName: *confName,
+		Conf: conf, WaitTimeout: *timeout, PollInterval: *interval,
+		SkipBinaries: *conflistOnly, SkipConflist: *binariesOnly,
+		Logf: log.Printf,
+	}
+	if _, err := conflist.Install(ctx, o); err != nil {
+		log.Print(err)
+		return 1
+	}
+	if *keepRunning <= 0 {
+		return 0
+	}
+	// Re-assert (e.g. the conflist was deleted, or a node image replaced a
+	// binary); Install writes nothing when all is in place.
+	quiet := o
+	quiet.Logf = func(format string, args ...any) {}
+	t := time.NewTicker(*keepRunning)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return 0
+		case <-t.C:
+		}
+		r, err := conflist.Install(ctx, quiet)
+		switch {
+		case ctx.Err() != nil:
+			return 0
+		case err != nil:
+			log.Print(err)
+		case len(r.Installed) > 0 || r.ConfWritten:
+			log.Printf("re-installed: binaries %v, conflist rewritten %v", r.Installed, r.ConfWritten)
+		}
+	}
+}

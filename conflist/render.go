@@ -1,0 +1,297 @@
+// Package conflist renders the vpcchain CNI chain's .conflist and installs
+// it, with the chain's plugin binaries, on a node.
+//
+// The chain is
+//
+//	vpc-bridge (ipam: vpc-ipam) -> vpc-snat -> [policy-hook] -> portmap -> [bandwidth]
+//
+// The node-specific values (host veth prefix, MTU, the daemon's socket, the
+// SNAT node config the daemon keeps) come from the same environment variables
+// the daemon reads (see OptionsFromEnv), so the conflist and the daemon
+// always agree. Install writes the conflist only once the daemon reports
+// SERVING on the standard gRPC health service, because a container runtime
+// treats "a network config exists" as "the node's network is ready".
+package conflist
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/vpcchain/vpcchain/internal/naming"
+)
+
+// Defaults of Options; they equal the daemon's and the plugins' defaults.
+const (
+	DefaultName       = "vpcchain"
+	DefaultCNIVersion = "1.1.0"
+	DefaultVethPrefix = "eni"
+	DefaultMTU        = 9001
+	MinMTU            = 576
+	MaxMTU            = 9001
+	DefaultStateDir   = "/var/run/vpcchain"
+	DefaultSocket     = DefaultStateDir + "/ipamd.sock" // = ipamclient.DefaultSocket
+	DefaultSNATConfig = DefaultStateDir + "/snat.json"  // = snat.DefaultNodeConfig
+	// MaxIPAMTimeout is vpc-ipam's largest accepted "timeout".
+	MaxIPAMTimeout = 2 * time.Minute
+)
+
+// Plugin types of the chain (also the binary names in the CNI bin dir).
+const (
+	TypeBridge     = "vpc-bridge"
+	TypeIPAM       = "vpc-ipam"
+	TypeSNAT       = "vpc-snat"
+	TypePolicyHook = "policy-hook"
+	TypePortmap    = "portmap"
+	TypeBandwidth  = "bandwidth"
+)
+
+// Options are the node-specific values of the conflist. Start from
+// DefaultOptions or OptionsFromEnv; Render validates them.
+type Options struct {
+	Name       string // network name ("vpcchain"); also the daemon's allocation key's network
+	CNIVersion string // "1.1.0"
+	VethPrefix string // vpc-bridge vethPrefix; must equal the daemon's AWS_VPC_K8S_CNI_VETHPREFIX and Felix's interface prefix
+	MTU        int    // vpc-bridge mtu, 576..9001
+	Socket     string // vpc-ipam socket (absolute)
+	// IPAMTimeout is vpc-ipam's "timeout"; 0 leaves the plugin's default (10s).
+	IPAMTimeout time.Duration
+	// SNATNodeConfig is vpc-snat's nodeConfig (absolute): the file the daemon
+	// keeps in its state dir.
+	SNATNodeConfig string
+	// PolicyHook adds the policy-hook plugin (Calico integration) after
+	// vpc-snat. Off by default: the plugin is not built yet.
+	PolicyHook bool
+	// Bandwidth appends the upstream bandwidth plugin (capabilities
+	// {"bandwidth": true}) so kubernetes.io/ingress-bandwidth and
+	// egress-bandwidth annotations are honoured.
+	Bandwidth bool
+}
+
+// DefaultOptions returns the options of a node with no configuration.
+func DefaultOptions() Options {
+	return Options{
+		Name:           DefaultName,
+		CNIVersion:     DefaultCNIVersion,
+		VethPrefix:     DefaultVethPrefix,
+		MTU:            DefaultMTU,
+		Socket:         DefaultSocket,
+		SNATNodeConfig: DefaultSNATConfig,
+	}
+}
+
+// Environment variables OptionsFromEnv reads. The first four are the
+// daemon's (daemon/config), with the same defaults and rules.
+const (
+	EnvVethPrefix = "AWS_VPC_K8S_CNI_VETHPREFIX"
+	EnvMTU        = "AWS_VPC_ENI_MTU"
+	EnvPodMTU     = "POD_MTU" // as in the AWS VPC CNI: the pod MTU, default AWS_VPC_ENI_MTU
+	EnvSocket     = "VPCCHAIN_SOCKET"
+	EnvStateDir   = "VPCCHAIN_STATE_DIR"
+	EnvBandwidth  = "ENABLE_BANDWIDTH_PLUGIN" // the AWS VPC CNI's name
+	EnvPolicyHook = "VPCCHAIN_ENABLE_POLICY_HOOK"
+	EnvIPAMTimout = "VPCCHAIN_IPAM_TIMEOUT"
+)
+
+// Lookup reads one variable: os.LookupEnv in production, a map in tests.
+type Lookup func(string) (string, bool)
+
+// OptionsFromEnv derives Options from the environment the daemon is
+// configured with (the DaemonSet gives both the same ConfigMap). Every
+// invalid value is reported, naming the variable, the value and what is
+// allowed. Unset and empty variables take the defaults.
+func OptionsFromEnv(get Lookup) (Options, error) {
+	if get == nil {
+		get = os.LookupEnv
+	}
+	raw := func(name string) (string, bool) {
+		v, ok := get(name)
+		v = strings.TrimSpace(v)
+		return v, ok && v != ""
+	}
+	var errs []error
+	bad := func(name, val, allowed string) {
+		errs = append(errs, fmt.Errorf("%s=%q is invalid: %s", name, val, allowed))
+	}
+	o := DefaultOptions()
+	if v, ok := raw(EnvVethPrefix); ok {
+		if err := naming.ValidatePrefix(v); err != nil {
+			bad(EnvVethPrefix, v, err.Error())
+		} else {
+			o.VethPrefix = v
+		}
+	}
+	mtuVar := func(name string) {
+		v, ok := raw(name)
+		if !ok {
+			return
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < MinMTU || n > MaxMTU {
+			bad(name, v, fmt.Sprintf("want an integer from %d to %d", MinMTU, MaxMTU))
+			return
+		}
+		o.MTU = n
+	}
+	mtuVar(EnvMTU)
+	mtuVar(EnvPodMTU) // POD_MTU wins over AWS_VPC_ENI_MTU
+	stateDir := DefaultStateDir
+	if v, ok := raw(EnvStateDir); ok {
+		if !filepath.IsAbs(v) {
+			bad(EnvStateDir, v, "want an absolute path")
+		} else {
+			stateDir = strings.TrimRight(v, "/")
+			if stateDir == "" {
+				stateDir = "/"
+			}
+		}
+	}
+	o.Socket = strings.TrimRight(stateDir, "/") + "/ipamd.sock"
+	o.SNATNodeConfig = strings.TrimRight(stateDir, "/") + "/snat.json"
+	if v, ok := raw(EnvSocket); ok {
+		if !filepath.IsAbs(v) {
+			bad(EnvSocket, v, "want an absolute path to the daemon's unix socket")
+		} else {
+			o.Socket = v
+		}
+	}
+	boolVar := func(name string, dst *bool) {
+		v, ok := raw(name)
+		if !ok {
+			return
+		}
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			bad(name, v, "want true or false")
+			return
+		}
+		*dst = b
+	}
+	boolVar(EnvBandwidth, &o.Bandwidth)
+	boolVar(EnvPolicyHook, &o.PolicyHook)
+	if v, ok := raw(EnvIPAMTimout); ok {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 || d > MaxIPAMTimeout {
+			bad(EnvIPAMTimout, v, fmt.Sprintf("want a duration from 1ms to %s, such as 10s", MaxIPAMTimeout))
+		} else {
+			o.IPAMTimeout = d
+		}
+	}
+	if len(errs) > 0 {
+		return Options{}, fmt.Errorf("invalid configuration:\n  %w", errors.Join(errs...))
+	}
+	return o, nil
+}
+
+// Validate reports every invalid option at once.
+func (o Options) Validate() error {
+	var errs []error
+	if o.Name == "" || strings.ContainsAny(o.Name, "/\\ \t\n") {
+		errs = append(errs, fmt.Errorf("network name %q is invalid: want a non-empty name without '/', '\\' or whitespace", o.Name))
+	}
+	switch o.CNIVersion {
+	case "1.1.0", "1.0.0":
+	default:
+		errs = append(errs, fmt.Errorf("cniVersion %q is not supported: want 1.1.0 or 1.0.0", o.CNIVersion))
+	}
+	if err := naming.ValidatePrefix(o.VethPrefix); err != nil {
+		errs = append(errs, err)
+	}
+	if o.MTU < MinMTU || o.MTU > MaxMTU {
+		errs = append(errs, fmt.Errorf("mtu %d is invalid: want %d to %d", o.MTU, MinMTU, MaxMTU))
+	}
+	if !filepath.IsAbs(o.Socket) {
+		errs = append(errs, fmt.Errorf("daemon socket %q is invalid: want an absolute path", o.Socket))
+	}
+	if !filepath.IsAbs(o.SNATNodeConfig) {
+		errs = append(errs, fmt.Errorf("vpc-snat nodeConfig %q is invalid: want an absolute path", o.SNATNodeConfig))
+	}
+	if o.IPAMTimeout < 0 || o.IPAMTimeout > MaxIPAMTimeout {
+		errs = append(errs, fmt.Errorf("vpc-ipam timeout %s is invalid: want 0 (plugin default) to %s", o.IPAMTimeout, MaxIPAMTimeout))
+	}
+	return errors.Join(errs...)
+}
+
+// PluginTypes lists the chain's plugin types in order (vpc-ipam included,
+// right after vpc-bridge): the binaries that must be in the CNI bin dir.
+func (o Options) PluginTypes() []string {
+	t := []string{TypeBridge, TypeIPAM, TypeSNAT}
+	if o.PolicyHook {
+		t = append(t, TypePolicyHook)
+	}
+	t = append(t, TypePortmap)
+	if o.Bandwidth {
+		t = append(t, TypeBandwidth)
+	}
+	return t
+}
+
+// The conflist's JSON shape; struct field order is the output order.
+type (
+	confList struct {
+		CNIVersion string `json:"cniVersion"`
+		Name       string `json:"name"`
+		Plugins    []any  `json:"plugins"`
+	}
+	bridgeConf struct {
+		Type       string   `json:"type"`
+		VethPrefix string   `json:"vethPrefix"`
+		MTU        int      `json:"mtu"`
+		IPAM       ipamConf `json:"ipam"`
+	}
+	ipamConf struct {
+		Type    string `json:"type"`
+		Socket  string `json:"socket"`
+		Timeout string `json:"timeout,omitempty"`
+	}
+	snatConf struct {
+		Type       string `json:"type"`
+		NodeConfig string `json:"nodeConfig"`
+	}
+	typeOnly struct {
+		Type string `json:"type"`
+	}
+	capConf struct {
+		Type         string          `json:"type"`
+		Capabilities map[string]bool `json:"capabilities"`
+		SNAT         *bool           `json:"snat,omitempty"`
+	}
+)
+
+// Render returns the chain's .conflist for o (indented JSON, final newline).
+// The same options always give the same bytes.
+func Render(o Options) ([]byte, error) {
+	if err := o.Validate(); err != nil {
+		return nil, fmt.Errorf("conflist: %w", err)
+	}
+	ipam := ipamConf{Type: TypeIPAM, Socket: o.Socket}
+	if o.IPAMTimeout > 0 {
+		ipam.Timeout = o.IPAMTimeout.String()
+	}
+	plugins := []any{
+		bridgeConf{Type: TypeBridge, VethPrefix: o.VethPrefix, MTU: o.MTU, IPAM: ipam},
+		snatConf{Type: TypeSNAT, NodeConfig: o.SNATNodeConfig},
+	}
+	if o.PolicyHook {
+		plugins = append(plugins, typeOnly{Type: TypePolicyHook})
+	}
+	snat := true // portmap SNATs hairpin (pod -> own hostPort) traffic, as the reference does
+	plugins = append(plugins, capConf{Type: TypePortmap, Capabilities: map[string]bool{"portMappings": true}, SNAT: &snat})
+	if o.Bandwidth {
+		plugins = append(plugins, capConf{Type: TypeBandwidth, Capabilities: map[string]bool{"bandwidth": true}})
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(confList{CNIVersion: o.CNIVersion, Name: o.Name, Plugins: plugins}); err != nil {
+		return nil, fmt.Errorf("conflist: %w", err)
+	}
+	return buf.Bytes(), nil
+}

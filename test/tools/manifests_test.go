@@ -1,0 +1,364 @@
+package tools
+
+// Strict validation of the install manifests in conflist/manifests: every
+// document must decode into its Kubernetes API type with no unknown field (a
+// typo such as "hostNetwrok" fails), and the DaemonSet must keep the
+// properties the product relies on.
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+)
+
+const manifestDir = "../../conflist/manifests"
+
+// newObject returns the API type for apiVersion/kind.
+func newObject(apiVersion, kind string) (any, bool) {
+	switch apiVersion + "/" + kind {
+	case "v1/ServiceAccount":
+		return &corev1.ServiceAccount{}, true
+	case "v1/ConfigMap":
+		return &corev1.ConfigMap{}, true
+	case "rbac.authorization.k8s.io/v1/ClusterRole":
+		return &rbacv1.ClusterRole{}, true
+	case "rbac.authorization.k8s.io/v1/ClusterRoleBinding":
+		return &rbacv1.ClusterRoleBinding{}, true
+	case "apps/v1/DaemonSet":
+		return &appsv1.DaemonSet{}, true
+	}
+	return nil, false
+}
+
+var docSep = regexp.MustCompile(`(?m)^---[ \t]*$`)
+
+// splitDocs splits a multi-document YAML stream; documents holding only
+// comments and blank lines are dropped.
+func splitDocs(data []byte) [][]byte {
+	var out [][]byte
+	for _, d := range docSep.Split(string(data), -1) {
+		empty := true
+		for _, l := range strings.Split(d, "\n") {
+			if t := strings.TrimSpace(l); t != "" && !strings.HasPrefix(t, "#") {
+				empty = false
+				break
+			}
+		}
+		if !empty {
+			out = append(out, []byte(d))
+		}
+	}
+	return out
+}
+
+// decodeStrict decodes one YAML document into obj, refusing duplicate keys
+// and fields obj does not have.
+func decodeStrict(doc []byte, obj any) error {
+	js, err := yaml.YAMLToJSONStrict(doc)
+	if err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(obj); err != nil {
+		return err
+	}
+	if dec.More() {
+		return fmt.Errorf("trailing data after the object")
+	}
+	return nil
+}
+
+type manifestSet struct {
+	serviceAccounts map[string]*corev1.ServiceAccount
+	configMaps      map[string]*corev1.ConfigMap
+	clusterRoles    map[string]*rbacv1.ClusterRole
+	bindings        []*rbacv1.ClusterRoleBinding
+	daemonSets      []*appsv1.DaemonSet
+}
+
+func loadManifests(t *testing.T) manifestSet {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(manifestDir, "*.yaml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no manifests in %s (%v)", manifestDir, err)
+	}
+	s := manifestSet{
+		serviceAccounts: map[string]*corev1.ServiceAccount{},
+		configMaps:      map[string]*corev1.ConfigMap{},
+		clusterRoles:    map[string]*rbacv1.ClusterRole{},
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, doc := range splitDocs(data) {
+			where := fmt.Sprintf("%s document %d", filepath.Base(f), i+1)
+			var tm metav1.TypeMeta
+			if err := yaml.Unmarshal(doc, &tm); err != nil {
+				t.Fatalf("%s: %v", where, err)
+			}
+			obj, ok := newObject(tm.APIVersion, tm.Kind)
+			if !ok {
+				t.Fatalf("%s: unexpected apiVersion %q kind %q", where, tm.APIVersion, tm.Kind)
+			}
+			if err := decodeStrict(doc, obj); err != nil {
+				t.Fatalf("%s (%s): strict decode: %v", where, tm.Kind, err)
+			}
+			switch o := obj.(type) {
+			case *corev1.ServiceAccount:
+				checkNamespace(t, where, o.ObjectMeta)
+				s.serviceAccounts[o.Name] = o
+			case *corev1.ConfigMap:
+				checkNamespace(t, where, o.ObjectMeta)
+				s.configMaps[o.Name] = o
+			case *rbacv1.ClusterRole:
+				s.clusterRoles[o.Name] = o
+			case *rbacv1.ClusterRoleBinding:
+				s.bindings = append(s.bindings, o)
+			case *appsv1.DaemonSet:
+				checkNamespace(t, where, o.ObjectMeta)
+				s.daemonSets = append(s.daemonSets, o)
+			}
+		}
+	}
+	return s
+}
+
+func checkNamespace(t *testing.T, where string, m metav1.ObjectMeta) {
+	t.Helper()
+	if m.Name == "" || m.Namespace != "kube-system" {
+		t.Errorf("%s: name %q namespace %q, want a name in kube-system", where, m.Name, m.Namespace)
+	}
+}
+
+func TestSplitDocs(t *testing.T) {
+	docs := splitDocs([]byte("# head\n---\na: 1\n---   \n# only a comment\n---\nb: 2\n"))
+	if len(docs) != 2 {
+		t.Fatalf("got %d documents, want 2: %q", len(docs), docs)
+	}
+}
+
+func TestStrictDecodeCatchesTypos(t *testing.T) {
+	for _, doc := range []string{
+		"apiVersion: apps/v1\nkind: DaemonSet\nspec:\n  template:\n    spec:\n      hostNetwrok: true\n",
+		"apiVersion: v1\nkind: ConfigMap\ndata:\n  A: \"1\"\n  A: \"2\"\n",
+	} {
+		var ds appsv1.DaemonSet
+		var cm corev1.ConfigMap
+		obj := any(&ds)
+		if strings.Contains(doc, "ConfigMap") {
+			obj = &cm
+		}
+		if err := decodeStrict([]byte(doc), obj); err == nil {
+			t.Errorf("strict decode accepted:\n%s", doc)
+		}
+	}
+}
+
+func TestManifests(t *testing.T) {
+	s := loadManifests(t)
+	if len(s.daemonSets) != 1 {
+		t.Fatalf("%d DaemonSets, want 1", len(s.daemonSets))
+	}
+	ds := s.daemonSets[0]
+	pod := ds.Spec.Template.Spec
+
+	if !pod.HostNetwork {
+		t.Error("DaemonSet: hostNetwork is not true")
+	}
+	if pod.PriorityClassName != "system-node-critical" {
+		t.Errorf("DaemonSet: priorityClassName %q, want system-node-critical", pod.PriorityClassName)
+	}
+	if !slices.ContainsFunc(pod.Tolerations, func(tl corev1.Toleration) bool {
+		return tl.Operator == corev1.TolerationOpExists && tl.Key == "" && tl.Effect == ""
+	}) {
+		t.Error("DaemonSet: no toleration {operator: Exists} (must run on every node, tainted or not)")
+	}
+	ru := ds.Spec.UpdateStrategy.RollingUpdate
+	if ds.Spec.UpdateStrategy.Type != appsv1.RollingUpdateDaemonSetStrategyType || ru == nil || ru.MaxUnavailable == nil || ru.MaxUnavailable.String() != "10%" {
+		t.Errorf("DaemonSet: updateStrategy %+v, want RollingUpdate maxUnavailable 10%%", ds.Spec.UpdateStrategy)
+	}
+	sel := ds.Spec.Selector
+	if sel == nil || len(sel.MatchLabels) == 0 {
+		t.Fatal("DaemonSet: no selector")
+	}
+	for k, v := range sel.MatchLabels {
+		if ds.Spec.Template.Labels[k] != v {
+			t.Errorf("DaemonSet: selector %s=%s does not match the template's labels %v", k, v, ds.Spec.Template.Labels)
+		}
+	}
+
+	// The main container: the daemon, with exactly the capabilities it needs.
+	var main *corev1.Container
+	for i := range pod.Containers {
+		if slices.Contains(pod.Containers[i].Command, "/app/vpcchaind") {
+			main = &pod.Containers[i]
+		}
+	}
+	if main == nil {
+		t.Fatal("DaemonSet: no container runs /app/vpcchaind")
+	}
+	sc := main.SecurityContext
+	if sc == nil || sc.Capabilities == nil {
+		t.Fatal("vpcchaind: no securityContext.capabilities")
+	}
+	if sc.Privileged != nil && *sc.Privileged {
+		t.Error("vpcchaind: privileged: true (it needs NET_ADMIN and NET_RAW only)")
+	}
+	for _, c := range []corev1.Capability{"NET_ADMIN", "NET_RAW"} {
+		if !slices.Contains(sc.Capabilities.Add, c) {
+			t.Errorf("vpcchaind: capability %s not added (have %v)", c, sc.Capabilities.Add)
+		}
+	}
+	for _, p := range []*corev1.Probe{main.ReadinessProbe, main.LivenessProbe} {
+		if p == nil || p.Exec == nil || !slices.ContainsFunc(p.Exec.Command, func(a string) bool { return strings.HasPrefix(a, "--check-") }) {
+			t.Errorf("vpcchaind: probe %+v, want an exec probe of vpcchain-install --check-health/--check-live", p)
+		}
+	}
+	// Nobody in the pod is privileged.
+	for _, c := range append(slices.Clone(pod.InitContainers), pod.Containers...) {
+		if c.SecurityContext != nil && c.SecurityContext.Privileged != nil && *c.SecurityContext.Privileged {
+			t.Errorf("container %s is privileged", c.Name)
+		}
+	}
+	if len(pod.InitContainers) == 0 || !slices.Contains(pod.InitContainers[0].Command, "/app/vpcchain-install") {
+		t.Error("DaemonSet: the first init container does not run vpcchain-install")
+	}
+
+	// Host paths the chain needs.
+	hostPaths := map[string]*corev1.HostPathVolumeSource{}
+	volumes := map[string]bool{}
+	for _, v := range pod.Volumes {
+		volumes[v.Name] = true
+		if v.HostPath != nil {
+			hostPaths[v.HostPath.Path] = v.HostPath
+		}
+	}
+	for _, p := range []string{"/opt/cni/bin", "/etc/cni/net.d", "/var/run/vpcchain", "/run/xtables.lock", "/var/log"} {
+		if hostPaths[p] == nil {
+			t.Errorf("DaemonSet: no hostPath volume for %s", p)
+		}
+	}
+	if hp := hostPaths["/run/xtables.lock"]; hp != nil && (hp.Type == nil || *hp.Type != corev1.HostPathFileOrCreate) {
+		t.Error("DaemonSet: /run/xtables.lock must be hostPath type FileOrCreate")
+	}
+
+	// References resolve: volumes, ConfigMaps, the ServiceAccount, RBAC.
+	for _, c := range append(slices.Clone(pod.InitContainers), pod.Containers...) {
+		for _, m := range c.VolumeMounts {
+			if !volumes[m.Name] {
+				t.Errorf("container %s mounts undefined volume %q", c.Name, m.Name)
+			}
+		}
+		for _, ef := range c.EnvFrom {
+			if ef.ConfigMapRef != nil && s.configMaps[ef.ConfigMapRef.Name] == nil {
+				t.Errorf("container %s: envFrom ConfigMap %q not in the manifests", c.Name, ef.ConfigMapRef.Name)
+			}
+		}
+	}
+	if len(main.EnvFrom) == 0 || main.EnvFrom[0].ConfigMapRef == nil {
+		t.Error("vpcchaind: no envFrom ConfigMap")
+	}
+	if s.serviceAccounts[pod.ServiceAccountName] == nil {
+		t.Errorf("DaemonSet: serviceAccountName %q not in the manifests", pod.ServiceAccountName)
+	}
+	bound := false
+	for _, b := range s.bindings {
+		if b.RoleRef.Kind != "ClusterRole" || s.clusterRoles[b.RoleRef.Name] == nil {
+			t.Errorf("ClusterRoleBinding %s: roleRef %+v not in the manifests", b.Name, b.RoleRef)
+		}
+		for _, sub := range b.Subjects {
+			if sub.Kind == "ServiceAccount" && sub.Name == pod.ServiceAccountName && sub.Namespace == ds.Namespace {
+				bound = true
+			}
+		}
+	}
+	if !bound {
+		t.Error("the DaemonSet's ServiceAccount is bound to no ClusterRole")
+	}
+	for _, cr := range s.clusterRoles {
+		for _, res := range []string{"nodes", "pods"} {
+			if !allows(cr, res, "get", "list", "watch") {
+				t.Errorf("ClusterRole %s does not allow get/list/watch %s", cr.Name, res)
+			}
+		}
+	}
+}
+
+func allows(cr *rbacv1.ClusterRole, resource string, verbs ...string) bool {
+	for _, r := range cr.Rules {
+		if slices.Contains(r.APIGroups, "") && slices.Contains(r.Resources, resource) {
+			ok := true
+			for _, v := range verbs {
+				ok = ok && slices.Contains(r.Verbs, v)
+			}
+			if ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// TestConfigMapHasEveryKnob: every variable of README's "Configuring the
+// daemon" table is in the ConfigMap (endpoint overrides excepted: absent
+// means the SDK default), so the manifest documents every knob.
+func TestConfigMapHasEveryKnob(t *testing.T) {
+	s := loadManifests(t)
+	var cm *corev1.ConfigMap
+	for _, c := range s.configMaps {
+		cm = c
+	}
+	if len(s.configMaps) != 1 {
+		t.Fatalf("%d ConfigMaps, want 1", len(s.configMaps))
+	}
+	readme, err := os.Open("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer readme.Close()
+	varName := regexp.MustCompile("`([A-Z][A-Z0-9_]+)`")
+	inTable := false
+	var knobs []string
+	sc := bufio.NewScanner(readme)
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case strings.HasPrefix(line, "## Configuring the daemon"):
+			inTable = true
+		case strings.HasPrefix(line, "## "):
+			inTable = false
+		case inTable && strings.HasPrefix(line, "| `"):
+			first := strings.SplitN(line, "|", 3)[1]
+			for _, m := range varName.FindAllStringSubmatch(first, -1) {
+				knobs = append(knobs, m[1])
+			}
+		}
+	}
+	if len(knobs) < 10 {
+		t.Fatalf("found only %d variables in README's table: %v", len(knobs), knobs)
+	}
+	for _, k := range knobs {
+		if strings.HasPrefix(k, "AWS_ENDPOINT_URL") || strings.HasPrefix(k, "AWS_EC2_METADATA") {
+			continue
+		}
+		if _, ok := cm.Data[k]; !ok {
+			t.Errorf("ConfigMap %s lacks %s (README's table documents it)", cm.Name, k)
+		}
+	}
+}
