@@ -12,7 +12,7 @@ TESTFLAGS ?= -count=1 -timeout 40m
 CMDS    := $(wildcard cmd/*)
 PLUGINS := $(wildcard plugins/*)
 
-.PHONY: all build tools test unit e2e bench demo lint clean deps proto
+.PHONY: all build tools heavy-tools test unit e2e bench demo lint clean deps proto
 
 all: build
 
@@ -37,10 +37,45 @@ tools:
 	cd test/tools && $(GO) build $(GOFLAGS) $(BUILDFLAGS) -o $(BIN)/tools/ github.com/containernetworking/cni/cnitool \
 	  $(UPSTREAM)/main/ptp $(UPSTREAM)/ipam/host-local $(UPSTREAM)/meta/portmap $(UPSTREAM)/meta/bandwidth $(UPSTREAM)/meta/tuning
 
+# The real Calico Felix, kube-apiserver and kubectl that TestCalicoPolicy runs
+# (each from its own module under test/tools/, so their heavy dependencies
+# stay out of the product's go.mod). They take minutes to build, so a binary
+# that exists and is newer than its module's go.mod is kept (delete it, or
+# touch the go.mod, to rebuild). Each is linked to a temporary name and
+# renamed, so an interrupted build never leaves a binary that looks current.
+FELIX_ENV := GONOSUMDB=github.com/projectcalico GOFLAGS='-mod=mod $(GOFLAGS)' CGO_ENABLED=0
+KUBE_VERSION := v1.33.13
+KUBE_LDFLAGS := -s -w -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) \
+  -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=33 \
+  -X k8s.io/component-base/version.gitTreeState=clean -X k8s.io/client-go/pkg/version.gitVersion=$(KUBE_VERSION) \
+  -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=33
+heavy-tools: $(BIN)/tools/calico-felix $(BIN)/tools/kube-apiserver $(BIN)/tools/kubectl
+
+$(BIN)/tools/calico-felix: test/tools/felix/go.mod
+	@mkdir -p $(BIN)/tools
+	cd test/tools/felix && $(FELIX_ENV) $(GO) build -trimpath -ldflags='-s -w' -o $@.tmp github.com/projectcalico/calico/felix/cmd/calico-felix
+	mv $@.tmp $@
+
+$(BIN)/tools/kube-apiserver $(BIN)/tools/kubectl: $(BIN)/tools/%: test/tools/kube/go.mod
+	@mkdir -p $(BIN)/tools
+	cd test/tools/kube && CGO_ENABLED=0 $(GO) build $(GOFLAGS) -trimpath -ldflags='$(KUBE_LDFLAGS)' -o $@.tmp k8s.io/kubernetes/cmd/$*
+	mv $@.tmp $@
+
 # All tests: unit + end-to-end (needs root; installs missing Debian packages).
-test: deps lint build tools
+test: deps lint build tools heavy-tools
 	VPCCHAIN_BIN=$(BIN) $(GO) test $(GOFLAGS) $(TESTFLAGS) ./...
 	cd test/tools && $(GO) test $(GOFLAGS) $(TESTFLAGS) ./...
+	$(MAKE) fuzz FUZZTIME=5000x
+
+# Each fuzz target for a bounded number of inputs (the seed corpora also run in `go test`).
+FUZZTIME ?= 50000x
+FUZZ := plugins/vpc-bridge:FuzzParseConfig plugins/vpc-ipam:FuzzParseConfig plugins/vpc-ipam:FuzzParsePodArgs \
+	plugins/vpc-snat:FuzzParseConfig daemon/config:FuzzLoad
+fuzz:
+	@log=$$(mktemp); trap 'rm -f $$log' EXIT; for t in $(FUZZ); do \
+	  echo "fuzz $${t%%:*} $${t##*:} for $(FUZZTIME)"; \
+	  $(GO) test $(GOFLAGS) -run '^$$' -fuzz "^$${t##*:}$$" -fuzztime $(FUZZTIME) ./$${t%%:*} >$$log 2>&1 || { cat $$log; exit 1; }; \
+	done
 
 unit: build
 	$(GO) test $(GOFLAGS) $(TESTFLAGS) $$($(GO) list ./... | grep -v /test/e2e)
