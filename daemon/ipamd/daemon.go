@@ -455,12 +455,17 @@ func (d *Daemon) noAddressReasonLocked(snap pool.Snapshot) string {
 		return fmt.Sprintf("%d assigned, %d cooling; growth paused: %s", st.Assigned, st.Cooling, snap.CoolOffs[0].Reason)
 	case d.lastPoolError != "":
 		return fmt.Sprintf("%d assigned, %d cooling; last EC2 error: %s", st.Assigned, st.Cooling, d.lastPoolError)
-	case d.lastDecision.Action == pool.ActionNone && st.Cooling > 0:
-		// The pool cannot grow (node limits): only cooldowns will free one.
-		return fmt.Sprintf("%d assigned, %d cooling down (IP_COOLDOWN_PERIOD %s), the first is free again in %s; the pool cannot grow: %s",
-			st.Assigned, st.Cooling, d.cfg.IPCooldownPeriod, d.nextCooledLocked().Round(100*time.Millisecond), d.lastDecision.Reason)
 	}
-	return fmt.Sprintf("%d assigned, %d cooling, pool is growing (EC2 call in progress)", st.Assigned, st.Cooling)
+	// A fresh decision (pure, cheap): does the pool have a way to grow?
+	dec := pool.Decide(d.pcfg, snap)
+	if dec.Action != pool.ActionNone {
+		return fmt.Sprintf("%d assigned, %d cooling, pool is growing (%s in progress)", st.Assigned, st.Cooling, dec.Action)
+	}
+	if st.Cooling > 0 {
+		return fmt.Sprintf("%d assigned, %d cooling down (IP_COOLDOWN_PERIOD %s), the first is free again in %s; the pool cannot grow: %s",
+			st.Assigned, st.Cooling, d.cfg.IPCooldownPeriod, d.nextCooledLocked().Round(100*time.Millisecond), dec.Reason)
+	}
+	return fmt.Sprintf("%d assigned, none free, and the pool cannot grow: %s", st.Assigned, dec.Reason)
 }
 
 // nextCooledLocked is how long until the first cooling address is free.

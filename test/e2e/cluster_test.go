@@ -75,13 +75,19 @@ type node struct {
 // of instance type typ, each with the daemon started with env.
 func newCluster(t testing.TB, typ string, names []string, env ...string) *cluster {
 	t.Helper()
+	return newClusterInSubnet(t, "10.0.0.0/20", typ, names, env...)
+}
+
+// newClusterInSubnet is newCluster with the nodes' subnet given.
+func newClusterInSubnet(t testing.TB, subnet, typ string, names []string, env ...string) *cluster {
+	t.Helper()
 	requireRoot(t)
 	c := &cluster{t: t, sim: startSim(t, 0), bin: binDir(t), dir: t.TempDir(), nodes: map[string]*node{}}
 	var err error
 	if c.vpc, err = c.sim.Cloud.AddVPC("10.0.0.0/16"); err != nil {
 		t.Fatal(err)
 	}
-	if c.subnet, err = c.sim.Cloud.AddSubnet(c.vpc, "10.0.0.0/20", "us-west-2a", nil); err != nil {
+	if c.subnet, err = c.sim.Cloud.AddSubnet(c.vpc, subnet, "us-west-2a", nil); err != nil {
 		t.Fatal(err)
 	}
 	for _, name := range names {
