@@ -388,7 +388,16 @@ func TestRenderDefaultsAndOptionalPlugins(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(cl.Plugins) != 4 || cl.Plugins[2].Network.Type != TypePolicyHook {
-		t.Errorf("with policy hook: %s", data)
+		t.Fatalf("with policy hook: %s", data)
+	}
+	// policy-hook's config (plugins/policy-hook/config.go): the same veth
+	// prefix as vpc-bridge and the kubeconfig; no waitForPolicy (off).
+	var hook map[string]any
+	if err := json.Unmarshal(cl.Plugins[2].Bytes, &hook); err != nil {
+		t.Fatal(err)
+	}
+	if hook["vethPrefix"] != o.VethPrefix || hook["kubeconfig"] != DefaultPolicyHookKubeconfig || len(hook) != 3 {
+		t.Errorf("policy-hook entry %v, want type, vethPrefix %q and kubeconfig %q", hook, o.VethPrefix, DefaultPolicyHookKubeconfig)
 	}
 	if !strings.Contains(string(data), `"timeout": "5s"`) {
 		t.Errorf("ipam timeout missing:\n%s", data)

@@ -38,6 +38,9 @@ const (
 	DefaultStateDir   = "/var/run/vpcchain"
 	DefaultSocket     = DefaultStateDir + "/ipamd.sock" // = ipamclient.DefaultSocket
 	DefaultSNATConfig = DefaultStateDir + "/snat.json"  // = snat.DefaultNodeConfig
+	// DefaultPolicyHookKubeconfig is the kubeconfig policy-hook publishes
+	// pod IPs with (patch pods/status as the vpcchain ServiceAccount).
+	DefaultPolicyHookKubeconfig = "/etc/cni/net.d/vpcchain-kubeconfig"
 	// MaxIPAMTimeout is vpc-ipam's largest accepted "timeout".
 	MaxIPAMTimeout = 2 * time.Minute
 )
@@ -254,8 +257,13 @@ type (
 		Type       string `json:"type"`
 		NodeConfig string `json:"nodeConfig"`
 	}
-	typeOnly struct {
-		Type string `json:"type"`
+	// policyHookConf is plugins/policy-hook's config: the veth prefix it
+	// checks names against (= vpc-bridge's) and the kubeconfig it publishes
+	// pod IPs with; waitForPolicy is left out (off, as Calico's default).
+	policyHookConf struct {
+		Type       string `json:"type"`
+		VethPrefix string `json:"vethPrefix"`
+		Kubeconfig string `json:"kubeconfig"`
 	}
 	capConf struct {
 		Type         string          `json:"type"`
@@ -279,7 +287,7 @@ func Render(o Options) ([]byte, error) {
 		snatConf{Type: TypeSNAT, NodeConfig: o.SNATNodeConfig},
 	}
 	if o.PolicyHook {
-		plugins = append(plugins, typeOnly{Type: TypePolicyHook})
+		plugins = append(plugins, policyHookConf{Type: TypePolicyHook, VethPrefix: o.VethPrefix, Kubeconfig: DefaultPolicyHookKubeconfig})
 	}
 	snat := true // portmap SNATs hairpin (pod -> own hostPort) traffic, as the reference does
 	plugins = append(plugins, capConf{Type: TypePortmap, Capabilities: map[string]bool{"portMappings": true}, SNAT: &snat})

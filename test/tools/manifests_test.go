@@ -172,10 +172,20 @@ func TestStrictDecodeCatchesTypos(t *testing.T) {
 
 func TestManifests(t *testing.T) {
 	s := loadManifests(t)
-	if len(s.daemonSets) != 1 {
-		t.Fatalf("%d DaemonSets, want 1", len(s.daemonSets))
+	// Ours is "vpcchain"; calico-policy-only.yaml beside it has calico-node
+	// (decoded strictly like every document, checked here only for policy-only).
+	var ds *appsv1.DaemonSet
+	for _, d := range s.daemonSets {
+		switch d.Name {
+		case "vpcchain":
+			ds = d
+		case "calico-node":
+			checkCalicoPolicyOnly(t, d)
+		}
 	}
-	ds := s.daemonSets[0]
+	if ds == nil {
+		t.Fatalf("no DaemonSet named vpcchain among %d", len(s.daemonSets))
+	}
 	pod := ds.Spec.Template.Spec
 
 	if !pod.HostNetwork {
@@ -360,5 +370,30 @@ func TestConfigMapHasEveryKnob(t *testing.T) {
 		if _, ok := cm.Data[k]; !ok {
 			t.Errorf("ConfigMap %s lacks %s (README's table documents it)", cm.Name, k)
 		}
+	}
+}
+
+// checkCalicoPolicyOnly: calico-node must run Felix policy-only, matching our
+// interface names and leaving our route tables and mangle decisions alone.
+func checkCalicoPolicyOnly(t *testing.T, ds *appsv1.DaemonSet) {
+	t.Helper()
+	want := map[string]string{
+		"CALICO_NETWORKING_BACKEND":       "none",
+		"FELIX_INTERFACEPREFIX":           "eni",
+		"FELIX_IPTABLESMANGLEALLOWACTION": "Return",
+		"FELIX_ROUTETABLERANGES":          "65-99",
+	}
+	for _, c := range ds.Spec.Template.Spec.Containers {
+		for _, e := range c.Env {
+			if v, ok := want[e.Name]; ok {
+				if e.Value != v {
+					t.Errorf("calico-node %s=%q, want %q", e.Name, e.Value, v)
+				}
+				delete(want, e.Name)
+			}
+		}
+	}
+	for k := range want {
+		t.Errorf("calico-node lacks %s", k)
 	}
 }
