@@ -11,6 +11,9 @@ command -v conntrack >/dev/null || need+=(conntrack)
 command -v ping >/dev/null || need+=(iputils-ping)
 command -v curl >/dev/null || need+=(curl)
 command -v jq >/dev/null || need+=(jq)
+# TestCalicoPolicy runs Debian's etcd under a real kube-apiserver and Felix.
+[[ -x /usr/bin/etcd ]] || need+=(etcd-server)
+command -v openssl >/dev/null || need+=(openssl)
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

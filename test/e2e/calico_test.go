@@ -1,0 +1,703 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha1"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestCalicoPolicy runs an unmodified Calico Felix (v3.31.0, policy-only,
+// iptables mode, interface prefix eni) against a real kube-apiserver
+// (v1.33.13) and Debian's etcd, all inside a simulated node's network
+// namespace, and checks that it enforces Kubernetes NetworkPolicy on pods
+// added through our chain with the policy-hook plugin, from the first packet.
+// The binaries come from `make heavy-tools` (test/tools/felix, test/tools/kube)
+// and `make deps` (etcd); the recipe is in
+// ../shared/reference/felix-policy-only-harness.md.
+func TestCalicoPolicy(t *testing.T) {
+	requireRoot(t)
+	bin := binDir(t)
+	tools := filepath.Join(bin, "tools")
+	felixBin := filepath.Join(tools, "calico-felix")
+	apiserverBin := filepath.Join(tools, "kube-apiserver")
+	kubectlBin := filepath.Join(tools, "kubectl")
+	const etcdBin = "/usr/bin/etcd"
+	for _, b := range []string{felixBin, apiserverBin, kubectlBin, etcdBin} {
+		if _, err := os.Stat(b); err != nil {
+			t.Fatalf("%s missing: run `make heavy-tools` (Felix, kube-apiserver, kubectl) and `make deps` (etcd): %v", b, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(bin, "policy-hook")); err != nil {
+		t.Fatalf("the policy-hook plugin is missing in %s: run `make build`: %v", bin, err)
+	}
+	crds := calicoCRDs(t)
+
+	c := newCluster(t, "m5.large", []string{"a"})
+	n := c.nodes["a"]
+	k := startControlPlane(t, n, etcdBin, apiserverBin, kubectlBin)
+
+	// The Calico objects calico-node would create, and the node.
+	if _, err := k.kubectl("", "apply", "--server-side", "-f", crds); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.kubectl("", "wait", "--for", "condition=established", "--timeout=60s", "crd", "--all"); err != nil {
+		t.Fatal(err)
+	}
+	k.apply(t, fmt.Sprintf(`apiVersion: crd.projectcalico.org/v1
+kind: ClusterInformation
+metadata: {name: default}
+spec: {datastoreReady: true, clusterType: "k8s,policy-only", calicoVersion: v3.31.0}
+---
+apiVersion: crd.projectcalico.org/v1
+kind: Tier
+metadata: {name: default}
+spec: {order: 1000000, defaultAction: Deny}
+---
+apiVersion: crd.projectcalico.org/v1
+kind: Tier
+metadata: {name: kube-admin}
+spec: {order: 1000, defaultAction: Pass}
+---
+apiVersion: crd.projectcalico.org/v1
+kind: Tier
+metadata: {name: kube-baseline}
+spec: {order: 10000000, defaultAction: Pass}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: %s, labels: {kubernetes.io/hostname: %s}}
+`, n.name, n.name))
+	// No controller-manager: the default ServiceAccount is made by hand (the
+	// default namespace itself comes from the API server, shortly after start).
+	k.retry(t, 30*time.Second, "", "-n", "default", "create", "serviceaccount", "default")
+
+	statusPrefix := filepath.Join(k.dir, "run-calico")
+	if err := os.Mkdir(statusPrefix, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	statusDir := filepath.Join(statusPrefix, "endpoint-status")
+	startFelix(t, n, k, felixBin, statusPrefix)
+
+	chain := n.chain(nil,
+		map[string]any{"type": "vpc-snat", "nodeConfig": n.state + "/snat.json"},
+		map[string]any{"type": "policy-hook", "vethPrefix": "eni", "kubeconfig": k.kubeconfig,
+			"waitForPolicy": map[string]any{"timeout": "20s", "strict": true, "endpointStatusDir": statusDir}})
+
+	// addPod creates the Pod object (it never runs: only the API object
+	// matters to Felix), then runs the chain's ADD as kubelet would; the
+	// status file must exist the moment ADD returns (strict waiting).
+	addPod := func(name string, afterAdd func(*pod)) *pod {
+		t.Helper()
+		k.apply(t, fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: %s, namespace: default, labels: {app: %s}}
+spec:
+  nodeName: %s
+  automountServiceAccountToken: false
+  containers: [{name: pause, image: registry.k8s.io/pause:3.10}]
+`, name, name, n.name))
+		p := n.newPod("default", name)
+		start := time.Now()
+		if err := p.addRetrying(chain, time.Minute); err != nil {
+			t.Fatalf("ADD %s: %v\nplugin log:\n%s", name, err, tailFile(filepath.Join(c.dir, n.name+"-plugins.log"), 30))
+		}
+		took := time.Since(start)
+		statusFile := filepath.Join(statusDir, "k8s "+url.PathEscape("default/"+name)+" eth0")
+		_, statErr := os.Stat(statusFile)
+		if afterAdd != nil {
+			afterAdd(p)
+		}
+		t.Cleanup(func() {
+			if err := p.del(chain); err != nil {
+				t.Errorf("DEL %s: %v", name, err)
+			}
+		})
+		if statErr != nil {
+			t.Fatalf("ADD of %s returned (after %v) before Felix's endpoint-status file existed: %v", name, took, statErr)
+		}
+		checkStatusFile(t, statusFile, calicoVethName("default", name), p.ip)
+		ann, err := k.kubectl("", "-n", "default", "get", "pod", name, "-o", `jsonpath={.metadata.annotations.cni\.projectcalico\.org/podIPs}`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Contains(strings.Split(ann, ","), p.ip.String()+"/32") && !slices.Contains(strings.Split(ann, ","), p.ip.String()) {
+			t.Errorf("pod %s: annotation cni.projectcalico.org/podIPs = %q, want its address %s", name, ann, p.ip)
+		}
+		t.Logf("pod %s: %s on %s, ADD took %v (waited for Felix), status file %q", name, p.ip, calicoVethName("default", name), took.Round(time.Millisecond), filepath.Base(statusFile))
+		return p
+	}
+
+	pa := addPod("pol-a", nil)
+	pb := addPod("pol-b", nil)
+
+	// Felix programs per-endpoint chains for exactly our two interfaces.
+	k.expectEndpointChains(t, n, pa, pb)
+
+	// Traffic between the two pods flows (no policy: the namespace's profile
+	// allows it).
+	const port = 8080
+	echoServer(t, pb.doIn, netip.AddrPortFrom(pb.ip, port), "pol-b")
+	echoServer(t, pa.doIn, netip.AddrPortFrom(pa.ip, port), "pol-a")
+	toB, toA := netip.AddrPortFrom(pb.ip, port), netip.AddrPortFrom(pa.ip, port)
+	if err := waitDial(pa.doIn, toB, true, 10*time.Second); err != nil {
+		t.Fatalf("pol-a -> pol-b without policy: %v", err)
+	}
+
+	// A NetworkPolicy denying all ingress to B stops A -> B (dropped), but not
+	// B -> A; deleting it restores A -> B.
+	denyB := `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny-ingress-b, namespace: default}
+spec:
+  podSelector: {matchLabels: {app: pol-b}}
+  policyTypes: [Ingress]
+`
+	start := time.Now()
+	k.apply(t, denyB)
+	if err := waitDial(pa.doIn, toB, false, 20*time.Second); err != nil {
+		t.Fatalf("pol-a -> pol-b after deny-ingress-b: %v", err)
+	}
+	t.Logf("deny-ingress-b enforced %v after apply", time.Since(start).Round(time.Millisecond))
+	if _, err := dialOnce(pb.doIn, toA, 3*time.Second); err != nil {
+		t.Errorf("pol-b -> pol-a must still flow (the policy denies only ingress to pol-b): %v", err)
+	}
+	start = time.Now()
+	if _, err := k.kubectl("", "-n", "default", "delete", "networkpolicy", "deny-ingress-b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitDial(pa.doIn, toB, true, 20*time.Second); err != nil {
+		t.Fatalf("pol-a -> pol-b after deleting deny-ingress-b: %v", err)
+	}
+	t.Logf("traffic restored %v after delete", time.Since(start).Round(time.Millisecond))
+
+	// The first packet a pod sends is already subject to policy: the policy
+	// exists before the pod is added; right after ADD returns, its first
+	// connection is dropped...
+	k.apply(t, `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny-egress-c, namespace: default}
+spec:
+  podSelector: {matchLabels: {app: pol-c}}
+  policyTypes: [Egress]
+`)
+	var firstC error
+	pc := addPod("pol-c", func(p *pod) { _, firstC = dialOnce(p.doIn, toB, 2*time.Second) })
+	if firstC == nil {
+		t.Fatal("pol-c's first connection (right after ADD) went through despite deny-egress-c")
+	}
+	if !isTimeout(firstC) {
+		t.Fatalf("pol-c's first connection failed but was not dropped: %v", firstC)
+	}
+	// ...by that policy (not by the "unknown interface" drop): the pod's
+	// from-workload chain jumps to the policy's chain.
+	if pol := endpointPolicies(t, n, "cali-fw-"+calicoVethName("default", "pol-c")); !slices.Contains(pol, "default/knp.default.deny-egress-c") {
+		t.Fatalf("cali-fw chain of pol-c applies policies %q, want default/knp.default.deny-egress-c", pol)
+	}
+	// ...while a pod without a policy connects with its first attempt.
+	var firstD error
+	var saidD string
+	pd := addPod("pol-d", func(p *pod) { saidD, firstD = dialOnce(p.doIn, toB, 3*time.Second) })
+	if firstD != nil {
+		t.Fatalf("pol-d's first connection (right after ADD, no policy): %v", firstD)
+	}
+	if !strings.HasPrefix(saidD, "pol-b "+pd.ip.String()+":") {
+		t.Errorf("pol-d -> pol-b: server said %q, want pol-b seeing %s", saidD, pd.ip)
+	}
+	k.expectEndpointChains(t, n, pa, pb, pc, pd)
+
+	// Deleting the egress policy lets pol-c out.
+	if _, err := k.kubectl("", "-n", "default", "delete", "networkpolicy", "deny-egress-c"); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitDial(pc.doIn, toB, true, 20*time.Second); err != nil {
+		t.Fatalf("pol-c -> pol-b after deleting deny-egress-c: %v", err)
+	}
+}
+
+// calicoVethName is Calico's VethNameForWorkload with prefix eni, computed
+// here independently of the product's code.
+func calicoVethName(namespace, pod string) string {
+	sum := sha1.Sum([]byte(namespace + "." + pod))
+	return "eni" + hex.EncodeToString(sum[:])[:11]
+}
+
+// calicoCRDs is Calico's CRD manifest from the Felix tools module's source
+// in the module cache.
+func calicoCRDs(t *testing.T) string {
+	t.Helper()
+	mod, err := os.ReadFile("../tools/felix/go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^\s*github\.com/projectcalico/calico (v\S+)\s*$`).FindSubmatch(mod)
+	if m == nil {
+		t.Fatal("test/tools/felix/go.mod does not require github.com/projectcalico/calico")
+	}
+	out, err := exec.Command("go", "env", "GOMODCACHE").Output()
+	if err != nil {
+		t.Fatalf("go env GOMODCACHE: %v", err)
+	}
+	f := filepath.Join(strings.TrimSpace(string(out)), "github.com/projectcalico/calico@"+string(m[1]), "manifests/crds.yaml")
+	if _, err := os.Stat(f); err != nil {
+		t.Fatalf("Calico CRDs not in the module cache: run `make heavy-tools`: %v", err)
+	}
+	return f
+}
+
+// bgProc is a long-running process inside a node's namespace, stopped at the
+// end of the test (and on interrupt).
+type bgProc struct {
+	name   string
+	cmd    *exec.Cmd
+	log    string
+	exited chan struct{}
+}
+
+func startInNode(t *testing.T, n *node, dir, name string, env []string, args ...string) *bgProc {
+	t.Helper()
+	log := filepath.Join(dir, name+".log")
+	logf, err := os.Create(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("ip", append([]string{"netns", "exec", n.vn.NetNS}, args...)...)
+	cmd.Env = env
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Own process group: the whole group (with any helpers the process
+	// started) is killed at the end.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	p := &bgProc{name: name, cmd: cmd, log: log, exited: make(chan struct{})}
+	pgid := cmd.Process.Pid
+	unregister := onInterrupt(func() { _ = syscall.Kill(-pgid, syscall.SIGKILL) })
+	go func() { _ = cmd.Wait(); logf.Close(); close(p.exited) }()
+	t.Cleanup(func() {
+		_ = syscall.Kill(-pgid, syscall.SIGTERM)
+		select {
+		case <-p.exited:
+		case <-time.After(5 * time.Second):
+			_ = syscall.Kill(-pgid, syscall.SIGKILL)
+			<-p.exited
+		}
+		_ = syscall.Kill(-pgid, syscall.SIGKILL) // leftover helpers
+		unregister()
+		if t.Failed() || os.Getenv("VPCCHAIN_E2E_LOGS") != "" {
+			t.Logf("log of %s:\n%s", name, tailFile(log, 40))
+		}
+	})
+	return p
+}
+
+func (p *bgProc) running() error {
+	select {
+	case <-p.exited:
+		return fmt.Errorf("%s exited (%v):\n%s", p.name, p.cmd.ProcessState, tailFile(p.log, 40))
+	default:
+		return nil
+	}
+}
+
+func tailFile(path string, lines int) string {
+	b, _ := os.ReadFile(path)
+	return tail(string(b), lines)
+}
+
+// kube is etcd + kube-apiserver on the node's loopback and kubectl for them.
+type kube struct {
+	n          *node
+	dir        string
+	kubectlBin string
+	kubeconfig string
+	env        []string
+	apiserver  *bgProc
+}
+
+func startControlPlane(t *testing.T, n *node, etcdBin, apiserverBin, kubectlBin string) *kube {
+	t.Helper()
+	dir := t.TempDir()
+	k := &kube{n: n, dir: dir, kubectlBin: kubectlBin, kubeconfig: filepath.Join(dir, "kubeconfig"),
+		// HOME in the temp dir: kubectl's discovery cache stays there.
+		env: []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir}}
+	if out, err := exec.Command("ip", "-n", n.vn.NetNS, "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		t.Fatalf("lo up: %v %s", err, out)
+	}
+
+	etcd := startInNode(t, n, dir, "etcd", k.env, etcdBin, "--name", "e2e", "--data-dir", filepath.Join(dir, "etcd"),
+		"--listen-client-urls", "http://127.0.0.1:2379", "--advertise-client-urls", "http://127.0.0.1:2379",
+		"--listen-peer-urls", "http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
+		"--initial-cluster", "e2e=http://127.0.0.1:2380")
+	waitFor(t, 30*time.Second, "etcd", etcd.running, func() error {
+		_, err := httpGetIn(n, "127.0.0.1:2379", "/health")
+		return err
+	})
+
+	// Service-account signing key; token auth and AlwaysAllow.
+	pki := filepath.Join(dir, "pki")
+	if err := os.MkdirAll(filepath.Join(pki, "certs"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	tok := make([]byte, 16)
+	_, _ = rand.Read(tok)
+	token := hex.EncodeToString(tok)
+	for f, b := range map[string][]byte{
+		"sa.key":     pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}),
+		"sa.pub":     pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}),
+		"tokens.csv": []byte(token + ",admin,admin,system:masters\n"),
+	} {
+		if err := os.WriteFile(filepath.Join(pki, f), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kubeconfig := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: e2e
+  cluster: {server: "https://127.0.0.1:6443", insecure-skip-tls-verify: true}
+users:
+- name: admin
+  user: {token: %q}
+contexts:
+- name: e2e
+  context: {cluster: e2e, user: admin}
+current-context: e2e
+`, token)
+	if err := os.WriteFile(k.kubeconfig, []byte(kubeconfig), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	k.apiserver = startInNode(t, n, dir, "kube-apiserver", k.env, apiserverBin,
+		"--etcd-servers=http://127.0.0.1:2379", "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+		"--secure-port=6443", "--cert-dir="+filepath.Join(pki, "certs"),
+		"--authorization-mode=AlwaysAllow", "--token-auth-file="+filepath.Join(pki, "tokens.csv"),
+		"--service-cluster-ip-range=10.96.0.0/16", "--service-account-issuer=https://kubernetes.default.svc",
+		"--service-account-key-file="+filepath.Join(pki, "sa.pub"),
+		"--service-account-signing-key-file="+filepath.Join(pki, "sa.key"),
+		"--enable-priority-and-fairness=false")
+	waitFor(t, 90*time.Second, "kube-apiserver", k.apiserver.running, func() error {
+		out, err := k.kubectl("", "get", "--raw", "/readyz")
+		if err == nil && strings.TrimSpace(out) != "ok" {
+			err = fmt.Errorf("/readyz: %s", out)
+		}
+		return err
+	})
+	if out, err := k.kubectl("", "version"); err != nil {
+		t.Fatal(err)
+	} else {
+		t.Logf("kubectl version:\n%s", strings.TrimSpace(out))
+	}
+	return k
+}
+
+// kubectl runs the built kubectl inside the node's namespace.
+func (k *kube) kubectl(stdin string, args ...string) (string, error) {
+	cmd := exec.Command("ip", append([]string{"netns", "exec", k.n.vn.NetNS, k.kubectlBin, "--kubeconfig", k.kubeconfig}, args...)...)
+	cmd.Env = k.env
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &stderr
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("kubectl %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return out.String(), nil
+}
+
+func (k *kube) apply(t *testing.T, manifest string) {
+	t.Helper()
+	if _, err := k.kubectl(manifest, "apply", "-f", "-"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (k *kube) retry(t *testing.T, within time.Duration, stdin string, args ...string) {
+	t.Helper()
+	waitFor(t, within, "kubectl "+strings.Join(args, " "), k.apiserver.running, func() error {
+		_, err := k.kubectl(stdin, args...)
+		return err
+	})
+}
+
+// expectEndpointChains checks that Felix has per-endpoint chains (to and
+// from the workload) in the node's filter table for exactly these pods.
+func (k *kube) expectEndpointChains(t *testing.T, n *node, pods ...*pod) {
+	t.Helper()
+	var want []string
+	for _, p := range pods {
+		v := calicoVethName(p.namespace, p.name)
+		want = append(want, "cali-fw-"+v, "cali-tw-"+v)
+	}
+	sort.Strings(want)
+	re := regexp.MustCompile(`^-N (cali-[ft]w-\S+)$`)
+	var got []string
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, err := iptablesIn(n, "-t", "filter", "-S")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = got[:0]
+		for _, l := range strings.Split(out, "\n") {
+			if m := re.FindStringSubmatch(strings.TrimSpace(l)); m != nil {
+				got = append(got, m[1])
+			}
+		}
+		sort.Strings(got)
+		if slices.Equal(got, want) {
+			t.Logf("Felix's endpoint chains: %v", got)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Felix's endpoint chains in node %s: got %v, want %v", n.name, got, want)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// endpointPolicies lists the policies (by the name in their chain's "Policy
+// <name>" comment) an endpoint chain jumps to.
+func endpointPolicies(t *testing.T, n *node, chain string) []string {
+	t.Helper()
+	out, err := iptablesIn(n, "-t", "filter", "-S")
+	if err != nil {
+		t.Fatal(err)
+	}
+	jump := regexp.MustCompile(`^-A ` + regexp.QuoteMeta(chain) + ` .*-j (cali-p[io]-\S+)`)
+	named := regexp.MustCompile(`^-A (cali-p[io]-\S+) .*--comment "Policy ([^" ]+)`)
+	targets, names := map[string]bool{}, map[string]string{}
+	for _, l := range strings.Split(out, "\n") {
+		if m := jump.FindStringSubmatch(l); m != nil {
+			targets[m[1]] = true
+		}
+		if m := named.FindStringSubmatch(l); m != nil {
+			names[m[1]] = m[2]
+		}
+	}
+	var pol []string
+	for c := range targets {
+		if name, ok := names[c]; ok {
+			pol = append(pol, name)
+		} else {
+			pol = append(pol, c)
+		}
+	}
+	sort.Strings(pol)
+	return pol
+}
+
+// startFelix runs calico-felix in the node's namespace (policy-only, KDD,
+// iptables mode on the backend the node's iptables uses) and waits until it
+// is ready.
+func startFelix(t *testing.T, n *node, k *kube, felixBin, statusPrefix string) {
+	t.Helper()
+	ver, err := exec.Command("ip", "netns", "exec", n.vn.NetNS, "iptables", "-V").Output()
+	if err != nil {
+		t.Fatalf("iptables -V: %v", err)
+	}
+	backend := "legacy"
+	if strings.Contains(string(ver), "nf_tables") {
+		backend = "nft"
+	}
+	env := append(slices.Clone(k.env),
+		"DATASTORE_TYPE=kubernetes",
+		"FELIX_DATASTORETYPE=kubernetes",
+		"KUBECONFIG="+k.kubeconfig,
+		"FELIX_FELIXHOSTNAME="+n.name,
+		"FELIX_INTERFACEPREFIX=eni",
+		"FELIX_IPTABLESBACKEND="+backend,
+		"FELIX_NFTABLESMODE=Disabled",
+		"FELIX_BPFENABLED=false",
+		"FELIX_XDPENABLED=false",
+		"FELIX_IPV6SUPPORT=false",
+		"FELIX_IPTABLESMANGLEALLOWACTION=Return",
+		"FELIX_ROUTETABLERANGES=65-99",
+		"FELIX_MTUIFACEPATTERN=^eth[0-9]+$",
+		"FELIX_LOGSEVERITYSCREEN=info",
+		"FELIX_LOGFILEPATH=none",
+		"FELIX_LOGSEVERITYSYS=none",
+		"FELIX_HEALTHENABLED=true",
+		"FELIX_HEALTHHOST=127.0.0.1",
+		"FELIX_USAGEREPORTINGENABLED=false",
+		"FELIX_ENDPOINTSTATUSPATHPREFIX="+statusPrefix,
+		// Required by the CGO_ENABLED=0 build (else "panic: LIBBPF syscall stub").
+		"FELIX_DebugSkipCTLBCleanup=true",
+	)
+	// Felix writes /var/lib/calico/mtu whatever its configuration says: it
+	// runs with an overlay on /var/lib whose writes land in the temp dir (in
+	// the private mount namespace `ip netns exec` gives it).
+	upper, work := filepath.Join(k.dir, "var-lib"), filepath.Join(k.dir, "var-lib-work")
+	for _, d := range []string{upper, work} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	felix := startInNode(t, n, k.dir, "felix", env, "sh", "-c",
+		`mount -t overlay overlay -o lowerdir=/var/lib,upperdir="$1",workdir="$2" /var/lib && exec "$3"`,
+		"sh", upper, work, felixBin)
+	start := time.Now()
+	waitFor(t, 60*time.Second, "Felix readiness", felix.running, func() error {
+		_, err := httpGetIn(n, "127.0.0.1:9099", "/readiness")
+		return err
+	})
+	t.Logf("Felix (iptables backend %s) ready after %v", backend, time.Since(start).Round(time.Millisecond))
+}
+
+// waitFor polls ok until it succeeds, failing early when alive reports the
+// process died.
+func waitFor(t *testing.T, within time.Duration, what string, alive, ok func() error) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		if err := alive(); err != nil {
+			t.Fatalf("waiting for %s: %v", what, err)
+		}
+		err := ok()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not ready after %v: %v", what, within, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// httpGetIn does a plain HTTP/1.0 GET from inside the node's namespace (the
+// dial happens on the namespace's thread, unlike net/http's transport) and
+// fails unless the status is 200.
+func httpGetIn(n *node, hostport, path string) (string, error) {
+	var body string
+	err := n.do(func() error {
+		c, err := net.DialTimeout("tcp4", hostport, 2*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+		fmt.Fprintf(c, "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n", path, hostport)
+		r := bufio.NewReader(c)
+		status, err := r.ReadString('\n')
+		if err != nil {
+			return err
+		}
+		b, _ := io.ReadAll(r)
+		body = string(b)
+		if f := strings.Fields(status); len(f) < 2 || f[1] != "200" {
+			return fmt.Errorf("GET %s: %s", path, strings.TrimSpace(status))
+		}
+		return nil
+	})
+	return body, err
+}
+
+func iptablesIn(n *node, args ...string) (string, error) {
+	// stdout only: iptables-nft warns about legacy tables on stderr.
+	cmd := exec.Command("ip", append([]string{"netns", "exec", n.vn.NetNS, "iptables"}, args...)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("iptables %s: %v: %s", strings.Join(args, " "), err, stderr.String())
+	}
+	return string(out), nil
+}
+
+// dialOnce is one connection attempt with a short timeout.
+func dialOnce(doIn func(func() error) error, dst netip.AddrPort, timeout time.Duration) (string, error) {
+	var said string
+	err := doIn(func() error {
+		c, err := net.DialTimeout("tcp4", dst.String(), timeout)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(timeout))
+		b, err := io.ReadAll(c)
+		said = strings.TrimSpace(string(b))
+		return err
+	})
+	return said, err
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// waitDial polls dst until a connection succeeds (flow) or is dropped (times
+// out), bounded by within.
+func waitDial(doIn func(func() error) error, dst netip.AddrPort, flow bool, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		_, err := dialOnce(doIn, dst, time.Second)
+		if flow && err == nil {
+			return nil
+		}
+		if !flow && err != nil {
+			if !isTimeout(err) {
+				return fmt.Errorf("connection failed but was not dropped: %w", err)
+			}
+			return nil
+		}
+		if time.Now().After(deadline) {
+			if flow {
+				return fmt.Errorf("no connection within %v: %w", within, err)
+			}
+			return fmt.Errorf("connections still succeed after %v", within)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// checkStatusFile checks Felix's endpoint-status file names the pod's host
+// interface and address (Felix writes it non-atomically: retry briefly).
+func checkStatusFile(t *testing.T, path, iface string, ip netip.Addr) {
+	t.Helper()
+	var st struct {
+		IfaceName string   `json:"ifaceName"`
+		IPv4Nets  []string `json:"ipv4Nets"`
+	}
+	var b []byte
+	var err error
+	for i := 0; i < 20; i++ {
+		if b, err = os.ReadFile(path); err == nil {
+			if err = json.Unmarshal(b, &st); err == nil {
+				break
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("endpoint-status file %s: %v (%q)", path, err, b)
+	}
+	if st.IfaceName != iface || !slices.Contains(st.IPv4Nets, ip.String()+"/32") {
+		t.Fatalf("endpoint-status file %s = %s, want ifaceName %s and ipv4Nets [%s/32]", path, b, iface, ip)
+	}
+}
