@@ -176,8 +176,8 @@ func checkConflist(t *testing.T, data []byte, o Options) {
 	if err != nil {
 		t.Fatalf("libcni cannot load the conflist: %v\n%s", err, data)
 	}
-	if cl.Name != "vpcchain" || cl.CNIVersion != "1.1.0" {
-		t.Errorf("name %q cniVersion %q, want vpcchain 1.1.0", cl.Name, cl.CNIVersion)
+	if cl.Name != "vpcchain" || cl.CNIVersion != DefaultCNIVersion {
+		t.Errorf("name %q cniVersion %q, want vpcchain %s", cl.Name, cl.CNIVersion, DefaultCNIVersion)
 	}
 	var types []string
 	for _, p := range cl.Plugins {

@@ -10,8 +10,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 )
 
 // checkRPCTimeout bounds one health RPC.
@@ -75,9 +77,9 @@ func WaitHealthy(ctx context.Context, socket string, timeout, interval time.Dura
 		if err == nil {
 			return nil
 		}
-		// An attempt cut short by our own deadline says nothing about the
-		// daemon: keep the answer before it.
-		if ctx.Err() == nil || last == nil {
+		// An attempt cut short by a deadline (ours, or the call's own on a
+		// loaded machine) says nothing about the daemon: keep a real answer.
+		if last == nil || (ctx.Err() == nil && status.Code(err) != codes.DeadlineExceeded && !errors.Is(err, context.DeadlineExceeded)) {
 			last = err
 		}
 		select {

@@ -29,8 +29,11 @@ import (
 
 // Defaults of Options; they equal the daemon's and the plugins' defaults.
 const (
-	DefaultName       = "vpcchain"
-	DefaultCNIVersion = "1.1.0"
+	DefaultName = "vpcchain"
+	// DefaultCNIVersion is 1.0.0: containerd 1.6 and 1.7 refuse a 1.1.0
+	// result ("unsupported CNI result version"); VPCCHAIN_CNI_VERSION=1.1.0
+	// turns on STATUS and GC for runtimes that speak it (containerd 2.x).
+	DefaultCNIVersion = "1.0.0"
 	DefaultVethPrefix = "eni"
 	DefaultMTU        = 9001
 	MinMTU            = 576
@@ -100,6 +103,7 @@ const (
 	EnvBandwidth  = "ENABLE_BANDWIDTH_PLUGIN" // the AWS VPC CNI's name
 	EnvPolicyHook = "VPCCHAIN_ENABLE_POLICY_HOOK"
 	EnvIPAMTimout = "VPCCHAIN_IPAM_TIMEOUT"
+	EnvCNIVersion = "VPCCHAIN_CNI_VERSION"
 )
 
 // Lookup reads one variable: os.LookupEnv in production, a map in tests.
@@ -144,6 +148,13 @@ func OptionsFromEnv(get Lookup) (Options, error) {
 	}
 	mtuVar(EnvMTU)
 	mtuVar(EnvPodMTU) // POD_MTU wins over AWS_VPC_ENI_MTU
+	if v, ok := raw(EnvCNIVersion); ok {
+		if v != "1.0.0" && v != "1.1.0" {
+			bad(EnvCNIVersion, v, "want 1.0.0 (containerd 1.6/1.7) or 1.1.0 (STATUS and GC; containerd 2.x)")
+		} else {
+			o.CNIVersion = v
+		}
+	}
 	stateDir := DefaultStateDir
 	if v, ok := raw(EnvStateDir); ok {
 		if !filepath.IsAbs(v) {

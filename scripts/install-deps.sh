@@ -14,6 +14,11 @@ command -v jq >/dev/null || need+=(jq)
 # TestCalicoPolicy runs Debian's etcd under a real kube-apiserver and Felix.
 [[ -x /usr/bin/etcd ]] || need+=(etcd-server)
 command -v openssl >/dev/null || need+=(openssl)
+# TestKubeletNode runs a real kubelet on Debian's containerd and runc, with
+# pause and test images built from a static busybox.
+command -v containerd >/dev/null || need+=(containerd)
+command -v runc >/dev/null || need+=(runc)
+[[ -x /bin/busybox ]] || need+=(busybox-static)
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
