@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -168,7 +167,7 @@ func runBurst(b *testing.B, typ string, lat time.Duration, pods, prewarm int, en
 	// A simulator with a VPC and a subnet, no node yet.
 	c := newCluster(b, typ, nil)
 	c.sim.Faults.SetLatency("*", lat)
-	n := launchFreshNode(b, c, typ, "burst", env...)
+	n := c.addNode(typ, "burst", env...)
 	l := n.chain(nil)
 	ps := make([]*pod, pods)
 	for i := range ps {
@@ -222,34 +221,6 @@ func runBurst(b *testing.B, typ string, lat time.Duration, pods, prewarm int, en
 	sort.Strings(parts)
 	b.Logf("EC2 calls up to settling: %s", strings.Join(parts, " "))
 	return res
-}
-
-// launchFreshNode launches an instance in c's subnet and starts its daemon
-// with the environment newCluster gives its nodes (plus env); the caller
-// starts the daemon (n.start).
-func launchFreshNode(b *testing.B, c *cluster, typ, name string, env ...string) *node {
-	b.Helper()
-	vn, err := c.sim.LaunchNode(vpcsim.LaunchSpec{Name: name, InstanceType: typ, SubnetID: c.subnet})
-	if err != nil {
-		b.Fatal(err)
-	}
-	n := &node{c: c, name: name, vn: vn, state: filepath.Join(c.dir, name)}
-	n.socket = filepath.Join(n.state, "ipamd.sock")
-	n.logPath = filepath.Join(c.dir, name+".log")
-	// The same as newClusterInSubnet's.
-	n.env = append([]string{
-		"PATH=" + os.Getenv("PATH"),
-		"AWS_ACCESS_KEY_ID=AKIDE2E", "AWS_SECRET_ACCESS_KEY=secret", "AWS_REGION=us-west-2",
-		"AWS_ENDPOINT_URL_EC2=" + vn.EC2Endpoint,
-		"AWS_EC2_METADATA_SERVICE_ENDPOINT=" + vn.IMDSEndpoint,
-		"VPCCHAIN_STATE_DIR=" + n.state,
-		"VPCCHAIN_SOCKET=" + n.socket,
-		"VPCCHAIN_POOL_INTERVAL=200ms",
-		"VPCCHAIN_RECONCILE_INTERVAL=2s",
-		"DISABLE_LEAKED_ENI_CLEANUP=true",
-	}, env...)
-	c.nodes[name] = n
-	return n
 }
 
 // waitServing waits until the daemon answers on its socket at all, with or

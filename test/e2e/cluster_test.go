@@ -91,25 +91,7 @@ func newClusterInSubnet(t testing.TB, subnet, typ string, names []string, env ..
 		t.Fatal(err)
 	}
 	for _, name := range names {
-		vn, err := c.sim.LaunchNode(vpcsim.LaunchSpec{Name: name, InstanceType: typ, SubnetID: c.subnet})
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := &node{c: c, name: name, vn: vn, state: filepath.Join(c.dir, name)}
-		n.socket = filepath.Join(n.state, "ipamd.sock")
-		n.logPath = filepath.Join(c.dir, name+".log")
-		n.env = append([]string{
-			"PATH=" + os.Getenv("PATH"),
-			"AWS_ACCESS_KEY_ID=AKIDE2E", "AWS_SECRET_ACCESS_KEY=secret", "AWS_REGION=us-west-2",
-			"AWS_ENDPOINT_URL_EC2=" + vn.EC2Endpoint,
-			"AWS_EC2_METADATA_SERVICE_ENDPOINT=" + vn.IMDSEndpoint,
-			"VPCCHAIN_STATE_DIR=" + n.state,
-			"VPCCHAIN_SOCKET=" + n.socket,
-			"VPCCHAIN_POOL_INTERVAL=200ms",
-			"VPCCHAIN_RECONCILE_INTERVAL=2s",
-			"DISABLE_LEAKED_ENI_CLEANUP=true",
-		}, env...)
-		c.nodes[name] = n
+		n := c.addNode(typ, name, env...)
 		n.start()
 		t.Cleanup(n.stop)
 	}
@@ -117,6 +99,32 @@ func newClusterInSubnet(t testing.TB, subnet, typ string, names []string, env ..
 		n.waitReady()
 	}
 	return c
+}
+
+// addNode launches an instance in c's subnet and prepares its daemon's
+// environment (plus env, later values win); the caller starts it.
+func (c *cluster) addNode(typ, name string, env ...string) *node {
+	c.t.Helper()
+	vn, err := c.sim.LaunchNode(vpcsim.LaunchSpec{Name: name, InstanceType: typ, SubnetID: c.subnet})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	n := &node{c: c, name: name, vn: vn, state: filepath.Join(c.dir, name)}
+	n.socket = filepath.Join(n.state, "ipamd.sock")
+	n.logPath = filepath.Join(c.dir, name+".log")
+	n.env = append([]string{
+		"PATH=" + os.Getenv("PATH"),
+		"AWS_ACCESS_KEY_ID=AKIDE2E", "AWS_SECRET_ACCESS_KEY=secret", "AWS_REGION=us-west-2",
+		"AWS_ENDPOINT_URL_EC2=" + vn.EC2Endpoint,
+		"AWS_EC2_METADATA_SERVICE_ENDPOINT=" + vn.IMDSEndpoint,
+		"VPCCHAIN_STATE_DIR=" + n.state,
+		"VPCCHAIN_SOCKET=" + n.socket,
+		"VPCCHAIN_POOL_INTERVAL=200ms",
+		"VPCCHAIN_RECONCILE_INTERVAL=2s",
+		"DISABLE_LEAKED_ENI_CLEANUP=true",
+	}, env...)
+	c.nodes[name] = n
+	return n
 }
 
 // start runs the daemon inside the node's namespace, as the DaemonSet would
@@ -299,6 +307,12 @@ type pod struct {
 	id        string
 	netns     ns.NetNS
 	ip        netip.Addr
+	result    *types100.Result // of the last successful ADD
+
+	// Optional runtime overrides: another plugin path (e.g. with the
+	// upstream plugins) and the capability args kubelet would pass.
+	cni  *libcni.CNIConfig
+	caps map[string]any
 }
 
 func (n *node) newPod(namespace, name string) *pod {
@@ -315,7 +329,15 @@ func (n *node) newPod(namespace, name string) *pod {
 func (p *pod) rt() *libcni.RuntimeConf {
 	return &libcni.RuntimeConf{ContainerID: p.id, NetNS: p.netns.Path(), IfName: "eth0",
 		Args: [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", p.namespace}, {"K8S_POD_NAME", p.name},
-			{"K8S_POD_INFRA_CONTAINER_ID", p.id}}}
+			{"K8S_POD_INFRA_CONTAINER_ID", p.id}}, CapabilityArgs: p.caps}
+}
+
+// runtime is the libcni the pod's node runs, unless the pod overrides it.
+func (p *pod) runtime() *libcni.CNIConfig {
+	if p.cni != nil {
+		return p.cni
+	}
+	return p.n.cni()
 }
 
 // add runs ADD once.
@@ -323,7 +345,7 @@ func (p *pod) add(l *libcni.NetworkConfigList) (*types100.Result, error) {
 	var res types.Result
 	err := p.n.do(func() error {
 		var err error
-		res, err = p.n.cni().AddNetworkList(context.Background(), l, p.rt())
+		res, err = p.runtime().AddNetworkList(context.Background(), l, p.rt())
 		return err
 	})
 	if err != nil {
@@ -337,6 +359,7 @@ func (p *pod) add(l *libcni.NetworkConfigList) (*types100.Result, error) {
 		return nil, fmt.Errorf("result has %d IPs", len(r.IPs))
 	}
 	p.ip, _ = netip.AddrFromSlice(r.IPs[0].Address.IP.To4())
+	p.result = r
 	return r, nil
 }
 
@@ -361,11 +384,11 @@ func (p *pod) addRetrying(l *libcni.NetworkConfigList, within time.Duration) err
 }
 
 func (p *pod) del(l *libcni.NetworkConfigList) error {
-	return p.n.do(func() error { return p.n.cni().DelNetworkList(context.Background(), l, p.rt()) })
+	return p.n.do(func() error { return p.runtime().DelNetworkList(context.Background(), l, p.rt()) })
 }
 
 func (p *pod) check(l *libcni.NetworkConfigList) error {
-	return p.n.do(func() error { return p.n.cni().CheckNetworkList(context.Background(), l, p.rt()) })
+	return p.n.do(func() error { return p.runtime().CheckNetworkList(context.Background(), l, p.rt()) })
 }
 
 // echoServer answers every connection with the server's name; connections

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"crypto/sha512"
 	"encoding/json"
 	"errors"
@@ -16,8 +15,6 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/invoke"
-	"github.com/containernetworking/cni/pkg/types"
-	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 	"github.com/vishvananda/netlink"
 )
@@ -63,69 +60,16 @@ const (
 	upSomaxconn    = "512"
 )
 
-// upstreamRT is the pod's runtime config with the capabilities kubelet
-// passes for a pod with a hostPort and bandwidth annotations.
-func upstreamRT(p *pod) *libcni.RuntimeConf {
-	rt := p.rt()
-	rt.CapabilityArgs = map[string]interface{}{
-		"portMappings": []map[string]interface{}{
-			{"hostPort": upHostPort, "containerPort": upPodPort, "protocol": "tcp"},
-		},
-		"bandwidth": map[string]interface{}{
-			"ingressRate": upIngressRate, "ingressBurst": upIngressBurst,
-			"egressRate": upEgressRate, "egressBurst": upEgressBurst,
-		},
-	}
-	return rt
-}
-
-func upstreamAdd(p *pod, cni *libcni.CNIConfig, l *libcni.NetworkConfigList) (*types100.Result, error) {
-	var res types.Result
-	err := p.n.do(func() error {
-		var err error
-		res, err = cni.AddNetworkList(context.Background(), l, upstreamRT(p))
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	r, err := types100.NewResultFromResult(res)
-	if err != nil {
-		return nil, err
-	}
-	if len(r.IPs) != 1 {
-		return nil, fmt.Errorf("result has %d IPs", len(r.IPs))
-	}
-	p.ip, _ = netip.AddrFromSlice(r.IPs[0].Address.IP.To4())
-	return r, nil
-}
-
-// upstreamAddRetrying retries ADD after DEL on "try again later", as kubelet
-// does.
-func upstreamAddRetrying(p *pod, cni *libcni.CNIConfig, l *libcni.NetworkConfigList, within time.Duration) (*types100.Result, error) {
-	deadline := time.Now().Add(within)
-	for {
-		r, err := upstreamAdd(p, cni, l)
-		if err == nil {
-			return r, nil
-		}
-		var ce *types.Error
-		if !errors.As(err, &ce) || ce.Code != types.ErrTryAgainLater || time.Now().After(deadline) {
-			return nil, err
-		}
-		if derr := upstreamDel(p, cni, l); derr != nil {
-			return nil, fmt.Errorf("DEL after failed ADD: %w", derr)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
-func upstreamDel(p *pod, cni *libcni.CNIConfig, l *libcni.NetworkConfigList) error {
-	return p.n.do(func() error { return cni.DelNetworkList(context.Background(), l, upstreamRT(p)) })
-}
-
-func upstreamCheck(p *pod, cni *libcni.CNIConfig, l *libcni.NetworkConfigList) error {
-	return p.n.do(func() error { return cni.CheckNetworkList(context.Background(), l, upstreamRT(p)) })
+// upstreamCaps are the capability args kubelet passes for a pod with a
+// hostPort and bandwidth annotations.
+var upstreamCaps = map[string]any{
+	"portMappings": []map[string]any{
+		{"hostPort": upHostPort, "containerPort": upPodPort, "protocol": "tcp"},
+	},
+	"bandwidth": map[string]any{
+		"ingressRate": upIngressRate, "ingressBurst": upIngressBurst,
+		"egressRate": upEgressRate, "egressBurst": upEgressBurst,
+	},
 }
 
 // natRules is `iptables -t nat -S` in the node's namespace.
@@ -179,14 +123,15 @@ func TestUpstreamPluginsChain(t *testing.T) {
 	}
 
 	p := n.newPod("default", "upstream")
-	res, err := upstreamAddRetrying(p, cni, l, time.Minute)
-	if err != nil {
+	p.cni, p.caps = cni, upstreamCaps
+	if err := p.addRetrying(l, time.Minute); err != nil {
 		t.Fatalf("ADD of the chain: %v", err)
 	}
+	res := p.result
 	deleted := false
 	t.Cleanup(func() {
 		if !deleted {
-			_ = upstreamDel(p, cni, l)
+			_ = p.del(l)
 		}
 	})
 	var hostVeth string
@@ -330,17 +275,17 @@ func TestUpstreamPluginsChain(t *testing.T) {
 	})
 
 	t.Run("CHECK of the whole chain", func(t *testing.T) {
-		if err := upstreamCheck(p, cni, l); err != nil {
+		if err := p.check(l); err != nil {
 			t.Fatalf("CHECK: %v", err)
 		}
 	})
 
 	t.Run("DEL removes everything", func(t *testing.T) {
-		if err := upstreamDel(p, cni, l); err != nil {
+		if err := p.del(l); err != nil {
 			t.Fatalf("DEL: %v", err)
 		}
 		deleted = true
-		if err := upstreamDel(p, cni, l); err != nil {
+		if err := p.del(l); err != nil {
 			t.Errorf("second DEL (must be idempotent): %v", err)
 		}
 		nat := natRules(t, n)
