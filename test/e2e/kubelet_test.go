@@ -163,9 +163,6 @@ func TestKubeletNode(t *testing.T) {
 		})
 	}
 	t.Logf("node a: conflist written %v after its daemon became healthy; Ready %v after it", confAt.Round(time.Millisecond), time.Since(daemonUp).Round(time.Millisecond))
-	for _, kn := range []*kubeNode{ka, kbn} {
-		kn.cniVersionWorkaround()
-	}
 
 	// Pods through the API server, alternating nodes; one more pod on node a
 	// publishes a hostPort.
@@ -474,46 +471,6 @@ func (kn *kubeNode) startKubelet(k *kube) {
 	kn.writeKubeletConfig(k, inet.PrimaryIP)
 	kn.kubelet = kn.startProc("kubelet", []string{"--net=" + kn.n.vn.NetNSPath, "--", "unshare", "-m", "--propagation", "slave", "--"}, kn.kubeletScript())
 }
-
-// cniVersionWorkaround: WORKAROUND (product bug, see the note in the report
-// of issue 7): the installer renders cniVersion 1.1.0, but containerd 1.6
-// (Debian 12's; 1.7 too) vendors a libcni that cannot parse a 1.1.0 result,
-// so every sandbox fails with `plugin type="vpc-bridge" failed (add):
-// unsupported CNI result version "1.1.0"`. Until the installer can render
-// 1.0.0 for such runtimes, the sidecar is stopped (its --keep-running
-// re-assert would restore 1.1.0) and the conflist is downgraded to 1.0.0,
-// which all our plugins support. Remove when that is fixed.
-func (kn *kubeNode) cniVersionWorkaround() {
-	t := kn.t
-	t.Helper()
-	if !kubeletCNIVersionWorkaround {
-		return
-	}
-	_ = syscall.Kill(-kn.installer.cmd.Process.Pid, syscall.SIGTERM)
-	<-kn.installer.exited
-	conf := kn.conflist()
-	b, err := os.ReadFile(conf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fixed := strings.Replace(string(b), `"cniVersion": "1.1.0"`, `"cniVersion": "1.0.0"`, 1)
-	if fixed == string(b) {
-		t.Fatalf("conflist has no cniVersion 1.1.0 to downgrade (drop the workaround?):\n%s", b)
-	}
-	if err := os.WriteFile(conf+".tmp", []byte(fixed), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(conf+".tmp", conf); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("WORKAROUND on node %s: conflist downgraded to cniVersion 1.0.0 (containerd 1.6 cannot parse 1.1.0 results)", kn.n.name)
-}
-
-// kubeletCNIVersionWorkaround rewrote the conflist to cniVersion 1.0.0 while
-// the installer wrote 1.1.0, which containerd 1.6/1.7 cannot parse. Fixed in
-// the product (conflist.DefaultCNIVersion is 1.0.0): off, so the test runs the
-// installer's output as is.
-const kubeletCNIVersionWorkaround = false
 
 const (
 	pauseImage   = "vpcchain.e2e/pause:1"
