@@ -8,20 +8,22 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
 )
 
-// buildUpstream builds the reference plugins (ptp, host-local) at the
+// buildUpstream builds the reference plugins (ptp, host-local, portmap) at the
 // version pinned by the test tools module (test/tools) into dir.
 func buildUpstream(b *testing.B, dir string) {
 	b.Helper()
 	// The same flags `make build` uses for ours, so both start alike.
 	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", dir+"/",
 		"github.com/containernetworking/plugins/plugins/main/ptp",
-		"github.com/containernetworking/plugins/plugins/ipam/host-local")
+		"github.com/containernetworking/plugins/plugins/ipam/host-local",
+		"github.com/containernetworking/plugins/plugins/meta/portmap")
 	cmd.Dir = "../tools"
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -37,68 +39,123 @@ func percentile(d []time.Duration, q float64) time.Duration {
 
 // BenchmarkChainAddDel measures one pod's ADD+DEL through libcni, the way a
 // runtime runs it, for our chain with a warm pool and for the upstream
-// ptp + host-local chain (the reference for the kernel work), side by side
-// in one run on the same simulated node. Reported: p50 and p99 in ms.
+// ptp + host-local chain (the reference for the kernel work), interleaved in
+// one run on the same simulated node: every round runs both chains, in
+// alternating order, so drift on a shared machine hits both alike. Variants:
+// with the upstream portmap chained after both (a pod with a hostPort, as
+// kubelet passes it), and with 8 pods' ADD+DEL running at once.
 //
 //	make bench   (or: VPCCHAIN_BIN=$PWD/bin go test -run '^$' -bench ChainAddDel -benchtime 200x ./test/e2e/)
 func BenchmarkChainAddDel(b *testing.B) {
-	// A 1 s cooldown (instead of 30 s) keeps a tight ADD/DEL loop from
-	// draining the warm pool into cooldown: the benchmark measures the
-	// per-pod path, not pool refills.
-	c := newCluster(b, "m5.large", []string{"bench"}, "WARM_IP_TARGET=10", "MINIMUM_IP_TARGET=10", "IP_COOLDOWN_PERIOD=1")
+	// m5.xlarge (56 pod addresses) with 40 held from the start: 8 concurrent
+	// pods plus those cooling down never run the pool dry, so the benchmark
+	// measures the per-pod path, not pool refills. A 1 s cooldown (instead of
+	// 30 s) keeps a tight ADD/DEL loop from parking the pool in cooldown.
+	c := newCluster(b, "m5.xlarge", []string{"bench"}, "WARM_IP_TARGET=10", "MINIMUM_IP_TARGET=40", "IP_COOLDOWN_PERIOD=1")
 	n := c.nodes["bench"]
+	waitServing(b, n, 40)
 	ref := b.TempDir()
 	buildUpstream(b, ref)
 	cni := libcni.NewCNIConfigWithCacheDir([]string{c.bin, ref}, filepath.Join(n.state, "bench-cache"), nil)
 
-	raw, _ := json.Marshal(map[string]any{"cniVersion": "1.1.0", "name": "ptp-ref", "plugins": []any{
-		map[string]any{"type": "ptp", "mtu": 9001, "ipam": map[string]any{"type": "host-local",
-			"ranges": []any{[]any{map[string]any{"subnet": "10.99.0.0/16"}}}, "dataDir": filepath.Join(n.state, "host-local")}}}})
-	refList, err := libcni.ConfListFromBytes(raw)
-	if err != nil {
-		b.Fatal(err)
+	portmap := map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}, "snat": true}
+	refList := func(chained ...any) *libcni.NetworkConfigList {
+		plugins := append([]any{map[string]any{"type": "ptp", "mtu": 9001, "ipam": map[string]any{"type": "host-local",
+			"ranges": []any{[]any{map[string]any{"subnet": "10.99.0.0/16"}}}, "dataDir": filepath.Join(n.state, "host-local")}}},
+			chained...)
+		raw, _ := json.Marshal(map[string]any{"cniVersion": "1.1.0", "name": "ptp-ref", "plugins": plugins})
+		l, err := libcni.ConfListFromBytes(raw)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return l
 	}
-	chains := []struct {
-		name string
-		list *libcni.NetworkConfigList
-	}{{"vpcchain", n.chain(nil)}, {"ptp+host-local", refList}}
-	p50 := map[string]time.Duration{}
-	for ci, ch := range chains {
-		b.Run("chain="+ch.name, func(b *testing.B) {
-			p := n.newPod("bench", "pod")
-			lat := make([]time.Duration, 0, b.N)
-			var addLat, delLat []time.Duration
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				p.id = fmt.Sprintf("bench-%d-%d", ci, i)
-				rt := p.rt()
-				start := time.Now()
-				err := n.do(func() error {
-					if _, err := cni.AddNetworkList(context.Background(), ch.list, rt); err != nil {
-						return fmt.Errorf("ADD: %w", err)
-					}
-					mid := time.Now()
-					addLat = append(addLat, mid.Sub(start))
-					if err := cni.DelNetworkList(context.Background(), ch.list, rt); err != nil {
-						return fmt.Errorf("DEL: %w", err)
-					}
-					delLat = append(delLat, time.Since(mid))
-					return nil
-				})
-				lat = append(lat, time.Since(start))
-				if err != nil {
-					b.Fatalf("iteration %d: %v", i, err)
-				}
-			}
-			b.StopTimer()
-			p50[ch.name] = percentile(lat, 0.50)
-			b.ReportMetric(float64(percentile(lat, 0.50).Microseconds())/1000, "p50-ms")
-			b.ReportMetric(float64(percentile(lat, 0.99).Microseconds())/1000, "p99-ms")
-			b.ReportMetric(float64(percentile(addLat, 0.50).Microseconds())/1000, "add-p50-ms")
-			b.ReportMetric(float64(percentile(delLat, 0.50).Microseconds())/1000, "del-p50-ms")
-		})
-	}
-	if r, v := p50["ptp+host-local"], p50["vpcchain"]; r > 0 && v > 0 {
-		b.Logf("p50 ratio vpcchain / ptp+host-local = %.2f", float64(v)/float64(r))
+	for _, withPortmap := range []bool{false, true} {
+		chains := [2]benchChain{{name: "vpcchain", list: n.chain(nil)}, {name: "ptp+host-local", list: refList()}}
+		if withPortmap {
+			chains = [2]benchChain{{name: "vpcchain", list: n.chain(nil, portmap)}, {name: "ptp+host-local", list: refList(portmap)}}
+		}
+		for _, conc := range []int{1, 8} {
+			b.Run(fmt.Sprintf("portmap=%v/concurrent=%d", withPortmap, conc), func(b *testing.B) {
+				benchInterleaved(b, n, cni, chains, conc, withPortmap)
+			})
+		}
 	}
 }
+
+type benchChain struct {
+	name string
+	list *libcni.NetworkConfigList
+}
+
+// benchInterleaved runs b.N ADD+DELs of each chain, conc pods at a time,
+// alternating the chains round by round, and reports both chains' latency
+// percentiles and the p50 ratio.
+func benchInterleaved(b *testing.B, n *node, cni *libcni.CNIConfig, chains [2]benchChain, conc int, hostPort bool) {
+	pods := make([]*pod, conc)
+	for w := range pods {
+		pods[w] = n.newPod("bench", fmt.Sprintf("pod%d", w))
+		if hostPort {
+			pods[w].caps = map[string]any{"portMappings": []map[string]any{
+				{"hostPort": 30080 + w, "containerPort": 80, "protocol": "tcp"}}}
+		}
+	}
+	type sample struct{ add, addDel time.Duration }
+	samples := [2][]sample{}
+	var mu sync.Mutex
+	b.ResetTimer()
+	for round := 0; round*conc < b.N; round++ {
+		for k := 0; k < 2; k++ {
+			ci := (round + k) % 2
+			var wg sync.WaitGroup
+			errs := make(chan error, conc)
+			for w, p := range pods {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					rt := p.rt()
+					rt.ContainerID = fmt.Sprintf("bench-%d-%d-%d", ci, round, w)
+					start := time.Now()
+					err := n.do(func() error {
+						if _, err := cni.AddNetworkList(context.Background(), chains[ci].list, rt); err != nil {
+							return fmt.Errorf("%s ADD: %w", chains[ci].name, err)
+						}
+						mid := time.Now()
+						if err := cni.DelNetworkList(context.Background(), chains[ci].list, rt); err != nil {
+							return fmt.Errorf("%s DEL: %w", chains[ci].name, err)
+						}
+						mu.Lock()
+						samples[ci] = append(samples[ci], sample{add: mid.Sub(start), addDel: time.Since(start)})
+						mu.Unlock()
+						return nil
+					})
+					if err != nil {
+						errs <- err
+					}
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				b.Fatalf("round %d: %v", round, err)
+			}
+		}
+	}
+	b.StopTimer()
+	p50 := [2]time.Duration{}
+	for ci, ch := range chains {
+		var add, addDel []time.Duration
+		for _, s := range samples[ci] {
+			add = append(add, s.add)
+			addDel = append(addDel, s.addDel)
+		}
+		p50[ci] = percentile(addDel, 0.50)
+		short := map[string]string{"vpcchain": "ours", "ptp+host-local": "ref"}[ch.name]
+		b.ReportMetric(ms(p50[ci]), short+"-p50-ms")
+		b.ReportMetric(ms(percentile(addDel, 0.99)), short+"-p99-ms")
+		b.ReportMetric(ms(percentile(add, 0.50)), short+"-add-p50-ms")
+	}
+	b.ReportMetric(float64(p50[0])/float64(p50[1]), "ratio-p50")
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
