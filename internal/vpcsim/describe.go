@@ -72,11 +72,19 @@ type eniDetail struct {
 	AttachTime          string
 }
 
-func (c *Cloud) eniDetails() []eniDetail {
+// eniDetails copies the ENIs that keep selects (nil: all), sorted by ID.
+// Selecting before copying, under the lock, keeps a describe of one
+// instance's ENIs from copying every ENI of the account: with a thousand
+// nodes describing, copying all of them queued thousands of requests
+// behind the lock.
+func (c *Cloud) eniDetails(keep func(*ENI) bool) []eniDetail {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var out []eniDetail
 	for _, e := range c.enis {
+		if keep != nil && !keep(e) {
+			continue
+		}
 		d := eniDetail{ENIView: c.viewLocked(e), AZ: e.AZ, Description: e.Description}
 		if e.Attachment != nil {
 			d.DeleteOnTermination = e.Attachment.DeleteOnTermination

@@ -549,9 +549,45 @@ func matchTags(f filter, tags map[string]string) (bool, bool) {
 	return false, false
 }
 
+// preselect narrows DescribeNetworkInterfaces to the ENIs that can match,
+// cheaply: by the IDs asked for, else by the instance, status and tag:<key>
+// filters (the daemon's per-instance describes, its lookup by create token
+// and the leak sweep). The full filter pass below still decides.
+func preselect(ids []string, filters []filter) func(*ENI) bool {
+	if len(ids) > 0 {
+		return func(e *ENI) bool { return matchAny(e.ID, ids) }
+	}
+	var inst, status []string
+	tags := map[string][]string{}
+	for _, f := range filters {
+		switch {
+		case f.name == "attachment.instance-id":
+			inst = f.values
+		case f.name == "status":
+			status = f.values
+		case strings.HasPrefix(f.name, "tag:"):
+			tags[strings.TrimPrefix(f.name, "tag:")] = f.values
+		}
+	}
+	if inst == nil && status == nil && len(tags) == 0 {
+		return nil
+	}
+	return func(e *ENI) bool {
+		if inst != nil && (e.Attachment == nil || !matchAny(e.Attachment.InstanceID, inst)) {
+			return false
+		}
+		for k, vs := range tags {
+			if v, ok := e.Tags[k]; !ok || !matchAny(v, vs) {
+				return false
+			}
+		}
+		return status == nil || matchAny(e.Status(), status)
+	}
+}
+
 func (h *EC2Handler) describeNetworkInterfaces(q query) (any, *APIError) {
 	ids := q.list("NetworkInterfaceId")
-	all := h.cloud.eniDetails()
+	all := h.cloud.eniDetails(preselect(ids, q.filters()))
 	byID := map[string]eniDetail{}
 	for _, d := range all {
 		byID[d.ID] = d
@@ -812,7 +848,7 @@ func (h *EC2Handler) describeInstances(q query) (any, *APIError) {
 		}
 	}
 	details := map[string]eniDetail{}
-	for _, d := range h.cloud.eniDetails() {
+	for _, d := range h.cloud.eniDetails(nil) {
 		details[d.ID] = d
 	}
 	var res []xReservation
