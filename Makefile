@@ -12,7 +12,7 @@ TESTFLAGS ?= -count=1 -timeout 40m
 CMDS    := $(wildcard cmd/*)
 PLUGINS := $(wildcard plugins/*)
 
-.PHONY: all build tools heavy-tools node-tools node-test test unit e2e bench demo lint clean deps proto fuzz
+.PHONY: all build tools heavy-tools node-tools node-test test unit e2e bench scale demo lint clean deps proto fuzz
 
 all: build
 
@@ -106,6 +106,13 @@ bench: deps build
 	$(E2EBENCH) -bench BurstFreshNode -benchtime 1x ./test/e2e/
 	$(E2EBENCH) -bench Throughput -benchtime 5x ./test/e2e/
 	$(E2EBENCH) -bench DaemonResources -benchtime 1x ./test/e2e/
+	$(GO) test $(GOFLAGS) -count=1 -run '^$$' -bench ChurnSteady -benchtime 1x ./daemon/ipamd/
+
+# 1,000 simulated nodes' daemons against one rate-limited simulator, then a
+# rolling restart (docs/benchmarks.md; `go test ./test/scale/` runs 40 nodes).
+SCALE_NODES ?= 1000
+scale:
+	VPCCHAIN_SCALE_NODES=$(SCALE_NODES) $(GO) test $(GOFLAGS) -count=1 -run TestScale -v -timeout 60m ./test/scale/
 
 demo: deps build tools
 	@./scripts/demo.sh

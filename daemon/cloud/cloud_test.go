@@ -743,9 +743,10 @@ func TestInstanceLimits(t *testing.T) {
 		wantPD   bool
 		wantENIs int
 	}{
-		{"m5.large from EC2", "m5.large", false, 1, false, true, 3},
-		{"t2.micro from EC2 (Xen)", "t2.micro", false, 1, false, false, 2},
-		{"EC2 denied: table", "m5.large", true, 1, false, true, 3},
+		// Known types come from the table: no EC2 call on a daemon start.
+		{"m5.large from the table", "m5.large", false, 0, false, true, 3},
+		{"t2.micro from the table (Xen)", "t2.micro", false, 0, false, false, 2},
+		{"EC2 denied: table", "m5.large", true, 0, false, true, 3},
 		{"unknown to both", "m5.huge", false, 1, true, false, 0},
 	}
 	for _, tt := range tests {

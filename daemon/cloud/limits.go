@@ -13,10 +13,15 @@ import (
 	"github.com/vpcchain/vpcchain/internal/instancelimits"
 )
 
-// InstanceLimits returns the network limits of an instance type from
-// DescribeInstanceTypes (cached), falling back to the embedded table when
-// EC2 fails or does not know the type. It fails only if neither knows it.
+// InstanceLimits returns the network limits of an instance type: from the
+// embedded table when it knows the type (as the reference CNI does: a
+// daemon start then costs no DescribeInstanceTypes, which matters when a
+// whole fleet restarts against one account-wide rate limit), else from
+// DescribeInstanceTypes (cached), for types newer than the table.
 func (c *Client) InstanceLimits(ctx context.Context, instanceType string) (instancelimits.Limits, error) {
+	if tl, found := instancelimits.Lookup(instanceType); found {
+		return tl, nil
+	}
 	c.mu.Lock()
 	l, ok := c.limits[instanceType]
 	c.mu.Unlock()
@@ -30,11 +35,7 @@ func (c *Client) InstanceLimits(ctx context.Context, instanceType string) (insta
 		c.mu.Unlock()
 		return l, nil
 	}
-	if tl, found := instancelimits.Lookup(instanceType); found {
-		c.logf("DescribeInstanceTypes %s failed, using the built-in limits table: %v", instanceType, err)
-		return tl, nil
-	}
-	msg := fmt.Sprintf("instance type %q is unknown to EC2 and to the built-in table", instanceType)
+	msg := fmt.Sprintf("instance type %q is unknown to the built-in table and to EC2", instanceType)
 	if sim := instancelimits.Similar(instanceType, 3); len(sim) > 0 {
 		msg += " (similar: " + strings.Join(sim, ", ") + ")"
 	}
