@@ -52,10 +52,16 @@ func (s *Server) Stop() {
 	s.grpc.Stop()
 }
 
+// keyOf validates a request's key (InvalidArgument naming the field): a key
+// the daemon stores must be one a CNI runtime can send (ipamclient.ValidateKey),
+// never NUL bytes, control characters or megabytes.
 func keyOf(k *ipamv1.Key) (store.Key, error) {
-	if k == nil || k.Network == "" || k.ContainerId == "" || k.Ifname == "" {
+	if k == nil {
 		return store.Key{}, status.Error(codes.InvalidArgument,
 			"key needs network name, container ID and interface name")
+	}
+	if err := ipamclient.ValidateKey(k.Network, k.ContainerId, k.Ifname); err != nil {
+		return store.Key{}, status.Error(codes.InvalidArgument, "key: "+err.Error())
 	}
 	return store.Key{Network: k.Network, ContainerID: k.ContainerId, IfName: k.Ifname}, nil
 }
@@ -77,6 +83,9 @@ func (s *Server) Add(_ context.Context, r *ipamv1.AddRequest) (*ipamv1.AddReply,
 	k, err := keyOf(r.GetKey())
 	if err != nil {
 		return nil, err
+	}
+	if err := ipamclient.ValidatePodInfo(r.GetPodNamespace(), r.GetPodName(), r.GetNetns()); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	a, err := s.d.Add(k, r.GetPodNamespace(), r.GetPodName(), r.GetNetns())
 	var none *ErrNoAddress
@@ -150,6 +159,8 @@ func (s *Server) GC(_ context.Context, r *ipamv1.GCRequest) (*ipamv1.GCReply, er
 	if r.GetNetwork() == "" {
 		return nil, status.Error(codes.InvalidArgument, "GC needs the network name")
 	}
+	// Valid entries need no validation: one that is not a storable key
+	// matches no allocation, which is what GC should do with it.
 	valid := map[store.Key]bool{}
 	for _, k := range r.GetValid() {
 		valid[store.Key{Network: r.GetNetwork(), ContainerID: k.GetContainerId(), IfName: k.GetIfname()}] = true

@@ -13,6 +13,7 @@ import (
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 
+	"github.com/vpcchain/vpcchain/internal/cniargs"
 	"github.com/vpcchain/vpcchain/internal/naming"
 )
 
@@ -176,9 +177,13 @@ var errNoPod = errors.New("no K8S_POD_NAMESPACE/K8S_POD_NAME in CNI_ARGS")
 func loadPod(cniArgs string) (podRef, error) {
 	a := &k8sArgs{}
 	a.IgnoreUnknown = true
-	if err := types.LoadArgs(cniArgs, a); err != nil {
+	if err := cniargs.Load(cniArgs, a); err != nil {
 		return podRef{}, types.NewError(types.ErrInvalidEnvironmentVariables,
 			fmt.Sprintf("policy-hook: invalid CNI_ARGS %q: %v", cniArgs, err), "")
+	}
+	// The names go into a Pod PATCH and Felix's status file name.
+	if err := cniargs.ValidatePod(string(a.K8S_POD_NAMESPACE), string(a.K8S_POD_NAME)); err != nil {
+		return podRef{}, types.NewError(types.ErrInvalidEnvironmentVariables, "policy-hook: invalid CNI_ARGS: "+err.Error(), "")
 	}
 	p := podRef{Namespace: string(a.K8S_POD_NAMESPACE), Name: string(a.K8S_POD_NAME)}
 	if p.Namespace == "" || p.Name == "" {

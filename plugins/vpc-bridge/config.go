@@ -9,6 +9,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
 
+	"github.com/vpcchain/vpcchain/internal/cniargs"
 	"github.com/vpcchain/vpcchain/internal/naming"
 )
 
@@ -101,9 +102,14 @@ type K8sArgs struct {
 func loadK8sArgs(cniArgs string) (*K8sArgs, error) {
 	a := &K8sArgs{}
 	a.IgnoreUnknown = true
-	if err := types.LoadArgs(cniArgs, a); err != nil {
+	if err := cniargs.Load(cniArgs, a); err != nil {
 		return nil, types.NewError(types.ErrInvalidEnvironmentVariables,
 			fmt.Sprintf("vpc-bridge: invalid CNI_ARGS %q: %v", cniArgs, err), "")
+	}
+	// The pod's names pick the host veth name; refuse ones Kubernetes
+	// cannot have (ADD would otherwise build a veth no Felix would match).
+	if err := cniargs.ValidatePod(string(a.K8S_POD_NAMESPACE), string(a.K8S_POD_NAME)); err != nil {
+		return nil, types.NewError(types.ErrInvalidEnvironmentVariables, "vpc-bridge: invalid CNI_ARGS: "+err.Error(), "")
 	}
 	return a, nil
 }

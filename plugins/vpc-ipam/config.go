@@ -13,6 +13,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
 
+	"github.com/vpcchain/vpcchain/internal/cniargs"
 	"github.com/vpcchain/vpcchain/internal/ipamclient"
 )
 
@@ -240,9 +241,12 @@ type PodArgs struct {
 func parsePodArgs(cniArgs string) (*PodArgs, error) {
 	a := &PodArgs{}
 	a.IgnoreUnknown = true
-	if err := types.LoadArgs(cniArgs, a); err != nil {
+	if err := cniargs.Load(cniArgs, a); err != nil {
 		return nil, types.NewError(types.ErrInvalidEnvironmentVariables,
 			fmt.Sprintf("vpc-ipam: cannot parse CNI_ARGS %q: %v", cniArgs, err), "")
+	}
+	if err := cniargs.ValidatePod(string(a.K8S_POD_NAMESPACE), string(a.K8S_POD_NAME)); err != nil {
+		return nil, types.NewError(types.ErrInvalidEnvironmentVariables, "vpc-ipam: invalid CNI_ARGS: "+err.Error(), "")
 	}
 	return a, nil
 }

@@ -45,6 +45,22 @@ func attachmentKey(conf *Config, args *skel.CmdArgs) *ipamv1.Key {
 	return &ipamv1.Key{Network: conf.Name, ContainerId: args.ContainerID, Ifname: args.IfName}
 }
 
+// checkKey refuses, before the daemon does, a key the daemon cannot store
+// (ipamclient.ValidateKey): code 7 for the network name (configuration), 4
+// for the container ID or ifname (runtime environment).
+func checkKey(k *ipamv1.Key) error {
+	err := ipamclient.ValidateKey(k.GetNetwork(), k.GetContainerId(), k.GetIfname())
+	if err == nil {
+		return nil
+	}
+	code := types.ErrInvalidEnvironmentVariables
+	var ke *ipamclient.KeyError
+	if errors.As(err, &ke) && ke.Field == ipamclient.FieldNetwork {
+		code = types.ErrInvalidNetworkConfig
+	}
+	return types.NewError(code, "vpc-ipam: "+err.Error(), "")
+}
+
 func keyString(k *ipamv1.Key) string {
 	return fmt.Sprintf("network %q container %s ifname %s", k.GetNetwork(), k.GetContainerId(), k.GetIfname())
 }
@@ -72,6 +88,12 @@ func cmdAdd(args *skel.CmdArgs) error {
 		return err
 	}
 	key := attachmentKey(conf, args)
+	if err := checkKey(key); err != nil {
+		return err
+	}
+	if err := ipamclient.ValidatePodInfo("", "", args.Netns); err != nil {
+		return types.NewError(types.ErrInvalidNetNS, "vpc-ipam: "+err.Error(), "")
+	}
 	var alloc *ipamv1.Allocation
 	err = withDaemon(conf, func(ctx context.Context, c *ipamclient.Client) error {
 		reply, err := c.Add(ctx, &ipamv1.AddRequest{
@@ -131,6 +153,11 @@ func cmdDel(args *skel.CmdArgs) error {
 		return err
 	}
 	key := attachmentKey(conf, args)
+	if err := checkKey(key); err != nil {
+		// ADD refuses such a key, so it holds nothing to release.
+		logf("DEL: %v; nothing to release", err)
+		return nil
+	}
 	err = withDaemon(conf, func(ctx context.Context, c *ipamclient.Client) error {
 		_, err := c.Del(ctx, &ipamv1.DelRequest{Key: key})
 		return err
@@ -167,6 +194,9 @@ func cmdCheck(args *skel.CmdArgs) error {
 		return types.NewError(types.ErrInvalidNetworkConfig, "vpc-ipam: CHECK: prevResult "+err.Error(), "")
 	}
 	key := attachmentKey(conf, args)
+	if err := checkKey(key); err != nil {
+		return err
+	}
 	err = withDaemon(conf, func(ctx context.Context, c *ipamclient.Client) error {
 		reply, err := c.Check(ctx, &ipamv1.CheckRequest{Key: key, Ip: ip.String()})
 		if err != nil {

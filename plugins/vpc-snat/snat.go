@@ -4,10 +4,17 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
+	"net/netip"
+	"os"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 
+	"github.com/vishvananda/netlink"
+
+	"github.com/vpcchain/vpcchain/internal/naming"
+	"github.com/vpcchain/vpcchain/internal/netlinkutil"
 	"github.com/vpcchain/vpcchain/internal/snat"
 )
 
@@ -39,6 +46,9 @@ func cmdAdd(args *skel.CmdArgs) error {
 		return err
 	}
 	if !nc.ExternalSNAT {
+		if err := checkPodIPs(ips, nc); err != nil {
+			return err
+		}
 		for i, ip := range ips {
 			if err := snat.AddPod(ip); err != nil {
 				for _, done := range ips[:i] { // leave nothing half-done
@@ -55,6 +65,48 @@ func cmdAdd(args *skel.CmdArgs) error {
 	return types.PrintResult(res, conf.CNIVersion)
 }
 
+// routedToOther names the attachment whose host veth (vpc-bridge's alias,
+// internal/naming) the main table routes ip/32 to, when that is not me; ""
+// otherwise, including when it cannot tell (the entry is then removed, as
+// before: DEL must not fail on a lookup).
+func routedToOther(ip netip.Addr, me naming.VethOwner) string {
+	routes, err := netlinkutil.HostRoutes(net.IP(ip.AsSlice()), netlinkutil.MainTable)
+	if err != nil {
+		return ""
+	}
+	for _, r := range routes {
+		l, err := netlink.LinkByIndex(r.LinkIndex)
+		if err != nil {
+			continue
+		}
+		if o, ok := naming.ParseVethAlias(l.Attrs().Alias); ok && !o.SameAttachment(me) {
+			return o.String()
+		}
+	}
+	return ""
+}
+
+// checkPodIPs refuses prevResult addresses that cannot be a pod's: outside
+// the VPC's CIDRs, or the node's own primary address. In the SNAT set they
+// would change how the node's or foreign traffic is translated.
+func checkPodIPs(ips []netip.Addr, nc snat.NodeConfig) error {
+	for _, ip := range ips {
+		inVPC := false
+		for _, c := range nc.VPCCIDRs {
+			inVPC = inVPC || c.Contains(ip)
+		}
+		switch {
+		case ip == nc.PrimaryIP:
+			return types.NewError(types.ErrInvalidNetworkConfig,
+				fmt.Sprintf("vpc-snat: prevResult address %s is the node's primary address, not a pod's", ip), "")
+		case !inVPC:
+			return types.NewError(types.ErrInvalidNetworkConfig,
+				fmt.Sprintf("vpc-snat: prevResult address %s is not in the VPC's CIDRs %v: not a pod address of this VPC", ip, nc.VPCCIDRs), "")
+		}
+	}
+	return nil
+}
+
 // cmdDel removes the pod's addresses from the SNAT set whatever the mode
 // (a mode switch may have happened since ADD); absent is success.
 func cmdDel(args *skel.CmdArgs) error {
@@ -69,7 +121,14 @@ func cmdDel(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
+	me := naming.VethOwner{ContainerID: args.ContainerID, IfName: args.IfName}
 	for _, ip := range ips {
+		if other := routedToOther(ip, me); other != "" {
+			// A late or repeated DEL: the address was released and handed
+			// to another pod, whose SNAT entry this is now.
+			fmt.Fprintf(os.Stderr, "vpc-snat: DEL: leaving %s in ipset %s: it now belongs to %s\n", ip, snat.PodSet, other)
+			continue
+		}
 		if err := snat.DelPod(ip); err != nil && !errors.Is(err, snat.ErrNotSetUp) {
 			return types.NewError(types.ErrInternal, "vpc-snat: "+err.Error(), "")
 		}
