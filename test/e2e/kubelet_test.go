@@ -266,11 +266,26 @@ func TestKubeletNode(t *testing.T) {
 	}
 	a.restart()
 	undisturbed("restarting vpcchaind on node a")
+	tasks, err := ka.runningTasks()
+	if err != nil {
+		t.Fatal(err)
+	}
 	ka.containerd.stop()
 	ka.containerd.start()
-	waitFor(t, 30*time.Second, "containerd after restart", ka.containerd.running, func() error {
-		_, err := ka.ctr("version")
-		return err
+	// A restarted containerd reconnects to every pod's shim before it
+	// lists the pod's tasks again: wait for all of them, so that a task
+	// missing after this is a pod containerd lost, not one still loading.
+	waitFor(t, 60*time.Second, "containerd after restart (all tasks back)", ka.containerd.running, func() error {
+		now, err := ka.runningTasks()
+		if err != nil {
+			return err
+		}
+		for id := range tasks {
+			if !now[id] {
+				return fmt.Errorf("task %s is not RUNNING (%d of %d back)", id, len(now), len(tasks))
+			}
+		}
+		return nil
 	})
 	undisturbed("restarting containerd on node a")
 	ka.kubelet.stop()
@@ -945,6 +960,21 @@ func (kn *kubeNode) expectAllocations(names []string, pods map[string]kubePod) {
 
 // netnsOf is the network namespace of a container's process (from
 // containerd's task list).
+// runningTasks is the set of containerd task IDs in state RUNNING.
+func (kn *kubeNode) runningTasks() (map[string]bool, error) {
+	out, err := kn.ctr("task", "ls")
+	if err != nil {
+		return nil, err
+	}
+	ids := map[string]bool{}
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) >= 3 && f[2] == "RUNNING" {
+			ids[f[0]] = true
+		}
+	}
+	return ids, nil
+}
+
 func (kn *kubeNode) netnsOf(container string) (ns.NetNS, error) {
 	out, err := kn.ctr("task", "ls")
 	if err != nil {
