@@ -24,6 +24,9 @@ func connmarkRule(mark uint32) *netlink.Rule {
 	return r
 }
 
+// PruneSNATPods removes from the SNAT set the addresses keep rejects.
+func PruneSNATPods(keep func(netip.Addr) bool) error { return snat.PrunePods(keep) }
+
 func isConnmarkRule(r *netlink.Rule) bool {
 	return r.Priority == netlinkutil.PrioConnmark && r.Table == MainTable && r.Mark != 0
 }

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -51,8 +52,18 @@ type Host interface {
 	SetupSNAT(c snat.NodeConfig, pods []netip.Addr) error
 }
 
+// SNATPruner is implemented by a Host that can drop addresses from the
+// node's SNAT set (RealHost does). It is separate from Host so that other
+// Host implementations (test fakes) need not change.
+type SNATPruner interface {
+	// PruneSNATPods removes from the SNAT set the addresses keep rejects.
+	PruneSNATPods(keep func(netip.Addr) bool) error
+}
+
 // RealHost is the Host backed by package hostnet in the current namespace.
 type RealHost struct{}
+
+func (RealHost) PruneSNATPods(keep func(netip.Addr) bool) error { return hostnet.PruneSNATPods(keep) }
 
 func (RealHost) SetupNode(mac net.HardwareAddr, mtu int) error { return hostnet.SetupNode(mac, mtu) }
 func (RealHost) SetupENI(ctx context.Context, e hostnet.ENI, t time.Duration) (string, error) {
@@ -132,6 +143,10 @@ type Daemon struct {
 	busyPrefixes  map[netip.Prefix]bool
 	coolOffs      []pool.CoolOff
 	lastScaleDown time.Time
+	// The smallest pool.Surplus seen since surplusSince (start or last
+	// shrink): only what stayed surplus that long is released.
+	surplusFloor int
+	surplusSince time.Time
 	lastDecision  pool.Decision
 	lastPoolError string
 	ready         bool
@@ -199,8 +214,17 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		_ = st.Close()
 		return nil, err
 	}
+	// A (re)started daemon watches its surplus for a whole scale-down
+	// interval before it releases any: a restart is no reason to call EC2.
+	d.surplusFloor, d.surplusSince = math.MaxInt, d.now()
 	d.ready = true
 	return d, nil
+}
+
+// noteSurplusLocked lowers the surplus floor to what the pool could
+// release now.
+func (d *Daemon) noteSurplusLocked(s pool.Snapshot) {
+	d.surplusFloor = min(d.surplusFloor, pool.Surplus(d.pcfg, s))
 }
 
 // Close releases the store.
@@ -355,7 +379,7 @@ func (d *Daemon) eniOfLocked(ip netip.Addr) *eniState {
 // are left out so nothing picks them.
 func (d *Daemon) snapshotLocked() pool.Snapshot {
 	now := d.now()
-	s := pool.Snapshot{Now: now, LastScaleDown: d.lastScaleDown}
+	s := pool.Snapshot{Now: now, LastScaleDown: d.lastScaleDown, SurplusFloor: d.surplusFloor, SurplusSince: d.surplusSince}
 	for _, c := range d.coolOffs {
 		if now.Before(c.Until) {
 			s.CoolOffs = append(s.CoolOffs, c)
@@ -442,6 +466,7 @@ func (d *Daemon) Add(key store.Key, podNS, podName, netns string) (_ Allocation,
 	d.byIP[ip] = key
 	delete(d.released, ip)
 	d.counters["add"]++
+	d.noteSurplusLocked(d.snapshotLocked())
 	d.kickLocked()
 	return d.describeLocked(a), nil
 }
@@ -496,8 +521,25 @@ func (d *Daemon) Del(key store.Key) (Allocation, bool, error) {
 	delete(d.byIP, a.IP)
 	d.released[a.IP] = now
 	d.counters["del"]++
+	// vpc-snat's DEL already took the address out of the SNAT set, unless
+	// the release comes from GC or the orphan check, or the reconcile loop
+	// put it back in between (it re-adds every allocation).
+	d.pruneSNATLocked()
 	d.kickLocked()
 	return d.describeLocked(a), true, nil
+}
+
+// pruneSNATLocked removes every address the daemon does not allocate from
+// the node's SNAT set. Under d.mu no Add can hand out an address meanwhile,
+// so no live pod's entry is ever removed.
+func (d *Daemon) pruneSNATLocked() {
+	p, ok := d.host.(SNATPruner)
+	if !ok || d.cfg.ExternalSNAT {
+		return
+	}
+	if err := p.PruneSNATPods(func(ip netip.Addr) bool { _, held := d.byIP[ip]; return held }); err != nil {
+		d.logf("remove released addresses from the SNAT set: %v", err)
+	}
 }
 
 // Get returns key's allocation.

@@ -27,6 +27,9 @@ import (
 type fakeHost struct {
 	mu    sync.Mutex
 	setup map[int]bool
+	snat  map[netip.Addr]bool // the SNAT set
+	// beforeSNATAdd, if set, runs in SetupSNAT before the pods go in.
+	beforeSNATAdd func()
 }
 
 func (h *fakeHost) SetupNode(net.HardwareAddr, int) error { return nil }
@@ -271,7 +274,117 @@ func TestMaxPodsReason(t *testing.T) {
 }
 
 func (h *fakeHost) PrimaryLinkName(net.HardwareAddr) (string, error) { return "eth0", nil }
-func (h *fakeHost) SetupSNAT(snat.NodeConfig, []netip.Addr) error    { return nil }
+
+func (h *fakeHost) SetupSNAT(_ snat.NodeConfig, pods []netip.Addr) error {
+	if h.beforeSNATAdd != nil {
+		h.beforeSNATAdd()
+	}
+	for _, ip := range pods {
+		h.addSNAT(ip)
+	}
+	return nil
+}
+
+func (h *fakeHost) PruneSNATPods(keep func(netip.Addr) bool) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for ip := range h.snat {
+		if !keep(ip) {
+			delete(h.snat, ip)
+		}
+	}
+	return nil
+}
+
+func (h *fakeHost) addSNAT(ip netip.Addr) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.snat == nil {
+		h.snat = map[netip.Addr]bool{}
+	}
+	h.snat[ip] = true
+}
+
+func (h *fakeHost) inSNAT(ip netip.Addr) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.snat[ip]
+}
+
+// An address the daemon releases leaves the SNAT set however it is
+// released, also when the daemon's own sync (which re-adds every
+// allocation) put it back after vpc-snat's DEL had removed it: a deleted
+// pod's address must not stay SNATed for good.
+func TestSNATSetFollowsReleases(t *testing.T) {
+	cases := []struct {
+		name    string
+		release func(d *Daemon, f *fixture, gone netip.Addr) error
+	}{
+		// The pod's DEL reached the daemon after the reconcile loop had
+		// re-added its address.
+		{"DEL", func(d *Daemon, _ *fixture, _ netip.Addr) error {
+			_, _, err := d.Del(key("gone"))
+			return err
+		}},
+		// vpc-snat's DEL ran while the daemon was down; the runtime's GC
+		// releases the address later.
+		{"GC", func(d *Daemon, _ *fixture, _ netip.Addr) error {
+			_, err := d.GC("vpcchain", map[store.Key]bool{key("kept"): true})
+			return err
+		}},
+		// The release lands while the sync is between reading the
+		// allocations and adding them to the set.
+		{"DEL during the sync", func(d *Daemon, f *fixture, _ netip.Addr) error {
+			f.host.beforeSNATAdd = func() {
+				f.host.beforeSNATAdd = nil
+				if _, _, err := d.Del(key("gone")); err != nil {
+					t.Error(err)
+				}
+			}
+			return d.SyncSNAT()
+		}},
+		// An entry no allocation explains (left by a crash) goes at the
+		// next sync.
+		{"stale entry", func(d *Daemon, f *fixture, gone netip.Addr) error {
+			if _, _, err := d.Del(key("gone")); err != nil {
+				return err
+			}
+			f.host.addSNAT(gone)
+			return d.SyncSNAT()
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, nil)
+			d := f.start()
+			defer d.Close()
+			settle(t, d)
+			kept, err := d.Add(key("kept"), "default", "kept", "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			gone, err := d.Add(key("gone"), "default", "gone", "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := d.SyncSNAT(); err != nil {
+				t.Fatal(err)
+			}
+			if !f.host.inSNAT(gone.IP) || !f.host.inSNAT(kept.IP) {
+				t.Fatal("the sync did not put the allocations into the SNAT set")
+			}
+			if err := tc.release(d, f, gone.IP); err != nil {
+				t.Fatal(err)
+			}
+			if f.host.inSNAT(gone.IP) {
+				t.Errorf("released %s is still in the SNAT set", gone.IP)
+			}
+			if !f.host.inSNAT(kept.IP) {
+				t.Errorf("live %s was removed from the SNAT set", kept.IP)
+			}
+		})
+	}
+}
 
 func TestObserveAdd(t *testing.T) {
 	f := newFixture(t, nil)

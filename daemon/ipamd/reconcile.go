@@ -249,6 +249,11 @@ func (d *Daemon) SyncSNAT() error {
 	if err := d.host.SetupSNAT(nc, pods); err != nil {
 		return fmt.Errorf("set up SNAT: %w", err)
 	}
+	// pods was read before SetupSNAT: an address released since must not
+	// stay in the set.
+	d.mu.Lock()
+	d.pruneSNATLocked()
+	d.mu.Unlock()
 	if err := snat.WriteNodeConfig(d.SNATConfigPath(), nc); err != nil {
 		return fmt.Errorf("write %s: %w", d.SNATConfigPath(), err)
 	}

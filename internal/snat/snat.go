@@ -427,6 +427,30 @@ func DelPod(ip netip.Addr) error {
 	return fmt.Errorf("ipset del %s %s: %w", PodSet, ip, err)
 }
 
+// PrunePods removes from the SNAT set every address keep rejects: the
+// daemon's way to drop addresses it no longer allocates, whatever put them
+// there. A missing set (external-SNAT mode, not set up yet) is fine.
+func PrunePods(keep func(netip.Addr) bool) error {
+	res, err := netlink.IpsetList(PodSet)
+	if err != nil {
+		if isNotExist(err) {
+			return nil
+		}
+		return fmt.Errorf("list ipset %s: %w", PodSet, err)
+	}
+	var errs []error
+	for _, e := range res.Entries {
+		ip, ok := netip.AddrFromSlice(e.IP.To4())
+		if !ok || keep(ip) {
+			continue
+		}
+		if err := DelPod(ip); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // HasPod reports whether ip is in the SNAT set.
 func HasPod(ip netip.Addr) (bool, error) {
 	ok, err := netlink.IpsetTest(PodSet, &netlink.IPSetEntry{IP: net.IP(ip.AsSlice())})

@@ -169,3 +169,30 @@ func TestPods(t *testing.T) {
 		}
 	})
 }
+
+func TestPrunePods(t *testing.T) {
+	inNS(t, func() {
+		// No set yet (external-SNAT mode): nothing to prune, no error.
+		if err := PrunePods(func(netip.Addr) bool { return false }); err != nil {
+			t.Fatalf("prune without the set: %v", err)
+		}
+		ipt, _ := IPTables()
+		if err := Reconcile(ipt, cfg()); err != nil {
+			t.Fatal(err)
+		}
+		live, gone := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2")
+		for _, ip := range []netip.Addr{live, gone} {
+			if err := AddPod(ip); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := PrunePods(func(ip netip.Addr) bool { return ip == live }); err != nil {
+			t.Fatal(err)
+		}
+		for ip, want := range map[netip.Addr]bool{live: true, gone: false} {
+			if has, err := HasPod(ip); err != nil || has != want {
+				t.Errorf("after prune, %s in the set: %v (%v), want %v", ip, has, err, want)
+			}
+		}
+	})
+}
