@@ -139,8 +139,8 @@ type Cloud struct {
 	subnets   map[string]*Subnet
 	instances map[string]*Instance
 	enis      map[string]*ENI
-	groups    map[string]string // sg id -> vpc id
-	tokens    map[string]string // CreateNetworkInterface ClientToken -> eni id
+	groups    map[string]string  // sg id -> vpc id
+	tokens    map[string]ENIView // CreateNetworkInterface ClientToken -> the first answer (given again, as by EC2, even once the ENI is deleted)
 	dp        DataPlane
 	onChange  func(InstanceNetwork)
 	now       func() time.Time
@@ -151,7 +151,7 @@ func NewCloud(region string) *Cloud {
 	return &Cloud{
 		region: region, account: "123456789012",
 		vpcs: map[string]*VPC{}, subnets: map[string]*Subnet{}, instances: map[string]*Instance{},
-		enis: map[string]*ENI{}, groups: map[string]string{}, tokens: map[string]string{},
+		enis: map[string]*ENI{}, groups: map[string]string{}, tokens: map[string]ENIView{},
 		now: time.Now,
 	}
 }
@@ -562,7 +562,7 @@ func (c *Cloud) createENILocked(in createENIInput) (*ENI, *APIError) {
 	}
 	c.enis[e.ID] = e
 	if in.ClientToken != "" {
-		c.tokens[in.ClientToken] = e.ID
+		c.tokens[in.ClientToken] = c.viewLocked(e)
 	}
 	return e, nil
 }
@@ -719,10 +719,11 @@ func (c *Cloud) CreateNetworkInterface(in createENIInput) (ENIView, *APIError) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if in.ClientToken != "" {
-		if id, ok := c.tokens[in.ClientToken]; ok {
-			if e, ok := c.enis[id]; ok {
+		if first, ok := c.tokens[in.ClientToken]; ok {
+			if e, ok := c.enis[first.ID]; ok {
 				return c.viewLocked(e), nil
 			}
+			return first, nil
 		}
 	}
 	if len(in.Groups) == 0 {

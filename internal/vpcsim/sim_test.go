@@ -501,3 +501,32 @@ func TestDescribeInstancesAndTypes(t *testing.T) {
 		t.Errorf("subnets by AZ: %v %v", err, sub)
 	}
 }
+
+// A CreateNetworkInterface attempt that arrives after its ENI was created
+// (by an earlier attempt with the same ClientToken), attached and deleted
+// again gets the first answer, as from EC2: it must not make a second ENI,
+// which nobody would ever attach or delete.
+func TestCreateTokenOutlivesTheENI(t *testing.T) {
+	r := newRegion(t, "10.0.8.0/24", Options{})
+	ctx := context.Background()
+	in := &ec2.CreateNetworkInterfaceInput{SubnetId: aws.String(r.subnet), ClientToken: aws.String("late-attempt")}
+	first, err := r.ec2.CreateNetworkInterface(ctx, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := aws.ToString(first.NetworkInterface.NetworkInterfaceId)
+	if _, err := r.ec2.DeleteNetworkInterface(ctx, &ec2.DeleteNetworkInterfaceInput{NetworkInterfaceId: aws.String(id)}); err != nil {
+		t.Fatal(err)
+	}
+	before := len(r.sim.Cloud.ENIs())
+	again, err := r.ec2.CreateNetworkInterface(ctx, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := aws.ToString(again.NetworkInterface.NetworkInterfaceId); got != id {
+		t.Errorf("repeated token got %s, want the first answer %s", got, id)
+	}
+	if after := len(r.sim.Cloud.ENIs()); after != before {
+		t.Errorf("%d ENIs before the repeated create, %d after: it made a new one", before, after)
+	}
+}
