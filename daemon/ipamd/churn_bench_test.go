@@ -757,19 +757,16 @@ func TestChurnWarmIPTargetKeepsUp(t *testing.T) {
 						s.at.Format(time.TimeOnly), held, s.pods, s.st.Cooling, s.st.Available, limit)
 				}
 			}
-			steady := time.Duration(spec.events) * spec.every
-			maxShrinks := int64(steady/res.scaleDown) + 1
+			// Steady churn leaves the pool where it is: every address a
+			// cooldown returns is taken by a later pod before it has been
+			// surplus for a whole scale-down interval, so nothing is
+			// released and nothing refilled (without the surplus floor it
+			// was one release and one refill per interval; the reference
+			// makes about two calls per event).
 			shrinks := res.actions["pool_ReleaseIPs"] + res.actions["pool_ReleasePrefixes"] + res.actions["pool_DeleteENI"]
-			grows := res.actions["pool_AssignIPs"] + res.actions["pool_AssignPrefixes"] + res.actions["pool_CreateENI"]
-			if shrinks > maxShrinks {
-				t.Errorf("%d shrink actions in %s; the %s spacing allows %d", shrinks, steady, res.scaleDown, maxShrinks)
-			}
-			if grows > shrinks+1 {
-				t.Errorf("%d grow actions after %d shrinks: more than one refill per shrink (actions %v)", grows, shrinks, res.actions)
-			}
-			if calls, bound := res.mutatingTotal(), 2*maxShrinks+1; calls > bound {
-				t.Errorf("%d mutating EC2 calls for %d churn events (%.0f per 1,000), want at most %d: %s",
-					calls, res.events, res.perThousand(), bound, byAction(res.mutating))
+			if shrinks != 0 || res.mutatingTotal() != 0 {
+				t.Errorf("%d shrink actions and %d mutating EC2 calls for %d steady churn events, want none: %s (actions %v)",
+					shrinks, res.mutatingTotal(), res.events, byAction(res.mutating), res.actions)
 			}
 			t.Logf("%d events: %s (%.0f per 1,000); idle mean %.1f (%.1f cooling + %.1f free), max %d",
 				res.events, byAction(res.mutating), res.perThousand(), res.idleMean, res.coolingMean, res.freeMean, res.idleMax)

@@ -145,8 +145,8 @@ type Daemon struct {
 	lastScaleDown time.Time
 	// The smallest pool.Surplus seen since surplusSince (start or last
 	// shrink): only what stayed surplus that long is released.
-	surplusFloor int
-	surplusSince time.Time
+	surplusFloor  int
+	surplusSince  time.Time
 	lastDecision  pool.Decision
 	lastPoolError string
 	ready         bool

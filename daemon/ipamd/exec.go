@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"time"
 
@@ -29,7 +30,10 @@ func (d *Daemon) Step(ctx context.Context) bool {
 	defer d.opMu.Unlock()
 	d.mu.Lock()
 	d.forgetOldCooldownsLocked()
-	dec := pool.Decide(d.pcfg, d.snapshotLocked())
+	snap := d.snapshotLocked()
+	d.noteSurplusLocked(snap)
+	snap.SurplusFloor = d.surplusFloor
+	dec := pool.Decide(d.pcfg, snap)
 	d.lastDecision = dec
 	if dec.Action == pool.ActionNone {
 		d.mu.Unlock()
@@ -69,6 +73,7 @@ func (d *Daemon) Step(ctx context.Context) bool {
 	d.lastPoolError = ""
 	if dec.Action.Shrinks() {
 		d.lastScaleDown = d.now()
+		d.surplusFloor, d.surplusSince = math.MaxInt, d.lastScaleDown
 	}
 	d.logf("pool: %s %s %d %s done: %s", dec.Action, dec.ENIID, max(dec.Count, len(dec.IPs)+len(dec.Prefixes)), dec.Unit, dec.Reason)
 	return true

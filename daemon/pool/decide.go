@@ -388,10 +388,28 @@ func (p planner) surplus() int {
 	}
 }
 
+// Surplus is how many units (IPs, or prefixes in prefix mode) the pool
+// could release now without going below its targets.
+func Surplus(c Config, s Snapshot) int {
+	if c.Validate() != nil {
+		return 0
+	}
+	p := planner{c: c, s: s, mode: c.Mode(), cd: c.IPCooldownPeriod, slots: c.SlotsPerENI()}
+	p.st = statsOf(c, s.ENIs, s.Now)
+	return p.surplus()
+}
+
 // releaseSurplus releases free addresses beyond the targets from one ENI,
-// highest device number first so high ENIs drain and can be freed.
+// highest device number first so high ENIs drain and can be freed; only
+// what stayed surplus for a whole ScaleDownInterval (Snapshot.SurplusFloor).
 func (p planner) releaseSurplus() (Decision, bool) {
 	n := p.surplus()
+	if !p.s.SurplusSince.IsZero() {
+		if p.s.Now.Sub(p.s.SurplusSince) < p.c.ScaleDownInterval {
+			return Decision{}, false
+		}
+		n = min(n, p.s.SurplusFloor)
+	}
 	if n <= 0 {
 		return Decision{}, false
 	}

@@ -101,6 +101,12 @@ func lastScaleDown(ago time.Duration) func(*Snapshot) {
 	return func(s *Snapshot) { s.LastScaleDown = t0.Add(-ago) }
 }
 
+// surplusSeen: the daemon has watched the surplus for `for` and its
+// smallest value was floor.
+func surplusSeen(floor int, watched time.Duration) func(*Snapshot) {
+	return func(s *Snapshot) { s.SurplusFloor, s.SurplusSince = floor, t0.Add(-watched) }
+}
+
 func coolOff(scope CoolOffScope, eni string, left time.Duration) func(*Snapshot) {
 	return func(s *Snapshot) {
 		s.CoolOffs = append(s.CoolOffs, CoolOff{Scope: scope, ENIID: eni, Until: t0.Add(left), Reason: "test"})
@@ -221,6 +227,14 @@ func TestDecide(t *testing.T) {
 			want{action: ActionReleaseIPs, eni: "eni-0", ips: ips("10.0.0.9", "10.0.0.8", "10.0.0.7", "10.0.0.6", "10.0.0.5", "10.0.0.4")}},
 		{"scale-down spacing: 10s after the last shrink nothing", with(m5large(), warmIP(2)), at(snap(ipENI(0, old, 1, 0, 8)), lastScaleDown(10*time.Second)),
 			want{action: ActionNone, reason: "deferred"}},
+		{"surplus watched less than the spacing: kept", with(m5large(), warmIP(2)), at(snap(ipENI(0, old, 1, 0, 8)), surplusSeen(6, 10*time.Second)),
+			want{action: ActionNone, reason: "within targets"}},
+		{"surplus that dipped to 2 while watched: only 2 released", with(m5large(), warmIP(2)), at(snap(ipENI(0, old, 1, 0, 8)), surplusSeen(2, 40*time.Second)),
+			want{action: ActionReleaseIPs, eni: "eni-0", ips: ips("10.0.0.9", "10.0.0.8")}},
+		{"churn: surplus reached 0 while watched, nothing released", with(m5large(), warmIP(2)), at(snap(ipENI(0, old, 1, 0, 8)), surplusSeen(0, 40*time.Second)),
+			want{action: ActionNone}},
+		{"PD: prefix surplus floor applies too", with(m5large(), pd(1)), at(snap(withPrefixes(ipENI(0, old, 0, 0, 0), pfx(0, 0, 1, 0), pfx(0, 1, 0, 0), pfx(0, 2, 0, 0))), surplusSeen(0, 40*time.Second)),
+			want{action: ActionNone}},
 		{"scale-down never releases cooling addresses", with(m5large(), warmIP(2)), snap(ipENI(0, old, 1, 3, 5)),
 			want{action: ActionReleaseIPs, eni: "eni-0", ips: ips("10.0.0.9", "10.0.0.8", "10.0.0.7")}},
 		{"scale-down: surplus only cooling, nothing to release", with(m5large(), warmIP(2)), snap(ipENI(0, old, 1, 6, 2)),

@@ -11,6 +11,15 @@ type Snapshot struct {
 	LastScaleDown time.Time // last shrink action (release or ENI delete); zero = never
 	Now           time.Time
 	CoolOffs      []CoolOff
+	// SurplusFloor is the smallest Surplus the daemon saw since
+	// SurplusSince (its start or its last shrink action). Surplus addresses
+	// are released only once watched for a whole ScaleDownInterval, and at
+	// most SurplusFloor of them: under steady churn a cooldown that ends
+	// leaves a spare address that the next pod takes, and releasing it would
+	// cost a release and a refill (two EC2 calls) per interval for nothing.
+	// Zero SurplusSince: no history, the current surplus is released.
+	SurplusFloor int
+	SurplusSince time.Time
 }
 
 // ENI is one attached network interface.
