@@ -143,8 +143,9 @@ type Daemon struct {
 	busyPrefixes  map[netip.Prefix]bool
 	coolOffs      []pool.CoolOff
 	lastScaleDown time.Time
-	// The smallest pool.Surplus seen since surplusSince (start or last
-	// shrink): only what stayed surplus that long is released.
+	// The smallest pool.Surplus seen since surplusSince (start, last
+	// shrink, or the end of the last watched window): only what stayed
+	// surplus for a whole scale-down interval is released.
 	surplusFloor  int
 	surplusSince  time.Time
 	lastDecision  pool.Decision

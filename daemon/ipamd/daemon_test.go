@@ -417,3 +417,46 @@ func TestObserveAdd(t *testing.T) {
 		}
 	}
 }
+
+// TestSurplusReleasedAfterChurnStops: a surplus that dipped to zero while
+// pods came and went is still released once it has stayed for a whole
+// scale-down interval (the window slides; it is not "since the last
+// release"), and never while an ADD keeps taking the spare address.
+func TestSurplusReleasedAfterChurnStops(t *testing.T) {
+	f := newFixture(t, map[string]string{"WARM_ENI_TARGET": "0", "WARM_IP_TARGET": "2", "IP_COOLDOWN_PERIOD": "5"})
+	d := f.start()
+	defer d.Close()
+	step := func(d time.Duration) { f.advance(d) }
+	run := func(seconds int) {
+		for i := 0; i < seconds; i++ {
+			step(time.Second)
+			settle(t, d)
+		}
+	}
+	settle(t, d)
+	for i := 0; i < 10; i++ {
+		if _, err := d.Add(key(fmt.Sprint("p", i)), "default", fmt.Sprint("p", i), ""); err != nil {
+			t.Fatal(err)
+		}
+		settle(t, d)
+	}
+	if st := d.Stats(); st.Total != 12 {
+		t.Fatalf("total %d for 10 pods with WARM_IP_TARGET=2, want 12", st.Total)
+	}
+	// Eight pods go; one comes 20 s later (the surplus dips by one).
+	for i := 0; i < 8; i++ {
+		if _, _, err := d.Del(key(fmt.Sprint("p", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run(20)
+	if _, err := d.Add(key("late"), "default", "late", ""); err != nil {
+		t.Fatal(err)
+	}
+	// Three pods now: the pool settles at 3 + 2 within a few intervals.
+	run(int(3 * d.pcfg.ScaleDownInterval / time.Second))
+	if st := d.Stats(); st.Total != 5 || st.Assigned != 3 {
+		t.Fatalf("after churn stopped: total %d, assigned %d; want 5 and 3 (released %d times)",
+			st.Total, st.Assigned, d.Counters()["pool_ReleaseIPs"])
+	}
+}

@@ -35,6 +35,12 @@ func (d *Daemon) Step(ctx context.Context) bool {
 	snap.SurplusFloor = d.surplusFloor
 	dec := pool.Decide(d.pcfg, snap)
 	d.lastDecision = dec
+	if !dec.Action.Shrinks() && snap.Now.Sub(d.surplusSince) >= d.pcfg.ScaleDownInterval {
+		// The watched window is over and released nothing: watch the next
+		// one from the surplus there is now, so a surplus that dipped once
+		// is released after a later interval where it did not.
+		d.surplusFloor, d.surplusSince = pool.Surplus(d.pcfg, snap), snap.Now
+	}
 	if dec.Action == pool.ActionNone {
 		d.mu.Unlock()
 		return false

@@ -12,7 +12,8 @@ type Snapshot struct {
 	Now           time.Time
 	CoolOffs      []CoolOff
 	// SurplusFloor is the smallest Surplus the daemon saw since
-	// SurplusSince (its start or its last shrink action). Surplus addresses
+	// SurplusSince (the start of the window it watches: its start, its last
+	// shrink action, or the end of the previous window). Surplus addresses
 	// are released only once watched for a whole ScaleDownInterval, and at
 	// most SurplusFloor of them: under steady churn a cooldown that ends
 	// leaves a spare address that the next pod takes, and releasing it would
