@@ -48,7 +48,7 @@ func (h *fakeHost) TeardownENI(e hostnet.ENI) error {
 func (h *fakeHost) LinkExists(string) bool { return true }
 
 type fixture struct {
-	t     *testing.T
+	t     testing.TB
 	sim   *vpcsim.Sim
 	node  vpcsim.Node
 	cloud *cloud.Client
@@ -58,7 +58,7 @@ type fixture struct {
 	mu    sync.Mutex
 }
 
-func newFixture(t *testing.T, env map[string]string) *fixture {
+func newFixture(t testing.TB, env map[string]string) *fixture {
 	t.Helper()
 	sim, err := vpcsim.Start(vpcsim.Options{})
 	if err != nil {

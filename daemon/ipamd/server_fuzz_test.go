@@ -3,25 +3,19 @@ package ipamd
 import (
 	"context"
 	"net/netip"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	ipamv1 "github.com/vpcchain/vpcchain/api/ipam/v1"
-	"github.com/vpcchain/vpcchain/daemon/cloud"
-	"github.com/vpcchain/vpcchain/daemon/config"
 	"github.com/vpcchain/vpcchain/daemon/store"
 	"github.com/vpcchain/vpcchain/internal/ipamclient"
-	"github.com/vpcchain/vpcchain/internal/vpcsim"
 )
 
 // newServerDaemon is a daemon over the simulator (control plane only) with a
@@ -29,37 +23,9 @@ import (
 // available again at once; shared by the fuzz target's iterations.
 func newServerDaemon(tb testing.TB) (*Daemon, *Server) {
 	tb.Helper()
-	sim, err := vpcsim.Start(vpcsim.Options{})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { _ = sim.Close() })
-	vpc, _ := sim.Cloud.AddVPC("10.0.0.0/16")
-	sub, err := sim.Cloud.AddSubnet(vpc, "10.0.0.0/24", "us-west-2a", nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	n, err := sim.LaunchNode(vpcsim.LaunchSpec{Name: "n", InstanceType: "m5.large", SubnetID: sub})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	env := map[string]string{"IP_COOLDOWN_PERIOD": "0", "WARM_IP_TARGET": "3", "MINIMUM_IP_TARGET": "3", "WARM_ENI_TARGET": "0"}
-	cfg, err := config.Load(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
-	if err != nil {
-		tb.Fatal(err)
-	}
-	cfg.StateDir = tb.TempDir()
-	c, err := cloud.New(context.Background(), cloud.Options{EC2Endpoint: n.EC2Endpoint, IMDSEndpoint: n.IMDSEndpoint,
-		Region: "us-west-2", Credentials: credentials.NewStaticCredentialsProvider("AKIDTEST", "secret", ""), MaxAttempts: 2})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
-	d, err := New(context.Background(), Options{Config: cfg, Cloud: c, Host: &fakeHost{setup: map[int]bool{}},
-		Now: func() time.Time { return now }, StorePath: filepath.Join(cfg.StateDir, "ipam.db"), Logf: func(string, ...any) {}})
-	if err != nil {
-		tb.Fatal(err)
-	}
+	f := newFixture(tb, map[string]string{"IP_COOLDOWN_PERIOD": "0", "WARM_IP_TARGET": "3", "MINIMUM_IP_TARGET": "3", "WARM_ENI_TARGET": "0"})
+	f.t = silentTB{tb} // the fuzz target runs thousands of requests
+	d := f.start()
 	tb.Cleanup(func() { _ = d.Close() })
 	for i := 0; i < 20 && d.Step(context.Background()); i++ {
 	}
@@ -68,6 +34,11 @@ func newServerDaemon(tb testing.TB) (*Daemon, *Server) {
 	}
 	return d, NewServer(d)
 }
+
+// silentTB drops the daemon's log lines.
+type silentTB struct{ testing.TB }
+
+func (silentTB) Logf(string, ...any) {}
 
 // The request rules, written down independently of the server's code: the
 // CNI spec's names (libcni/skel's rules), Linux interface names, the
