@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -168,7 +169,20 @@ func stateRoot(t testing.TB) string {
 	if err != nil {
 		return t.TempDir()
 	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	// tmpfs outlives the test: remove it on Ctrl-C or SIGTERM as well.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case s := <-sig:
+			_ = os.RemoveAll(dir)
+			fmt.Fprintf(os.Stderr, "%v: removed %s\n", s, dir)
+			os.Exit(1)
+		case <-done:
+		}
+	}()
+	t.Cleanup(func() { signal.Stop(sig); close(done); _ = os.RemoveAll(dir) })
 	return dir
 }
 
