@@ -4,8 +4,10 @@ BIN       := $(CURDIR)/bin
 GOFLAGS   ?= -buildvcs=false
 # Release-style binaries: static (a plugin copied onto any host must not
 # depend on its libc) and stripped (plugins are exec'd for every pod; smaller
-# static binaries start faster).
-BUILDFLAGS ?= -trimpath -ldflags=-s\ -w
+# static binaries start faster). grpcnotrace drops gRPC's x/net/trace (and
+# with it html/template): nothing serves it, and vpc-ipam shrinks from 10.6
+# to 7.9 MB and starts about 2 ms sooner on every ADD and DEL.
+BUILDFLAGS ?= -trimpath -tags grpcnotrace -ldflags=-s\ -w
 export CGO_ENABLED ?= 0
 TESTFLAGS ?= -count=1 -timeout 40m
 
