@@ -350,21 +350,8 @@ func stateDir(tb testing.TB) string {
 
 func runChurn(tb testing.TB, spec churnSpec) churnResult {
 	tb.Helper()
-	sim, err := vpcsim.Start(vpcsim.Options{})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer sim.Close()
-	vpc, _ := sim.Cloud.AddVPC("10.0.0.0/16")
 	// A /22: the subnet is never what limits the node here.
-	sub, err := sim.Cloud.AddSubnet(vpc, "10.0.0.0/22", "us-west-2a", nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	n, err := sim.LaunchNode(vpcsim.LaunchSpec{Name: "churn", InstanceType: "m5.large", SubnetID: sub})
-	if err != nil {
-		tb.Fatal(err)
-	}
+	sim, n := simNode(tb, "10.0.0.0/22")
 	env := map[string]string{"DISABLE_LEAKED_ENI_CLEANUP": "true"}
 	for k, v := range spec.env {
 		env[k] = v

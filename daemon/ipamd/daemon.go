@@ -222,12 +222,6 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 	return d, nil
 }
 
-// noteSurplusLocked lowers the surplus floor to what the pool could
-// release now.
-func (d *Daemon) noteSurplusLocked(s pool.Snapshot) {
-	d.surplusFloor = min(d.surplusFloor, pool.Surplus(d.pcfg, s))
-}
-
 // Close releases the store.
 func (d *Daemon) Close() error {
 	if d.store != nil {
@@ -467,7 +461,9 @@ func (d *Daemon) Add(key store.Key, podNS, podName, netns string) (_ Allocation,
 	d.byIP[ip] = key
 	delete(d.released, ip)
 	d.counters["add"]++
-	d.noteSurplusLocked(d.snapshotLocked())
+	// The surplus is lowest right after an ADD; the pool step the kick
+	// triggers may already see a cooldown's end that hides the dip.
+	d.surplusFloor = min(d.surplusFloor, pool.Surplus(d.pcfg, d.snapshotLocked()))
 	d.kickLocked()
 	return d.describeLocked(a), nil
 }

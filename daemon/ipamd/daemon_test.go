@@ -58,7 +58,9 @@ type fixture struct {
 	mu    sync.Mutex
 }
 
-func newFixture(t testing.TB, env map[string]string) *fixture {
+// simNode starts a control-plane simulator (closed when the test ends) with
+// one m5.large in a subnet of VPC 10.0.0.0/16.
+func simNode(t testing.TB, subnet string) (*vpcsim.Sim, vpcsim.Node) {
 	t.Helper()
 	sim, err := vpcsim.Start(vpcsim.Options{})
 	if err != nil {
@@ -66,7 +68,7 @@ func newFixture(t testing.TB, env map[string]string) *fixture {
 	}
 	t.Cleanup(func() { _ = sim.Close() })
 	vpc, _ := sim.Cloud.AddVPC("10.0.0.0/16")
-	sub, err := sim.Cloud.AddSubnet(vpc, "10.0.0.0/24", "us-west-2a", nil)
+	sub, err := sim.Cloud.AddSubnet(vpc, subnet, "us-west-2a", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,6 +76,12 @@ func newFixture(t testing.TB, env map[string]string) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return sim, n
+}
+
+func newFixture(t testing.TB, env map[string]string) *fixture {
+	t.Helper()
+	sim, n := simNode(t, "10.0.0.0/24")
 	cfg, err := config.Load(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 	if err != nil {
 		t.Fatal(err)

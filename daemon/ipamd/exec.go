@@ -31,7 +31,8 @@ func (d *Daemon) Step(ctx context.Context) bool {
 	d.mu.Lock()
 	d.forgetOldCooldownsLocked()
 	snap := d.snapshotLocked()
-	d.noteSurplusLocked(snap)
+	surplus := pool.Surplus(d.pcfg, snap)
+	d.surplusFloor = min(d.surplusFloor, surplus)
 	snap.SurplusFloor = d.surplusFloor
 	dec := pool.Decide(d.pcfg, snap)
 	d.lastDecision = dec
@@ -39,7 +40,7 @@ func (d *Daemon) Step(ctx context.Context) bool {
 		// The watched window is over and released nothing: watch the next
 		// one from the surplus there is now, so a surplus that dipped once
 		// is released after a later interval where it did not.
-		d.surplusFloor, d.surplusSince = pool.Surplus(d.pcfg, snap), snap.Now
+		d.surplusFloor, d.surplusSince = surplus, snap.Now
 	}
 	if dec.Action == pool.ActionNone {
 		d.mu.Unlock()

@@ -53,27 +53,16 @@ func BenchmarkChainAddDel(b *testing.B) {
 	// 30 s) keeps a tight ADD/DEL loop from parking the pool in cooldown.
 	c := newCluster(b, "m5.xlarge", []string{"bench"}, "WARM_IP_TARGET=10", "MINIMUM_IP_TARGET=40", "IP_COOLDOWN_PERIOD=1")
 	n := c.nodes["bench"]
-	waitServing(b, n, 40)
+	waitServing(n, 40)
 	ref := b.TempDir()
 	buildUpstream(b, ref)
 	cni := libcni.NewCNIConfigWithCacheDir([]string{c.bin, ref}, filepath.Join(n.state, "bench-cache"), nil)
 
 	portmap := map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}, "snat": true}
-	refList := func(chained ...any) *libcni.NetworkConfigList {
-		plugins := append([]any{map[string]any{"type": "ptp", "mtu": 9001, "ipam": map[string]any{"type": "host-local",
-			"ranges": []any{[]any{map[string]any{"subnet": "10.99.0.0/16"}}}, "dataDir": filepath.Join(n.state, "host-local")}}},
-			chained...)
-		raw, _ := json.Marshal(map[string]any{"cniVersion": "1.1.0", "name": "ptp-ref", "plugins": plugins})
-		l, err := libcni.ConfListFromBytes(raw)
-		if err != nil {
-			b.Fatal(err)
-		}
-		return l
-	}
 	for _, withPortmap := range []bool{false, true} {
-		chains := [2]benchChain{{name: "vpcchain", list: n.chain(nil)}, {name: "ptp+host-local", list: refList()}}
+		chains := [2]benchChain{{name: "vpcchain", list: n.chain(nil)}, {name: "ptp+host-local", list: ptpRefList(b, n)}}
 		if withPortmap {
-			chains = [2]benchChain{{name: "vpcchain", list: n.chain(nil, portmap)}, {name: "ptp+host-local", list: refList(portmap)}}
+			chains = [2]benchChain{{name: "vpcchain", list: n.chain(nil, portmap)}, {name: "ptp+host-local", list: ptpRefList(b, n, portmap)}}
 		}
 		for _, conc := range []int{1, 8} {
 			b.Run(fmt.Sprintf("portmap=%v/concurrent=%d", withPortmap, conc), func(b *testing.B) {
@@ -81,6 +70,22 @@ func BenchmarkChainAddDel(b *testing.B) {
 			})
 		}
 	}
+}
+
+// ptpRefList is the reference chain on node n: upstream ptp with
+// host-local (addresses from 10.99.0.0/16, state in the node's directory),
+// then any chained plugins.
+func ptpRefList(b *testing.B, n *node, chained ...any) *libcni.NetworkConfigList {
+	b.Helper()
+	plugins := append([]any{map[string]any{"type": "ptp", "mtu": 9001, "ipam": map[string]any{"type": "host-local",
+		"ranges": []any{[]any{map[string]any{"subnet": "10.99.0.0/16"}}}, "dataDir": filepath.Join(n.state, "host-local")}}},
+		chained...)
+	raw, _ := json.Marshal(map[string]any{"cniVersion": "1.1.0", "name": "ptp-ref", "plugins": plugins})
+	l, err := libcni.ConfListFromBytes(raw)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return l
 }
 
 type benchChain struct {

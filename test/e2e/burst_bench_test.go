@@ -1,10 +1,8 @@
 package e2e
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -14,8 +12,8 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
 
+	ipamv1 "github.com/vpcchain/vpcchain/api/ipam/v1"
 	"github.com/vpcchain/vpcchain/internal/instancelimits"
-	"github.com/vpcchain/vpcchain/internal/ipamclient"
 	"github.com/vpcchain/vpcchain/internal/vpcsim"
 )
 
@@ -177,10 +175,10 @@ func runBurst(b *testing.B, typ string, lat time.Duration, pods, prewarm int, en
 	started := time.Now()
 	n.start()
 	b.Cleanup(n.stop)
-	waitServing(b, n, 0)
+	waitServing(n, 0)
 	res := burstResult{serving: time.Since(started)}
 	if prewarm > 0 {
-		waitServing(b, n, prewarm)
+		waitServing(n, prewarm)
 		before = c.sim.Faults.Calls()
 	}
 
@@ -227,32 +225,14 @@ func runBurst(b *testing.B, typ string, lat time.Duration, pods, prewarm int, en
 // without addresses (it serves only once its start-up is done, and its
 // health service says SERVING from then on), and holds at least avail free
 // addresses.
-func waitServing(b *testing.B, n *node, avail int) {
-	b.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
-	for time.Now().Before(deadline) {
-		n.mu.Lock()
-		exited := n.exited
-		n.mu.Unlock()
-		select {
-		case <-exited:
-			log, _ := os.ReadFile(n.logPath)
-			b.Fatalf("daemon of %s exited:\n%s", n.name, tail(string(log), 40))
-		default:
+func waitServing(n *node, avail int) {
+	n.c.t.Helper()
+	n.waitStatus(2*time.Minute, 20*time.Millisecond, "does not serve", func(st *ipamv1.StatusReply) error {
+		if int(st.GetAvailable()) < avail {
+			return fmt.Errorf("%d addresses available, want %d", st.GetAvailable(), avail)
 		}
-		if cl, err := ipamclient.Dial(context.Background(), n.socket); err == nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			st, err := cl.Status(ctx)
-			cancel()
-			_ = cl.Close()
-			if err == nil && int(st.GetAvailable()) >= avail {
-				return
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	log, _ := os.ReadFile(n.logPath)
-	b.Fatalf("daemon of %s does not serve:\n%s", n.name, tail(string(log), 40))
+		return nil
+	})
 }
 
 // addLikeRuntime runs ADD until it succeeds; an ADD failing with code 11 is

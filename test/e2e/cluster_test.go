@@ -209,7 +209,20 @@ func (n *node) client() *ipamclient.Client {
 // waitReady waits until the daemon serves and has addresses to give.
 func (n *node) waitReady() {
 	n.c.t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
+	n.waitStatus(90*time.Second, 100*time.Millisecond, "not ready", func(st *ipamv1.StatusReply) error {
+		if !st.Ready {
+			return errors.New(st.Reason)
+		}
+		return nil
+	})
+}
+
+// waitStatus polls the daemon's Status every poll until done accepts it,
+// failing the test (with the daemon's log) if the daemon exits or within
+// passes.
+func (n *node) waitStatus(within, poll time.Duration, what string, done func(*ipamv1.StatusReply) error) {
+	n.c.t.Helper()
+	deadline := time.Now().Add(within)
 	var last error
 	for time.Now().Before(deadline) {
 		n.mu.Lock()
@@ -221,25 +234,27 @@ func (n *node) waitReady() {
 			n.c.t.Fatalf("daemon of %s exited:\n%s", n.name, tail(string(log), 40))
 		default:
 		}
-		if cl, err := ipamclient.Dial(context.Background(), n.socket); err == nil {
+		last = func() error {
+			cl, err := ipamclient.Dial(context.Background(), n.socket)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
 			st, err := cl.Status(ctx)
-			cancel()
-			_ = cl.Close()
-			if err == nil && st.Ready {
-				return
+			if err != nil {
+				return err
 			}
-			last = err
-			if err == nil {
-				last = errors.New(st.Reason)
-			}
-		} else {
-			last = err
+			return done(st)
+		}()
+		if last == nil {
+			return
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(poll)
 	}
 	log, _ := os.ReadFile(n.logPath)
-	n.c.t.Fatalf("daemon of %s not ready: %v\n%s", n.name, last, tail(string(log), 40))
+	n.c.t.Fatalf("daemon of %s %s: %v\n%s", n.name, what, last, tail(string(log), 40))
 }
 
 func (n *node) introspect() *ipamv1.IntrospectReply {
@@ -317,13 +332,20 @@ type pod struct {
 
 func (n *node) newPod(namespace, name string) *pod {
 	n.c.t.Helper()
-	pns, err := testutils.NewNS()
+	return &pod{n: n, namespace: namespace, name: name, id: "ctr-" + name + "-" + vpcsim.RandomRunID(), netns: newNetNS(n.c.t)}
+}
+
+// newNetNS makes a network namespace removed when the test ends or is
+// interrupted.
+func newNetNS(t testing.TB) ns.NetNS {
+	t.Helper()
+	n, err := testutils.NewNS()
 	if err != nil {
-		n.c.t.Fatal(err)
+		t.Fatal(err)
 	}
-	unregister := onInterrupt(func() { _ = testutils.UnmountNS(pns) })
-	n.c.t.Cleanup(func() { unregister(); _ = pns.Close(); _ = testutils.UnmountNS(pns) })
-	return &pod{n: n, namespace: namespace, name: name, id: "ctr-" + name + "-" + vpcsim.RandomRunID(), netns: pns}
+	unregister := onInterrupt(func() { _ = testutils.UnmountNS(n) })
+	t.Cleanup(func() { unregister(); _ = n.Close(); _ = testutils.UnmountNS(n) })
+	return n
 }
 
 func (p *pod) rt() *libcni.RuntimeConf {

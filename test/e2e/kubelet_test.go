@@ -958,33 +958,48 @@ func (kn *kubeNode) expectAllocations(names []string, pods map[string]kubePod) {
 	}
 }
 
-// netnsOf is the network namespace of a container's process (from
-// containerd's task list).
+// ctrTask is one line of `ctr task ls`.
+type ctrTask struct{ pid, status string }
+
+// tasks lists containerd's tasks by ID, and the raw listing for messages.
+func (kn *kubeNode) tasks() (map[string]ctrTask, string, error) {
+	out, err := kn.ctr("task", "ls")
+	if err != nil {
+		return nil, "", err
+	}
+	ts := map[string]ctrTask{}
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) >= 3 && f[0] != "TASK" {
+			ts[f[0]] = ctrTask{pid: f[1], status: f[2]}
+		}
+	}
+	return ts, out, nil
+}
+
 // runningTasks is the set of containerd task IDs in state RUNNING.
 func (kn *kubeNode) runningTasks() (map[string]bool, error) {
-	out, err := kn.ctr("task", "ls")
+	ts, _, err := kn.tasks()
 	if err != nil {
 		return nil, err
 	}
 	ids := map[string]bool{}
-	for _, l := range strings.Split(out, "\n") {
-		if f := strings.Fields(l); len(f) >= 3 && f[2] == "RUNNING" {
-			ids[f[0]] = true
+	for id, t := range ts {
+		if t.status == "RUNNING" {
+			ids[id] = true
 		}
 	}
 	return ids, nil
 }
 
+// netnsOf is the network namespace of a container's process (from
+// containerd's task list).
 func (kn *kubeNode) netnsOf(container string) (ns.NetNS, error) {
-	out, err := kn.ctr("task", "ls")
+	ts, out, err := kn.tasks()
 	if err != nil {
 		return nil, err
 	}
-	for _, l := range strings.Split(out, "\n") {
-		f := strings.Fields(l)
-		if len(f) >= 3 && f[0] == container {
-			return ns.GetNS("/proc/" + f[1] + "/ns/net")
-		}
+	if t, ok := ts[container]; ok {
+		return ns.GetNS("/proc/" + t.pid + "/ns/net")
 	}
 	return nil, fmt.Errorf("no task for container %s in:\n%s", container, out)
 }

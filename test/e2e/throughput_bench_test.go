@@ -15,7 +15,6 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
 )
 
@@ -53,13 +52,7 @@ func BenchmarkThroughput(b *testing.B) {
 
 	ref := b.TempDir()
 	buildUpstream(b, ref)
-	raw, _ := json.Marshal(map[string]any{"cniVersion": "1.1.0", "name": "ptp-ref", "plugins": []any{
-		map[string]any{"type": "ptp", "mtu": 9001, "ipam": map[string]any{"type": "host-local",
-			"ranges": []any{[]any{map[string]any{"subnet": "10.99.0.0/16"}}}, "dataDir": filepath.Join(a.state, "host-local")}}}})
-	refList, err := libcni.ConfListFromBytes(raw)
-	if err != nil {
-		b.Fatal(err)
-	}
+	refList := ptpRefList(b, a)
 	refCNI := libcni.NewCNIConfigWithCacheDir([]string{ref}, filepath.Join(a.state, "ref-cache"), nil)
 	refPod := func(name string) *pod {
 		p := a.newPod("tp", name)
@@ -117,16 +110,7 @@ func median(v []float64) float64 {
 // and .2, only inside them) and returns their paths and the server's address.
 func plainVethPair(b *testing.B, mtu int) (client, server string, serverIP netip.Addr) {
 	b.Helper()
-	var nss [2]ns.NetNS
-	for i := range nss {
-		n, err := testutils.NewNS()
-		if err != nil {
-			b.Fatal(err)
-		}
-		unregister := onInterrupt(func() { _ = testutils.UnmountNS(n) })
-		b.Cleanup(func() { unregister(); _ = n.Close(); _ = testutils.UnmountNS(n) })
-		nss[i] = n
-	}
+	nss := [2]ns.NetNS{newNetNS(b), newNetNS(b)}
 	err := nss[0].Do(func(ns.NetNS) error {
 		la := netlink.NewLinkAttrs()
 		la.Name, la.MTU = "eth0", mtu
