@@ -119,14 +119,25 @@ type Store struct {
 // Open opens or creates the store at path with default options.
 func Open(path string) (*Store, error) { return OpenWithOptions(path, Options{}) }
 
-// OpenWithOptions opens or creates the store at path: parent directory 0700
-// when created, file 0600, exclusive lock (a second daemon gets ErrLocked).
+// OpenWithOptions opens or creates the store at path: parent directory 0700,
+// file 0600, exclusive lock (a second daemon gets ErrLocked). The parent is
+// the daemon's state directory, its own (it also holds the root-only
+// socket by default), so an existing one is tightened to 0700 too: a
+// DaemonSet's hostPath volume creates it 0755.
 func OpenWithOptions(path string, o Options) (*Store, error) {
 	if o.LockTimeout <= 0 {
 		o.LockTimeout = DefaultLockTimeout
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("store %s: create directory: %w", path, err)
+	}
+	if fi, err := os.Stat(dir); err != nil {
+		return nil, fmt.Errorf("store %s: %w", path, err)
+	} else if fi.Mode().Perm() != 0o700 {
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("store %s: chmod 0700 %s: %w", path, dir, err)
+		}
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: o.LockTimeout})
 	if errors.Is(err, berrors.ErrTimeout) {

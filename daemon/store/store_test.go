@@ -199,9 +199,37 @@ func TestDurableAcrossReopen(t *testing.T) {
 	if _, _, err := s.Release(key("3"), released); err != nil {
 		t.Fatal(err)
 	}
-	want, _ := s.List()
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
+	}
+
+	// The file holds schema 1's layout, which a later daemon must read
+	// (written out here, not produced by the store's encoder): bucket
+	// "allocations" maps "<network>\x00<container ID>\x00<ifname>" to the
+	// record's JSON, "ips" the address text back to that key, "cooling" the
+	// address text to its release time (RFC 3339, UTC).
+	rec := func(c, ip string) string {
+		return `{"network":"vpcchain","containerID":"` + c + `","ifName":"eth0","ip":"` + ip +
+			`","eniID":"eni-1","podNamespace":"default","podName":"pod-` + ip + `","assignedAt":"2026-01-01T12:00:00Z"}`
+	}
+	wantFile := map[string]map[string]string{
+		"meta": {"schema": "1"},
+		"allocations": {
+			"vpcchain\x000\x00eth0": rec("0", "10.0.0.1"),
+			"vpcchain\x001\x00eth0": rec("1", "10.0.0.2"),
+			"vpcchain\x002\x00eth0": rec("2", "10.0.0.3"),
+			"vpcchain\x004\x00eth0": rec("4", "10.0.0.5"),
+		},
+		"ips": {
+			"10.0.0.1": "vpcchain\x000\x00eth0",
+			"10.0.0.2": "vpcchain\x001\x00eth0",
+			"10.0.0.3": "vpcchain\x002\x00eth0",
+			"10.0.0.5": "vpcchain\x004\x00eth0",
+		},
+		"cooling": {"10.0.0.4": "2026-01-01T12:00:42Z"},
+	}
+	if got := dumpBuckets(t, path); fmt.Sprintf("%q", got) != fmt.Sprintf("%q", wantFile) {
+		t.Errorf("file content\n got %q\nwant %q", got, wantFile)
 	}
 
 	s2, err := Open(path)
@@ -213,16 +241,49 @@ func TestDurableAcrossReopen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != 4 || fmt.Sprint(got) != fmt.Sprint(want) {
+	var want []Record
+	for _, i := range []int{0, 1, 2, 4} {
+		want = append(want, Record{Key: key(fmt.Sprint(i)), Allocation: alloc(fmt.Sprintf("10.0.0.%d", i+1))})
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("after reopen List = %v, want %v", got, want)
 	}
 	if a, found, _ := s2.Get(key("0")); !found || a != alloc("10.0.0.1") {
 		t.Fatalf("Get after reopen = %+v %v", a, found)
 	}
+	cool, err := s2.Cooling()
+	if err != nil || len(cool) != 1 || !cool[netip.MustParseAddr("10.0.0.4")].Equal(released) {
+		t.Fatalf("cooling after reopen = %v, %v; want 10.0.0.4 released at %s", cool, err, released)
+	}
 	// The reopened store still refuses the double assignment.
 	if err := s2.Assign(key("x"), alloc("10.0.0.1")); !errors.Is(err, ErrIPInUse) {
 		t.Fatalf("double assign after reopen: %v", err)
 	}
+}
+
+// dumpBuckets reads every bucket of a closed store file with bbolt itself.
+func dumpBuckets(t *testing.T, path string) map[string]map[string]string {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	out := map[string]map[string]string{}
+	err = db.View(func(tx *bolt.Tx) error {
+		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+			m := map[string]string{}
+			out[string(name)] = m
+			return b.ForEach(func(k, v []byte) error {
+				m[string(k)] = string(v)
+				return nil
+			})
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 func TestCooldownSurvivesRestart(t *testing.T) {
@@ -371,6 +432,30 @@ func TestFilePermissions(t *testing.T) {
 	s.Close()
 	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
 		t.Errorf("pre-existing 0644 file left at %o", fi.Mode().Perm())
+	}
+}
+
+// A state directory that exists already with a wider mode, as a DaemonSet's
+// hostPath volume (DirectoryOrCreate) makes it (0755), is made 0700.
+func TestExistingStateDirTightened(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "vpcchain")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil { // whatever the umask
+		t.Fatal(err)
+	}
+	s, err := Open(filepath.Join(dir, "ipam.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	fi, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o700 {
+		t.Fatalf("state directory mode %o, want 700", fi.Mode().Perm())
 	}
 }
 

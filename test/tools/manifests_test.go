@@ -325,9 +325,10 @@ func allows(cr *rbacv1.ClusterRole, resource string, verbs ...string) bool {
 	return false
 }
 
-// TestConfigMapHasEveryKnob: every variable of README's "Configuring the
-// daemon" table is in the ConfigMap (endpoint overrides excepted: absent
-// means the SDK default), so the manifest documents every knob.
+// TestConfigMapHasEveryKnob: every variable of README's tables of the
+// daemon's and the installer's settings is in the ConfigMap (endpoint
+// overrides excepted: absent means the SDK default), so the manifest
+// documents every knob.
 func TestConfigMapHasEveryKnob(t *testing.T) {
 	s := loadManifests(t)
 	var cm *corev1.ConfigMap
@@ -349,7 +350,7 @@ func TestConfigMapHasEveryKnob(t *testing.T) {
 	for sc.Scan() {
 		line := sc.Text()
 		switch {
-		case strings.HasPrefix(line, "## Configuring the daemon"):
+		case strings.HasPrefix(line, "## Configuring the daemon"), strings.HasPrefix(line, "## Installing on a cluster"):
 			inTable = true
 		case strings.HasPrefix(line, "## "):
 			inTable = false
