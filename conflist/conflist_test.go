@@ -176,16 +176,18 @@ func checkConflist(t *testing.T, data []byte, o Options) {
 	if err != nil {
 		t.Fatalf("libcni cannot load the conflist: %v\n%s", err, data)
 	}
-	if cl.Name != "vpcchain" || cl.CNIVersion != DefaultCNIVersion {
-		t.Errorf("name %q cniVersion %q, want vpcchain %s", cl.Name, cl.CNIVersion, DefaultCNIVersion)
+	if cl.Name != o.Name || cl.CNIVersion != o.CNIVersion {
+		t.Errorf("name %q cniVersion %q, want %s %s", cl.Name, cl.CNIVersion, o.Name, o.CNIVersion)
 	}
 	var types []string
 	for _, p := range cl.Plugins {
 		types = append(types, p.Network.Type)
 	}
-	want := []string{TypeBridge, TypeSNAT, TypePortmap}
+	// The runtime execs these names from the CNI bin dir: our binaries
+	// (plugins/vpc-bridge, plugins/vpc-snat) and the upstream plugins.
+	want := []string{"vpc-bridge", "vpc-snat", "portmap"}
 	if o.Bandwidth {
-		want = append(want, TypeBandwidth)
+		want = append(want, "bandwidth")
 	}
 	if strings.Join(types, ",") != strings.Join(want, ",") {
 		t.Fatalf("plugins %v, want %v", types, want)
@@ -201,7 +203,7 @@ func checkConflist(t *testing.T, data []byte, o Options) {
 	if err := json.Unmarshal(cl.Plugins[0].Bytes, &bridge); err != nil {
 		t.Fatal(err)
 	}
-	if bridge.VethPrefix != o.VethPrefix || bridge.MTU != o.MTU || bridge.IPAM.Type != TypeIPAM || bridge.IPAM.Socket != o.Socket {
+	if bridge.VethPrefix != o.VethPrefix || bridge.MTU != o.MTU || bridge.IPAM.Type != "vpc-ipam" || bridge.IPAM.Socket != o.Socket {
 		t.Errorf("vpc-bridge = %+v, want prefix %q mtu %d ipam vpc-ipam socket %q", bridge, o.VethPrefix, o.MTU, o.Socket)
 	}
 	var snat struct {
@@ -367,12 +369,21 @@ func TestCheckHealth(t *testing.T) {
 	}
 }
 
+// wantDefaults are the options of a node with no configuration, written out
+// from the values the other components default to: the daemon's
+// AWS_VPC_K8S_CNI_VETHPREFIX "eni" and AWS_VPC_ENI_MTU 9001 (the AWS VPC
+// CNI's defaults, daemon/config's TestDefaults), its socket
+// /var/run/vpcchain/ipamd.sock and SNAT node config in the same state dir,
+// and CNI version 1.0.0, the newest containerd 1.6 and 1.7 accept.
+var wantDefaults = Options{Name: "vpcchain", CNIVersion: "1.0.0", VethPrefix: "eni", MTU: 9001,
+	Socket: "/var/run/vpcchain/ipamd.sock", SNATNodeConfig: "/var/run/vpcchain/snat.json"}
+
 func TestRenderDefaultsAndOptionalPlugins(t *testing.T) {
 	data, err := Render(DefaultOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkConflist(t, data, DefaultOptions())
+	checkConflist(t, data, wantDefaults)
 	if strings.Contains(string(data), "policy-hook") || strings.Contains(string(data), `"timeout"`) {
 		t.Errorf("default conflist has policy-hook or an ipam timeout:\n%s", data)
 	}
@@ -387,7 +398,7 @@ func TestRenderDefaultsAndOptionalPlugins(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(cl.Plugins) != 4 || cl.Plugins[2].Network.Type != TypePolicyHook {
+	if len(cl.Plugins) != 4 || cl.Plugins[2].Network.Type != "policy-hook" {
 		t.Fatalf("with policy hook: %s", data)
 	}
 	// policy-hook's config (plugins/policy-hook/config.go): the same veth
@@ -396,8 +407,11 @@ func TestRenderDefaultsAndOptionalPlugins(t *testing.T) {
 	if err := json.Unmarshal(cl.Plugins[2].Bytes, &hook); err != nil {
 		t.Fatal(err)
 	}
-	if hook["vethPrefix"] != o.VethPrefix || hook["kubeconfig"] != DefaultPolicyHookKubeconfig || len(hook) != 3 {
-		t.Errorf("policy-hook entry %v, want type, vethPrefix %q and kubeconfig %q", hook, o.VethPrefix, DefaultPolicyHookKubeconfig)
+	// The kubeconfig path the install documentation tells the operator to
+	// provide (README, conflist/calico-policy-only.md).
+	const kubeconfig = "/etc/cni/net.d/vpcchain-kubeconfig"
+	if hook["vethPrefix"] != o.VethPrefix || hook["kubeconfig"] != kubeconfig || len(hook) != 3 {
+		t.Errorf("policy-hook entry %v, want type, vethPrefix %q and kubeconfig %q", hook, o.VethPrefix, kubeconfig)
 	}
 	if !strings.Contains(string(data), `"timeout": "5s"`) {
 		t.Errorf("ipam timeout missing:\n%s", data)
@@ -446,8 +460,11 @@ func TestOptionsFromEnv(t *testing.T) {
 		return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
 	}
 	o, err := OptionsFromEnv(env(nil))
-	if err != nil || o != DefaultOptions() {
-		t.Fatalf("empty env: %+v, %v; want the defaults", o, err)
+	if err != nil || o != wantDefaults {
+		t.Fatalf("empty env: %+v, %v; want the defaults %+v", o, err, wantDefaults)
+	}
+	if DefaultOptions() != wantDefaults {
+		t.Errorf("DefaultOptions() = %+v, want %+v", DefaultOptions(), wantDefaults)
 	}
 	o, err = OptionsFromEnv(env(map[string]string{
 		EnvVethPrefix: "cali", EnvMTU: "1500", EnvStateDir: "/run/vc/", EnvBandwidth: "true",
@@ -459,7 +476,7 @@ func TestOptionsFromEnv(t *testing.T) {
 		t.Errorf("options %+v", o)
 	}
 	o, err = OptionsFromEnv(env(map[string]string{EnvMTU: "9001", EnvPodMTU: "1400", EnvSocket: "/s/ipamd.sock", EnvIPAMTimout: "3s"}))
-	if err != nil || o.MTU != 1400 || o.Socket != "/s/ipamd.sock" || o.SNATNodeConfig != DefaultSNATConfig || o.IPAMTimeout != 3*time.Second {
+	if err != nil || o.MTU != 1400 || o.Socket != "/s/ipamd.sock" || o.SNATNodeConfig != wantDefaults.SNATNodeConfig || o.IPAMTimeout != 3*time.Second {
 		t.Errorf("POD_MTU/socket/timeout: %+v, %v", o, err)
 	}
 	_, err = OptionsFromEnv(env(map[string]string{

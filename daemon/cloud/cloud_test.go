@@ -734,6 +734,13 @@ func TestSweepLeakedENIs(t *testing.T) {
 }
 
 func TestInstanceLimits(t *testing.T) {
+	// The rows of internal/instancelimits/instance-limits.tsv, read as data:
+	//	m5.large	3	10	nitro	false	0	0:3	...
+	//	t2.micro	2	2	xen	false	0	0:2	...
+	m5large := instancelimits.Limits{InstanceType: "m5.large", MaxENIs: 3, IPv4PerENI: 10, Hypervisor: "nitro",
+		NetworkCards: map[int]int{0: 3}}
+	t2micro := instancelimits.Limits{InstanceType: "t2.micro", MaxENIs: 2, IPv4PerENI: 2, Hypervisor: "xen",
+		NetworkCards: map[int]int{0: 2}}
 	tests := []struct {
 		name     string
 		typ      string
@@ -742,12 +749,13 @@ func TestInstanceLimits(t *testing.T) {
 		wantErr  bool
 		wantPD   bool
 		wantENIs int
+		want     instancelimits.Limits
 	}{
 		// Known types come from the table: no EC2 call on a daemon start.
-		{"m5.large from the table", "m5.large", false, 0, false, true, 3},
-		{"t2.micro from the table (Xen)", "t2.micro", false, 0, false, false, 2},
-		{"EC2 denied: table", "m5.large", true, 0, false, true, 3},
-		{"unknown to both", "m5.huge", false, 1, true, false, 0},
+		{"m5.large from the table", "m5.large", false, 0, false, true, 3, m5large},
+		{"t2.micro from the table (Xen)", "t2.micro", false, 0, false, false, 2, t2micro},
+		{"EC2 denied: table", "m5.large", true, 0, false, true, 3, m5large},
+		{"unknown to both", "m5.huge", false, 1, true, false, 0, instancelimits.Limits{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -763,9 +771,8 @@ func TestInstanceLimits(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			table, _ := instancelimits.Lookup(tt.typ)
-			if !reflect.DeepEqual(l, table) {
-				t.Errorf("limits %+v, table %+v", l, table)
+			if !reflect.DeepEqual(l, tt.want) {
+				t.Errorf("limits %+v, want the table row %+v", l, tt.want)
 			}
 			if l.MaxENIs != tt.wantENIs || l.SupportsPrefixDelegation() != tt.wantPD {
 				t.Errorf("limits %+v", l)

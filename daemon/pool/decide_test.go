@@ -167,10 +167,10 @@ func TestDecide(t *testing.T) {
 			want{action: ActionAssignIPs, eni: "eni-0", count: 5}},
 		{"WARM_IP=2/MIN=5: minimum dominates", with(m5large(), warmIP(2), minIP(5)), snap(ipENI(0, old, 0, 0, 0)),
 			want{action: ActionAssignIPs, count: 5}},
-		{"MIN=5 WARM_IP=0 all used: still grows by one (ref #2650 stalls)", with(m5large(), minIP(5)), snap(ipENI(0, old, 5, 0, 0)),
+		{"MIN=5 WARM_IP=0 all used: still grows by one (the reference CNI stalls)", with(m5large(), minIP(5)), snap(ipENI(0, old, 5, 0, 0)),
 			want{action: ActionAssignIPs, count: 1}},
 
-		// --- cooldown is not available (ref #2896)
+		// --- cooldown is not available (the reference CNI counts it as available)
 		{"3 free all cooling + WARM_IP_TARGET=3: grows (reference would not)", with(m5large(), warmIP(3)), snap(ipENI(0, old, 0, 3, 0)),
 			want{action: ActionAssignIPs, eni: "eni-0", count: 3, stats: &Stats{Total: 3, Assigned: 0, Cooling: 3, Available: 0}}},
 		{"cooling addresses expire: available again", with(m5large(), warmIP(3)), at(snap(ipENI(0, old, 0, 3, 0)), func(s *Snapshot) { s.Now = t0.Add(26 * time.Second) }),

@@ -39,9 +39,9 @@ func TestReferenceExamples(t *testing.T) {
 				}
 				m.settle(time.Second)
 			}
-			st := ComputeStats(m.cfg, m.s)
-			if st.ENIs != tt.wantENIs || st.Total != tt.wantTotal {
-				t.Errorf("ENIs/total = %d/%d, want %d/%d", st.ENIs, st.Total, tt.wantENIs, tt.wantTotal)
+			enis, total, _, _ := m.held()
+			if enis != tt.wantENIs || total != tt.wantTotal {
+				t.Errorf("ENIs/total = %d/%d, want %d/%d", enis, total, tt.wantENIs, tt.wantTotal)
 			}
 			if m.calls > tt.maxCalls {
 				t.Errorf("%d EC2 calls, want <= %d", m.calls, tt.maxCalls)
@@ -76,8 +76,8 @@ func TestMaxPodsCap(t *testing.T) {
 				}
 				m.settle(time.Second)
 			}
-			if st := ComputeStats(m.cfg, m.s); st.Total != tt.wantTotal {
-				t.Errorf("total at %d pods = %d, want %d", len(m.pods), st.Total, tt.wantTotal)
+			if _, total, _, _ := m.held(); total != tt.wantTotal {
+				t.Errorf("total at %d pods = %d, want %d", len(m.pods), total, tt.wantTotal)
 			}
 		})
 	}
@@ -113,9 +113,9 @@ func TestScaleDownConverges(t *testing.T) {
 			// Step by the spacing: apply() fails on a shrink inside it.
 			m.s.Now = m.s.Now.Add(2 * time.Minute)
 			m.settle(tt.cfg.ScaleDownInterval)
-			st := ComputeStats(m.cfg, m.s)
-			if st.ENIs != tt.wantENIs || st.Total != tt.wantTotal {
-				t.Errorf("ENIs/total = %d/%d, want %d/%d", st.ENIs, st.Total, tt.wantENIs, tt.wantTotal)
+			enis, total, _, _ := m.held()
+			if enis != tt.wantENIs || total != tt.wantTotal {
+				t.Errorf("ENIs/total = %d/%d, want %d/%d", enis, total, tt.wantENIs, tt.wantTotal)
 			}
 		})
 	}

@@ -24,7 +24,10 @@ func t3medium() Config { return limits(3, 6, 17) }
 func p3dn() Config     { return limits(15, 50, 737) }
 
 // sim is a tiny stand-in for EC2 + the daemon: it applies decisions to a
-// snapshot, checking every EC2-side and safety rule as it goes.
+// snapshot, checking every EC2-side and safety rule as it goes. The rules
+// are written out below from the documented knobs and EC2's limits, not
+// taken from the package's own helpers (Config.MaxENIs, SlotsPerENI, Mode,
+// the cooling and idle predicates, ComputeStats), which Decide itself uses.
 type sim struct {
 	t       testing.TB
 	cfg     Config
@@ -41,6 +44,72 @@ func newSim(t testing.TB, cfg Config) *sim {
 	m := &sim{t: t, cfg: cfg, pods: map[netip.Addr]int{}, nextIP: 10 << 24, nextPfx: 10<<24 | 1<<22, nextENI: 1}
 	m.s = Snapshot{Now: t0, ENIs: []ENI{{ID: "eni-0", Primary: true, CreatedAt: t0.Add(-time.Hour)}}}
 	return m
+}
+
+// maxENIs: the instance's ENI limit, lowered by MAX_ENI when that is set
+// (>= 1; -1 means no limit) and smaller.
+func maxENIs(c Config) int {
+	if c.MaxENI >= 1 && c.MaxENI < c.InstanceMaxENIs {
+		return c.MaxENI
+	}
+	return c.InstanceMaxENIs
+}
+
+// slotsPerENI: EC2 counts the ENI's own primary address against its IPv4
+// limit; each secondary /32 or delegated /28 takes one of the others.
+func slotsPerENI(c Config) int { return c.IPv4PerENI - 1 }
+
+// prefixMode: /28s only when asked for and the instance can hold them.
+func prefixMode(c Config) bool { return c.EnablePrefixDelegation && c.PrefixDelegationSupported }
+
+// isCooling: released less than IP_COOLDOWN_PERIOD ago and not taken since.
+func isCooling(a Address, now time.Time, cd time.Duration) bool {
+	return !a.Assigned && !a.ReleasedAt.IsZero() && now.Sub(a.ReleasedAt) < cd
+}
+
+// busy: a pod holds it or it is still cooling down.
+func busy(a Address, now time.Time, cd time.Duration) bool {
+	return a.Assigned || isCooling(a, now, cd)
+}
+
+func prefixBusy(p Prefix, now time.Time, cd time.Duration) bool {
+	return slices.ContainsFunc(p.Addresses, func(a Address) bool { return busy(a, now, cd) })
+}
+
+func eniBusy(e ENI, now time.Time, cd time.Duration) bool {
+	return slices.ContainsFunc(e.IPs, func(a Address) bool { return busy(a, now, cd) }) ||
+		slices.ContainsFunc(e.Prefixes, func(p Prefix) bool { return prefixBusy(p, now, cd) })
+}
+
+// held counts what the sim holds: ENIs, pod addresses of the active kind
+// (each /28 is 16), and pods on addresses of the other kind (left over from
+// a mode toggle).
+func (m *sim) held() (enis, total, prefixes, leftoverPods int) {
+	for _, e := range m.s.ENIs {
+		pfxPods := 0
+		for _, p := range e.Prefixes {
+			for _, a := range p.Addresses {
+				if a.Assigned {
+					pfxPods++
+				}
+			}
+		}
+		ipPods := 0
+		for _, a := range e.IPs {
+			if a.Assigned {
+				ipPods++
+			}
+		}
+		if prefixMode(m.cfg) {
+			total += 16 * len(e.Prefixes)
+			prefixes += len(e.Prefixes)
+			leftoverPods += ipPods
+		} else {
+			total += len(e.IPs)
+			leftoverPods += pfxPods
+		}
+	}
+	return len(m.s.ENIs), total, prefixes, leftoverPods
 }
 
 func u32addr(v uint32) netip.Addr {
@@ -77,10 +146,12 @@ func (m *sim) fail(d Decision, format string, args ...any) {
 // refuse or the pool must never do.
 func (m *sim) apply(d Decision) {
 	m.t.Helper()
-	now, cd, slots := m.s.Now, m.cfg.IPCooldownPeriod, m.cfg.SlotsPerENI()
-	if d.Action.Grows() {
+	now, cd, slots := m.s.Now, m.cfg.IPCooldownPeriod, slotsPerENI(m.cfg)
+	grows := d.Action == ActionAssignIPs || d.Action == ActionAssignPrefixes || d.Action == ActionCreateENI
+	shrinks := d.Action == ActionReleaseIPs || d.Action == ActionReleasePrefixes || d.Action == ActionDeleteENI
+	if grows {
 		for _, co := range m.s.CoolOffs {
-			if !co.active(now) {
+			if !now.Before(co.Until) {
 				continue
 			}
 			if co.Scope == CoolOffGrowth ||
@@ -90,7 +161,7 @@ func (m *sim) apply(d Decision) {
 			}
 		}
 	}
-	if d.Action.Shrinks() && !m.s.LastScaleDown.IsZero() && now.Sub(m.s.LastScaleDown) < m.cfg.ScaleDownInterval {
+	if shrinks && !m.s.LastScaleDown.IsZero() && now.Sub(m.s.LastScaleDown) < m.cfg.ScaleDownInterval {
 		m.fail(d, "shrink %s after the last one, spacing %s", now.Sub(m.s.LastScaleDown), m.cfg.ScaleDownInterval)
 	}
 	switch d.Action {
@@ -98,8 +169,8 @@ func (m *sim) apply(d Decision) {
 		return
 	case ActionAssignIPs, ActionAssignPrefixes:
 		e := m.eni(d.ENIID)
-		if d.Count < 1 || e.usedSlots()+d.Count > slots {
-			m.fail(d, "count %d on ENI with %d/%d slots used", d.Count, e.usedSlots(), slots)
+		if used := len(e.IPs) + len(e.Prefixes); d.Count < 1 || used+d.Count > slots {
+			m.fail(d, "count %d on ENI with %d/%d slots used", d.Count, used, slots)
 		}
 		for range d.Count {
 			if d.Action == ActionAssignIPs {
@@ -109,8 +180,8 @@ func (m *sim) apply(d Decision) {
 			}
 		}
 	case ActionCreateENI:
-		if len(m.s.ENIs) >= m.cfg.MaxENIs() {
-			m.fail(d, "ENI limit %d", m.cfg.MaxENIs())
+		if len(m.s.ENIs) >= maxENIs(m.cfg) {
+			m.fail(d, "ENI limit %d", maxENIs(m.cfg))
 		}
 		if d.Count < 1 || d.Count > slots {
 			m.fail(d, "count %d, slots %d", d.Count, slots)
@@ -139,7 +210,7 @@ func (m *sim) apply(d Decision) {
 			if i < 0 {
 				m.fail(d, "%s not on ENI", ip)
 			}
-			if a := e.IPs[i]; a.Assigned || a.cooling(now, cd) || m.pods[ip] != 0 {
+			if a := e.IPs[i]; busy(a, now, cd) || m.pods[ip] != 0 {
 				m.fail(d, "releases %s which is assigned or cooling", ip)
 			}
 			e.IPs = slices.Delete(e.IPs, i, i+1)
@@ -154,7 +225,7 @@ func (m *sim) apply(d Decision) {
 			if i < 0 {
 				m.fail(d, "%s not on ENI", p)
 			}
-			if !prefixFree(e.Prefixes[i], now, cd) {
+			if prefixBusy(e.Prefixes[i], now, cd) {
 				m.fail(d, "releases %s which has assigned or cooling addresses", p)
 			}
 			for ip := range m.pods {
@@ -172,17 +243,16 @@ func (m *sim) apply(d Decision) {
 		if now.Sub(e.CreatedAt) < m.cfg.MinENIAge {
 			m.fail(d, "deletes an ENI aged %s", now.Sub(e.CreatedAt))
 		}
-		p := planner{s: m.s, cd: cd}
-		if !p.eniIdle(*e) {
+		if eniBusy(*e, now, cd) {
 			m.fail(d, "deletes an ENI with assigned or cooling addresses")
 		}
 		m.s.ENIs = slices.DeleteFunc(m.s.ENIs, func(x ENI) bool { return x.ID == d.ENIID })
 	}
-	if d.Action.Shrinks() {
+	if shrinks {
 		m.s.LastScaleDown = now
 	}
 	m.calls++
-	if d.Action.Grows() {
+	if grows {
 		m.checkMaxPods(d)
 	}
 	m.checkState()
@@ -195,14 +265,14 @@ func (m *sim) checkMaxPods(d Decision) {
 	if m.cfg.MaxPods == 0 {
 		return
 	}
-	st := ComputeStats(m.cfg, m.s)
-	capAddrs := m.cfg.MaxPods - st.LeftoverAssigned
-	if st.Mode == ModePrefix {
-		if st.Prefixes > ceilDiv(capAddrs, PrefixSize) {
-			m.fail(d, "%d prefixes for max pods %d", st.Prefixes, m.cfg.MaxPods)
+	_, total, prefixes, leftoverPods := m.held()
+	capAddrs := m.cfg.MaxPods - leftoverPods
+	if prefixMode(m.cfg) {
+		if prefixes > (capAddrs+15)/16 { // the last /28 may be part used
+			m.fail(d, "%d prefixes for max pods %d", prefixes, m.cfg.MaxPods)
 		}
-	} else if st.Total > capAddrs {
-		m.fail(d, "total %d > max pods %d (leftover pods %d)", st.Total, m.cfg.MaxPods, st.LeftoverAssigned)
+	} else if total > capAddrs {
+		m.fail(d, "total %d > max pods %d (leftover pods %d)", total, m.cfg.MaxPods, leftoverPods)
 	}
 }
 
@@ -211,12 +281,12 @@ func (m *sim) checkState() {
 	m.t.Helper()
 	seen := map[netip.Addr]bool{}
 	assigned := 0
-	if len(m.s.ENIs) > m.cfg.MaxENIs() {
-		m.t.Fatalf("%d ENIs > limit %d", len(m.s.ENIs), m.cfg.MaxENIs())
+	if len(m.s.ENIs) > maxENIs(m.cfg) {
+		m.t.Fatalf("%d ENIs > limit %d", len(m.s.ENIs), maxENIs(m.cfg))
 	}
 	for _, e := range m.s.ENIs {
-		if e.usedSlots() > m.cfg.SlotsPerENI() {
-			m.t.Fatalf("%s uses %d slots > %d", e.ID, e.usedSlots(), m.cfg.SlotsPerENI())
+		if used := len(e.IPs) + len(e.Prefixes); used > slotsPerENI(m.cfg) {
+			m.t.Fatalf("%s uses %d slots > %d", e.ID, used, slotsPerENI(m.cfg))
 		}
 		for _, a := range e.IPs {
 			if seen[a.IP] {
@@ -277,10 +347,10 @@ func (m *sim) addPod() (netip.Addr, bool) {
 	e := m.eni(eniID)
 	now, cd := m.s.Now, m.cfg.IPCooldownPeriod
 	marked := false
-	if m.cfg.Mode() == ModeSecondaryIP {
+	if !prefixMode(m.cfg) {
 		for i := range e.IPs {
 			if e.IPs[i].IP == ip {
-				if e.IPs[i].cooling(now, cd) {
+				if isCooling(e.IPs[i], now, cd) {
 					m.t.Fatalf("PickAddress returned cooling %s", ip)
 				}
 				e.IPs[i].Assigned, marked = true, true
@@ -296,7 +366,7 @@ func (m *sim) addPod() (netip.Addr, bool) {
 			if j < 0 {
 				p.Addresses = append(p.Addresses, Address{IP: ip, Assigned: true})
 			} else {
-				if p.Addresses[j].cooling(now, cd) {
+				if isCooling(p.Addresses[j], now, cd) {
 					m.t.Fatalf("PickAddress returned cooling %s", ip)
 				}
 				p.Addresses[j].Assigned = true
@@ -305,7 +375,7 @@ func (m *sim) addPod() (netip.Addr, bool) {
 		}
 	}
 	if !marked {
-		m.t.Fatalf("PickAddress returned %s, not a %s address of %s", ip, m.cfg.Mode(), eniID)
+		m.t.Fatalf("PickAddress returned %s, not an address of the active kind (prefix mode %v) of %s", ip, prefixMode(m.cfg), eniID)
 	}
 	m.podSeq++
 	m.pods[ip] = m.podSeq

@@ -3,6 +3,7 @@ package ipamclient
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"net"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -195,9 +197,12 @@ func TestErrorMapping(t *testing.T) {
 		check   func(t *testing.T, err error)
 		wantMsg string
 	}{
+		// The daemon's answers are built here from the wire contract, not
+		// with the package's own NoAddressStatus/VersionMismatchStatus:
+		// plugin and daemon may come from different releases.
 		{
 			name: "ResourceExhausted -> NoAddressError",
-			err:  NoAddressStatus("no free address on this node: max pods (29) reached"),
+			err:  status.Error(codes.ResourceExhausted, "no free address on this node: max pods (29) reached"),
 			check: func(t *testing.T, err error) {
 				var na *NoAddressError
 				if !errors.As(err, &na) || na.Reason != "no free address on this node: max pods (29) reached" {
@@ -208,14 +213,14 @@ func TestErrorMapping(t *testing.T) {
 		},
 		{
 			name: "FailedPrecondition -> VersionMismatchError",
-			err:  VersionMismatchStatus(APIVersion, APIVersion+1),
+			err:  versionMismatchWire(t, "IPAM API version mismatch: the plugin speaks v1, the daemon speaks v2", "1", "2"),
 			check: func(t *testing.T, err error) {
 				var vm *VersionMismatchError
 				if !errors.Is(err, ErrVersionMismatch) || !errors.As(err, &vm) {
 					t.Fatalf("want *VersionMismatchError, got %T %v", err, err)
 				}
-				if vm.Client != APIVersion || vm.Daemon != APIVersion+1 {
-					t.Errorf("versions client %d daemon %d, want %d %d", vm.Client, vm.Daemon, APIVersion, APIVersion+1)
+				if vm.Client != 1 || vm.Daemon != 2 {
+					t.Errorf("versions client %d daemon %d, want 1 2", vm.Client, vm.Daemon)
 				}
 			},
 			wantMsg: "the plugin speaks v1, the daemon speaks v2",
@@ -283,6 +288,22 @@ func TestErrorMapping(t *testing.T) {
 	}
 }
 
+// versionMismatchWire is the daemon's refusal of an API version as it goes
+// over the wire (API v1's contract): FailedPrecondition with an
+// errdetails.ErrorInfo, reason API_VERSION_MISMATCH in domain
+// ipam.vpcchain.io, metadata client_version and daemon_version.
+func versionMismatchWire(t *testing.T, msg, client, daemon string) error {
+	t.Helper()
+	st, err := status.New(codes.FailedPrecondition, msg).WithDetails(&errdetails.ErrorInfo{
+		Reason: "API_VERSION_MISMATCH", Domain: "ipam.vpcchain.io",
+		Metadata: map[string]string{"client_version": client, "daemon_version": daemon},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Err()
+}
+
 func TestCallerDeadline(t *testing.T) {
 	f := &fakeDaemon{}
 	c, path := serve(t, f)
@@ -347,6 +368,17 @@ func TestCheckVersion(t *testing.T) {
 				t.Errorf("CheckVersion(%d) message %q does not contain %q", v, st.Message(), w)
 			}
 		}
+		// The details an older or newer client reads (see versionMismatchWire).
+		var infos []string
+		for _, d := range st.Details() {
+			if info, ok := d.(*errdetails.ErrorInfo); ok {
+				infos = append(infos, fmt.Sprintf("%s %s client_version=%s daemon_version=%s len=%d", info.GetReason(), info.GetDomain(),
+					info.GetMetadata()["client_version"], info.GetMetadata()["daemon_version"], len(info.GetMetadata())))
+			}
+		}
+		if want := fmt.Sprintf("API_VERSION_MISMATCH ipam.vpcchain.io client_version=%d daemon_version=1 len=2", v); len(infos) != 1 || infos[0] != want {
+			t.Errorf("CheckVersion(%d) details %q, want [%q]", v, infos, want)
+		}
 		vm := versionMismatchFromStatus(st)
 		if vm.Client != v || vm.Daemon != APIVersion {
 			t.Errorf("CheckVersion(%d) details: client %d daemon %d", v, vm.Client, vm.Daemon)
@@ -354,6 +386,9 @@ func TestCheckVersion(t *testing.T) {
 	}
 	if st := status.Convert(NoAddressStatus("")); st.Code() != codes.ResourceExhausted || st.Message() == "" {
 		t.Errorf("NoAddressStatus(\"\") = %v", st)
+	}
+	if st := status.Convert(NoAddressStatus("pool empty")); st.Code() != codes.ResourceExhausted || st.Message() != "pool empty" {
+		t.Errorf("NoAddressStatus(\"pool empty\") = %v, want ResourceExhausted with the reason as message", st)
 	}
 }
 

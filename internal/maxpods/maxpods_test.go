@@ -2,7 +2,10 @@ package maxpods
 
 import (
 	"errors"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/vpcchain/vpcchain/internal/instancelimits"
@@ -117,27 +120,64 @@ func TestEstimateVCPUs(t *testing.T) {
 }
 
 // Every type of the table computes, and the secondary-IP count is the
-// eni-max-pods.txt formula.
+// eni-max-pods.txt formula. The expected values come from the table file
+// itself, read here as data (not through package instancelimits, whose
+// parsed Limits and SupportsPrefixDelegation are what Compute uses): max
+// ENIs x (IPv4 per ENI - 1) + 2, and prefix delegation exactly where EC2
+// documents it, on Nitro-based (hypervisor "nitro") or bare-metal types.
 func TestAllTypes(t *testing.T) {
-	types := instancelimits.Types()
-	if len(types) < 1000 {
-		t.Fatalf("only %d types", len(types))
+	rows := limitsTable(t)
+	if len(rows) < 1000 || len(rows) != len(instancelimits.Types()) {
+		t.Fatalf("%d rows in the table file, %d types known", len(rows), len(instancelimits.Types()))
 	}
-	for _, typ := range types {
-		l, _ := instancelimits.Lookup(typ)
-		r, err := Compute(typ, Options{CNICap: true})
+	for _, row := range rows {
+		r, err := Compute(row.typ, Options{CNICap: true})
 		if err != nil {
-			t.Fatalf("%s: %v", typ, err)
+			t.Fatalf("%s: %v", row.typ, err)
 		}
-		if want := l.MaxENIs*(l.IPv4PerENI-1) + 2; r.Uncapped != want {
-			t.Errorf("%s: %d, want %d", typ, r.Uncapped, want)
+		if want := row.enis*(row.ipv4-1) + 2; r.Uncapped != want {
+			t.Errorf("%s: %d, want %d", row.typ, r.Uncapped, want)
 		}
 		if r.MaxPods > r.Cap || !slices.Contains([]int{SmallCap, LargeCap}, r.Cap) {
-			t.Errorf("%s: bad cap %+v", typ, r)
+			t.Errorf("%s: bad cap %+v", row.typ, r)
 		}
-		_, err = Compute(typ, Options{PrefixDelegation: true})
-		if (err == nil) != l.SupportsPrefixDelegation() {
-			t.Errorf("%s: prefix delegation err = %v, supported = %v", typ, err, l.SupportsPrefixDelegation())
+		_, err = Compute(row.typ, Options{PrefixDelegation: true})
+		if wantPD := row.hypervisor == "nitro" || row.bareMetal; (err == nil) != wantPD {
+			t.Errorf("%s (hypervisor %q, bare metal %v): prefix delegation err = %v, want supported = %v",
+				row.typ, row.hypervisor, row.bareMetal, err, wantPD)
 		}
 	}
+}
+
+type tableRow struct {
+	typ, hypervisor string
+	enis, ipv4      int
+	bareMetal       bool
+}
+
+// limitsTable reads internal/instancelimits/instance-limits.tsv as data:
+// instance_type, max_enis, ipv4_per_eni, hypervisor, bare_metal, ...
+func limitsTable(t *testing.T) []tableRow {
+	t.Helper()
+	data, err := os.ReadFile("../instancelimits/instance-limits.tsv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []tableRow
+	for i, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		f := strings.Split(line, "\t")
+		if i == 0 {
+			if strings.Join(f[:5], ",") != "instance_type,max_enis,ipv4_per_eni,hypervisor,bare_metal" {
+				t.Fatalf("unexpected header %q", line)
+			}
+			continue
+		}
+		enis, err1 := strconv.Atoi(f[1])
+		ipv4, err2 := strconv.Atoi(f[2])
+		if err1 != nil || err2 != nil {
+			t.Fatalf("line %d: %q", i+1, line)
+		}
+		rows = append(rows, tableRow{typ: f[0], enis: enis, ipv4: ipv4, hypervisor: f[3], bareMetal: f[4] == "true"})
+	}
+	return rows
 }

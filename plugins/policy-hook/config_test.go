@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
-
-	"github.com/vpcchain/vpcchain/internal/naming"
 )
 
 const prevJSON = `"prevResult": {"cniVersion": "1.1.0",
@@ -54,7 +52,9 @@ func TestParseConfig(t *testing.T) {
 			}
 		}},
 		{name: "wait defaults dir", body: `, "kubeconfig": "/k", "waitForPolicy": {"timeout": "1s", "strict": true}`, check: func(t *testing.T, c *NetConf) {
-			if c.WaitForPolicy.EndpointStatusDir != DefaultEndpointStatusDir || !c.WaitForPolicy.Strict || c.waitTimeout != time.Second {
+			// The default of Calico's own CNI plugin (cni-plugin/pkg/k8s:
+			// conf.EndpointStatusDir = "/var/run/calico/endpoint-status").
+			if c.WaitForPolicy.EndpointStatusDir != "/var/run/calico/endpoint-status" || !c.WaitForPolicy.Strict || c.waitTimeout != time.Second {
 				t.Errorf("%+v", c.WaitForPolicy)
 			}
 		}},
@@ -104,7 +104,7 @@ func TestParseConfig(t *testing.T) {
 	}
 }
 
-// TestNamingCheck: the known vectors (calico.md section 1) pass, any other
+// TestNamingCheck: the known vectors (`printf %s <ns>.<pod> | sha1sum`) pass, any other
 // name fails with code 7 naming the expected and actual names and why.
 func TestNamingCheck(t *testing.T) {
 	for _, tc := range []struct {
@@ -162,9 +162,4 @@ func TestStatusFileName(t *testing.T) {
 			t.Errorf("%s/%s: %q, want %q", tc.ns, tc.pod, got, tc.want)
 		}
 	}
-}
-
-func namingVeth(prefix, nsDotPod string) string {
-	ns, pod, _ := strings.Cut(nsDotPod, ".")
-	return naming.HostVethName(prefix, ns, pod)
 }

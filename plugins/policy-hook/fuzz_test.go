@@ -3,11 +3,11 @@ package main
 import (
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
-
-	"github.com/vpcchain/vpcchain/internal/naming"
 )
 
 // FuzzParseConfig: any stdin parses into a configuration within the
@@ -31,11 +31,11 @@ func FuzzParseConfig(f *testing.F) {
 		conf, err := parseConfig(stdin)
 		if err == nil {
 			switch {
-			case naming.ValidatePrefix(conf.VethPrefix) != nil:
+			case !documentedPrefix(conf.VethPrefix):
 				t.Fatalf("accepted vethPrefix %q", conf.VethPrefix)
 			case conf.publish && !filepath.IsAbs(conf.Kubeconfig):
 				t.Fatalf("publishing with kubeconfig %q", conf.Kubeconfig)
-			case conf.waitTimeout < 0 || conf.waitTimeout > MaxWaitTimeout:
+			case conf.waitTimeout < 0 || conf.waitTimeout > 2*time.Minute: // the documented maximum wait
 				t.Fatalf("accepted wait timeout %v", conf.waitTimeout)
 			case conf.waiting() && (!conf.publish || !filepath.IsAbs(conf.WaitForPolicy.EndpointStatusDir)):
 				t.Fatalf("waiting with publish %v endpointStatusDir %q", conf.publish, conf.WaitForPolicy.EndpointStatusDir)
@@ -53,6 +53,24 @@ func FuzzParseConfig(f *testing.F) {
 			t.Fatalf("error is not a CNI code 6/7 with a message: %#v", err)
 		}
 	})
+}
+
+// documentedPrefix is the vethPrefix rule, written out independently of
+// package naming (which parseConfig calls): 1 to 4 bytes so that prefix + 11
+// hash characters fit the kernel's 15-byte interface names; not "eth", "lo"
+// or "vlan" (refused as the AWS VPC CNI refuses them); printable ASCII
+// without whitespace, '/' and ':' (the kernel's dev_valid_name), '%'
+// (name templates) or '*' (Felix's wildcard).
+func documentedPrefix(p string) bool {
+	if len(p) < 1 || len(p) > 4 || p == "eth" || p == "lo" || p == "vlan" {
+		return false
+	}
+	for _, c := range []byte(p) {
+		if c <= ' ' || c > '~' || strings.ContainsRune("/:%*", rune(c)) {
+			return false
+		}
+	}
+	return true
 }
 
 // FuzzLoadPod: any CNI_ARGS yields a valid Kubernetes pod, errNoPod, or code

@@ -23,6 +23,15 @@ import (
 	ktypes "k8s.io/apimachinery/pkg/types"
 )
 
+// The annotation keys the other programs read, spelled out here: Calico's
+// Pod -> WorkloadEndpoint conversion (libcalico-go: cni.projectcalico.org/podIP
+// and podIPs) and the AWS VPC CNI's vpc.amazonaws.com/pod-ips.
+const (
+	calicoPodIP  = "cni.projectcalico.org/podIP"
+	calicoPodIPs = "cni.projectcalico.org/podIPs"
+	awsPodIPs    = "vpc.amazonaws.com/pod-ips"
+)
+
 // fakeAPI is a Kubernetes API server holding pods, serving GET
 // /api/v1/namespaces/<ns>/pods/<name> and PATCH of it and its status
 // subresource (JSON merge patch of metadata.annotations, honouring a
@@ -227,11 +236,11 @@ func TestAddPublishes(t *testing.T) {
 		want                map[string]string
 	}{
 		{"one address", "default", "nginx", "enic440f455693", []string{"10.0.0.9/32"},
-			map[string]string{AnnotPodIP: "10.0.0.9/32", AnnotPodIPs: "10.0.0.9/32", AnnotAWSPodIPs: "10.0.0.9"}},
+			map[string]string{calicoPodIP: "10.0.0.9/32", calicoPodIPs: "10.0.0.9/32", awsPodIPs: "10.0.0.9"}},
 		{"subnet-length address", "kube-system", "coredns-5d78c9869d-abcde", "eni4d5f75c480c", []string{"10.0.1.23/20"},
-			map[string]string{AnnotPodIP: "10.0.1.23/32", AnnotPodIPs: "10.0.1.23/32", AnnotAWSPodIPs: "10.0.1.23"}},
+			map[string]string{calicoPodIP: "10.0.1.23/32", calicoPodIPs: "10.0.1.23/32", awsPodIPs: "10.0.1.23"}},
 		{"two addresses", "a", "b", "eni69f6642c9d7", []string{"10.0.0.5/32", "fd00::5/128"},
-			map[string]string{AnnotPodIP: "10.0.0.5/32", AnnotPodIPs: "10.0.0.5/32,fd00::5/128", AnnotAWSPodIPs: "10.0.0.5,fd00::5"}},
+			map[string]string{calicoPodIP: "10.0.0.5/32", calicoPodIPs: "10.0.0.5/32,fd00::5/128", awsPodIPs: "10.0.0.5,fd00::5"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			api := newFakeAPI(t, tc.ns+"/"+tc.pod)
@@ -281,16 +290,11 @@ func TestAddErrors(t *testing.T) {
 		})
 	}
 	// The Pod does not exist: an API error, code 11.
-	veth := "eni" + hashOf("default.gone")
+	const veth = "enia68237850af" // printf %s default.gone | sha1sum
 	wantCode(t, runAdd(t, cmdArgs("default", "gone", stdinFor(kc, "", veth, "10.0.0.9/32"))), types.ErrTryAgainLater, "not found")
 	// prevResult missing.
 	conf, _ := parseConfig([]byte(`{"cniVersion": "1.1.0", "name": "n", "type": "policy-hook", "kubeconfig": "/k"}`))
 	wantCode(t, add(context.Background(), conf, cmdArgs("default", "nginx", nil)), types.ErrInvalidNetworkConfig, "chained after")
-}
-
-func hashOf(s string) string {
-	n, _ := strings.CutPrefix(namingVeth("x", s), "x")
-	return n
 }
 
 func TestAddWithoutPublishing(t *testing.T) {
@@ -359,7 +363,7 @@ func TestWaitForPolicy(t *testing.T) {
 			if tc.code != 0 {
 				wantCode(t, err, tc.code, statusFile(dir, pod), "strict")
 				// A failed strict ADD leaves no annotation behind.
-				if got := api.annotations(pod.Namespace, pod.Name)[AnnotPodIP]; got != "" {
+				if got := api.annotations(pod.Namespace, pod.Name)[calicoPodIP]; got != "" {
 					t.Errorf("after failed ADD podIP annotation %q, want cleared", got)
 				}
 			} else if err != nil {
@@ -387,7 +391,7 @@ func TestWaitForPolicy(t *testing.T) {
 func TestDel(t *testing.T) {
 	pod := podRef{"default", "nginx"}
 	const veth = "enic440f455693"
-	published := map[string]string{AnnotPodIP: "10.0.0.9/32", AnnotPodIPs: "10.0.0.9/32", AnnotAWSPodIPs: "10.0.0.9", "other": "kept"}
+	published := map[string]string{calicoPodIP: "10.0.0.9/32", calicoPodIPs: "10.0.0.9/32", awsPodIPs: "10.0.0.9", "other": "kept"}
 	for _, tc := range []struct {
 		name      string
 		ann       map[string]string // nil: the Pod does not exist
@@ -395,9 +399,9 @@ func TestDel(t *testing.T) {
 		wantClear bool
 	}{
 		{"holds the released address", published, []string{"10.0.0.9/32"}, true},
-		{"holds it as a plain IP", map[string]string{AnnotPodIP: "10.0.0.9"}, []string{"10.0.0.9/32"}, true},
+		{"holds it as a plain IP", map[string]string{calicoPodIP: "10.0.0.9"}, []string{"10.0.0.9/32"}, true},
 		{"a newer sandbox's address", published, []string{"10.0.0.7/32"}, false},
-		{"already cleared", map[string]string{AnnotPodIP: "", AnnotPodIPs: ""}, []string{"10.0.0.9/32"}, false},
+		{"already cleared", map[string]string{calicoPodIP: "", calicoPodIPs: ""}, []string{"10.0.0.9/32"}, false},
 		{"no annotation", map[string]string{}, []string{"10.0.0.9/32"}, false},
 		{"pod gone", nil, []string{"10.0.0.9/32"}, false},
 	} {
@@ -432,7 +436,7 @@ func TestDel(t *testing.T) {
 				t.Error("clearing patch has no resourceVersion precondition")
 			}
 			got := api.annotations(pod.Namespace, pod.Name)
-			for _, k := range []string{AnnotPodIP, AnnotPodIPs, AnnotAWSPodIPs} {
+			for _, k := range []string{calicoPodIP, calicoPodIPs, awsPodIPs} {
 				if v, ok := got[k]; !ok || v != "" {
 					t.Errorf("annotation %s = %q (present %v), want present and empty", k, v, ok)
 				}
@@ -473,7 +477,7 @@ func TestDelNeverFailsOnKubernetes(t *testing.T) {
 // conditional patch fails with Conflict and DEL re-checks.
 func TestDelConflictRetries(t *testing.T) {
 	api := newFakeAPI(t)
-	api.addPod("default", "nginx", map[string]string{AnnotPodIP: "10.0.0.9/32"})
+	api.addPod("default", "nginx", map[string]string{calicoPodIP: "10.0.0.9/32"})
 	var once sync.Once
 	inner := api.srv.Config.Handler
 	api.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -494,7 +498,7 @@ func TestDelConflictRetries(t *testing.T) {
 	if n := len(api.recorded()); n != 2 {
 		t.Errorf("%d patches, want 2 (conflict, then success)", n)
 	}
-	if got := api.annotations("default", "nginx")[AnnotPodIP]; got != "" {
+	if got := api.annotations("default", "nginx")[calicoPodIP]; got != "" {
 		t.Errorf("podIP %q after DEL", got)
 	}
 }
@@ -507,5 +511,5 @@ func TestStatus(t *testing.T) {
 		t.Error(err)
 	}
 	bad := &skel.CmdArgs{StdinData: []byte(`{"cniVersion": "1.1.0", "name": "n", "type": "policy-hook", "kubeconfig": "/nonexistent/kc"}`)}
-	wantCode(t, cmdStatus(bad), errPluginNotAvailable, "/nonexistent/kc")
+	wantCode(t, cmdStatus(bad), 50, "/nonexistent/kc") // CNI 1.1 error code 50: plugin not available
 }

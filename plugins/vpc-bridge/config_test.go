@@ -6,8 +6,6 @@ import (
 	"testing"
 
 	"github.com/containernetworking/cni/pkg/types"
-
-	"github.com/vpcchain/vpcchain/internal/naming"
 )
 
 func TestParseConfig(t *testing.T) {
@@ -120,12 +118,15 @@ func TestLoadK8sArgs(t *testing.T) {
 
 func TestHostVethNameChoice(t *testing.T) {
 	k := &K8sArgs{K8S_POD_NAMESPACE: "default", K8S_POD_NAME: "nginx"}
-	if got := hostVethName("eni", k, "cid", "eth0"); got != "enic440f455693" {
+	if got := hostVethName("eni", k, "cid", "eth0"); got != "enic440f455693" { // printf %s default.nginx | sha1sum
 		t.Errorf("pod name: got %q", got)
 	}
+	// The fallback hashes "<container ID>.<ifname>":
+	// printf %s cid.eth0 | sha1sum gives 75d6cd8f85af...
+	const fallback = "eni75d6cd8f85a"
 	for _, k := range []*K8sArgs{nil, {}, {K8S_POD_NAMESPACE: "default"}, {K8S_POD_NAME: "nginx"}} {
-		if got, want := hostVethName("eni", k, "cid", "eth0"), naming.FallbackHostVethName("eni", "cid", "eth0"); got != want {
-			t.Errorf("fallback for %+v: got %q want %q", k, got, want)
+		if got := hostVethName("eni", k, "cid", "eth0"); got != fallback {
+			t.Errorf("fallback for %+v: got %q want %q", k, got, fallback)
 		}
 	}
 }

@@ -15,7 +15,6 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/vpcchain/vpcchain/internal/cniext"
-	"github.com/vpcchain/vpcchain/internal/naming"
 )
 
 func podIPOf(t *testing.T, r types.Result) net.IP {
@@ -30,6 +29,32 @@ func podIPOf(t *testing.T, r types.Result) net.IP {
 	return res.IPs[0].Address.IP.To4()
 }
 
+// wantVeth is the host veth name of each pod these tests wire, computed
+// outside the code: "eni" + the first 11 hex digits of
+// printf %s <namespace>.<pod> | sha1sum (the name Calico's Felix expects).
+var wantVeth = map[string]string{
+	"default/nginx":                        "enic440f455693",
+	"kube-system/coredns-5d78c9869d-abcde": "eni4d5f75c480c",
+	"default/owner":                        "eni25c131ae5c3",
+	"default/retry":                        "enia79df20250a",
+	"default/busy":                         "enid0418abe16f",
+}
+
+func vethOf(t *testing.T, namespace, name string) string {
+	t.Helper()
+	v, ok := wantVeth[namespace+"/"+name]
+	if !ok {
+		t.Fatalf("no precomputed host veth name for pod %s/%s: add it to wantVeth", namespace, name)
+	}
+	return v
+}
+
+// ownerAlias is the host veth's alias as docs/design.md writes it
+// (internal/naming/owner.go): vpcchain:v1:<container ID>:<ifname>:<table>.
+func ownerAlias(containerID, ifName string, table int) string {
+	return fmt.Sprintf("vpcchain:v1:%s:%s:%d", containerID, ifName, table)
+}
+
 // assertPodWired checks everything ADD promises, on both sides.
 func assertPodWired(t *testing.T, h *host, p *pod, r types.Result, wantTable int) {
 	t.Helper()
@@ -37,7 +62,7 @@ func assertPodWired(t *testing.T, h *host, p *pod, r types.Result, wantTable int
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantName := naming.HostVethName("eni", p.namespace, p.name)
+	wantName := vethOf(t, p.namespace, p.name)
 	if len(res.Interfaces) != 2 {
 		t.Fatalf("result interfaces = %v, want host veth + pod interface", res.Interfaces)
 	}
@@ -74,7 +99,7 @@ func assertPodWired(t *testing.T, h *host, p *pod, r types.Result, wantTable int
 	if hl.Attrs().MTU != 9001 {
 		t.Errorf("host veth MTU %d, want 9001", hl.Attrs().MTU)
 	}
-	wantAlias := naming.VethOwner{ContainerID: p.containerID, IfName: p.ifName, RouteTable: wantTable}.Alias()
+	wantAlias := ownerAlias(p.containerID, p.ifName, wantTable)
 	if hl.Attrs().Alias != wantAlias {
 		t.Errorf("host veth alias %q, want %q", hl.Attrs().Alias, wantAlias)
 	}
@@ -547,7 +572,7 @@ func TestAddRefusesAddressInUse(t *testing.T) {
 		t.Fatalf("ADD b with a duplicate address succeeded")
 	}
 	wantMsg := "address 10.1.7.7 from IPAM is already in use on this node: it is routed to interface " +
-		naming.HostVethName("eni", "default", "owner") + " (container " + a.containerID + " ifname eth0)"
+		vethOf(t, "default", "owner") + " (container " + a.containerID + " ifname eth0)"
 	if e := cniCode(t, err); !strings.Contains(e.Msg, wantMsg) {
 		t.Errorf("error %q, want containing %q", e.Msg, wantMsg)
 	}
@@ -570,7 +595,7 @@ func TestAddReplacesLeftoverOfSameAttachment(t *testing.T) {
 	h := newHost(t)
 	list := conflist(t, nil, h.hostLocal("10.77.3.0/24"))
 	p := h.newPod("default", "retry")
-	name := naming.HostVethName("eni", "default", "retry")
+	name := vethOf(t, "default", "retry")
 	// An earlier ADD of this attachment died after creating the veth.
 	h.do(func() error {
 		v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: "leftover" + randHex(2)}
@@ -581,7 +606,7 @@ func TestAddReplacesLeftoverOfSameAttachment(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		return netlink.LinkSetAlias(l, naming.VethOwner{ContainerID: p.containerID, IfName: "eth0", RouteTable: 254}.Alias())
+		return netlink.LinkSetAlias(l, ownerAlias(p.containerID, "eth0", 254))
 	})
 	r, err := h.add(list, p)
 	if err != nil {
@@ -598,7 +623,7 @@ func TestAddRefusesNameOfOtherAttachment(t *testing.T) {
 	h := newHost(t)
 	list := conflist(t, nil, h.fakeIPAM([]string{"10.1.8.8/24"}, nil, nil))
 	p := h.newPod("default", "busy")
-	name := naming.HostVethName("eni", "default", "busy")
+	name := vethOf(t, "default", "busy")
 
 	cases := []struct {
 		name     string
@@ -606,7 +631,7 @@ func TestAddRefusesNameOfOtherAttachment(t *testing.T) {
 		wantCode uint
 		wantMsg  string
 	}{
-		{"older sandbox of the same pod", naming.VethOwner{ContainerID: "old-sandbox", IfName: "eth0", RouteTable: 254}.Alias(),
+		{"older sandbox of the same pod", ownerAlias("old-sandbox", "eth0", 254),
 			types.ErrTryAgainLater, `host veth name "` + name + `" is in use by another attachment (container old-sandbox ifname eth0)`},
 		{"foreign interface", "", types.ErrInternal, `host veth name "` + name + `" is taken by an interface that vpc-bridge did not create`},
 	}
@@ -655,12 +680,14 @@ func TestFallbackNameWithoutK8sArgs(t *testing.T) {
 	h := newHost(t)
 	list := conflist(t, map[string]any{"vethPrefix": "vpc", "mtu": 1500}, h.hostLocal("10.77.4.0/24"))
 	p := h.newPod("", "")
+	p.containerID = "ctr-fallback"
 	r, err := h.add(list, p)
 	if err != nil {
 		t.Fatalf("ADD: %v", err)
 	}
 	res, _ := types100.NewResultFromResult(r)
-	want := naming.FallbackHostVethName("vpc", p.containerID, "eth0")
+	// "vpc" + the first 11 hex digits of printf %s ctr-fallback.eth0 | sha1sum.
+	const want = "vpcf7ca8afde7e"
 	if res.Interfaces[0].Name != want || !h.linkExists(want) {
 		t.Errorf("host veth %q, want %q", res.Interfaces[0].Name, want)
 	}

@@ -7,13 +7,14 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
-
-	"github.com/vpcchain/vpcchain/internal/ipamclient"
 )
 
 func TestParseConfig(t *testing.T) {
 	const head = `{"cniVersion":"1.1.0","name":"vpcchain","type":"vpc-bridge","vethPrefix":"eni","mtu":9001`
 	long := "/" + strings.Repeat("x", 107) // 108 bytes
+	// The defaults: the daemon's socket (daemon/config's TestDefaults) and
+	// the 10s the plugin documents ("default 10s" in its messages).
+	const defSocket, defTimeout = "/var/run/vpcchain/ipamd.sock", 10 * time.Second
 
 	tests := []struct {
 		name        string
@@ -24,19 +25,19 @@ func TestParseConfig(t *testing.T) {
 		wantTimeout time.Duration
 	}{
 		{name: "defaults", json: head + `,"ipam":{"type":"vpc-ipam"}}`,
-			wantSocket: ipamclient.DefaultSocket, wantTimeout: DefaultTimeout},
+			wantSocket: defSocket, wantTimeout: defTimeout},
 		{name: "no ipam section", json: head + `}`,
-			wantSocket: ipamclient.DefaultSocket, wantTimeout: DefaultTimeout},
+			wantSocket: defSocket, wantTimeout: defTimeout},
 		{name: "explicit values", json: head + `,"ipam":{"type":"vpc-ipam","socket":"/run/x/ipamd.sock","timeout":"5s"}}`,
 			wantSocket: "/run/x/ipamd.sock", wantTimeout: 5 * time.Second},
 		{name: "null and empty values mean default", json: head + `,"ipam":{"type":"vpc-ipam","socket":null,"timeout":""}}`,
-			wantSocket: ipamclient.DefaultSocket, wantTimeout: DefaultTimeout},
+			wantSocket: defSocket, wantTimeout: defTimeout},
 		{name: "maximum timeout", json: head + `,"ipam":{"timeout":"2m"}}`,
-			wantSocket: ipamclient.DefaultSocket, wantTimeout: 2 * time.Minute},
+			wantSocket: defSocket, wantTimeout: 2 * time.Minute},
 		{name: "sub-second timeout", json: head + `,"ipam":{"timeout":"250ms"}}`,
-			wantSocket: ipamclient.DefaultSocket, wantTimeout: 250 * time.Millisecond},
+			wantSocket: defSocket, wantTimeout: 250 * time.Millisecond},
 		{name: "unknown top-level fields belong to the interface plugin", json: head + `,"somethingElse":{"a":1},"ipam":{}}`,
-			wantSocket: ipamclient.DefaultSocket, wantTimeout: DefaultTimeout},
+			wantSocket: defSocket, wantTimeout: defTimeout},
 
 		{name: "malformed JSON", json: head + `,"ipam":{"type":"vpc-ipam"`,
 			wantCode: types.ErrDecodingFailure, wantMsg: []string{"cannot decode network configuration"}},
@@ -61,7 +62,7 @@ func TestParseConfig(t *testing.T) {
 		{name: "too long timeout", json: head + `,"ipam":{"timeout":"2m1s"}}`,
 			wantCode: types.ErrInvalidNetworkConfig, wantMsg: []string{`ipam.timeout "2m1s" is longer than 2m0s`}},
 		{name: "relative socket path", json: head + `,"ipam":{"socket":"run/ipamd.sock"}}`,
-			wantCode: types.ErrInvalidNetworkConfig, wantMsg: []string{`ipam.socket "run/ipamd.sock" is not an absolute path`, ipamclient.DefaultSocket}},
+			wantCode: types.ErrInvalidNetworkConfig, wantMsg: []string{`ipam.socket "run/ipamd.sock" is not an absolute path`, defSocket}},
 		{name: "socket path is a directory", json: head + `,"ipam":{"socket":"/var/run/vpcchain/"}}`,
 			wantCode: types.ErrInvalidNetworkConfig, wantMsg: []string{`ipam.socket "/var/run/vpcchain/" names a directory`}},
 		{name: "socket path too long", json: head + `,"ipam":{"socket":"` + long + `"}}`,

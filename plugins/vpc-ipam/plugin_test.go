@@ -291,6 +291,11 @@ func (o outcome) wantCode(t *testing.T, what string, code uint, mentions ...stri
 	}
 }
 
+// cniStatusUnavailable is code 50 of the CNI spec's error codes (SPEC.md of
+// containernetworking/cni v1.3.0): "The plugin is not available (i.e.
+// cannot service ADD requests)". The library does not define it yet.
+const cniStatusUnavailable uint = 50
+
 const podArgs = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=nginx;K8S_POD_INFRA_CONTAINER_ID=c1;K8S_POD_UID=u1"
 
 // add runs ADD and returns the parsed result (the IP) and extension.
@@ -401,7 +406,7 @@ func TestDaemonDown(t *testing.T) {
 
 	prev := e.conf("1.1.0", map[string]any{"socket": missing}, map[string]any{"prevResult": prevResult("10.0.1.23/32")})
 	run(t, "CHECK", "c1", podArgs, prev).wantCode(t, "CHECK", types.ErrTryAgainLater, missing)
-	run(t, "STATUS", "", "", conf).wantCode(t, "STATUS", ErrPluginNotAvailable, missing)
+	run(t, "STATUS", "", "", conf).wantCode(t, "STATUS", cniStatusUnavailable, missing)
 	gc := e.conf("1.1.0", map[string]any{"socket": missing}, map[string]any{"cni.dev/valid-attachments": []any{}})
 	run(t, "GC", "", "", gc).wantCode(t, "GC", types.ErrTryAgainLater, missing)
 }
@@ -419,7 +424,7 @@ func TestDaemonDeadSocket(t *testing.T) {
 	conf := e.conf("1.1.0", map[string]any{"socket": dead}, nil)
 	run(t, "ADD", "c1", podArgs, conf).wantCode(t, "ADD", types.ErrTryAgainLater, dead, "daemon unavailable")
 	run(t, "DEL", "c1", podArgs, conf).wantOK(t, "DEL")
-	run(t, "STATUS", "", "", conf).wantCode(t, "STATUS", ErrPluginNotAvailable, dead)
+	run(t, "STATUS", "", "", conf).wantCode(t, "STATUS", cniStatusUnavailable, dead)
 }
 
 func TestDel(t *testing.T) {
@@ -481,17 +486,17 @@ func TestStatus(t *testing.T) {
 	e.d.with(func(f *fakeDaemon) {
 		f.status = &ipamv1.StatusReply{Ready: false, Reason: "waiting for IMDS to show eni-0abc"}
 	})
-	run(t, "STATUS", "", "", conf).wantCode(t, "STATUS not ready", ErrPluginNotAvailable,
+	run(t, "STATUS", "", "", conf).wantCode(t, "STATUS not ready", cniStatusUnavailable,
 		"not ready", "waiting for IMDS to show eni-0abc")
 
 	e.d.with(func(f *fakeDaemon) {
 		f.status = &ipamv1.StatusReply{Ready: true, Available: 0, Reason: "max pods (29) reached"}
 	})
-	run(t, "STATUS", "", "", conf).wantCode(t, "STATUS without addresses", ErrPluginNotAvailable,
+	run(t, "STATUS", "", "", conf).wantCode(t, "STATUS without addresses", cniStatusUnavailable,
 		"no address is available", "max pods (29) reached")
 
 	e.d.with(func(f *fakeDaemon) { f.version = ipamclient.APIVersion + 1 })
-	run(t, "STATUS", "", "", conf).wantCode(t, "STATUS against another API version", ErrPluginNotAvailable, "version mismatch")
+	run(t, "STATUS", "", "", conf).wantCode(t, "STATUS against another API version", cniStatusUnavailable, "version mismatch")
 
 	// STATUS needs a 1.1.0 configuration (skel enforces it).
 	run(t, "STATUS", "", "", e.conf("1.0.0", nil, nil)).wantCode(t, "STATUS with cniVersion 1.0.0", types.ErrIncompatibleCNIVersion)

@@ -167,7 +167,7 @@ func TestBadInputLeavesNothingBehind(t *testing.T) {
 	vHost := victim.result.Interfaces[0].Name
 
 	p := n.newPod("default", "bad")
-	badVeth := naming.HostVethName(naming.DefaultPrefix, "default", "bad")
+	const badVeth = "eni277eabe6abc" // "eni" + printf %s default.bad | sha1sum, first 11 hex digits
 	regular := filepath.Join(c.dir, "regular-file")
 	if err := os.WriteFile(regular, []byte("not a namespace\n"), 0o644); err != nil {
 		t.Fatal(err)

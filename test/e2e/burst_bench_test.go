@@ -18,7 +18,7 @@ import (
 )
 
 // BenchmarkBurstFreshNode measures a burst of pods on a node that has just
-// joined (issue 8, benchmark 2): a new m5.large whose daemon starts against
+// joined (docs/benchmarks.md, "Burst on a fresh node"): a new m5.large whose daemon starts against
 // an EC2 that answers every call after 100, 300 or 1000 ms, with default
 // knobs, WARM_IP_TARGET=5 and prefix delegation.
 //

@@ -34,8 +34,7 @@ import (
 // namespace, and checks that it enforces Kubernetes NetworkPolicy on pods
 // added through our chain with the policy-hook plugin, from the first packet.
 // The binaries come from `make heavy-tools` (test/tools/felix, test/tools/kube)
-// and `make deps` (etcd); the recipe is in
-// ../shared/reference/felix-policy-only-harness.md.
+// and `make deps` (etcd); docs/design.md says how the tier is built.
 func TestCalicoPolicy(t *testing.T) {
 	requireRoot(t)
 	bin := binDir(t)

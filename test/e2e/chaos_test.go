@@ -23,7 +23,6 @@ import (
 
 	ipamv1 "github.com/vpcchain/vpcchain/api/ipam/v1"
 	"github.com/vpcchain/vpcchain/daemon/cloud"
-	"github.com/vpcchain/vpcchain/internal/naming"
 	"github.com/vpcchain/vpcchain/internal/netlinkutil"
 	"github.com/vpcchain/vpcchain/internal/snat"
 	"github.com/vpcchain/vpcchain/internal/vpcsim"
@@ -635,10 +634,6 @@ func checkChaosInvariants(t *testing.T, c *cluster, nodes []*chaosNode, all map[
 				}
 			}
 		}
-		tables := map[string]int32{}
-		for _, e := range r.Enis {
-			tables[e.Id] = e.RouteTable
-		}
 
 		// The daemon: exactly the live pods hold allocations, one address each.
 		held := map[string]*ipamv1.IntrospectAllocation{}
@@ -698,12 +693,17 @@ func checkChaosInvariants(t *testing.T, c *cluster, nodes []*chaosNode, all map[
 			case a != nil && a.EniId != e.ID:
 				errorf("EC2: live pod %s's %s is on %s, the daemon says %s", who, got, e.ID, a.EniId)
 			}
-			veth := naming.HostVethName("eni", p.namespace, p.name)
+			// The name Felix expects (calicoVethName: sha1 of
+			// "<namespace>.<pod>"), and the table of the ENI EC2 has the
+			// address on: main for device 0, 1000+device for the others
+			// (the layout daemon/hostnet's TestRouteTable pins), rather
+			// than what the daemon reports.
+			veth := calicoVethName(p.namespace, p.name)
 			wantVeths[veth] = true
 			wantRoutes[got] = veth
 			want512[got] = true
-			if a != nil && tables[a.EniId] != 0 && tables[a.EniId] != netlinkutil.MainTable {
-				want1536[got] = int(tables[a.EniId])
+			if e, ok := eniOf[got]; ok && e.DeviceIndex != 0 {
+				want1536[got] = 1000 + e.DeviceIndex
 				onSecondary++
 			}
 		}

@@ -44,11 +44,11 @@ import (
 // bind mounts over the sysctl files in its mount namespace (so it neither
 // refuses to start nor writes a host sysctl); the cgroups runc creates, the pod
 // network namespaces and every process are removed at the end, on failure and
-// on interrupt. Recipe: ../shared/reference/kubernetes-node-harness.md.
+// on interrupt.
 //
 // Two nodes (a runs etcd and the API server; node b's kubelet reaches it
-// through a proxy the test runs between the namespaces). Acceptance of
-// issue 7: node NotReady until the installer writes our conflist (only once
+// through a proxy the test runs between the namespaces). It checks: node
+// NotReady until the installer writes our conflist (only once
 // the daemon is healthy), then Ready; pods created through the API server
 // (nodeName set) reach Running with a status.podIP the simulator assigned to
 // one of that node's ENIs; pods on both nodes reach each other over TCP; a

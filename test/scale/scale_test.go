@@ -1,5 +1,5 @@
 // Package scale runs many warm-pool daemons in one process against one
-// simulated account with account-wide EC2 rate limits (issue 8): a node
+// simulated account with account-wide EC2 rate limits: a node
 // group scaling out with 30 pods per node, then a rolling restart of every
 // daemon. It reports time to converge, pod waits, throttling and EC2 calls.
 //
