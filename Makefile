@@ -91,7 +91,7 @@ test: deps lint build tools node-tools
 FUZZTIME ?= 50000x
 FUZZ := plugins/vpc-bridge:FuzzParseConfig plugins/vpc-ipam:FuzzParseConfig plugins/vpc-ipam:FuzzParsePodArgs \
 	plugins/vpc-snat:FuzzParseConfig plugins/policy-hook:FuzzParseConfig plugins/policy-hook:FuzzLoadPod \
-	daemon/config:FuzzLoad daemon/ipamd:FuzzServerRequests conflist:FuzzOptionsFromEnv
+	daemon/config:FuzzLoad daemon/ipamd:FuzzServerRequests conflist:FuzzOptionsFromEnv daemon/pool:FuzzChurn
 fuzz:
 	@log=$$(mktemp); trap 'rm -f $$log' EXIT; for t in $(FUZZ); do \
 	  echo "fuzz $${t%%:*} $${t##*:} for $(FUZZTIME)"; \

@@ -62,7 +62,7 @@ const (
 // DefaultOptions or OptionsFromEnv; Render validates them.
 type Options struct {
 	Name       string // network name ("vpcchain"); also the daemon's allocation key's network
-	CNIVersion string // "1.1.0"
+	CNIVersion string // "1.0.0" (default) or "1.1.0"
 	VethPrefix string // vpc-bridge vethPrefix; must equal the daemon's AWS_VPC_K8S_CNI_VETHPREFIX and Felix's interface prefix
 	MTU        int    // vpc-bridge mtu, 576..9001
 	Socket     string // vpc-ipam socket (absolute)
@@ -72,7 +72,7 @@ type Options struct {
 	// keeps in its state dir.
 	SNATNodeConfig string
 	// PolicyHook adds the policy-hook plugin (Calico integration) after
-	// vpc-snat. Off by default: the plugin is not built yet.
+	// vpc-snat. Off by default: it needs a kubeconfig and Calico.
 	PolicyHook bool
 	// Bandwidth appends the upstream bandwidth plugin (capabilities
 	// {"bandwidth": true}) so kubernetes.io/ingress-bandwidth and

@@ -2,7 +2,7 @@
 // warm-pool daemon: the node-wide sysctls and the primary ENI's MTU
 // (SetupNode), and for every secondary ENI its link, address, per-ENI route
 // table and "from <ENI primary IP>" rule (SetupENI / TeardownENI), following
-// the AWS VPC CNI's setupENINetwork (DESIGN contract 2).
+// the AWS VPC CNI's setupENINetwork (docs/design.md, "Routing").
 //
 // Everything acts on the network namespace of the calling OS thread: the
 // daemon runs in the node's namespace, tests lock a thread into a namespace

@@ -171,7 +171,8 @@ func shortfall(c Config, st Stats) (int, string) {
 	switch {
 	case c.ipTargets():
 		// WARM_IP_TARGET=0 with MINIMUM_IP_TARGET would stall once the
-		// minimum is used up (ref #2650): keep at least one address free.
+		// minimum is used up (as the reference CNI does): keep at least one
+		// address free.
 		warm := max(c.WarmIPTarget, 1)
 		short := max(warm-st.Available, c.MinimumIPTarget-st.Total, 0)
 		if short == 0 {

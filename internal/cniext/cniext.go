@@ -9,8 +9,8 @@
 //
 //	{
 //	  "cniVersion": "1.1.0",
-//	  "ips": [{"address": "10.0.1.23/24", "gateway": "10.0.1.1"}],
-//	  "vpcchain": {"routeTable": 3, "eniID": "eni-0abc...", "deviceNumber": 2}
+//	  "ips": [{"address": "10.0.1.23/32", "gateway": "169.254.1.1"}],
+//	  "vpcchain": {"routeTable": 1002, "eniID": "eni-0abc...", "deviceNumber": 2}
 //	}
 //
 // Other IPAM plugins (host-local, static, ...) do not write the key; the

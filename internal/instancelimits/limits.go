@@ -1,7 +1,7 @@
 // Package instancelimits holds EC2's per-instance-type network limits (max
 // ENIs, IPv4 addresses per ENI, hypervisor) as an embedded table, shared by
-// the VPC simulator, the daemon (fallback when DescribeInstanceTypes fails)
-// and the max-pods calculator.
+// the VPC simulator, the daemon (which asks DescribeInstanceTypes only for a
+// type the table lacks) and the max-pods calculator.
 package instancelimits
 
 import (

@@ -1,7 +1,7 @@
 // Package maxpods computes how many pods an EC2 instance type can run with
 // VPC-native pod addressing, with the formulas of the AWS VPC CNI's
-// eni-max-pods.txt and the EKS AMI's max-pods-calculator.sh (reference
-// study, section 7), for every type of the embedded table in
+// eni-max-pods.txt and the EKS AMI's max-pods-calculator.sh, for every type
+// of the embedded table in
 // internal/instancelimits:
 //
 //	enis        = MaxENIs of the default network card, min(--max-eni) if set,

@@ -2,7 +2,8 @@
 // vpc-bridge (which creates the link), policy-hook (which checks it matches
 // Calico's expectation) and the daemon (which may garbage-collect leaked links).
 //
-// The rule is DESIGN contract 1, the same one the AWS VPC CNI and Calico use:
+// The rule (docs/design.md, "Host veth naming") is the one the AWS VPC CNI and
+// Calico use:
 //
 //	name = prefix + hex(sha1("<namespace>.<pod name>"))[:11]
 //

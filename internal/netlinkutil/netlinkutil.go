@@ -1,9 +1,9 @@
 // Package netlinkutil holds small, idempotent netlink helpers for the policy
-// routing that vpcchain installs on a node: the rule priority map (DESIGN
-// contract 2), ensure/find/delete for ip rules, per-address host routes and a
-// random locally administered MAC. Every function works on the network
-// namespace of the calling OS thread (lock the thread, e.g. via ns.Do, to
-// target another namespace).
+// routing that vpcchain installs on a node: the rule priority map
+// (docs/design.md, "Routing"), ensure/find/delete for ip rules, per-address
+// host routes and a random locally administered MAC. Every function works on
+// the network namespace of the calling OS thread (lock the thread, e.g. via
+// ns.Do, to target another namespace).
 package netlinkutil
 
 import (
@@ -16,7 +16,7 @@ import (
 	"github.com/vishvananda/netlink"
 )
 
-// Rule priorities, as in the AWS VPC CNI (DESIGN contract 2).
+// Rule priorities, as in the AWS VPC CNI.
 const (
 	// PrioToPod: "to <pod ip>/32 lookup main", so traffic to a pod is routed
 	// by the main table's /32 route to its veth whatever the source.

@@ -16,7 +16,7 @@ import (
 )
 
 // The annotations Calico's Pod -> WorkloadEndpoint conversion reads the pod's
-// addresses from when status.podIPs is not yet set (calico.md section 5).
+// addresses from when status.podIPs is not yet set.
 const (
 	// AnnotPodIP is the first address as a CIDR ("10.0.0.9/32"); "" on a
 	// terminating pod is Calico's "finished" signal (endpoint withdrawn).

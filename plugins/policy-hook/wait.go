@@ -18,7 +18,8 @@ import (
 const pollInterval = 50 * time.Millisecond
 
 // kddEndpointID is the endpoint part of every Kubernetes-datastore workload
-// endpoint's key: always "eth0", whatever CNI_IFNAME is (calico.md 4.3).
+// endpoint's key: always "eth0", whatever CNI_IFNAME is (Calico's
+// Kubernetes datastore names the endpoint so).
 const kddEndpointID = "eth0"
 
 // statusFile is Felix's endpoint-status file of a pod

@@ -1,6 +1,6 @@
 package main
 
-// ADD builds the routed veth of the AWS VPC CNI (reference section 4):
+// ADD builds the routed veth of the AWS VPC CNI (docs/design.md, "Routing"):
 //
 //	pod netns                              host netns
 //	eth0  <ip>/32 ─────── veth ─────────── eni<hash>   (no address, up)
