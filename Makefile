@@ -101,7 +101,7 @@ fuzz:
 unit: build
 	$(GO) test $(GOFLAGS) $(TESTFLAGS) $$($(GO) list ./... | grep -v /test/e2e)
 
-e2e: deps build tools
+e2e: deps build tools heavy-tools
 	VPCCHAIN_BIN=$(BIN) $(GO) test $(GOFLAGS) $(TESTFLAGS) -v ./test/e2e/...
 
 # Every benchmark of docs/benchmarks.md, each with its reference in the same

@@ -15,7 +15,8 @@ command -v jq >/dev/null || need+=(jq)
 [[ -x /usr/bin/etcd ]] || need+=(etcd-server)
 command -v openssl >/dev/null || need+=(openssl)
 # TestKubeletNode runs a real kubelet on Debian's containerd and runc, with
-# pause and test images built from a static busybox.
+# an offline pause image (test/e2e/testdata/pause) and web images built from
+# a static busybox.
 command -v containerd >/dev/null || need+=(containerd)
 command -v runc >/dev/null || need+=(runc)
 [[ -x /bin/busybox ]] || need+=(busybox-static)

@@ -31,7 +31,7 @@ import (
 )
 
 // TestKubeletNode runs a real Kubernetes node on a simulated EC2 node: Debian's
-// containerd and runc and a real kubelet (v1.33.13, from `make heavy-tools`)
+// containerd and runc and a real kubelet (v1.33.13, from `make node-tools`)
 // registered with a real kube-apiserver, all inside the node's network
 // namespace, with our daemon and installer run the way the DaemonSet runs them.
 // Pods created through the API server get their network from our conflist the
@@ -72,7 +72,7 @@ func TestKubeletNode(t *testing.T) {
 	}
 	for _, b := range []string{kb.kubelet, kb.apiserver, kb.kubectl, kb.loopback, kb.portmap, kb.bandwidth} {
 		if _, err := os.Stat(b); err != nil {
-			t.Fatalf("%s missing: run `make tools heavy-tools`: %v", b, err)
+			t.Fatalf("%s missing: run `make tools node-tools`: %v", b, err)
 		}
 	}
 	for _, b := range []string{kb.install, kb.etcd} {

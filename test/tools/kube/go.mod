@@ -2,7 +2,7 @@
 // (kube-apiserver, kubectl) and TestKubeletNode (also the kubelet), in their
 // own module so their heavy dependencies stay out of the product's go.mod. Each staging
 // module k8s.io/kubernetes replaces with ./staging/... is replaced here with
-// its published v0.33.13. Built by the Makefile's heavy-tools target with
+// its published v0.33.13. Built by the Makefile's heavy-tools and node-tools targets with
 // version ldflags.
 module github.com/vpcchain/vpcchain/test/tools/kube
 
