@@ -44,6 +44,9 @@ type FaultRequest struct {
 		Burst int     `json:"burst"`
 	} `json:"rateLimit,omitempty"`
 	IMDSLagMS *int `json:"imdsLagMs,omitempty"`
+	// DescribeLagMS makes DescribeNetworkInterfaces answer with the state
+	// of that many milliseconds ago (0: current).
+	DescribeLagMS *int `json:"describeLagMs,omitempty"`
 }
 
 // Apply applies a fault request.
@@ -78,6 +81,9 @@ func (s *Sim) Apply(r FaultRequest) error {
 	}
 	if r.IMDSLagMS != nil {
 		s.IMDS.SetLag(time.Duration(*r.IMDSLagMS) * time.Millisecond)
+	}
+	if r.DescribeLagMS != nil {
+		s.Cloud.SetDescribeLag(time.Duration(*r.DescribeLagMS) * time.Millisecond)
 	}
 	return nil
 }

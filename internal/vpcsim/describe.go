@@ -80,6 +80,10 @@ type eniDetail struct {
 func (c *Cloud) eniDetails(keep func(*ENI) bool) []eniDetail {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.eniDetailsLocked(keep)
+}
+
+func (c *Cloud) eniDetailsLocked(keep func(*ENI) bool) []eniDetail {
 	var out []eniDetail
 	for _, e := range c.enis {
 		if keep != nil && !keep(e) {

@@ -1,0 +1,525 @@
+// ENIs: creation, attachment, addresses, prefixes, attributes and tags.
+
+package vpcsim
+
+import (
+	"net/netip"
+	"sort"
+	"strings"
+)
+
+type createENIInput struct {
+	SubnetID       string
+	Groups         []string
+	Description    string
+	SecondaryCount int
+	PrivateIPs     []netip.Addr
+	PrefixCount    int
+	Tags           map[string]string
+	ClientToken    string
+}
+
+func (c *Cloud) createENILocked(in createENIInput) (*ENI, *APIError) {
+	s, ok := c.subnets[in.SubnetID]
+	if !ok {
+		return nil, apiErr("InvalidSubnetID.NotFound", "The subnet ID '%s' does not exist", in.SubnetID)
+	}
+	for _, g := range in.Groups {
+		if c.groups[g] != s.VPCID {
+			return nil, apiErr("InvalidGroup.NotFound", "The security group '%s' does not exist in VPC '%s'", g, s.VPCID)
+		}
+	}
+	if in.SecondaryCount < 0 || in.PrefixCount < 0 {
+		return nil, apiErr("InvalidParameterValue", "counts must not be negative")
+	}
+	// An unattached ENI is not yet bound to a type's limit; EC2 caps it at
+	// the largest any type allows.
+	if 1+in.SecondaryCount+len(in.PrivateIPs)+in.PrefixCount > 50 {
+		return nil, apiErr("PrivateIpAddressLimitExceeded", "Number of private addresses will exceed limit.")
+	}
+	e := &ENI{ID: newID("eni"), SubnetID: s.ID, VPCID: s.VPCID, AZ: s.AZ, MAC: newMAC(), Description: in.Description,
+		Groups: append([]string(nil), in.Groups...), Tags: copyTags(in.Tags), Created: c.now(), clientToken: in.ClientToken}
+	rollback := func() {
+		for a, owner := range s.used {
+			if owner == e.ID {
+				delete(s.used, a)
+			}
+		}
+	}
+	pips, aerr := s.takeIPs(1, e.ID)
+	if aerr != nil {
+		return nil, aerr
+	}
+	e.PrimaryIP = pips[0]
+	for _, a := range in.PrivateIPs {
+		if aerr := s.takeIP(a, e.ID); aerr != nil {
+			rollback()
+			return nil, aerr
+		}
+		e.Secondary = append(e.Secondary, a)
+	}
+	if in.SecondaryCount > 0 {
+		ips, aerr := s.takeIPs(in.SecondaryCount, e.ID)
+		if aerr != nil {
+			rollback()
+			return nil, aerr
+		}
+		e.Secondary = append(e.Secondary, ips...)
+	}
+	if in.PrefixCount > 0 {
+		ps, aerr := s.takePrefixes(in.PrefixCount, e.ID)
+		if aerr != nil {
+			rollback()
+			return nil, aerr
+		}
+		e.Prefixes = ps
+	}
+	c.enis[e.ID] = e
+	if in.ClientToken != "" {
+		c.tokens[in.ClientToken] = c.viewLocked(e)
+	}
+	return e, nil
+}
+
+func (c *Cloud) deleteENILocked(e *ENI) {
+	if s := c.subnets[e.SubnetID]; s != nil {
+		s.releaseIP(e.PrimaryIP)
+		for _, a := range e.Secondary {
+			s.releaseIP(a)
+		}
+		for _, p := range e.Prefixes {
+			s.releasePrefix(p)
+		}
+	}
+	delete(c.enis, e.ID)
+}
+
+// ENIView is a copy of an ENI's state.
+type ENIView struct {
+	ID           string
+	MAC          string
+	DeviceIndex  int
+	SubnetID     string
+	SubnetCIDR   netip.Prefix
+	VPCID        string
+	Groups       []string
+	PrimaryIP    netip.Addr
+	Secondary    []netip.Addr
+	Prefixes     []netip.Prefix
+	Tags         map[string]string
+	Status       string
+	AttachmentID string
+	InstanceID   string
+}
+
+func (c *Cloud) viewLocked(e *ENI) ENIView {
+	v := ENIView{ID: e.ID, MAC: e.MAC, SubnetID: e.SubnetID, VPCID: e.VPCID,
+		Groups: append([]string(nil), e.Groups...), PrimaryIP: e.PrimaryIP,
+		Secondary: append([]netip.Addr(nil), e.Secondary...), Prefixes: append([]netip.Prefix(nil), e.Prefixes...),
+		Tags: copyTags(e.Tags), Status: e.Status(), DeviceIndex: -1}
+	if s := c.subnets[e.SubnetID]; s != nil {
+		v.SubnetCIDR = s.CIDR
+	}
+	if e.Attachment != nil {
+		v.DeviceIndex = e.Attachment.DeviceIndex
+		v.AttachmentID = e.Attachment.ID
+		v.InstanceID = e.Attachment.InstanceID
+	}
+	return v
+}
+
+// ENI returns a copy of one ENI.
+func (c *Cloud) ENI(id string) (ENIView, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.enis[id]
+	if !ok {
+		return ENIView{}, false
+	}
+	return c.viewLocked(e), true
+}
+
+// ENIs returns copies of every ENI, sorted by ID.
+func (c *Cloud) ENIs() []ENIView {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []ENIView
+	for _, e := range c.enis {
+		out = append(out, c.viewLocked(e))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+func (c *Cloud) eniLocked(id string) (*ENI, *APIError) {
+	e, ok := c.enis[id]
+	if !ok {
+		return nil, apiErr("InvalidNetworkInterfaceID.NotFound", "The networkInterface ID '%s' does not exist", id)
+	}
+	return e, nil
+}
+
+// CreateNetworkInterface creates an unattached ENI. A repeated ClientToken
+// returns the ENI the first call created (EC2's idempotency).
+func (c *Cloud) CreateNetworkInterface(in createENIInput) (ENIView, *APIError) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	defer c.changedLocked()
+	if in.ClientToken != "" {
+		if first, ok := c.tokens[in.ClientToken]; ok {
+			if e, ok := c.enis[first.ID]; ok {
+				return c.viewLocked(e), nil
+			}
+			return first, nil
+		}
+	}
+	if len(in.Groups) == 0 {
+		if s, ok := c.subnets[in.SubnetID]; ok {
+			in.Groups = []string{c.vpcs[s.VPCID].DefaultGroupID}
+		}
+	}
+	e, aerr := c.createENILocked(in)
+	if aerr != nil {
+		return ENIView{}, aerr
+	}
+	return c.viewLocked(e), nil
+}
+
+// AttachNetworkInterface attaches an available ENI at a device index.
+func (c *Cloud) AttachNetworkInterface(eniID, instanceID string, deviceIndex, networkCard int) (string, *APIError) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	defer c.changedLocked()
+	e, aerr := c.eniLocked(eniID)
+	if aerr != nil {
+		return "", aerr
+	}
+	inst, ok := c.instances[instanceID]
+	if !ok {
+		return "", apiErr("InvalidInstanceID.NotFound", "The instance ID '%s' does not exist", instanceID)
+	}
+	if e.Attachment != nil {
+		return "", apiErr("InvalidParameterValue", "Interface %s is currently in use.", eniID)
+	}
+	if networkCard != 0 {
+		return "", apiErr("InvalidParameterValue", "network card index %d is not supported by the simulator", networkCard)
+	}
+	if e.AZ != inst.AZ || e.VPCID != inst.VPCID {
+		return "", apiErr("InvalidParameterValue", "Interface %s is in a different availability zone or VPC than instance %s.", eniID, instanceID)
+	}
+	if deviceIndex < 1 || deviceIndex > 99 {
+		return "", apiErr("InvalidParameterValue", "Invalid value '%d' for deviceIndex.", deviceIndex)
+	}
+	if _, taken := inst.ENIs[deviceIndex]; taken {
+		return "", apiErr("InvalidParameterValue", "Instance '%s' already has an interface attached at device index '%d'.", instanceID, deviceIndex)
+	}
+	if len(inst.ENIs) >= inst.Limits.MaxENIs {
+		return "", apiErr("AttachmentLimitExceeded", "Interface count %d exceeds the limit for %s", len(inst.ENIs)+1, inst.Type)
+	}
+	if e.slots() > inst.Limits.IPv4PerENI {
+		return "", apiErr("PrivateIpAddressLimitExceeded", "Number of private addresses will exceed limit.")
+	}
+	if len(e.Prefixes) > 0 && !inst.Limits.SupportsPrefixDelegation() {
+		return "", apiErr("InvalidParameterValue", "Instance type %s does not support IPv4 prefixes (Nitro only).", inst.Type)
+	}
+	if c.dp != nil {
+		s := c.subnets[e.SubnetID]
+		if err := c.dp.AttachENI(inst.Name, e.ID, mustMAC(e.MAC), deviceIndex, e.PrimaryIP, s.CIDR); err != nil {
+			return "", apiErr("InternalError", "data plane: %v", err)
+		}
+		if err := c.dp.SetENIAddresses(e.ID, e.Secondary, e.Prefixes); err != nil {
+			_ = c.dp.DetachENI(e.ID)
+			return "", apiErr("InternalError", "data plane: %v", err)
+		}
+	}
+	e.Attachment = &Attachment{ID: newID("eni-attach"), InstanceID: inst.ID, DeviceIndex: deviceIndex,
+		Status: "attached", AttachTime: c.now()}
+	inst.ENIs[deviceIndex] = e.ID
+	c.notifyLocked(inst)
+	return e.Attachment.ID, nil
+}
+
+// DetachNetworkInterface detaches by attachment ID.
+func (c *Cloud) DetachNetworkInterface(attachmentID string) *APIError {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	defer c.changedLocked()
+	for _, e := range c.enis {
+		if e.Attachment == nil || e.Attachment.ID != attachmentID {
+			continue
+		}
+		if e.Attachment.DeviceIndex == 0 {
+			return apiErr("OperationNotPermitted", "The network interface at device index 0 cannot be detached.")
+		}
+		inst := c.instances[e.Attachment.InstanceID]
+		if c.dp != nil {
+			if err := c.dp.DetachENI(e.ID); err != nil {
+				return apiErr("InternalError", "data plane: %v", err)
+			}
+		}
+		delete(inst.ENIs, e.Attachment.DeviceIndex)
+		e.Attachment = nil
+		c.notifyLocked(inst)
+		return nil
+	}
+	return apiErr("InvalidAttachmentID.NotFound", "The attachment ID '%s' does not exist", attachmentID)
+}
+
+// DeleteNetworkInterface deletes an available ENI and frees its addresses.
+func (c *Cloud) DeleteNetworkInterface(id string) *APIError {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	defer c.changedLocked()
+	e, aerr := c.eniLocked(id)
+	if aerr != nil {
+		return aerr
+	}
+	if e.Attachment != nil {
+		return apiErr("InvalidNetworkInterface.InUse", "The network interface '%s' is currently in use.", id)
+	}
+	c.deleteENILocked(e)
+	return nil
+}
+
+// ModifyDeleteOnTermination sets the attachment's DeleteOnTermination.
+func (c *Cloud) ModifyDeleteOnTermination(eniID, attachmentID string, v bool) *APIError {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	defer c.changedLocked()
+	e, aerr := c.eniLocked(eniID)
+	if aerr != nil {
+		return aerr
+	}
+	if e.Attachment == nil || e.Attachment.ID != attachmentID {
+		return apiErr("InvalidAttachmentID.NotFound", "The attachment ID '%s' does not exist", attachmentID)
+	}
+	e.Attachment.DeleteOnTermination = v
+	return nil
+}
+
+// ModifyGroups replaces the ENI's security groups.
+func (c *Cloud) ModifyGroups(eniID string, groups []string) *APIError {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	defer c.changedLocked()
+	e, aerr := c.eniLocked(eniID)
+	if aerr != nil {
+		return aerr
+	}
+	for _, g := range groups {
+		if c.groups[g] != e.VPCID {
+			return apiErr("InvalidGroup.NotFound", "The security group '%s' does not exist in VPC '%s'", g, e.VPCID)
+		}
+	}
+	e.Groups = append([]string(nil), groups...)
+	if e.Attachment != nil {
+		c.notifyLocked(c.instances[e.Attachment.InstanceID])
+	}
+	return nil
+}
+
+func (c *Cloud) limitLocked(e *ENI) int {
+	if e.Attachment != nil {
+		return c.instances[e.Attachment.InstanceID].Limits.IPv4PerENI
+	}
+	return 50
+}
+
+// AssignPrivateIPs adds secondary IPs (by count or explicitly) or /28
+// prefixes to an ENI.
+func (c *Cloud) AssignPrivateIPs(eniID string, count int, explicit []netip.Addr, prefixCount int) (ENIView, []netip.Addr, []netip.Prefix, *APIError) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	defer c.changedLocked()
+	e, aerr := c.eniLocked(eniID)
+	if aerr != nil {
+		return ENIView{}, nil, nil, aerr
+	}
+	n := count + len(explicit) + prefixCount
+	if n <= 0 || count < 0 || prefixCount < 0 {
+		return ENIView{}, nil, nil, apiErr("InvalidParameterValue", "SecondaryPrivateIpAddressCount, PrivateIpAddress or Ipv4PrefixCount must ask for at least one address")
+	}
+	if prefixCount > 0 && (count > 0 || len(explicit) > 0) {
+		return ENIView{}, nil, nil, apiErr("InvalidParameterCombination", "Ipv4PrefixCount cannot be combined with private IP addresses")
+	}
+	if prefixCount > 0 && e.Attachment != nil && !c.instances[e.Attachment.InstanceID].Limits.SupportsPrefixDelegation() {
+		inst := c.instances[e.Attachment.InstanceID]
+		return ENIView{}, nil, nil, apiErr("InvalidParameterValue", "Instance type %s does not support IPv4 prefixes (Nitro only).", inst.Type)
+	}
+	if e.slots()+n > c.limitLocked(e) {
+		return ENIView{}, nil, nil, apiErr("PrivateIpAddressLimitExceeded", "Number of private addresses will exceed limit.")
+	}
+	s := c.subnets[e.SubnetID]
+	var ips []netip.Addr
+	var pfx []netip.Prefix
+	undo := func() {
+		for _, a := range ips {
+			s.releaseIP(a)
+		}
+		for _, p := range pfx {
+			s.releasePrefix(p)
+		}
+	}
+	for _, a := range explicit {
+		if aerr := s.takeIP(a, e.ID); aerr != nil {
+			undo()
+			return ENIView{}, nil, nil, aerr
+		}
+		ips = append(ips, a)
+	}
+	if count > 0 {
+		more, aerr := s.takeIPs(count, e.ID)
+		if aerr != nil {
+			undo()
+			return ENIView{}, nil, nil, aerr
+		}
+		ips = append(ips, more...)
+	}
+	if prefixCount > 0 {
+		pfx, aerr = s.takePrefixes(prefixCount, e.ID)
+		if aerr != nil {
+			return ENIView{}, nil, nil, aerr
+		}
+	}
+	newSec := append(append([]netip.Addr(nil), e.Secondary...), ips...)
+	newPfx := append(append([]netip.Prefix(nil), e.Prefixes...), pfx...)
+	if c.dp != nil && e.Attachment != nil {
+		if err := c.dp.SetENIAddresses(e.ID, newSec, newPfx); err != nil {
+			undo()
+			return ENIView{}, nil, nil, apiErr("InternalError", "data plane: %v", err)
+		}
+	}
+	e.Secondary, e.Prefixes = newSec, newPfx
+	if e.Attachment != nil {
+		c.notifyLocked(c.instances[e.Attachment.InstanceID])
+	}
+	return c.viewLocked(e), ips, pfx, nil
+}
+
+// UnassignPrivateIPs removes secondary IPs and/or prefixes from an ENI.
+func (c *Cloud) UnassignPrivateIPs(eniID string, ips []netip.Addr, prefixes []netip.Prefix) *APIError {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	defer c.changedLocked()
+	e, aerr := c.eniLocked(eniID)
+	if aerr != nil {
+		return aerr
+	}
+	if len(ips) == 0 && len(prefixes) == 0 {
+		return apiErr("MissingParameter", "PrivateIpAddress or Ipv4Prefix is required")
+	}
+	sec := map[netip.Addr]bool{}
+	for _, a := range e.Secondary {
+		sec[a] = true
+	}
+	for _, a := range ips {
+		if a == e.PrimaryIP {
+			return apiErr("InvalidParameterValue", "The primary private address %s cannot be unassigned.", a)
+		}
+		if !sec[a] {
+			return apiErr("InvalidParameterValue", "Some of the specified addresses are not assigned to interface %s", eniID)
+		}
+	}
+	pset := map[netip.Prefix]bool{}
+	for _, p := range e.Prefixes {
+		pset[p] = true
+	}
+	for _, p := range prefixes {
+		if !pset[p] {
+			return apiErr("InvalidParameterValue", "Some of the specified prefixes are not assigned to interface %s", eniID)
+		}
+	}
+	drop := map[netip.Addr]bool{}
+	for _, a := range ips {
+		drop[a] = true
+	}
+	dropP := map[netip.Prefix]bool{}
+	for _, p := range prefixes {
+		dropP[p] = true
+	}
+	var newSec []netip.Addr
+	for _, a := range e.Secondary {
+		if !drop[a] {
+			newSec = append(newSec, a)
+		}
+	}
+	var newPfx []netip.Prefix
+	for _, p := range e.Prefixes {
+		if !dropP[p] {
+			newPfx = append(newPfx, p)
+		}
+	}
+	if c.dp != nil && e.Attachment != nil {
+		if err := c.dp.SetENIAddresses(e.ID, newSec, newPfx); err != nil {
+			return apiErr("InternalError", "data plane: %v", err)
+		}
+	}
+	s := c.subnets[e.SubnetID]
+	for a := range drop {
+		s.releaseIP(a)
+	}
+	for p := range dropP {
+		s.releasePrefix(p)
+	}
+	e.Secondary, e.Prefixes = newSec, newPfx
+	if e.Attachment != nil {
+		c.notifyLocked(c.instances[e.Attachment.InstanceID])
+	}
+	return nil
+}
+
+// CreateTags sets tags on ENIs, instances or subnets.
+func (c *Cloud) CreateTags(ids []string, tags map[string]string) *APIError {
+	return c.editTags(ids, func(m map[string]string) {
+		for k, v := range tags {
+			m[k] = v
+		}
+	})
+}
+
+// DeleteTags removes tags; a tag given with a value is removed only if the
+// value matches, as EC2 does.
+func (c *Cloud) DeleteTags(ids []string, tags map[string]*string) *APIError {
+	return c.editTags(ids, func(m map[string]string) {
+		for k, v := range tags {
+			if v == nil || m[k] == *v {
+				delete(m, k)
+			}
+		}
+	})
+}
+
+func (c *Cloud) editTags(ids []string, f func(map[string]string)) *APIError {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	defer c.changedLocked()
+	var maps []map[string]string
+	for _, id := range ids {
+		switch {
+		case c.enis[id] != nil:
+			maps = append(maps, c.enis[id].Tags)
+		case c.instances[id] != nil:
+			maps = append(maps, c.instances[id].Tags)
+		case c.subnets[id] != nil:
+			maps = append(maps, c.subnets[id].Tags)
+		default:
+			kind := "resource"
+			if strings.HasPrefix(id, "eni-") {
+				return apiErr("InvalidNetworkInterfaceID.NotFound", "The networkInterface ID '%s' does not exist", id)
+			}
+			return apiErr("InvalidID", "The ID '%s' is not a valid %s", id, kind)
+		}
+	}
+	for _, m := range maps {
+		f(m)
+	}
+	return nil
+}
+
+func copyTags(m map[string]string) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
