@@ -73,7 +73,7 @@ for n in a b; do
   ip netns exec "$(nodens "$n")" env -i PATH="$PATH" \
     AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo AWS_REGION=us-west-2 \
     AWS_ENDPOINT_URL_EC2=http://169.254.169.10 AWS_EC2_METADATA_SERVICE_ENDPOINT=http://169.254.169.254 \
-    VPCCHAIN_STATE_DIR="$work/$n" VPCCHAIN_SOCKET="$work/$n/ipamd.sock" \
+    VPCCHAIN_STATE_DIR="$work/$n" VPCCHAIN_SOCKET="$work/$n/ipamd.sock" VPCCHAIN_CRI_SOCKET=none \
     "$BIN/vpcchaind" >"$work/$n/daemon.log" 2>&1 &
   daemons+=($!)
 done

@@ -23,6 +23,7 @@ import (
 	"github.com/vpcchain/vpcchain/daemon/cloud"
 	"github.com/vpcchain/vpcchain/daemon/config"
 	"github.com/vpcchain/vpcchain/daemon/ipamd"
+	"github.com/vpcchain/vpcchain/daemon/liveness"
 	"github.com/vpcchain/vpcchain/daemon/metrics"
 	"github.com/vpcchain/vpcchain/internal/ipamclient"
 )
@@ -70,8 +71,21 @@ func run() error {
 	if err := m.RegisterEC2(c); err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
+	// The orphan check asks the container runtime which pod sandboxes
+	// exist; without a CRI socket configured it releases nothing.
+	var live liveness.Source
+	if cfg.CRISocket != "" {
+		cri, err := liveness.NewCRI(cfg.CRISocket)
+		if err != nil {
+			return err
+		}
+		defer cri.Close()
+		live = cri
+	} else {
+		logger.Info("orphan check off (VPCCHAIN_CRI_SOCKET=none): an address whose DEL never arrives is released only by the runtime's CNI GC")
+	}
 	d, err := ipamd.New(ctx, ipamd.Options{Config: cfg, Cloud: c, Host: ipamd.RealHost{}, Logf: logf,
-		ObserveAdd: m.ObserveAllocation})
+		ObserveAdd: m.ObserveAllocation, Liveness: live})
 	if err != nil {
 		return fmt.Errorf("start: %w", err)
 	}

@@ -53,7 +53,16 @@ type Config struct {
 	LeakedENIMinAge   time.Duration // VPCCHAIN_LEAKED_ENI_MIN_AGE (5m)
 	MinENIAge         time.Duration // VPCCHAIN_MIN_ENI_AGE (1m)
 	ScaleDownInterval time.Duration // VPCCHAIN_SCALE_DOWN_INTERVAL (30s)
-	OrphanGrace       time.Duration // VPCCHAIN_ORPHAN_GRACE (2m): allocation whose netns is gone is released after this
+	OrphanGrace       time.Duration // VPCCHAIN_ORPHAN_GRACE (2m): an allocation younger than this is never released as an orphan
+	// CRISocket is the container runtime's CRI socket the orphan check asks
+	// which pod sandboxes exist (VPCCHAIN_CRI_SOCKET,
+	// /run/containerd/containerd.sock); "" (set to "none") disables the
+	// orphan check.
+	CRISocket string
+	// ConsistencyGrace (VPCCHAIN_EC2_CONSISTENCY_GRACE, 2m): an address or
+	// ENI the daemon learned of less than this ago is kept even when an EC2
+	// describe omits it (EC2's describes are eventually consistent).
+	ConsistencyGrace time.Duration
 
 	MetricsAddr string     // VPCCHAIN_METRICS_ADDR host:port of /metrics (127.0.0.1:61678); "" = no metrics
 	LogLevel    slog.Level // VPCCHAIN_LOG_LEVEL debug|info|warn|error (info)
@@ -65,6 +74,9 @@ const (
 	DefaultMetricsAddr = "127.0.0.1:61678"
 	LogToStderr        = "stderr"
 )
+
+// DefaultCRISocket is containerd's CRI socket, where EKS nodes have it.
+const DefaultCRISocket = "/run/containerd/containerd.sock"
 
 // Lookup reads one variable; os.LookupEnv in production, a map in tests.
 type Lookup func(string) (string, bool)
@@ -106,6 +118,8 @@ func Load(get Lookup) (Config, error) {
 		MinENIAge:               p.duration("VPCCHAIN_MIN_ENI_AGE", time.Minute),
 		ScaleDownInterval:       p.duration("VPCCHAIN_SCALE_DOWN_INTERVAL", 30*time.Second),
 		OrphanGrace:             p.duration("VPCCHAIN_ORPHAN_GRACE", 2*time.Minute),
+		CRISocket:               p.criSocket("VPCCHAIN_CRI_SOCKET", DefaultCRISocket),
+		ConsistencyGrace:        p.duration("VPCCHAIN_EC2_CONSISTENCY_GRACE", 2*time.Minute),
 		ENIConfigTimeout:        p.duration("VPCCHAIN_ENI_ATTACH_TIMEOUT", 30*time.Second),
 		MetricsAddr:             p.listenAddr("VPCCHAIN_METRICS_ADDR", DefaultMetricsAddr),
 		LogLevel:                p.logLevel("VPCCHAIN_LOG_LEVEL", slog.LevelInfo),
@@ -288,6 +302,23 @@ func (p *parser) vethPrefix() string {
 	if err := naming.ValidatePrefix(v); err != nil {
 		p.bad("AWS_VPC_K8S_CNI_VETHPREFIX", v, err.Error())
 		return "eni"
+	}
+	return v
+}
+
+// criSocket is an absolute socket path, or "none" (returned as "") to
+// run without a liveness source.
+func (p *parser) criSocket(name, def string) string {
+	v, ok := p.raw(name)
+	if !ok {
+		return def
+	}
+	if v == "none" {
+		return ""
+	}
+	if !strings.HasPrefix(v, "/") || strings.HasSuffix(v, "/") {
+		p.bad(name, v, "want the absolute path of the container runtime's CRI socket (such as /run/containerd/containerd.sock or /var/run/crio/crio.sock), or none")
+		return def
 	}
 	return v
 }

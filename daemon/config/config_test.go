@@ -18,8 +18,18 @@ func TestDefaults(t *testing.T) {
 	}
 	if c.WarmENITarget != 1 || c.WarmIPTarget != 0 || c.MaxENI != -1 || c.IPCooldownPeriod != 30*time.Second ||
 		c.MTU != 9001 || c.VethPrefix != "eni" || c.RandomizeSNAT != "prng" || !c.SubnetDiscovery ||
-		c.Socket != "/var/run/vpcchain/ipamd.sock" || c.WarmPrefixTarget != 1 {
+		c.Socket != "/var/run/vpcchain/ipamd.sock" || c.WarmPrefixTarget != 1 ||
+		c.CRISocket != "/run/containerd/containerd.sock" || c.ConsistencyGrace != 2*time.Minute {
 		t.Errorf("defaults: %+v", c)
+	}
+}
+
+func TestCRISocket(t *testing.T) {
+	for v, want := range map[string]string{"none": "", "/var/run/crio/crio.sock": "/var/run/crio/crio.sock"} {
+		c, err := Load(env(map[string]string{"VPCCHAIN_CRI_SOCKET": v}))
+		if err != nil || c.CRISocket != want {
+			t.Errorf("VPCCHAIN_CRI_SOCKET=%s: %q, %v; want %q", v, c.CRISocket, err, want)
+		}
 	}
 }
 
@@ -53,6 +63,8 @@ func TestInvalid(t *testing.T) {
 		{"AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS", "10.0.0.0/33", `"10.0.0.0/33" is not an IPv4 CIDR`},
 		{"VPCCHAIN_POOL_INTERVAL", "fast", `VPCCHAIN_POOL_INTERVAL="fast" is invalid`},
 		{"IP_COOLDOWN_PERIOD", "30s", `IP_COOLDOWN_PERIOD="30s" is invalid: want an integer >= 0`},
+		{"VPCCHAIN_CRI_SOCKET", "containerd.sock", `VPCCHAIN_CRI_SOCKET="containerd.sock" is invalid: want the absolute path`},
+		{"VPCCHAIN_EC2_CONSISTENCY_GRACE", "0", `VPCCHAIN_EC2_CONSISTENCY_GRACE="0" is invalid`},
 	}
 	for _, tt := range tests {
 		_, err := Load(env(map[string]string{tt.name: tt.val}))

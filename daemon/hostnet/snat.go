@@ -24,6 +24,9 @@ func connmarkRule(mark uint32) *netlink.Rule {
 	return r
 }
 
+// RemoveSNATPod removes one address from the SNAT set (absent is fine).
+func RemoveSNATPod(ip netip.Addr) error { return snat.DelPod(ip) }
+
 // PruneSNATPods removes from the SNAT set the addresses keep rejects.
 func PruneSNATPods(keep func(netip.Addr) bool) error { return snat.PrunePods(keep) }
 

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"sort"
@@ -20,6 +19,7 @@ import (
 	"github.com/vpcchain/vpcchain/daemon/cloud"
 	"github.com/vpcchain/vpcchain/daemon/config"
 	"github.com/vpcchain/vpcchain/daemon/hostnet"
+	"github.com/vpcchain/vpcchain/daemon/liveness"
 	"github.com/vpcchain/vpcchain/daemon/pool"
 	"github.com/vpcchain/vpcchain/daemon/store"
 	"github.com/vpcchain/vpcchain/internal/instancelimits"
@@ -58,12 +58,15 @@ type Host interface {
 type SNATPruner interface {
 	// PruneSNATPods removes from the SNAT set the addresses keep rejects.
 	PruneSNATPods(keep func(netip.Addr) bool) error
+	// RemoveSNATPod removes one address from the SNAT set.
+	RemoveSNATPod(ip netip.Addr) error
 }
 
 // RealHost is the Host backed by package hostnet in the current namespace.
 type RealHost struct{}
 
 func (RealHost) PruneSNATPods(keep func(netip.Addr) bool) error { return hostnet.PruneSNATPods(keep) }
+func (RealHost) RemoveSNATPod(ip netip.Addr) error              { return hostnet.RemoveSNATPod(ip) }
 
 func (RealHost) SetupNode(mac net.HardwareAddr, mtu int) error { return hostnet.SetupNode(mac, mtu) }
 func (RealHost) SetupENI(ctx context.Context, e hostnet.ENI, t time.Duration) (string, error) {
@@ -93,6 +96,7 @@ type eniState struct {
 	subnet       netip.Prefix
 	attachmentID string
 	created      time.Time
+	learned      time.Time // when the daemon first saw it in EC2 (or created it)
 	ips          map[netip.Addr]bool
 	prefixes     map[netip.Prefix]bool
 }
@@ -130,17 +134,55 @@ type Daemon struct {
 	node   cloud.Node
 	limits instancelimits.Limits
 
+	// live says which pod sandboxes exist (nil: no source, no orphan check).
+	live liveness.Source
+
 	// opMu serialises the loops that call EC2 and change ENIs (pool steps,
 	// reconciliation) so neither acts on an ENI the other is half-way through.
 	opMu sync.Mutex
 
-	mu            sync.Mutex
-	enis          map[string]*eniState
-	byKey         map[store.Key]store.Allocation
-	byIP          map[netip.Addr]store.Key
-	released      map[netip.Addr]time.Time // cooling (and past-cooling until forgotten)
-	busy          map[netip.Addr]bool      // being given back to EC2: never picked
-	busyPrefixes  map[netip.Prefix]bool
+	// mu guards the memory below. It is never held across a store write
+	// (an fsync), a netlink or ipset call, or an EC2 call: ADD and DEL of
+	// different pods only queue for the memory updates.
+	mu           sync.Mutex
+	enis         map[string]*eniState
+	byKey        map[store.Key]store.Allocation
+	byIP         map[netip.Addr]store.Key
+	released     map[netip.Addr]time.Time // cooling (and past-cooling until forgotten)
+	busy         map[netip.Addr]bool      // being given back to EC2: never picked
+	busyPrefixes map[netip.Prefix]bool
+	// inflight marks a key whose ADD or DEL is between its memory update
+	// and its durable record; another call for the key waits for it.
+	inflight map[store.Key]chan struct{}
+	// reserved: picked by an ADD whose record is being written; held.
+	reserved map[netip.Addr]bool
+	// pruning: found stale in the SNAT set and being removed; never picked
+	// meanwhile, so the removal cannot hit a new pod's entry.
+	pruning map[netip.Addr]bool
+	// releasing: EC2 refused or lost the release of these free addresses
+	// (and prefixes); EC2 may have made the change, so they are never
+	// picked, and the release is retried (it is idempotent).
+	releasing         map[netip.Addr]string // -> ENI ID
+	releasingPrefixes map[netip.Prefix]string
+	lastReleaseRetry  time.Time
+	// learned: when the daemon learned each address or prefix was
+	// assigned (EC2's answer to an assign, or a describe showing it). A
+	// describe that omits an address learned less than ConsistencyGrace
+	// ago is EC2 lagging, not a removal.
+	learned       map[netip.Addr]time.Time
+	learnedPrefix map[netip.Prefix]time.Time
+	// unconfirmed: addresses and prefixes a restored allocation holds that
+	// EC2's describe did not show at start; kept for the pod, never given
+	// to another until a describe shows them again.
+	unconfirmed         map[netip.Addr]bool
+	unconfirmedPrefixes map[netip.Prefix]bool
+	// hostErr is why host networking is broken ("" when it works): STATUS
+	// reports it.
+	hostErr string
+	// livenessErr is the last orphan-check source failure, logged once.
+	livenessErr string
+	// disagreements are the EC2 disagreements logged while they last.
+	disagreements map[string]bool
 	coolOffs      []pool.CoolOff
 	lastScaleDown time.Time
 	// The smallest pool.Surplus seen since surplusSince (start, last
@@ -163,6 +205,9 @@ type Options struct {
 	Config config.Config
 	Cloud  Cloud
 	Host   Host
+	// Liveness lists the node's pod sandboxes for the orphan check; nil
+	// turns the check off (nothing is released without a DEL or GC).
+	Liveness liveness.Source
 	// StorePath defaults to <StateDir>/ipam.db.
 	StorePath string
 	Now       func() time.Time
@@ -178,9 +223,10 @@ type ErrNoAddress struct{ Reason string }
 
 func (e *ErrNoAddress) Error() string { return "no free address on this node: " + e.Reason }
 
-// New discovers the node, sets up ENI host networking and restores the
-// checkpoint (in that order: restore only after rediscovery, so no live
-// allocation is dropped for an ENI we have not looked at yet).
+// New takes the store (and with it the node: a second daemon stops here,
+// before it changes anything), discovers the node, sets up ENI host
+// networking and restores the checkpoint (after rediscovery, so restored
+// allocations are matched against what EC2 has).
 func New(ctx context.Context, o Options) (*Daemon, error) {
 	if o.Now == nil {
 		o.Now = time.Now
@@ -195,17 +241,24 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		o.StorePath = o.Config.StateDir + "/ipam.db"
 	}
 	d := &Daemon{cfg: o.Config, cloud: o.Cloud, host: o.Host, now: o.Now, logf: o.Logf, observeAdd: o.ObserveAdd,
-		enis: map[string]*eniState{}, byKey: map[store.Key]store.Allocation{}, byIP: map[netip.Addr]store.Key{},
-		released: map[netip.Addr]time.Time{}, busy: map[netip.Addr]bool{}, busyPrefixes: map[netip.Prefix]bool{},
+		live: o.Liveness, enis: map[string]*eniState{}, byKey: map[store.Key]store.Allocation{},
+		byIP: map[netip.Addr]store.Key{}, released: map[netip.Addr]time.Time{}, busy: map[netip.Addr]bool{},
+		busyPrefixes: map[netip.Prefix]bool{}, inflight: map[store.Key]chan struct{}{}, reserved: map[netip.Addr]bool{},
+		pruning: map[netip.Addr]bool{}, releasing: map[netip.Addr]string{}, releasingPrefixes: map[netip.Prefix]string{},
+		learned: map[netip.Addr]time.Time{}, learnedPrefix: map[netip.Prefix]time.Time{},
+		unconfirmed: map[netip.Addr]bool{}, unconfirmedPrefixes: map[netip.Prefix]bool{}, disagreements: map[string]bool{},
 		counters: map[string]int64{}, unmanagedDevs: map[int]bool{}, kick: make(chan struct{}, 1)}
-	if err := d.discover(ctx); err != nil {
-		return nil, err
-	}
+	// The store's lock first: a second daemon on the node must fail before
+	// it touches sysctls, links, routes or rules the first one manages.
 	st, err := store.Open(o.StorePath)
 	if err != nil {
 		return nil, fmt.Errorf("open allocation store: %w", err)
 	}
 	d.store = st
+	if err := d.discover(ctx); err != nil {
+		_ = st.Close()
+		return nil, err
+	}
 	if err := d.restore(); err != nil {
 		_ = st.Close()
 		return nil, err
@@ -301,9 +354,10 @@ func parseMAC(s string) net.HardwareAddr {
 
 // adoptENI sets up host networking for an attached ENI and records it.
 func (d *Daemon) adoptENI(ctx context.Context, e cloud.ENI) error {
+	now := d.now()
 	st := &eniState{id: e.ID, mac: parseMAC(e.MAC), dev: e.DeviceNumber, primary: e.DeviceNumber == 0 || e.Primary,
 		primaryIP: e.PrimaryIP, subnetID: e.SubnetID, subnet: e.SubnetCIDR, attachmentID: e.AttachmentID,
-		created: d.now(), ips: map[netip.Addr]bool{}, prefixes: map[netip.Prefix]bool{}}
+		created: now, learned: now, ips: map[netip.Addr]bool{}, prefixes: map[netip.Prefix]bool{}}
 	if t, err := time.Parse(time.RFC3339, e.Tags["node.k8s.amazonaws.com/createdAt"]); err == nil {
 		st.created = t
 	}
@@ -320,12 +374,27 @@ func (d *Daemon) adoptENI(ctx context.Context, e cloud.ENI) error {
 	}
 	d.mu.Lock()
 	d.enis[e.ID] = st
+	for _, a := range e.IPs {
+		d.learned[a] = now
+	}
+	for _, p := range e.Prefixes {
+		d.learnedPrefix[p] = now
+	}
 	d.mu.Unlock()
 	return nil
 }
 
-// restore loads the checkpoint after rediscovery: allocations whose address
-// is on one of this node's ENIs (per EC2) are kept, others are dropped.
+// restore loads the checkpoint after rediscovery. EC2's describe may lag
+// (an address assigned just before a restart can be missing from it), so
+// no allocation is dropped here:
+//   - on the ENI EC2 has the address on: kept (the recorded ENI is
+//     corrected if it differs, so the pod's route table is the right one);
+//   - not in EC2's answer, but recorded on one of the node's ENIs: kept on
+//     that ENI, unconfirmed (never given to another pod until EC2 shows it);
+//   - on no ENI EC2 shows for the node: kept, without an ENI; ADD of the
+//     key is refused (try again) until the ENI shows, and the address goes
+//     with the pod's DEL, GC or the orphan check.
+//
 // Cooldowns survive the restart.
 func (d *Daemon) restore() error {
 	recs, err := d.store.List()
@@ -338,27 +407,66 @@ func (d *Daemon) restore() error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	now := d.now()
 	for _, r := range recs {
-		if d.eniOfLocked(r.IP) == nil {
-			d.logf("restore: %s held %s, which is on no ENI of this node any more: dropped", r.Key, r.IP)
-			if _, _, err := d.store.Drop(r.Key); err != nil {
-				return fmt.Errorf("drop stale allocation: %w", err)
+		switch holder := d.eniOfLocked(r.IP); {
+		case holder != nil && holder.id != r.ENIID:
+			d.logf("restore: %s holds %s, recorded on %s but on %s in EC2: record corrected", r.Key, r.IP, r.ENIID, holder.id)
+			if err := d.store.SetENI(r.Key, holder.id); err != nil {
+				return fmt.Errorf("correct the ENI of %s: %w", r.Key, err)
 			}
-			d.counters["restore_dropped"]++
-			continue
+			r.ENIID = holder.id
+			d.counters["restore_eni_corrected"]++
+		case holder == nil && d.enis[r.ENIID] != nil:
+			e := d.enis[r.ENIID]
+			d.logf("restore: %s holds %s on %s, which EC2 does not show (yet): kept for the pod, not handed out until EC2 shows it", r.Key, r.IP, r.ENIID)
+			if p, ok := d.prefixOfLocked(r.IP); ok {
+				e.prefixes[p] = true
+				d.unconfirmedPrefixes[p] = true
+				d.learnedPrefix[p] = now
+			} else {
+				e.ips[r.IP] = true
+				d.unconfirmed[r.IP] = true
+				d.learned[r.IP] = now
+			}
+			d.counters["restore_unconfirmed"]++
+		case holder == nil:
+			d.logf("restore: %s holds %s on %s, an ENI EC2 does not show on this node (yet): kept for the pod", r.Key, r.IP, r.ENIID)
+			d.counters["restore_unplaced"]++
 		}
 		d.byKey[r.Key] = r.Allocation
 		d.byIP[r.IP] = r.Key
 	}
+	var forget []netip.Addr
 	for ip, t := range cooling {
 		if d.eniOfLocked(ip) == nil {
-			_ = d.store.ForgetCooling(ip)
+			forget = append(forget, ip)
 			continue
 		}
 		d.released[ip] = t
 	}
+	if err := d.store.ForgetCooling(forget...); err != nil {
+		d.logf("restore: forget cooldowns of addresses the node no longer has: %v", err)
+	}
 	d.logf("restored %d allocations and %d cooldowns", len(d.byKey), len(d.released))
 	return nil
+}
+
+// prefixOfLocked is the /28 a restored address came from when the node
+// runs in prefix mode (EC2 showing neither, the mode is the best guess).
+func (d *Daemon) prefixOfLocked(ip netip.Addr) (netip.Prefix, bool) {
+	if !d.pcfg.EnablePrefixDelegation || !d.pcfg.PrefixDelegationSupported {
+		return netip.Prefix{}, false
+	}
+	p, err := ip.Prefix(28)
+	return p, err == nil
+}
+
+// heldLocked: a pod holds ip, an ADD is recording it, or it is being
+// removed from the SNAT set.
+func (d *Daemon) heldLocked(ip netip.Addr) bool {
+	_, assigned := d.byIP[ip]
+	return assigned || d.reserved[ip] || d.pruning[ip]
 }
 
 func (d *Daemon) eniOfLocked(ip netip.Addr) *eniState {
@@ -381,25 +489,30 @@ func (d *Daemon) snapshotLocked() pool.Snapshot {
 		}
 	}
 	addr := func(ip netip.Addr) pool.Address {
-		_, assigned := d.byIP[ip]
-		return pool.Address{IP: ip, Assigned: assigned, ReleasedAt: d.released[ip]}
+		return pool.Address{IP: ip, Assigned: d.heldLocked(ip), ReleasedAt: d.released[ip]}
 	}
 	for _, e := range d.enis {
 		pe := pool.ENI{ID: e.id, Primary: e.primary, CreatedAt: e.created, DeviceNumber: e.dev}
 		for ip := range e.ips {
-			if !d.busy[ip] {
-				pe.IPs = append(pe.IPs, addr(ip))
+			// Out of the pool while EC2 may not have them: being given
+			// back, a failed release, or restored but not shown by EC2.
+			if d.busy[ip] || d.releasing[ip] != "" || d.unconfirmed[ip] && !d.heldLocked(ip) {
+				continue
 			}
+			pe.IPs = append(pe.IPs, addr(ip))
 		}
 		sort.Slice(pe.IPs, func(i, j int) bool { return pe.IPs[i].IP.Less(pe.IPs[j].IP) })
 		for p := range e.prefixes {
-			if d.busyPrefixes[p] {
+			if d.busyPrefixes[p] || d.releasingPrefixes[p] != "" {
 				continue
 			}
 			pp := pool.Prefix{Prefix: p}
 			for ip := p.Addr(); p.Contains(ip); ip = ip.Next() {
-				_, assigned := d.byIP[ip]
-				if assigned || !d.released[ip].IsZero() {
+				switch {
+				case d.unconfirmedPrefixes[p] && !d.heldLocked(ip):
+					// Not EC2's (yet): blocked, like a held address.
+					pp.Addresses = append(pp.Addresses, pool.Address{IP: ip, Assigned: true})
+				case d.heldLocked(ip) || !d.released[ip].IsZero():
 					pp.Addresses = append(pp.Addresses, addr(ip))
 				}
 			}
@@ -410,258 +523,4 @@ func (d *Daemon) snapshotLocked() pool.Snapshot {
 	}
 	sort.Slice(s.ENIs, func(i, j int) bool { return s.ENIs[i].DeviceNumber < s.ENIs[j].DeviceNumber })
 	return s
-}
-
-// Allocation describes an address handed to a pod.
-type Allocation struct {
-	IP            netip.Addr
-	ENIID         string
-	DeviceNumber  int
-	RouteTable    int
-	Subnet        netip.Prefix
-	SubnetGateway netip.Addr
-	VPCCIDRs      []netip.Prefix
-}
-
-func (d *Daemon) describeLocked(a store.Allocation) Allocation {
-	out := Allocation{IP: a.IP, ENIID: a.ENIID, VPCCIDRs: d.node.VPCCIDRs}
-	if e := d.enis[a.ENIID]; e != nil {
-		out.DeviceNumber, out.RouteTable, out.Subnet = e.dev, e.table(), e.subnet
-		out.SubnetGateway = e.subnet.Addr().Next()
-	}
-	return out
-}
-
-// Add gives key an address: the same one again for a known key, else a free
-// (not cooling) address from the warm pool, recorded durably first.
-func (d *Daemon) Add(key store.Key, podNS, podName, netns string) (_ Allocation, err error) {
-	start := time.Now() // wall time, not d.now: a latency, not a pool timestamp
-	defer func() {
-		if err == nil {
-			d.observeAdd(time.Since(start))
-		}
-	}()
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if a, ok := d.byKey[key]; ok {
-		return d.describeLocked(a), nil
-	}
-	snap := d.snapshotLocked()
-	ip, eniID, ok := pool.PickAddress(d.pcfg, snap)
-	if !ok {
-		d.counters["add_no_address"]++
-		d.kickLocked()
-		return Allocation{}, &ErrNoAddress{Reason: d.noAddressReasonLocked(snap)}
-	}
-	a := store.Allocation{IP: ip, ENIID: eniID, PodNamespace: podNS, PodName: podName, Netns: netns, AssignedAt: d.now()}
-	if err := d.store.Assign(key, a); err != nil {
-		return Allocation{}, fmt.Errorf("record allocation of %s to %s: %w", ip, key, err)
-	}
-	d.byKey[key] = a
-	d.byIP[ip] = key
-	delete(d.released, ip)
-	d.counters["add"]++
-	// The surplus is lowest right after an ADD; the pool step the kick
-	// triggers may already see a cooldown's end that hides the dip.
-	d.surplusFloor = min(d.surplusFloor, pool.Surplus(d.pcfg, d.snapshotLocked()))
-	d.kickLocked()
-	return d.describeLocked(a), nil
-}
-
-func (d *Daemon) noAddressReasonLocked(snap pool.Snapshot) string {
-	st := pool.ComputeStats(d.pcfg, snap)
-	switch {
-	case st.MaxPods > 0 && st.Assigned+st.LeftoverAssigned >= st.MaxPods:
-		return fmt.Sprintf("max pods reached (%d pods assigned, the node allows %d)", st.Assigned, st.MaxPods)
-	case len(snap.CoolOffs) > 0:
-		return fmt.Sprintf("%d assigned, %d cooling; growth paused: %s", st.Assigned, st.Cooling, snap.CoolOffs[0].Reason)
-	case d.lastPoolError != "":
-		return fmt.Sprintf("%d assigned, %d cooling; last EC2 error: %s", st.Assigned, st.Cooling, d.lastPoolError)
-	}
-	// A fresh decision (pure, cheap): does the pool have a way to grow?
-	dec := pool.Decide(d.pcfg, snap)
-	if dec.Action != pool.ActionNone {
-		return fmt.Sprintf("%d assigned, %d cooling, pool is growing (%s in progress)", st.Assigned, st.Cooling, dec.Action)
-	}
-	if st.Cooling > 0 {
-		return fmt.Sprintf("%d assigned, %d cooling down (IP_COOLDOWN_PERIOD %s), the first is free again in %s; the pool cannot grow: %s",
-			st.Assigned, st.Cooling, d.cfg.IPCooldownPeriod, d.nextCooledLocked().Round(100*time.Millisecond), dec.Reason)
-	}
-	return fmt.Sprintf("%d assigned, none free, and the pool cannot grow: %s", st.Assigned, dec.Reason)
-}
-
-// nextCooledLocked is how long until the first cooling address is free.
-func (d *Daemon) nextCooledLocked() time.Duration {
-	var first time.Time
-	for ip, t := range d.released {
-		if _, assigned := d.byIP[ip]; !assigned && (first.IsZero() || t.Before(first)) {
-			first = t
-		}
-	}
-	return max(first.Add(d.cfg.IPCooldownPeriod).Sub(d.now()), 0)
-}
-
-// Del releases key's address into cooldown. found is false if key held
-// nothing (DEL is idempotent).
-func (d *Daemon) Del(key store.Key) (Allocation, bool, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	a, ok := d.byKey[key]
-	if !ok {
-		return Allocation{}, false, nil
-	}
-	now := d.now()
-	if _, _, err := d.store.Release(key, now); err != nil {
-		return Allocation{}, false, fmt.Errorf("record release of %s: %w", key, err)
-	}
-	delete(d.byKey, key)
-	delete(d.byIP, a.IP)
-	d.released[a.IP] = now
-	d.counters["del"]++
-	// vpc-snat's DEL already took the address out of the SNAT set, unless
-	// the release comes from GC or the orphan check, or the reconcile loop
-	// put it back in between (it re-adds every allocation).
-	d.pruneSNATLocked()
-	d.kickLocked()
-	return d.describeLocked(a), true, nil
-}
-
-// pruneSNATLocked removes every address the daemon does not allocate from
-// the node's SNAT set. Under d.mu no Add can hand out an address meanwhile,
-// so no live pod's entry is ever removed.
-func (d *Daemon) pruneSNATLocked() {
-	p, ok := d.host.(SNATPruner)
-	if !ok || d.cfg.ExternalSNAT {
-		return
-	}
-	if err := p.PruneSNATPods(func(ip netip.Addr) bool { _, held := d.byIP[ip]; return held }); err != nil {
-		d.logf("remove released addresses from the SNAT set: %v", err)
-	}
-}
-
-// Get returns key's allocation.
-func (d *Daemon) Get(key store.Key) (Allocation, bool) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	a, ok := d.byKey[key]
-	if !ok {
-		return Allocation{}, false
-	}
-	return d.describeLocked(a), true
-}
-
-// GC releases every allocation of network whose key is not in valid.
-func (d *Daemon) GC(network string, valid map[store.Key]bool) ([]store.Key, error) {
-	d.mu.Lock()
-	var stale []store.Key
-	for k := range d.byKey {
-		if k.Network == network && !valid[k] {
-			stale = append(stale, k)
-		}
-	}
-	d.mu.Unlock()
-	var out []store.Key
-	for _, k := range stale {
-		if _, ok, err := d.Del(k); err != nil {
-			return out, err
-		} else if ok {
-			out = append(out, k)
-		}
-	}
-	return out, nil
-}
-
-// Stats returns the pool counters now.
-func (d *Daemon) Stats() pool.Stats {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return pool.ComputeStats(d.pcfg, d.snapshotLocked())
-}
-
-// Ready reports whether the daemon serves, and why not.
-func (d *Daemon) Ready() (bool, string, int) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if !d.ready {
-		return false, "starting", 0
-	}
-	snap := d.snapshotLocked()
-	st := pool.ComputeStats(d.pcfg, snap)
-	if st.Available == 0 {
-		return true, d.noAddressReasonLocked(snap), 0
-	}
-	return true, "", st.Available
-}
-
-func (d *Daemon) kickLocked() {
-	select {
-	case d.kick <- struct{}{}:
-	default:
-	}
-}
-
-// Run drives the pool, reconciliation and the leaked-ENI sweep until ctx
-// ends.
-func (d *Daemon) Run(ctx context.Context) {
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); d.poolLoop(ctx) }()
-	go func() { defer wg.Done(); d.reconcileLoop(ctx) }()
-	if !d.cfg.DisableLeakedENICleanup {
-		wg.Add(1)
-		go func() { defer wg.Done(); d.sweepLoop(ctx) }()
-	}
-	wg.Wait()
-}
-
-func (d *Daemon) poolLoop(ctx context.Context) {
-	t := time.NewTicker(d.cfg.PoolInterval)
-	defer t.Stop()
-	for {
-		// Act until the pool is at target (or blocked), then wait.
-		for ctx.Err() == nil && d.Step(ctx) {
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-d.kick:
-		}
-	}
-}
-
-func (d *Daemon) sweepLoop(ctx context.Context) {
-	// Spread first sweeps so a fleet restart does not sweep at once.
-	delay := time.Duration(rand.Int64N(int64(time.Minute)))
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(delay):
-		}
-		delay = d.cfg.LeakSweepInterval
-		cctx, cancel := context.WithTimeout(ctx, time.Minute)
-		deleted, err := d.cloud.SweepLeakedENIs(cctx, d.node.VPCID, d.cfg.LeakedENIMinAge)
-		cancel()
-		if err != nil {
-			d.logf("leaked ENI sweep: %v", err)
-		}
-		if len(deleted) > 0 {
-			d.logf("leaked ENI sweep deleted %v", deleted)
-			d.mu.Lock()
-			d.counters["leaked_enis_deleted"] += int64(len(deleted))
-			d.mu.Unlock()
-		}
-	}
-}
-
-// Counters returns the daemon's event counters.
-func (d *Daemon) Counters() map[string]int64 {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	out := map[string]int64{}
-	for k, v := range d.counters {
-		out[k] = v
-	}
-	return out
 }

@@ -25,14 +25,21 @@ import (
 // fakeHost records host-networking calls; the daemon's logic is under test
 // here, the kernel side is tested in package hostnet and end to end.
 type fakeHost struct {
-	mu    sync.Mutex
-	setup map[int]bool
-	snat  map[netip.Addr]bool // the SNAT set
+	mu         sync.Mutex
+	setup      map[int]bool
+	setupNodes int                 // SetupNode calls
+	failSNAT   error               // SetupSNAT fails with it
+	snat       map[netip.Addr]bool // the SNAT set
 	// beforeSNATAdd, if set, runs in SetupSNAT before the pods go in.
 	beforeSNATAdd func()
 }
 
-func (h *fakeHost) SetupNode(net.HardwareAddr, int) error { return nil }
+func (h *fakeHost) SetupNode(net.HardwareAddr, int) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.setupNodes++
+	return nil
+}
 func (h *fakeHost) SetupENI(_ context.Context, e hostnet.ENI, _ time.Duration) (string, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -204,68 +211,6 @@ func TestCooldownIsNotAvailableAndSurvivesRestart(t *testing.T) {
 	}
 }
 
-func TestRestartDropsAllocationsWhoseAddressIsGone(t *testing.T) {
-	f := newFixture(t, nil)
-	d := f.start()
-	settle(t, d)
-	a, err := d.Add(key("c1"), "default", "web", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.Close()
-	// Someone removes the address in EC2 while the daemon is down.
-	if err := f.cloud.UnassignIPs(context.Background(), a.ENIID, []netip.Addr{a.IP}); err != nil {
-		t.Fatal(err)
-	}
-	d = f.start()
-	defer d.Close()
-	if _, ok := d.Get(key("c1")); ok {
-		t.Fatal("allocation of an address EC2 no longer has survived the restart")
-	}
-	if d.Counters()["restore_dropped"] != 1 {
-		t.Fatalf("counters %v", d.Counters())
-	}
-}
-
-func TestReconcileAdoptsAndDrops(t *testing.T) {
-	f := newFixture(t, map[string]string{"WARM_ENI_TARGET": "0", "WARM_IP_TARGET": "2", "MINIMUM_IP_TARGET": "2"})
-	d := f.start()
-	defer d.Close()
-	settle(t, d)
-	a, err := d.Add(key("c1"), "default", "web", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	added, err := f.cloud.AssignIPs(ctx, a.ENIID, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.cloud.UnassignIPs(ctx, a.ENIID, []netip.Addr{a.IP}); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Reconcile(ctx); err != nil {
-		t.Fatal(err)
-	}
-	// The pool must now count exactly what EC2 holds for the node.
-	inet, _ := f.sim.Cloud.InstanceNetwork(f.node.InstanceID)
-	var ec2Addrs []netip.Addr
-	for _, e := range inet.ENIs {
-		ec2Addrs = append(ec2Addrs, e.Secondary...)
-	}
-	st := d.Stats()
-	if st.Total != len(ec2Addrs) {
-		t.Errorf("total %d after reconcile, want the %d secondary addresses EC2 holds (%v)", st.Total, len(ec2Addrs), ec2Addrs)
-	}
-	if _, ok := d.Get(key("c1")); ok {
-		t.Error("allocation on an address removed outside the daemon was kept")
-	}
-	c := d.Counters()
-	if c["reconcile_ips_adopted"] != int64(len(added)) || c["reconcile_ips_removed"] != 1 || c["reconcile_allocations_dropped"] != 1 {
-		t.Errorf("counters %v", c)
-	}
-}
-
 func TestMaxPodsReason(t *testing.T) {
 	f := newFixture(t, map[string]string{"MAX_PODS": "2"})
 	d := f.start()
@@ -289,6 +234,9 @@ func TestMaxPodsReason(t *testing.T) {
 func (h *fakeHost) PrimaryLinkName(net.HardwareAddr) (string, error) { return "eth0", nil }
 
 func (h *fakeHost) SetupSNAT(_ snat.NodeConfig, pods []netip.Addr) error {
+	if h.failSNAT != nil {
+		return h.failSNAT
+	}
 	if h.beforeSNATAdd != nil {
 		h.beforeSNATAdd()
 	}
@@ -306,6 +254,13 @@ func (h *fakeHost) PruneSNATPods(keep func(netip.Addr) bool) error {
 			delete(h.snat, ip)
 		}
 	}
+	return nil
+}
+
+func (h *fakeHost) RemoveSNATPod(ip netip.Addr) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.snat, ip)
 	return nil
 }
 

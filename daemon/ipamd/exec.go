@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
+	"net/netip"
+	"slices"
 	"sort"
 	"time"
 
@@ -28,8 +31,9 @@ const (
 func (d *Daemon) Step(ctx context.Context) bool {
 	d.opMu.Lock()
 	defer d.opMu.Unlock()
+	d.forgetOldCooldowns()
+	d.retryReleases(ctx)
 	d.mu.Lock()
-	d.forgetOldCooldownsLocked()
 	snap := d.snapshotLocked()
 	surplus := pool.Surplus(d.pcfg, snap)
 	d.surplusFloor = min(d.surplusFloor, surplus)
@@ -86,16 +90,75 @@ func (d *Daemon) Step(ctx context.Context) bool {
 	return true
 }
 
-// forgetOldCooldownsLocked drops release times well past the cooldown so
-// the store does not grow without bound.
-func (d *Daemon) forgetOldCooldownsLocked() {
+// forgetOldCooldowns drops release times well past the cooldown so the
+// store does not grow without bound: one store transaction, outside the
+// lock.
+func (d *Daemon) forgetOldCooldowns() {
+	d.mu.Lock()
 	cut := d.now().Add(-d.cfg.IPCooldownPeriod - 5*time.Minute)
+	old := map[netip.Addr]time.Time{}
 	for ip, t := range d.released {
 		if t.Before(cut) {
-			if err := d.store.ForgetCooling(ip); err == nil {
-				delete(d.released, ip)
-			}
+			old[ip] = t
 		}
+	}
+	d.mu.Unlock()
+	if len(old) == 0 {
+		return
+	}
+	if err := d.store.ForgetCooling(slices.Collect(maps.Keys(old))...); err != nil {
+		d.logf("forget old cooldowns: %v", err)
+		return
+	}
+	d.mu.Lock()
+	for ip, t := range old {
+		if d.released[ip].Equal(t) { // not released again meanwhile
+			delete(d.released, ip)
+		}
+	}
+	d.mu.Unlock()
+}
+
+// releaseRetryInterval spaces the retries of failed releases.
+const releaseRetryInterval = time.Second
+
+// retryReleases gives back to EC2 the free addresses and prefixes whose
+// release failed. EC2 may have made the change behind an error or a lost
+// response, so they stay out of the pool until a release succeeds; the
+// release is idempotent (an address no longer assigned is a success).
+func (d *Daemon) retryReleases(ctx context.Context) {
+	d.mu.Lock()
+	now := d.now()
+	if len(d.releasing)+len(d.releasingPrefixes) == 0 || now.Sub(d.lastReleaseRetry) < releaseRetryInterval {
+		d.mu.Unlock()
+		return
+	}
+	d.lastReleaseRetry = now
+	ips, pfx := map[string][]netip.Addr{}, map[string][]netip.Prefix{}
+	for ip, eni := range d.releasing {
+		ips[eni] = append(ips[eni], ip)
+	}
+	for p, eni := range d.releasingPrefixes {
+		pfx[eni] = append(pfx[eni], p)
+	}
+	d.mu.Unlock()
+	cctx, cancel := context.WithTimeout(ctx, ec2CallTimeout)
+	defer cancel()
+	for eni, list := range ips {
+		err := d.cloud.UnassignIPs(cctx, eni, list)
+		if err != nil && !cloud.IsNotFound(err) {
+			d.logf("retry releasing %v from %s: %v", list, eni, err)
+			continue
+		}
+		d.forgetReleased(eni, list, nil)
+	}
+	for eni, list := range pfx {
+		err := d.cloud.UnassignPrefixes(cctx, eni, list)
+		if err != nil && !cloud.IsNotFound(err) {
+			d.logf("retry releasing %v from %s: %v", list, eni, err)
+			continue
+		}
+		d.forgetReleased(eni, nil, list)
 	}
 }
 
@@ -110,6 +173,7 @@ func (d *Daemon) execute(ctx context.Context, dec pool.Decision, eni eniState) e
 		if e := d.enis[eni.id]; e != nil {
 			for _, ip := range ips {
 				e.ips[ip] = true
+				d.learned[ip] = d.now()
 			}
 		}
 		d.mu.Unlock()
@@ -122,6 +186,7 @@ func (d *Daemon) execute(ctx context.Context, dec pool.Decision, eni eniState) e
 		if e := d.enis[eni.id]; e != nil {
 			for _, p := range pfx {
 				e.prefixes[p] = true
+				d.learnedPrefix[p] = d.now()
 			}
 		}
 		d.mu.Unlock()
@@ -129,36 +194,71 @@ func (d *Daemon) execute(ctx context.Context, dec pool.Decision, eni eniState) e
 		return d.createENI(ctx, dec)
 	case pool.ActionReleaseIPs:
 		if err := d.cloud.UnassignIPs(ctx, eni.id, dec.IPs); err != nil {
+			d.releaseFailed(eni.id, dec.IPs, nil)
 			return err
 		}
-		d.mu.Lock()
-		if e := d.enis[eni.id]; e != nil {
-			for _, ip := range dec.IPs {
-				delete(e.ips, ip)
-				delete(d.released, ip)
-				_ = d.store.ForgetCooling(ip)
-			}
-		}
-		d.mu.Unlock()
+		d.forgetReleased(eni.id, dec.IPs, nil)
 	case pool.ActionReleasePrefixes:
 		if err := d.cloud.UnassignPrefixes(ctx, eni.id, dec.Prefixes); err != nil {
+			d.releaseFailed(eni.id, nil, dec.Prefixes)
 			return err
 		}
-		d.mu.Lock()
-		if e := d.enis[eni.id]; e != nil {
-			for _, p := range dec.Prefixes {
-				delete(e.prefixes, p)
-				for ip := p.Addr(); p.Contains(ip); ip = ip.Next() {
-					delete(d.released, ip)
-					_ = d.store.ForgetCooling(ip)
-				}
-			}
-		}
-		d.mu.Unlock()
+		d.forgetReleased(eni.id, nil, dec.Prefixes)
 	case pool.ActionDeleteENI:
 		return d.deleteENI(ctx, eni)
 	}
 	return nil
+}
+
+// releaseFailed keeps addresses or prefixes whose release failed out of the
+// pool: EC2 may have unassigned them (a lost response, a timeout after the
+// change), and an ADD must never get an address the ENI no longer has.
+// retryReleases gives them back later.
+func (d *Daemon) releaseFailed(eniID string, ips []netip.Addr, pfx []netip.Prefix) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, ip := range ips {
+		d.releasing[ip] = eniID
+	}
+	for _, p := range pfx {
+		d.releasingPrefixes[p] = eniID
+	}
+	d.counters["release_failed"] += int64(len(ips) + len(pfx))
+}
+
+// released_ forgets addresses and prefixes EC2 took back: off the ENI, out
+// of the retry set, their cooldown records gone (one store transaction,
+// outside the lock).
+func (d *Daemon) forgetReleased(eniID string, ips []netip.Addr, pfx []netip.Prefix) {
+	var forget []netip.Addr
+	d.mu.Lock()
+	e := d.enis[eniID]
+	for _, ip := range ips {
+		if e != nil {
+			delete(e.ips, ip)
+		}
+		delete(d.releasing, ip)
+		delete(d.released, ip)
+		delete(d.learned, ip)
+		delete(d.unconfirmed, ip)
+		forget = append(forget, ip)
+	}
+	for _, p := range pfx {
+		if e != nil {
+			delete(e.prefixes, p)
+		}
+		delete(d.releasingPrefixes, p)
+		delete(d.learnedPrefix, p)
+		delete(d.unconfirmedPrefixes, p)
+		for ip := p.Addr(); p.Contains(ip); ip = ip.Next() {
+			delete(d.released, ip)
+			forget = append(forget, ip)
+		}
+	}
+	d.mu.Unlock()
+	if err := d.store.ForgetCooling(forget...); err != nil {
+		d.logf("forget cooldowns of released addresses: %v", err)
+	}
 }
 
 // growFailed classifies a failed growth call: cool-offs for full subnets,
@@ -222,12 +322,14 @@ func (d *Daemon) resyncENI(ctx context.Context, eniID string) {
 	for _, ip := range e.IPs {
 		if !st.ips[ip] {
 			st.ips[ip] = true
+			d.learned[ip] = d.now()
 			d.counters["adopted_ips"]++
 		}
 	}
 	for _, p := range e.Prefixes {
 		if !st.prefixes[p] {
 			st.prefixes[p] = true
+			d.learnedPrefix[p] = d.now()
 			d.counters["adopted_prefixes"]++
 		}
 	}
@@ -332,13 +434,17 @@ func (d *Daemon) deleteENI(ctx context.Context, eni eniState) error {
 		}
 		return err
 	}
+	var forget []netip.Addr
 	d.mu.Lock()
 	for ip := range d.released {
 		if eni.holds(ip) {
 			delete(d.released, ip)
-			_ = d.store.ForgetCooling(ip)
+			forget = append(forget, ip)
 		}
 	}
 	d.mu.Unlock()
+	if err := d.store.ForgetCooling(forget...); err != nil {
+		d.logf("forget cooldowns of %s's addresses: %v", eni.id, err)
+	}
 	return nil
 }

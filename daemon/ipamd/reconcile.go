@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net/netip"
 	"os"
 	"slices"
@@ -33,7 +32,7 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 		if err := d.SyncSNAT(); err != nil {
 			d.logf("reconcile SNAT: %v", err)
 		}
-		d.releaseOrphans()
+		d.releaseOrphans(ctx)
 	}
 }
 
@@ -41,6 +40,12 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 // IMDS is read first because it is free; EC2 (the truth) is asked only when
 // IMDS disagrees with what the daemon holds, which keeps describe calls off
 // the account's API budget on a quiet node.
+//
+// EC2's describes are eventually consistent, so an answer that omits an
+// address or ENI the daemon holds is not taken as a removal when a pod
+// holds the address, or when the daemon learned of it less than
+// VPCCHAIN_EC2_CONSISTENCY_GRACE ago: the disagreement is logged and
+// counted, and the next describe decides.
 func (d *Daemon) Reconcile(ctx context.Context) error {
 	d.opMu.Lock()
 	defer d.opMu.Unlock()
@@ -56,7 +61,6 @@ func (d *Daemon) Reconcile(ctx context.Context) error {
 		return fmt.Errorf("describe this instance's ENIs: %w", err)
 	}
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	truth := map[string]cloud.ENI{}
 	for _, e := range enis {
 		if e.Tags["node.k8s.amazonaws.com/no_manage"] == "true" {
@@ -65,18 +69,24 @@ func (d *Daemon) Reconcile(ctx context.Context) error {
 		}
 		truth[e.ID] = e
 	}
-	// ENIs gone from the instance: their allocations cannot work any more.
+	now := d.now()
+	// ENIs gone from the instance: their allocations cannot work any more,
+	// unless EC2 is lagging. An ENI a pod holds an address of stays.
+	var gone []*eniState
 	for id, st := range d.enis {
 		if _, ok := truth[id]; ok {
+			delete(d.disagreements, "eni:"+id)
+			continue
+		}
+		if pods := d.podsOnLocked(st); pods > 0 || now.Sub(st.learned) < d.cfg.ConsistencyGrace {
+			d.disagreeLocked("eni:"+id, "%s (device %d) is missing from EC2's describe; kept: %d pods hold addresses on it, learned %s ago",
+				id, st.dev, pods, now.Sub(st.learned).Round(time.Second))
 			continue
 		}
 		d.logf("reconcile: %s (device %d) is no longer attached: dropping it", id, st.dev)
 		d.counters["reconcile_enis_removed"]++
-		if err := d.host.TeardownENI(st.hostENI(d.cfg.MTU)); err != nil {
-			d.logf("reconcile: tear down host networking of %s: %v", id, err)
-		}
 		delete(d.enis, id)
-		d.dropOrphanedLocked()
+		gone = append(gone, st)
 	}
 	var adopt []cloud.ENI
 	for id, e := range truth {
@@ -85,10 +95,19 @@ func (d *Daemon) Reconcile(ctx context.Context) error {
 			adopt = append(adopt, e)
 			continue
 		}
-		d.syncAddressesLocked(st, e)
+		d.syncAddressesLocked(st, e, now)
 	}
-	// Setting up host networking waits for links: do it unlocked.
+	forget := d.forgetStrayCooldownsLocked()
+	// Host networking and the store's fsync: outside the lock.
 	d.mu.Unlock()
+	if err := d.store.ForgetCooling(forget...); err != nil {
+		d.logf("reconcile: forget cooldowns: %v", err)
+	}
+	for _, st := range gone {
+		if err := d.host.TeardownENI(st.hostENI(d.cfg.MTU)); err != nil {
+			d.logf("reconcile: tear down host networking of %s: %v", st.id, err)
+		}
+	}
 	var errs []error
 	for _, e := range adopt {
 		d.logf("reconcile: adopting %s (device %d) attached outside the daemon", e.ID, e.DeviceNumber)
@@ -100,8 +119,29 @@ func (d *Daemon) Reconcile(ctx context.Context) error {
 		d.counters["reconcile_enis_adopted"]++
 		d.mu.Unlock()
 	}
-	d.mu.Lock()
 	return errors.Join(errs...)
+}
+
+// podsOnLocked counts the allocations on an ENI's addresses.
+func (d *Daemon) podsOnLocked(st *eniState) int {
+	n := 0
+	for ip := range d.byIP {
+		if st.holds(ip) {
+			n++
+		}
+	}
+	return n
+}
+
+// disagreeLocked logs and counts one disagreement with EC2 (once per
+// subject while it lasts: the reconcile loop sees it every minute).
+func (d *Daemon) disagreeLocked(subject, format string, args ...any) {
+	if d.disagreements[subject] {
+		return
+	}
+	d.disagreements[subject] = true
+	d.counters["reconcile_ec2_disagreements"]++
+	d.logf("reconcile: EC2 disagrees: "+format, args...)
 }
 
 // matches reports whether IMDS's view equals the daemon's (ignoring ENIs
@@ -130,86 +170,122 @@ func (d *Daemon) matches(md []cloud.ENI) bool {
 		}
 		n++
 	}
-	return n == len(d.enis)
+	return n == len(d.enis) && len(d.unconfirmed) == 0 && len(d.unconfirmedPrefixes) == 0
 }
 
 // syncAddressesLocked adopts addresses EC2 has and the daemon does not, and
-// forgets those EC2 no longer has (dropping any pod allocation on them:
-// the address is gone from the VPC, keeping it would hand out a dead IP).
-func (d *Daemon) syncAddressesLocked(st *eniState, e cloud.ENI) {
+// forgets free ones EC2 no longer has once they are older than the
+// consistency grace. An address a pod holds is never forgotten: EC2 may be
+// lagging, and if someone did remove it, the pod's DEL will release it.
+func (d *Daemon) syncAddressesLocked(st *eniState, e cloud.ENI, now time.Time) {
 	for _, ip := range e.IPs {
+		delete(d.unconfirmed, ip)
+		delete(d.disagreements, "ip:"+ip.String())
 		if !st.ips[ip] {
 			st.ips[ip] = true
+			d.learned[ip] = now
 			d.counters["reconcile_ips_adopted"]++
 		}
 	}
 	for _, p := range e.Prefixes {
+		delete(d.unconfirmedPrefixes, p)
+		delete(d.disagreements, "prefix:"+p.String())
 		if !st.prefixes[p] {
 			st.prefixes[p] = true
+			d.learnedPrefix[p] = now
 			d.counters["reconcile_prefixes_adopted"]++
 		}
 	}
 	for ip := range st.ips {
-		if !slices.Contains(e.IPs, ip) && !d.busy[ip] {
-			delete(st.ips, ip)
-			d.counters["reconcile_ips_removed"]++
+		if slices.Contains(e.IPs, ip) || d.busy[ip] || d.releasing[ip] != "" {
+			continue
 		}
+		if d.heldLocked(ip) || now.Sub(d.learned[ip]) < d.cfg.ConsistencyGrace {
+			d.disagreeLocked("ip:"+ip.String(), "%s on %s is missing from EC2's describe; kept (held by a pod: %v, learned %s ago)",
+				ip, st.id, d.heldLocked(ip), now.Sub(d.learned[ip]).Round(time.Second))
+			continue
+		}
+		delete(st.ips, ip)
+		delete(d.learned, ip)
+		delete(d.unconfirmed, ip)
+		d.counters["reconcile_ips_removed"]++
 	}
 	for p := range st.prefixes {
-		if !slices.Contains(e.Prefixes, p) && !d.busyPrefixes[p] {
-			delete(st.prefixes, p)
-			d.counters["reconcile_prefixes_removed"]++
+		if slices.Contains(e.Prefixes, p) || d.busyPrefixes[p] || d.releasingPrefixes[p] != "" {
+			continue
 		}
+		held := false
+		for ip := range d.byIP {
+			held = held || p.Contains(ip)
+		}
+		if held || now.Sub(d.learnedPrefix[p]) < d.cfg.ConsistencyGrace {
+			d.disagreeLocked("prefix:"+p.String(), "%s on %s is missing from EC2's describe; kept (held by pods: %v, learned %s ago)",
+				p, st.id, held, now.Sub(d.learnedPrefix[p]).Round(time.Second))
+			continue
+		}
+		delete(st.prefixes, p)
+		delete(d.learnedPrefix, p)
+		delete(d.unconfirmedPrefixes, p)
+		d.counters["reconcile_prefixes_removed"]++
 	}
-	d.dropOrphanedLocked()
 }
 
-// dropOrphanedLocked removes allocations and cooldowns whose address is on
-// no ENI of the node any more.
-func (d *Daemon) dropOrphanedLocked() {
-	for ip, k := range d.byIP {
-		if d.eniOfLocked(ip) != nil {
-			continue
-		}
-		if _, _, err := d.store.Drop(k); err != nil {
-			d.logf("reconcile: drop allocation %s (%s): %v", k, ip, err)
-			continue
-		}
-		d.logf("reconcile: %s lost its address %s: removed from its ENI outside the daemon", k, ip)
-		delete(d.byIP, ip)
-		delete(d.byKey, k)
-		d.counters["reconcile_allocations_dropped"]++
-	}
+// forgetStrayCooldownsLocked drops the cooldowns of addresses on no ENI of
+// the node any more and returns them for the store.
+func (d *Daemon) forgetStrayCooldownsLocked() []netip.Addr {
+	var out []netip.Addr
 	for ip := range d.released {
 		if d.eniOfLocked(ip) == nil {
 			delete(d.released, ip)
-			_ = d.store.ForgetCooling(ip)
+			out = append(out, ip)
 		}
 	}
+	return out
 }
 
-// releaseOrphans releases allocations whose sandbox network namespace has
-// disappeared for longer than the grace period: the pod is gone, but its DEL
-// never reached the daemon (e.g. the daemon was down and the plugin's DEL
-// succeeded without it).
-func (d *Daemon) releaseOrphans() {
+// releaseOrphans releases allocations whose pod sandbox the container
+// runtime no longer has, once they are older than the grace period: the
+// pod is gone, but its DEL never reached the daemon (the daemon was down
+// and the plugin's DEL succeeded without it). Only the runtime's word
+// counts: a sandbox it lists keeps its address whatever its network
+// namespace path looks like from here. When the runtime cannot be asked,
+// nothing is released (counted, and logged once per failure).
+func (d *Daemon) releaseOrphans(ctx context.Context) {
+	if d.live == nil {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	boxes, err := d.live.Sandboxes(cctx)
+	cancel()
 	d.mu.Lock()
+	if err != nil {
+		d.counters["orphan_check_skipped"]++
+		if msg := err.Error(); msg != d.livenessErr {
+			d.livenessErr = msg
+			d.logf("orphan check skipped, nothing released: cannot list pod sandboxes from %s: %v", d.live, err)
+		}
+		d.mu.Unlock()
+		return
+	}
+	if d.livenessErr != "" {
+		d.logf("orphan check: %s answers again", d.live)
+		d.livenessErr = ""
+	}
+	d.counters["orphan_checks"]++
 	cut := d.now().Add(-d.cfg.OrphanGrace)
-	var gone []store.Key
+	gone := map[store.Key]string{} // -> the netns path recorded at ADD
 	for k, a := range d.byKey {
-		if a.Netns == "" || a.AssignedAt.After(cut) {
+		if _, live := boxes[k.ContainerID]; live || a.AssignedAt.After(cut) {
 			continue
 		}
-		if _, err := os.Stat(a.Netns); errors.Is(err, fs.ErrNotExist) {
-			gone = append(gone, k)
-		}
+		gone[k] = a.Netns
 	}
 	d.mu.Unlock()
-	for _, k := range gone {
+	for k, netns := range gone {
 		if a, ok, err := d.Del(k); err != nil {
 			d.logf("release orphan %s: %v", k, err)
 		} else if ok {
-			d.logf("released %s of %s: its network namespace is gone", a.IP, k)
+			d.logf("released %s of %s: %s has no such pod sandbox%s", a.IP, k, d.live, netnsEvidence(netns))
 			d.mu.Lock()
 			d.counters["orphans_released"]++
 			d.mu.Unlock()
@@ -217,8 +293,21 @@ func (d *Daemon) releaseOrphans() {
 	}
 }
 
+// netnsEvidence says what the sandbox's network namespace path shows, for
+// the log: it never decides (a runtime may pass /proc/<pid>/ns/net, or keep
+// namespaces where the daemon cannot see them).
+func netnsEvidence(path string) string {
+	if path == "" {
+		return ""
+	}
+	if _, err := os.Stat(path); err == nil {
+		return fmt.Sprintf(" (its network namespace path %s still exists here)", path)
+	}
+	return fmt.Sprintf(" (its network namespace path %s is gone here too)", path)
+}
+
 // ReleaseOrphans runs the orphan check now (tests, operators).
-func (d *Daemon) ReleaseOrphans() { d.releaseOrphans() }
+func (d *Daemon) ReleaseOrphans(ctx context.Context) { d.releaseOrphans(ctx) }
 
 // SNATConfigPath is where the vpc-snat plugin reads the node's SNAT config.
 func (d *Daemon) SNATConfigPath() string { return d.cfg.StateDir + "/snat.json" }
@@ -247,17 +336,31 @@ func (d *Daemon) SyncSNAT() error {
 	}
 	d.mu.Unlock()
 	if err := d.host.SetupSNAT(nc, pods); err != nil {
+		d.setHostErr(err)
 		return fmt.Errorf("set up SNAT: %w", err)
 	}
 	// pods was read before SetupSNAT: an address released since must not
 	// stay in the set.
-	d.mu.Lock()
-	d.pruneSNATLocked()
-	d.mu.Unlock()
+	d.pruneSNAT()
 	if err := snat.WriteNodeConfig(d.SNATConfigPath(), nc); err != nil {
+		d.setHostErr(err)
 		return fmt.Errorf("write %s: %w", d.SNATConfigPath(), err)
 	}
+	d.setHostErr(nil)
 	return nil
+}
+
+// setHostErr records whether the node's SNAT rules and the plugins' node
+// config could be put in place: without them a new pod has no way out of
+// the VPC, and STATUS says so.
+func (d *Daemon) setHostErr(err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	d.hostErr = msg
 }
 
 // noteVPCCIDRs records the VPC's CIDRs as IMDS shows them; it reports a

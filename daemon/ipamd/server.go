@@ -147,8 +147,10 @@ func (s *Server) Status(_ context.Context, r *ipamv1.StatusRequest) (*ipamv1.Sta
 	if err := ipamclient.CheckVersion(r.GetApiVersion()); err != nil {
 		return nil, err
 	}
+	// Ready means "can serve an ADD at all", not "has a free address now":
+	// see Daemon.Ready.
 	ready, reason, avail := s.d.Ready()
-	return &ipamv1.StatusReply{Ready: ready && avail > 0, Reason: reason, Available: int32(avail)}, nil
+	return &ipamv1.StatusReply{Ready: ready, Reason: reason, Available: int32(avail)}, nil
 }
 
 // GC implements IPAM.GC.

@@ -38,6 +38,8 @@ var (
 	ErrNewerSchema = errors.New("store has a newer schema version")
 	// ErrInvalid: malformed key or allocation.
 	ErrInvalid = errors.New("invalid store argument")
+	// ErrNotFound: the key holds no allocation.
+	ErrNotFound = errors.New("no allocation for the key")
 )
 
 var (
@@ -373,10 +375,45 @@ func (s *Store) Cooling() (map[netip.Addr]time.Time, error) {
 	return out, err
 }
 
-// ForgetCooling drops ip's cooldown record (cooldown over, or the address
-// was given back to EC2). Forgetting an unknown address is not an error.
-func (s *Store) ForgetCooling(ip netip.Addr) error {
+// ForgetCooling drops the addresses' cooldown records (cooldown over, or
+// the addresses were given back to EC2) in one transaction. Forgetting an
+// unknown address is not an error.
+func (s *Store) ForgetCooling(ips ...netip.Addr) error {
+	if len(ips) == 0 {
+		return nil
+	}
 	return s.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketCooling).Delete(ipKey(ip))
+		b := tx.Bucket(bucketCooling)
+		for _, ip := range ips {
+			if err := b.Delete(ipKey(ip)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// SetENI corrects the ENI recorded for k's address (the address is on
+// another ENI than recorded, as EC2 says). A missing key is ErrNotFound.
+func (s *Store) SetENI(k Key, eniID string) error {
+	if err := k.validate(); err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		allocs := tx.Bucket(bucketAllocs)
+		v := allocs.Get(k.bytes())
+		if v == nil {
+			return fmt.Errorf("%w: %s", ErrNotFound, k)
+		}
+		r, err := decode(v)
+		if err != nil {
+			return err
+		}
+		r.ENIID = eniID
+		nv, err := json.Marshal(record{Network: k.Network, ContainerID: k.ContainerID, IfName: k.IfName, Allocation: r.Allocation})
+		if err != nil {
+			return err
+		}
+		return allocs.Put(k.bytes(), nv)
 	})
 }

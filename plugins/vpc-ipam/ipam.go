@@ -11,7 +11,8 @@ package main
 //	DEL     Del(key). Unknown key, or the daemon unreachable: success (the
 //	        daemon reclaims a leaked address itself when it reconciles).
 //	CHECK   Check(key, prevResult's IPv4).
-//	STATUS  Status(): ready and at least one address available, else 50.
+//	STATUS  Status(): the daemon answers and can serve an ADD (an empty pool
+//	        is still ready: ADD answers 11 with the reason), else 50.
 //	GC      GC(network, cni.dev/valid-attachments as keys).
 
 import (
@@ -249,14 +250,12 @@ func cmdStatus(args *skel.CmdArgs) error {
 		if err != nil {
 			return err
 		}
-		switch {
-		case !reply.GetReady():
-			notReady = "the vpcchain daemon is not ready"
-		case reply.GetAvailable() <= 0:
-			notReady = "no address is available for a new pod"
-		default:
+		// An empty pool is not a network that is not ready: ADD says "try
+		// again later" with the reason, and the node stays in service.
+		if reply.GetReady() {
 			return nil
 		}
+		notReady = "the vpcchain daemon is not ready"
 		if r := reply.GetReason(); r != "" {
 			notReady += ": " + r
 		}

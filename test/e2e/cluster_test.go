@@ -122,6 +122,10 @@ func (c *cluster) addNode(typ, name string, env ...string) *node {
 		"VPCCHAIN_POOL_INTERVAL=200ms",
 		"VPCCHAIN_RECONCILE_INTERVAL=2s",
 		"DISABLE_LEAKED_ENI_CLEANUP=true",
+		// Pods here come from libcni, not from a container runtime: no
+		// runtime's sandbox list says whether they live (the real-node
+		// test points the daemon at its containerd instead).
+		"VPCCHAIN_CRI_SOCKET=none",
 	}, env...)
 	c.nodes[name] = n
 	return n

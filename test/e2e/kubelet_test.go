@@ -105,6 +105,7 @@ func TestKubeletNode(t *testing.T) {
 		kns[n.name] = newKubeNode(t, n, kb, bin, busybox)
 	}
 	ka, kbn := kns["a"], kns["b"]
+	b.restart() // with the CRI socket in its environment
 
 	// Node a's daemon is down while the node comes up: the installer's
 	// sidecar waits for it, the conflist does not exist, and the node is
@@ -430,6 +431,10 @@ func newKubeNode(t *testing.T, n *node, kb kubeletBins, bin, busybox string) *ku
 			t.Fatal(err)
 		}
 	}
+	// The daemon asks this containerd which pod sandboxes exist (the
+	// orphan check), as the DaemonSet points it at the node's runtime; it
+	// takes effect at the daemon's next start.
+	n.env = append(n.env, "VPCCHAIN_CRI_SOCKET="+kn.sock)
 	// Host state the run may leave behind is recorded first; the check and
 	// the forced cleanup run last (after every process is stopped), and on
 	// interrupt.

@@ -1,0 +1,70 @@
+package ipamd
+
+import (
+	"context"
+	"math/rand/v2"
+	"sync"
+	"time"
+)
+
+func (d *Daemon) kickLocked() {
+	select {
+	case d.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run drives the pool, reconciliation and the leaked-ENI sweep until ctx
+// ends.
+func (d *Daemon) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); d.poolLoop(ctx) }()
+	go func() { defer wg.Done(); d.reconcileLoop(ctx) }()
+	if !d.cfg.DisableLeakedENICleanup {
+		wg.Add(1)
+		go func() { defer wg.Done(); d.sweepLoop(ctx) }()
+	}
+	wg.Wait()
+}
+
+func (d *Daemon) poolLoop(ctx context.Context) {
+	t := time.NewTicker(d.cfg.PoolInterval)
+	defer t.Stop()
+	for {
+		// Act until the pool is at target (or blocked), then wait.
+		for ctx.Err() == nil && d.Step(ctx) {
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-d.kick:
+		}
+	}
+}
+
+func (d *Daemon) sweepLoop(ctx context.Context) {
+	// Spread first sweeps so a fleet restart does not sweep at once.
+	delay := time.Duration(rand.Int64N(int64(time.Minute)))
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		delay = d.cfg.LeakSweepInterval
+		cctx, cancel := context.WithTimeout(ctx, time.Minute)
+		deleted, err := d.cloud.SweepLeakedENIs(cctx, d.node.VPCID, d.cfg.LeakedENIMinAge)
+		cancel()
+		if err != nil {
+			d.logf("leaked ENI sweep: %v", err)
+		}
+		if len(deleted) > 0 {
+			d.logf("leaked ENI sweep deleted %v", deleted)
+			d.mu.Lock()
+			d.counters["leaked_enis_deleted"] += int64(len(deleted))
+			d.mu.Unlock()
+		}
+	}
+}

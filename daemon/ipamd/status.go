@@ -1,0 +1,83 @@
+package ipamd
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/vpcchain/vpcchain/daemon/pool"
+)
+
+func (d *Daemon) noAddressReasonLocked(snap pool.Snapshot) string {
+	st := pool.ComputeStats(d.pcfg, snap)
+	switch {
+	case st.MaxPods > 0 && st.Assigned+st.LeftoverAssigned >= st.MaxPods:
+		return fmt.Sprintf("max pods reached (%d pods assigned, the node allows %d)", st.Assigned, st.MaxPods)
+	case len(snap.CoolOffs) > 0:
+		return fmt.Sprintf("%d assigned, %d cooling; growth paused: %s", st.Assigned, st.Cooling, snap.CoolOffs[0].Reason)
+	case d.lastPoolError != "":
+		return fmt.Sprintf("%d assigned, %d cooling; last EC2 error: %s", st.Assigned, st.Cooling, d.lastPoolError)
+	}
+	// A fresh decision (pure, cheap): does the pool have a way to grow?
+	dec := pool.Decide(d.pcfg, snap)
+	if dec.Action != pool.ActionNone {
+		return fmt.Sprintf("%d assigned, %d cooling, pool is growing (%s in progress)", st.Assigned, st.Cooling, dec.Action)
+	}
+	if st.Cooling > 0 {
+		return fmt.Sprintf("%d assigned, %d cooling down (IP_COOLDOWN_PERIOD %s), the first is free again in %s; the pool cannot grow: %s",
+			st.Assigned, st.Cooling, d.cfg.IPCooldownPeriod, d.nextCooledLocked().Round(100*time.Millisecond), dec.Reason)
+	}
+	return fmt.Sprintf("%d assigned, none free, and the pool cannot grow: %s", st.Assigned, dec.Reason)
+}
+
+// nextCooledLocked is how long until the first cooling address is free.
+func (d *Daemon) nextCooledLocked() time.Duration {
+	var first time.Time
+	for ip, t := range d.released {
+		if _, assigned := d.byIP[ip]; !assigned && (first.IsZero() || t.Before(first)) {
+			first = t
+		}
+	}
+	return max(first.Add(d.cfg.IPCooldownPeriod).Sub(d.now()), 0)
+}
+
+// Stats returns the pool counters now.
+func (d *Daemon) Stats() pool.Stats {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return pool.ComputeStats(d.pcfg, d.snapshotLocked())
+}
+
+// Ready reports whether the daemon can serve an ADD at all, and why not,
+// with the addresses available now. An empty pool is not "not ready": a
+// node at max pods, or one whose pool refills during a burst, must stay in
+// service (a runtime that sees CNI STATUS fail reports the node's network
+// NotReady, and Kubernetes then taints it and evicts its pods); ADD says
+// "try again later" with the reason instead. The reason is also filled in
+// for a ready daemon whose pool is empty.
+func (d *Daemon) Ready() (bool, string, int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.ready {
+		return false, "starting", 0
+	}
+	if d.hostErr != "" {
+		return false, "host networking: " + d.hostErr, 0
+	}
+	snap := d.snapshotLocked()
+	st := pool.ComputeStats(d.pcfg, snap)
+	if st.Available == 0 {
+		return true, d.noAddressReasonLocked(snap), 0
+	}
+	return true, "", st.Available
+}
+
+// Counters returns the daemon's event counters.
+func (d *Daemon) Counters() map[string]int64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := map[string]int64{}
+	for k, v := range d.counters {
+		out[k] = v
+	}
+	return out
+}

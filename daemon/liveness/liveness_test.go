@@ -1,0 +1,99 @@
+package liveness
+
+import (
+	"context"
+	"errors"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// runtimeStub answers ListPodSandbox as a CRI runtime does, on the real
+// gRPC service definition of k8s.io/cri-api.
+type runtimeStub struct {
+	runtimeapi.UnimplementedRuntimeServiceServer
+	items []*runtimeapi.PodSandbox
+	err   error
+}
+
+func (r *runtimeStub) ListPodSandbox(_ context.Context, req *runtimeapi.ListPodSandboxRequest) (*runtimeapi.ListPodSandboxResponse, error) {
+	if req.Filter != nil {
+		return nil, status.Error(codes.InvalidArgument, "the daemon must list every sandbox, not a filtered set")
+	}
+	return &runtimeapi.ListPodSandboxResponse{Items: r.items}, r.err
+}
+
+func serve(t *testing.T, stub *runtimeStub) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "cri.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := grpc.NewServer()
+	runtimeapi.RegisterRuntimeServiceServer(s, stub)
+	go func() { _ = s.Serve(ln) }()
+	t.Cleanup(s.Stop)
+	return sock
+}
+
+func TestCRISandboxes(t *testing.T) {
+	sock := serve(t, &runtimeStub{items: []*runtimeapi.PodSandbox{
+		{Id: "a1", State: runtimeapi.PodSandboxState_SANDBOX_READY, Metadata: &runtimeapi.PodSandboxMetadata{Namespace: "default", Name: "web"}},
+		{Id: "b2", State: runtimeapi.PodSandboxState_SANDBOX_NOTREADY, Metadata: &runtimeapi.PodSandboxMetadata{Namespace: "kube-system", Name: "dns"}},
+		{Id: "c3", State: runtimeapi.PodSandboxState_SANDBOX_NOTREADY}, // no metadata: still a sandbox
+	}})
+	c, err := NewCRI(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	got, err := c.Sandboxes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]Sandbox{
+		"a1": {Namespace: "default", Name: "web", Ready: true},
+		"b2": {Namespace: "kube-system", Name: "dns"},
+		"c3": {},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	for id, w := range want {
+		if got[id] != w {
+			t.Errorf("sandbox %s: %+v, want %+v", id, got[id], w)
+		}
+	}
+}
+
+func TestCRIErrors(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+
+	missing, err := NewCRI(filepath.Join(t.TempDir(), "none.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer missing.Close()
+	if _, err := missing.Sandboxes(ctx); !errors.Is(err, ErrNoSocket) {
+		t.Errorf("missing socket: %v, want ErrNoSocket", err)
+	}
+
+	failing, err := NewCRI(serve(t, &runtimeStub{err: status.Error(codes.Unavailable, "runtime restarting")}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer failing.Close()
+	if got, err := failing.Sandboxes(ctx); err == nil || status.Code(errors.Unwrap(err)) != codes.Unavailable {
+		t.Errorf("runtime error: %v, %v; want the runtime's Unavailable", got, err)
+	}
+}
