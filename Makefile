@@ -52,8 +52,10 @@ KUBE_LDFLAGS := -s -w -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION
   -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=33 \
   -X k8s.io/component-base/version.gitTreeState=clean -X k8s.io/client-go/pkg/version.gitVersion=$(KUBE_VERSION) \
   -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=33
+CTRD2 := $(BIN)/tools/containerd2
+CTRD2_VERSION := v2.2.9
 heavy-tools: $(BIN)/tools/calico-felix $(BIN)/tools/kube-apiserver $(BIN)/tools/kubectl
-node-tools: heavy-tools $(BIN)/tools/kubelet $(BIN)/tools/loopback
+node-tools: heavy-tools $(BIN)/tools/kubelet $(BIN)/tools/loopback $(CTRD2)/containerd $(CTRD2)/containerd-shim-runc-v2 $(CTRD2)/ctr
 
 $(BIN)/tools/calico-felix: test/tools/felix/go.mod
 	@mkdir -p $(BIN)/tools
@@ -63,6 +65,15 @@ $(BIN)/tools/calico-felix: test/tools/felix/go.mod
 $(BIN)/tools/kube-apiserver $(BIN)/tools/kubectl $(BIN)/tools/kubelet: $(BIN)/tools/%: test/tools/kube/go.mod
 	@mkdir -p $(BIN)/tools
 	cd test/tools/kube && CGO_ENABLED=0 $(GO) build $(GOFLAGS) -trimpath -ldflags='$(KUBE_LDFLAGS)' -o $@.tmp k8s.io/kubernetes/cmd/$*
+	mv $@.tmp $@
+
+# containerd 2.x (which calls CNI STATUS from its CRI status) with its runc
+# shim and ctr, from their own module (test/tools/containerd), static.
+$(CTRD2)/containerd $(CTRD2)/containerd-shim-runc-v2 $(CTRD2)/ctr: $(CTRD2)/%: test/tools/containerd/go.mod
+	@mkdir -p $(CTRD2)
+	cd test/tools/containerd && CGO_ENABLED=0 $(GO) build $(GOFLAGS) -trimpath -tags no_btrfs \
+	  -ldflags='-s -w -X github.com/containerd/containerd/v2/version.Version=$(CTRD2_VERSION)' \
+	  -o $@.tmp github.com/containerd/containerd/v2/cmd/$*
 	mv $@.tmp $@
 
 # containerd's CRI plugin always runs the upstream loopback plugin from its CNI

@@ -149,6 +149,7 @@ func (s *Server) Status(_ context.Context, r *ipamv1.StatusRequest) (*ipamv1.Sta
 	}
 	// Ready means "can serve an ADD at all", not "has a free address now":
 	// see Daemon.Ready.
+	s.d.noteRPC("status")
 	ready, reason, avail := s.d.Ready()
 	return &ipamv1.StatusReply{Ready: ready, Reason: reason, Available: int32(avail)}, nil
 }
@@ -161,6 +162,7 @@ func (s *Server) GC(_ context.Context, r *ipamv1.GCRequest) (*ipamv1.GCReply, er
 	if r.GetNetwork() == "" {
 		return nil, status.Error(codes.InvalidArgument, "GC needs the network name")
 	}
+	s.d.noteRPC("gc")
 	// Valid entries need no validation: one that is not a storable key
 	// matches no allocation, which is what GC should do with it.
 	valid := map[store.Key]bool{}

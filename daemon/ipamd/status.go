@@ -81,3 +81,11 @@ func (d *Daemon) Counters() map[string]int64 {
 	}
 	return out
 }
+
+// noteRPC counts a call a runtime makes through the plugins for the node as
+// a whole (STATUS, GC): the events show whether the runtime makes them.
+func (d *Daemon) noteRPC(name string) {
+	d.mu.Lock()
+	d.counters["rpc_"+name]++
+	d.mu.Unlock()
+}

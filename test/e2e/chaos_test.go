@@ -56,13 +56,24 @@ type chaosRound struct {
 	// answers is an error code EC2 must have answered during the round:
 	// proof that the faults reached the daemons.
 	answers string
+	// off undoes what on did beyond the EC2 faults (describe and IMDS lag).
+	off func()
+	// logs are daemon log lines of which at least one must appear during
+	// the round: proof that a fault without an error code (a lag) reached
+	// the daemons.
+	logs []string
 }
 
 // mutatingENIActions are the calls the daemon makes that change EC2.
 var mutatingENIActions = []string{"AssignPrivateIpAddresses", "UnassignPrivateIpAddresses", "CreateNetworkInterface",
 	"AttachNetworkInterface", "ModifyNetworkInterfaceAttribute", "DetachNetworkInterface", "DeleteNetworkInterface"}
 
-func chaosRounds() []chaosRound {
+// chaosDescribeLag is how far behind EC2's describes and IMDS answer in the
+// eventually consistent round: well past the daemons' reconcile interval
+// (2s), so they reconcile against stale answers again and again.
+const chaosDescribeLag = 5 * time.Second
+
+func chaosRounds(sim *vpcsim.Sim) []chaosRound {
 	// Latency beyond the daemon's HTTP timeout (cloud.DefaultHTTPTimeout):
 	// the client gives up, EC2 still makes the change afterwards.
 	slow := cloud.DefaultHTTPTimeout + time.Second
@@ -112,6 +123,24 @@ func chaosRounds() []chaosRound {
 				slowMu.Unlock()
 				return !at.IsZero() && time.Since(at) > slow+time.Second
 			}},
+		// EC2's describes and IMDS answer with the state of a few seconds
+		// ago (an address just assigned is missing, one just released is
+		// still there), while responses of assigns and releases are lost
+		// and the daemons are killed.
+		{name: "eventually consistent", kills: []string{"ca", "cb"},
+			on: func(f *vpcsim.Faults) {
+				fresh(&pend)(f)
+				sim.Cloud.SetDescribeLag(chaosDescribeLag)
+				sim.IMDS.SetLag(chaosDescribeLag)
+			},
+			tick: func(f *vpcsim.Faults) {
+				pend.lose(f, "AssignPrivateIpAddresses", "UnassignPrivateIpAddresses")
+			},
+			off: func() {
+				sim.Cloud.SetDescribeLag(0)
+				sim.IMDS.SetLag(0)
+			},
+			logs: []string{"EC2 disagrees", "which EC2 does not show", "an ENI EC2 does not show"}},
 		{name: "everything at once", kills: []string{"cb", "cb"}, answers: "InternalError", on: func(f *vpcsim.Faults) {
 			fresh(&pend)(f)
 			f.SetRateLimit("mutating", 4, 4)
@@ -240,9 +269,10 @@ func TestChaos(t *testing.T) {
 		baseline[cn] = ourRules(t, cn.n)
 	}
 
-	for ri, r := range chaosRounds() {
+	for ri, r := range chaosRounds(c.sim) {
 		start := time.Now()
 		before := c.sim.Snapshot()
+		logsBefore := len(strings.Split(logLinesWith(c, r.logs...), "\n"))
 		errs := runChaosRound(t, c, nodes, ri, r, register)
 		after := c.sim.Snapshot()
 		for _, err := range errs {
@@ -255,6 +285,13 @@ func TestChaos(t *testing.T) {
 		t.Logf("round %q: %s of chaos, EC2 calls %d, errors %s; %d DEL attempts failed and were retried", r.name,
 			time.Since(start).Round(100*time.Millisecond), after.Calls[""]-before.Calls[""], countsDiff(before.Errors, after.Errors), delFailed)
 		checkFaultsBit(t, r, before, after)
+		if len(r.logs) > 0 {
+			met := len(strings.Split(logLinesWith(c, r.logs...), "\n")) - logsBefore
+			if met <= 0 {
+				t.Errorf("round %q: no daemon logged %q: the round tested nothing", r.name, r.logs)
+			}
+			t.Logf("round %q: the daemons met EC2 answers behind their own view %d times (kept what pods hold or was just learned)", r.name, met)
+		}
 
 		settleStart := time.Now()
 		swept := settleChaos(t, c, nodes, sweeper)
@@ -388,6 +425,9 @@ func runChaosRound(t *testing.T, c *cluster, nodes []*chaosNode, ri int, r chaos
 	// the pool's recovery can satisfy.
 	if err := c.sim.Apply(vpcsim.FaultRequest{Reset: true}); err != nil {
 		t.Fatal(err)
+	}
+	if r.off != nil {
+		r.off()
 	}
 	wg.Wait()
 	return errs
