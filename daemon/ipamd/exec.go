@@ -145,21 +145,25 @@ func (d *Daemon) retryReleases(ctx context.Context) {
 	cctx, cancel := context.WithTimeout(ctx, ec2CallTimeout)
 	defer cancel()
 	for eni, list := range ips {
-		err := d.cloud.UnassignIPs(cctx, eni, list)
-		if err != nil && !cloud.IsNotFound(err) {
-			d.logf("retry releasing %v from %s: %v", list, eni, err)
-			continue
+		if retried(d, cctx, eni, list, d.cloud.UnassignIPs) {
+			d.forgetReleased(eni, list, nil)
 		}
-		d.forgetReleased(eni, list, nil)
 	}
 	for eni, list := range pfx {
-		err := d.cloud.UnassignPrefixes(cctx, eni, list)
-		if err != nil && !cloud.IsNotFound(err) {
-			d.logf("retry releasing %v from %s: %v", list, eni, err)
-			continue
+		if retried(d, cctx, eni, list, d.cloud.UnassignPrefixes) {
+			d.forgetReleased(eni, nil, list)
 		}
-		d.forgetReleased(eni, nil, list)
 	}
+}
+
+// retried runs one retried release; an ENI that no longer exists has
+// nothing left to give back.
+func retried[T any](d *Daemon, ctx context.Context, eni string, list []T, release func(context.Context, string, []T) error) bool {
+	if err := release(ctx, eni, list); err != nil && !cloud.IsNotFound(err) {
+		d.logf("retry releasing %v from %s: %v", list, eni, err)
+		return false
+	}
+	return true
 }
 
 func (d *Daemon) execute(ctx context.Context, dec pool.Decision, eni eniState) error {

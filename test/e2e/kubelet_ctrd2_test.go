@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -34,26 +33,13 @@ import (
 func TestKubeletNodeContainerd2(t *testing.T) {
 	requireRoot(t)
 	bin := binDir(t)
-	tools := filepath.Join(bin, "tools")
-	ctrd2 := filepath.Join(tools, "containerd2")
-	kb := kubeletBins{
-		kubelet: filepath.Join(tools, "kubelet"), apiserver: filepath.Join(tools, "kube-apiserver"),
-		kubectl: filepath.Join(tools, "kubectl"), loopback: filepath.Join(tools, "loopback"),
-		portmap: filepath.Join(tools, "portmap"), bandwidth: filepath.Join(tools, "bandwidth"),
-		install: filepath.Join(bin, "vpcchain-install"), etcd: "/usr/bin/etcd",
-	}
-	for _, b := range []string{kb.kubelet, kb.apiserver, kb.kubectl, kb.loopback, kb.portmap, kb.bandwidth, kb.install,
-		filepath.Join(ctrd2, "containerd"), filepath.Join(ctrd2, "containerd-shim-runc-v2"), filepath.Join(ctrd2, "ctr")} {
-		if _, err := os.Stat(b); err != nil {
-			t.Fatalf("%s missing: run `make build tools node-tools`: %v", b, err)
+	kb := findKubeletBins(t, bin)
+	ctrd2 := filepath.Join(bin, "tools", "containerd2")
+	for _, b := range []string{"containerd", "containerd-shim-runc-v2", "ctr"} {
+		if _, err := os.Stat(filepath.Join(ctrd2, b)); err != nil {
+			t.Fatalf("%s missing: run `make node-tools`: %v", filepath.Join(ctrd2, b), err)
 		}
 	}
-	for _, name := range []string{"runc", "busybox", "nsenter", "unshare", kb.etcd} {
-		if _, err := exec.LookPath(name); err != nil {
-			t.Fatalf("%s not found: run `make deps`: %v", name, err)
-		}
-	}
-	busybox, _ := exec.LookPath("busybox")
 
 	const maxPods, waiting = 6, 3
 	c := newCluster(t, "m5.large", []string{"k2"}, fmt.Sprintf("MAX_PODS=%d", maxPods),
@@ -61,7 +47,7 @@ func TestKubeletNodeContainerd2(t *testing.T) {
 	n := c.nodes["k2"]
 	k := startControlPlane(t, n, kb.etcd, kb.apiserver, kb.kubectl)
 	k.retry(t, 30*time.Second, "", "-n", "default", "create", "serviceaccount", "default")
-	kn := newKubeNode(t, n, kb, bin, busybox)
+	kn := newKubeNode(t, n, kb, bin)
 	kn.ctrd2 = ctrd2
 	n.restart() // with containerd's CRI socket in its environment
 	kn.startInstaller()

@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -48,29 +47,12 @@ func TestKubeletNode(t *testing.T) {
 	requireRoot(t)
 	tierStart := time.Now()
 	bin := binDir(t)
-	tools := filepath.Join(bin, "tools")
-	kb := kubeletBins{
-		kubelet: filepath.Join(tools, "kubelet"), apiserver: filepath.Join(tools, "kube-apiserver"),
-		kubectl: filepath.Join(tools, "kubectl"), loopback: filepath.Join(tools, "loopback"),
-		portmap: filepath.Join(tools, "portmap"), bandwidth: filepath.Join(tools, "bandwidth"),
-		install: filepath.Join(bin, "vpcchain-install"), etcd: "/usr/bin/etcd",
-	}
-	for _, b := range []string{kb.kubelet, kb.apiserver, kb.kubectl, kb.loopback, kb.portmap, kb.bandwidth} {
-		if _, err := os.Stat(b); err != nil {
-			t.Fatalf("%s missing: run `make tools node-tools`: %v", b, err)
-		}
-	}
-	for _, b := range []string{kb.install, kb.etcd} {
-		if _, err := os.Stat(b); err != nil {
-			t.Fatalf("%s missing: run `make build` and `make deps`: %v", b, err)
-		}
-	}
-	for _, name := range []string{"containerd", "containerd-shim-runc-v2", "runc", "ctr", "busybox", "nsenter", "unshare"} {
+	kb := findKubeletBins(t, bin)
+	for _, name := range []string{"containerd", "containerd-shim-runc-v2", "ctr"} {
 		if _, err := exec.LookPath(name); err != nil {
-			t.Fatalf("%s not found: run `make deps` (Debian containerd, runc, busybox-static): %v", name, err)
+			t.Fatalf("%s not found: run `make deps` (Debian containerd): %v", name, err)
 		}
 	}
-	busybox, _ := exec.LookPath("busybox")
 	podCount := 20
 	if v := os.Getenv("VPCCHAIN_E2E_KUBELET_PODS"); v != "" {
 		var err error
@@ -87,7 +69,7 @@ func TestKubeletNode(t *testing.T) {
 
 	kns := map[string]*kubeNode{}
 	for _, n := range []*node{a, b} {
-		kns[n.name] = newKubeNode(t, n, kb, bin, busybox)
+		kns[n.name] = newKubeNode(t, n, kb, bin)
 	}
 	ka, kbn := kns["a"], kns["b"]
 	b.restart() // with the CRI socket in its environment

@@ -107,7 +107,7 @@ func proxyAPIServer(t *testing.T, from, to *node) {
 
 // newKubeNode prepares a node's directories, images and CNI bin dir (the
 // DaemonSet's init container) and registers the forced teardown.
-func newKubeNode(t *testing.T, n *node, kb kubeletBins, bin, busybox string) *kubeNode {
+func newKubeNode(t *testing.T, n *node, kb kubeletBins, bin string) *kubeNode {
 	t.Helper()
 	dir := t.TempDir()
 	kn := &kubeNode{t: t, n: n, dir: dir, bins: kb, sock: filepath.Join(dir, "containerd", "containerd.sock"),
@@ -148,7 +148,7 @@ func newKubeNode(t *testing.T, n *node, kb kubeletBins, bin, busybox string) *ku
 		t.Fatalf("vpcchain-install --binaries-only: %v\n%s", err, out)
 	}
 	// Images, built here offline: a Go pause and busybox.
-	kn.buildImages(busybox)
+	kn.buildImages(kb.busybox)
 	return kn
 }
 
@@ -185,6 +185,37 @@ const (
 
 type kubeletBins struct {
 	kubelet, apiserver, kubectl, loopback, portmap, bandwidth, install, etcd string
+	busybox                                                                  string
+}
+
+// findKubeletBins locates what the real-node tests run, failing the test
+// with the make target that builds what is missing.
+func findKubeletBins(t *testing.T, bin string) kubeletBins {
+	t.Helper()
+	tools := filepath.Join(bin, "tools")
+	kb := kubeletBins{
+		kubelet: filepath.Join(tools, "kubelet"), apiserver: filepath.Join(tools, "kube-apiserver"),
+		kubectl: filepath.Join(tools, "kubectl"), loopback: filepath.Join(tools, "loopback"),
+		portmap: filepath.Join(tools, "portmap"), bandwidth: filepath.Join(tools, "bandwidth"),
+		install: filepath.Join(bin, "vpcchain-install"), etcd: "/usr/bin/etcd",
+	}
+	for _, b := range []string{kb.kubelet, kb.apiserver, kb.kubectl, kb.loopback, kb.portmap, kb.bandwidth} {
+		if _, err := os.Stat(b); err != nil {
+			t.Fatalf("%s missing: run `make tools node-tools`: %v", b, err)
+		}
+	}
+	for _, b := range []string{kb.install, kb.etcd} {
+		if _, err := os.Stat(b); err != nil {
+			t.Fatalf("%s missing: run `make build` and `make deps`: %v", b, err)
+		}
+	}
+	for _, name := range []string{"runc", "busybox", "nsenter", "unshare"} {
+		if _, err := exec.LookPath(name); err != nil {
+			t.Fatalf("%s not found: run `make deps` (Debian runc, busybox-static, util-linux): %v", name, err)
+		}
+	}
+	kb.busybox, _ = exec.LookPath("busybox")
+	return kb
 }
 
 // kubeNode is containerd and a kubelet on a simulated node.
@@ -348,12 +379,8 @@ func (kn *kubeNode) overlayScript(name string, dirs ...string) string {
 	return b.String()
 }
 
-func (kn *kubeNode) containerdScript() string {
-	if kn.ctrd2 != "" {
-		return kn.containerd2Script()
-	}
-	d := filepath.Join(kn.dir, "containerd")
-	cfg := fmt.Sprintf(`version = 2
+// containerdConfig is Debian's containerd 1.6 configuration (version 2).
+const containerdConfig = `version = 2
 root = %[1]q
 state = %[2]q
 disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs"]
@@ -380,21 +407,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
           SystemdCgroup = false
           Root = %[8]q
-`, filepath.Join(d, "root"), filepath.Join(d, "state"), kn.sock, filepath.Join(d, "opt"), pauseImage,
-		kn.cniBin, kn.cniConf, filepath.Join(d, "runc"))
-	conf := filepath.Join(d, "config.toml")
-	if err := os.WriteFile(conf, []byte(cfg), 0o644); err != nil {
-		kn.t.Fatal(err)
-	}
-	return "exec containerd --config " + conf
-}
+`
 
-// containerd2Script configures containerd 2.x (config version 3: the CRI
-// plugin split into images and runtime) the same way, and runs it with its
-// own runc shim first on PATH.
-func (kn *kubeNode) containerd2Script() string {
-	d := filepath.Join(kn.dir, "containerd")
-	cfg := fmt.Sprintf(`version = 3
+// containerd2Config configures containerd 2.x the same way (version 3: the
+// CRI plugin split into images and runtime).
+const containerd2Config = `version = 3
 root = %[1]q
 state = %[2]q
 disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.erofs"]
@@ -424,13 +441,24 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     disable_tcp_service = true
     stream_server_address = "127.0.0.1"
     stream_server_port = "0"
-`, filepath.Join(d, "root"), filepath.Join(d, "state"), kn.sock, filepath.Join(d, "opt"), pauseImage,
+`
+
+// containerdScript writes the node's containerd configuration and runs
+// containerd (2.x with its own runc shim first on PATH when kn.ctrd2 is set).
+func (kn *kubeNode) containerdScript() string {
+	d := filepath.Join(kn.dir, "containerd")
+	tmpl, run := containerdConfig, "exec containerd"
+	if kn.ctrd2 != "" {
+		tmpl = containerd2Config
+		run = fmt.Sprintf("export PATH=%s:$PATH\nexec %s", kn.ctrd2, filepath.Join(kn.ctrd2, "containerd"))
+	}
+	cfg := fmt.Sprintf(tmpl, filepath.Join(d, "root"), filepath.Join(d, "state"), kn.sock, filepath.Join(d, "opt"), pauseImage,
 		kn.cniBin, kn.cniConf, filepath.Join(d, "runc"))
 	conf := filepath.Join(d, "config.toml")
 	if err := os.WriteFile(conf, []byte(cfg), 0o644); err != nil {
 		kn.t.Fatal(err)
 	}
-	return fmt.Sprintf("export PATH=%s:$PATH\nexec %s --config %s", kn.ctrd2, filepath.Join(kn.ctrd2, "containerd"), conf)
+	return run + " --config " + conf
 }
 
 // containerdMountNS makes the persistent mount namespace containerd runs in
