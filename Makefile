@@ -14,7 +14,7 @@ TESTFLAGS ?= -count=1 -timeout 40m
 CMDS    := $(wildcard cmd/*)
 PLUGINS := $(wildcard plugins/*)
 
-.PHONY: all build tools heavy-tools node-tools node-test test unit e2e bench scale demo lint clean deps proto fuzz
+.PHONY: all build tools heavy-tools node-tools node-test test unit e2e bench scale demo image image-lock lint clean deps proto fuzz
 
 all: build
 
@@ -133,6 +133,18 @@ scale:
 
 demo: deps build tools
 	@./scripts/demo.sh
+
+# The product's image, without a container engine and reproducibly (the same
+# binaries and lock give the same digest): an OCI image layout archive in
+# bin/image/ that `ctr images import` reads. build/image/Dockerfile builds
+# the same layout with a container builder.
+IMAGE ?= vpcchain/vpcchain:dev
+image: deps build tools $(BIN)/tools/loopback
+	$(GO) run $(GOFLAGS) ./build/image -bin $(BIN) -out $(BIN)/image/vpcchain.oci.tar -ref $(IMAGE)
+
+# Re-pin the image's Debian packages to the versions apt offers now.
+image-lock:
+	sh build/image/lock.sh build/image/debian-packages.lock
 
 lint:
 	@out=$$(gofmt -l $$(find . -name '*.go' -not -path './bin/*')); \

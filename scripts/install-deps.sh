@@ -20,10 +20,16 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v containerd >/dev/null || need+=(containerd)
 command -v runc >/dev/null || need+=(runc)
 [[ -x /bin/busybox ]] || need+=(busybox-static)
-if ((${#need[@]})); then
-  echo "installing: ${need[*]}"
+# make image (and its test) downloads the pinned packages of the image's
+# userland with apt-get download, which needs the package lists.
+command -v dpkg-deb >/dev/null || need+=(dpkg)
+lists=$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' 2>/dev/null | head -1)
+if ((${#need[@]})) || [[ -z $lists ]]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+fi
+if ((${#need[@]})); then
+  echo "installing: ${need[*]}"
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 if [[ $(id -u) -ne 0 ]]; then

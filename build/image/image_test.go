@@ -1,0 +1,321 @@
+package main
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"io"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/containernetworking/plugins/pkg/testutils"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+)
+
+// binDir is where make build put the binaries (VPCCHAIN_BIN, as for the
+// end-to-end tests).
+func binDir(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("VPCCHAIN_BIN")
+	if dir == "" {
+		dir, _ = filepath.Abs("../../bin")
+	}
+	for _, f := range appLayout {
+		if _, err := os.Stat(filepath.Join(dir, f.src)); err != nil {
+			t.Fatalf("%s missing: run make build tools node-tools (or make image)", filepath.Join(dir, f.src))
+		}
+	}
+	return dir
+}
+
+// readImage opens an OCI layout archive with go-containerregistry's reader.
+func readImage(t *testing.T, archive string) v1.Image {
+	t.Helper()
+	dir := t.TempDir()
+	f, err := os.Open(archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, h.Name)
+		if h.Typeflag == tar.TypeDir {
+			_ = os.MkdirAll(p, 0o755)
+			continue
+		}
+		_ = os.MkdirAll(filepath.Dir(p), 0o755)
+		b, _ := io.ReadAll(tr)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	idx, err := layout.ImageIndexFromPath(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := idx.IndexManifest()
+	if err != nil || len(m.Manifests) != 1 {
+		t.Fatalf("index: %+v, %v", m, err)
+	}
+	if got := m.Manifests[0].Annotations["org.opencontainers.image.ref.name"]; got != "vpcchain/vpcchain:test" {
+		t.Errorf("image named %q", got)
+	}
+	img, err := idx.Image(m.Manifests[0].Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+// entries lists a layer: path -> header, and regular files' contents.
+func entries(t *testing.T, l v1.Layer) (map[string]*tar.Header, map[string][]byte) {
+	t.Helper()
+	rc, err := l.Uncompressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	hs, data := map[string]*tar.Header{}, map[string][]byte{}
+	tr := tar.NewReader(rc)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return hs, data
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := "/" + strings.TrimSuffix(h.Name, "/")
+		hs[p] = h
+		if h.Typeflag == tar.TypeReg {
+			data[p], _ = io.ReadAll(tr)
+		}
+	}
+}
+
+func buildTo(t *testing.T, bin, cache string) (string, result) {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "vpcchain.oci.tar")
+	res, err := build(bin, ".", cache, out, "vpcchain/vpcchain:test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out, res
+}
+
+// The image is reproducible (two builds from separate download caches give
+// the same bytes), and holds exactly: every file of every pinned Debian
+// package (as dpkg-deb lists it) but documentation, iptables' alternatives
+// as Debian's postinst sets them, and our binaries where the DaemonSet runs
+// them, byte for byte.
+func TestImage(t *testing.T) {
+	bin := binDir(t)
+	cache := t.TempDir()
+	a, res := buildTo(t, bin, cache)
+	b, _ := buildTo(t, bin, t.TempDir())
+	ab, _ := os.ReadFile(a)
+	bb, _ := os.ReadFile(b)
+	if !bytes.Equal(ab, bb) {
+		t.Fatal("two builds from the same inputs differ")
+	}
+	t.Logf("image %s: %d bytes compressed, %d uncompressed", res.digest, res.compressed, res.uncompressed)
+
+	img := readImage(t, a)
+	if d, _ := img.Digest(); d != res.digest {
+		t.Errorf("digest %s read back, %s built", d, res.digest)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(cf.Config.Entrypoint, []string{"/app/vpcchaind"}) || !slices.Contains(cf.Config.Env, "PATH=/usr/sbin:/usr/bin:/sbin:/bin") {
+		t.Errorf("config %+v", cf.Config)
+	}
+	layers, err := img.Layers()
+	if err != nil || len(layers) != 2 {
+		t.Fatalf("%d layers, %v; want userland and application", len(layers), err)
+	}
+	user, _ := entries(t, layers[0])
+	app, data := entries(t, layers[1])
+
+	// Application layer: exactly the layout, the built files.
+	var got []string
+	for p, h := range app {
+		if h.Typeflag == tar.TypeReg {
+			got = append(got, p)
+		}
+	}
+	var want []string
+	for _, f := range appLayout {
+		want = append(want, f.dest)
+		b, _ := os.ReadFile(filepath.Join(bin, f.src))
+		if sha256.Sum256(b) != sha256.Sum256(data[f.dest]) || app[f.dest].Mode != 0o755 {
+			t.Errorf("%s is not %s (mode %o)", f.dest, f.src, app[f.dest].Mode)
+		}
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("application files %v, want %v", got, want)
+	}
+
+	// Userland: every packaged path, from dpkg-deb's own listing.
+	pruned := []string{"/usr/share/doc", "/usr/share/man", "/usr/share/info", "/usr/share/lintian", "/usr/share/bash-completion", "/usr/share/locale"}
+	lock, err := os.Open("debian-packages.lock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	sc := bufio.NewScanner(lock)
+	pkgs := 0
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) != 4 || strings.HasPrefix(f[0], "#") {
+			continue
+		}
+		pkgs++
+		deb := filepath.Join(cache, f[0]+"_"+strings.ReplaceAll(f[1], ":", "%3a")+"_"+f[2]+".deb")
+		out, err := exec.Command("dpkg-deb", "--fsys-tarfile", deb).Output()
+		if err != nil {
+			t.Fatalf("dpkg-deb %s: %v", deb, err)
+		}
+		tr := tar.NewReader(bytes.NewReader(out))
+		for {
+			h, err := tr.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := path.Clean("/" + h.Name)
+			if p == "/" || slices.ContainsFunc(pruned, func(d string) bool { return p == d || strings.HasPrefix(p, d+"/") }) {
+				continue
+			}
+			if _, ok := user[p]; !ok {
+				t.Errorf("%s of %s is not in the image", p, f[0])
+			}
+		}
+	}
+	if pkgs < 10 {
+		t.Fatalf("read %d packages from the lock", pkgs)
+	}
+	for _, p := range pruned {
+		if _, ok := user[p]; ok {
+			t.Errorf("%s is in the image", p)
+		}
+	}
+	for _, cmd := range []string{"iptables", "iptables-save", "iptables-restore", "ip6tables", "ip6tables-save", "ip6tables-restore"} {
+		if h := user["/usr/sbin/"+cmd]; h == nil || h.Linkname != "/etc/alternatives/"+cmd {
+			t.Errorf("/usr/sbin/%s: %+v, want a link to /etc/alternatives/%s", cmd, h, cmd)
+		}
+		nft := strings.Replace(cmd, "tables", "tables-nft", 1)
+		if h := user["/etc/alternatives/"+cmd]; h == nil || h.Linkname != "/usr/sbin/"+nft {
+			t.Errorf("/etc/alternatives/%s: %+v, want a link to /usr/sbin/%s", cmd, h, nft)
+		}
+	}
+}
+
+// The image's userland programs a kernel: both iptables flavours and ipset,
+// run from the image's files (chroot) in a network namespace of the test's
+// own.
+func TestUserlandRuns(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root: chroot into the image's files, in a network namespace of its own")
+	}
+	root := t.TempDir()
+	cmd := exec.Command("sh", "rootfs.sh", "debian-packages.lock", root, t.TempDir())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("rootfs.sh: %v\n%s", err, out)
+	}
+	// One network namespace of the test's own for every command.
+	netns, err := testutils.NewNS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = netns.Close(); _ = testutils.UnmountNS(netns) }()
+	run := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command("nsenter", append([]string{"--net=" + netns.Path(), "chroot", root, "/usr/sbin/" + args[0]}, args[1:]...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s from the image: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	if v := run("iptables", "--version"); !strings.Contains(v, "v1.8.9 (nf_tables)") {
+		t.Errorf("iptables --version: %q, want v1.8.9 (nf_tables): the nf_tables variant by default", v)
+	}
+	for _, ipt := range []string{"iptables-nft", "iptables-legacy"} {
+		run(ipt, "-t", "nat", "-N", "VPCCHAIN-IMAGE-TEST")
+		run(ipt, "-t", "nat", "-A", "VPCCHAIN-IMAGE-TEST", "-s", "10.0.0.9", "-j", "RETURN")
+		if out := run(ipt, "-t", "nat", "-S", "VPCCHAIN-IMAGE-TEST"); !strings.Contains(out, "-A VPCCHAIN-IMAGE-TEST -s 10.0.0.9/32 -j RETURN") {
+			t.Errorf("%s did not keep its rule:\n%s", ipt, out)
+		}
+	}
+	run("ipset", "create", "vpcchain-image-test", "hash:ip")
+	run("ipset", "add", "vpcchain-image-test", "10.0.0.9")
+	if out := run("ipset", "list", "vpcchain-image-test"); !strings.Contains(out, "10.0.0.9") {
+		t.Errorf("ipset list:\n%s", out)
+	}
+}
+
+// The Dockerfile builds the same layout: the same files from the same build
+// outputs under /app, the userland from rootfs.sh with the same lock, the
+// same entrypoint and PATH.
+func TestDockerfileMatchesLayout(t *testing.T) {
+	b, err := os.ReadFile("Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := map[string]string{}
+	var rootfsRun, rootfsCopy, entry, env bool
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) == 4 && f[0] == "COPY" && f[1] == "--from=build":
+			src, ok := strings.CutPrefix(f[2], "/src/bin/")
+			if !ok {
+				t.Errorf("COPY from outside the build's bin: %s", line)
+			}
+			app[f[3]] = src
+		case len(f) == 4 && f[0] == "COPY" && f[1] == "--from=rootfs":
+			rootfsCopy = f[2] == "/rootfs/" && f[3] == "/"
+		case len(f) > 0 && f[0] == "RUN" && strings.Contains(line, "sh /tmp/rootfs.sh /tmp/debian-packages.lock /rootfs"):
+			rootfsRun = true
+		case len(f) > 0 && f[0] == "ENTRYPOINT":
+			entry = strings.TrimSpace(strings.TrimPrefix(line, "ENTRYPOINT")) == `["`+strings.Join(imageConfig.Entrypoint, `", "`)+`"]`
+		case len(f) == 2 && f[0] == "ENV":
+			env = slices.Contains(imageConfig.Env, f[1])
+		}
+	}
+	want := map[string]string{}
+	for _, f := range appLayout {
+		want[f.dest] = f.src
+	}
+	if len(app) != len(want) {
+		t.Errorf("Dockerfile copies %v into the image, make image %v", app, want)
+	}
+	for dest, src := range want {
+		if app[dest] != src {
+			t.Errorf("%s: the Dockerfile copies %q, make image %q", dest, app[dest], src)
+		}
+	}
+	if !rootfsRun || !rootfsCopy || !entry || !env {
+		t.Errorf("Dockerfile: rootfs.sh run with the lock %v, rootfs copied to / %v, entrypoint %v, PATH %v", rootfsRun, rootfsCopy, entry, env)
+	}
+}
