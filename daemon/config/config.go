@@ -34,6 +34,7 @@ type Config struct {
 	ExcludeSNATCIDRs        []netip.Prefix
 	RandomizeSNAT           string // AWS_VPC_K8S_CNI_RANDOMIZESNAT: prng|hashrandom|none (prng)
 	ConnMark                uint32 // AWS_VPC_K8S_CNI_CONNMARK (0x80)
+	IPTablesMode            string // VPCCHAIN_IPTABLES_MODE: auto|nft|legacy (auto: where the node's other rules are)
 	SubnetDiscovery         bool   // ENABLE_SUBNET_DISCOVERY (true)
 	ClusterName             string // CLUSTER_NAME
 	DisableLeakedENICleanup bool   // DISABLE_LEAKED_ENI_CLEANUP (false)
@@ -103,6 +104,7 @@ func Load(get Lookup) (Config, error) {
 		ExcludeSNATCIDRs:        p.cidrs("AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS"),
 		RandomizeSNAT:           p.oneOf("AWS_VPC_K8S_CNI_RANDOMIZESNAT", "prng", "prng", "hashrandom", "none"),
 		ConnMark:                p.mark("AWS_VPC_K8S_CNI_CONNMARK", 0x80),
+		IPTablesMode:            p.oneOf("VPCCHAIN_IPTABLES_MODE", "auto", "auto", "nft", "legacy"),
 		SubnetDiscovery:         p.boolean("ENABLE_SUBNET_DISCOVERY", true),
 		ClusterName:             p.str("CLUSTER_NAME", ""),
 		DisableLeakedENICleanup: p.boolean("DISABLE_LEAKED_ENI_CLEANUP", false),

@@ -19,7 +19,7 @@ func TestDefaults(t *testing.T) {
 	if c.WarmENITarget != 1 || c.WarmIPTarget != 0 || c.MaxENI != -1 || c.IPCooldownPeriod != 30*time.Second ||
 		c.MTU != 9001 || c.VethPrefix != "eni" || c.RandomizeSNAT != "prng" || !c.SubnetDiscovery ||
 		c.Socket != "/var/run/vpcchain/ipamd.sock" || c.WarmPrefixTarget != 1 ||
-		c.CRISocket != "/run/containerd/containerd.sock" || c.ConsistencyGrace != 2*time.Minute {
+		c.CRISocket != "/run/containerd/containerd.sock" || c.ConsistencyGrace != 2*time.Minute || c.IPTablesMode != "auto" {
 		t.Errorf("defaults: %+v", c)
 	}
 }
@@ -64,6 +64,7 @@ func TestInvalid(t *testing.T) {
 		{"VPCCHAIN_POOL_INTERVAL", "fast", `VPCCHAIN_POOL_INTERVAL="fast" is invalid`},
 		{"IP_COOLDOWN_PERIOD", "30s", `IP_COOLDOWN_PERIOD="30s" is invalid: want an integer >= 0`},
 		{"VPCCHAIN_CRI_SOCKET", "containerd.sock", `VPCCHAIN_CRI_SOCKET="containerd.sock" is invalid: want the absolute path`},
+		{"VPCCHAIN_IPTABLES_MODE", "xtables", `VPCCHAIN_IPTABLES_MODE="xtables" is invalid: want one of auto, nft, legacy`},
 		{"VPCCHAIN_EC2_CONSISTENCY_GRACE", "0", `VPCCHAIN_EC2_CONSISTENCY_GRACE="0" is invalid`},
 	}
 	for _, tt := range tests {

@@ -329,7 +329,7 @@ func (d *Daemon) SyncSNAT() error {
 	}
 	nc := snat.NodeConfig{ExternalSNAT: d.cfg.ExternalSNAT, PrimaryIP: d.node.PrimaryIP, PrimaryInterface: d.primaryLink,
 		VPCCIDRs: slices.Clone(d.node.VPCCIDRs), ExcludeCIDRs: d.cfg.ExcludeSNATCIDRs, Randomize: d.cfg.RandomizeSNAT,
-		Mark: d.cfg.ConnMark, VethPrefix: d.cfg.VethPrefix}
+		Mark: d.cfg.ConnMark, VethPrefix: d.cfg.VethPrefix, IPTablesMode: d.cfg.IPTablesMode}
 	pods := make([]netip.Addr, 0, len(d.byIP))
 	for ip := range d.byIP {
 		pods = append(pods, ip)

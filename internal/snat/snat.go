@@ -70,6 +70,8 @@ type NodeConfig struct {
 	Randomize        string         `json:"randomize"` // prng | hashrandom | none
 	Mark             uint32         `json:"mark"`
 	VethPrefix       string         `json:"vethPrefix"`
+	// IPTablesMode is VPCCHAIN_IPTABLES_MODE: auto, nft or legacy.
+	IPTablesMode string `json:"iptablesMode,omitempty"`
 }
 
 // Validate reports what is missing or wrong.
@@ -240,6 +242,21 @@ func Reconcile(ipt *iptables.IPTables, c NodeConfig) error {
 // Remove deletes everything of ours: the rules in built-in chains, our
 // chains and the ipsets.
 func Remove(ipt *iptables.IPTables) error {
+	if err := RemoveRules(ipt); err != nil {
+		return err
+	}
+	for _, set := range []string{PodSet, NoSNATSet} {
+		if err := netlink.IpsetDestroy(set); err != nil && !isNotExist(err) {
+			return fmt.Errorf("destroy ipset %s: %w", set, err)
+		}
+	}
+	return nil
+}
+
+// RemoveRules deletes our rules and chains from one backend and leaves the
+// ipsets (kernel objects shared by both backends): the move of our rules to
+// the other backend.
+func RemoveRules(ipt *iptables.IPTables) error {
 	if err := deleteOurs(ipt, func(string) bool { return true }); err != nil {
 		return err
 	}
@@ -252,11 +269,6 @@ func Remove(ipt *iptables.IPTables) error {
 			if err := ipt.ClearAndDeleteChain("nat", chain); err != nil {
 				return fmt.Errorf("delete chain %s: %w", chain, err)
 			}
-		}
-	}
-	for _, set := range []string{PodSet, NoSNATSet} {
-		if err := netlink.IpsetDestroy(set); err != nil && !isNotExist(err) {
-			return fmt.Errorf("destroy ipset %s: %w", set, err)
 		}
 	}
 	return nil

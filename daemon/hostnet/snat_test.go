@@ -1,0 +1,59 @@
+package hostnet
+
+import (
+	"net/netip"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/vpcchain/vpcchain/internal/snat"
+)
+
+// Our rules go where the node's other rules are, and follow them: when
+// kube-proxy (here: the kubelet's canary chain) turns up in the other
+// backend after the daemon set up SNAT, the next reconcile moves ours there
+// and leaves none behind; the pods' SNAT set (shared by both) stays.
+func TestSetupSNATFollowsTheNodesBackend(t *testing.T) {
+	n := newNS(t)
+	c := snat.NodeConfig{PrimaryIP: netip.MustParseAddr("10.0.0.4"), PrimaryInterface: "lo",
+		VPCCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/16")}, Randomize: "prng", Mark: snat.DefaultMark,
+		VethPrefix: "eni", IPTablesMode: snat.ModeAuto}
+	save := func(cmd string) string {
+		out, err := exec.Command(cmd, "-t", "nat").CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", cmd, err, out)
+		}
+		return string(out)
+	}
+	pod := netip.MustParseAddr("10.0.0.9")
+	in(t, n, func() error {
+		backendMu.Lock()
+		backend = "" // this process's first SetupSNAT in this namespace
+		backendMu.Unlock()
+		if out, err := exec.Command("iptables-nft", "-t", "nat", "-A", "PREROUTING", "-j", "RETURN").CombinedOutput(); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		if err := SetupSNAT(c, []netip.Addr{pod}); err != nil {
+			return err
+		}
+		if nft, legacy := save("iptables-nft-save"), save("iptables-legacy-save"); !strings.Contains(nft, ":VPCCHAIN-SNAT") || strings.Contains(legacy, "VPCCHAIN") {
+			t.Fatalf("with the node's rules in nf_tables, ours: nf_tables\n%s\nlegacy\n%s", nft, legacy)
+		}
+		// kube-proxy and the kubelet come up in legacy mode.
+		for _, args := range [][]string{{"-t", "mangle", "-N", "KUBE-KUBELET-CANARY"}, {"-t", "nat", "-A", "PREROUTING", "-j", "RETURN"}} {
+			if out, err := exec.Command("iptables-legacy", args...).CombinedOutput(); err != nil {
+				t.Fatalf("%v: %s", err, out)
+			}
+		}
+		if err := SetupSNAT(c, []netip.Addr{pod}); err != nil {
+			return err
+		}
+		if nft, legacy := save("iptables-nft-save"), save("iptables-legacy-save"); strings.Contains(nft, "VPCCHAIN") || !strings.Contains(legacy, ":VPCCHAIN-SNAT") {
+			t.Fatalf("after the move, ours: nf_tables\n%s\nlegacy\n%s", nft, legacy)
+		}
+		if has, err := snat.HasPod(pod); err != nil || !has {
+			t.Fatalf("pod %s left the SNAT set in the move: %v", pod, err)
+		}
+		return nil
+	})
+}
