@@ -70,8 +70,10 @@ for n in a b; do
       {type: "vpc-bridge", vethPrefix: "eni", mtu: 9001, ipam: {type: "vpc-ipam", socket: $sock}},
       {type: "vpc-snat", nodeConfig: $snat}]}' \
     >"$work/$n/net.d/10-vpcchain.conflist"
+  # No AWS keys: the SDK takes the instance role's temporary credentials
+  # from IMDS, as on EC2.
   ip netns exec "$(nodens "$n")" env -i PATH="$PATH" \
-    AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo AWS_REGION=us-west-2 \
+    AWS_REGION=us-west-2 \
     AWS_ENDPOINT_URL_EC2=http://169.254.169.10 AWS_EC2_METADATA_SERVICE_ENDPOINT=http://169.254.169.254 \
     VPCCHAIN_STATE_DIR="$work/$n" VPCCHAIN_SOCKET="$work/$n/ipamd.sock" VPCCHAIN_CRI_SOCKET=none \
     "$BIN/vpcchaind" >"$work/$n/daemon.log" 2>&1 &

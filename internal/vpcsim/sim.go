@@ -23,6 +23,11 @@ var (
 	EC2Addr = netip.MustParseAddrPort("169.254.169.10:80")
 )
 
+// NodeRole is the IAM role of every simulated instance's instance profile:
+// software on a node gets temporary credentials from IMDS, as on EC2, with
+// no keys configured.
+const NodeRole = "vpcsim-node-role"
+
 // Options configure a simulator.
 type Options struct {
 	Region string // default us-west-2
@@ -209,7 +214,7 @@ func (s *Sim) Close() error {
 func toMetadata(n InstanceNetwork) imds.Metadata {
 	md := imds.Metadata{InstanceID: n.InstanceID, InstanceType: n.InstanceType, Region: n.Region, AZ: n.AZ,
 		AccountID: n.Account, ImageID: n.ImageID, LocalIPv4: n.PrimaryIP.String(), MAC: n.PrimaryMAC, VPCID: n.VPCID,
-		PendingTime: n.Launched}
+		PendingTime: n.Launched, InstanceProfile: NodeRole}
 	for _, c := range n.VPCCIDRs {
 		md.VPCCIDRs = append(md.VPCCIDRs, c.String())
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/credentials/ec2rolecreds"
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
@@ -541,5 +542,29 @@ func TestCreateTokenOutlivesTheENI(t *testing.T) {
 	}
 	if after := len(r.sim.Cloud.ENIs()); after != before {
 		t.Errorf("%d ENIs before the repeated create, %d after: it made a new one", before, after)
+	}
+}
+
+// Software on a node needs no keys: the SDK's instance-role provider gets
+// temporary credentials from IMDS (iam/security-credentials/<role>, as
+// EC2's), and EC2 accepts requests signed with them.
+func TestInstanceProfileCredentials(t *testing.T) {
+	r := newRegion(t, "10.0.6.0/24", Options{})
+	ctx := context.Background()
+	md := imds.New(imds.Options{Endpoint: r.node.IMDSEndpoint})
+	prov := ec2rolecreds.New(func(o *ec2rolecreds.Options) { o.Client = md })
+	creds, err := prov.Retrieve(ctx)
+	if err != nil {
+		t.Fatalf("instance-role credentials from IMDS: %v", err)
+	}
+	if creds.AccessKeyID == "" || creds.SecretAccessKey == "" || creds.SessionToken == "" || !creds.CanExpire ||
+		time.Until(creds.Expires) < 30*time.Minute {
+		t.Fatalf("credentials %+v: want a key, a secret, a session token and an expiry in the future", creds)
+	}
+	cfg := aws.Config{Region: "us-west-2", Credentials: aws.NewCredentialsCache(prov)}
+	client := ec2.NewFromConfig(cfg, func(o *ec2.Options) { o.BaseEndpoint = aws.String(r.sim.EC2URL) })
+	out, err := client.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{r.node.InstanceID}})
+	if err != nil || len(out.Reservations) != 1 {
+		t.Fatalf("DescribeInstances with the instance role's credentials: %+v, %v", out, err)
 	}
 }

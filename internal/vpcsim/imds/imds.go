@@ -55,6 +55,11 @@ type Metadata struct {
 	// them by device number).
 	ENIs []ENIMetadata
 
+	// InstanceProfile is the IAM role of the instance profile, whose
+	// temporary credentials IMDS hands out under
+	// iam/security-credentials/; none when empty.
+	InstanceProfile string
+
 	// Architecture for the identity document; DefaultArchitecture if empty.
 	Architecture string
 	// PendingTime for the identity document; when zero, the time of the

@@ -13,6 +13,9 @@ type node struct {
 	value    string
 	names    []string
 	children map[string]*node
+	// dynamic, if set, renders the value at each GET (credentials that
+	// expire).
+	dynamic func() string
 }
 
 func leaf(v string) *node            { return &node{value: v} }
@@ -31,6 +34,9 @@ func (n *node) add(name string, c *node) *node {
 
 // body is what a GET of n returns.
 func (n *node) body() string {
+	if n.dynamic != nil {
+		return n.dynamic()
+	}
 	if !n.isDir() {
 		return n.value
 	}
@@ -140,6 +146,10 @@ func buildTree(m *Metadata) *node {
 			add("availability-zone", leaf(m.AZ)).
 			add("region", leaf(m.Region)))
 
+	if m.InstanceProfile != "" {
+		metaData.add("iam", iamTree(m))
+	}
+
 	dynamic := dir().add("instance-identity", dir().
 		add("document", leaf(identityDocumentJSON(m))))
 
@@ -147,4 +157,34 @@ func buildTree(m *Metadata) *node {
 		add("dynamic", dynamic).
 		add("meta-data", metaData)
 	return dir().add("latest", latest)
+}
+
+// CredentialsLifetime is how long the instance profile's credentials IMDS
+// hands out stay valid (EC2 rotates them hours before they expire).
+const CredentialsLifetime = 6 * time.Hour
+
+// iamTree is the instance profile's part: iam/info and
+// iam/security-credentials/<role>, whose temporary credentials are issued
+// at each GET, as EC2's rotate, so an SDK's instance-role provider never
+// holds expired ones. The simulator's EC2 checks only that a request is
+// signed, so any key works.
+func iamTree(m *Metadata) *node {
+	info, _ := json.MarshalIndent(map[string]string{
+		"Code": "Success", "LastUpdated": m.PendingTime.UTC().Format(time.RFC3339),
+		"InstanceProfileArn": "arn:aws:iam::" + m.AccountID + ":instance-profile/" + m.InstanceProfile,
+		"InstanceProfileId":  "AIPA" + strings.ToUpper(strings.TrimPrefix(m.InstanceID, "i-")),
+	}, "", "  ")
+	creds := &node{dynamic: func() string {
+		now := time.Now().UTC().Truncate(time.Second)
+		b, _ := json.MarshalIndent(map[string]string{
+			"Code": "Success", "LastUpdated": now.Format(time.RFC3339), "Type": "AWS-HMAC",
+			"AccessKeyId":     "ASIA" + strings.ToUpper(strings.TrimPrefix(m.InstanceID, "i-")),
+			"SecretAccessKey": "vpcsim-instance-profile-secret", "Token": "vpcsim-session-" + m.InstanceID,
+			"Expiration": now.Add(CredentialsLifetime).Format(time.RFC3339),
+		}, "", "  ")
+		return string(b)
+	}}
+	return dir().
+		add("info", leaf(string(info))).
+		add("security-credentials", dir().add(m.InstanceProfile, creds))
 }
