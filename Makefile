@@ -14,7 +14,7 @@ TESTFLAGS ?= -count=1 -timeout 40m
 CMDS    := $(wildcard cmd/*)
 PLUGINS := $(wildcard plugins/*)
 
-.PHONY: all build tools heavy-tools node-tools node-test test unit e2e bench scale demo image image-lock lint clean deps proto fuzz
+.PHONY: all build tools heavy-tools node-tools cluster-tools node-test test unit e2e bench scale demo image image-lock lint clean deps proto fuzz
 
 all: build
 
@@ -56,13 +56,16 @@ CTRD2 := $(BIN)/tools/containerd2
 CTRD2_VERSION := v2.2.9
 heavy-tools: $(BIN)/tools/calico-felix $(BIN)/tools/kube-apiserver $(BIN)/tools/kubectl
 node-tools: heavy-tools $(BIN)/tools/kubelet $(BIN)/tools/loopback $(CTRD2)/containerd $(CTRD2)/containerd-shim-runc-v2 $(CTRD2)/ctr
+# The rest of a control plane and kube-proxy, for the cluster tier.
+cluster-tools: node-tools $(BIN)/tools/kube-controller-manager $(BIN)/tools/kube-scheduler $(BIN)/tools/kube-proxy
 
 $(BIN)/tools/calico-felix: test/tools/felix/go.mod
 	@mkdir -p $(BIN)/tools
 	cd test/tools/felix && $(FELIX_ENV) $(GO) build -trimpath -ldflags='-s -w' -o $@.tmp github.com/projectcalico/calico/felix/cmd/calico-felix
 	mv $@.tmp $@
 
-$(BIN)/tools/kube-apiserver $(BIN)/tools/kubectl $(BIN)/tools/kubelet: $(BIN)/tools/%: test/tools/kube/go.mod
+$(BIN)/tools/kube-apiserver $(BIN)/tools/kubectl $(BIN)/tools/kubelet $(BIN)/tools/kube-controller-manager \
+  $(BIN)/tools/kube-scheduler $(BIN)/tools/kube-proxy: $(BIN)/tools/%: test/tools/kube/go.mod
 	@mkdir -p $(BIN)/tools
 	cd test/tools/kube && CGO_ENABLED=0 $(GO) build $(GOFLAGS) -trimpath -ldflags='$(KUBE_LDFLAGS)' -o $@.tmp k8s.io/kubernetes/cmd/$*
 	mv $@.tmp $@
