@@ -9,6 +9,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/vpcchain/vpcchain/daemon/cloud"
 	"github.com/vpcchain/vpcchain/daemon/config"
+	"github.com/vpcchain/vpcchain/daemon/hostnet"
 	"github.com/vpcchain/vpcchain/daemon/ipamd"
 	"github.com/vpcchain/vpcchain/daemon/liveness"
 	"github.com/vpcchain/vpcchain/daemon/metrics"
@@ -31,6 +33,15 @@ import (
 func main() {
 	// Until the configuration is read: text to stderr.
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, nil)))
+	setupNode := flag.Bool("setup-node", false, "set the node's sysctls the daemon needs (forwarding, loose rp_filter on the primary ENI and for links created later) and exit; run from a privileged init container, so the daemon runs unprivileged")
+	flag.Parse()
+	if *setupNode {
+		if err := runSetupNode(); err != nil {
+			fmt.Fprintf(os.Stderr, "vpcchaind --setup-node: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(); err != nil {
 		slog.Error(err.Error())
 		if logsToFile {
@@ -39,6 +50,35 @@ func main() {
 		}
 		os.Exit(1)
 	}
+}
+
+// runSetupNode finds the primary ENI from IMDS and sets the node's sysctls
+// (hostnet.SetupNodeSysctls).
+func runSetupNode() error {
+	cfg, err := config.FromEnv()
+	if err != nil {
+		return fmt.Errorf("refusing to start: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := cloud.New(ctx, cloud.Options{EC2Endpoint: cfg.EC2Endpoint, IMDSEndpoint: cfg.IMDSEndpoint,
+		Region: os.Getenv("AWS_REGION")})
+	if err != nil {
+		return fmt.Errorf("IMDS client: %w", err)
+	}
+	md, err := c.MetadataNode(ctx)
+	if err != nil {
+		return fmt.Errorf("discover the node from IMDS: %w", err)
+	}
+	mac, err := net.ParseMAC(md.PrimaryMAC)
+	if err != nil {
+		return fmt.Errorf("primary ENI MAC %q: %w", md.PrimaryMAC, err)
+	}
+	if err := hostnet.SetupNodeSysctls(mac); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "vpcchaind --setup-node: forwarding on, loose rp_filter on the primary ENI (%s) and for new links\n", md.PrimaryMAC)
+	return nil
 }
 
 // logsToFile is set once the logs go to VPCCHAIN_LOG_FILE.

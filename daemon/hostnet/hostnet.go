@@ -143,6 +143,21 @@ func SetupNode(primaryMAC net.HardwareAddr, mtu int) error {
 	return nil
 }
 
+// SetupNodeSysctls does, once and with a writable /proc/sys, what the
+// daemon needs of the node's sysctls for good: SetupNode's (forwarding,
+// loose reverse-path filtering on the primary ENI) and loose filtering as
+// the default of links created later, so every secondary ENI the daemon
+// attaches is loose from the start. A DaemonSet runs it from a privileged
+// init container; the daemon itself then runs unprivileged, its /proc/sys
+// read-only, and finds every value already set (writeSysctl writes only
+// what differs).
+func SetupNodeSysctls(primaryMAC net.HardwareAddr) error {
+	if err := SetupNode(primaryMAC, 0); err != nil {
+		return err
+	}
+	return writeSysctl("net/ipv4/conf/default/rp_filter", "2")
+}
+
 // setRPFilterLoose sets rp_filter=2 on one link. The kernel applies
 // max(conf/all, conf/<link>), so this loosens the link even when "all" is
 // strict (1) without touching any other interface.

@@ -2,6 +2,7 @@ package hostnet
 
 import (
 	"net/netip"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -53,6 +54,38 @@ func TestSetupSNATFollowsTheNodesBackend(t *testing.T) {
 		}
 		if has, err := snat.HasPod(pod); err != nil || !has {
 			t.Fatalf("pod %s left the SNAT set in the move: %v", pod, err)
+		}
+		return nil
+	})
+}
+
+// SetupNodeSysctls leaves the node so that a daemon whose /proc/sys is
+// read-only needs to write nothing: forwarding, loose filtering on the
+// primary ENI, and loose filtering for every link created afterwards (the
+// secondary ENIs the daemon attaches later).
+func TestSetupNodeSysctls(t *testing.T) {
+	primary := mustMAC("02:00:00:00:00:01")
+	n := newNS(t)
+	in(t, n, func() error {
+		if err := addENILink("ens5", primary); err != nil {
+			return err
+		}
+		for k, v := range map[string]string{"net/ipv4/ip_forward": "0", "net/ipv4/conf/ens5/rp_filter": "1", "net/ipv4/conf/default/rp_filter": "1"} {
+			if err := os.WriteFile("/proc/sys/"+k, []byte(v), 0o644); err != nil {
+				return err
+			}
+		}
+		if err := SetupNodeSysctls(primary); err != nil {
+			return err
+		}
+		if err := addENILink("ens6", mustMAC("02:00:00:00:00:02")); err != nil {
+			return err
+		}
+		for k, want := range map[string]string{"net/ipv4/ip_forward": "1", "net/ipv4/conf/ens5/rp_filter": "2",
+			"net/ipv4/conf/default/rp_filter": "2", "net/ipv4/conf/ens6/rp_filter": "2"} {
+			if got, err := readSysctl(k); err != nil || got != want {
+				t.Errorf("%s = %q (%v), want %s", k, got, err, want)
+			}
 		}
 		return nil
 	})
