@@ -90,12 +90,14 @@ $(BIN)/tools/loopback: test/tools/go.mod
 # DaemonSet's binaries. It runs alone, after the other tests: a containerd
 # starved of CPU while it restarts can give up on a pod's shim and recreate
 # the sandbox, which the test would rightly report as a disturbed pod.
-KUBELET_TEST = VPCCHAIN_BIN=$(BIN) $(GO) test $(GOFLAGS) $(TESTFLAGS) -tags kubelet -v -run TestKubeletNode ./test/e2e/
-node-test: deps build tools node-tools
+# The cluster tier (TestClusterInstall) installs the image `make image` built
+# with kubectl, on a control plane and three nodes.
+KUBELET_TEST = VPCCHAIN_BIN=$(BIN) $(GO) test $(GOFLAGS) $(TESTFLAGS) -tags kubelet -v -run 'TestKubeletNode|TestClusterInstall' ./test/e2e/
+node-test: deps build tools cluster-tools image
 	$(KUBELET_TEST)
 
 # All tests: unit + end-to-end (needs root; installs missing Debian packages).
-test: deps lint build tools node-tools
+test: deps lint build tools cluster-tools image
 	VPCCHAIN_BIN=$(BIN) $(GO) test $(GOFLAGS) $(TESTFLAGS) ./...
 	cd test/tools && $(GO) test $(GOFLAGS) $(TESTFLAGS) ./...
 	$(KUBELET_TEST)

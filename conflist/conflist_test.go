@@ -63,7 +63,7 @@ func newFixture(t *testing.T, plugins ...string) fixture {
 		t.Fatal(err)
 	}
 	if len(plugins) == 0 {
-		plugins = []string{TypeBridge, TypeIPAM, TypeSNAT, TypePortmap, TypeBandwidth}
+		plugins = []string{TypeBridge, TypeIPAM, TypeSNAT, TypePortmap, TypeBandwidth, "loopback"}
 	}
 	for _, p := range plugins {
 		// 0644 in the source: the installer must make them 0755.
@@ -109,7 +109,8 @@ func TestInstallWaitsForDaemonThenWritesConflist(t *testing.T) {
 		t.Fatalf("Install with a NOT_SERVING daemon: err = %v, want ErrNotServing", err)
 	}
 	mustNotExist(t, f.confPath())
-	for _, b := range []string{TypeBridge, TypeIPAM, TypeSNAT, TypePortmap, TypeBandwidth} {
+	// loopback too: the runtime runs it for every sandbox, and a bare node has none.
+	for _, b := range []string{TypeBridge, TypeIPAM, TypeSNAT, TypePortmap, TypeBandwidth, "loopback"} {
 		fi, err := os.Stat(filepath.Join(f.bin, b))
 		if err != nil {
 			t.Fatalf("binary %s not installed: %v", b, err)
@@ -245,8 +246,8 @@ func TestSecondInstallIsNoOp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Installed) != 0 || rep.ConfWritten || len(rep.Unchanged) != 5 {
-		t.Errorf("second install report %+v, want nothing written, 5 unchanged", rep)
+	if len(rep.Installed) != 0 || rep.ConfWritten || len(rep.Unchanged) != 6 {
+		t.Errorf("second install report %+v, want nothing written, 6 unchanged", rep)
 	}
 	for _, p := range files {
 		fi, err := os.Stat(p)
@@ -308,7 +309,7 @@ func TestInstallRefusesMissingPluginOrDaemon(t *testing.T) {
 	o = f.opts(filepath.Join(t.TempDir(), "none.sock"))
 	o.SkipConflist = true
 	rep, err := Install(context.Background(), o)
-	if err != nil || len(rep.Installed) != 5 {
+	if err != nil || len(rep.Installed) != 6 {
 		t.Fatalf("binaries-only install: %+v, %v", rep, err)
 	}
 	mustNotExist(t, f.confPath())

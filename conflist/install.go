@@ -30,21 +30,27 @@ const (
 )
 
 // OwnBinaries are the plugin binaries vpcchain ships and owns; Uninstall
-// removes only these. The upstream ones (portmap, bandwidth) may serve other
-// networks on the node and are never removed.
+// removes only these. The upstream ones (portmap, bandwidth, loopback) may
+// serve other networks on the node and are never removed.
 var OwnBinaries = []string{TypeBridge, TypeIPAM, TypeSNAT, TypePolicyHook}
 
 // requiredBinaries must be in BinSrc; optionalBinaries are copied when they are.
 var (
 	requiredBinaries = []string{TypeBridge, TypeIPAM, TypeSNAT}
-	optionalBinaries = []string{TypePolicyHook, TypePortmap, TypeBandwidth}
+	optionalBinaries = []string{TypePolicyHook, TypePortmap, TypeBandwidth, TypeLoopback}
 )
+
+// TypeLoopback is the upstream loopback plugin: containerd's and CRI-O's
+// CRI runs it for every pod sandbox whatever the network, and a node built
+// without the distribution's CNI plugins package has none (found by the
+// cluster tier: every pod failed "failed to find plugin loopback").
+const TypeLoopback = "loopback"
 
 // InstallOptions say what Install copies and writes where.
 type InstallOptions struct {
 	// BinSrc holds the plugin binaries to install: vpc-bridge, vpc-ipam and
-	// vpc-snat are required; policy-hook, portmap and bandwidth are copied
-	// when present.
+	// vpc-snat are required; policy-hook, portmap, bandwidth and loopback
+	// are copied when present.
 	BinSrc     string
 	CNIBinDir  string // default DefaultCNIBinDir
 	CNIConfDir string // default DefaultCNIConfDir

@@ -72,7 +72,7 @@ func readImage(t *testing.T, archive string) v1.Image {
 	if err != nil || len(m.Manifests) != 1 {
 		t.Fatalf("index: %+v, %v", m, err)
 	}
-	if got := m.Manifests[0].Annotations["org.opencontainers.image.ref.name"]; got != "vpcchain/vpcchain:test" {
+	if got := m.Manifests[0].Annotations["org.opencontainers.image.ref.name"]; got != "docker.io/vpcchain/vpcchain:test" {
 		t.Errorf("image named %q", got)
 	}
 	img, err := idx.Image(m.Manifests[0].Digest)

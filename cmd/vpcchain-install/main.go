@@ -38,7 +38,7 @@ func run(args []string) int {
 	log.SetPrefix("vpcchain-install: ")
 	fs := flag.NewFlagSet("vpcchain-install", flag.ContinueOnError)
 	var (
-		binSrc       = fs.String("bin-src", "", "directory holding the plugin binaries to install (vpc-bridge, vpc-ipam, vpc-snat; policy-hook, portmap, bandwidth when present)")
+		binSrc       = fs.String("bin-src", "", "directory holding the plugin binaries to install (vpc-bridge, vpc-ipam, vpc-snat; policy-hook, portmap, bandwidth, loopback when present)")
 		binDir       = fs.String("cni-bin-dir", conflist.DefaultCNIBinDir, "CNI plugin directory")
 		confDir      = fs.String("cni-conf-dir", conflist.DefaultCNIConfDir, "CNI network configuration directory")
 		confName     = fs.String("conf-name", conflist.DefaultConfName, "file name of the conflist")
@@ -49,7 +49,7 @@ func run(args []string) int {
 		conflistOnly = fs.Bool("conflist-only", false, "only wait for the daemon and write the conflist (binaries must be in --cni-bin-dir)")
 		keepRunning  = fs.Duration("keep-running", 0, "after installing, stay up and re-assert the install every this long (0: exit)")
 		uninstall    = fs.Bool("uninstall", false, "remove our conflist (nothing else) and exit")
-		removeBins   = fs.Bool("remove-binaries", false, "with --uninstall: also remove our plugin binaries (never portmap/bandwidth)")
+		removeBins   = fs.Bool("remove-binaries", false, "with --uninstall: also remove our plugin binaries (never portmap/bandwidth/loopback)")
 		checkHealth  = fs.Bool("check-health", false, "exit 0 if the daemon reports SERVING, 1 otherwise (readiness probe)")
 		checkLive    = fs.Bool("check-live", false, "exit 0 if the daemon answers its health service at all, SERVING or not (liveness probe)")
 	)

@@ -177,9 +177,27 @@ func Image(layers []v1.Layer, platform v1.Platform, cfg v1.Config) (v1.Image, er
 	return mutate.ConfigFile(img, cf)
 }
 
+// FullName is ref as container runtimes store it: a name without a
+// registry is Docker Hub's (docker.io/), a one-part name is in its library/.
+// The kubelet asks the runtime for the full name, so an image imported
+// under the short one would not be found.
+func FullName(ref string) string {
+	first, rest, found := strings.Cut(ref, "/")
+	switch {
+	case !found:
+		return "docker.io/library/" + ref
+	case strings.ContainsAny(first, ".:") || first == "localhost":
+		return ref
+	default:
+		return "docker.io/" + first + "/" + rest
+	}
+}
+
 // WriteArchive writes img as an OCI image layout archive (a tar of
-// oci-layout, index.json and blobs/) naming it ref, deterministically.
+// oci-layout, index.json and blobs/) naming it ref (its FullName),
+// deterministically.
 func WriteArchive(archive, ref string, img v1.Image) error {
+	ref = FullName(ref)
 	dir, err := os.MkdirTemp("", "ociimage")
 	if err != nil {
 		return err

@@ -177,3 +177,19 @@ func TestLayerRefusesDuplicates(t *testing.T) {
 		t.Fatal("the same path twice was accepted")
 	}
 }
+
+// Names as the Docker/containerd reference grammar normalizes them.
+func TestFullName(t *testing.T) {
+	for ref, want := range map[string]string{
+		"vpcchain/vpcchain:dev":       "docker.io/vpcchain/vpcchain:dev",
+		"busybox:1":                   "docker.io/library/busybox:1",
+		"vpcchain.e2e/pause:1":        "vpcchain.e2e/pause:1",
+		"localhost/x:1":               "localhost/x:1",
+		"registry:5000/team/app:v1":   "registry:5000/team/app:v1",
+		"123.dkr.ecr.aws/vpcchain:v1": "123.dkr.ecr.aws/vpcchain:v1",
+	} {
+		if got := FullName(ref); got != want {
+			t.Errorf("FullName(%q) = %q, want %q", ref, got, want)
+		}
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/netip"
 	"net/url"
@@ -334,14 +335,56 @@ type kube struct {
 	kubeconfig string
 	env        []string
 	apiserver  *bgProc
+	pki        string
+	// server is the API server's URL for the node's own processes;
+	// remoteServer for other nodes' (the same unless it listens on the
+	// node's primary IP).
+	server, remoteServer string
+	tokens               map[string]string // user -> bearer token
+}
+
+// controlPlaneOpts make the API server a cluster's: Node and RBAC
+// authorization instead of AlwaysAllow, listening on the node's primary IP
+// (other nodes reach it through the VPC), and more token users.
+type controlPlaneOpts struct {
+	rbac      bool
+	advertise netip.Addr
+	users     map[string]string // user -> comma-separated groups
 }
 
 func startControlPlane(t *testing.T, n *node, etcdBin, apiserverBin, kubectlBin string) *kube {
 	t.Helper()
+	return startControlPlaneWith(t, n, etcdBin, apiserverBin, kubectlBin, controlPlaneOpts{})
+}
+
+// kubeconfigFor writes a kubeconfig for one of the token users, for server.
+func (k *kube) kubeconfigFor(user, server string) string {
+	f := filepath.Join(k.dir, "kubeconfig-"+strings.ReplaceAll(user, ":", "_"))
+	cfg := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: e2e
+  cluster: {server: %q, insecure-skip-tls-verify: true}
+users:
+- name: u
+  user: {token: %q}
+contexts:
+- name: e2e
+  context: {cluster: e2e, user: u}
+current-context: e2e
+`, server, k.tokens[user])
+	if err := os.WriteFile(f, []byte(cfg), 0o600); err != nil {
+		panic(err)
+	}
+	return f
+}
+
+func startControlPlaneWith(t *testing.T, n *node, etcdBin, apiserverBin, kubectlBin string, o controlPlaneOpts) *kube {
+	t.Helper()
 	dir := t.TempDir()
 	k := &kube{n: n, dir: dir, kubectlBin: kubectlBin, kubeconfig: filepath.Join(dir, "kubeconfig"),
 		// HOME in the temp dir: kubectl's discovery cache stays there.
-		env: []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir}}
+		env: []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir}, tokens: map[string]string{}}
 	if out, err := exec.Command("ip", "-n", n.vn.NetNS, "link", "set", "lo", "up").CombinedOutput(); err != nil {
 		t.Fatalf("lo up: %v %s", err, out)
 	}
@@ -365,13 +408,23 @@ func startControlPlane(t *testing.T, n *node, etcdBin, apiserverBin, kubectlBin 
 		t.Fatal(err)
 	}
 	pub, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
-	tok := make([]byte, 16)
-	_, _ = rand.Read(tok)
-	token := hex.EncodeToString(tok)
+	users := map[string]string{"admin": "system:masters"}
+	for u, g := range o.users {
+		users[u] = g
+	}
+	var csv strings.Builder
+	for _, u := range slices.Sorted(maps.Keys(users)) {
+		tok := make([]byte, 16)
+		_, _ = rand.Read(tok)
+		k.tokens[u] = hex.EncodeToString(tok)
+		fmt.Fprintf(&csv, "%s,%s,%s,%q\n", k.tokens[u], u, u, users[u])
+	}
+	token := k.tokens["admin"]
+	k.pki = pki
 	for f, b := range map[string][]byte{
 		"sa.key":     pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}),
 		"sa.pub":     pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}),
-		"tokens.csv": []byte(token + ",admin,admin,system:masters\n"),
+		"tokens.csv": []byte(csv.String()),
 	} {
 		if err := os.WriteFile(filepath.Join(pki, f), b, 0o600); err != nil {
 			t.Fatal(err)
@@ -393,14 +446,27 @@ current-context: e2e
 	if err := os.WriteFile(k.kubeconfig, []byte(kubeconfig), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	bind, advertise, authz := "127.0.0.1", "127.0.0.1", "AlwaysAllow"
+	k.server, k.remoteServer = "https://127.0.0.1:6443", "https://127.0.0.1:6443"
+	if o.advertise.IsValid() {
+		bind, advertise = "0.0.0.0", o.advertise.String()
+		k.remoteServer = "https://" + advertise + ":6443"
+	}
+	admission := "--enable-admission-plugins="
+	privileged := "--allow-privileged=false"
+	if o.rbac {
+		// As kubeadm and EKS set it up: privileged pods allowed (kube-proxy
+		// and network agents need them), the Node authorizer and admission.
+		authz, admission, privileged = "Node,RBAC", "--enable-admission-plugins=NodeRestriction", "--allow-privileged=true"
+	}
 	k.apiserver = startInNode(t, n, dir, "kube-apiserver", k.env, apiserverBin,
-		"--etcd-servers=http://127.0.0.1:2379", "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+		"--etcd-servers=http://127.0.0.1:2379", "--bind-address="+bind, "--advertise-address="+advertise,
 		"--secure-port=6443", "--cert-dir="+filepath.Join(pki, "certs"),
-		"--authorization-mode=AlwaysAllow", "--token-auth-file="+filepath.Join(pki, "tokens.csv"),
+		"--authorization-mode="+authz, "--token-auth-file="+filepath.Join(pki, "tokens.csv"),
 		"--service-cluster-ip-range=10.96.0.0/16", "--service-account-issuer=https://kubernetes.default.svc",
 		"--service-account-key-file="+filepath.Join(pki, "sa.pub"),
 		"--service-account-signing-key-file="+filepath.Join(pki, "sa.key"),
-		"--enable-priority-and-fairness=false")
+		"--enable-priority-and-fairness=false", admission, privileged)
 	waitFor(t, 90*time.Second, "kube-apiserver", k.apiserver.running, func() error {
 		out, err := k.kubectl("", "get", "--raw", "/readyz")
 		if err == nil && strings.TrimSpace(out) != "ok" {

@@ -81,6 +81,33 @@ func newCluster(t testing.TB, typ string, names []string, env ...string) *cluste
 // newClusterInSubnet is newCluster with the nodes' subnet given.
 func newClusterInSubnet(t testing.TB, subnet, typ string, names []string, env ...string) *cluster {
 	t.Helper()
+	c := newSimVPC(t, subnet)
+	for _, name := range names {
+		n := c.addNode(typ, name, env...)
+		n.start()
+		t.Cleanup(n.stop)
+	}
+	for _, n := range c.nodes {
+		n.waitReady()
+	}
+	return c
+}
+
+// newBareCluster is a simulator with nodes whose daemons nobody starts: the
+// cluster tier installs them as the DaemonSet does.
+func newBareCluster(t testing.TB, typ string, names []string) *cluster {
+	t.Helper()
+	c := newSimVPC(t, "10.0.0.0/20")
+	for _, name := range names {
+		c.addNode(typ, name)
+	}
+	return c
+}
+
+// newSimVPC starts a simulator with a data plane and the VPC 10.0.0.0/16
+// with one subnet.
+func newSimVPC(t testing.TB, subnet string) *cluster {
+	t.Helper()
 	requireRoot(t)
 	c := &cluster{t: t, sim: startSim(t, 0), bin: binDir(t), dir: t.TempDir(), nodes: map[string]*node{}}
 	var err error
@@ -89,14 +116,6 @@ func newClusterInSubnet(t testing.TB, subnet, typ string, names []string, env ..
 	}
 	if c.subnet, err = c.sim.Cloud.AddSubnet(c.vpc, subnet, "us-west-2a", nil); err != nil {
 		t.Fatal(err)
-	}
-	for _, name := range names {
-		n := c.addNode(typ, name, env...)
-		n.start()
-		t.Cleanup(n.stop)
-	}
-	for _, n := range c.nodes {
-		n.waitReady()
 	}
 	return c
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -65,6 +66,23 @@ func (kn *kubeNode) newSandboxNetns() []string {
 	return left
 }
 
+// noteContainers records the IDs of the containers this node's containerd
+// has (sandboxes included): the cgroups forceTeardown may kill in.
+func (kn *kubeNode) noteContainers() {
+	out, err := kn.ctr("containers", "ls", "-q")
+	if err != nil {
+		return
+	}
+	kn.idsMu.Lock()
+	defer kn.idsMu.Unlock()
+	if kn.containerIDs == nil {
+		kn.containerIDs = map[string]bool{}
+	}
+	for _, id := range strings.Fields(out) {
+		kn.containerIDs[id] = true
+	}
+}
+
 // forceTeardown kills whatever of the node is left (kubelet, containerd,
 // shims, container processes), removes the cgroups and sandbox namespaces
 // the run created, and returns what it had to remove. Safe to call twice and
@@ -82,26 +100,52 @@ func (kn *kubeNode) forceTeardown() []string {
 			p.mu.Unlock()
 		}
 	}
-	// Shims of our containerd (they run in their own process groups).
+	// Shims of our containerd (they run in their own process groups): by
+	// the socket they name, or, in host layout (where every node's shims
+	// name /run/containerd/containerd.sock), by containerd's mount namespace
+	// they run in.
+	var mntns uint64
+	if kn.mntns != "" {
+		var st syscall.Stat_t
+		if syscall.Stat(kn.mntns, &st) == nil {
+			mntns = st.Ino
+		}
+	}
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, f := range procs {
 		b, err := os.ReadFile(f)
-		if err != nil || !bytes.Contains(b, []byte("containerd-shim")) || !bytes.Contains(b, []byte(kn.sock)) {
+		if err != nil || !bytes.Contains(b, []byte("containerd-shim")) {
+			continue
+		}
+		var st syscall.Stat_t
+		inNS := mntns != 0 && syscall.Stat(filepath.Join(filepath.Dir(f), "ns", "mnt"), &st) == nil && st.Ino == mntns
+		if !bytes.Contains(b, []byte(kn.sock)) && !inNS {
 			continue
 		}
 		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(f)))
 		left = append(left, fmt.Sprintf("shim pid %d", pid))
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
-	// New cgroups: kill what is in them, then remove them deepest first.
-	var made []string
+	// New cgroups: kill what is in this node's containers' cgroups (other
+	// nodes of the run may still have theirs), then remove them deepest
+	// first; other new directories (k8s.io/) go once empty.
+	kn.idsMu.Lock()
+	ids := maps.Clone(kn.containerIDs)
+	kn.idsMu.Unlock()
+	var made, mine []string
 	for d := range cgroupDirs() {
 		if !kn.cgroups[d] {
 			made = append(made, d)
+			// Without a record of the node's containers (an interrupt
+			// before any), everything new is taken for the node's.
+			if len(ids) == 0 || ids[filepath.Base(d)] {
+				mine = append(mine, d)
+			}
 		}
 	}
 	sort.Slice(made, func(i, j int) bool { return len(made[i]) > len(made[j]) })
-	for _, d := range made {
+	sort.Slice(mine, func(i, j int) bool { return len(mine[i]) > len(mine[j]) })
+	for _, d := range mine {
 		if b, err := os.ReadFile(filepath.Join(d, "cgroup.procs")); err == nil && len(bytes.TrimSpace(b)) > 0 {
 			left = append(left, fmt.Sprintf("processes in cgroup %s: %s", d, strings.Fields(string(b))))
 			for _, s := range strings.Fields(string(b)) {
@@ -111,7 +155,7 @@ func (kn *kubeNode) forceTeardown() []string {
 			}
 		}
 	}
-	for _, d := range made {
+	for _, d := range mine {
 		var err error
 		for range 50 {
 			if err = syscall.Rmdir(d); err == nil || errors.Is(err, fs.ErrNotExist) {
@@ -126,6 +170,9 @@ func (kn *kubeNode) forceTeardown() []string {
 			// a container's cgroup: runc removes it when the container goes
 			left = append(left, "cgroup "+d)
 		}
+	}
+	for _, d := range made {
+		_ = syscall.Rmdir(d) // empty ones only; the node torn down last removes the rest
 	}
 	for _, p := range kn.newSandboxNetns() {
 		_ = syscall.Unmount(p, syscall.MNT_DETACH)

@@ -8,6 +8,7 @@ package e2e
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
 	"io"
 	"net"
@@ -152,6 +153,34 @@ func newKubeNode(t *testing.T, n *node, kb kubeletBins, bin string) *kubeNode {
 	return kn
 }
 
+// newClusterKubeNode prepares a node of the cluster tier: host layout,
+// nothing of ours installed (the DaemonSet does it), the offline images and
+// those of archives imported at containerd's start.
+func newClusterKubeNode(t *testing.T, n *node, kb kubeletBins, ctrd2 string, archives ...string) *kubeNode {
+	t.Helper()
+	dir := t.TempDir()
+	kn := &kubeNode{t: t, n: n, dir: dir, bins: kb, hostLayout: true, ctrd2: ctrd2,
+		sock:   filepath.Join(dir, "run-containerd", "containerd.sock"),
+		cniBin: filepath.Join(dir, "opt-cni-bin"), cniConf: filepath.Join(dir, "etc-cni-net.d"),
+		state: filepath.Join(dir, "var-run-vpcchain")}
+	for _, d := range []string{kn.cniBin, kn.cniConf, kn.state, filepath.Join(dir, "containerd")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kn.snapshotHost()
+	unregister := onInterrupt(func() { kn.forceTeardown(); _ = os.RemoveAll(dir) })
+	t.Cleanup(func() {
+		unregister()
+		if left := kn.forceTeardown(); len(left) > 0 {
+			t.Errorf("node %s: left behind after the processes stopped (now removed):\n  %s", n.name, strings.Join(left, "\n  "))
+		}
+	})
+	kn.buildImages(kb.busybox)
+	kn.images = append(kn.images, archives...)
+	return kn
+}
+
 func (kn *kubeNode) conflist() string { return filepath.Join(kn.cniConf, "10-vpcchain.conflist") }
 
 // startInstaller runs the DaemonSet's install-cni-config sidecar.
@@ -167,6 +196,9 @@ func (kn *kubeNode) startContainerd() {
 		return err
 	})
 	kn.importImages()
+	// Cleanups run last-registered first: this record of the node's
+	// containers is taken while containerd still answers.
+	kn.t.Cleanup(kn.noteContainers)
 }
 
 func (kn *kubeNode) startKubelet(k *kube) {
@@ -175,7 +207,13 @@ func (kn *kubeNode) startKubelet(k *kube) {
 		kn.t.Fatalf("node %s unknown to EC2", kn.n.name)
 	}
 	kn.writeKubeletConfig(k, inet.PrimaryIP)
-	kn.kubelet = kn.startProc("kubelet", []string{"--net=" + kn.n.vn.NetNSPath, "--", "unshare", "-m", "--propagation", "slave", "--"}, kn.kubeletScript())
+	ns := []string{"--net=" + kn.n.vn.NetNSPath}
+	if kn.hostLayout {
+		// The kubelet checks and creates hostPath volumes: it sees what
+		// containerd sees.
+		ns = append(ns, "--mount="+kn.mntns)
+	}
+	kn.kubelet = kn.startProc("kubelet", append(ns, "--", "unshare", "-m", "--propagation", "slave", "--"), kn.kubeletScript())
 }
 
 const (
@@ -234,6 +272,20 @@ type kubeNode struct {
 	// ctrd2 is the directory of containerd 2.x, its runc shim and ctr;
 	// empty runs Debian's containerd.
 	ctrd2 string
+	// hostLayout: the node looks like a real host from inside containerd's
+	// and the kubelet's mount namespace (the cluster tier): /opt/cni/bin,
+	// /etc/cni/net.d, /run/containerd/containerd.sock and /var/run/vpcchain
+	// where a DaemonSet's hostPath volumes expect them, each bound from the
+	// test's directories over a fresh /run, /opt and an overlaid /etc.
+	hostLayout bool
+	// state is the node's /var/run/vpcchain in host layout.
+	state string
+	// kubeletKubeconfig, if set, is the kubelet's (its own identity).
+	kubeletKubeconfig string
+
+	// containers this node's containerd ran (noteContainers)
+	idsMu        sync.Mutex
+	containerIDs map[string]bool
 
 	// host state before the run
 	cgroups     map[string]bool
@@ -452,8 +504,13 @@ func (kn *kubeNode) containerdScript() string {
 		tmpl = containerd2Config
 		run = fmt.Sprintf("export PATH=%s:$PATH\nexec %s", kn.ctrd2, filepath.Join(kn.ctrd2, "containerd"))
 	}
-	cfg := fmt.Sprintf(tmpl, filepath.Join(d, "root"), filepath.Join(d, "state"), kn.sock, filepath.Join(d, "opt"), pauseImage,
-		kn.cniBin, kn.cniConf, filepath.Join(d, "runc"))
+	sock, cniBin, cniConf := kn.sock, kn.cniBin, kn.cniConf
+	if kn.hostLayout {
+		// Where a host has them (bound from the test's directories).
+		sock, cniBin, cniConf = "/run/containerd/containerd.sock", "/opt/cni/bin", "/etc/cni/net.d"
+	}
+	cfg := fmt.Sprintf(tmpl, filepath.Join(d, "root"), filepath.Join(d, "state"), sock, filepath.Join(d, "opt"), pauseImage,
+		cniBin, cniConf, filepath.Join(d, "runc"))
 	conf := filepath.Join(d, "config.toml")
 	if err := os.WriteFile(conf, []byte(cfg), 0o644); err != nil {
 		kn.t.Fatal(err)
@@ -478,6 +535,18 @@ func (kn *kubeNode) containerdMountNS() string {
 		kn.t.Fatal(err)
 	}
 	script := "mount --bind " + run + " /run/containerd\n" + kn.overlayScript("containerd", "/var/lib")
+	if kn.hostLayout {
+		// A fresh /run (sandbox namespaces, the xtables lock, our state) and
+		// /opt, an overlaid /etc and /var/log: what a DaemonSet's hostPath
+		// volumes see is the test's, never the machine's.
+		script = "mount -t tmpfs vpcchain-e2e-run /run\nmount -t tmpfs vpcchain-e2e-opt /opt\n" +
+			kn.overlayScript("containerd", "/var/lib", "/etc", "/var/log") +
+			"mkdir -p /run/containerd /run/vpcchain /opt/cni/bin /etc/cni/net.d\n" +
+			"mount --bind " + run + " /run/containerd\n" +
+			"mount --bind " + kn.state + " /run/vpcchain\n" +
+			"mount --bind " + kn.cniBin + " /opt/cni/bin\n" +
+			"mount --bind " + kn.cniConf + " /etc/cni/net.d\n"
+	}
 	if out, err := exec.Command("unshare", "--mount="+f, "--propagation", "slave", "--", "sh", "-ec", script).CombinedOutput(); err != nil {
 		kn.t.Fatalf("containerd's mount namespace: %v\n%s", err, out)
 	}
@@ -529,7 +598,7 @@ resolvConf: ""
 	if err := os.WriteFile(filepath.Join(d, "config.yaml"), []byte(cfg), 0o644); err != nil {
 		kn.t.Fatal(err)
 	}
-	kn.kubeletArgs = []string{"--config=" + filepath.Join(d, "config.yaml"), "--kubeconfig=" + k.kubeconfig,
+	kn.kubeletArgs = []string{"--config=" + filepath.Join(d, "config.yaml"), "--kubeconfig=" + cmp.Or(kn.kubeletKubeconfig, k.kubeconfig),
 		"--root-dir=" + filepath.Join(d, "root"), "--cert-dir=" + filepath.Join(d, "pki"),
 		"--hostname-override=" + kn.n.name, "--node-ip=" + nodeIP.String(), "--v=1"}
 }
@@ -729,6 +798,9 @@ func deleteAllPods(k *kube, kns ...*kubeNode) {
 	}
 	if out, err := k.kubectl("", "get", "pods", "-A", "-o", "name"); err != nil || strings.TrimSpace(out) == "" {
 		return
+	}
+	for _, kn := range kns {
+		kn.noteContainers()
 	}
 	_, _ = k.kubectl("", "delete", "pods", "--all", "--grace-period=0", "--force", "--wait=false")
 	deadline := time.Now().Add(30 * time.Second)

@@ -1,0 +1,140 @@
+//go:build kubelet
+
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// clusterOverlay is what the cluster tier changes in our manifest, as a
+// kustomize overlay over the file itself (copied unchanged): only the EC2
+// endpoint, because the simulator's EC2 is not at the regional DNS name the
+// SDK defaults to. Credentials come from the nodes' instance profile and
+// the image is the one `make image` builds under the manifest's own name.
+const clusterOverlay = `resources: [vpcchain.yaml]
+patches:
+- target: {kind: ConfigMap, name: vpcchain-config}
+  patch: |-
+    - op: add
+      path: /data/AWS_ENDPOINT_URL_EC2
+      value: http://169.254.169.10
+`
+
+// TestClusterInstall installs the product as users do, on a real cluster on
+// the simulator: three nodes (Debian's containerd on two, containerd 2.2
+// on the third) join NotReady; `kubectl apply -k` of our manifest (the file
+// unchanged, in an overlay that only points the daemon at the simulator's
+// EC2) starts the DaemonSet from the image `make image` built; every node
+// turns Ready; a Deployment's pods spread over the nodes with addresses
+// EC2 has on their node's ENIs.
+func TestClusterInstall(t *testing.T) {
+	requireRoot(t)
+	bin := binDir(t)
+	cb := findClusterBins(t, bin)
+	archive := filepath.Join(bin, "image", "vpcchain.oci.tar")
+	if _, err := os.Stat(archive); err != nil {
+		t.Fatalf("%s missing: run `make image`: %v", archive, err)
+	}
+	specs := []clusterNodeSpec{{"k1", false}, {"k2", false}, {"k3", true}}
+	kc := startK8sCluster(t, cb, specs, archive)
+	k := kc.k
+	for _, kn := range kc.nodes {
+		if s, m, err := nodeReady(k, kn.n.name); err != nil || s != "False" || !strings.Contains(m, "network") {
+			t.Fatalf("node %s before our install: Ready=%s %q %v; want False, network not ready", kn.n.name, s, m, err)
+		}
+	}
+
+	overlay := t.TempDir()
+	manifest, err := os.ReadFile("../../conflist/manifests/vpcchain.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(overlay, "vpcchain.yaml"), manifest, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(overlay, "kustomization.yaml"), []byte(clusterOverlay), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	kc.kubectlOK("", "apply", "-k", overlay)
+	if got, _ := os.ReadFile(filepath.Join(overlay, "vpcchain.yaml")); !bytes.Equal(got, manifest) {
+		t.Fatal("the manifest in the overlay differs from conflist/manifests/vpcchain.yaml")
+	}
+	if out, err := k.kubectl("", "-n", "kube-system", "rollout", "status", "daemonset/vpcchain", "--timeout=300s"); err != nil {
+		pods, _ := k.kubectl("", "-n", "kube-system", "get", "pods", "-o", "wide")
+		ev, _ := k.kubectl("", "-n", "kube-system", "get", "events", "--sort-by=.lastTimestamp")
+		t.Fatalf("%v\n%s\n%s\n%s", err, out, pods, tail(ev, 40))
+	}
+	kc.ready(120 * time.Second)
+	t.Logf("DaemonSet rolled out and all %d nodes Ready %v after kubectl apply", len(kc.nodes), time.Since(start).Round(time.Second))
+
+	const replicas = 30
+	kc.kubectlOK(fmt.Sprintf(`apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: default}
+spec:
+  replicas: %d
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      automountServiceAccountToken: false
+      enableServiceLinks: false
+      terminationGracePeriodSeconds: 1
+      topologySpreadConstraints:
+      - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: web}}}
+      containers:
+      - name: web
+        image: %s
+        imagePullPolicy: Never
+        command: ["/bin/busybox", "sh", "-c", "busybox mkdir -p /www && echo $POD_NAME > /www/name && exec busybox httpd -f -p 8080 -h /www"]
+        env: [{name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]
+`, replicas, busyboxImage), "apply", "-f", "-")
+	if out, err := k.kubectl("", "rollout", "status", "deployment/web", "--timeout=300s"); err != nil {
+		pods, _ := k.kubectl("", "get", "pods", "-o", "wide")
+		ev, _ := k.kubectl("", "get", "events", "--sort-by=.lastTimestamp")
+		t.Fatalf("%v\n%s\n%s\n%s", err, out, pods, tail(ev, 40))
+	}
+	out := kc.kubectlOK("", "get", "pods", "-l", "app=web", "-o", `jsonpath={range .items[*]}{.metadata.name} {.spec.nodeName} {.status.podIP}{"\n"}{end}`)
+	perNode := map[string]int{}
+	seen := map[netip.Addr]string{}
+	for _, l := range strings.Split(out, "\n") {
+		f := strings.Fields(l)
+		if len(f) != 3 {
+			t.Fatalf("pod line %q", l)
+		}
+		ip := netip.MustParseAddr(f[2])
+		n := kc.c.nodes[f[1]]
+		if _, ok := eniOfAddr(t, kc.c.sim, n.vn.InstanceID)(ip); !ok {
+			t.Errorf("pod %s on %s: %s is on none of the node's ENIs in EC2", f[0], f[1], ip)
+		}
+		if o, dup := seen[ip]; dup {
+			t.Errorf("pods %s and %s share %s", f[0], o, ip)
+		}
+		seen[ip] = f[0]
+		perNode[f[1]]++
+	}
+	if len(seen) != replicas || len(perNode) != len(specs) {
+		t.Errorf("%d pods with addresses over %d nodes (%v), want %d over %d", len(seen), len(perNode), perNode, replicas, len(specs))
+	}
+	t.Logf("%d pods Running with VPC addresses EC2 agrees with, per node %v", len(seen), perNode)
+
+	// The workload, then our install, deleted with kubectl: every pod goes.
+	kc.kubectlOK("", "delete", "deployment", "web", "--wait=true", "--timeout=120s")
+	kc.kubectlOK("", "delete", "-k", overlay, "--wait=true", "--timeout=120s")
+	for _, kn := range kc.nodes {
+		waitFor(t, 90*time.Second, "node "+kn.n.name+"'s containers gone", kc.alive, func() error {
+			if out, err := kn.ctr("task", "ls", "-q"); err != nil || strings.TrimSpace(out) != "" {
+				return fmt.Errorf("containerd tasks: %q %v", out, err)
+			}
+			return nil
+		})
+	}
+}
