@@ -5,6 +5,8 @@ package e2e
 import (
 	"bytes"
 	"fmt"
+	"io"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -33,7 +35,8 @@ patches:
 // unchanged, in an overlay that only points the daemon at the simulator's
 // EC2) starts the DaemonSet from the image `make image` built; every node
 // turns Ready; a Deployment's pods spread over the nodes with addresses
-// EC2 has on their node's ENIs.
+// EC2 has on their node's ENIs; Services and a hostPort work through
+// kube-proxy and portmap (checkServices).
 func TestClusterInstall(t *testing.T) {
 	requireRoot(t)
 	bin := binDir(t)
@@ -126,8 +129,10 @@ spec:
 	}
 	t.Logf("%d pods Running with VPC addresses EC2 agrees with, per node %v", len(seen), perNode)
 
+	kc.checkServices(t)
+
 	// The workload, then our install, deleted with kubectl: every pod goes.
-	kc.kubectlOK("", "delete", "deployment", "web", "--wait=true", "--timeout=120s")
+	kc.kubectlOK("", "delete", "deployment/web", "pod/web-hostport", "service/web", "service/web-np", "--wait=true", "--timeout=120s")
 	kc.kubectlOK("", "delete", "-k", overlay, "--wait=true", "--timeout=120s")
 	for _, kn := range kc.nodes {
 		waitFor(t, 90*time.Second, "node "+kn.n.name+"'s containers gone", kc.alive, func() error {
@@ -137,4 +142,133 @@ spec:
 			return nil
 		})
 	}
+}
+
+// checkServices: a ClusterIP and a NodePort Service in front of the web
+// pods answer through kube-proxy from pods whose address is on the primary
+// ENI and from pods on a secondary ENI (whose replies take the from-pod
+// rule and, for the NodePort, the connmark path), and the NodePort from the
+// simulator's internet; a hostPort pod answers through the chained portmap.
+func (kc *k8sCluster) checkServices(t *testing.T) {
+	t.Helper()
+	const nodePort, hostPort = 30080, 18080
+	kc.kubectlOK(fmt.Sprintf(`apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web-np, namespace: default}
+spec:
+  type: NodePort
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080, nodePort: %d}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-hostport, namespace: default, labels: {app: hostport}}
+spec:
+  nodeName: k1
+  automountServiceAccountToken: false
+  enableServiceLinks: false
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: %s
+    imagePullPolicy: Never
+    command: ["/bin/busybox", "sh", "-c", "busybox mkdir -p /www && echo web-hostport > /www/name && exec busybox httpd -f -p 8080 -h /www"]
+    ports: [{containerPort: 8080, hostPort: %d, protocol: TCP}]
+`, nodePort, busyboxImage, hostPort), "apply", "-f", "-")
+	clusterIP := netip.MustParseAddr(kc.kubectlOK("", "get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"))
+	kc.kubectlOK("", "wait", "--for=condition=Ready", "--timeout=120s", "pod/web-hostport")
+
+	pods := podInfo(t, kc.k, nil)
+	byNode := map[string]*kubeNode{}
+	for _, kn := range kc.nodes {
+		byNode[kn.n.name] = kn
+	}
+	// One client pod on a primary-ENI address and one on a secondary ENI.
+	clients := map[string]string{} // "primary"/"secondary" -> pod
+	for name, p := range pods {
+		dev, _ := eniOfAddr(t, kc.c.sim, kc.c.nodes[p.node].vn.InstanceID)(p.ip)
+		kind := "primary"
+		if dev > 0 {
+			kind = "secondary"
+		}
+		if clients[kind] == "" || name < clients[kind] {
+			clients[kind] = name
+		}
+	}
+	if len(clients) != 2 {
+		t.Fatalf("no pod on both a primary and a secondary ENI: %v", clients)
+	}
+	// An answer is the name of one of the web pods.
+	isWeb := func(body string) bool { _, ok := pods[body]; return ok }
+	get := func(what string, do func() (string, error), want func(string) bool) {
+		t.Helper()
+		var body string
+		var err error
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			body, err = do()
+			if err == nil && want(body) || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
+		if err != nil || !want(body) {
+			t.Errorf("%s: %q, %v", what, body, err)
+			return
+		}
+		t.Logf("%s: answered by %s", what, body)
+	}
+	nodeIP := primaryIP(t, kc.c, kc.c.nodes["k2"])
+	k1IP := primaryIP(t, kc.c, kc.c.nodes["k1"])
+	for _, kind := range []string{"primary", "secondary"} {
+		name := clients[kind]
+		p := pods[name]
+		netns, err := byNode[p.node].netnsOf(p.container)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer netns.Close()
+		get(fmt.Sprintf("pod %s (%s ENI, %s) -> ClusterIP %s:80", name, kind, p.ip, clusterIP),
+			func() (string, error) { return httpFrom(netns, netip.AddrPortFrom(clusterIP, 80)) }, isWeb)
+		get(fmt.Sprintf("pod %s (%s ENI) -> NodePort %s:%d", name, kind, nodeIP, nodePort),
+			func() (string, error) { return httpFrom(netns, netip.AddrPortFrom(nodeIP, nodePort)) }, isWeb)
+		get(fmt.Sprintf("pod %s (%s ENI) -> hostPort %s:%d", name, kind, k1IP, hostPort),
+			func() (string, error) { return httpFrom(netns, netip.AddrPortFrom(k1IP, hostPort)) },
+			func(b string) bool { return b == "web-hostport" })
+	}
+	for _, n := range []string{"k1", "k3"} {
+		ip := primaryIP(t, kc.c, kc.c.nodes[n])
+		get(fmt.Sprintf("the internet -> NodePort %s:%d (node %s)", ip, nodePort, n), func() (string, error) {
+			var body string
+			err := kc.c.sim.Fabric.DoInOutside(func() error {
+				var err error
+				body, err = httpGet(netip.AddrPortFrom(ip, nodePort))
+				return err
+			})
+			return body, err
+		}, isWeb)
+	}
+}
+
+// httpGet fetches /name from dst in the calling thread's namespace.
+func httpGet(dst netip.AddrPort) (string, error) {
+	c, err := net.DialTimeout("tcp4", dst.String(), 3*time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	fmt.Fprintf(c, "GET /name HTTP/1.0\r\nHost: %s\r\n\r\n", dst.Addr())
+	b, err := io.ReadAll(c)
+	if _, after, ok := strings.Cut(string(b), "\r\n\r\n"); ok {
+		return strings.TrimSpace(after), err
+	}
+	return string(b), err
 }
