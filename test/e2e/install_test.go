@@ -10,7 +10,9 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -130,6 +132,7 @@ spec:
 	t.Logf("%d pods Running with VPC addresses EC2 agrees with, per node %v", len(seen), perNode)
 
 	kc.checkServices(t)
+	kc.checkRollingUpdate(t)
 
 	// The workload, then our install, deleted with kubectl: every pod goes.
 	kc.kubectlOK("", "delete", "deployment/web", "pod/web-hostport", "service/web", "service/web-np", "--wait=true", "--timeout=120s")
@@ -271,4 +274,95 @@ func httpGet(dst netip.AddrPort) (string, error) {
 		return strings.TrimSpace(after), err
 	}
 	return string(b), err
+}
+
+// checkRollingUpdate updates our DaemonSet to another image tag, as users
+// roll out a new release, while probers send requests between pods on all
+// nodes: every pod keeps its sandbox and address, and the probes that fail
+// are counted (the data path does not go through the daemon: none may).
+func (kc *k8sCluster) checkRollingUpdate(t *testing.T) {
+	t.Helper()
+	before := podInfo(t, kc.k, nil)
+	byNode := map[string][]string{}
+	for name, p := range before {
+		byNode[p.node] = append(byNode[p.node], name)
+	}
+	kns := map[string]*kubeNode{}
+	for _, kn := range kc.nodes {
+		kns[kn.n.name] = kn
+		slices.Sort(byNode[kn.n.name])
+	}
+	// Each node's first pods probe the next node's (over the VPC router)
+	// and a pod on their own node.
+	type pair struct{ from, to string }
+	var pairs []pair
+	for i, kn := range kc.nodes {
+		next := kc.nodes[(i+1)%len(kc.nodes)].n.name
+		here := byNode[kn.n.name]
+		pairs = append(pairs, pair{here[0], byNode[next][0]}, pair{here[1], here[2]})
+	}
+	var mu sync.Mutex
+	sent, lost := 0, map[string]int{}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, pr := range pairs {
+		from, to := before[pr.from], before[pr.to]
+		netns, err := kns[from.node].netnsOf(from.container)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer netns.Close()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(100 * time.Millisecond):
+				}
+				body, err := httpFrom(netns, netip.AddrPortFrom(to.ip, 8080))
+				mu.Lock()
+				sent++
+				if err != nil || body != pr.to {
+					lost[pr.from+" -> "+pr.to]++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for _, kn := range kc.nodes {
+		if out, err := kn.ctr("images", "tag", "--force", "docker.io/vpcchain/vpcchain:dev", "docker.io/vpcchain/vpcchain:rolled"); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+	}
+	start := time.Now()
+	kc.kubectlOK("", "-n", "kube-system", "set", "image", "daemonset/vpcchain", "*=vpcchain/vpcchain:rolled")
+	if out, err := kc.k.kubectl("", "-n", "kube-system", "rollout", "status", "daemonset/vpcchain", "--timeout=300s"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	took := time.Since(start)
+	time.Sleep(2 * time.Second) // probes after the last new pod is up
+	close(stop)
+	wg.Wait()
+	images := kc.kubectlOK("", "-n", "kube-system", "get", "pods", "-l", "app.kubernetes.io/name=vpcchain", "-o",
+		`jsonpath={range .items[*]}{.spec.containers[0].image}{"\n"}{end}`)
+	if n := strings.Count(images, "vpcchain/vpcchain:rolled"); n != len(kc.nodes) {
+		t.Errorf("after the rollout the DaemonSet's pods run %q, want %d on the new tag", images, len(kc.nodes))
+	}
+	after := podInfo(t, kc.k, nil)
+	for name, p := range before {
+		if after[name] != p {
+			t.Errorf("pod %s changed in the rolling update: %+v, was %+v", name, after[name], p)
+		}
+	}
+	total := 0
+	for _, n := range lost {
+		total += n
+	}
+	if total > 0 {
+		t.Errorf("%d of %d probes failed during the rolling update: %v", total, sent, lost)
+	}
+	t.Logf("rolling update to a new tag on %d nodes in %v: %d pods kept sandbox and address; %d probes between pods across and within nodes, %d failed",
+		len(kc.nodes), took.Round(time.Second), len(before), sent, total)
 }
