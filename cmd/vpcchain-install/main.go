@@ -10,6 +10,7 @@
 //
 //	init container:  vpcchain-install --binaries-only --bin-src /app/cni --cni-bin-dir /host/opt/cni/bin
 //	sidecar:         vpcchain-install --conflist-only --cni-conf-dir /host/etc/cni/net.d --cni-bin-dir /host/opt/cni/bin --keep-running 1m
+//	sidecar preStop: vpcchain-install --uninstall-if-deleted vpcchain (kubectl delete of the manifest removes the conflist)
 //	probes:          vpcchain-install --check-health (readiness: SERVING) / --check-live (liveness: answers)
 //
 // Exit status: 0 success, 1 failure, 2 bad usage or configuration.
@@ -49,6 +50,7 @@ func run(args []string) int {
 		conflistOnly = fs.Bool("conflist-only", false, "only wait for the daemon and write the conflist (binaries must be in --cni-bin-dir)")
 		keepRunning  = fs.Duration("keep-running", 0, "after installing, stay up and re-assert the install every this long (0: exit)")
 		uninstall    = fs.Bool("uninstall", false, "remove our conflist (nothing else) and exit")
+		ifDeleted    = fs.String("uninstall-if-deleted", "", "remove our conflist only if this DaemonSet (in the pod's namespace) is deleted or being deleted, then exit: the sidecar's preStop, so kubectl delete of the manifest uninstalls and a rolling update does not")
 		removeBins   = fs.Bool("remove-binaries", false, "with --uninstall: also remove our plugin binaries (never portmap/bandwidth/loopback)")
 		checkHealth  = fs.Bool("check-health", false, "exit 0 if the daemon reports SERVING, 1 otherwise (readiness probe)")
 		checkLive    = fs.Bool("check-live", false, "exit 0 if the daemon answers its health service at all, SERVING or not (liveness probe)")
@@ -82,6 +84,30 @@ func run(args []string) int {
 		}
 		log.Print(err)
 		return 1
+	case *ifDeleted != "":
+		c, ns, err := inClusterClient()
+		if err != nil {
+			log.Print(err)
+			return 1
+		}
+		cctx, cancel := context.WithTimeout(ctx, *timeout)
+		defer cancel()
+		gone, err := c.daemonSetGone(cctx, ns, *ifDeleted)
+		if err != nil {
+			// Keep the node's network: an install we cannot prove removed stays.
+			log.Printf("keeping %s/%s: %v", *confDir, *confName, err)
+			return 1
+		}
+		if !gone {
+			log.Printf("DaemonSet %s/%s stays (an update or a restart): keeping %s/%s", ns, *ifDeleted, *confDir, *confName)
+			return 0
+		}
+		if err := conflist.Uninstall(ctx, conflist.UninstallOptions{CNIConfDir: *confDir, ConfName: *confName}); err != nil {
+			log.Print(err)
+			return 1
+		}
+		log.Printf("DaemonSet %s/%s deleted: removed %s/%s", ns, *ifDeleted, *confDir, *confName)
+		return 0
 	case *uninstall:
 		if err := conflist.Uninstall(ctx, conflist.UninstallOptions{
 			CNIConfDir: *confDir, ConfName: *confName, CNIBinDir: *binDir, RemoveBinaries: *removeBins,

@@ -134,9 +134,38 @@ spec:
 	kc.checkServices(t)
 	kc.checkRollingUpdate(t)
 
-	// The workload, then our install, deleted with kubectl: every pod goes.
+	// The workload, then our install, deleted with kubectl: every pod goes,
+	// our conflist with them (the nodes' network is not ready any more);
+	// the binaries and whatever else is in the CNI directories stay.
 	kc.kubectlOK("", "delete", "deployment/web", "pod/web-hostport", "service/web", "service/web-np", "--wait=true", "--timeout=120s")
+	binsBefore := map[string][]string{}
+	for _, kn := range kc.nodes {
+		if err := os.WriteFile(filepath.Join(kn.cniConf, "README"), []byte("not ours\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		binsBefore[kn.n.name] = listDir(t, kn.cniBin)
+	}
 	kc.kubectlOK("", "delete", "-k", overlay, "--wait=true", "--timeout=120s")
+	for _, kn := range kc.nodes {
+		waitFor(t, 60*time.Second, "node "+kn.n.name+" NotReady after the uninstall", kc.alive, func() error {
+			s, m, err := nodeReady(k, kn.n.name)
+			if err == nil && (s != "False" || !strings.Contains(m, "network")) {
+				ev, _ := k.kubectl("", "get", "events", "-A", "--field-selector", "reason!=Scheduled", "-o",
+					`jsonpath={range .items[*]}{.involvedObject.name} {.reason}: {.message}{"\n"}{end}`)
+				kl, _ := os.ReadFile(filepath.Join(kn.dir, "kubelet.log"))
+				_, hooks, _ := strings.Cut(string(kl), "Exec lifecycle hook")
+				err = fmt.Errorf("Ready=%s %q; conf dir %v; events:\n%s\nkubelet on hooks:\n%s", s, m, listDir(t, kn.cniConf), tail(ev, 15), hooks[:min(len(hooks), 1500)])
+			}
+			return err
+		})
+		if got := listDir(t, kn.cniConf); !slices.Equal(got, []string{"README"}) {
+			t.Errorf("node %s's CNI conf dir after the uninstall: %v, want only the file that is not ours", kn.n.name, got)
+		}
+		if got := listDir(t, kn.cniBin); !slices.Equal(got, binsBefore[kn.n.name]) {
+			t.Errorf("node %s's CNI bin dir after the uninstall: %v, was %v", kn.n.name, got, binsBefore[kn.n.name])
+		}
+	}
+	t.Logf("kubectl delete -k removed our conflist on all %d nodes (NotReady again) and nothing else", len(kc.nodes))
 	for _, kn := range kc.nodes {
 		waitFor(t, 90*time.Second, "node "+kn.n.name+"'s containers gone", kc.alive, func() error {
 			if out, err := kn.ctr("task", "ls", "-q"); err != nil || strings.TrimSpace(out) != "" {
@@ -342,6 +371,11 @@ func (kc *k8sCluster) checkRollingUpdate(t *testing.T) {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	took := time.Since(start)
+	for _, kn := range kc.nodes {
+		if _, err := os.Stat(kn.conflist()); err != nil {
+			t.Errorf("node %s lost our conflist in the rolling update: %v", kn.n.name, err)
+		}
+	}
 	time.Sleep(2 * time.Second) // probes after the last new pod is up
 	close(stop)
 	wg.Wait()
@@ -365,4 +399,17 @@ func (kc *k8sCluster) checkRollingUpdate(t *testing.T) {
 	}
 	t.Logf("rolling update to a new tag on %d nodes in %v: %d pods kept sandbox and address; %d probes between pods across and within nodes, %d failed",
 		len(kc.nodes), took.Round(time.Second), len(before), sent, total)
+}
+
+func listDir(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		out = append(out, e.Name())
+	}
+	return out
 }

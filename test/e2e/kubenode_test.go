@@ -207,13 +207,16 @@ func (kn *kubeNode) startKubelet(k *kube) {
 		kn.t.Fatalf("node %s unknown to EC2", kn.n.name)
 	}
 	kn.writeKubeletConfig(k, inet.PrimaryIP)
-	ns := []string{"--net=" + kn.n.vn.NetNSPath}
+	ns := []string{"--net=" + kn.n.vn.NetNSPath, "--", "unshare", "-m", "--propagation", "slave", "--"}
 	if kn.hostLayout {
-		// The kubelet checks and creates hostPath volumes: it sees what
-		// containerd sees.
-		ns = append(ns, "--mount="+kn.mntns)
+		// As on a host, the kubelet and containerd share one mount
+		// namespace: the kubelet checks and creates hostPath volumes, and
+		// the tmpfs it mounts for a pod's projected volumes (its service
+		// account token) must be what containerd bind-mounts into the
+		// container.
+		ns = []string{"--net=" + kn.n.vn.NetNSPath, "--mount=" + kn.mntns, "--"}
 	}
-	kn.kubelet = kn.startProc("kubelet", append(ns, "--", "unshare", "-m", "--propagation", "slave", "--"), kn.kubeletScript())
+	kn.kubelet = kn.startProc("kubelet", ns, kn.kubeletScript())
 }
 
 const (
@@ -619,7 +622,9 @@ func (kn *kubeNode) kubeletScript() string {
 	}
 	// The kubelet writes /var/lib/kubelet/device-plugins and
 	// /var/log/{pods,containers} whatever its flags say.
-	b.WriteString(kn.overlayScript("kubelet", "/var/lib", "/var/log"))
+	if !kn.hostLayout { // containerd's namespace has them already
+		b.WriteString(kn.overlayScript("kubelet", "/var/lib", "/var/log"))
+	}
 	b.WriteString("exec " + kn.bins.kubelet)
 	for _, a := range kn.kubeletArgs {
 		b.WriteString(" '" + a + "'")

@@ -37,6 +37,10 @@ func newObject(apiVersion, kind string) (any, bool) {
 		return &rbacv1.ClusterRole{}, true
 	case "rbac.authorization.k8s.io/v1/ClusterRoleBinding":
 		return &rbacv1.ClusterRoleBinding{}, true
+	case "rbac.authorization.k8s.io/v1/Role":
+		return &rbacv1.Role{}, true
+	case "rbac.authorization.k8s.io/v1/RoleBinding":
+		return &rbacv1.RoleBinding{}, true
 	case "apps/v1/DaemonSet":
 		return &appsv1.DaemonSet{}, true
 	}
@@ -87,6 +91,8 @@ type manifestSet struct {
 	configMaps      map[string]*corev1.ConfigMap
 	clusterRoles    map[string]*rbacv1.ClusterRole
 	bindings        []*rbacv1.ClusterRoleBinding
+	roles           map[string]*rbacv1.Role // by namespace/name
+	roleBindings    []*rbacv1.RoleBinding
 	daemonSets      []*appsv1.DaemonSet
 }
 
@@ -100,6 +106,7 @@ func loadManifests(t *testing.T) manifestSet {
 		serviceAccounts: map[string]*corev1.ServiceAccount{},
 		configMaps:      map[string]*corev1.ConfigMap{},
 		clusterRoles:    map[string]*rbacv1.ClusterRole{},
+		roles:           map[string]*rbacv1.Role{},
 	}
 	for _, f := range files {
 		data, err := os.ReadFile(f)
@@ -130,6 +137,12 @@ func loadManifests(t *testing.T) manifestSet {
 				s.clusterRoles[o.Name] = o
 			case *rbacv1.ClusterRoleBinding:
 				s.bindings = append(s.bindings, o)
+			case *rbacv1.Role:
+				checkNamespace(t, where, o.ObjectMeta)
+				s.roles[o.Namespace+"/"+o.Name] = o
+			case *rbacv1.RoleBinding:
+				checkNamespace(t, where, o.ObjectMeta)
+				s.roleBindings = append(s.roleBindings, o)
 			case *appsv1.DaemonSet:
 				checkNamespace(t, where, o.ObjectMeta)
 				s.daemonSets = append(s.daemonSets, o)
@@ -306,6 +319,41 @@ func TestManifests(t *testing.T) {
 	}
 	if !bound {
 		t.Error("the DaemonSet's ServiceAccount is bound to no ClusterRole")
+	}
+	// The sidecar's preStop reads the DaemonSet it names, and only it.
+	var preStopDS string
+	for _, c := range pod.Containers {
+		if c.Lifecycle != nil && c.Lifecycle.PreStop != nil && c.Lifecycle.PreStop.Exec != nil {
+			for _, a := range c.Lifecycle.PreStop.Exec.Command {
+				if v, ok := strings.CutPrefix(a, "--uninstall-if-deleted="); ok {
+					preStopDS = v
+				}
+			}
+		}
+	}
+	if preStopDS != ds.Name {
+		t.Errorf("no container's preStop runs vpcchain-install --uninstall-if-deleted=%s (found %q)", ds.Name, preStopDS)
+	}
+	canRead := false
+	for _, rb := range s.roleBindings {
+		r := s.roles[rb.Namespace+"/"+rb.RoleRef.Name]
+		if rb.RoleRef.Kind != "Role" || r == nil {
+			t.Errorf("RoleBinding %s: roleRef %+v not in the manifests", rb.Name, rb.RoleRef)
+			continue
+		}
+		bound := slices.ContainsFunc(rb.Subjects, func(sub rbacv1.Subject) bool {
+			return sub.Kind == "ServiceAccount" && sub.Name == pod.ServiceAccountName && sub.Namespace == ds.Namespace
+		})
+		for _, rule := range r.Rules {
+			if bound && rb.Namespace == ds.Namespace && slices.Equal(rule.APIGroups, []string{"apps"}) &&
+				slices.Equal(rule.Resources, []string{"daemonsets"}) && slices.Equal(rule.Verbs, []string{"get"}) &&
+				slices.Equal(rule.ResourceNames, []string{ds.Name}) {
+				canRead = true
+			}
+		}
+	}
+	if !canRead {
+		t.Errorf("no Role bound to the ServiceAccount allows exactly get on daemonsets/%s in %s", ds.Name, ds.Namespace)
 	}
 	for _, cr := range s.clusterRoles {
 		for _, res := range []string{"nodes", "pods"} {
