@@ -68,6 +68,11 @@ type InstallOptions struct {
 	// for the daemon nor writes the conflist (the init container's job).
 	SkipBinaries bool
 	SkipConflist bool
+	// Keep leaves other network configurations that sort before ours in
+	// place (the runtime then uses the first of them, not ours: logged);
+	// by default they are renamed to <name>.vpcchain-disabled once ours is
+	// written (VPCCHAIN_CNI_EXCLUSIVE=false sets Keep).
+	Keep bool
 	// Logf, when set, receives one line per action.
 	Logf func(format string, args ...any)
 }
@@ -80,6 +85,9 @@ type Report struct {
 	// ConfWritten is true when the conflist was (re)written, false when it
 	// was already identical (or SkipConflist).
 	ConfWritten bool
+	// SetAside are the other network configurations moved out of the way;
+	// Shadowing those left in place that the runtime uses instead of ours.
+	SetAside, Shadowing []string
 }
 
 func (o *InstallOptions) defaults() {
@@ -153,6 +161,22 @@ func Install(ctx context.Context, o InstallOptions) (Report, error) {
 		o.Logf("wrote %s", r.Conflist)
 	} else {
 		o.Logf("%s is up to date", r.Conflist)
+	}
+	others, err := Shadowing(o.CNIConfDir, o.ConfName)
+	if err != nil {
+		return r, fmt.Errorf("CNI conf dir: %w", err)
+	}
+	switch {
+	case len(others) == 0:
+	case o.Keep:
+		r.Shadowing = others
+		o.Logf("WARNING: %v sort(s) before %s: the runtime uses %s, not vpcchain (VPCCHAIN_CNI_EXCLUSIVE=false)", others, o.ConfName, others[0])
+	default:
+		if err := setAside(o.CNIConfDir, others); err != nil {
+			return r, err
+		}
+		r.SetAside = others
+		o.Logf("set aside %v (renamed to *%s): they sorted before %s, and the runtime uses the first", others, SetAsideSuffix, o.ConfName)
 	}
 	return r, nil
 }
@@ -286,8 +310,14 @@ func writeAtomic(dst string, data []byte, perm fs.FileMode) (err error) {
 	if err = os.Rename(tmp.Name(), dst); err != nil {
 		return fmt.Errorf("%s: rename: %w", dst, err)
 	}
-	if d, derr := os.Open(dir); derr == nil {
-		_ = d.Sync() // best effort: some filesystems refuse fsync on a dir
+	return syncDir(dir)
+}
+
+// syncDir makes renames in dir durable (best effort: some filesystems
+// refuse fsync on a directory).
+func syncDir(dir string) error {
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
 		d.Close()
 	}
 	return nil

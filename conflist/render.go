@@ -104,6 +104,7 @@ const (
 	EnvPolicyHook = "VPCCHAIN_ENABLE_POLICY_HOOK"
 	EnvIPAMTimout = "VPCCHAIN_IPAM_TIMEOUT"
 	EnvCNIVersion = "VPCCHAIN_CNI_VERSION"
+	EnvExclusive  = "VPCCHAIN_CNI_EXCLUSIVE"
 )
 
 // Lookup reads one variable: os.LookupEnv in production, a map in tests.

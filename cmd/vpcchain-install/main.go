@@ -70,6 +70,11 @@ func run(args []string) int {
 	if *socket != "" {
 		conf.Socket = *socket
 	}
+	exclusive, err := conflist.ExclusiveFromEnv(os.LookupEnv)
+	if err != nil {
+		log.Print(err)
+		return 2
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
@@ -125,7 +130,7 @@ func run(args []string) int {
 	o := conflist.InstallOptions{
 		BinSrc: *binSrc, CNIBinDir: *binDir, CNIConfDir: *confDir, ConfName: *confName,
 		Conf: conf, WaitTimeout: *timeout, PollInterval: *interval,
-		SkipBinaries: *conflistOnly, SkipConflist: *binariesOnly,
+		SkipBinaries: *conflistOnly, SkipConflist: *binariesOnly, Keep: !exclusive,
 		Logf: log.Printf,
 	}
 	if _, err := conflist.Install(ctx, o); err != nil {

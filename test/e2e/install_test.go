@@ -56,6 +56,14 @@ func TestClusterInstall(t *testing.T) {
 		}
 	}
 
+	// A node migrating from the AWS VPC CNI still has its configuration,
+	// which sorts before ours.
+	awsConf := `{"cniVersion":"1.0.0","name":"aws-cni","plugins":[{"name":"aws-cni","type":"aws-cni"}]}`
+	k2 := kc.nodes[1]
+	if err := os.WriteFile(filepath.Join(k2.cniConf, "10-aws.conflist"), []byte(awsConf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
 	overlay := t.TempDir()
 	manifest, err := os.ReadFile("../../conflist/manifests/vpcchain.yaml")
 	if err != nil {
@@ -78,6 +86,9 @@ func TestClusterInstall(t *testing.T) {
 		t.Fatalf("%v\n%s\n%s\n%s", err, out, pods, tail(ev, 40))
 	}
 	kc.ready(120 * time.Second)
+	if got := listDir(t, k2.cniConf); !slices.Equal(got, []string{"10-aws.conflist.vpcchain-disabled", "10-vpcchain.conflist"}) {
+		t.Errorf("node k2's CNI conf dir after the install: %v, want the AWS VPC CNI's set aside and ours", got)
+	}
 	t.Logf("DaemonSet rolled out and all %d nodes Ready %v after kubectl apply", len(kc.nodes), time.Since(start).Round(time.Second))
 
 	const replicas = 30
@@ -158,7 +169,11 @@ spec:
 			}
 			return err
 		})
-		if got := listDir(t, kn.cniConf); !slices.Equal(got, []string{"README"}) {
+		want := []string{"README"}
+		if kn == k2 {
+			want = []string{"10-aws.conflist.vpcchain-disabled", "README"}
+		}
+		if got := listDir(t, kn.cniConf); !slices.Equal(got, want) {
 			t.Errorf("node %s's CNI conf dir after the uninstall: %v, want only the file that is not ours", kn.n.name, got)
 		}
 		if got := listDir(t, kn.cniBin); !slices.Equal(got, binsBefore[kn.n.name]) {
