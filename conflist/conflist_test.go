@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -375,9 +376,11 @@ func TestCheckHealth(t *testing.T) {
 // AWS_VPC_K8S_CNI_VETHPREFIX "eni" and AWS_VPC_ENI_MTU 9001 (the AWS VPC
 // CNI's defaults, daemon/config's TestDefaults), its socket
 // /var/run/vpcchain/ipamd.sock and SNAT node config in the same state dir,
-// and CNI version 1.0.0, the newest containerd 1.6 and 1.7 accept.
+// and CNI version 1.0.0, the newest containerd 1.6 and 1.7 accept; with the
+// policy hook, a 10 s wait for Felix (README's table).
 var wantDefaults = Options{Name: "vpcchain", CNIVersion: "1.0.0", VethPrefix: "eni", MTU: 9001,
-	Socket: "/var/run/vpcchain/ipamd.sock", SNATNodeConfig: "/var/run/vpcchain/snat.json"}
+	Socket: "/var/run/vpcchain/ipamd.sock", SNATNodeConfig: "/var/run/vpcchain/snat.json",
+	PolicyWait: 10 * time.Second}
 
 func TestRenderDefaultsAndOptionalPlugins(t *testing.T) {
 	data, err := Render(DefaultOptions())
@@ -403,16 +406,37 @@ func TestRenderDefaultsAndOptionalPlugins(t *testing.T) {
 		t.Fatalf("with policy hook: %s", data)
 	}
 	// policy-hook's config (plugins/policy-hook/config.go): the same veth
-	// prefix as vpc-bridge and the kubeconfig; no waitForPolicy (off).
-	var hook map[string]any
-	if err := json.Unmarshal(cl.Plugins[2].Bytes, &hook); err != nil {
-		t.Fatal(err)
-	}
-	// The kubeconfig path the install documentation tells the operator to
-	// provide (README, conflist/calico-policy-only.md).
+	// prefix as vpc-bridge, the kubeconfig the installer writes (the path
+	// conflist/calico-policy-only.md names) and the default 10 s wait for
+	// Felix, not strict.
 	const kubeconfig = "/etc/cni/net.d/vpcchain-kubeconfig"
-	if hook["vethPrefix"] != o.VethPrefix || hook["kubeconfig"] != kubeconfig || len(hook) != 3 {
-		t.Errorf("policy-hook entry %v, want type, vethPrefix %q and kubeconfig %q", hook, o.VethPrefix, kubeconfig)
+	hookEntry := func(data []byte) map[string]any {
+		t.Helper()
+		cl, err := libcni.ConfListFromBytes(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var hook map[string]any
+		if err := json.Unmarshal(cl.Plugins[2].Bytes, &hook); err != nil {
+			t.Fatal(err)
+		}
+		return hook
+	}
+	hook := hookEntry(data)
+	wait, _ := hook["waitForPolicy"].(map[string]any)
+	if hook["vethPrefix"] != o.VethPrefix || hook["kubeconfig"] != kubeconfig || len(hook) != 4 ||
+		wait["timeout"] != "10s" || wait["strict"] != false || len(wait) != 2 {
+		t.Errorf("policy-hook entry %v, want type, vethPrefix %q, kubeconfig %q and waitForPolicy {10s, not strict}", hook, o.VethPrefix, kubeconfig)
+	}
+	// No wait: no waitForPolicy section; strict is carried.
+	o2 := o
+	o2.PolicyWait = 0
+	if d, err := Render(o2); err != nil || hookEntry(d)["waitForPolicy"] != nil {
+		t.Errorf("wait 0: %v\n%s", err, d)
+	}
+	o2.PolicyWait, o2.PolicyWaitStrict = 90*time.Second, true
+	if d, err := Render(o2); err != nil || fmt.Sprint(hookEntry(d)["waitForPolicy"]) != "map[strict:true timeout:1m30s]" {
+		t.Errorf("wait 90s strict: %v\n%s", err, d)
 	}
 	if !strings.Contains(string(data), `"timeout": "5s"`) {
 		t.Errorf("ipam timeout missing:\n%s", data)
@@ -440,6 +464,7 @@ func TestRenderValidation(t *testing.T) {
 		{"old cni version", func(o *Options) { o.CNIVersion = "0.4.0" }, "cniVersion"},
 		{"no name", func(o *Options) { o.Name = "" }, "network name"},
 		{"timeout", func(o *Options) { o.IPAMTimeout = time.Hour }, "timeout"},
+		{"policy wait", func(o *Options) { o.PolicyWait = 3 * time.Minute }, "policy wait 3m0s"},
 	} {
 		o := DefaultOptions()
 		tc.mod(&o)
@@ -489,6 +514,16 @@ func TestOptionsFromEnv(t *testing.T) {
 	for _, want := range []string{`AWS_VPC_K8S_CNI_VETHPREFIX="eth"`, `AWS_VPC_ENI_MTU="100"`, `VPCCHAIN_SOCKET="rel.sock"`, `ENABLE_BANDWIDTH_PLUGIN="yes"`} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not name %s", err, want)
+		}
+	}
+	o, err = OptionsFromEnv(env(map[string]string{EnvPolicyHook: "true", EnvPolicyWait: "0s", EnvPolicyStrict: "true"}))
+	if err != nil || !o.PolicyHook || o.PolicyWait != 0 || !o.PolicyWaitStrict {
+		t.Errorf("policy hook, no wait, strict: %+v, %v", o, err)
+	}
+	for _, v := range []string{"-1s", "121s", "soon"} {
+		_, err = OptionsFromEnv(env(map[string]string{EnvPolicyWait: v}))
+		if err == nil || !strings.Contains(err.Error(), `VPCCHAIN_POLICY_WAIT_TIMEOUT="`+v+`"`) {
+			t.Errorf("%s=%s: err %v, want it named", EnvPolicyWait, v, err)
 		}
 	}
 }

@@ -73,6 +73,10 @@ type InstallOptions struct {
 	// by default they are renamed to <name>.vpcchain-disabled once ours is
 	// written (VPCCHAIN_CNI_EXCLUSIVE=false sets Keep).
 	Keep bool
+	// Kubeconfig is written to CNIConfDir/KubeconfigName (mode 0600) before
+	// the conflist: policy-hook's credentials (see Kubeconfig). Required
+	// when Conf.PolicyHook is set.
+	Kubeconfig []byte
 	// Logf, when set, receives one line per action.
 	Logf func(format string, args ...any)
 }
@@ -83,8 +87,9 @@ type Report struct {
 	Unchanged []string // binaries already identical
 	Conflist  string   // path of the conflist
 	// ConfWritten is true when the conflist was (re)written, false when it
-	// was already identical (or SkipConflist).
-	ConfWritten bool
+	// was already identical (or SkipConflist); KubeconfigWritten the same
+	// for policy-hook's kubeconfig.
+	ConfWritten, KubeconfigWritten bool
 	// SetAside are the other network configurations moved out of the way;
 	// Shadowing those left in place that the runtime uses instead of ours.
 	SetAside, Shadowing []string
@@ -141,6 +146,9 @@ func Install(ctx context.Context, o InstallOptions) (Report, error) {
 		return r, nil
 	}
 	r.Conflist = filepath.Join(o.CNIConfDir, o.ConfName)
+	if o.Conf.PolicyHook && len(o.Kubeconfig) == 0 {
+		return r, fmt.Errorf("conflist %s not written: policy-hook is on and no kubeconfig was given for it", r.Conflist)
+	}
 	if err := checkPlugins(o.CNIBinDir, o.Conf.PluginTypes()); err != nil {
 		return r, err
 	}
@@ -152,6 +160,18 @@ func Install(ctx context.Context, o InstallOptions) (Report, error) {
 		return r, fmt.Errorf("CNI conf dir: %w", err)
 	}
 	cleanTmp(o.CNIConfDir)
+	if o.Conf.PolicyHook {
+		// Before the conflist: no ADD may find the hook without its credentials.
+		kc := filepath.Join(o.CNIConfDir, KubeconfigName)
+		w, err := writeIfChanged(kc, bytes.NewReader(o.Kubeconfig), kubeconfigMode)
+		if err != nil {
+			return r, fmt.Errorf("conflist %s not written: %w", r.Conflist, err)
+		}
+		r.KubeconfigWritten = w
+		if w {
+			o.Logf("wrote %s", kc)
+		}
+	}
 	written, err := writeIfChanged(r.Conflist, bytes.NewReader(conf), confMode)
 	if err != nil {
 		return r, err
@@ -347,8 +367,9 @@ type UninstallOptions struct {
 	CNIBinDir      string
 }
 
-// Uninstall removes our conflist (and, when asked, our binaries) and nothing
-// else. Files already gone are not an error.
+// Uninstall removes our conflist and policy-hook's kubeconfig (and, when
+// asked, our binaries) and nothing else. Files already gone are not an
+// error.
 func Uninstall(ctx context.Context, o UninstallOptions) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -372,6 +393,7 @@ func Uninstall(ctx context.Context, o UninstallOptions) error {
 		}
 	}
 	rm(filepath.Join(o.CNIConfDir, o.ConfName))
+	rm(filepath.Join(o.CNIConfDir, KubeconfigName))
 	cleanTmp(o.CNIConfDir)
 	if o.RemoveBinaries {
 		for _, n := range OwnBinaries {

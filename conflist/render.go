@@ -46,6 +46,12 @@ const (
 	DefaultPolicyHookKubeconfig = "/etc/cni/net.d/vpcchain-kubeconfig"
 	// MaxIPAMTimeout is vpc-ipam's largest accepted "timeout".
 	MaxIPAMTimeout = 2 * time.Minute
+	// DefaultPolicyWait is how long policy-hook's ADD waits for Felix to
+	// program a new pod's policy before the pod starts (0 to
+	// MaxPolicyWait; 0 does not wait). Felix takes well under a second on a
+	// healthy node; the bound keeps a node with Calico down usable.
+	DefaultPolicyWait = 10 * time.Second
+	MaxPolicyWait     = 2 * time.Minute // = policy-hook's MaxWaitTimeout
 )
 
 // Plugin types of the chain (also the binary names in the CNI bin dir).
@@ -72,8 +78,14 @@ type Options struct {
 	// keeps in its state dir.
 	SNATNodeConfig string
 	// PolicyHook adds the policy-hook plugin (Calico integration) after
-	// vpc-snat. Off by default: it needs a kubeconfig and Calico.
+	// vpc-snat. Off by default: it needs Calico (and a kubeconfig, which
+	// the installer writes).
 	PolicyHook bool
+	// PolicyWait is policy-hook's waitForPolicy.timeout (0: do not wait);
+	// PolicyWaitStrict fails ADD (code 11, the runtime retries) instead of
+	// starting the pod when Felix has not programmed its policy in time.
+	PolicyWait       time.Duration
+	PolicyWaitStrict bool
 	// Bandwidth appends the upstream bandwidth plugin (capabilities
 	// {"bandwidth": true}) so kubernetes.io/ingress-bandwidth and
 	// egress-bandwidth annotations are honoured.
@@ -89,22 +101,25 @@ func DefaultOptions() Options {
 		MTU:            DefaultMTU,
 		Socket:         DefaultSocket,
 		SNATNodeConfig: DefaultSNATConfig,
+		PolicyWait:     DefaultPolicyWait,
 	}
 }
 
 // Environment variables OptionsFromEnv reads. The first four are the
 // daemon's (daemon/config), with the same defaults and rules.
 const (
-	EnvVethPrefix = "AWS_VPC_K8S_CNI_VETHPREFIX"
-	EnvMTU        = "AWS_VPC_ENI_MTU"
-	EnvPodMTU     = "POD_MTU" // as in the AWS VPC CNI: the pod MTU, default AWS_VPC_ENI_MTU
-	EnvSocket     = "VPCCHAIN_SOCKET"
-	EnvStateDir   = "VPCCHAIN_STATE_DIR"
-	EnvBandwidth  = "ENABLE_BANDWIDTH_PLUGIN" // the AWS VPC CNI's name
-	EnvPolicyHook = "VPCCHAIN_ENABLE_POLICY_HOOK"
-	EnvIPAMTimout = "VPCCHAIN_IPAM_TIMEOUT"
-	EnvCNIVersion = "VPCCHAIN_CNI_VERSION"
-	EnvExclusive  = "VPCCHAIN_CNI_EXCLUSIVE"
+	EnvVethPrefix   = "AWS_VPC_K8S_CNI_VETHPREFIX"
+	EnvMTU          = "AWS_VPC_ENI_MTU"
+	EnvPodMTU       = "POD_MTU" // as in the AWS VPC CNI: the pod MTU, default AWS_VPC_ENI_MTU
+	EnvSocket       = "VPCCHAIN_SOCKET"
+	EnvStateDir     = "VPCCHAIN_STATE_DIR"
+	EnvBandwidth    = "ENABLE_BANDWIDTH_PLUGIN" // the AWS VPC CNI's name
+	EnvPolicyHook   = "VPCCHAIN_ENABLE_POLICY_HOOK"
+	EnvIPAMTimout   = "VPCCHAIN_IPAM_TIMEOUT"
+	EnvCNIVersion   = "VPCCHAIN_CNI_VERSION"
+	EnvExclusive    = "VPCCHAIN_CNI_EXCLUSIVE"
+	EnvPolicyWait   = "VPCCHAIN_POLICY_WAIT_TIMEOUT"
+	EnvPolicyStrict = "VPCCHAIN_POLICY_WAIT_STRICT"
 )
 
 // Lookup reads one variable: os.LookupEnv in production, a map in tests.
@@ -190,6 +205,15 @@ func OptionsFromEnv(get Lookup) (Options, error) {
 	}
 	boolVar(EnvBandwidth, &o.Bandwidth)
 	boolVar(EnvPolicyHook, &o.PolicyHook)
+	boolVar(EnvPolicyStrict, &o.PolicyWaitStrict)
+	if v, ok := raw(EnvPolicyWait); ok {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 || d > MaxPolicyWait {
+			bad(EnvPolicyWait, v, fmt.Sprintf("want a duration from 0s (do not wait) to %s, such as 10s", MaxPolicyWait))
+		} else {
+			o.PolicyWait = d
+		}
+	}
 	if v, ok := raw(EnvIPAMTimout); ok {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 || d > MaxIPAMTimeout {
@@ -229,6 +253,9 @@ func (o Options) Validate() error {
 	}
 	if o.IPAMTimeout < 0 || o.IPAMTimeout > MaxIPAMTimeout {
 		errs = append(errs, fmt.Errorf("vpc-ipam timeout %s is invalid: want 0 (plugin default) to %s", o.IPAMTimeout, MaxIPAMTimeout))
+	}
+	if o.PolicyWait < 0 || o.PolicyWait > MaxPolicyWait {
+		errs = append(errs, fmt.Errorf("policy wait %s is invalid: want 0 (do not wait) to %s", o.PolicyWait, MaxPolicyWait))
 	}
 	return errors.Join(errs...)
 }
@@ -270,12 +297,18 @@ type (
 		NodeConfig string `json:"nodeConfig"`
 	}
 	// policyHookConf is plugins/policy-hook's config: the veth prefix it
-	// checks names against (= vpc-bridge's) and the kubeconfig it publishes
-	// pod IPs with; waitForPolicy is left out (off, as Calico's default).
+	// checks names against (= vpc-bridge's), the kubeconfig it publishes
+	// pod IPs with and, unless the wait is 0, waitForPolicy (Felix's
+	// default endpoint-status directory).
 	policyHookConf struct {
-		Type       string `json:"type"`
-		VethPrefix string `json:"vethPrefix"`
-		Kubeconfig string `json:"kubeconfig"`
+		Type          string    `json:"type"`
+		VethPrefix    string    `json:"vethPrefix"`
+		Kubeconfig    string    `json:"kubeconfig"`
+		WaitForPolicy *waitConf `json:"waitForPolicy,omitempty"`
+	}
+	waitConf struct {
+		Timeout string `json:"timeout"`
+		Strict  bool   `json:"strict"`
 	}
 	capConf struct {
 		Type         string          `json:"type"`
@@ -299,7 +332,11 @@ func Render(o Options) ([]byte, error) {
 		snatConf{Type: TypeSNAT, NodeConfig: o.SNATNodeConfig},
 	}
 	if o.PolicyHook {
-		plugins = append(plugins, policyHookConf{Type: TypePolicyHook, VethPrefix: o.VethPrefix, Kubeconfig: DefaultPolicyHookKubeconfig})
+		hook := policyHookConf{Type: TypePolicyHook, VethPrefix: o.VethPrefix, Kubeconfig: DefaultPolicyHookKubeconfig}
+		if o.PolicyWait > 0 {
+			hook.WaitForPolicy = &waitConf{Timeout: o.PolicyWait.String(), Strict: o.PolicyWaitStrict}
+		}
+		plugins = append(plugins, hook)
 	}
 	snat := true // portmap SNATs hairpin (pod -> own hostPort) traffic, as the reference does
 	plugins = append(plugins, capConf{Type: TypePortmap, Capabilities: map[string]bool{"portMappings": true}, SNAT: &snat})

@@ -11,6 +11,11 @@
 //	init container:  vpcchain-install --binaries-only --bin-src /app/cni --cni-bin-dir /host/opt/cni/bin
 //	sidecar:         vpcchain-install --conflist-only --cni-conf-dir /host/etc/cni/net.d --cni-bin-dir /host/opt/cni/bin --keep-running 1m
 //	sidecar preStop: vpcchain-install --uninstall-if-deleted vpcchain (kubectl delete of the manifest removes the conflist)
+//
+// With VPCCHAIN_ENABLE_POLICY_HOOK=true the sidecar also writes
+// <cni-conf-dir>/vpcchain-kubeconfig (0600) for the policy-hook plugin: a
+// token of the pod's ServiceAccount (POD_SERVICE_ACCOUNT) from the API
+// server's TokenRequest, renewed while it keeps running.
 //	probes:          vpcchain-install --check-health (readiness: SERVING) / --check-live (liveness: answers)
 //
 // Exit status: 0 success, 1 failure, 2 bad usage or configuration.
@@ -133,6 +138,17 @@ func run(args []string) int {
 		SkipBinaries: *conflistOnly, SkipConflist: *binariesOnly, Keep: !exclusive,
 		Logf: log.Printf,
 	}
+	var creds *policyCredentials
+	if conf.PolicyHook && !*binariesOnly {
+		if creds, err = newPolicyCredentials(); err != nil {
+			log.Print(err)
+			return 1
+		}
+		if o.Kubeconfig, err = creds.kubeconfig(ctx); err != nil {
+			log.Print(err)
+			return 1
+		}
+	}
 	if _, err := conflist.Install(ctx, o); err != nil {
 		log.Print(err)
 		return 1
@@ -152,6 +168,14 @@ func run(args []string) int {
 			return 0
 		case <-t.C:
 		}
+		if creds != nil {
+			kc, err := creds.kubeconfig(ctx)
+			if err != nil {
+				log.Print(err)
+				continue
+			}
+			quiet.Kubeconfig = kc
+		}
 		r, err := conflist.Install(ctx, quiet)
 		switch {
 		case ctx.Err() != nil:
@@ -160,6 +184,8 @@ func run(args []string) int {
 			log.Print(err)
 		case len(r.Installed) > 0 || r.ConfWritten:
 			log.Printf("re-installed: binaries %v, conflist rewritten %v", r.Installed, r.ConfWritten)
+		case r.KubeconfigWritten:
+			log.Print("renewed policy-hook's kubeconfig")
 		}
 	}
 }

@@ -19,8 +19,9 @@ const saNamespaceFile = "/var/run/secrets/kubernetes.io/serviceaccount/namespace
 // also the probes' binary, exec'd every few seconds, and a typed clientset
 // would make it five times larger.
 type apiClient struct {
-	host string
-	http *http.Client
+	host  string
+	http  *http.Client
+	caPEM []byte // the cluster CA, for the kubeconfig written for policy-hook
 }
 
 // inClusterClient is the pod's own API client and its namespace
@@ -34,6 +35,12 @@ func inClusterClient() (*apiClient, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
+	ca := cfg.TLSClientConfig.CAData
+	if len(ca) == 0 && cfg.TLSClientConfig.CAFile != "" {
+		if ca, err = os.ReadFile(cfg.TLSClientConfig.CAFile); err != nil {
+			return nil, "", fmt.Errorf("cluster CA: %w", err)
+		}
+	}
 	ns := os.Getenv("POD_NAMESPACE")
 	if ns == "" {
 		b, err := os.ReadFile(saNamespaceFile)
@@ -42,7 +49,7 @@ func inClusterClient() (*apiClient, string, error) {
 		}
 		ns = strings.TrimSpace(string(b))
 	}
-	return &apiClient{host: strings.TrimRight(cfg.Host, "/"), http: hc}, ns, nil
+	return &apiClient{host: strings.TrimRight(cfg.Host, "/"), http: hc, caPEM: ca}, ns, nil
 }
 
 // daemonSetGone reports whether the DaemonSet ns/name is deleted or being
