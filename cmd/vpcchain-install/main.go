@@ -16,6 +16,7 @@
 // <cni-conf-dir>/vpcchain-kubeconfig (0600) for the policy-hook plugin: a
 // token of the pod's ServiceAccount (POD_SERVICE_ACCOUNT) from the API
 // server's TokenRequest, renewed while it keeps running.
+//
 //	probes:          vpcchain-install --check-health (readiness: SERVING) / --check-live (liveness: answers)
 //
 // Exit status: 0 success, 1 failure, 2 bad usage or configuration.
