@@ -11,13 +11,12 @@
 //	init container:  vpcchain-install --binaries-only --bin-src /app/cni --cni-bin-dir /host/opt/cni/bin
 //	sidecar:         vpcchain-install --conflist-only --cni-conf-dir /host/etc/cni/net.d --cni-bin-dir /host/opt/cni/bin --keep-running 1m
 //	sidecar preStop: vpcchain-install --uninstall-if-deleted vpcchain (kubectl delete of the manifest removes the conflist)
+//	probes:          vpcchain-install --check-health (readiness: SERVING) / --check-live (liveness: answers)
 //
 // With VPCCHAIN_ENABLE_POLICY_HOOK=true the sidecar also writes
 // <cni-conf-dir>/vpcchain-kubeconfig (0600) for the policy-hook plugin: a
 // token of the pod's ServiceAccount (POD_SERVICE_ACCOUNT) from the API
 // server's TokenRequest, renewed while it keeps running.
-//
-//	probes:          vpcchain-install --check-health (readiness: SERVING) / --check-live (liveness: answers)
 //
 // Exit status: 0 success, 1 failure, 2 bad usage or configuration.
 package main
