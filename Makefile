@@ -14,7 +14,7 @@ TESTFLAGS ?= -count=1 -timeout 40m
 CMDS    := $(wildcard cmd/*)
 PLUGINS := $(wildcard plugins/*)
 
-.PHONY: all build tools heavy-tools node-tools cluster-tools node-test test unit e2e bench scale demo image image-lock lint clean deps proto fuzz
+.PHONY: all build tools heavy-tools node-tools cluster-tools cluster cluster-down node-test test unit e2e bench scale demo image image-lock lint clean deps proto fuzz
 
 all: build
 
@@ -48,6 +48,7 @@ tools:
 # renamed, so an interrupted build never leaves a binary that looks current.
 FELIX_ENV := GONOSUMDB=github.com/projectcalico GOFLAGS='-mod=mod $(GOFLAGS)' CGO_ENABLED=0
 KUBE_VERSION := v1.33.13
+CALICO_VERSION := v3.31.0
 KUBE_LDFLAGS := -s -w -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) \
   -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=33 \
   -X k8s.io/component-base/version.gitTreeState=clean -X k8s.io/client-go/pkg/version.gitVersion=$(KUBE_VERSION) \
@@ -56,12 +57,22 @@ CTRD2 := $(BIN)/tools/containerd2
 CTRD2_VERSION := v2.2.9
 heavy-tools: $(BIN)/tools/calico-felix $(BIN)/tools/kube-apiserver $(BIN)/tools/kubectl
 node-tools: heavy-tools $(BIN)/tools/kubelet $(BIN)/tools/loopback $(CTRD2)/containerd $(CTRD2)/containerd-shim-runc-v2 $(CTRD2)/ctr
-# The rest of a control plane and kube-proxy, for the cluster tier.
-cluster-tools: node-tools $(BIN)/tools/kube-controller-manager $(BIN)/tools/kube-scheduler $(BIN)/tools/kube-proxy
+# The rest of a control plane and kube-proxy, for the cluster tier, and
+# Calico's calico-node (start-up, Felix, probes) for the image of Calico's
+# policy-only manifest that the tier applies.
+cluster-tools: node-tools $(BIN)/tools/kube-controller-manager $(BIN)/tools/kube-scheduler $(BIN)/tools/kube-proxy \
+  $(BIN)/tools/calico-node
 
 $(BIN)/tools/calico-felix: test/tools/felix/go.mod
 	@mkdir -p $(BIN)/tools
 	cd test/tools/felix && $(FELIX_ENV) $(GO) build -trimpath -ldflags='-s -w' -o $@.tmp github.com/projectcalico/calico/felix/cmd/calico-felix
+	mv $@.tmp $@
+
+$(BIN)/tools/calico-node: test/tools/felix/go.mod
+	@mkdir -p $(BIN)/tools
+	cd test/tools/felix && $(FELIX_ENV) $(GO) build -trimpath \
+	  -ldflags='-s -w -X github.com/projectcalico/calico/pkg/buildinfo.Version=$(CALICO_VERSION)' \
+	  -o $@.tmp github.com/projectcalico/calico/node/cmd/calico-node
 	mv $@.tmp $@
 
 $(BIN)/tools/kube-apiserver $(BIN)/tools/kubectl $(BIN)/tools/kubelet $(BIN)/tools/kube-controller-manager \
@@ -90,11 +101,28 @@ $(BIN)/tools/loopback: test/tools/go.mod
 # DaemonSet's binaries. It runs alone, after the other tests: a containerd
 # starved of CPU while it restarts can give up on a pod's shim and recreate
 # the sandbox, which the test would rightly report as a disturbed pod.
-# The cluster tier (TestClusterInstall) installs the image `make image` built
-# with kubectl, on a control plane and three nodes.
-KUBELET_TEST = VPCCHAIN_BIN=$(BIN) $(GO) test $(GOFLAGS) $(TESTFLAGS) -tags kubelet -v -run 'TestKubeletNode|TestClusterInstall' ./test/e2e/
+# The cluster tier (TestClusterInstall, TestClusterCalico) installs the image
+# `make image` built, and Calico's policy-only manifest, with kubectl on a
+# control plane and its nodes.
+KUBELET_TEST = VPCCHAIN_BIN=$(BIN) $(GO) test $(GOFLAGS) $(TESTFLAGS) -tags kubelet -v -run 'TestKubeletNode|TestCluster' ./test/e2e/
 node-test: deps build tools cluster-tools image
 	$(KUBELET_TEST)
+
+# A cluster to use (README "A cluster on the simulator"): the cluster tier's
+# three nodes with our DaemonSet and Calico installed by kubectl, until Ctrl-C
+# or `make cluster-down`. The test binary runs directly (not under go test),
+# so the signal reaches it alone and it tears down in order.
+CLUSTER_DIR := $(BIN)/cluster
+cluster: deps build tools cluster-tools image
+	$(GO) test $(GOFLAGS) -c -tags kubelet -o $(BIN)/e2e-kubelet.test ./test/e2e/
+	cd test/e2e && VPCCHAIN_BIN=$(BIN) VPCCHAIN_CLUSTER_DIR=$(CLUSTER_DIR) \
+	  $(BIN)/e2e-kubelet.test -test.run '^TestClusterUp$$' -test.timeout 0 -test.v
+
+cluster-down:
+	@if [ ! -f $(CLUSTER_DIR)/pid ]; then echo "no cluster running"; exit 0; fi; \
+	  pid=$$(cat $(CLUSTER_DIR)/pid); kill -TERM $$pid 2>/dev/null || exit 0; \
+	  echo "stopping the cluster (pid $$pid)"; \
+	  while kill -0 $$pid 2>/dev/null; do sleep 1; done; echo "stopped"
 
 # All tests: unit + end-to-end (needs root; installs missing Debian packages).
 test: deps lint build tools cluster-tools image

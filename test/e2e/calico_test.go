@@ -247,6 +247,13 @@ func calicoVethName(namespace, pod string) string {
 // in the module cache.
 func calicoCRDs(t *testing.T) string {
 	t.Helper()
+	return filepath.Join(calicoModule(t), "manifests/crds.yaml")
+}
+
+// calicoModule is the directory of the calico module the Felix tools module
+// pins, in the module cache (`make heavy-tools` downloads it).
+func calicoModule(t *testing.T) string {
+	t.Helper()
 	mod, err := os.ReadFile("../tools/felix/go.mod")
 	if err != nil {
 		t.Fatal(err)
@@ -259,11 +266,11 @@ func calicoCRDs(t *testing.T) string {
 	if err != nil {
 		t.Fatalf("go env GOMODCACHE: %v", err)
 	}
-	f := filepath.Join(strings.TrimSpace(string(out)), "github.com/projectcalico/calico@"+string(m[1]), "manifests/crds.yaml")
-	if _, err := os.Stat(f); err != nil {
-		t.Fatalf("Calico CRDs not in the module cache: run `make heavy-tools`: %v", err)
+	d := filepath.Join(strings.TrimSpace(string(out)), "github.com/projectcalico/calico@"+string(m[1]))
+	if _, err := os.Stat(filepath.Join(d, "manifests/crds.yaml")); err != nil {
+		t.Fatalf("the calico module is not in the module cache: run `make heavy-tools`: %v", err)
 	}
-	return f
+	return d
 }
 
 // bgProc is a long-running process inside a node's namespace, stopped at the

@@ -64,27 +64,8 @@ func TestClusterInstall(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	overlay := t.TempDir()
-	manifest, err := os.ReadFile("../../conflist/manifests/vpcchain.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(overlay, "vpcchain.yaml"), manifest, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(overlay, "kustomization.yaml"), []byte(clusterOverlay), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	start := time.Now()
-	kc.kubectlOK("", "apply", "-k", overlay)
-	if got, _ := os.ReadFile(filepath.Join(overlay, "vpcchain.yaml")); !bytes.Equal(got, manifest) {
-		t.Fatal("the manifest in the overlay differs from conflist/manifests/vpcchain.yaml")
-	}
-	if out, err := k.kubectl("", "-n", "kube-system", "rollout", "status", "daemonset/vpcchain", "--timeout=300s"); err != nil {
-		pods, _ := k.kubectl("", "-n", "kube-system", "get", "pods", "-o", "wide")
-		ev, _ := k.kubectl("", "-n", "kube-system", "get", "events", "--sort-by=.lastTimestamp")
-		t.Fatalf("%v\n%s\n%s\n%s", err, out, pods, tail(ev, 40))
-	}
+	overlay := kc.applyOverlay(t, "../../conflist/manifests/vpcchain.yaml", clusterOverlay, "vpcchain")
 	kc.ready(120 * time.Second)
 	if got := listDir(t, k2.cniConf); !slices.Equal(got, []string{"10-aws.conflist.vpcchain-disabled", "10-vpcchain.conflist"}) {
 		t.Errorf("node k2's CNI conf dir after the install: %v, want the AWS VPC CNI's set aside and ours", got)
@@ -189,6 +170,36 @@ spec:
 			return nil
 		})
 	}
+}
+
+// applyOverlay applies a manifest of ours with kubectl -k, through a
+// kustomization over the file copied unchanged (checked after the apply),
+// and waits for the DaemonSet ds in kube-system to roll out. It returns the
+// overlay's directory (kubectl delete -k of it uninstalls).
+func (kc *k8sCluster) applyOverlay(t *testing.T, manifest, kustomization, ds string) string {
+	t.Helper()
+	overlay := t.TempDir()
+	orig, err := os.ReadFile(manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := filepath.Base(manifest)
+	if err := os.WriteFile(filepath.Join(overlay, name), orig, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(overlay, "kustomization.yaml"), []byte(kustomization), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	kc.kubectlOK("", "apply", "-k", overlay)
+	if got, _ := os.ReadFile(filepath.Join(overlay, name)); !bytes.Equal(got, orig) {
+		t.Fatalf("the manifest in the overlay differs from %s", manifest)
+	}
+	if out, err := kc.k.kubectl("", "-n", "kube-system", "rollout", "status", "daemonset/"+ds, "--timeout=300s"); err != nil {
+		pods, _ := kc.k.kubectl("", "-n", "kube-system", "get", "pods", "-o", "wide")
+		ev, _ := kc.k.kubectl("", "-n", "kube-system", "get", "events", "--sort-by=.lastTimestamp")
+		t.Fatalf("%v\n%s\n%s\n%s", err, out, pods, tail(ev, 40))
+	}
+	return overlay
 }
 
 // checkServices: a ClusterIP and a NodePort Service in front of the web

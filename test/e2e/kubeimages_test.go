@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"runtime"
 	"testing"
@@ -77,4 +78,89 @@ func copyFile(t *testing.T, src, dst string) {
 	if err := os.WriteFile(dst, b, 0o755); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// calicoNodeImage is the calico/node image the cluster tier builds; Calico's
+// policy-only manifest is applied with only its image replaced by this.
+const calicoNodeImage = "vpcchain.e2e/calico-node:v3.31.0"
+
+// buildCalicoNodeImage builds calico/node as Calico's own image is laid out,
+// from the unmodified v3.31.0 source the Felix tools module pins: the
+// calico-node binary (`make cluster-tools`) at /bin/calico-node, the
+// module's node/filesystem (/etc: rc.local, the runit services, felix.cfg;
+// start_runit and friends in /usr/sbin), on a Debian userland from the
+// pinned packages of testdata/calico-node/packages.lock, unpacked by the
+// product image's rootfs.sh. It starts as Calico's does: start_runit.
+func buildCalicoNodeImage(t *testing.T, bin, dir string) string {
+	t.Helper()
+	calicoNode := filepath.Join(bin, "tools", "calico-node")
+	if _, err := os.Stat(calicoNode); err != nil {
+		t.Fatalf("%s missing: run `make cluster-tools`: %v", calicoNode, err)
+	}
+	root := filepath.Join(dir, "calico-node-rootfs")
+	cache := filepath.Join(bin, "image", "calico-node-debs")
+	cmd := exec.Command("sh", "../../build/image/rootfs.sh", "testdata/calico-node/packages.lock", root, cache)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("calico/node userland: %v\n%s", err, out)
+	}
+	userland, err := ociimage.Tree(root, "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Debian's debianutils postinst makes `which` an alternative; start_runit
+	// runs /usr/bin/which.
+	userland = append(userland, ociimage.File{Path: "/usr/bin/which", Mode: fs.ModeSymlink | 0o777, Link: "/usr/bin/which.debianutils"})
+
+	nodeFS := filepath.Join(calicoModule(t), "node", "filesystem")
+	etc, err := ociimage.Tree(filepath.Join(nodeFS, "etc"), "/etc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	calico := []ociimage.File{{Path: "/bin/calico-node", Mode: 0o755, Src: calicoNode}}
+	for _, f := range etc {
+		// A module zip keeps no file modes (the cache holds every file
+		// 0444): the scripts are executable in Calico's repository, as
+		// start_runit and runsv exec them: rc.local and every service's
+		// run (and log/run).
+		switch {
+		case f.Mode.IsDir():
+			f.Mode = fs.ModeDir | 0o755
+		case f.Mode.IsRegular() && (path.Base(f.Path) == "run" || f.Path == "/etc/rc.local"):
+			f.Mode = 0o755
+		case f.Mode.IsRegular():
+			f.Mode = 0o644
+		}
+		calico = append(calico, f)
+	}
+	sbin, err := os.ReadDir(filepath.Join(nodeFS, "sbin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range sbin {
+		calico = append(calico, ociimage.File{Path: "/usr/sbin/" + e.Name(), Mode: 0o755, Src: filepath.Join(nodeFS, "sbin", e.Name())})
+	}
+	var layers []v1.Layer
+	for _, files := range [][]ociimage.File{userland, calico} {
+		l, err := ociimage.Layer(files)
+		if err != nil {
+			t.Fatal(err)
+		}
+		layers = append(layers, l)
+	}
+	img, err := ociimage.Image(layers, v1.Platform{OS: "linux", Architecture: runtime.GOARCH}, v1.Config{
+		Cmd: []string{"start_runit"},
+		// Built with CGO off, this calico-node has no libbpf: Felix's
+		// start-up clean-up of BPF connect-time load balancing (state only
+		// a BPF-capable calico-node leaves) would panic in libbpf's stub;
+		// Felix's own switch skips it. Policy in iptables mode is unaffected.
+		Env: []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "SVDIR=/etc/service/enabled", "FELIX_DebugSkipCTLBCleanup=true"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "calico-node.oci.tar")
+	if err := ociimage.WriteArchive(path, calicoNodeImage, img); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

@@ -807,7 +807,13 @@ func deleteAllPods(k *kube, kns ...*kubeNode) {
 	for _, kn := range kns {
 		kn.noteContainers()
 	}
-	_, _ = k.kubectl("", "delete", "pods", "--all", "--grace-period=0", "--force", "--wait=false")
+	// Controllers first, or they recreate what is deleted; the workloads
+	// while the network they were created with is still installed; then
+	// the node agents (Calico's and our DaemonSets); the rest forced.
+	_, _ = k.kubectl("", "delete", "deployments", "--all", "-A", "--wait=false")
+	_, _ = k.kubectl("", "delete", "pods", "--all", "-n", "default", "--grace-period=1", "--wait=true", "--timeout=60s")
+	_, _ = k.kubectl("", "delete", "daemonsets", "--all", "-n", "kube-system", "--cascade=foreground", "--wait=true", "--timeout=60s")
+	_, _ = k.kubectl("", "delete", "pods", "--all", "-A", "--grace-period=0", "--force", "--wait=false")
 	deadline := time.Now().Add(30 * time.Second)
 	for _, kn := range kns {
 		for time.Now().Before(deadline) {

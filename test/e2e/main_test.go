@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 )
@@ -27,6 +28,9 @@ var (
 	interruptFns  = map[int]func(){}
 )
 
+// signalsHandled is set while a test handles SIGINT/SIGTERM itself.
+var signalsHandled atomic.Bool
+
 // onInterrupt registers f to run if the run is interrupted; the returned
 // func unregisters it (call it from the normal cleanup).
 func onInterrupt(f func()) func() {
@@ -46,7 +50,14 @@ func TestMain(m *testing.M) {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	go func() {
-		s := <-sigs
+		var s os.Signal
+		for s = range sigs {
+			// A test that stops on a signal by design (make cluster's
+			// TestClusterUp) tears down in order itself.
+			if !signalsHandled.Load() {
+				break
+			}
+		}
 		fmt.Fprintf(os.Stderr, "e2e: %v: removing everything this run created\n", s)
 		interruptMu.Lock()
 		// Newest first: daemons and pods before the simulator under them.
