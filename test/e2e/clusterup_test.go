@@ -6,10 +6,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -97,7 +98,7 @@ current-context: vpcchain-sim
 	t.Cleanup(func() { os.Remove(kubeconfig) })
 	ec2View := filepath.Join(dir, "ec2.txt")
 	t.Cleanup(func() { os.Remove(ec2View) })
-	kc.writeEC2View(t, ec2View)
+	kc.writeEC2View(ec2View)
 
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nThe cluster is up: nodes c1, c2 (containerd 1.6) and c3 (containerd 2.2) on the simulated VPC,\n")
@@ -123,7 +124,7 @@ current-context: vpcchain-sim
 			if err := kc.alive(); err != nil {
 				t.Fatalf("the cluster broke: %v", err)
 			}
-			kc.writeEC2View(t, ec2View)
+			kc.writeEC2View(ec2View)
 		}
 	}
 }
@@ -167,7 +168,7 @@ func (k *kube) forwardToLoopback(t *testing.T) int {
 
 // writeEC2View writes what EC2 (the simulator) says of every node: its
 // instance, its ENIs and their addresses and prefixes.
-func (kc *k8sCluster) writeEC2View(t *testing.T, path string) {
+func (kc *k8sCluster) writeEC2View(path string) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "EC2's view at %s\n", time.Now().UTC().Format(time.RFC3339))
 	for _, kn := range kc.nodes {
@@ -177,11 +178,11 @@ func (kc *k8sCluster) writeEC2View(t *testing.T, path string) {
 		}
 		fmt.Fprintf(&b, "\nnode %s: %s %s in %s, primary %s\n", kn.n.name, inet.InstanceID, inet.InstanceType, inet.AZ, inet.PrimaryIP)
 		for _, e := range inet.ENIs {
-			sec := make([]string, 0, len(e.Secondary))
-			for _, a := range e.Secondary {
+			addrs := slices.SortedFunc(slices.Values(e.Secondary), netip.Addr.Compare)
+			sec := make([]string, 0, len(addrs))
+			for _, a := range addrs {
 				sec = append(sec, a.String())
 			}
-			sort.Strings(sec)
 			fmt.Fprintf(&b, "  device %d %s subnet %s (%s) primary %s, %d secondary: %s\n",
 				e.DeviceIndex, e.ID, e.SubnetID, e.SubnetCIDR, e.PrimaryIP, len(sec), strings.Join(sec, " "))
 			for _, p := range e.Prefixes {
