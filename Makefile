@@ -14,7 +14,7 @@ TESTFLAGS ?= -count=1 -timeout 40m
 CMDS    := $(wildcard cmd/*)
 PLUGINS := $(wildcard plugins/*)
 
-.PHONY: all build tools heavy-tools node-tools cluster-tools cluster cluster-down node-test test unit e2e bench scale demo image image-lock lint clean deps proto fuzz
+.PHONY: all build tools heavy-tools node-tools cluster-tools conformance-tools conformance cluster cluster-down node-test test unit e2e bench scale demo image image-lock lint clean deps proto fuzz
 
 all: build
 
@@ -108,12 +108,36 @@ KUBELET_TEST = VPCCHAIN_BIN=$(BIN) $(GO) test $(GOFLAGS) $(TESTFLAGS) -tags kube
 node-test: deps build tools cluster-tools image
 	$(KUBELET_TEST)
 
+# Kubernetes' own e2e suite (the e2e.test binary of k8s.io/kubernetes
+# v1.33.13) and its agnhost, for `make conformance`; cached like the others.
+conformance-tools: cluster-tools $(BIN)/tools/k8s-e2e.test $(BIN)/tools/agnhost $(BIN)/tools/coredns
+# CoreDNS, the cluster DNS of `make conformance` and `make cluster`.
+$(BIN)/tools/coredns: test/tools/coredns/go.mod
+	@mkdir -p $(BIN)/tools
+	cd test/tools/coredns && CGO_ENABLED=0 $(GO) build $(GOFLAGS) -trimpath -ldflags='-s -w' -o $@.tmp github.com/coredns/coredns
+	mv $@.tmp $@
+$(BIN)/tools/agnhost: test/tools/kube/go.mod
+	@mkdir -p $(BIN)/tools
+	cd test/tools/kube && CGO_ENABLED=0 $(GO) build $(GOFLAGS) -trimpath -ldflags='-s -w' -o $@.tmp k8s.io/kubernetes/test/images/agnhost
+	mv $@.tmp $@
+$(BIN)/tools/k8s-e2e.test: test/tools/kube/go.mod
+	@mkdir -p $(BIN)/tools
+	cd test/tools/kube && CGO_ENABLED=0 $(GO) test $(GOFLAGS) -c -trimpath -ldflags='$(KUBE_LDFLAGS)' -o $@.tmp k8s.io/kubernetes/test/e2e
+	mv $@.tmp $@
+
+# Kubernetes' sig-network Conformance tests (Granular Checks: Pods, Services)
+# on the cluster tier's cluster with our DaemonSet, Calico and CoreDNS; the
+# report and log land in bin/conformance. `make test` runs it last.
+CONFORMANCE_TEST = VPCCHAIN_BIN=$(BIN) VPCCHAIN_CONFORMANCE=1 $(GO) test $(GOFLAGS) -count=1 -timeout 60m -tags kubelet -v -run '^TestConformance$$' ./test/e2e/
+conformance: deps build tools conformance-tools image
+	$(CONFORMANCE_TEST)
+
 # A cluster to use (README "A cluster on the simulator"): the cluster tier's
 # three nodes with our DaemonSet and Calico installed by kubectl, until Ctrl-C
 # or `make cluster-down`. The test binary runs directly (not under go test),
 # so the signal reaches it alone and it tears down in order.
 CLUSTER_DIR := $(BIN)/cluster
-cluster: deps build tools cluster-tools image
+cluster: deps build tools cluster-tools $(BIN)/tools/coredns image
 	$(GO) test $(GOFLAGS) -c -tags kubelet -o $(BIN)/e2e-kubelet.test ./test/e2e/
 	cd test/e2e && VPCCHAIN_BIN=$(BIN) VPCCHAIN_CLUSTER_DIR=$(CLUSTER_DIR) \
 	  $(BIN)/e2e-kubelet.test -test.run '^TestClusterUp$$' -test.timeout 0 -test.v
@@ -125,10 +149,11 @@ cluster-down:
 	  while kill -0 $$pid 2>/dev/null; do sleep 1; done; echo "stopped"
 
 # All tests: unit + end-to-end (needs root; installs missing Debian packages).
-test: deps lint build tools cluster-tools image
+test: deps lint build tools conformance-tools image
 	VPCCHAIN_BIN=$(BIN) $(GO) test $(GOFLAGS) $(TESTFLAGS) ./...
 	cd test/tools && $(GO) test $(GOFLAGS) $(TESTFLAGS) ./...
 	$(KUBELET_TEST)
+	$(CONFORMANCE_TEST)
 	$(MAKE) fuzz FUZZTIME=5000x
 
 # Each fuzz target for a bounded number of inputs (the seed corpora also run in `go test`).

@@ -3,10 +3,13 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha1"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
@@ -14,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math/big"
 	"net"
 	"net/netip"
 	"net/url"
@@ -343,6 +347,9 @@ type kube struct {
 	env        []string
 	apiserver  *bgProc
 	pki        string
+	// kubeletCA is the CA of the API server's kubelet client certificate
+	// (cluster mode): kubelets accept only it.
+	kubeletCA string
 	// server is the API server's URL for the node's own processes;
 	// remoteServer for other nodes' (the same unless it listens on the
 	// node's primary IP).
@@ -461,19 +468,26 @@ current-context: e2e
 	}
 	admission := "--enable-admission-plugins="
 	privileged := "--allow-privileged=false"
+	var kubeletClient []string
 	if o.rbac {
 		// As kubeadm and EKS set it up: privileged pods allowed (kube-proxy
 		// and network agents need them), the Node authorizer and admission.
 		authz, admission, privileged = "Node,RBAC", "--enable-admission-plugins=NodeRestriction", "--allow-privileged=true"
+		// The API server reaches the kubelets (logs, exec, port-forward)
+		// with a client certificate from a CA only the kubelets trust.
+		crt, key := k.kubeletClientPKI(t)
+		kubeletClient = []string{"--kubelet-client-certificate=" + crt, "--kubelet-client-key=" + key,
+			"--kubelet-preferred-address-types=InternalIP"}
 	}
-	k.apiserver = startInNode(t, n, dir, "kube-apiserver", k.env, apiserverBin,
-		"--etcd-servers=http://127.0.0.1:2379", "--bind-address="+bind, "--advertise-address="+advertise,
-		"--secure-port=6443", "--cert-dir="+filepath.Join(pki, "certs"),
-		"--authorization-mode="+authz, "--token-auth-file="+filepath.Join(pki, "tokens.csv"),
+	args := append([]string{apiserverBin,
+		"--etcd-servers=http://127.0.0.1:2379", "--bind-address=" + bind, "--advertise-address=" + advertise,
+		"--secure-port=6443", "--cert-dir=" + filepath.Join(pki, "certs"),
+		"--authorization-mode=" + authz, "--token-auth-file=" + filepath.Join(pki, "tokens.csv"),
 		"--service-cluster-ip-range=10.96.0.0/16", "--service-account-issuer=https://kubernetes.default.svc",
-		"--service-account-key-file="+filepath.Join(pki, "sa.pub"),
-		"--service-account-signing-key-file="+filepath.Join(pki, "sa.key"),
-		"--enable-priority-and-fairness=false", admission, privileged)
+		"--service-account-key-file=" + filepath.Join(pki, "sa.pub"),
+		"--service-account-signing-key-file=" + filepath.Join(pki, "sa.key"),
+		"--enable-priority-and-fairness=false", admission, privileged}, kubeletClient...)
+	k.apiserver = startInNode(t, n, dir, "kube-apiserver", k.env, args...)
 	waitFor(t, 90*time.Second, "kube-apiserver", k.apiserver.running, func() error {
 		out, err := k.kubectl("", "get", "--raw", "/readyz")
 		if err == nil && strings.TrimSpace(out) != "ok" {
@@ -772,4 +786,51 @@ func checkStatusFile(t *testing.T, path, iface string, ip netip.Addr) {
 	if st.IfaceName != iface || !slices.Contains(st.IPv4Nets, ip.String()+"/32") {
 		t.Fatalf("endpoint-status file %s = %s, want ifaceName %s and ipv4Nets [%s/32]", path, b, iface, ip)
 	}
+}
+
+// kubeletClientPKI makes a CA (k.kubeletCA) and the API server's kubelet
+// client certificate signed by it; it returns the certificate and key files.
+func (k *kube) kubeletClientPKI(t *testing.T) (string, string) {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "kubelet-client-ca"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(7 * 24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2),
+		Subject:   pkix.Name{CommonName: "kube-apiserver-kubelet-client", Organization: []string{"system:masters"}},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(7 * 24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.kubeletCA = filepath.Join(k.pki, "kubelet-client-ca.crt")
+	crt, keyFile := filepath.Join(k.pki, "apiserver-kubelet-client.crt"), filepath.Join(k.pki, "apiserver-kubelet-client.key")
+	for f, b := range map[string][]byte{
+		k.kubeletCA: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
+		crt:         pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		keyFile:     pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
+	} {
+		if err := os.WriteFile(f, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return crt, keyFile
 }

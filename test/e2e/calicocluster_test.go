@@ -47,13 +47,7 @@ const firstResultDir = "/run/vpcchain-e2e-first"
 // for it already written, and its one connection attempt at start goes
 // through when the policy allows it and is dropped when it does not.
 func TestClusterCalico(t *testing.T) {
-	requireRoot(t)
-	bin := binDir(t)
-	cb := findClusterBins(t, bin)
-	archive := filepath.Join(bin, "image", "vpcchain.oci.tar")
-	if _, err := os.Stat(archive); err != nil {
-		t.Fatalf("%s missing: run `make image`: %v", archive, err)
-	}
+	bin, cb, archive := clusterPrereqs(t)
 	crds := calicoCRDs(t)
 	calicoArchive := buildCalicoNodeImage(t, bin, t.TempDir())
 	kc := startK8sCluster(t, cb, []clusterNodeSpec{{"p1", false}, {"p2", true}}, archive, calicoArchive)
@@ -71,25 +65,26 @@ func TestClusterCalico(t *testing.T) {
 	kc.applyOverlay(t, "../../conflist/manifests/calico-policy-only.yaml", calicoOverlay, "calico-node")
 	t.Logf("vpcchain (policy hook on) and calico-node Ready on %d nodes %v after the first kubectl apply", len(kc.nodes), time.Since(start).Round(time.Second))
 
-	// The server, on p1.
-	kc.kubectlOK(fmt.Sprintf(`apiVersion: v1
-kind: Pod
-metadata: {name: srv, namespace: default, labels: {app: srv}}
-spec:
-  nodeName: p1
-  automountServiceAccountToken: false
-  enableServiceLinks: false
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: web
-    image: %s
-    imagePullPolicy: Never
-    command: ["/bin/busybox", "sh", "-c", "busybox mkdir -p /www && echo srv > /www/name && exec busybox httpd -f -p 8080 -h /www"]
-`, busyboxImage), "apply", "-f", "-")
+	// The server (app: web, answering its name), on p1.
+	kc.kubectlOK(podManifest("srv", "p1", ""), "apply", "-f", "-")
 	kc.kubectlOK("", "wait", "--for=condition=Ready", "--timeout=120s", "pod/srv")
 	srv := netip.AddrPortFrom(netip.MustParseAddr(kc.kubectlOK("", "get", "pod", "srv", "-o", "jsonpath={.status.podIP}")), 8080)
 	if ann := kc.kubectlOK("", "get", "pod", "srv", "-o", `jsonpath={.metadata.annotations.cni\.projectcalico\.org/podIP}`); ann != srv.Addr().String()+"/32" {
 		t.Errorf("srv's cni.projectcalico.org/podIP = %q, want %s/32 (published by policy-hook)", ann, srv.Addr())
+	}
+
+	// kubectl exec and logs reach the kubelets (the API server's kubelet
+	// client certificate); the installer says it wrote the hook's kubeconfig.
+	if out := kc.kubectlOK("", "exec", "srv", "--", "/bin/busybox", "cat", "/www/name"); out != "srv" {
+		t.Errorf("kubectl exec srv: %q, want srv", out)
+	}
+	for _, kn := range kc.nodes {
+		pod := kc.kubectlOK("", "-n", "kube-system", "get", "pods", "-l", "app.kubernetes.io/name=vpcchain",
+			"--field-selector", "spec.nodeName="+kn.n.name, "-o", "jsonpath={.items[0].metadata.name}")
+		logs := kc.kubectlOK("", "-n", "kube-system", "logs", pod, "-c", "install-cni-config")
+		if !strings.Contains(logs, "wrote /host/etc/cni/net.d/vpcchain-kubeconfig") {
+			t.Errorf("installer on %s (kubectl logs %s) never wrote the hook's kubeconfig:\n%s", kn.n.name, pod, tail(logs, 10))
+		}
 	}
 
 	// Without a policy, new pods on both nodes reach it with their first
@@ -111,7 +106,7 @@ apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata: {name: allow-clients, namespace: default}
 spec:
-  podSelector: {matchLabels: {app: srv}}
+  podSelector: {matchLabels: {app: web}}
   policyTypes: [Ingress]
   ingress:
   - from: [{podSelector: {matchLabels: {role: client}}}]

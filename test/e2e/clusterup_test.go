@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -54,15 +53,11 @@ func TestClusterUp(t *testing.T) {
 	}
 	t.Cleanup(func() { os.Remove(pidFile) })
 
-	bin := binDir(t)
-	cb := findClusterBins(t, bin)
-	archive := filepath.Join(bin, "image", "vpcchain.oci.tar")
-	if _, err := os.Stat(archive); err != nil {
-		t.Fatalf("%s missing: run `make image`: %v", archive, err)
-	}
+	bin, cb, archive := clusterPrereqs(t)
 	crds := calicoCRDs(t)
 	calicoArchive := buildCalicoNodeImage(t, bin, t.TempDir())
-	kc := startK8sCluster(t, cb, []clusterNodeSpec{{"c1", false}, {"c2", false}, {"c3", true}}, archive, calicoArchive)
+	dnsArchive := buildCoreDNSImage(t, bin, t.TempDir())
+	kc := startK8sCluster(t, cb, []clusterNodeSpec{{"c1", false}, {"c2", false}, {"c3", true}}, archive, calicoArchive, dnsArchive)
 	if stopped() {
 		return
 	}
@@ -73,6 +68,7 @@ func TestClusterUp(t *testing.T) {
 	}
 	kc.kubectlOK("", "apply", "--server-side", "-f", crds)
 	kc.applyOverlay(t, "../../conflist/manifests/calico-policy-only.yaml", calicoOverlay, "calico-node")
+	kc.deployDNS(t)
 	if stopped() {
 		return
 	}
@@ -102,7 +98,7 @@ current-context: vpcchain-sim
 
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nThe cluster is up: nodes c1, c2 (containerd 1.6) and c3 (containerd 2.2) on the simulated VPC,\n")
-	fmt.Fprintf(&b, "with vpcchain (policy hook on) and Calico policy-only installed by kubectl.\n\n")
+	fmt.Fprintf(&b, "with vpcchain (policy hook on) and Calico policy-only installed by kubectl, and CoreDNS for cluster.local.\n\n")
 	fmt.Fprintf(&b, "  export KUBECONFIG=%s\n  kubectl get nodes,pods -A -o wide\n\n", kubeconfig)
 	fmt.Fprintf(&b, "Images on every node (use imagePullPolicy: Never): %s (a static busybox: sh, httpd, nc).\n", busyboxImage)
 	fmt.Fprintf(&b, "EC2's view of the nodes' ENIs and addresses, refreshed every 5 s: %s\n", ec2View)
@@ -138,31 +134,7 @@ func (k *kube) forwardToLoopback(t *testing.T) int {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	target := strings.TrimPrefix(k.remoteServer, "https://")
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				var up net.Conn
-				if err := k.n.do(func() error {
-					var err error
-					up, err = net.DialTimeout("tcp4", target, 3*time.Second)
-					return err
-				}); err != nil {
-					return
-				}
-				defer up.Close()
-				done := make(chan struct{}, 2)
-				go func() { _, _ = io.Copy(up, c); done <- struct{}{} }()
-				go func() { _, _ = io.Copy(c, up); done <- struct{}{} }()
-				<-done
-			}()
-		}
-	}()
+	go forward(ln, k.n, strings.TrimPrefix(k.remoteServer, "https://"))
 	return ln.Addr().(*net.TCPAddr).Port
 }
 

@@ -40,13 +40,7 @@ patches:
 // EC2 has on their node's ENIs; Services and a hostPort work through
 // kube-proxy and portmap (checkServices).
 func TestClusterInstall(t *testing.T) {
-	requireRoot(t)
-	bin := binDir(t)
-	cb := findClusterBins(t, bin)
-	archive := filepath.Join(bin, "image", "vpcchain.oci.tar")
-	if _, err := os.Stat(archive); err != nil {
-		t.Fatalf("%s missing: run `make image`: %v", archive, err)
-	}
+	_, cb, archive := clusterPrereqs(t)
 	specs := []clusterNodeSpec{{"k1", false}, {"k2", false}, {"k3", true}}
 	kc := startK8sCluster(t, cb, specs, archive)
 	k := kc.k

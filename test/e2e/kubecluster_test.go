@@ -52,6 +52,20 @@ func findClusterBins(t *testing.T, bin string) clusterBins {
 	return cb
 }
 
+// clusterPrereqs is what every cluster test needs: root, the built
+// binaries' directory, the tier's binaries and the image `make image` built.
+func clusterPrereqs(t *testing.T) (bin string, cb clusterBins, archive string) {
+	t.Helper()
+	requireRoot(t)
+	bin = binDir(t)
+	cb = findClusterBins(t, bin)
+	archive = filepath.Join(bin, "image", "vpcchain.oci.tar")
+	if _, err := os.Stat(archive); err != nil {
+		t.Fatalf("%s missing: run `make image`: %v", archive, err)
+	}
+	return bin, cb, archive
+}
+
 // startK8sCluster brings the cluster up with the archives' images in every
 // node's containerd, and waits until every node has registered (NotReady:
 // no network plugin yet).
@@ -154,4 +168,105 @@ func (kc *k8sCluster) kubectlOK(stdin string, args ...string) string {
 		kc.t.Fatalf("%v\n%s", err, out)
 	}
 	return strings.TrimSpace(out)
+}
+
+// clusterDNSIP is the kube-dns Service's address, the kubelets' clusterDNS.
+const clusterDNSIP = "10.96.0.10"
+
+// corednsImage is CoreDNS v1.12.1 (`make conformance-tools`), built here
+// as a one-binary image.
+const corednsImage = "vpcchain.e2e/coredns:v1.12.1"
+
+func buildCoreDNSImage(t *testing.T, bin, dir string) string {
+	t.Helper()
+	coredns := filepath.Join(bin, "tools", "coredns")
+	if _, err := os.Stat(coredns); err != nil {
+		t.Fatalf("%s missing: run `make conformance-tools`: %v", coredns, err)
+	}
+	return writeOCIImage(t, filepath.Join(dir, "coredns.oci.tar"), corednsImage, []string{"/coredns"}, map[string]string{"/coredns": coredns})
+}
+
+// deployDNS runs CoreDNS as kubeadm sets it up (kube-dns Service at
+// clusterDNSIP, the kubernetes plugin for cluster.local, least-privilege
+// RBAC); there is no upstream resolver on the simulator, so other names
+// fail. Pods reach it through our chain like any Service.
+func (kc *k8sCluster) deployDNS(t *testing.T) {
+	t.Helper()
+	kc.kubectlOK(fmt.Sprintf(`apiVersion: v1
+kind: ServiceAccount
+metadata: {name: coredns, namespace: kube-system}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "system:coredns"}
+rules:
+- apiGroups: [""]
+  resources: [endpoints, services, pods, namespaces]
+  verbs: [list, watch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "system:coredns"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:coredns"}
+subjects: [{kind: ServiceAccount, name: coredns, namespace: kube-system}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: coredns, namespace: kube-system}
+data:
+  Corefile: |
+    .:53 {
+        errors
+        health :8080
+        ready :8181
+        kubernetes cluster.local in-addr.arpa ip6.arpa {
+            pods insecure
+            fallthrough in-addr.arpa ip6.arpa
+        }
+        cache 30
+    }
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: coredns, namespace: kube-system, labels: {k8s-app: kube-dns}}
+spec:
+  replicas: 1
+  selector: {matchLabels: {k8s-app: kube-dns}}
+  template:
+    metadata: {labels: {k8s-app: kube-dns}}
+    spec:
+      serviceAccountName: coredns
+      priorityClassName: system-cluster-critical
+      dnsPolicy: Default
+      tolerations: [{operator: Exists}]
+      containers:
+      - name: coredns
+        image: %s
+        imagePullPolicy: Never
+        args: ["-conf", "/etc/coredns/Corefile"]
+        ports:
+        - {name: dns, containerPort: 53, protocol: UDP}
+        - {name: dns-tcp, containerPort: 53, protocol: TCP}
+        readinessProbe: {httpGet: {path: /ready, port: 8181}, periodSeconds: 2}
+        livenessProbe: {httpGet: {path: /health, port: 8080}, initialDelaySeconds: 30}
+        volumeMounts: [{name: config, mountPath: /etc/coredns, readOnly: true}]
+      volumes: [{name: config, configMap: {name: coredns}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: kube-dns, namespace: kube-system, labels: {k8s-app: kube-dns}}
+spec:
+  clusterIP: %s
+  selector: {k8s-app: kube-dns}
+  ports:
+  - {name: dns, port: 53, protocol: UDP}
+  - {name: dns-tcp, port: 53, protocol: TCP}
+`, corednsImage, clusterDNSIP), "apply", "-f", "-")
+	if out, err := kc.k.kubectl("", "-n", "kube-system", "rollout", "status", "deployment/coredns", "--timeout=120s"); err != nil {
+		pods, _ := kc.k.kubectl("", "-n", "kube-system", "get", "pods", "-o", "wide")
+		t.Fatalf("CoreDNS: %v\n%s\n%s", err, out, pods)
+	}
 }

@@ -80,30 +80,34 @@ func proxyAPIServer(t *testing.T, from, to *node) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
+	go forward(ln, to, "127.0.0.1:6443")
+}
+
+// forward serves ln until it is closed: each connection is spliced to
+// target, dialled inside node to.
+func forward(ln net.Listener, to *node, target string) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			var up net.Conn
+			if err := to.do(func() error {
+				var err error
+				up, err = net.DialTimeout("tcp4", target, 3*time.Second)
+				return err
+			}); err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				var up net.Conn
-				if err := to.do(func() error {
-					var err error
-					up, err = net.DialTimeout("tcp4", "127.0.0.1:6443", 3*time.Second)
-					return err
-				}); err != nil {
-					return
-				}
-				defer up.Close()
-				done := make(chan struct{}, 2)
-				go func() { _, _ = io.Copy(up, c); done <- struct{}{} }()
-				go func() { _, _ = io.Copy(c, up); done <- struct{}{} }()
-				<-done
-			}()
-		}
-	}()
+			defer up.Close()
+			done := make(chan struct{}, 2)
+			go func() { _, _ = io.Copy(up, c); done <- struct{}{} }()
+			go func() { _, _ = io.Copy(c, up); done <- struct{}{} }()
+			<-done
+		}()
+	}
 }
 
 // newKubeNode prepares a node's directories, images and CNI bin dir (the
@@ -572,12 +576,19 @@ func (kn *kubeNode) writeKubeletConfig(k *kube, nodeIP netip.Addr) {
 			kn.t.Fatal(err)
 		}
 	}
-	cfg := fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
+	// A single node's kubelet serves only its own namespace's loopback;
+	// a cluster's serves the API server (logs, exec), which alone holds a
+	// certificate of the CA it trusts.
+	serve := "address: 127.0.0.1\nauthentication: {anonymous: {enabled: true}, webhook: {enabled: false}}\n"
+	if k.kubeletCA != "" {
+		serve = fmt.Sprintf("address: 0.0.0.0\nauthentication: {anonymous: {enabled: false}, webhook: {enabled: false}, x509: {clientCAFile: %q}}\n", k.kubeletCA) +
+			// The cluster's DNS Service (deployDNS), where a test deploys one.
+			"clusterDNS: [" + clusterDNSIP + "]\nclusterDomain: cluster.local\n"
+	}
+	cfg := serve + fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
-address: 127.0.0.1
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
-authentication: {anonymous: {enabled: true}, webhook: {enabled: false}}
 authorization: {mode: AlwaysAllow}
 cgroupDriver: cgroupfs
 cgroupsPerQOS: false
