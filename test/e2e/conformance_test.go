@@ -174,18 +174,10 @@ func readJUnit(t *testing.T, dir string) []junitCase {
 // image's rootfs.sh.
 func buildAgnhostImage(t *testing.T, bin, agnhost, dir string) string {
 	t.Helper()
-	root := filepath.Join(dir, "agnhost-rootfs")
-	cmd := exec.Command("sh", "../../build/image/rootfs.sh", "testdata/agnhost/packages.lock", root, filepath.Join(bin, "image", "agnhost-debs"))
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("agnhost userland: %v\n%s", err, out)
-	}
-	files, err := ociimage.Tree(root, "/")
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Debian's netcat-openbsd postinst makes nc an alternative; nslookup is
 	// busybox's, as in the upstream (Alpine) image.
-	files = append(files, ociimage.File{Path: "/bin/nc", Mode: fs.ModeSymlink | 0o777, Link: "/bin/nc.openbsd"},
+	files := debianUserland(t, bin, dir, "agnhost",
+		ociimage.File{Path: "/bin/nc", Mode: fs.ModeSymlink | 0o777, Link: "/bin/nc.openbsd"},
 		ociimage.File{Path: "/usr/bin/nslookup", Mode: fs.ModeSymlink | 0o777, Link: "/bin/busybox"})
 	base, err := ociimage.Layer(files)
 	if err != nil {
@@ -211,11 +203,6 @@ func buildAgnhostImage(t *testing.T, bin, agnhost, dir string) string {
 // that only need to exist.
 func buildE2EPauseImage(t *testing.T, dir string) string {
 	t.Helper()
-	pause := filepath.Join(dir, "pause")
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", pause, "./testdata/pause")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build pause: %v\n%s", err, out)
-	}
+	pause := buildPause(t, dir)
 	return writeOCIImage(t, filepath.Join(dir, "e2e-pause.oci.tar"), e2ePauseImage, []string{"/pause"}, map[string]string{"/pause": pause})
 }

@@ -22,16 +22,42 @@ import (
 // image as OCI layout tars.
 func (kn *kubeNode) buildImages(busybox string) {
 	t := kn.t
-	pause := filepath.Join(kn.dir, "pause")
+	pause := buildPause(t, kn.dir)
+	kn.images = []string{
+		writeOCIImage(t, filepath.Join(kn.dir, "pause.oci.tar"), pauseImage, []string{"/pause"}, map[string]string{"/pause": pause}),
+		writeOCIImage(t, filepath.Join(kn.dir, "busybox.oci.tar"), busyboxImage, []string{"/bin/busybox", "sh"}, map[string]string{"/bin/busybox": busybox}),
+	}
+}
+
+// buildPause builds our Go pause into dir and returns its path.
+func buildPause(t *testing.T, dir string) string {
+	t.Helper()
+	pause := filepath.Join(dir, "pause")
 	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", pause, "./testdata/pause")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build pause: %v\n%s", err, out)
 	}
-	kn.images = []string{
-		writeOCIImage(t, filepath.Join(kn.dir, "pause.oci.tar"), pauseImage, []string{"/pause"}, map[string]string{"/pause": pause}),
-		writeOCIImage(t, filepath.Join(kn.dir, "busybox.oci.tar"), busyboxImage, []string{"/bin/busybox", "sh"}, map[string]string{"/bin/busybox": busybox}),
+	return pause
+}
+
+// debianUserland unpacks the Debian packages a lock pins (downloaded into
+// bin/image/<name>-debs) with the product image's rootfs.sh into
+// dir/<name>-rootfs and lists them as image files, with the links Debian's
+// maintainer scripts would have made.
+func debianUserland(t *testing.T, bin, dir, name string, links ...ociimage.File) []ociimage.File {
+	t.Helper()
+	root := filepath.Join(dir, name+"-rootfs")
+	cmd := exec.Command("sh", "../../build/image/rootfs.sh", filepath.Join("testdata", name, "packages.lock"), root,
+		filepath.Join(bin, "image", name+"-debs"))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s userland: %v\n%s", name, err, out)
 	}
+	files, err := ociimage.Tree(root, "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(files, links...)
 }
 
 func (kn *kubeNode) importImages() {
@@ -97,19 +123,10 @@ func buildCalicoNodeImage(t *testing.T, bin, dir string) string {
 	if _, err := os.Stat(calicoNode); err != nil {
 		t.Fatalf("%s missing: run `make cluster-tools`: %v", calicoNode, err)
 	}
-	root := filepath.Join(dir, "calico-node-rootfs")
-	cache := filepath.Join(bin, "image", "calico-node-debs")
-	cmd := exec.Command("sh", "../../build/image/rootfs.sh", "testdata/calico-node/packages.lock", root, cache)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("calico/node userland: %v\n%s", err, out)
-	}
-	userland, err := ociimage.Tree(root, "/")
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Debian's debianutils postinst makes `which` an alternative; start_runit
 	// runs /usr/bin/which.
-	userland = append(userland, ociimage.File{Path: "/usr/bin/which", Mode: fs.ModeSymlink | 0o777, Link: "/usr/bin/which.debianutils"})
+	userland := debianUserland(t, bin, dir, "calico-node",
+		ociimage.File{Path: "/usr/bin/which", Mode: fs.ModeSymlink | 0o777, Link: "/usr/bin/which.debianutils"})
 
 	nodeFS := filepath.Join(calicoModule(t), "node", "filesystem")
 	etc, err := ociimage.Tree(filepath.Join(nodeFS, "etc"), "/etc")
