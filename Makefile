@@ -210,11 +210,13 @@ lint:
 	$(GO) vet ./...
 	$(GO) vet -tags kubelet ./test/e2e/
 
-# Regenerate the checked-in gRPC code (needs protoc, protoc-gen-go v1.36.12,
-# protoc-gen-go-grpc v1.5.1 on PATH).
+# Regenerate the checked-in protobuf and ttrpc code: protoc from Debian
+# (3.21.12), the generators at the versions go.mod pins.
 proto:
-	protoc --go_out=. --go_opt=module=github.com/vpcchain/vpcchain \
-	  --go-grpc_out=. --go-grpc_opt=module=github.com/vpcchain/vpcchain api/ipam/v1/ipam.proto
+	command -v protoc >/dev/null || apt-get install -y protobuf-compiler
+	$(GO) build -o $(BIN)/proto/ google.golang.org/protobuf/cmd/protoc-gen-go github.com/containerd/ttrpc/cmd/protoc-gen-go-ttrpc
+	PATH=$(BIN)/proto:$$PATH protoc --go_out=. --go_opt=module=github.com/vpcchain/vpcchain \
+	  --go-ttrpc_out=. --go-ttrpc_opt=module=github.com/vpcchain/vpcchain,prefix=TTRPC api/ipam/v1/ipam.proto
 
 clean:
 	rm -rf $(BIN)

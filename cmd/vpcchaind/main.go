@@ -138,7 +138,11 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Socket, err)
 	}
-	srv := ipamd.NewServer(d)
+	srv, err := ipamd.NewServer(d)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("start: %w", err)
+	}
 	done := make(chan struct{})
 	go func() { defer close(done); d.Run(ctx) }()
 	metricsDone := make(chan struct{})

@@ -7,8 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"google.golang.org/grpc"
-
 	ipamv1 "github.com/vpcchain/vpcchain/api/ipam/v1"
 	"github.com/vpcchain/vpcchain/internal/ipamclient"
 )
@@ -151,7 +149,7 @@ func TestPrintStatus(t *testing.T) {
 }
 
 type fakeDaemon struct {
-	ipamv1.UnimplementedIPAMServer
+	ipamclient.UnimplementedIPAM
 	reply *ipamv1.IntrospectReply
 }
 
@@ -168,10 +166,12 @@ func TestStatusAgainstDaemon(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
-	ipamv1.RegisterIPAMServer(srv, &fakeDaemon{reply: sampleReply()})
-	go srv.Serve(l) //nolint:errcheck // ends with Stop
-	t.Cleanup(srv.Stop)
+	srv, err := ipamclient.NewServer(&fakeDaemon{reply: sampleReply()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(context.Background(), l) //nolint:errcheck // ends with Close
+	t.Cleanup(func() { srv.Close() })
 
 	code, out, errs := runCLI(t, "status", "--socket", path)
 	if code != 0 || out != wantStatus {

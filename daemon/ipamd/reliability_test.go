@@ -53,7 +53,10 @@ func TestStatusReadyWithEmptyPool(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	srv := NewServer(d)
+	srv, err := NewServer(d)
+	if err != nil {
+		t.Fatal(err)
+	}
 	st, err := srv.Status(context.Background(), &ipamv1.StatusRequest{ApiVersion: ipamclient.APIVersion})
 	if err != nil {
 		t.Fatal(err)

@@ -4,10 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"sort"
+	"sync"
+	"time"
 
+	"github.com/containerd/ttrpc"
+	"github.com/soheilhy/cmux"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
@@ -20,36 +25,92 @@ import (
 	"github.com/vpcchain/vpcchain/internal/ipamclient"
 )
 
-// Server is the daemon's gRPC front end (api/ipam/v1) plus the standard
-// gRPC health service.
+// Server is the daemon's front end on its socket: the IPAM API
+// (api/ipam/v1) over ttrpc for the plugin, and the standard gRPC health
+// service for probes and the installer. Both clients speak first, so the
+// connection's first bytes tell them apart (an HTTP/2 preface is gRPC).
 type Server struct {
-	ipamv1.UnimplementedIPAMServer
 	d      *Daemon
+	ttrpc  *ttrpc.Server
 	grpc   *grpc.Server
 	health *health.Server
+
+	mu      sync.Mutex
+	ln      net.Listener
+	stopped bool
 }
 
+// matchTimeout bounds how long a connection may stay silent before its
+// protocol is known.
+const matchTimeout = 10 * time.Second
+
 // NewServer wraps d. Health answers SERVING only once d is ready.
-func NewServer(d *Daemon) *Server {
+func NewServer(d *Daemon) (*Server, error) {
 	s := &Server{d: d, grpc: grpc.NewServer(), health: health.NewServer()}
-	ipamv1.RegisterIPAMServer(s.grpc, s)
+	t, err := ipamclient.NewServer(s)
+	if err != nil {
+		return nil, err
+	}
+	s.ttrpc = t
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	st := healthpb.HealthCheckResponse_NOT_SERVING
 	if ok, _, _ := d.Ready(); ok {
 		st = healthpb.HealthCheckResponse_SERVING
 	}
 	s.health.SetServingStatus("", st)
-	s.health.SetServingStatus(ipamv1.IPAM_ServiceDesc.ServiceName, st)
-	return s
+	s.health.SetServingStatus(ipamServiceName, st)
+	return s, nil
 }
 
+// ipamServiceName is the IPAM service's protobuf name, for health checks
+// of that service alone.
+const ipamServiceName = "vpcchain.ipam.v1.IPAM"
+
 // Serve answers on ln until Stop.
-func (s *Server) Serve(ln net.Listener) error { return s.grpc.Serve(ln) }
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		ln.Close()
+		return nil
+	}
+	s.ln = ln
+	s.mu.Unlock()
+	m := cmux.New(ln)
+	m.SetReadTimeout(matchTimeout)
+	grpcL := m.Match(cmux.HTTP2())
+	ttrpcL := m.Match(ttrpcFrame)
+	go func() { _ = s.grpc.Serve(grpcL) }()
+	go func() { _ = s.ttrpc.Serve(context.Background(), ttrpcL) }()
+	err := m.Serve()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return nil
+	}
+	return err
+}
+
+// ttrpcFrame matches a ttrpc client's first frame: it starts with the
+// message length, big-endian, and ttrpc refuses messages of 4 MiB and more,
+// so its first byte is 0. Anything else (silence included) is closed.
+func ttrpcFrame(r io.Reader) bool {
+	var b [1]byte
+	n, err := io.ReadFull(r, b[:])
+	return n == 1 && err == nil && b[0] == 0
+}
 
 // Stop ends every RPC in flight and closes the listeners.
 func (s *Server) Stop() {
 	s.health.Shutdown()
+	s.mu.Lock()
+	s.stopped = true
+	if s.ln != nil {
+		s.ln.Close() // cmux's Close leaves its listener open
+	}
+	s.mu.Unlock()
 	s.grpc.Stop()
+	_ = s.ttrpc.Close()
 }
 
 // keyOf validates a request's key (InvalidArgument naming the field): a key

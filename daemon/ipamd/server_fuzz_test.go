@@ -32,7 +32,11 @@ func newServerDaemon(tb testing.TB) (*Daemon, *Server) {
 	if st := d.Stats(); st.Available == 0 {
 		tb.Fatalf("pool did not fill: %+v", st)
 	}
-	return d, NewServer(d)
+	srv, err := NewServer(d)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return d, srv
 }
 
 // silentTB drops the daemon's log lines.

@@ -4,8 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
+	"syscall"
 	"time"
+
+	"github.com/containerd/ttrpc"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -96,17 +100,16 @@ func (e *VersionMismatchError) Error() string {
 func (e *VersionMismatchError) Is(target error) bool { return target == ErrVersionMismatch }
 
 // mapErr turns an RPC error into the documented Go errors. The caller's ctx
-// is consulted first: when it expired, the status the transport made up
-// (DeadlineExceeded, sometimes Unavailable while connecting) is not the
-// daemon's answer.
+// is consulted first: when it expired, the error the transport made up is
+// not the daemon's answer.
 func (c *Client) mapErr(ctx context.Context, op string, err error) error {
 	if err == nil {
 		return nil
 	}
 	ctxErr := ctx.Err()
 	if dl, ok := ctx.Deadline(); ok && ctxErr == nil && !time.Now().Before(dl) {
-		// gRPC times the deadline itself and may answer before ctx's own
-		// timer has marked it done.
+		// The transport may see the deadline pass before ctx's own timer
+		// has marked it done.
 		ctxErr = context.DeadlineExceeded
 	}
 	switch {
@@ -114,6 +117,10 @@ func (c *Client) mapErr(ctx context.Context, op string, err error) error {
 		return fmt.Errorf("vpcchain daemon socket %s: %s: %w (%w)", c.socket, op, ErrTimeout, ctxErr)
 	case ctxErr != nil:
 		return fmt.Errorf("vpcchain daemon socket %s: %s: %w", c.socket, op, ctxErr)
+	}
+	if connectionLost(err) {
+		return &UnavailableError{Socket: c.socket, Op: op, Err: err,
+			msg: fmt.Sprintf("vpcchain daemon socket %s: %s: daemon unavailable (the daemon closed the connection: is it restarting?): %v", c.socket, op, err)}
 	}
 	st, ok := status.FromError(err)
 	if !ok {
@@ -133,6 +140,13 @@ func (c *Client) mapErr(ctx context.Context, op string, err error) error {
 		return fmt.Errorf("vpcchain daemon socket %s: %s: %w: %s", c.socket, op, ErrTimeout, st.Message())
 	}
 	return fmt.Errorf("vpcchain daemon socket %s: %s: %w", c.socket, op, err)
+}
+
+// connectionLost: the connection ended before the daemon answered (it
+// stopped or restarted); the request may or may not have been served.
+func connectionLost(err error) bool {
+	return errors.Is(err, ttrpc.ErrClosed) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 // versionMismatchFromStatus reads the versions from the status' ErrorInfo.

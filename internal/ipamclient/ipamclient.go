@@ -1,21 +1,26 @@
 // Package ipamclient is the one client of the vpcchain daemon's IPAM API
-// (api/ipam/v1) and the home of the constants both sides share: the API
-// version and the default socket path.
+// (api/ipam/v1) and the home of what both sides share: the API version, the
+// default socket path, the socket's creation (Listen) and the status codes.
+//
+// The API is served over ttrpc (containerd's protobuf RPC for short-lived
+// clients on unix sockets): vpc-ipam runs once per ADD and once per DEL, and
+// a ttrpc client costs one connect and one message where a gRPC client pays
+// for HTTP/2 and links several times more code to start. The daemon answers
+// the standard gRPC health service on the same socket (conflist.CheckHealth).
 //
 // The client is thin: every method fills the request's api_version and maps
-// the daemon's gRPC status to a Go error the caller can branch on:
+// the daemon's status to a Go error the caller can branch on:
 //
-//	codes.Unavailable         -> ErrDaemonUnavailable (errors.Is; *UnavailableError)
+//	codes.Unavailable, connection lost -> ErrDaemonUnavailable (errors.Is; *UnavailableError)
 //	codes.ResourceExhausted   -> *NoAddressError{Reason}
 //	codes.FailedPrecondition  -> *VersionMismatchError (errors.Is ErrVersionMismatch)
 //	codes.NotFound            -> ErrNotFound (errors.Is)
 //	codes.DeadlineExceeded    -> ErrTimeout (errors.Is), also a caller's expired ctx
-//	anything else             -> an error wrapping the gRPC status
+//	anything else             -> an error wrapping the status
 //
-// Dial checks that the socket exists and is a socket before it returns, so a
+// Dial checks that the socket exists and is a socket and connects, so a
 // missing daemon is reported at once and precisely ("vpcchain daemon socket
-// /var/run/vpcchain/ipamd.sock: no such file (is the daemon running?)")
-// instead of as a gRPC connection error after a timeout.
+// /var/run/vpcchain/ipamd.sock: no such file (is the daemon running?)").
 //
 // The daemon side uses CheckVersion on every request and the status helpers
 // (NoAddressStatus, VersionMismatchStatus) so that both ends agree on codes,
@@ -28,11 +33,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
-	"path/filepath"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"github.com/containerd/ttrpc"
 
 	ipamv1 "github.com/vpcchain/vpcchain/api/ipam/v1"
 )
@@ -55,16 +59,14 @@ const (
 // Client is a connection to the daemon. It is safe for concurrent use.
 type Client struct {
 	socket string
-	conn   *grpc.ClientConn
-	rpc    ipamv1.IPAMClient
+	conn   *ttrpc.Client
+	rpc    ipamv1.TTRPCIPAMService
 }
 
-// Dial returns a client of the daemon listening on socketPath. It fails with
-// an *UnavailableError (errors.Is ErrDaemonUnavailable) when the path does
-// not exist, is not a socket or cannot be examined. It does not connect: the
-// first RPC does, and fails fast (codes.Unavailable -> ErrDaemonUnavailable)
-// when nobody listens. ctx is not used for connecting; pass the RPC deadline
-// to the methods.
+// Dial connects to the daemon listening on socketPath. It fails with an
+// *UnavailableError (errors.Is ErrDaemonUnavailable) when the path does not
+// exist, is not a socket, cannot be examined or nobody listens on it; ctx
+// bounds the connect.
 func Dial(ctx context.Context, socketPath string) (*Client, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -75,15 +77,17 @@ func Dial(ctx context.Context, socketPath string) (*Client, error) {
 	if err := checkSocket(socketPath); err != nil {
 		return nil, err
 	}
-	target := "unix:" + socketPath // relative: unix:path
-	if filepath.IsAbs(socketPath) {
-		target = "unix://" + socketPath // absolute: unix:///path
-	}
-	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", socketPath)
 	if err != nil {
-		return nil, fmt.Errorf("vpcchain daemon socket %s: cannot create gRPC client: %w", socketPath, err)
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("vpcchain daemon socket %s: connect: %w (%w)", socketPath, ErrTimeout, ctx.Err())
+		}
+		return nil, &UnavailableError{Socket: socketPath, Op: "dial", Err: err,
+			msg: fmt.Sprintf("vpcchain daemon socket %s: connect: daemon unavailable (is the daemon running?): %v", socketPath, err)}
 	}
-	return &Client{socket: socketPath, conn: conn, rpc: ipamv1.NewIPAMClient(conn)}, nil
+	c := ttrpc.NewClient(conn)
+	return &Client{socket: socketPath, conn: c, rpc: ipamv1.NewTTRPCIPAMClient(c)}, nil
 }
 
 // checkSocket reports a missing or wrong socket file as *UnavailableError.

@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/ttrpc"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -28,7 +28,7 @@ import (
 // records the api_version of every request and refuses wrong ones with
 // CheckVersion, like the real daemon.
 type fakeDaemon struct {
-	ipamv1.UnimplementedIPAMServer
+	UnimplementedIPAM
 	version uint32 // the version it speaks; 0 = APIVersion
 
 	mu       sync.Mutex
@@ -123,6 +123,18 @@ func sockDir(t *testing.T) string {
 	return dir
 }
 
+// startServer answers f's API on l until the test ends.
+func startServer(t *testing.T, l net.Listener, f ipamv1.TTRPCIPAMService) *ttrpc.Server {
+	t.Helper()
+	srv, err := NewServer(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(context.Background(), l) //nolint:errcheck // ends with Close
+	t.Cleanup(func() { srv.Close() })
+	return srv
+}
+
 // serve starts f on a fresh socket (made by Listen) and returns a client.
 func serve(t *testing.T, f *fakeDaemon) (*Client, string) {
 	t.Helper()
@@ -131,10 +143,7 @@ func serve(t *testing.T, f *fakeDaemon) (*Client, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
-	ipamv1.RegisterIPAMServer(srv, f)
-	go srv.Serve(l) //nolint:errcheck // ends with Stop
-	t.Cleanup(srv.Stop)
+	startServer(t, l, f)
 	c, err := Dial(context.Background(), path)
 	if err != nil {
 		t.Fatal(err)
@@ -458,22 +467,47 @@ func staleSocket(t *testing.T, path string) {
 func TestNobodyListening(t *testing.T) {
 	path := filepath.Join(sockDir(t), "ipamd.sock")
 	staleSocket(t, path)
-	c, err := Dial(context.Background(), path)
-	if err != nil {
-		t.Fatalf("Dial on a stale socket: %v (it should only fail at the first RPC)", err)
-	}
-	defer c.Close()
 	start := time.Now()
-	_, err = c.Add(ctxTimeout(t, 5*time.Second), &ipamv1.AddRequest{})
+	_, err := Dial(ctxTimeout(t, 5*time.Second), path)
 	var ue *UnavailableError
-	if !errors.Is(err, ErrDaemonUnavailable) || !errors.As(err, &ue) || ue.Op != "Add" {
-		t.Fatalf("want *UnavailableError from Add, got %T %v", err, err)
+	if !errors.Is(err, ErrDaemonUnavailable) || !errors.As(err, &ue) || ue.Op != "dial" || !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("want *UnavailableError (connection refused) from Dial, got %T %v", err, err)
 	}
 	if !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "is the daemon running?") {
 		t.Errorf("message %q", err)
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("failing took %v: a dead daemon must be reported fast", d)
+	}
+}
+
+// A daemon that goes away while a call waits (a restart) is "unavailable",
+// not an unknown error: the plugin's caller may retry.
+func TestDaemonGoneDuringCall(t *testing.T) {
+	f := &fakeDaemon{}
+	path := filepath.Join(sockDir(t), "ipamd.sock")
+	l, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := startServer(t, l, f)
+	c, err := Dial(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	f.set(nil, true)
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		srv.Close()
+	}()
+	_, err = c.Add(ctxTimeout(t, 10*time.Second), &ipamv1.AddRequest{})
+	var ue *UnavailableError
+	if !errors.Is(err, ErrDaemonUnavailable) || !errors.As(err, &ue) || ue.Op != "Add" {
+		t.Fatalf("want *UnavailableError from Add, got %T %v", err, err)
+	}
+	if !strings.Contains(err.Error(), path) {
+		t.Errorf("message %q does not name the socket", err)
 	}
 }
 
@@ -531,10 +565,7 @@ func TestListenReplacesStaleSocket(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Listen over a stale socket: %v", err)
 	}
-	srv := grpc.NewServer()
-	ipamv1.RegisterIPAMServer(srv, f)
-	go srv.Serve(l) //nolint:errcheck // ends with Stop
-	defer srv.Stop()
+	startServer(t, l, f)
 	c, err := Dial(context.Background(), path)
 	if err != nil {
 		t.Fatal(err)

@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -53,7 +52,7 @@ func TestMain(m *testing.M) {
 // same key gets the same address, Check answers NotFound on any mismatch,
 // GC releases the keys of a network that are not valid.
 type fakeDaemon struct {
-	ipamv1.UnimplementedIPAMServer
+	ipamclient.UnimplementedIPAM
 
 	mu        sync.Mutex
 	free      []string
@@ -209,10 +208,12 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
-	ipamv1.RegisterIPAMServer(srv, e.d)
-	go srv.Serve(l) //nolint:errcheck // ends with Stop
-	t.Cleanup(srv.Stop)
+	srv, err := ipamclient.NewServer(e.d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(context.Background(), l) //nolint:errcheck // ends with Close
+	t.Cleanup(func() { srv.Close() })
 	return e
 }
 

@@ -1,5 +1,6 @@
 // The API between the vpc-ipam CNI plugin and the warm-pool daemon, served
-// over gRPC on a root-only unix socket. Every request carries the client's
+// over ttrpc on a root-only unix socket (the same socket also answers the
+// standard gRPC health service). Every request carries the client's
 // API version; the daemon refuses a version it does not speak
 // (FailedPrecondition) so a mismatched plugin fails loudly, not subtly.
 
