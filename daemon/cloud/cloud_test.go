@@ -111,6 +111,7 @@ func checkENI(t *testing.T, e *env, got ENI) {
 	want := ENI{ID: v.ID, MAC: v.MAC, DeviceNumber: v.DeviceIndex, SubnetID: v.SubnetID, SubnetCIDR: v.SubnetCIDR,
 		PrimaryIP: v.PrimaryIP, IPs: v.Secondary, Prefixes: v.Prefixes, Tags: v.Tags, AttachmentID: v.AttachmentID,
 		Primary: v.DeviceIndex == 0, Status: v.Status}
+	got.DeleteOnTermination = false // the tests check it against the instance's attachments
 	if !reflect.DeepEqual(norm(got), norm(want)) {
 		t.Errorf("ENI\n got %+v\nwant %+v", got, want)
 	}
@@ -214,9 +215,16 @@ func TestCreateAndAttachENI(t *testing.T) {
 				!eni.PrimaryIP.IsValid() || eni.MAC == "" || len(eni.IPs) != tt.ips || len(eni.Prefixes) != tt.prefixes {
 				t.Errorf("returned ENI: %+v", eni)
 			}
+			if e.deleteOnTermination(t, eni.ID) || eni.DeleteOnTermination {
+				t.Error("DeleteOnTermination set by the create: it is the caller's, off the pods' path")
+			}
+			if err := e.c.SetDeleteOnTermination(ctx, eni.ID, eni.AttachmentID); err != nil {
+				t.Fatal(err)
+			}
 			if !e.deleteOnTermination(t, eni.ID) {
 				t.Error("DeleteOnTermination not set")
 			}
+			eni.DeleteOnTermination = true // as EC2 now describes it
 			if got := eni.Tags[TagInstanceID]; got != e.node.InstanceID {
 				t.Errorf("tag %s = %q", TagInstanceID, got)
 			}
@@ -280,7 +288,6 @@ func TestCreateAndAttachENIRecovers(t *testing.T) {
 		{"create 5xx then success", 3, func(f *vpcsim.Faults) { f.Inject("CreateNetworkInterface", "InternalError", 2) }},
 		{"lost attach, SDK retry fails in use: re-described", 3, func(f *vpcsim.Faults) { f.LoseResponses("AttachNetworkInterface", 1) }},
 		{"lost attach, no retry: re-described", 1, func(f *vpcsim.Faults) { f.LoseResponses("AttachNetworkInterface", 1) }},
-		{"lost modify", 3, func(f *vpcsim.Faults) { f.LoseResponses("ModifyNetworkInterfaceAttribute", 1) }},
 		{"throttled attach", 3, func(f *vpcsim.Faults) { f.Inject("AttachNetworkInterface", "RequestLimitExceeded", 2) }},
 	}
 	for _, tt := range tests {
@@ -307,15 +314,56 @@ func TestCreateAndAttachENIRecovers(t *testing.T) {
 			if eni.AttachmentID == "" || eni.DeviceNumber != 1 || len(eni.IPs) != 3 {
 				t.Errorf("ENI %+v", eni)
 			}
+		})
+	}
+}
+
+// SetDeleteOnTermination survives a lost answer (the SDK's retry sets it
+// again: the call is idempotent), and a refusal leaves the ENI attached and
+// working, with a classifiable error for the caller's retry.
+func TestSetDeleteOnTermination(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		attempts int
+		fault    func(f *vpcsim.Faults)
+		wantCode string
+	}{
+		{"lost answer, SDK retry", 3, func(f *vpcsim.Faults) { f.LoseResponses("ModifyNetworkInterfaceAttribute", 1) }, ""},
+		{"refused", 3, func(f *vpcsim.Faults) { f.Inject("ModifyNetworkInterfaceAttribute", "UnauthorizedOperation", 1) }, "UnauthorizedOperation"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t)
+			c := e.client(t, func(o *Options) { o.MaxAttempts = tt.attempts })
+			eni := e.createAttach(t, c, 1, 2)
+			tt.fault(e.sim.Faults)
+			err := c.SetDeleteOnTermination(context.Background(), eni.ID, eni.AttachmentID)
+			if tt.wantCode != "" {
+				if ErrorCode(err) != tt.wantCode {
+					t.Fatalf("error %v, want code %s", err, tt.wantCode)
+				}
+				if e.deleteOnTermination(t, eni.ID) {
+					t.Error("DeleteOnTermination set although refused")
+				}
+				if got, derr := c.DescribeENI(context.Background(), eni.ID); derr != nil || got.AttachmentID != eni.AttachmentID {
+					t.Errorf("the ENI after a refused modify: %+v, %v; want it still attached", got, derr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
 			if !e.deleteOnTermination(t, eni.ID) {
 				t.Error("DeleteOnTermination not set")
+			}
+			if got, err := c.DescribeENI(context.Background(), eni.ID); err != nil || !got.DeleteOnTermination {
+				t.Errorf("describe after the modify: DeleteOnTermination %v, %v", got.DeleteOnTermination, err)
 			}
 		})
 	}
 }
 
-// A failed create, attach or modify leaves no ENI behind and keeps the
-// error classifiable.
+// A failed create or attach leaves no ENI behind and keeps the error
+// classifiable.
 func TestCreateAndAttachENIFailureLeavesNothing(t *testing.T) {
 	tests := []struct {
 		name  string
@@ -327,10 +375,6 @@ func TestCreateAndAttachENIFailureLeavesNothing(t *testing.T) {
 			e.createAttach(t, e.c, 2, 0)
 			return e.input(3, 0, 0)
 		}, func(err error) bool { return IsLimitExceeded(err) && ErrorCode(err) == "AttachmentLimitExceeded" }},
-		{"modify fails: detached and deleted", func(t *testing.T, e *env) CreateENIInput {
-			e.sim.Faults.Inject("ModifyNetworkInterfaceAttribute", "UnauthorizedOperation", 1)
-			return e.input(1, 2, 0)
-		}, func(err error) bool { return ErrorCode(err) == "UnauthorizedOperation" }},
 		{"attach refused", func(t *testing.T, e *env) CreateENIInput {
 			e.sim.Faults.Deny("AttachNetworkInterface", true)
 			return e.input(1, 0, 0)

@@ -27,8 +27,11 @@ type ENI struct {
 	Prefixes     []netip.Prefix
 	Tags         map[string]string
 	AttachmentID string
-	Primary      bool
-	Status       string
+	// DeleteOnTermination: the attachment goes with the instance (from
+	// EC2's describe; IMDS does not say, and reads false).
+	DeleteOnTermination bool
+	Primary             bool
+	Status              string
 }
 
 // Subnet is a VPC subnet.
@@ -68,6 +71,7 @@ func toENI(ni types.NetworkInterface, cidrs map[string]netip.Prefix) (ENI, error
 	e.SubnetCIDR = cidrs[e.SubnetID]
 	if ni.Attachment != nil {
 		e.AttachmentID = aws.ToString(ni.Attachment.AttachmentId)
+		e.DeleteOnTermination = aws.ToBool(ni.Attachment.DeleteOnTermination)
 		e.DeviceNumber = int(aws.ToInt32(ni.Attachment.DeviceIndex))
 		e.Primary = e.DeviceNumber == 0
 	}
@@ -266,16 +270,19 @@ func (c *Client) createTags(instanceID, token string) []types.Tag {
 	return tags
 }
 
-// CreateAndAttachENI creates an ENI, attaches it at in.DeviceIndex and sets
-// DeleteOnTermination, without leaking it on any failure:
+// CreateAndAttachENI creates an ENI and attaches it at in.DeviceIndex,
+// without leaking it on any failure:
 //   - the create carries a ClientToken (the SDK's retries of a lost response
 //     get the same ENI back) and a create-token tag (if every attempt's
 //     answer is lost, the ENI is found by that tag);
 //   - a lost attach response is recovered by re-reading the ENI;
-//   - if attaching or setting DeleteOnTermination fails, the ENI is
-//     detached and deleted, even if ctx is cancelled meanwhile.
+//   - if attaching fails, the ENI is detached and deleted, even if ctx is
+//     cancelled meanwhile.
 //
-// The returned ENI is fully described, subnet CIDR included.
+// The caller sets DeleteOnTermination (SetDeleteOnTermination) once it has
+// wired the ENI, off the path of the pods waiting for it: until then the ENI
+// outlives a terminated node only as a detached, tagged ENI, which the leak
+// sweep deletes. The returned ENI is fully described, subnet CIDR included.
 func (c *Client) CreateAndAttachENI(ctx context.Context, in CreateENIInput) (ENI, error) {
 	switch {
 	case in.SubnetID == "" || in.InstanceID == "":
@@ -332,19 +339,24 @@ func (c *Client) CreateAndAttachENI(ctx context.Context, in CreateENIInput) (ENI
 	if err != nil {
 		return ENI{}, c.discard(ctx, id, attID, fmt.Errorf("attach %s to %s at device %d: %w", id, in.InstanceID, in.DeviceIndex, err))
 	}
-	// DeleteOnTermination: a terminated node must not leave the ENI behind.
-	if _, err := c.ec2.ModifyNetworkInterfaceAttribute(ctx, &ec2.ModifyNetworkInterfaceAttributeInput{
-		NetworkInterfaceId: aws.String(id),
-		Attachment: &types.NetworkInterfaceAttachmentChanges{AttachmentId: aws.String(attID),
-			DeleteOnTermination: aws.Bool(true)}}); err != nil {
-		return ENI{}, c.discard(ctx, id, attID, fmt.Errorf("set DeleteOnTermination on %s: %w", id, err))
-	}
 	e, err := toENI(ni, cidrs)
 	if err != nil {
 		return ENI{}, c.discard(ctx, id, attID, err)
 	}
 	e.AttachmentID, e.DeviceNumber, e.Primary, e.Status = attID, dev, false, string(types.NetworkInterfaceStatusInUse)
 	return e, nil
+}
+
+// SetDeleteOnTermination makes EC2 delete the ENI with the instance, so a
+// terminated node leaves no ENI behind. It is idempotent.
+func (c *Client) SetDeleteOnTermination(ctx context.Context, eniID, attachmentID string) error {
+	if _, err := c.ec2.ModifyNetworkInterfaceAttribute(ctx, &ec2.ModifyNetworkInterfaceAttributeInput{
+		NetworkInterfaceId: aws.String(eniID),
+		Attachment: &types.NetworkInterfaceAttachmentChanges{AttachmentId: aws.String(attachmentID),
+			DeleteOnTermination: aws.Bool(true)}}); err != nil {
+		return fmt.Errorf("set DeleteOnTermination on %s: %w", eniID, err)
+	}
+	return nil
 }
 
 // findCreated looks an ENI up by its create token (after a create whose

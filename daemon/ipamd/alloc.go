@@ -70,6 +70,7 @@ func (d *Daemon) Add(key store.Key, podNS, podName, netns string) (_ Allocation,
 	ip, eniID, ok := pool.PickAddress(d.pcfg, snap)
 	if !ok {
 		d.counters["add_no_address"]++
+		d.noteWaitingLocked(key)
 		d.kickLocked()
 		reason := d.noAddressReasonLocked(snap)
 		d.mu.Unlock()
@@ -93,6 +94,7 @@ func (d *Daemon) Add(key store.Key, podNS, podName, netns string) (_ Allocation,
 	d.byKey[key] = a
 	d.byIP[ip] = key
 	delete(d.released, ip)
+	d.doneWaitingLocked(key)
 	d.counters["add"]++
 	// The surplus is lowest right after an ADD; the pool step the kick
 	// triggers may already see a cooldown's end that hides the dip.
@@ -108,6 +110,7 @@ func (d *Daemon) Add(key store.Key, podNS, podName, netns string) (_ Allocation,
 func (d *Daemon) Del(key store.Key) (Allocation, bool, error) {
 	d.mu.Lock()
 	d.waitInflightLocked(key)
+	d.doneWaitingLocked(key)
 	a, ok := d.byKey[key]
 	if !ok {
 		d.mu.Unlock()

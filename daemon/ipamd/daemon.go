@@ -34,6 +34,7 @@ type Cloud interface {
 	InstanceLimits(ctx context.Context, instanceType string) (instancelimits.Limits, error)
 	Subnets(ctx context.Context, vpcID, az string) ([]cloud.Subnet, error)
 	CreateAndAttachENI(ctx context.Context, in cloud.CreateENIInput) (cloud.ENI, error)
+	SetDeleteOnTermination(ctx context.Context, eniID, attachmentID string) error
 	AssignIPs(ctx context.Context, eniID string, n int) ([]netip.Addr, error)
 	AssignPrefixes(ctx context.Context, eniID string, n int) ([]netip.Prefix, error)
 	UnassignIPs(ctx context.Context, eniID string, ips []netip.Addr) error
@@ -197,6 +198,9 @@ type Daemon struct {
 	primaryLink   string
 	unmanagedDevs map[int]bool // devices of ENIs tagged no_manage
 
+	grow        growth
+	subnetCache subnetCache
+
 	kick chan struct{}
 }
 
@@ -247,7 +251,7 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		pruning: map[netip.Addr]bool{}, releasing: map[netip.Addr]string{}, releasingPrefixes: map[netip.Prefix]string{},
 		learned: map[netip.Addr]time.Time{}, learnedPrefix: map[netip.Prefix]time.Time{},
 		unconfirmed: map[netip.Addr]bool{}, unconfirmedPrefixes: map[netip.Prefix]bool{}, disagreements: map[string]bool{},
-		counters: map[string]int64{}, unmanagedDevs: map[int]bool{}, kick: make(chan struct{}, 1)}
+		counters: map[string]int64{}, unmanagedDevs: map[int]bool{}, grow: newGrowth(), kick: make(chan struct{}, 1)}
 	// The store's lock first: a second daemon on the node must fail before
 	// it touches sysctls, links, routes or rules the first one manages.
 	st, err := store.Open(o.StorePath)
@@ -289,6 +293,11 @@ func (d *Daemon) discover(ctx context.Context) error {
 		return fmt.Errorf("discover node from IMDS: %w", err)
 	}
 	d.node = md
+	if d.cfg.SubnetDiscovery && len(md.ENIs) <= 1 {
+		// A fresh node: its first ENIs will need subnet discovery; ask
+		// now, alongside the start's other calls, not when pods wait.
+		go d.prefetchSubnets(ctx)
+	}
 	lim, err := d.cloud.InstanceLimits(ctx, md.InstanceType)
 	if err != nil {
 		return fmt.Errorf("instance limits of %s: %w", md.InstanceType, err)
@@ -374,6 +383,9 @@ func (d *Daemon) adoptENI(ctx context.Context, e cloud.ENI) error {
 	}
 	d.mu.Lock()
 	d.enis[e.ID] = st
+	if !st.primary && !e.DeleteOnTermination && e.AttachmentID != "" {
+		d.grow.dot[e.ID] = e.AttachmentID // settleDeleteOnTermination
+	}
 	for _, a := range e.IPs {
 		d.learned[a] = now
 	}
@@ -482,7 +494,8 @@ func (d *Daemon) eniOfLocked(ip netip.Addr) *eniState {
 // are left out so nothing picks them.
 func (d *Daemon) snapshotLocked() pool.Snapshot {
 	now := d.now()
-	s := pool.Snapshot{Now: now, LastScaleDown: d.lastScaleDown, SurplusFloor: d.surplusFloor, SurplusSince: d.surplusSince}
+	s := pool.Snapshot{Now: now, LastScaleDown: d.lastScaleDown, SurplusFloor: d.surplusFloor, SurplusSince: d.surplusSince,
+		Waiting: d.waitingLocked(now), Growing: d.growingLocked()}
 	for _, c := range d.coolOffs {
 		if now.Before(c.Until) {
 			s.CoolOffs = append(s.CoolOffs, c)

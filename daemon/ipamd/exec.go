@@ -27,13 +27,27 @@ const (
 )
 
 // Step computes and executes one pool decision. It reports whether it did
-// something, so the caller can go on until the pool is at target.
-func (d *Daemon) Step(ctx context.Context) bool {
+// something, so the caller can go on until the pool is at target. Step
+// waits for the action; Run's pool loop runs growth actions concurrently
+// instead (stepAsync).
+func (d *Daemon) Step(ctx context.Context) bool { return d.step(ctx, false) }
+
+// stepAsync is Step for the pool loop: a growth action is started in the
+// background and reported as done at once, so the next decision (which
+// counts it as coming) can start another: a burst on a fresh node creates
+// the ENIs it needs together instead of one after another.
+func (d *Daemon) stepAsync(ctx context.Context) bool { return d.step(ctx, true) }
+
+func (d *Daemon) step(ctx context.Context, async bool) bool {
 	d.opMu.Lock()
 	defer d.opMu.Unlock()
 	d.forgetOldCooldowns()
 	d.retryReleases(ctx)
 	d.mu.Lock()
+	if async && len(d.grow.growing) >= maxConcurrentGrowth {
+		d.mu.Unlock()
+		return false // a growth action's end kicks the loop
+	}
 	snap := d.snapshotLocked()
 	surplus := pool.Surplus(d.pcfg, snap)
 	d.surplusFloor = min(d.surplusFloor, surplus)
@@ -60,14 +74,30 @@ func (d *Daemon) Step(ctx context.Context) bool {
 	for _, p := range dec.Prefixes {
 		d.busyPrefixes[p] = true
 	}
+	if async && dec.Action.Grows() {
+		d.startGrowthLocked(ctx, dec, eni)
+		d.mu.Unlock()
+		return true
+	}
 	d.mu.Unlock()
 
+	err := d.executeTimed(ctx, dec, eni)
+	d.mu.Lock()
+	ok := d.finishLocked(dec, err)
+	d.mu.Unlock()
+	d.settleDeleteOnTermination(ctx)
+	return ok
+}
+
+func (d *Daemon) executeTimed(ctx context.Context, dec pool.Decision, eni eniState) error {
 	cctx, cancel := context.WithTimeout(ctx, ec2CallTimeout)
 	defer cancel()
-	err := d.execute(cctx, dec, eni)
+	return d.execute(cctx, dec, eni)
+}
 
-	d.mu.Lock()
-	defer d.mu.Unlock()
+// finishLocked records the outcome of an executed decision; it reports
+// whether it succeeded.
+func (d *Daemon) finishLocked(dec pool.Decision, err error) bool {
 	for _, ip := range dec.IPs {
 		delete(d.busy, ip)
 	}
@@ -273,6 +303,7 @@ func (d *Daemon) growFailed(ctx context.Context, err error, eniID string) error 
 	var c pool.CoolOff
 	switch {
 	case cloud.IsSubnetFull(err):
+		d.forgetSubnets() // rank the subnets by what is free now
 		c = pool.CoolOff{Scope: pool.CoolOffGrowth, Until: now.Add(subnetFullCoolOff), Reason: "subnet full: " + cloud.ErrorCode(err)}
 	case cloud.IsThrottle(err):
 		c = pool.CoolOff{Scope: pool.CoolOffGrowth, Until: now.Add(throttleCoolOff), Reason: "EC2 throttled the request (RequestLimitExceeded)"}
@@ -344,10 +375,12 @@ func (d *Daemon) createENI(ctx context.Context, dec pool.Decision) error {
 	if err != nil {
 		return d.growFailed(ctx, err, "")
 	}
-	dev, ok := d.freeDevice()
+	dev, ok := d.reserveDevice()
 	if !ok {
 		return d.growFailed(ctx, fmt.Errorf("no free device index below %d", d.limits.MaxENIs), "")
 	}
+	// Adopted or given back by the time this returns.
+	defer d.unreserveDevice(dev)
 	in := cloud.CreateENIInput{SubnetID: subnet, Groups: d.node.SecurityGroups, InstanceID: d.node.InstanceID,
 		DeviceIndex: dev, Description: "vpcchain-" + d.node.InstanceID}
 	if dec.Unit == pool.UnitPrefix {
@@ -376,7 +409,7 @@ func (d *Daemon) pickSubnet(ctx context.Context) (string, error) {
 	if !d.cfg.SubnetDiscovery {
 		return d.node.SubnetID, nil
 	}
-	subs, err := d.cloud.Subnets(ctx, d.node.VPCID, d.node.AZ)
+	subs, err := d.subnets(ctx)
 	if err != nil {
 		d.logf("subnet discovery failed, using the node's subnet: %v", err)
 		return d.node.SubnetID, nil
@@ -395,10 +428,15 @@ func (d *Daemon) pickSubnet(ctx context.Context) (string, error) {
 	return eligible[0].ID, nil
 }
 
-func (d *Daemon) freeDevice() (int, bool) {
+// reserveDevice picks the lowest device index no ENI uses and no ENI being
+// created has taken (creations run concurrently).
+func (d *Daemon) reserveDevice() (int, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	used := map[int]bool{}
+	for dev := range d.grow.devReserved {
+		used[dev] = true
+	}
 	for _, e := range d.enis {
 		used[e.dev] = true
 	}
@@ -407,10 +445,17 @@ func (d *Daemon) freeDevice() (int, bool) {
 	}
 	for dev := 1; dev < d.limits.MaxENIs; dev++ {
 		if !used[dev] {
+			d.grow.devReserved[dev] = true
 			return dev, true
 		}
 	}
 	return 0, false
+}
+
+func (d *Daemon) unreserveDevice(dev int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.grow.devReserved, dev)
 }
 
 func (d *Daemon) deleteENI(ctx context.Context, eni eniState) error {

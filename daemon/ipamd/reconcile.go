@@ -28,6 +28,7 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 			d.logf("reconcile: %v", err)
 		}
 		cancel()
+		d.settleDeleteOnTermination(ctx)
 		// Declarative and cheap: also repairs rules someone else flushed.
 		if err := d.SyncSNAT(); err != nil {
 			d.logf("reconcile SNAT: %v", err)
@@ -49,6 +50,8 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 func (d *Daemon) Reconcile(ctx context.Context) error {
 	d.opMu.Lock()
 	defer d.opMu.Unlock()
+	d.grow.mu.Lock() // wait for growth in flight: no ENI half-created
+	defer d.grow.mu.Unlock()
 	md, err := d.cloud.MetadataNode(ctx)
 	if err == nil {
 		d.noteVPCCIDRs(md.VPCCIDRs)

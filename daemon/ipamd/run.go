@@ -26,6 +26,7 @@ func (d *Daemon) Run(ctx context.Context) {
 		go func() { defer wg.Done(); d.sweepLoop(ctx) }()
 	}
 	wg.Wait()
+	d.grow.wg.Wait() // growth actions in flight end with ctx
 }
 
 func (d *Daemon) poolLoop(ctx context.Context) {
@@ -33,7 +34,7 @@ func (d *Daemon) poolLoop(ctx context.Context) {
 	defer t.Stop()
 	for {
 		// Act until the pool is at target (or blocked), then wait.
-		for ctx.Err() == nil && d.Step(ctx) {
+		for ctx.Err() == nil && d.stepAsync(ctx) {
 		}
 		select {
 		case <-ctx.Done():

@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"net/netip"
@@ -81,7 +82,7 @@ func Decide(c Config, s Snapshot) Decision {
 		return Decision{Reason: "invalid config: " + err.Error()}
 	}
 	p := planner{c: c, s: s, mode: c.Mode(), cd: c.IPCooldownPeriod, slots: c.SlotsPerENI()}
-	st := statsOf(c, s.ENIs, s.Now)
+	st := withDemand(c, statsOf(c, s.ENIs, s.Now), s)
 	p.st = st
 
 	short, why := shortfall(c, st)
@@ -96,6 +97,17 @@ func Decide(c Config, s Snapshot) Decision {
 		blocked = reason
 	}
 
+	if len(s.Growing) > 0 {
+		// Never give back while growing: what is in flight is not in the
+		// snapshot yet, so a surplus seen now may be gone when it lands.
+		switch {
+		case low:
+			return p.none(blocked)
+		case short > 0:
+			return p.none(fmt.Sprintf("%s, but node max pods %d reached", why, c.MaxPods))
+		}
+		return p.none(fmt.Sprintf("%d addresses on their way", st.Growing))
+	}
 	shrinks := []func() (Decision, bool){p.releaseLeftovers}
 	if !low {
 		shrinks = append(shrinks, p.deleteENI, p.releaseSurplus)
@@ -154,6 +166,12 @@ func (p planner) summary() string {
 	if st.LeftoverTotal > 0 {
 		s += fmt.Sprintf(" leftover=%d(assigned %d)", st.LeftoverTotal, st.LeftoverAssigned)
 	}
+	if st.Waiting > 0 {
+		s += fmt.Sprintf(" waiting=%d", st.Waiting)
+	}
+	if st.Growing > 0 {
+		s += fmt.Sprintf(" growing=%d", st.Growing)
+	}
 	return s
 }
 
@@ -165,38 +183,44 @@ func ceilDiv(a, b int) int {
 }
 
 // shortfall is how many units (IPs, or prefixes in prefix mode) the pool
-// lacks to meet its targets, ignoring the max-pods cap; 0 = not low.
+// lacks to meet its targets and serve the waiting pods, counting what growth
+// in flight will bring and ignoring the max-pods cap; 0 = not low.
 func shortfall(c Config, st Stats) (int, string) {
 	slots := c.SlotsPerENI()
+	have := st.Available + st.Growing
+	waiting := ""
+	if st.Waiting > 0 {
+		waiting = fmt.Sprintf(" + %d waiting pods", st.Waiting)
+	}
 	switch {
 	case c.ipTargets():
 		// WARM_IP_TARGET=0 with MINIMUM_IP_TARGET would stall once the
 		// minimum is used up (as the reference CNI does): keep at least one
 		// address free.
 		warm := max(c.WarmIPTarget, 1)
-		short := max(warm-st.Available, c.MinimumIPTarget-st.Total, 0)
+		short := max(warm+st.Waiting-have, c.MinimumIPTarget-st.Total-st.Growing, 0)
 		if short == 0 {
 			return 0, ""
 		}
-		why := fmt.Sprintf("short %d addresses of WARM_IP_TARGET=%d/MINIMUM_IP_TARGET=%d", short, c.WarmIPTarget, c.MinimumIPTarget)
+		why := fmt.Sprintf("short %d addresses of WARM_IP_TARGET=%d/MINIMUM_IP_TARGET=%d%s", short, c.WarmIPTarget, c.MinimumIPTarget, waiting)
 		if st.Mode == ModePrefix {
 			return ceilDiv(short, PrefixSize), why
 		}
 		return short, why
 	case st.Mode == ModePrefix:
-		want := c.WarmPrefixTarget * PrefixSize
-		if st.Available >= want && st.Available > 0 {
+		want := c.WarmPrefixTarget*PrefixSize + st.Waiting
+		if have >= want && have > 0 {
 			return 0, ""
 		}
-		return max(1, ceilDiv(want-st.Available, PrefixSize)),
-			fmt.Sprintf("available %d < WARM_PREFIX_TARGET=%d x %d", st.Available, c.WarmPrefixTarget, PrefixSize)
+		return max(1, ceilDiv(want-have, PrefixSize)),
+			fmt.Sprintf("available %d < WARM_PREFIX_TARGET=%d x %d%s", have, c.WarmPrefixTarget, PrefixSize, waiting)
 	default:
-		want := c.WarmENITarget * slots
-		if st.Available >= want && st.Available > 0 {
+		want := c.WarmENITarget*slots + st.Waiting
+		if have >= want && have > 0 {
 			return 0, ""
 		}
 		// WARM_ENI_TARGET mode fills a whole ENI per call.
-		return slots, fmt.Sprintf("available %d < WARM_ENI_TARGET=%d x %d", st.Available, c.WarmENITarget, slots)
+		return max(slots, want-have), fmt.Sprintf("available %d < WARM_ENI_TARGET=%d x %d%s", have, c.WarmENITarget, slots, waiting)
 	}
 }
 
@@ -209,9 +233,9 @@ func headroom(c Config, st Stats) int {
 	}
 	capAddrs := c.MaxPods - st.LeftoverAssigned
 	if st.Mode == ModePrefix {
-		return ceilDiv(capAddrs, PrefixSize) - st.Prefixes
+		return ceilDiv(capAddrs, PrefixSize) - st.Prefixes - st.Growing/PrefixSize
 	}
-	return capAddrs - st.Total
+	return capAddrs - st.Total - st.Growing
 }
 
 func lowOf(c Config, st Stats) bool {
@@ -249,20 +273,36 @@ func (p planner) grow(short, head int, why string) (Decision, string, bool) {
 	if p.mode == ModePrefix {
 		assign = ActionAssignPrefixes
 	}
+	busyWithRoom := ""
 	for _, e := range p.byDevice(false) {
-		free := p.slots - e.usedSlots()
+		free := p.slots - e.usedSlots() - p.comingTo(e.ID)
 		if free <= 0 {
+			continue
+		}
+		if p.growing(e.ID) {
+			// One action per ENI at a time; its room is used next.
+			busyWithRoom = cmp.Or(busyWithRoom, e.ID)
 			continue
 		}
 		if _, ok := p.coolOff(CoolOffENI, e.ID); ok {
 			continue
 		}
 		n := min(count, free)
+		if p.fill() {
+			n = min(free, head)
+		}
 		d := p.decision(assign, e.ID, fmt.Sprintf("%s: assign %d %s to %s", why, n, unitOf(p.mode), e.ID))
 		d.Count = n
 		return d, "", true
 	}
-	if len(p.s.ENIs) >= p.c.MaxENIs() {
+	if busyWithRoom != "" {
+		// A new ENI costs more calls than waiting for the action in flight.
+		return Decision{}, fmt.Sprintf("%s: waiting for the assign in flight on %s, which has room for more", why, busyWithRoom), false
+	}
+	if len(p.s.ENIs)+p.st.GrowingENIs >= p.c.MaxENIs() {
+		if p.st.GrowingENIs > 0 {
+			return Decision{}, fmt.Sprintf("%s, but the ENI limit %d is reached with the %d being created", why, p.c.MaxENIs(), p.st.GrowingENIs), false
+		}
 		return Decision{}, fmt.Sprintf("%s, but no ENI has a free slot and the ENI limit %d is reached", why, p.c.MaxENIs()), false
 	}
 	if co, ok := p.coolOff(CoolOffCreateENI, ""); ok {
@@ -270,9 +310,39 @@ func (p planner) grow(short, head int, why string) (Decision, string, bool) {
 			why, co.Until.Format(time.RFC3339), co.Reason), false
 	}
 	n := min(count, p.slots)
+	if p.fill() {
+		n = min(p.slots, head)
+	}
 	d := p.decision(ActionCreateENI, "", fmt.Sprintf("%s: create an ENI with %d %s", why, n, unitOf(p.mode)))
 	d.Count = n
 	return d, "", true
+}
+
+// fill: pods are waiting, so in secondary-IP mode every growth call brings
+// all the addresses it can (up to max pods): during a burst, calls are what
+// the pods wait for, and what turns out surplus is released later. A /28
+// already brings 16.
+func (p planner) fill() bool { return p.st.Waiting > 0 && p.mode == ModeSecondaryIP }
+
+// comingTo is how many units the actions in flight add to ENI id.
+func (p planner) comingTo(id string) int {
+	n := 0
+	for _, g := range p.s.Growing {
+		if g.ENIID == id {
+			n += g.Count
+		}
+	}
+	return n
+}
+
+// growing: an action on ENI id is in flight (one at a time per ENI).
+func (p planner) growing(id string) bool {
+	for _, g := range p.s.Growing {
+		if g.ENIID == id {
+			return true
+		}
+	}
+	return false
 }
 
 func unitOf(m Mode) Unit {

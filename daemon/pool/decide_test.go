@@ -113,6 +113,14 @@ func coolOff(scope CoolOffScope, eni string, left time.Duration) func(*Snapshot)
 	}
 }
 
+func waiting(n int) func(*Snapshot) { return func(s *Snapshot) { s.Waiting = n } }
+
+func growingOn(eni string, n int) func(*Snapshot) {
+	return func(s *Snapshot) { s.Growing = append(s.Growing, Growth{ENIID: eni, Count: n}) }
+}
+
+func creating(n int) func(*Snapshot) { return growingOn("", n) }
+
 func at(s Snapshot, mods ...func(*Snapshot)) Snapshot {
 	for _, m := range mods {
 		m(&s)
@@ -139,6 +147,45 @@ func TestDecide(t *testing.T) {
 		snap Snapshot
 		want want
 	}{
+		// --- demand and growth in flight (a burst on a fresh node): an
+		// m5.large has 3 ENIs of 10 IPv4 addresses, 9 of them for pods.
+		{"burst: primary filling, 27 pods waiting: create an ENI at once", m5large(),
+			at(snap(ipENI(0, old, 0, 0, 0)), waiting(27), growingOn("eni-0", 9)),
+			want{action: ActionCreateENI, count: 9, unit: UnitIP, reason: "27 waiting pods"}},
+		{"burst: one ENI being created too: create the last one", m5large(),
+			at(snap(ipENI(0, old, 0, 0, 0)), waiting(27), growingOn("eni-0", 9), creating(9)),
+			want{action: ActionCreateENI, count: 9, unit: UnitIP}},
+		{"burst: every ENI the type allows on its way: nothing more", m5large(),
+			at(snap(ipENI(0, old, 0, 0, 0)), waiting(27), growingOn("eni-0", 9), creating(9), creating(9)),
+			want{action: ActionNone, reason: "ENI limit 3 is reached with the 2 being created"}},
+		{"an ENI with an assign in flight gets no second one", with(m5large(), warmIP(5)),
+			at(snap(ipENI(0, old, 2, 0, 0), ipENI(1, old, 0, 0, 0)), growingOn("eni-0", 3), waiting(4)),
+			want{action: ActionAssignIPs, eni: "eni-1", count: 9}}, // pods wait: filled
+		{"growth in flight covers the targets: nothing", m5large(),
+			at(snap(ipENI(0, old, 0, 0, 0)), growingOn("eni-0", 9)),
+			want{action: ActionNone, reason: "9 addresses on their way"}},
+		{"never shrink while growing", with(m5large(), warmIP(1)),
+			at(snap(ipENI(0, old, 1, 0, 8), ipENI(1, old, 0, 0, 9)), creating(9)),
+			want{action: ActionNone, reason: "on their way"}},
+		{"prefix mode: a /28 in flight on the primary, more needed: wait for it, no new ENI", with(m5large(), pd(1)),
+			at(snap(ipENI(0, old, 0, 0, 0)), waiting(30), growingOn("eni-0", 1)),
+			want{action: ActionNone, reason: "waiting for the assign in flight on eni-0"}},
+		{"WARM_IP_TARGET with pods waiting: the new ENI comes full", with(m5large(), warmIP(5)),
+			at(snap(ipENI(0, old, 9, 0, 0)), waiting(2)),
+			want{action: ActionCreateENI, count: 9, unit: UnitIP}},
+		{"WARM_IP_TARGET with pods waiting: an assign fills the ENI", with(m5large(), warmIP(2)),
+			at(snap(ipENI(0, old, 3, 0, 0)), waiting(1)),
+			want{action: ActionAssignIPs, eni: "eni-0", count: 6}},
+		{"WARM_IP_TARGET, nobody waiting: exactly the target", with(m5large(), warmIP(2)),
+			snap(ipENI(0, old, 3, 0, 0)),
+			want{action: ActionAssignIPs, eni: "eni-0", count: 2}},
+		{"waiting pods beyond max pods: grow to the cap only", with(m5large(), maxPods(12)),
+			at(snap(ipENI(0, old, 9, 0, 0)), waiting(20)),
+			want{action: ActionCreateENI, count: 3, unit: UnitIP}},
+		{"prefix mode: 30 waiting pods on a fresh node need two /28s", with(m5large(), pd(1)),
+			at(snap(ipENI(0, old, 0, 0, 0)), waiting(30)),
+			want{action: ActionAssignPrefixes, eni: "eni-0", count: 3, unit: UnitPrefix}},
+
 		// --- WARM_ENI_TARGET (defaults)
 		{"fresh m5.large defaults: fill primary ENI with 9 in one call", m5large(), snap(ipENI(0, old, 0, 0, 0)),
 			want{action: ActionAssignIPs, eni: "eni-0", count: 9, unit: UnitIP}},

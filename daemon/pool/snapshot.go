@@ -21,6 +21,19 @@ type Snapshot struct {
 	// Zero SurplusSince: no history, the current surplus is released.
 	SurplusFloor int
 	SurplusSince time.Time
+	// Waiting is how many pods asked for an address, found none and have
+	// not got one since: demand the warm targets cannot see, because an
+	// empty pool shows no use. Growth covers it on top of the targets.
+	Waiting int
+	// Growing are the growth actions in flight: the daemon runs them
+	// concurrently, so the addresses they will bring count as coming.
+	Growing []Growth
+}
+
+// Growth is one growth action in flight.
+type Growth struct {
+	ENIID string // the ENI being assigned to; "" for an ENI being created
+	Count int    // units (IPs, or prefixes in prefix mode) it will add
 }
 
 // ENI is one attached network interface.
@@ -94,6 +107,9 @@ type Stats struct {
 	LeftoverTotal    int // addresses of the inactive kind still held
 	LeftoverAssigned int // ... of which pods still use
 	MaxPods          int
+	Waiting          int // pods that found no address and still wait (Snapshot.Waiting)
+	Growing          int // addresses that growth actions in flight will add
+	GrowingENIs      int // ENIs being created
 }
 
 type counts struct{ total, assigned, cooling int }
@@ -139,7 +155,23 @@ func prefixFree(p Prefix, now time.Time, cd time.Duration) bool {
 
 // ComputeStats counts the snapshot under the config's mode.
 func ComputeStats(c Config, s Snapshot) Stats {
-	return statsOf(c, s.ENIs, s.Now)
+	return withDemand(c, statsOf(c, s.ENIs, s.Now), s)
+}
+
+// withDemand adds the snapshot's waiting pods and growth in flight.
+func withDemand(c Config, st Stats, s Snapshot) Stats {
+	st.Waiting = max(s.Waiting, 0)
+	for _, g := range s.Growing {
+		n := g.Count
+		if c.Mode() == ModePrefix {
+			n *= PrefixSize
+		}
+		st.Growing += n
+		if g.ENIID == "" {
+			st.GrowingENIs++
+		}
+	}
+	return st
 }
 
 func statsOf(c Config, enis []ENI, now time.Time) Stats {

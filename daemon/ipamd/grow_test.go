@@ -1,0 +1,164 @@
+package ipamd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vpcchain/vpcchain/daemon/cloud"
+)
+
+// barrierCloud holds every CreateAndAttachENI until `want` of them are in
+// flight together (or a generous timeout passes), and records the most it
+// saw at once: concurrency shown without timing anything.
+type barrierCloud struct {
+	Cloud
+	want int
+
+	mu      sync.Mutex
+	cond    *sync.Cond
+	inside  int
+	maxSeen int
+}
+
+func (b *barrierCloud) CreateAndAttachENI(ctx context.Context, in cloud.CreateENIInput) (cloud.ENI, error) {
+	b.mu.Lock()
+	b.inside++
+	b.maxSeen = max(b.maxSeen, b.inside)
+	b.cond.Broadcast()
+	deadline := time.AfterFunc(10*time.Second, func() { b.mu.Lock(); b.cond.Broadcast(); b.mu.Unlock() })
+	start := time.Now()
+	for b.maxSeen < b.want && time.Since(start) < 10*time.Second {
+		b.cond.Wait()
+	}
+	deadline.Stop()
+	b.mu.Unlock()
+	defer func() { b.mu.Lock(); b.inside--; b.mu.Unlock() }()
+	return b.Cloud.CreateAndAttachENI(ctx, in)
+}
+
+func (f *fixture) deleteOnTermination(eniID string) bool {
+	for _, i := range f.sim.Cloud.Instances() {
+		if i.InstanceID == f.node.InstanceID {
+			return i.DeleteOnTermination[eniID]
+		}
+	}
+	f.t.Fatalf("instance %s not found", f.node.InstanceID)
+	return false
+}
+
+// A burst on a fresh m5.large (3 ENIs of 10 addresses, 9 for pods each):
+// 27 pods ask before the pool holds anything. The pool loop counts them as
+// waiting and creates both missing ENIs together, full, instead of one
+// after the other; every pod then gets its own address, and each new ENI
+// ends up with DeleteOnTermination.
+func TestBurstCreatesENIsTogether(t *testing.T) {
+	f := newFixture(t, nil)
+	bc := &barrierCloud{Cloud: f.cloud, want: 2}
+	bc.cond = sync.NewCond(&bc.mu)
+	d, err := New(context.Background(), Options{Config: f.cfg, Cloud: bc, Host: f.host, Now: f.clock,
+		StorePath: filepath.Join(f.cfg.StateDir, "ipam.db"), Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	const pods = 27
+	for i := range pods {
+		var none *ErrNoAddress
+		if _, err := d.Add(key(fmt.Sprint(i)), "default", "p", ""); !errors.As(err, &none) {
+			t.Fatalf("ADD on an empty pool: %v, want no address", err)
+		}
+	}
+	if st := d.Stats(); st.Waiting != pods {
+		t.Fatalf("waiting pods %d, want %d", st.Waiting, pods)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { defer close(ran); d.Run(ctx) }()
+	defer func() { cancel(); <-ran }()
+
+	got := map[netip.Addr]bool{}
+	deadline := time.Now().Add(30 * time.Second)
+	for i := 0; i < pods; {
+		a, err := d.Add(key(fmt.Sprint(i)), "default", "p", "")
+		var none *ErrNoAddress
+		switch {
+		case errors.As(err, &none) && time.Now().Before(deadline):
+			time.Sleep(20 * time.Millisecond)
+			continue
+		case err != nil:
+			t.Fatalf("pod %d: %v", i, err)
+		case got[a.IP]:
+			t.Fatalf("pod %d got %s, which another pod has", i, a.IP)
+		}
+		got[a.IP] = true
+		i++
+	}
+	if st := d.Stats(); st.Waiting != 0 || st.Assigned != pods {
+		t.Errorf("after the burst: waiting %d, assigned %d; want 0 and %d", st.Waiting, st.Assigned, pods)
+	}
+	bc.mu.Lock()
+	maxSeen := bc.maxSeen
+	bc.mu.Unlock()
+	if maxSeen != 2 {
+		t.Errorf("at most %d ENI creations in flight together, want 2 (one per missing ENI)", maxSeen)
+	}
+	cancel()
+	<-ran
+	enis, err := f.cloud.InstanceENIs(context.Background(), f.node.InstanceID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(enis) != 3 {
+		t.Fatalf("%d ENIs on the instance, want 3", len(enis))
+	}
+	for _, e := range enis {
+		if !e.Primary && (len(e.IPs) != 9 || !f.deleteOnTermination(e.ID)) {
+			t.Errorf("%s: %d addresses, DeleteOnTermination %v; want 9, true", e.ID, len(e.IPs), f.deleteOnTermination(e.ID))
+		}
+	}
+}
+
+// DeleteOnTermination is set after the new ENI serves; when EC2 refuses it,
+// the ENI keeps serving and the setting is retried (reconcile does) until
+// it holds.
+func TestDeleteOnTerminationRetried(t *testing.T) {
+	f := newFixture(t, nil)
+	d := f.start()
+	defer d.Close()
+	settle(t, d) // the primary ENI's 9 addresses
+	for i := range 9 {
+		if _, err := d.Add(key(fmt.Sprint(i)), "default", "p", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.sim.Faults.Inject("ModifyNetworkInterfaceAttribute", "UnauthorizedOperation", 1)
+	settle(t, d) // a second ENI for the warm target
+	var created string
+	for _, e := range d.Introspect().GetEnis() {
+		if !e.GetPrimary() {
+			created = e.GetId()
+		}
+	}
+	if created == "" {
+		t.Fatal("no ENI created")
+	}
+	if f.deleteOnTermination(created) {
+		t.Fatal("DeleteOnTermination set although EC2 refused it")
+	}
+	if _, err := d.Add(key("after"), "default", "p", ""); err != nil {
+		t.Fatalf("the new ENI does not serve: %v", err)
+	}
+	if n := d.Counters()["delete_on_termination_failed"]; n != 1 {
+		t.Errorf("delete_on_termination_failed = %d, want 1", n)
+	}
+	d.settleDeleteOnTermination(context.Background())
+	if !f.deleteOnTermination(created) {
+		t.Error("DeleteOnTermination not set by the retry")
+	}
+}
