@@ -76,9 +76,10 @@ type Options struct {
 	DescribeQPS   float64
 	DescribeBurst int
 
-	// MaxAttempts is the SDK standard retryer's attempt limit per call
-	// (exponential backoff with jitter on throttling, 5xx and connection
-	// errors); MaxBackoff caps one backoff delay.
+	// MaxAttempts is the SDK retryer's attempt limit per call (exponential
+	// backoff with jitter on throttling, 5xx and connection errors, and a
+	// sending rate that adapts to throttling); MaxBackoff caps one backoff
+	// delay.
 	MaxAttempts int
 	MaxBackoff  time.Duration
 	// DetachTimeout bounds the wait for a detached ENI to become available
@@ -161,9 +162,15 @@ func New(ctx context.Context, o Options) (*Client, error) {
 
 	httpClient := awshttp.NewBuildableClient().WithTimeout(o.HTTPTimeout)
 	retryer := func() aws.Retryer {
-		return retry.NewStandard(func(so *retry.StandardOptions) {
-			so.MaxAttempts = o.MaxAttempts
-			so.MaxBackoff = o.MaxBackoff
+		// Adaptive: once EC2 answers with throttling, the client also slows
+		// its own sending rate (a token bucket the SDK tunes from the
+		// answers), so nodes that together overrun the account's budget back
+		// off instead of each retrying at full speed.
+		return retry.NewAdaptiveMode(func(ao *retry.AdaptiveModeOptions) {
+			ao.StandardOptions = append(ao.StandardOptions, func(so *retry.StandardOptions) {
+				so.MaxAttempts = o.MaxAttempts
+				so.MaxBackoff = o.MaxBackoff
+			})
 		})
 	}
 	var cfg aws.Config
@@ -208,6 +215,15 @@ func (c *Client) Stats() map[string]int64 {
 		out[k] = v
 	}
 	return out
+}
+
+// Throttles is how many attempts EC2 answered with a throttling code so far,
+// retried ones included: the daemon's sign that the account is over its
+// budget even when the SDK's retries got the call through.
+func (c *Client) Throttles() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stats["throttles"]
 }
 
 func (c *Client) count(key string, n int64) {

@@ -318,6 +318,29 @@ func TestCreateAndAttachENIRecovers(t *testing.T) {
 	}
 }
 
+// A create whose every answer was lost, with EC2's describe not showing
+// the new ENI yet (so its create-token tag finds nothing): one more create
+// with the same ClientToken gets that same ENI back, as EC2 promises for a
+// token, instead of failing and leaving it to the leak sweep.
+func TestCreateENILostAndNotDescribedYet(t *testing.T) {
+	e := newEnv(t)
+	c := e.client(t, func(o *Options) { o.MaxAttempts = 1 })
+	e.sim.Cloud.SetDescribeLag(time.Hour)
+	e.sim.Faults.LoseResponses("CreateNetworkInterface", 1)
+	eni, err := c.CreateAndAttachENI(context.Background(), e.input(1, 2, 0))
+	e.sim.Cloud.SetDescribeLag(0)
+	if err != nil {
+		t.Fatalf("CreateAndAttachENI: %v", err)
+	}
+	if n := len(e.sim.Cloud.ENIs()); n != 2 {
+		t.Errorf("%d ENIs exist, want 2: the primary and the one the token made", n)
+	}
+	checkENI(t, e, eni)
+	if got := e.sim.Faults.Calls()["CreateNetworkInterface"]; got != 2 {
+		t.Errorf("CreateNetworkInterface called %d times, want 2 (the lost one, the same token again)", got)
+	}
+}
+
 // SetDeleteOnTermination survives a lost answer (the SDK's retry sets it
 // again: the call is idempotent), and a refusal leaves the ENI attached and
 // working, with a classifiable error for the caller's retry.

@@ -327,10 +327,21 @@ func (c *Client) CreateAndAttachENI(ctx context.Context, in CreateENIInput) (ENI
 		if ferr != nil {
 			return ENI{}, fmt.Errorf("create ENI in %s: %w (and looking for it by its create token: %w)", in.SubnetID, err, ferr)
 		}
+		how := "found by its create token"
 		if found == nil {
-			return ENI{}, fmt.Errorf("create ENI in %s: %w", in.SubnetID, err)
+			// A describe may not show an ENI made a moment ago. One more
+			// create with the same ClientToken is safe either way: EC2
+			// answers with the ENI the token made, or makes it now.
+			again, aerr := c.ec2.CreateNetworkInterface(ctx, input)
+			if aerr == nil && again.NetworkInterface == nil {
+				aerr = errNoENI
+			}
+			if aerr != nil {
+				return ENI{}, fmt.Errorf("create ENI in %s: %w (and once more with the same create token: %w)", in.SubnetID, err, aerr)
+			}
+			found, how = again.NetworkInterface, "answered to the same create token"
 		}
-		c.logf("create ENI in %s failed (%v), but EC2 made it: recovered %s by its create token", in.SubnetID, err, aws.ToString(found.NetworkInterfaceId))
+		c.logf("create ENI in %s failed (%v), but EC2 made it: %s %s", in.SubnetID, err, how, aws.ToString(found.NetworkInterfaceId))
 		ni = *found
 	}
 	id := aws.ToString(ni.NetworkInterfaceId)

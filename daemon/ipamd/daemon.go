@@ -41,6 +41,8 @@ type Cloud interface {
 	UnassignPrefixes(ctx context.Context, eniID string, p []netip.Prefix) error
 	FreeENI(ctx context.Context, eniID, attachmentID string) error
 	SweepLeakedENIs(ctx context.Context, vpcID string, minAge time.Duration) ([]string, error)
+	// Throttles counts the attempts EC2 answered with throttling so far.
+	Throttles() int64
 }
 
 // Host is what the daemon needs of the node's networking (package hostnet).
@@ -193,6 +195,8 @@ type Daemon struct {
 	surplusSince  time.Time
 	lastDecision  pool.Decision
 	lastPoolError string
+	throttled     int   // growth calls throttled in a row (throttleBackoff)
+	seenThrottles int64 // Cloud.Throttles() when last looked at
 	ready         bool
 	counters      map[string]int64
 	primaryLink   string
@@ -259,6 +263,7 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		return nil, fmt.Errorf("open allocation store: %w", err)
 	}
 	d.store = st
+	d.seenThrottles = d.cloud.Throttles()
 	if err := d.discover(ctx); err != nil {
 		_ = st.Close()
 		return nil, err

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"sort"
@@ -19,11 +20,15 @@ import (
 // full subnet; throttling backs off briefly and lets the SDK's retryer and
 // our token bucket do the rest).
 const (
-	subnetFullCoolOff = 2 * time.Minute
-	throttleCoolOff   = 5 * time.Second
-	limitCoolOff      = time.Minute
-	errorCoolOff      = 3 * time.Second
-	ec2CallTimeout    = time.Minute
+	subnetFullCoolOff  = 2 * time.Minute
+	throttleCoolOff    = 5 * time.Second // doubled per throttled growth in a row, up to maxThrottleCoolOff
+	maxThrottleCoolOff = time.Minute
+	// warmThrottleCoolOff: the least hold on warm-target growth after EC2
+	// throttled a call (noteThrottlingLocked).
+	warmThrottleCoolOff = 30 * time.Second
+	limitCoolOff        = time.Minute
+	errorCoolOff        = 3 * time.Second
+	ec2CallTimeout      = time.Minute
 )
 
 // Step computes and executes one pool decision. It reports whether it did
@@ -44,6 +49,7 @@ func (d *Daemon) step(ctx context.Context, async bool) bool {
 	d.forgetOldCooldowns()
 	d.retryReleases(ctx)
 	d.mu.Lock()
+	d.noteThrottlingLocked()
 	if async && len(d.grow.growing) >= maxConcurrentGrowth {
 		d.mu.Unlock()
 		return false // a growth action's end kicks the loop
@@ -112,6 +118,9 @@ func (d *Daemon) finishLocked(dec pool.Decision, err error) bool {
 		return false
 	}
 	d.lastPoolError = ""
+	if dec.Action.Grows() {
+		d.throttled = 0
+	}
 	if dec.Action.Shrinks() {
 		d.lastScaleDown = d.now()
 		d.surplusFloor, d.surplusSince = math.MaxInt, d.lastScaleDown
@@ -306,7 +315,8 @@ func (d *Daemon) growFailed(ctx context.Context, err error, eniID string) error 
 		d.forgetSubnets() // rank the subnets by what is free now
 		c = pool.CoolOff{Scope: pool.CoolOffGrowth, Until: now.Add(subnetFullCoolOff), Reason: "subnet full: " + cloud.ErrorCode(err)}
 	case cloud.IsThrottle(err):
-		c = pool.CoolOff{Scope: pool.CoolOffGrowth, Until: now.Add(throttleCoolOff), Reason: "EC2 throttled the request (RequestLimitExceeded)"}
+		c = pool.CoolOff{Scope: pool.CoolOffGrowth, Until: now.Add(d.throttleBackoff()),
+			Reason: "EC2 throttled the request (RequestLimitExceeded)"}
 	case cloud.ErrorCode(err) == "AttachmentLimitExceeded":
 		c = pool.CoolOff{Scope: pool.CoolOffCreateENI, Until: now.Add(limitCoolOff), Reason: "ENI attachment limit reached"}
 	case cloud.IsLimitExceeded(err):
@@ -321,6 +331,48 @@ func (d *Daemon) growFailed(ctx context.Context, err error, eniID string) error 
 	d.coolOffs = append(pruneCoolOffs(d.coolOffs, now), c)
 	d.mu.Unlock()
 	return err
+}
+
+// noteThrottlingLocked puts growth for the warm targets alone on hold when
+// EC2 throttled any call since the last look, retried ones included: the
+// account is over its budget (a fleet scaling out), and the calls that
+// pods wait for should get it first. The hold is spread over
+// warmThrottleCoolOff to 3 times that, so the fleet's warm-up calls come
+// back spread out; every further throttle starts a new one.
+func (d *Daemon) noteThrottlingLocked() {
+	n := d.cloud.Throttles()
+	if n == d.seenThrottles {
+		return
+	}
+	d.seenThrottles = n
+	now := d.now()
+	d.coolOffs = append(pruneCoolOffs(d.coolOffs, now), pool.CoolOff{Scope: pool.CoolOffWarm,
+		Until:  now.Add(warmThrottleCoolOff + rand.N(2*warmThrottleCoolOff)),
+		Reason: "EC2 is throttling the account's calls: pods first"})
+}
+
+// warmOnHoldLocked: growth for the warm targets (and other work no pod
+// waits for) is on hold because EC2 throttles.
+func (d *Daemon) warmOnHoldLocked() bool {
+	for _, c := range d.coolOffs {
+		if c.Scope == pool.CoolOffWarm && d.now().Before(c.Until) {
+			return true
+		}
+	}
+	return false
+}
+
+// throttleBackoff is the growth cool-off after EC2 throttled a growth call
+// whose SDK retries were used up: doubled for each such call in a row and
+// spread over half to one and a half times that, so the nodes of a
+// throttled account do not all come back at once.
+func (d *Daemon) throttleBackoff() time.Duration {
+	d.mu.Lock()
+	n := d.throttled
+	d.throttled++
+	d.mu.Unlock()
+	base := min(throttleCoolOff<<min(n, 8), maxThrottleCoolOff)
+	return base/2 + rand.N(base)
 }
 
 func errText(err error) string {

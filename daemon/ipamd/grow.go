@@ -69,11 +69,16 @@ func (d *Daemon) startGrowthLocked(ctx context.Context, dec pool.Decision, eni e
 
 // settleDeleteOnTermination sets DeleteOnTermination on the ENIs created
 // since, once their addresses are in use: one EC2 round trip less before a
-// new ENI serves pods. An ENI whose call fails is retried at the next
+// new ENI serves pods. While EC2 throttles, it waits like warm-target
+// growth: no pod waits for it. An ENI whose call fails is retried at the next
 // reconcile; until then a terminated node would leave it detached, tagged
 // as ours, for the leak sweep.
 func (d *Daemon) settleDeleteOnTermination(ctx context.Context) {
 	d.mu.Lock()
+	if d.warmOnHoldLocked() {
+		d.mu.Unlock()
+		return // no pod waits for it: after the throttling, at a reconcile
+	}
 	todo := map[string]string{}
 	for id, att := range d.grow.dot {
 		if !d.grow.dotBusy[id] {

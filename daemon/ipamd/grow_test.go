@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vpcchain/vpcchain/daemon/cloud"
+	"github.com/vpcchain/vpcchain/daemon/pool"
 )
 
 // barrierCloud holds every CreateAndAttachENI until `want` of them are in
@@ -160,5 +161,100 @@ func TestDeleteOnTerminationRetried(t *testing.T) {
 	d.settleDeleteOnTermination(context.Background())
 	if !f.deleteOnTermination(created) {
 		t.Error("DeleteOnTermination not set by the retry")
+	}
+}
+
+// A growth call that EC2 throttles past the SDK's retries cools growth off
+// for a spread-out time that doubles with every throttled call in a row, and
+// a successful one ends the streak: a throttled fleet neither comes back in
+// lockstep nor keeps knocking at the same pace.
+func TestThrottledGrowthBacksOff(t *testing.T) {
+	f := newFixture(t, nil)
+	d := f.start()
+	defer d.Close()
+	coolOff := func() time.Duration {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		for _, c := range d.coolOffs {
+			if c.Scope == pool.CoolOffGrowth && c.Until.After(d.now()) {
+				return c.Until.Sub(d.now())
+			}
+		}
+		return 0
+	}
+	// A pod waits, so the growth is for it (growth for the warm targets
+	// alone is held back while EC2 throttles, see below).
+	var none *ErrNoAddress
+	if _, err := d.Add(key("waiting"), "default", "p", ""); !errors.As(err, &none) {
+		t.Fatalf("ADD on an empty pool: %v", err)
+	}
+	base := throttleCoolOff
+	const attempts = 2 // the fixture client's, all throttled
+	for i, lo := range []time.Duration{base / 2, base, 2 * base} {
+		f.sim.Faults.Inject("AssignPrivateIpAddresses", "RequestLimitExceeded", attempts)
+		if d.Step(context.Background()) {
+			t.Fatalf("throttle %d: the step succeeded", i)
+		}
+		got := coolOff()
+		if got < lo || got >= 3*lo {
+			t.Errorf("throttled growth #%d in a row: cool-off %v, want in [%v, %v)", i+1, got, lo, 3*lo)
+		}
+		f.advance(got)
+	}
+	if _, err := d.Add(key("waiting"), "default", "p", ""); !errors.As(err, &none) {
+		t.Fatalf("ADD on an empty pool: %v", err) // still waiting, and asking again
+	}
+	settle(t, d)
+	for i := 0; i < 9; i++ { // use the pool up so that it grows again
+		if _, err := d.Add(key(fmt.Sprint(i)), "default", "p", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.sim.Faults.Inject("CreateNetworkInterface", "RequestLimitExceeded", 2*attempts) // and the same token once more
+	d.Step(context.Background())
+	if got := coolOff(); got < base/2 || got >= 3*base/2 {
+		t.Errorf("after a successful growth the streak restarts: cool-off %v, want in [%v, %v)", got, base/2, 3*base/2)
+	}
+}
+
+// A throttled attempt, even one the SDK's retry got through, tells the
+// daemon the account is over its budget: growth for the warm targets alone
+// (and DeleteOnTermination) waits, growth for a waiting pod goes on.
+func TestThrottlingPutsWarmGrowthOnHold(t *testing.T) {
+	f := newFixture(t, nil)
+	d := f.start()
+	defer d.Close()
+	f.sim.Faults.Inject("AssignPrivateIpAddresses", "RequestLimitExceeded", 1) // retried: the call succeeds
+	settle(t, d)
+	if st := d.Stats(); st.Available != 9 {
+		t.Fatalf("the primary ENI's 9 addresses: available %d", st.Available)
+	}
+	for i := range 9 {
+		if _, err := d.Add(key(fmt.Sprint(i)), "default", "p", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	creates := func() int64 { return f.sim.Faults.Calls()["CreateNetworkInterface"] }
+	if d.Step(context.Background()) || creates() != 0 {
+		t.Fatalf("the warm ENI was created while EC2 throttles (creates %d)", creates())
+	}
+	var none *ErrNoAddress
+	if _, err := d.Add(key("waiting"), "default", "p", ""); !errors.As(err, &none) {
+		t.Fatalf("ADD on an empty pool: %v", err)
+	}
+	if !d.Step(context.Background()) || creates() != 1 {
+		t.Fatalf("growth for a waiting pod held back (creates %d)", creates())
+	}
+	for _, e := range d.Introspect().GetEnis() {
+		if !e.GetPrimary() && f.deleteOnTermination(e.GetId()) {
+			t.Error("DeleteOnTermination set while EC2 throttles")
+		}
+	}
+	f.advance(3 * warmThrottleCoolOff)
+	d.settleDeleteOnTermination(context.Background())
+	for _, e := range d.Introspect().GetEnis() {
+		if !e.GetPrimary() && !f.deleteOnTermination(e.GetId()) {
+			t.Error("DeleteOnTermination not set once the throttling is over")
+		}
 	}
 }

@@ -36,6 +36,7 @@ func (d *Daemon) poolLoop(ctx context.Context) {
 		// Act until the pool is at target (or blocked), then wait.
 		for ctx.Err() == nil && d.stepAsync(ctx) {
 		}
+		d.settleDeleteOnTermination(ctx) // what a throttling hold deferred
 		select {
 		case <-ctx.Done():
 			return

@@ -268,6 +268,9 @@ func (p planner) grow(short, head int, why string) (Decision, string, bool) {
 	if co, ok := p.coolOff(CoolOffGrowth, ""); ok {
 		return Decision{}, fmt.Sprintf("%s, but growth cooling off until %s: %s", why, co.Until.Format(time.RFC3339), co.Reason), false
 	}
+	if co, ok := p.coolOff(CoolOffWarm, ""); ok && p.st.Waiting == 0 {
+		return Decision{}, fmt.Sprintf("%s, but growth for the warm targets alone waits until %s: %s", why, co.Until.Format(time.RFC3339), co.Reason), false
+	}
 	count := min(short, head)
 	assign := ActionAssignIPs
 	if p.mode == ModePrefix {

@@ -70,6 +70,9 @@ const (
 	CoolOffCreateENI
 	// CoolOffENI blocks assigning to one ENI (e.g. PrivateIpAddressLimitExceeded until reconcile).
 	CoolOffENI
+	// CoolOffWarm blocks growth that no waiting pod needs (the warm
+	// targets alone) while EC2 throttles the account: pods first.
+	CoolOffWarm
 )
 
 // CoolOff blocks some growth until Until.

@@ -382,8 +382,9 @@ func measureRestart(f *fleet, took []time.Duration, failedBefore int) restartSta
 
 func isMutatingAction(a string) bool { return mutatingCalls(map[string]int64{a: 1}) == 1 }
 
-// settle waits until every daemon's last pool decision is "within targets"
-// and no mutating call reached EC2 for p.Quiet.
+// settle waits until every daemon's last pool decision is "within targets",
+// every ENI has DeleteOnTermination and no mutating call reached EC2 for
+// p.Quiet.
 func (f *fleet) settle(ctx context.Context) error {
 	last, quietSince := int64(-1), time.Now()
 	for {
@@ -396,6 +397,14 @@ func (f *fleet) settle(ctx context.Context) error {
 			if r := n.daemon().Introspect().GetLastDecision(); !strings.HasPrefix(r, "pool within targets") {
 				busy = n.name + ": " + r
 				break
+			}
+		}
+		// An ENI is settled once EC2 deletes it with its instance.
+		for _, i := range f.sim.Cloud.Instances() {
+			for id, dot := range i.DeleteOnTermination {
+				if !dot && busy == "" {
+					busy = fmt.Sprintf("%s: %s has no DeleteOnTermination yet", i.InstanceID, id)
+				}
 			}
 		}
 		if busy == "" && time.Since(quietSince) >= f.p.Quiet {
