@@ -18,12 +18,22 @@ import (
 	"github.com/vpcchain/vpcchain/internal/naming"
 )
 
+// WARM_POOL_MODE values.
+const (
+	WarmPoolStatic   = "static"
+	WarmPoolAdaptive = "adaptive"
+)
+
 // Config is the daemon's validated configuration.
 type Config struct {
-	WarmENITarget           int           // WARM_ENI_TARGET (1)
-	WarmIPTarget            int           // WARM_IP_TARGET (0 = unset)
-	MinimumIPTarget         int           // MINIMUM_IP_TARGET (0 = unset)
-	WarmPrefixTarget        int           // WARM_PREFIX_TARGET (1)
+	WarmENITarget    int // WARM_ENI_TARGET (1)
+	WarmIPTarget     int // WARM_IP_TARGET (0 = unset)
+	MinimumIPTarget  int // MINIMUM_IP_TARGET (0 = unset)
+	WarmPrefixTarget int // WARM_PREFIX_TARGET (1)
+	// WarmPoolMode is WARM_POOL_MODE: "static" (default: the targets as set)
+	// or "adaptive" (the warm target follows the pods' arrival rate and
+	// EC2's measured latency, within the static targets; ipamd/adaptive.go).
+	WarmPoolMode            string
 	EnablePrefixDelegation  bool          // ENABLE_PREFIX_DELEGATION (false)
 	MaxENI                  int           // MAX_ENI (-1 = instance limit)
 	IPCooldownPeriod        time.Duration // IP_COOLDOWN_PERIOD, seconds (30)
@@ -94,6 +104,7 @@ func Load(get Lookup) (Config, error) {
 		WarmIPTarget:            p.intAtLeast("WARM_IP_TARGET", 0, 0),
 		MinimumIPTarget:         p.intAtLeast("MINIMUM_IP_TARGET", 0, 0),
 		WarmPrefixTarget:        p.intAtLeast("WARM_PREFIX_TARGET", 1, 0),
+		WarmPoolMode:            p.oneOf("WARM_POOL_MODE", WarmPoolStatic, WarmPoolStatic, WarmPoolAdaptive),
 		EnablePrefixDelegation:  p.boolean("ENABLE_PREFIX_DELEGATION", false),
 		MaxENI:                  p.maxENI(),
 		IPCooldownPeriod:        time.Duration(p.intAtLeast("IP_COOLDOWN_PERIOD", 30, 0)) * time.Second,

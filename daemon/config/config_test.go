@@ -65,6 +65,7 @@ func TestInvalid(t *testing.T) {
 		{"IP_COOLDOWN_PERIOD", "30s", `IP_COOLDOWN_PERIOD="30s" is invalid: want an integer >= 0`},
 		{"VPCCHAIN_CRI_SOCKET", "containerd.sock", `VPCCHAIN_CRI_SOCKET="containerd.sock" is invalid: want the absolute path`},
 		{"VPCCHAIN_IPTABLES_MODE", "xtables", `VPCCHAIN_IPTABLES_MODE="xtables" is invalid: want one of auto, nft, legacy`},
+		{"WARM_POOL_MODE", "dynamic", `WARM_POOL_MODE="dynamic" is invalid: want one of static, adaptive`},
 		{"VPCCHAIN_EC2_CONSISTENCY_GRACE", "0", `VPCCHAIN_EC2_CONSISTENCY_GRACE="0" is invalid`},
 	}
 	for _, tt := range tests {

@@ -66,6 +66,9 @@ func (d *Daemon) Add(key store.Key, podNS, podName, netns string) (_ Allocation,
 		defer d.mu.Unlock()
 		return d.describeLocked(a)
 	}
+	if _, again := d.grow.waiting[key]; !again {
+		d.adaptive.noteArrival(d.now())
+	}
 	snap := d.snapshotLocked()
 	ip, eniID, ok := pool.PickAddress(d.pcfg, snap)
 	if !ok {
@@ -98,7 +101,7 @@ func (d *Daemon) Add(key store.Key, podNS, podName, netns string) (_ Allocation,
 	d.counters["add"]++
 	// The surplus is lowest right after an ADD; the pool step the kick
 	// triggers may already see a cooldown's end that hides the dip.
-	d.surplusFloor = min(d.surplusFloor, pool.Surplus(d.pcfg, d.snapshotLocked()))
+	d.surplusFloor = min(d.surplusFloor, pool.Surplus(d.poolConfigLocked(), d.snapshotLocked()))
 	d.kickLocked()
 	return d.describeLocked(a)
 }

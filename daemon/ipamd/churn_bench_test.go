@@ -654,6 +654,8 @@ var churnSettings = []struct {
 	{"MINIMUM_IP_TARGET=20,WARM_IP_TARGET=2", map[string]string{"MINIMUM_IP_TARGET": "20", "WARM_IP_TARGET": "2"}},
 	{"prefix", map[string]string{"ENABLE_PREFIX_DELEGATION": "true"}},
 	{"prefix,WARM_IP_TARGET=5", map[string]string{"ENABLE_PREFIX_DELEGATION": "true", "WARM_IP_TARGET": "5"}},
+	{"adaptive", map[string]string{"WARM_POOL_MODE": "adaptive"}},
+	{"prefix,adaptive", map[string]string{"ENABLE_PREFIX_DELEGATION": "true", "WARM_POOL_MODE": "adaptive"}},
 }
 
 // BenchmarkChurnSteady measures, per setting, EC2 mutating calls per 1,000
@@ -679,7 +681,7 @@ func BenchmarkChurnSteady(b *testing.B) {
 			// At 1 s only the rows that tell something new: secondary-IP
 			// knobs all saturate there as at 200 ms (default shows it),
 			// prefix mode keeps up.
-			if every == time.Second && s.name != "default" && !strings.HasPrefix(s.name, "prefix") {
+			if every == time.Second && s.name != "default" && s.name != "adaptive" && !strings.HasPrefix(s.name, "prefix") {
 				continue
 			}
 			name := fmt.Sprintf("every=%s/%s", every, s.name)

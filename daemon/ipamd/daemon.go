@@ -204,6 +204,7 @@ type Daemon struct {
 
 	grow        growth
 	subnetCache subnetCache
+	adaptive    adaptiveWarm // WARM_POOL_MODE=adaptive
 
 	kick chan struct{}
 }
@@ -264,6 +265,7 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 	}
 	d.store = st
 	d.seenThrottles = d.cloud.Throttles()
+	d.adaptive = newAdaptiveWarm(d.now())
 	if err := d.discover(ctx); err != nil {
 		_ = st.Close()
 		return nil, err

@@ -55,12 +55,13 @@ func (d *Daemon) step(ctx context.Context, async bool) bool {
 		return false // a growth action's end kicks the loop
 	}
 	snap := d.snapshotLocked()
-	surplus := pool.Surplus(d.pcfg, snap)
+	pcfg := d.poolConfigLocked()
+	surplus := pool.Surplus(pcfg, snap)
 	d.surplusFloor = min(d.surplusFloor, surplus)
 	snap.SurplusFloor = d.surplusFloor
-	dec := pool.Decide(d.pcfg, snap)
+	dec := pool.Decide(pcfg, snap)
 	d.lastDecision = dec
-	if !dec.Action.Shrinks() && snap.Now.Sub(d.surplusSince) >= d.pcfg.ScaleDownInterval {
+	if !dec.Action.Shrinks() && snap.Now.Sub(d.surplusSince) >= pcfg.ScaleDownInterval {
 		// The watched window is over and released nothing: watch the next
 		// one from the surplus there is now, so a surplus that dipped once
 		// is released after a later interval where it did not.
@@ -98,7 +99,14 @@ func (d *Daemon) step(ctx context.Context, async bool) bool {
 func (d *Daemon) executeTimed(ctx context.Context, dec pool.Decision, eni eniState) error {
 	cctx, cancel := context.WithTimeout(ctx, ec2CallTimeout)
 	defer cancel()
-	return d.execute(cctx, dec, eni)
+	start := d.now()
+	err := d.execute(cctx, dec, eni)
+	if err == nil && (dec.Action == pool.ActionAssignIPs || dec.Action == pool.ActionAssignPrefixes) {
+		d.mu.Lock()
+		d.adaptive.noteLatency(d.now().Sub(start)) // one round trip: what a refill waits for
+		d.mu.Unlock()
+	}
+	return err
 }
 
 // finishLocked records the outcome of an executed decision; it reports

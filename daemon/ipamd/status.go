@@ -18,7 +18,7 @@ func (d *Daemon) noAddressReasonLocked(snap pool.Snapshot) string {
 		return fmt.Sprintf("%d assigned, %d cooling; last EC2 error: %s", st.Assigned, st.Cooling, d.lastPoolError)
 	}
 	// A fresh decision (pure, cheap): does the pool have a way to grow?
-	dec := pool.Decide(d.pcfg, snap)
+	dec := pool.Decide(d.poolConfigLocked(), snap)
 	if dec.Action != pool.ActionNone {
 		return fmt.Sprintf("%d assigned, %d cooling, pool is growing (%s in progress)", st.Assigned, st.Cooling, dec.Action)
 	}

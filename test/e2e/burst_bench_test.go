@@ -82,6 +82,7 @@ func BenchmarkBurstFreshNode(b *testing.B) {
 			{"default", nil, false},
 			{"warm-ip-target-5", []string{"WARM_IP_TARGET=5"}, false},
 			{"prefix-delegation", []string{"ENABLE_PREFIX_DELEGATION=true"}, true},
+			{"adaptive", []string{"WARM_POOL_MODE=adaptive"}, false},
 		} {
 			pods := burst
 			if !k.prefix {
