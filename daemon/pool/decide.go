@@ -276,7 +276,7 @@ func (p planner) grow(short, head int, why string) (Decision, string, bool) {
 	if p.mode == ModePrefix {
 		assign = ActionAssignPrefixes
 	}
-	busyWithRoom := ""
+	busyWithRoom, busyRoom := "", 0
 	for _, e := range p.byDevice(false) {
 		free := p.slots - e.usedSlots() - p.comingTo(e.ID)
 		if free <= 0 {
@@ -285,6 +285,7 @@ func (p planner) grow(short, head int, why string) (Decision, string, bool) {
 		if p.growing(e.ID) {
 			// One action per ENI at a time; its room is used next.
 			busyWithRoom = cmp.Or(busyWithRoom, e.ID)
+			busyRoom += free
 			continue
 		}
 		if _, ok := p.coolOff(CoolOffENI, e.ID); ok {
@@ -298,8 +299,9 @@ func (p planner) grow(short, head int, why string) (Decision, string, bool) {
 		d.Count = n
 		return d, "", true
 	}
-	if busyWithRoom != "" {
-		// A new ENI costs more calls than waiting for the action in flight.
+	if busyWithRoom != "" && busyRoom >= count {
+		// A new ENI costs more calls than waiting for the action in flight,
+		// when the room left after it is enough.
 		return Decision{}, fmt.Sprintf("%s: waiting for the assign in flight on %s, which has room for more", why, busyWithRoom), false
 	}
 	if len(p.s.ENIs)+p.st.GrowingENIs >= p.c.MaxENIs() {
