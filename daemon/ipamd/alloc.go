@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/vpcchain/vpcchain/daemon/config"
 	"github.com/vpcchain/vpcchain/daemon/pool"
 	"github.com/vpcchain/vpcchain/daemon/store"
 )
@@ -66,7 +67,7 @@ func (d *Daemon) Add(key store.Key, podNS, podName, netns string) (_ Allocation,
 		defer d.mu.Unlock()
 		return d.describeLocked(a)
 	}
-	if _, again := d.grow.waiting[key]; !again {
+	if _, again := d.grow.waiting[key]; !again && d.cfg.WarmPoolMode == config.WarmPoolAdaptive {
 		d.adaptive.noteArrival(d.now())
 	}
 	snap := d.snapshotLocked()

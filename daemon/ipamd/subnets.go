@@ -13,58 +13,29 @@ import (
 // and a burst's concurrent ENI creations share one describe.
 const subnetsTTL = 30 * time.Second
 
-// subnetCache holds the last subnet discovery answer; one describe runs at
-// a time and concurrent callers share it.
+// subnetCache holds the last subnet discovery answer. Its lock is held
+// across the describe, so concurrent callers wait for one and share it.
 type subnetCache struct {
-	mu       sync.Mutex
-	subs     []cloud.Subnet
-	at       time.Time
-	inflight chan struct{} // closed when the describe in flight ends
-	err      error         // its error
+	mu   sync.Mutex
+	subs []cloud.Subnet
+	at   time.Time
 }
 
 // subnets returns the VPC's subnets in the node's AZ, at most subnetsTTL
 // old.
 func (d *Daemon) subnets(ctx context.Context) ([]cloud.Subnet, error) {
 	c := &d.subnetCache
-	for {
-		c.mu.Lock()
-		if c.subs != nil && d.now().Sub(c.at) < subnetsTTL {
-			subs := c.subs
-			c.mu.Unlock()
-			return subs, nil
-		}
-		if ch := c.inflight; ch != nil {
-			c.mu.Unlock()
-			select {
-			case <-ch:
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			}
-			c.mu.Lock()
-			subs, err := c.subs, c.err
-			c.mu.Unlock()
-			if err != nil {
-				return nil, err
-			}
-			if subs != nil {
-				return subs, nil
-			}
-			continue
-		}
-		ch := make(chan struct{})
-		c.inflight = ch
-		c.mu.Unlock()
-		subs, err := d.cloud.Subnets(ctx, d.node.VPCID, d.node.AZ)
-		c.mu.Lock()
-		c.inflight, c.err = nil, err
-		if err == nil {
-			c.subs, c.at = subs, d.now()
-		}
-		c.mu.Unlock()
-		close(ch)
-		return subs, err
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.subs != nil && d.now().Sub(c.at) < subnetsTTL {
+		return c.subs, nil
 	}
+	subs, err := d.cloud.Subnets(ctx, d.node.VPCID, d.node.AZ)
+	if err != nil {
+		return nil, err
+	}
+	c.subs, c.at = subs, d.now()
+	return subs, nil
 }
 
 // forgetSubnets drops the cached answer (a subnet turned out full).

@@ -97,20 +97,14 @@ func Decide(c Config, s Snapshot) Decision {
 		blocked = reason
 	}
 
-	if len(s.Growing) > 0 {
-		// Never give back while growing: what is in flight is not in the
-		// snapshot yet, so a surplus seen now may be gone when it lands.
-		switch {
-		case low:
-			return p.none(blocked)
-		case short > 0:
-			return p.none(fmt.Sprintf("%s, but node max pods %d reached", why, c.MaxPods))
+	// Never give back while growing: what is in flight is not in the
+	// snapshot yet, so a surplus seen now may be gone when it lands.
+	var shrinks []func() (Decision, bool)
+	if len(s.Growing) == 0 {
+		shrinks = append(shrinks, p.releaseLeftovers)
+		if !low {
+			shrinks = append(shrinks, p.deleteENI, p.releaseSurplus)
 		}
-		return p.none(fmt.Sprintf("%d addresses on their way", st.Growing))
-	}
-	shrinks := []func() (Decision, bool){p.releaseLeftovers}
-	if !low {
-		shrinks = append(shrinks, p.deleteENI, p.releaseSurplus)
 	}
 	for _, f := range shrinks {
 		d, ok := f()
@@ -135,6 +129,8 @@ func Decide(c Config, s Snapshot) Decision {
 		return p.none(blocked)
 	case short > 0:
 		return p.none(fmt.Sprintf("%s, but node max pods %d reached", why, c.MaxPods))
+	case len(s.Growing) > 0:
+		return p.none(fmt.Sprintf("%d addresses on their way", st.Growing))
 	}
 	return p.none("pool within targets")
 }
