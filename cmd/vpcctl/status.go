@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -43,6 +44,14 @@ func printStatus(w io.Writer, r *ipamv1.IntrospectReply) error {
 	if d := r.GetLastDecision(); d != "" {
 		fmt.Fprintf(w, "last decision: %s\n", d)
 	}
+	if cn := r.GetCustomNetworking(); cn != nil {
+		if p := cn.GetProblem(); p != "" {
+			fmt.Fprintf(w, "custom networking: no new ENIs: %s\n", p)
+		} else {
+			fmt.Fprintf(w, "custom networking: ENIConfig %s (%s): new ENIs in %s with %s\n", cn.GetEniconfig(), cn.GetChosenBy(),
+				cn.GetSubnet(), strings.Join(cn.GetSecurityGroups(), ","))
+		}
+	}
 
 	used := map[string]int{}
 	for _, a := range r.GetAllocations() {
@@ -62,6 +71,17 @@ func printStatus(w io.Writer, r *ipamv1.IntrospectReply) error {
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if un := r.GetUnmanaged(); len(un) > 0 {
+		fmt.Fprintf(w, "\nENIs left alone (%d):\n", len(un))
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "CARD\tDEVICE\tENI\tWHY")
+		for _, e := range un {
+			fmt.Fprintf(tw, "%d\t%d\t%s\t%s\n", e.GetNetworkCard(), e.GetDeviceNumber(), e.GetId(), e.GetReason())
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
 	}
 
 	fmt.Fprintf(w, "\nAllocations (%d):\n", len(r.GetAllocations()))

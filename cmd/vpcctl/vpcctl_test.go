@@ -114,6 +114,10 @@ func sampleReply() *ipamv1.IntrospectReply {
 				PodNamespace: "default", PodName: "web-1", AssignedUnix: 1700000000},
 			{Key: &ipamv1.Key{ContainerId: "0123456789abcdef"}, Ip: "10.0.2.17", EniId: "eni-0bbb"},
 		},
+		Unmanaged: []*ipamv1.IntrospectUnmanagedENI{
+			{Id: "eni-0ccc", DeviceNumber: 2, Reason: `interface type "efa"`},
+			{Id: "eni-0ddd", DeviceNumber: 1, NetworkCard: 1, Reason: "on network card 1"},
+		},
 	}
 }
 
@@ -124,6 +128,11 @@ ENIs (2):
 DEVICE  ENI                 PRIMARY-IP  ROUTE-TABLE  SUBNET       ADDRESSES  UNASSIGNED
 0       eni-0aaa (primary)  10.0.1.10   254          10.0.1.0/24  3          2
 1       eni-0bbb            10.0.2.10   1001         10.0.2.0/24  16         15
+
+ENIs left alone (2):
+CARD  DEVICE  ENI       WHY
+0     2       eni-0ccc  interface type "efa"
+1     1       eni-0ddd  on network card 1
 
 Allocations (2):
 POD                     IP         ENI       ASSIGNED

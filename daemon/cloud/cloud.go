@@ -37,6 +37,9 @@ const (
 	// call, so an ENI whose create response was lost can be found again;
 	// it also marks the ENI as made by vpcchain for the leak sweep.
 	TagCreateToken = "vpcchain.io/create-token"
+	// TagNoManage=true on an ENI tells the daemon to leave it alone (the
+	// AWS VPC CNI's tag).
+	TagNoManage = "node.k8s.amazonaws.com/no_manage"
 )
 
 // Defaults of Options.

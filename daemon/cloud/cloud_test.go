@@ -108,7 +108,8 @@ func checkENI(t *testing.T, e *env, got ENI) {
 	if !ok {
 		t.Fatalf("ENI %s does not exist in EC2", got.ID)
 	}
-	want := ENI{ID: v.ID, MAC: v.MAC, DeviceNumber: v.DeviceIndex, SubnetID: v.SubnetID, SubnetCIDR: v.SubnetCIDR,
+	want := ENI{ID: v.ID, MAC: v.MAC, DeviceNumber: v.DeviceIndex, NetworkCard: v.NetworkCard, InterfaceType: v.InterfaceType,
+		SubnetID: v.SubnetID, SubnetCIDR: v.SubnetCIDR,
 		PrimaryIP: v.PrimaryIP, IPs: v.Secondary, Prefixes: v.Prefixes, Tags: v.Tags, AttachmentID: v.AttachmentID,
 		Primary: v.DeviceIndex == 0, Status: v.Status}
 	got.DeleteOnTermination = false // the tests check it against the instance's attachments
@@ -669,11 +670,18 @@ func TestSubnets(t *testing.T) {
 		got[s.ID] = s
 	}
 	want := map[string]Subnet{
-		e.subnet: {ID: e.subnet, CIDR: netip.MustParsePrefix("10.0.1.0/24"), AZ: "us-west-2a", Available: 251 - 1, Tags: map[string]string{}},
-		tagged:   {ID: tagged, CIDR: netip.MustParsePrefix("10.0.2.0/24"), AZ: "us-west-2a", Available: 251, Tags: map[string]string{"kubernetes.io/role/cni": "1"}},
+		e.subnet: {ID: e.subnet, VPCID: e.vpc, CIDR: netip.MustParsePrefix("10.0.1.0/24"), AZ: "us-west-2a", Available: 251 - 1, Tags: map[string]string{}},
+		tagged:   {ID: tagged, VPCID: e.vpc, CIDR: netip.MustParsePrefix("10.0.2.0/24"), AZ: "us-west-2a", Available: 251, Tags: map[string]string{"kubernetes.io/role/cni": "1"}},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Subnets\n got %+v\nwant %+v", got, want)
+	}
+	// One subnet by ID, whatever its VPC; an unknown ID is NotFound.
+	if s, err := e.c.Subnet(context.Background(), tagged); err != nil || !reflect.DeepEqual(s, want[tagged]) {
+		t.Errorf("Subnet(%s) = %+v, %v; want %+v", tagged, s, err, want[tagged])
+	}
+	if _, err := e.c.Subnet(context.Background(), "subnet-0123456789abcdef0"); !IsNotFound(err) {
+		t.Errorf("Subnet of an unknown ID: %v, want NotFound", err)
 	}
 }
 

@@ -19,9 +19,14 @@ import (
 type ENI struct {
 	ID, MAC      string
 	DeviceNumber int
-	SubnetID     string
-	SubnetCIDR   netip.Prefix
-	PrimaryIP    netip.Addr
+	// NetworkCard is the card the ENI is attached to (0 on single-card
+	// types); InterfaceType is EC2's ("interface", "efa", "trunk", ...;
+	// "" when IMDS is the source).
+	NetworkCard   int
+	InterfaceType string
+	SubnetID      string
+	SubnetCIDR    netip.Prefix
+	PrimaryIP     netip.Addr
 	// IPs are the secondary addresses only, not PrimaryIP.
 	IPs          []netip.Addr
 	Prefixes     []netip.Prefix
@@ -37,6 +42,7 @@ type ENI struct {
 // Subnet is a VPC subnet.
 type Subnet struct {
 	ID        string
+	VPCID     string
 	CIDR      netip.Prefix
 	AZ        string
 	Available int
@@ -67,13 +73,14 @@ func tagMap(ts []types.Tag) map[string]string {
 // toENI converts EC2's view; the subnet CIDR comes from cidrs.
 func toENI(ni types.NetworkInterface, cidrs map[string]netip.Prefix) (ENI, error) {
 	e := ENI{ID: aws.ToString(ni.NetworkInterfaceId), MAC: aws.ToString(ni.MacAddress), SubnetID: aws.ToString(ni.SubnetId),
-		Tags: tagMap(ni.TagSet), Status: string(ni.Status), DeviceNumber: -1}
+		Tags: tagMap(ni.TagSet), Status: string(ni.Status), DeviceNumber: -1, InterfaceType: string(ni.InterfaceType)}
 	e.SubnetCIDR = cidrs[e.SubnetID]
 	if ni.Attachment != nil {
 		e.AttachmentID = aws.ToString(ni.Attachment.AttachmentId)
 		e.DeleteOnTermination = aws.ToBool(ni.Attachment.DeleteOnTermination)
 		e.DeviceNumber = int(aws.ToInt32(ni.Attachment.DeviceIndex))
-		e.Primary = e.DeviceNumber == 0
+		e.NetworkCard = int(aws.ToInt32(ni.Attachment.NetworkCardIndex))
+		e.Primary = e.DeviceNumber == 0 && e.NetworkCard == 0
 	}
 	primary := aws.ToString(ni.PrivateIpAddress)
 	for _, a := range ni.PrivateIpAddresses {
@@ -238,7 +245,7 @@ func (c *Client) Subnets(ctx context.Context, vpcID, az string) ([]Subnet, error
 			if err != nil {
 				return nil, fmt.Errorf("subnet %s: CIDR %q: %w", aws.ToString(s.SubnetId), aws.ToString(s.CidrBlock), err)
 			}
-			out = append(out, Subnet{ID: aws.ToString(s.SubnetId), CIDR: cidr, AZ: aws.ToString(s.AvailabilityZone),
+			out = append(out, Subnet{ID: aws.ToString(s.SubnetId), VPCID: aws.ToString(s.VpcId), CIDR: cidr, AZ: aws.ToString(s.AvailabilityZone),
 				Available: int(aws.ToInt32(s.AvailableIpAddressCount)), Tags: tagMap(s.Tags)})
 		}
 	}

@@ -116,3 +116,12 @@ func withoutBlindRetry(o *ec2.Options) {
 		o.Retryer = noBlindRetry{r}
 	}
 }
+
+// ErrorMessage returns EC2's message carried by err, or err's text.
+func ErrorMessage(err error) string {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		return ae.ErrorCode() + ": " + ae.ErrorMessage()
+	}
+	return err.Error()
+}

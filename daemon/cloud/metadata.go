@@ -115,7 +115,7 @@ func (c *Client) MetadataNode(ctx context.Context) (Node, error) {
 		}
 		if primary {
 			// The primary ENI is device 0 whatever IMDS says.
-			e.Primary, e.DeviceNumber = true, 0
+			e.Primary, e.DeviceNumber, e.NetworkCard = true, 0, 0
 			n.VPCID, n.SubnetID, n.VPCCIDRs, n.SecurityGroups = vpc, e.SubnetID, vpcCIDRs, groups
 			foundPrimary = true
 		}
@@ -138,6 +138,14 @@ func (c *Client) metadataENI(ctx context.Context, mac string) (e ENI, vpcID stri
 	}
 	if e.DeviceNumber, err = strconv.Atoi(dev); err != nil {
 		return ENI{}, "", nil, nil, fmt.Errorf("IMDS %sdevice-number %q: %w", base, dev, err)
+	}
+	// network-card exists only on types with several cards.
+	if card, err := c.metadata(ctx, base+"network-card"); err == nil {
+		if e.NetworkCard, err = strconv.Atoi(card); err != nil {
+			return ENI{}, "", nil, nil, fmt.Errorf("IMDS %snetwork-card %q: %w", base, card, err)
+		}
+	} else if !errors.Is(err, errMissing) {
+		return ENI{}, "", nil, nil, err
 	}
 	for _, f := range []struct {
 		path string

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/validation"
+
 	"github.com/vpcchain/vpcchain/internal/naming"
 )
 
@@ -48,10 +50,21 @@ type Config struct {
 	SubnetDiscovery         bool   // ENABLE_SUBNET_DISCOVERY (true)
 	ClusterName             string // CLUSTER_NAME
 	DisableLeakedENICleanup bool   // DISABLE_LEAKED_ENI_CLEANUP (false)
+	// CustomNetworking (AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG): secondary ENIs
+	// go to the subnet, with the security groups, of the node's ENIConfig,
+	// and the primary ENI carries no pods.
+	CustomNetworking       bool
+	ENIConfigLabelDef      string // ENI_CONFIG_LABEL_DEF (k8s.amazonaws.com/eniConfig)
+	ENIConfigAnnotationDef string // ENI_CONFIG_ANNOTATION_DEF (k8s.amazonaws.com/eniConfig)
+	// NodeName (MY_NODE_NAME, from the downward API) is this node's
+	// Kubernetes name; custom networking reads the Node for its ENIConfig.
+	NodeName string
+	// Kubeconfig (KUBECONFIG): "" is the in-cluster service account.
+	Kubeconfig string
 
 	StateDir         string // VPCCHAIN_STATE_DIR (/var/run/vpcchain)
 	Socket           string // VPCCHAIN_SOCKET (<state dir>/ipamd.sock)
-	ENIConfigTimeout time.Duration
+	ENIAttachTimeout time.Duration
 
 	EC2Endpoint  string  // AWS_ENDPOINT_URL_EC2 / AWS_EC2_ENDPOINT (SDK default)
 	IMDSEndpoint string  // AWS_EC2_METADATA_SERVICE_ENDPOINT (SDK default)
@@ -86,6 +99,11 @@ const (
 	LogToStderr        = "stderr"
 )
 
+// DefaultENIConfigKey is the label and annotation naming a node's
+// ENIConfig unless ENI_CONFIG_LABEL_DEF / ENI_CONFIG_ANNOTATION_DEF say
+// otherwise (the AWS VPC CNI's).
+const DefaultENIConfigKey = "k8s.amazonaws.com/eniConfig"
+
 // DefaultCRISocket is containerd's CRI socket, where EKS nodes have it.
 const DefaultCRISocket = "/run/containerd/containerd.sock"
 
@@ -119,6 +137,11 @@ func Load(get Lookup) (Config, error) {
 		SubnetDiscovery:         p.boolean("ENABLE_SUBNET_DISCOVERY", true),
 		ClusterName:             p.str("CLUSTER_NAME", ""),
 		DisableLeakedENICleanup: p.boolean("DISABLE_LEAKED_ENI_CLEANUP", false),
+		CustomNetworking:        p.boolean("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", false),
+		ENIConfigLabelDef:       p.labelKey("ENI_CONFIG_LABEL_DEF", DefaultENIConfigKey),
+		ENIConfigAnnotationDef:  p.labelKey("ENI_CONFIG_ANNOTATION_DEF", DefaultENIConfigKey),
+		NodeName:                p.str("MY_NODE_NAME", ""),
+		Kubeconfig:              p.str("KUBECONFIG", ""),
 		StateDir:                p.str("VPCCHAIN_STATE_DIR", "/var/run/vpcchain"),
 		EC2Endpoint:             firstSet(get, "AWS_ENDPOINT_URL_EC2", "AWS_EC2_ENDPOINT"),
 		IMDSEndpoint:            p.str("AWS_EC2_METADATA_SERVICE_ENDPOINT", ""),
@@ -133,7 +156,7 @@ func Load(get Lookup) (Config, error) {
 		OrphanGrace:             p.duration("VPCCHAIN_ORPHAN_GRACE", 2*time.Minute),
 		CRISocket:               p.criSocket("VPCCHAIN_CRI_SOCKET", DefaultCRISocket),
 		ConsistencyGrace:        p.duration("VPCCHAIN_EC2_CONSISTENCY_GRACE", 2*time.Minute),
-		ENIConfigTimeout:        p.duration("VPCCHAIN_ENI_ATTACH_TIMEOUT", 30*time.Second),
+		ENIAttachTimeout:        p.duration("VPCCHAIN_ENI_ATTACH_TIMEOUT", 30*time.Second),
 		MetricsAddr:             p.listenAddr("VPCCHAIN_METRICS_ADDR", DefaultMetricsAddr),
 		LogLevel:                p.logLevel("VPCCHAIN_LOG_LEVEL", slog.LevelInfo),
 		LogFile:                 p.logFile("VPCCHAIN_LOG_FILE"),
@@ -141,6 +164,9 @@ func Load(get Lookup) (Config, error) {
 	c.Socket = p.str("VPCCHAIN_SOCKET", strings.TrimRight(c.StateDir, "/")+"/ipamd.sock")
 	if c.EnablePrefixDelegation && c.WarmPrefixTarget == 0 && c.WarmIPTarget == 0 && c.MinimumIPTarget == 0 {
 		p.errs = append(p.errs, errors.New("ENABLE_PREFIX_DELEGATION=true needs WARM_PREFIX_TARGET, WARM_IP_TARGET or MINIMUM_IP_TARGET >= 1 (all are 0): the pool would never hold an address"))
+	}
+	if c.CustomNetworking && c.NodeName == "" {
+		p.errs = append(p.errs, errors.New("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG=true needs MY_NODE_NAME (the node's name, from the downward API): the daemon reads its Node to find its ENIConfig"))
 	}
 	if len(p.errs) > 0 {
 		return Config{}, fmt.Errorf("invalid configuration:\n  %w", errors.Join(p.errs...))
@@ -177,6 +203,20 @@ func (p *parser) str(name, def string) string {
 		return v
 	}
 	return def
+}
+
+// labelKey is a Kubernetes label or annotation key (an optional DNS
+// prefix, a slash, a name).
+func (p *parser) labelKey(name, def string) string {
+	v, ok := p.raw(name)
+	if !ok {
+		return def
+	}
+	if errs := validation.IsQualifiedName(v); len(errs) > 0 {
+		p.errs = append(p.errs, fmt.Errorf("%s=%q is not a label key: %s", name, v, strings.Join(errs, "; ")))
+		return def
+	}
+	return v
 }
 
 func (p *parser) intAtLeast(name string, def, lo int) int {

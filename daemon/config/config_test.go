@@ -24,6 +24,19 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
+func TestCustomNetworking(t *testing.T) {
+	c, err := Load(env(nil))
+	if err != nil || c.CustomNetworking || c.ENIConfigLabelDef != "k8s.amazonaws.com/eniConfig" ||
+		c.ENIConfigAnnotationDef != "k8s.amazonaws.com/eniConfig" {
+		t.Errorf("defaults: custom %v, label %q, annotation %q, %v", c.CustomNetworking, c.ENIConfigLabelDef, c.ENIConfigAnnotationDef, err)
+	}
+	c, err = Load(env(map[string]string{"AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG": "true", "MY_NODE_NAME": "ip-10-0-0-4",
+		"ENI_CONFIG_LABEL_DEF": "topology.kubernetes.io/zone"}))
+	if err != nil || !c.CustomNetworking || c.NodeName != "ip-10-0-0-4" || c.ENIConfigLabelDef != "topology.kubernetes.io/zone" {
+		t.Errorf("custom networking by zone: %+v, %v", c, err)
+	}
+}
+
 func TestCRISocket(t *testing.T) {
 	for v, want := range map[string]string{"none": "", "/var/run/crio/crio.sock": "/var/run/crio/crio.sock"} {
 		c, err := Load(env(map[string]string{"VPCCHAIN_CRI_SOCKET": v}))
@@ -67,6 +80,10 @@ func TestInvalid(t *testing.T) {
 		{"VPCCHAIN_IPTABLES_MODE", "xtables", `VPCCHAIN_IPTABLES_MODE="xtables" is invalid: want one of auto, nft, legacy`},
 		{"WARM_POOL_MODE", "dynamic", `WARM_POOL_MODE="dynamic" is invalid: want one of static, adaptive`},
 		{"VPCCHAIN_EC2_CONSISTENCY_GRACE", "0", `VPCCHAIN_EC2_CONSISTENCY_GRACE="0" is invalid`},
+		{"AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", "on", `AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG="on" is invalid: want true or false`},
+		{"AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", "true", `needs MY_NODE_NAME`},
+		{"ENI_CONFIG_LABEL_DEF", "zone label", `ENI_CONFIG_LABEL_DEF="zone label" is not a label key`},
+		{"ENI_CONFIG_ANNOTATION_DEF", "/eniConfig", `ENI_CONFIG_ANNOTATION_DEF="/eniConfig" is not a label key`},
 	}
 	for _, tt := range tests {
 		_, err := Load(env(map[string]string{tt.name: tt.val}))

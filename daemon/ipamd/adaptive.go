@@ -75,6 +75,18 @@ func (a *adaptiveWarm) warmTarget(now time.Time, most int) int {
 // MINIMUM_IP_TARGET still applies.
 func (d *Daemon) poolConfigLocked() pool.Config {
 	c := d.pcfg
+	// ENIs the daemon leaves alone hold attachment slots on the default
+	// card all the same.
+	n := d.foreignOnCard0Locked()
+	if d.cfg.CustomNetworking {
+		n++ // the primary ENI: attached, but not the pool's
+	}
+	if n > 0 {
+		c.InstanceMaxENIs = max(c.InstanceMaxENIs-n, 1)
+		if c.MaxENI >= 1 {
+			c.MaxENI = max(c.MaxENI-n, 1)
+		}
+	}
 	if d.cfg.WarmPoolMode != config.WarmPoolAdaptive {
 		return c
 	}

@@ -33,6 +33,8 @@ type Cloud interface {
 	DescribeENI(ctx context.Context, id string) (cloud.ENI, error)
 	InstanceLimits(ctx context.Context, instanceType string) (instancelimits.Limits, error)
 	Subnets(ctx context.Context, vpcID, az string) ([]cloud.Subnet, error)
+	Subnet(ctx context.Context, id string) (cloud.Subnet, error)
+	SecurityGroupVPCs(ctx context.Context, ids []string) (map[string]string, error)
 	CreateAndAttachENI(ctx context.Context, in cloud.CreateENIInput) (cloud.ENI, error)
 	SetDeleteOnTermination(ctx context.Context, eniID, attachmentID string) error
 	AssignIPs(ctx context.Context, eniID string, n int) ([]netip.Addr, error)
@@ -200,7 +202,9 @@ type Daemon struct {
 	ready         bool
 	counters      map[string]int64
 	primaryLink   string
-	unmanagedDevs map[int]bool // devices of ENIs tagged no_manage
+	foreign       map[string]*foreignENI // attached ENIs the daemon leaves alone (ownership.go)
+	custom        customNet              // custom networking (customnet.go)
+	events        Events
 
 	grow        growth
 	subnetCache subnetCache
@@ -221,6 +225,8 @@ type Options struct {
 	StorePath string
 	Now       func() time.Time
 	Logf      func(string, ...any)
+	// Events, if set, records Kubernetes Events on the node.
+	Events Events
 	// ObserveAdd, if set, is told how long each successful Add took (lock
 	// wait and the durable write included). It feeds the allocation latency
 	// metric; it must not block.
@@ -249,14 +255,14 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 	if o.StorePath == "" {
 		o.StorePath = o.Config.StateDir + "/ipam.db"
 	}
-	d := &Daemon{cfg: o.Config, cloud: o.Cloud, host: o.Host, now: o.Now, logf: o.Logf, observeAdd: o.ObserveAdd,
+	d := &Daemon{cfg: o.Config, cloud: o.Cloud, host: o.Host, now: o.Now, logf: o.Logf, observeAdd: o.ObserveAdd, events: o.Events,
 		live: o.Liveness, enis: map[string]*eniState{}, byKey: map[store.Key]store.Allocation{},
 		byIP: map[netip.Addr]store.Key{}, released: map[netip.Addr]time.Time{}, busy: map[netip.Addr]bool{},
 		busyPrefixes: map[netip.Prefix]bool{}, inflight: map[store.Key]chan struct{}{}, reserved: map[netip.Addr]bool{},
 		pruning: map[netip.Addr]bool{}, releasing: map[netip.Addr]string{}, releasingPrefixes: map[netip.Prefix]string{},
 		learned: map[netip.Addr]time.Time{}, learnedPrefix: map[netip.Prefix]time.Time{},
 		unconfirmed: map[netip.Addr]bool{}, unconfirmedPrefixes: map[netip.Prefix]bool{}, disagreements: map[string]bool{},
-		counters: map[string]int64{}, unmanagedDevs: map[int]bool{}, grow: newGrowth(), kick: make(chan struct{}, 1)}
+		counters: map[string]int64{}, foreign: map[string]*foreignENI{}, grow: newGrowth(), kick: make(chan struct{}, 1)}
 	// The store's lock first: a second daemon on the node must fail before
 	// it touches sysctls, links, routes or rules the first one manages.
 	st, err := store.Open(o.StorePath)
@@ -300,7 +306,7 @@ func (d *Daemon) discover(ctx context.Context) error {
 		return fmt.Errorf("discover node from IMDS: %w", err)
 	}
 	d.node = md
-	if d.cfg.SubnetDiscovery && len(md.ENIs) <= 1 {
+	if d.cfg.SubnetDiscovery && !d.cfg.CustomNetworking && len(md.ENIs) <= 1 {
 		// A fresh node: its first ENIs will need subnet discovery; ask
 		// now, alongside the start's other calls, not when pods wait.
 		go d.prefetchSubnets(ctx)
@@ -310,6 +316,10 @@ func (d *Daemon) discover(ctx context.Context) error {
 		return fmt.Errorf("instance limits of %s: %w", md.InstanceType, err)
 	}
 	d.limits = lim
+	if d.cfg.CustomNetworking && (lim.MaxENIs < 2 || d.cfg.MaxENI == 1) {
+		return fmt.Errorf("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG=true puts pods on secondary ENIs only, and this node may attach none (%s: %d ENIs, MAX_ENI=%d)",
+			md.InstanceType, lim.MaxENIs, d.cfg.MaxENI)
+	}
 	d.pcfg = pool.Config{
 		WarmENITarget: d.cfg.WarmENITarget, WarmIPTarget: d.cfg.WarmIPTarget, MinimumIPTarget: d.cfg.MinimumIPTarget,
 		WarmPrefixTarget: d.cfg.WarmPrefixTarget, EnablePrefixDelegation: d.cfg.EnablePrefixDelegation,
@@ -331,11 +341,10 @@ func (d *Daemon) discover(ctx context.Context) error {
 	if err := d.host.SetupNode(parseMAC(md.PrimaryMAC), d.cfg.MTU); err != nil {
 		return fmt.Errorf("set up node networking: %w", err)
 	}
-	for _, e := range enis {
-		if e.Tags["node.k8s.amazonaws.com/no_manage"] == "true" {
-			d.unmanagedDevs[e.DeviceNumber] = true
-			continue
-		}
+	d.mu.Lock()
+	ours := d.sortOwnedLocked(enis)
+	d.mu.Unlock()
+	for _, e := range ours {
 		if err := d.adoptENI(ctx, e); err != nil {
 			return err
 		}
@@ -355,6 +364,9 @@ func (d *Daemon) maxPods(l instancelimits.Limits) int {
 	enis := l.MaxENIs
 	if d.cfg.MaxENI >= 1 && d.cfg.MaxENI < enis {
 		enis = d.cfg.MaxENI
+	}
+	if d.cfg.CustomNetworking {
+		enis-- // the primary ENI carries no pods
 	}
 	n := enis*(l.IPv4PerENI-1) + 2
 	if d.cfg.EnablePrefixDelegation && l.SupportsPrefixDelegation() {
@@ -384,7 +396,7 @@ func (d *Daemon) adoptENI(ctx context.Context, e cloud.ENI) error {
 		st.prefixes[p] = true
 	}
 	if !st.primary {
-		if _, err := d.host.SetupENI(ctx, st.hostENI(d.cfg.MTU), d.cfg.ENIConfigTimeout); err != nil {
+		if _, err := d.host.SetupENI(ctx, st.hostENI(d.cfg.MTU), d.cfg.ENIAttachTimeout); err != nil {
 			return fmt.Errorf("set up host networking for %s (device %d): %w", e.ID, e.DeviceNumber, err)
 		}
 	}
@@ -511,7 +523,14 @@ func (d *Daemon) snapshotLocked() pool.Snapshot {
 	addr := func(ip netip.Addr) pool.Address {
 		return pool.Address{IP: ip, Assigned: d.heldLocked(ip), ReleasedAt: d.released[ip]}
 	}
+	if reason := d.customNetworkReasonLocked(); reason != "" {
+		s.CoolOffs = append(s.CoolOffs, pool.CoolOff{Scope: pool.CoolOffCreateENI, Until: now.Add(time.Hour),
+			Reason: "custom networking: " + reason})
+	}
 	for _, e := range d.enis {
+		if e.primary && d.cfg.CustomNetworking {
+			continue // custom networking: the primary ENI carries no pods
+		}
 		pe := pool.ENI{ID: e.id, Primary: e.primary, CreatedAt: e.created, DeviceNumber: e.dev}
 		for ip := range e.ips {
 			// Out of the pool while EC2 may not have them: being given

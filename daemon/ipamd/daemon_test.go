@@ -69,6 +69,11 @@ type fixture struct {
 // one m5.large in a subnet of VPC 10.0.0.0/16.
 func simNode(t testing.TB, subnet string) (*vpcsim.Sim, vpcsim.Node) {
 	t.Helper()
+	return simNodeOfType(t, subnet, "m5.large")
+}
+
+func simNodeOfType(t testing.TB, subnet, instanceType string) (*vpcsim.Sim, vpcsim.Node) {
+	t.Helper()
 	sim, err := vpcsim.Start(vpcsim.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -79,7 +84,7 @@ func simNode(t testing.TB, subnet string) (*vpcsim.Sim, vpcsim.Node) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := sim.LaunchNode(vpcsim.LaunchSpec{Name: "n", InstanceType: "m5.large", SubnetID: sub})
+	n, err := sim.LaunchNode(vpcsim.LaunchSpec{Name: "n", InstanceType: instanceType, SubnetID: sub})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +93,12 @@ func simNode(t testing.TB, subnet string) (*vpcsim.Sim, vpcsim.Node) {
 
 func newFixture(t testing.TB, env map[string]string) *fixture {
 	t.Helper()
-	sim, n := simNode(t, "10.0.0.0/24")
+	return newFixtureOfType(t, "m5.large", env)
+}
+
+func newFixtureOfType(t testing.TB, instanceType string, env map[string]string) *fixture {
+	t.Helper()
+	sim, n := simNodeOfType(t, "10.0.0.0/24", instanceType)
 	cfg, err := config.Load(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 	if err != nil {
 		t.Fatal(err)

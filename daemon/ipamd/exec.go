@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/vpcchain/vpcchain/daemon/cloud"
@@ -431,7 +432,7 @@ func (d *Daemon) resyncENI(ctx context.Context, eniID string) {
 }
 
 func (d *Daemon) createENI(ctx context.Context, dec pool.Decision) error {
-	subnet, err := d.pickSubnet(ctx)
+	subnet, groups, err := d.eniPlacement(ctx)
 	if err != nil {
 		return d.growFailed(ctx, err, "")
 	}
@@ -441,7 +442,7 @@ func (d *Daemon) createENI(ctx context.Context, dec pool.Decision) error {
 	}
 	// Adopted or given back by the time this returns.
 	defer d.unreserveDevice(dev)
-	in := cloud.CreateENIInput{SubnetID: subnet, Groups: d.node.SecurityGroups, InstanceID: d.node.InstanceID,
+	in := cloud.CreateENIInput{SubnetID: subnet, Groups: groups, InstanceID: d.node.InstanceID,
 		DeviceIndex: dev, Description: "vpcchain-" + d.node.InstanceID}
 	if dec.Unit == pool.UnitPrefix {
 		in.PrefixCount = dec.Count
@@ -462,9 +463,25 @@ func (d *Daemon) createENI(ctx context.Context, dec pool.Decision) error {
 	return nil
 }
 
+// eniPlacement is the subnet and security groups of the next ENI: the
+// ENIConfig's with custom networking, else pickSubnet's and the node's.
+func (d *Daemon) eniPlacement(ctx context.Context) (string, []string, error) {
+	if d.cfg.CustomNetworking {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.custom.subnetID == "" {
+			return "", nil, fmt.Errorf("custom networking: %s", d.customNetworkReasonLocked())
+		}
+		return d.custom.subnetID, d.custom.groups, nil
+	}
+	subnet, err := d.pickSubnet(ctx)
+	return subnet, d.node.SecurityGroups, err
+}
+
 // pickSubnet chooses where a new ENI goes: with subnet discovery, among the
 // VPC's subnets in the node's AZ tagged kubernetes.io/role/cni (the node's
-// own subnet unless tagged 0), most free addresses first.
+// own subnet unless tagged 0) and not reserved for other clusters
+// (clusterMayUse), most free addresses first.
 func (d *Daemon) pickSubnet(ctx context.Context) (string, error) {
 	if !d.cfg.SubnetDiscovery {
 		return d.node.SubnetID, nil
@@ -477,7 +494,7 @@ func (d *Daemon) pickSubnet(ctx context.Context) (string, error) {
 	var eligible []cloud.Subnet
 	for _, s := range subs {
 		tag, tagged := s.Tags["kubernetes.io/role/cni"]
-		if s.ID == d.node.SubnetID && tag != "0" || s.ID != d.node.SubnetID && tagged && tag != "0" {
+		if s.ID == d.node.SubnetID && tag != "0" || s.ID != d.node.SubnetID && tagged && tag != "0" && clusterMayUse(s.Tags, d.cfg.ClusterName) {
 			eligible = append(eligible, s)
 		}
 	}
@@ -500,8 +517,10 @@ func (d *Daemon) reserveDevice() (int, bool) {
 	for _, e := range d.enis {
 		used[e.dev] = true
 	}
-	for dev := range d.unmanagedDevs {
-		used[dev] = true
+	for _, f := range d.foreign {
+		if f.card == 0 {
+			used[f.dev] = true
+		}
 	}
 	for dev := 1; dev < d.limits.MaxENIs; dev++ {
 		if !used[dev] {
@@ -538,7 +557,7 @@ func (d *Daemon) deleteENI(ctx context.Context, eni eniState) error {
 		d.mu.Lock()
 		d.enis[eni.id] = &eni
 		d.mu.Unlock()
-		if _, serr := d.host.SetupENI(ctx, eni.hostENI(d.cfg.MTU), d.cfg.ENIConfigTimeout); serr != nil {
+		if _, serr := d.host.SetupENI(ctx, eni.hostENI(d.cfg.MTU), d.cfg.ENIAttachTimeout); serr != nil {
 			d.logf("restore host networking of %s: %v", eni.id, serr)
 		}
 		return err
@@ -556,4 +575,25 @@ func (d *Daemon) deleteENI(ctx context.Context, eni eniState) error {
 		d.logf("forget cooldowns of %s's addresses: %v", eni.id, err)
 	}
 	return nil
+}
+
+// subnetClusterTagPrefix marks a subnet as reserved for the named clusters
+// (the AWS VPC CNI's tag: cni.networking.k8s.aws/cluster/<name>).
+const subnetClusterTagPrefix = "cni.networking.k8s.aws/cluster/"
+
+// clusterMayUse reports whether a discovered subnet is open to this
+// cluster: a subnet without cluster tags is open to every cluster; one with
+// them only to the clusters they name, so never to a daemon without
+// CLUSTER_NAME.
+func clusterMayUse(tags map[string]string, cluster string) bool {
+	reserved := false
+	for k := range tags {
+		if name, ok := strings.CutPrefix(k, subnetClusterTagPrefix); ok {
+			if cluster != "" && name == cluster {
+				return true
+			}
+			reserved = true
+		}
+	}
+	return !reserved
 }

@@ -29,6 +29,7 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 		}
 		cancel()
 		d.settleDeleteOnTermination(ctx)
+		d.recheckENIConfig(ctx)
 		// Declarative and cheap: also repairs rules someone else flushed.
 		if err := d.SyncSNAT(); err != nil {
 			d.logf("reconcile SNAT: %v", err)
@@ -65,11 +66,7 @@ func (d *Daemon) Reconcile(ctx context.Context) error {
 	}
 	d.mu.Lock()
 	truth := map[string]cloud.ENI{}
-	for _, e := range enis {
-		if e.Tags["node.k8s.amazonaws.com/no_manage"] == "true" {
-			d.unmanagedDevs[e.DeviceNumber] = true
-			continue
-		}
+	for _, e := range d.sortOwnedLocked(enis) {
 		truth[e.ID] = e
 	}
 	now := d.now()
@@ -152,9 +149,10 @@ func (d *Daemon) disagreeLocked(subject, format string, args ...any) {
 func (d *Daemon) matches(md []cloud.ENI) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	n := 0
+	n, foreign := 0, 0
 	for _, e := range md {
-		if d.unmanagedDevs[e.DeviceNumber] {
+		if d.foreign[e.ID] != nil {
+			foreign++
 			continue
 		}
 		st := d.enis[e.ID]
@@ -173,7 +171,10 @@ func (d *Daemon) matches(md []cloud.ENI) bool {
 		}
 		n++
 	}
-	return n == len(d.enis) && len(d.unconfirmed) == 0 && len(d.unconfirmedPrefixes) == 0
+	// A foreign ENI gone from IMDS: EC2 says what went (IMDS leaves out
+	// ENIs without addresses, such as EFA-only ones, which then cost a
+	// describe per reconcile).
+	return n == len(d.enis) && foreign == len(d.foreign) && len(d.unconfirmed) == 0 && len(d.unconfirmedPrefixes) == 0
 }
 
 // syncAddressesLocked adopts addresses EC2 has and the daemon does not, and

@@ -47,8 +47,9 @@ func (d *Daemon) poolLoop(ctx context.Context) {
 }
 
 func (d *Daemon) sweepLoop(ctx context.Context) {
-	// Spread first sweeps so a fleet restart does not sweep at once.
-	delay := time.Duration(rand.Int64N(int64(time.Minute)))
+	// Spread first sweeps (within one interval, at most a minute) so a
+	// fleet restart does not sweep at once.
+	delay := time.Duration(rand.Int64N(int64(min(time.Minute, d.cfg.LeakSweepInterval))))
 	for {
 		select {
 		case <-ctx.Done():

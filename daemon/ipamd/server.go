@@ -280,5 +280,17 @@ func (d *Daemon) Introspect() *ipamv1.IntrospectReply {
 	sort.Slice(out.Allocations, func(i, j int) bool {
 		return netip.MustParseAddr(out.Allocations[i].Ip).Less(netip.MustParseAddr(out.Allocations[j].Ip))
 	})
+	if d.cfg.CustomNetworking {
+		out.CustomNetworking = &ipamv1.IntrospectCustomNetworking{Eniconfig: d.custom.cfg.Name, ChosenBy: d.custom.cfg.From,
+			Subnet: d.custom.subnetID, SecurityGroups: d.custom.groups, Problem: d.customNetworkReasonLocked()}
+	}
+	for _, f := range d.foreign {
+		out.Unmanaged = append(out.Unmanaged, &ipamv1.IntrospectUnmanagedENI{Id: f.id, DeviceNumber: int32(f.dev),
+			NetworkCard: int32(f.card), Reason: f.reason})
+	}
+	sort.Slice(out.Unmanaged, func(i, j int) bool {
+		a, b := out.Unmanaged[i], out.Unmanaged[j]
+		return a.NetworkCard < b.NetworkCard || a.NetworkCard == b.NetworkCard && a.DeviceNumber < b.DeviceNumber
+	})
 	return out
 }

@@ -65,6 +65,12 @@ func (d *Daemon) Ready() (bool, string, int) {
 	}
 	snap := d.snapshotLocked()
 	st := pool.ComputeStats(d.pcfg, snap)
+	if reason := d.customNetworkReasonLocked(); reason != "" && len(snap.ENIs) == 0 {
+		// Custom networking without a usable ENIConfig on a node with no
+		// ENI of its own yet: no pod can get an address here, so the node
+		// must not look ready for pods (nothing runs on it to evict).
+		return false, "custom networking: " + reason, 0
+	}
 	if st.Available == 0 {
 		return true, d.noAddressReasonLocked(snap), 0
 	}

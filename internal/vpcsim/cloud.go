@@ -64,6 +64,7 @@ type Attachment struct {
 	ID                  string
 	InstanceID          string
 	DeviceIndex         int
+	NetworkCard         int
 	Status              string
 	DeleteOnTermination bool
 	AttachTime          time.Time
@@ -77,14 +78,17 @@ type ENI struct {
 	AZ          string
 	MAC         string
 	Description string
-	PrimaryIP   netip.Addr
-	Secondary   []netip.Addr
-	Prefixes    []netip.Prefix
-	Groups      []string
-	Tags        map[string]string
-	Attachment  *Attachment
-	Created     time.Time
-	clientToken string
+	// InterfaceType is EC2's: "interface" (the default), "efa",
+	// "efa-only", "trunk" or "branch".
+	InterfaceType string
+	PrimaryIP     netip.Addr
+	Secondary     []netip.Addr
+	Prefixes      []netip.Prefix
+	Groups        []string
+	Tags          map[string]string
+	Attachment    *Attachment
+	Created       time.Time
+	clientToken   string
 }
 
 // Status is the EC2 status of the ENI.
@@ -110,8 +114,35 @@ type Instance struct {
 	State    string
 	Launched time.Time
 	Tags     map[string]string
-	// ENIs by device index.
-	ENIs map[int]string
+	// ENIs by where they are attached.
+	ENIs map[Slot]string
+}
+
+// Slot is where an ENI is attached: device indexes are numbered per
+// network card, as on EC2's multi-card instance types.
+type Slot struct{ Card, Device int }
+
+// cardLimit is how many ENIs the instance's network card can attach; 0 for
+// a card the type does not have.
+func (i *Instance) cardLimit(card int) int {
+	if len(i.Limits.NetworkCards) == 0 {
+		if card == 0 {
+			return i.Limits.MaxENIs
+		}
+		return 0
+	}
+	return i.Limits.NetworkCards[card]
+}
+
+// onCard counts the ENIs attached to one network card.
+func (i *Instance) onCard(card int) int {
+	n := 0
+	for s := range i.ENIs {
+		if s.Card == card {
+			n++
+		}
+	}
+	return n
 }
 
 // DataPlane receives the changes the data plane must mirror. Every call is
@@ -121,7 +152,7 @@ type DataPlane interface {
 	AddSubnet(cidr netip.Prefix) error
 	AddNode(name string) error
 	RemoveNode(name string) error
-	AttachENI(node string, id string, mac net.HardwareAddr, deviceIndex int, primary netip.Addr, subnet netip.Prefix) error
+	AttachENI(node string, id string, mac net.HardwareAddr, slot Slot, primary netip.Addr, subnet netip.Prefix) error
 	DetachENI(id string) error
 	SetENIAddresses(id string, secondary []netip.Addr, prefixes []netip.Prefix) error
 }

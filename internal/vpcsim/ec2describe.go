@@ -21,6 +21,13 @@ var eniFilters = filterTable[eniDetail]{
 			}
 			return []string{strconv.Itoa(d.DeviceIndex)}
 		},
+		"attachment.network-card-index": func(d eniDetail) []string {
+			if d.AttachmentID == "" {
+				return nil
+			}
+			return []string{strconv.Itoa(d.NetworkCard)}
+		},
+		"interface-type":       func(d eniDetail) []string { return one(d.InterfaceType) },
 		"status":               func(d eniDetail) []string { return one(d.Status) },
 		"vpc-id":               func(d eniDetail) []string { return one(d.VPCID) },
 		"subnet-id":            func(d eniDetail) []string { return one(d.SubnetID) },

@@ -12,7 +12,7 @@ func (h *EC2Handler) createNetworkInterface(q query) (any, *APIError) {
 		return nil, apiErr("MissingParameter", "The request must contain the parameter SubnetId")
 	}
 	in := createENIInput{SubnetID: q.str("SubnetId"), Groups: q.list("SecurityGroupId"), Description: q.str("Description"),
-		ClientToken: q.str("ClientToken"), Tags: map[string]string{}}
+		ClientToken: q.str("ClientToken"), Tags: map[string]string{}, InterfaceType: q.str("InterfaceType")}
 	var aerr *APIError
 	if in.SecondaryCount, aerr = q.intv("SecondaryPrivateIpAddressCount"); aerr != nil {
 		return nil, aerr

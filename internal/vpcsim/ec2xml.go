@@ -69,7 +69,7 @@ func tagList(m map[string]string) []xTag {
 func (h *EC2Handler) xmlENI(d eniDetail) xENI {
 	x := xENI{NetworkInterfaceID: d.ID, SubnetID: d.SubnetID, VpcID: d.VPCID, AvailabilityZone: d.AZ,
 		Description: d.Description, OwnerID: h.cloud.account, Status: d.Status, MacAddress: d.MAC,
-		PrivateIPAddress: d.PrimaryIP.String(), SourceDestCheck: true, InterfaceType: "interface", TagSet: tagList(d.Tags)}
+		PrivateIPAddress: d.PrimaryIP.String(), SourceDestCheck: true, InterfaceType: d.InterfaceType, TagSet: tagList(d.Tags)}
 	for _, g := range d.Groups {
 		x.GroupSet = append(x.GroupSet, xGroup{GroupID: g, GroupName: g})
 	}
@@ -82,7 +82,7 @@ func (h *EC2Handler) xmlENI(d eniDetail) xENI {
 	}
 	if d.AttachmentID != "" {
 		x.Attachment = &xAttachment{AttachmentID: d.AttachmentID, InstanceID: d.InstanceID, InstanceOwnerID: h.cloud.account,
-			DeviceIndex: d.DeviceIndex, Status: "attached", AttachTime: d.AttachTime, DeleteOnTermination: d.DeleteOnTermination}
+			DeviceIndex: d.DeviceIndex, NetworkCardIndex: d.NetworkCard, Status: "attached", AttachTime: d.AttachTime, DeleteOnTermination: d.DeleteOnTermination}
 	}
 	return x
 }

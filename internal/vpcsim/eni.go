@@ -17,7 +17,13 @@ type createENIInput struct {
 	PrefixCount    int
 	Tags           map[string]string
 	ClientToken    string
+	InterfaceType  string // "" is "interface"
 }
+
+// interfaceTypes are the types CreateNetworkInterface accepts (EC2 creates
+// "branch" ENIs through trunk association; the simulator takes it here so
+// tests can place one).
+var interfaceTypes = map[string]bool{"interface": true, "efa": true, "efa-only": true, "trunk": true, "branch": true}
 
 func (c *Cloud) createENILocked(in createENIInput) (*ENI, *APIError) {
 	s, ok := c.subnets[in.SubnetID]
@@ -29,6 +35,12 @@ func (c *Cloud) createENILocked(in createENIInput) (*ENI, *APIError) {
 			return nil, apiErr("InvalidGroup.NotFound", "The security group '%s' does not exist in VPC '%s'", g, s.VPCID)
 		}
 	}
+	if in.InterfaceType == "" {
+		in.InterfaceType = "interface"
+	}
+	if !interfaceTypes[in.InterfaceType] {
+		return nil, apiErr("InvalidParameterValue", "Value (%s) for parameter InterfaceType is invalid.", in.InterfaceType)
+	}
 	if in.SecondaryCount < 0 || in.PrefixCount < 0 {
 		return nil, apiErr("InvalidParameterValue", "counts must not be negative")
 	}
@@ -37,7 +49,7 @@ func (c *Cloud) createENILocked(in createENIInput) (*ENI, *APIError) {
 	if 1+in.SecondaryCount+len(in.PrivateIPs)+in.PrefixCount > 50 {
 		return nil, apiErr("PrivateIpAddressLimitExceeded", "Number of private addresses will exceed limit.")
 	}
-	e := &ENI{ID: newID("eni"), SubnetID: s.ID, VPCID: s.VPCID, AZ: s.AZ, MAC: newMAC(), Description: in.Description,
+	e := &ENI{ID: newID("eni"), SubnetID: s.ID, VPCID: s.VPCID, AZ: s.AZ, MAC: newMAC(), Description: in.Description, InterfaceType: in.InterfaceType,
 		Groups: append([]string(nil), in.Groups...), Tags: copyTags(in.Tags), Created: c.now(), clientToken: in.ClientToken}
 	rollback := func() {
 		for a, owner := range s.used {
@@ -96,32 +108,35 @@ func (c *Cloud) deleteENILocked(e *ENI) {
 
 // ENIView is a copy of an ENI's state.
 type ENIView struct {
-	ID           string
-	MAC          string
-	DeviceIndex  int
-	SubnetID     string
-	SubnetCIDR   netip.Prefix
-	VPCID        string
-	Groups       []string
-	PrimaryIP    netip.Addr
-	Secondary    []netip.Addr
-	Prefixes     []netip.Prefix
-	Tags         map[string]string
-	Status       string
-	AttachmentID string
-	InstanceID   string
+	ID            string
+	MAC           string
+	DeviceIndex   int
+	NetworkCard   int
+	InterfaceType string
+	SubnetID      string
+	SubnetCIDR    netip.Prefix
+	VPCID         string
+	Groups        []string
+	PrimaryIP     netip.Addr
+	Secondary     []netip.Addr
+	Prefixes      []netip.Prefix
+	Tags          map[string]string
+	Status        string
+	AttachmentID  string
+	InstanceID    string
 }
 
 func (c *Cloud) viewLocked(e *ENI) ENIView {
 	v := ENIView{ID: e.ID, MAC: e.MAC, SubnetID: e.SubnetID, VPCID: e.VPCID,
 		Groups: append([]string(nil), e.Groups...), PrimaryIP: e.PrimaryIP,
 		Secondary: append([]netip.Addr(nil), e.Secondary...), Prefixes: append([]netip.Prefix(nil), e.Prefixes...),
-		Tags: copyTags(e.Tags), Status: e.Status(), DeviceIndex: -1}
+		Tags: copyTags(e.Tags), Status: e.Status(), DeviceIndex: -1, InterfaceType: e.InterfaceType}
 	if s := c.subnets[e.SubnetID]; s != nil {
 		v.SubnetCIDR = s.CIDR
 	}
 	if e.Attachment != nil {
 		v.DeviceIndex = e.Attachment.DeviceIndex
+		v.NetworkCard = e.Attachment.NetworkCard
 		v.AttachmentID = e.Attachment.ID
 		v.InstanceID = e.Attachment.InstanceID
 	}
@@ -201,20 +216,25 @@ func (c *Cloud) AttachNetworkInterface(eniID, instanceID string, deviceIndex, ne
 	if e.Attachment != nil {
 		return "", apiErr("InvalidParameterValue", "Interface %s is currently in use.", eniID)
 	}
-	if networkCard != 0 {
-		return "", apiErr("InvalidParameterValue", "network card index %d is not supported by the simulator", networkCard)
+	if e.InterfaceType == "branch" {
+		return "", apiErr("InvalidParameterValue", "Interface %s is a branch interface: it is associated with a trunk, not attached.", eniID)
 	}
 	if e.AZ != inst.AZ || e.VPCID != inst.VPCID {
 		return "", apiErr("InvalidParameterValue", "Interface %s is in a different availability zone or VPC than instance %s.", eniID, instanceID)
 	}
+	limit := inst.cardLimit(networkCard)
+	if limit == 0 {
+		return "", apiErr("InvalidParameterValue", "Invalid value '%d' for networkCardIndex: %s has no such network card.", networkCard, inst.Type)
+	}
 	if deviceIndex < 1 || deviceIndex > 99 {
 		return "", apiErr("InvalidParameterValue", "Invalid value '%d' for deviceIndex.", deviceIndex)
 	}
-	if _, taken := inst.ENIs[deviceIndex]; taken {
-		return "", apiErr("InvalidParameterValue", "Instance '%s' already has an interface attached at device index '%d'.", instanceID, deviceIndex)
+	slot := Slot{Card: networkCard, Device: deviceIndex}
+	if _, taken := inst.ENIs[slot]; taken {
+		return "", apiErr("InvalidParameterValue", "Instance '%s' already has an interface attached at device index '%d' on network card '%d'.", instanceID, deviceIndex, networkCard)
 	}
-	if len(inst.ENIs) >= inst.Limits.MaxENIs {
-		return "", apiErr("AttachmentLimitExceeded", "Interface count %d exceeds the limit for %s", len(inst.ENIs)+1, inst.Type)
+	if inst.onCard(networkCard) >= limit {
+		return "", apiErr("AttachmentLimitExceeded", "Interface count %d on network card %d exceeds the limit for %s", inst.onCard(networkCard)+1, networkCard, inst.Type)
 	}
 	if e.slots() > inst.Limits.IPv4PerENI {
 		return "", apiErr("PrivateIpAddressLimitExceeded", "Number of private addresses will exceed limit.")
@@ -224,7 +244,7 @@ func (c *Cloud) AttachNetworkInterface(eniID, instanceID string, deviceIndex, ne
 	}
 	if c.dp != nil {
 		s := c.subnets[e.SubnetID]
-		if err := c.dp.AttachENI(inst.Name, e.ID, mustMAC(e.MAC), deviceIndex, e.PrimaryIP, s.CIDR); err != nil {
+		if err := c.dp.AttachENI(inst.Name, e.ID, mustMAC(e.MAC), slot, e.PrimaryIP, s.CIDR); err != nil {
 			return "", apiErr("InternalError", "data plane: %v", err)
 		}
 		if err := c.dp.SetENIAddresses(e.ID, e.Secondary, e.Prefixes); err != nil {
@@ -232,9 +252,9 @@ func (c *Cloud) AttachNetworkInterface(eniID, instanceID string, deviceIndex, ne
 			return "", apiErr("InternalError", "data plane: %v", err)
 		}
 	}
-	e.Attachment = &Attachment{ID: newID("eni-attach"), InstanceID: inst.ID, DeviceIndex: deviceIndex,
+	e.Attachment = &Attachment{ID: newID("eni-attach"), InstanceID: inst.ID, DeviceIndex: deviceIndex, NetworkCard: networkCard,
 		Status: "attached", AttachTime: c.now()}
-	inst.ENIs[deviceIndex] = e.ID
+	inst.ENIs[slot] = e.ID
 	c.notifyLocked(inst)
 	return e.Attachment.ID, nil
 }
@@ -248,7 +268,7 @@ func (c *Cloud) DetachNetworkInterface(attachmentID string) *APIError {
 		if e.Attachment == nil || e.Attachment.ID != attachmentID {
 			continue
 		}
-		if e.Attachment.DeviceIndex == 0 {
+		if e.Attachment.DeviceIndex == 0 && e.Attachment.NetworkCard == 0 {
 			return apiErr("OperationNotPermitted", "The network interface at device index 0 cannot be detached.")
 		}
 		inst := c.instances[e.Attachment.InstanceID]
@@ -257,7 +277,7 @@ func (c *Cloud) DetachNetworkInterface(attachmentID string) *APIError {
 				return apiErr("InternalError", "data plane: %v", err)
 			}
 		}
-		delete(inst.ENIs, e.Attachment.DeviceIndex)
+		delete(inst.ENIs, Slot{Card: e.Attachment.NetworkCard, Device: e.Attachment.DeviceIndex})
 		e.Attachment = nil
 		c.notifyLocked(inst)
 		return nil

@@ -40,7 +40,7 @@ func (c *Cloud) LaunchInstance(spec LaunchSpec) (string, error) {
 	}
 	inst := &Instance{ID: newID("i"), Type: spec.InstanceType, Limits: lim, AZ: s.AZ, SubnetID: s.ID,
 		VPCID: s.VPCID, ImageID: "ami-0vpcsim000000000", State: "running", Launched: c.now(),
-		Tags: map[string]string{}, ENIs: map[int]string{}}
+		Tags: map[string]string{}, ENIs: map[Slot]string{}}
 	inst.Name = spec.Name
 	if inst.Name == "" {
 		inst.Name = inst.ID
@@ -59,7 +59,7 @@ func (c *Cloud) LaunchInstance(spec LaunchSpec) (string, error) {
 			c.deleteENILocked(eni)
 			return "", fmt.Errorf("data plane: %w", err)
 		}
-		if err := c.dp.AttachENI(inst.Name, eni.ID, mustMAC(eni.MAC), 0, eni.PrimaryIP, s.CIDR); err != nil {
+		if err := c.dp.AttachENI(inst.Name, eni.ID, mustMAC(eni.MAC), Slot{}, eni.PrimaryIP, s.CIDR); err != nil {
 			_ = c.dp.RemoveNode(inst.Name)
 			c.deleteENILocked(eni)
 			return "", fmt.Errorf("data plane: %w", err)
@@ -67,7 +67,7 @@ func (c *Cloud) LaunchInstance(spec LaunchSpec) (string, error) {
 	}
 	eni.Attachment = &Attachment{ID: newID("eni-attach"), InstanceID: inst.ID, DeviceIndex: 0, Status: "attached",
 		DeleteOnTermination: true, AttachTime: c.now()}
-	inst.ENIs[0] = eni.ID
+	inst.ENIs[Slot{}] = eni.ID
 	c.instances[inst.ID] = inst
 	c.notifyLocked(inst)
 	return inst.ID, nil
@@ -142,22 +142,24 @@ type InstanceNetwork struct {
 	VPCCIDRs     []netip.Prefix
 	PrimaryIP    netip.Addr
 	PrimaryMAC   string
-	ENIs         []ENIView // by device index
+	ENIs         []ENIView // by network card, then device index
 }
 
 func (c *Cloud) instanceNetworkLocked(inst *Instance) InstanceNetwork {
 	n := InstanceNetwork{InstanceID: inst.ID, Name: inst.Name, InstanceType: inst.Type, Region: c.region, AZ: inst.AZ,
 		Account: c.account, ImageID: inst.ImageID, Launched: inst.Launched, VPCID: inst.VPCID,
 		VPCCIDRs: append([]netip.Prefix(nil), c.vpcs[inst.VPCID].CIDRs...)}
-	var devs []int
-	for d := range inst.ENIs {
-		devs = append(devs, d)
+	var slots []Slot
+	for s := range inst.ENIs {
+		slots = append(slots, s)
 	}
-	sort.Ints(devs)
-	for _, d := range devs {
-		e := c.enis[inst.ENIs[d]]
+	sort.Slice(slots, func(a, b int) bool {
+		return slots[a].Card < slots[b].Card || slots[a].Card == slots[b].Card && slots[a].Device < slots[b].Device
+	})
+	for _, s := range slots {
+		e := c.enis[inst.ENIs[s]]
 		n.ENIs = append(n.ENIs, c.viewLocked(e))
-		if d == 0 {
+		if s == (Slot{}) {
 			n.PrimaryIP, n.PrimaryMAC = e.PrimaryIP, e.MAC
 		}
 	}

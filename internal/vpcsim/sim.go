@@ -219,7 +219,7 @@ func toMetadata(n InstanceNetwork) imds.Metadata {
 		md.VPCCIDRs = append(md.VPCCIDRs, c.String())
 	}
 	for _, e := range n.ENIs {
-		em := imds.ENIMetadata{MAC: e.MAC, InterfaceID: e.ID, DeviceNumber: e.DeviceIndex, SubnetID: e.SubnetID,
+		em := imds.ENIMetadata{MAC: e.MAC, InterfaceID: e.ID, DeviceNumber: e.DeviceIndex, NetworkCard: e.NetworkCard, SubnetID: e.SubnetID,
 			SubnetCIDR: e.SubnetCIDR.String(), VPCID: e.VPCID, SecurityGroupIDs: e.Groups,
 			LocalIPv4s: []string{e.PrimaryIP.String()}}
 		for _, a := range e.Secondary {
@@ -239,8 +239,8 @@ type fabricAdapter struct{ f *dataplane.Fabric }
 func (a fabricAdapter) AddSubnet(c netip.Prefix) error { return a.f.AddSubnet(c) }
 func (a fabricAdapter) AddNode(name string) error      { return a.f.AddNode(name) }
 func (a fabricAdapter) RemoveNode(name string) error   { return a.f.RemoveNode(name) }
-func (a fabricAdapter) AttachENI(node, id string, mac net.HardwareAddr, dev int, primary netip.Addr, subnet netip.Prefix) error {
-	return a.f.AttachENI(node, dataplane.ENI{ID: id, MAC: mac, DeviceIndex: dev, PrimaryIP: primary, Subnet: subnet})
+func (a fabricAdapter) AttachENI(node, id string, mac net.HardwareAddr, slot Slot, primary netip.Addr, subnet netip.Prefix) error {
+	return a.f.AttachENI(node, dataplane.ENI{ID: id, MAC: mac, DeviceIndex: slot.Device, NetworkCard: slot.Card, PrimaryIP: primary, Subnet: subnet})
 }
 func (a fabricAdapter) DetachENI(id string) error { return a.f.DetachENI(id) }
 func (a fabricAdapter) SetENIAddresses(id string, sec []netip.Addr, pfx []netip.Prefix) error {

@@ -861,6 +861,153 @@ func (x *IntrospectENI) GetSubnetCidr() string {
 	return ""
 }
 
+// An ENI attached to the node that the daemon leaves alone, and why.
+type IntrospectUnmanagedENI struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	DeviceNumber  int32                  `protobuf:"varint,2,opt,name=device_number,json=deviceNumber,proto3" json:"device_number,omitempty"`
+	NetworkCard   int32                  `protobuf:"varint,3,opt,name=network_card,json=networkCard,proto3" json:"network_card,omitempty"`
+	Reason        string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IntrospectUnmanagedENI) Reset() {
+	*x = IntrospectUnmanagedENI{}
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IntrospectUnmanagedENI) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IntrospectUnmanagedENI) ProtoMessage() {}
+
+func (x *IntrospectUnmanagedENI) ProtoReflect() protoreflect.Message {
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IntrospectUnmanagedENI.ProtoReflect.Descriptor instead.
+func (*IntrospectUnmanagedENI) Descriptor() ([]byte, []int) {
+	return file_api_ipam_v1_ipam_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *IntrospectUnmanagedENI) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *IntrospectUnmanagedENI) GetDeviceNumber() int32 {
+	if x != nil {
+		return x.DeviceNumber
+	}
+	return 0
+}
+
+func (x *IntrospectUnmanagedENI) GetNetworkCard() int32 {
+	if x != nil {
+		return x.NetworkCard
+	}
+	return 0
+}
+
+func (x *IntrospectUnmanagedENI) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// Custom networking: the node's ENIConfig and where new ENIs go, or why
+// none can be created.
+type IntrospectCustomNetworking struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Eniconfig      string                 `protobuf:"bytes,1,opt,name=eniconfig,proto3" json:"eniconfig,omitempty"`
+	ChosenBy       string                 `protobuf:"bytes,2,opt,name=chosen_by,json=chosenBy,proto3" json:"chosen_by,omitempty"`
+	Subnet         string                 `protobuf:"bytes,3,opt,name=subnet,proto3" json:"subnet,omitempty"`
+	SecurityGroups []string               `protobuf:"bytes,4,rep,name=security_groups,json=securityGroups,proto3" json:"security_groups,omitempty"`
+	Problem        string                 `protobuf:"bytes,5,opt,name=problem,proto3" json:"problem,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *IntrospectCustomNetworking) Reset() {
+	*x = IntrospectCustomNetworking{}
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IntrospectCustomNetworking) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IntrospectCustomNetworking) ProtoMessage() {}
+
+func (x *IntrospectCustomNetworking) ProtoReflect() protoreflect.Message {
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IntrospectCustomNetworking.ProtoReflect.Descriptor instead.
+func (*IntrospectCustomNetworking) Descriptor() ([]byte, []int) {
+	return file_api_ipam_v1_ipam_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *IntrospectCustomNetworking) GetEniconfig() string {
+	if x != nil {
+		return x.Eniconfig
+	}
+	return ""
+}
+
+func (x *IntrospectCustomNetworking) GetChosenBy() string {
+	if x != nil {
+		return x.ChosenBy
+	}
+	return ""
+}
+
+func (x *IntrospectCustomNetworking) GetSubnet() string {
+	if x != nil {
+		return x.Subnet
+	}
+	return ""
+}
+
+func (x *IntrospectCustomNetworking) GetSecurityGroups() []string {
+	if x != nil {
+		return x.SecurityGroups
+	}
+	return nil
+}
+
+func (x *IntrospectCustomNetworking) GetProblem() string {
+	if x != nil {
+		return x.Problem
+	}
+	return ""
+}
+
 type IntrospectAllocation struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Key           *Key                   `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
@@ -875,7 +1022,7 @@ type IntrospectAllocation struct {
 
 func (x *IntrospectAllocation) Reset() {
 	*x = IntrospectAllocation{}
-	mi := &file_api_ipam_v1_ipam_proto_msgTypes[14]
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -887,7 +1034,7 @@ func (x *IntrospectAllocation) String() string {
 func (*IntrospectAllocation) ProtoMessage() {}
 
 func (x *IntrospectAllocation) ProtoReflect() protoreflect.Message {
-	mi := &file_api_ipam_v1_ipam_proto_msgTypes[14]
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -900,7 +1047,7 @@ func (x *IntrospectAllocation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntrospectAllocation.ProtoReflect.Descriptor instead.
 func (*IntrospectAllocation) Descriptor() ([]byte, []int) {
-	return file_api_ipam_v1_ipam_proto_rawDescGZIP(), []int{14}
+	return file_api_ipam_v1_ipam_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *IntrospectAllocation) GetKey() *Key {
@@ -946,23 +1093,25 @@ func (x *IntrospectAllocation) GetAssignedUnix() int64 {
 }
 
 type IntrospectReply struct {
-	state         protoimpl.MessageState  `protogen:"open.v1"`
-	Mode          string                  `protobuf:"bytes,1,opt,name=mode,proto3" json:"mode,omitempty"`
-	Total         int32                   `protobuf:"varint,2,opt,name=total,proto3" json:"total,omitempty"`
-	Assigned      int32                   `protobuf:"varint,3,opt,name=assigned,proto3" json:"assigned,omitempty"`
-	Cooling       int32                   `protobuf:"varint,4,opt,name=cooling,proto3" json:"cooling,omitempty"`
-	Available     int32                   `protobuf:"varint,5,opt,name=available,proto3" json:"available,omitempty"`
-	MaxPods       int32                   `protobuf:"varint,6,opt,name=max_pods,json=maxPods,proto3" json:"max_pods,omitempty"`
-	Enis          []*IntrospectENI        `protobuf:"bytes,7,rep,name=enis,proto3" json:"enis,omitempty"`
-	Allocations   []*IntrospectAllocation `protobuf:"bytes,8,rep,name=allocations,proto3" json:"allocations,omitempty"`
-	LastDecision  string                  `protobuf:"bytes,9,opt,name=last_decision,json=lastDecision,proto3" json:"last_decision,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state            protoimpl.MessageState      `protogen:"open.v1"`
+	Mode             string                      `protobuf:"bytes,1,opt,name=mode,proto3" json:"mode,omitempty"`
+	Total            int32                       `protobuf:"varint,2,opt,name=total,proto3" json:"total,omitempty"`
+	Assigned         int32                       `protobuf:"varint,3,opt,name=assigned,proto3" json:"assigned,omitempty"`
+	Cooling          int32                       `protobuf:"varint,4,opt,name=cooling,proto3" json:"cooling,omitempty"`
+	Available        int32                       `protobuf:"varint,5,opt,name=available,proto3" json:"available,omitempty"`
+	MaxPods          int32                       `protobuf:"varint,6,opt,name=max_pods,json=maxPods,proto3" json:"max_pods,omitempty"`
+	Enis             []*IntrospectENI            `protobuf:"bytes,7,rep,name=enis,proto3" json:"enis,omitempty"`
+	Allocations      []*IntrospectAllocation     `protobuf:"bytes,8,rep,name=allocations,proto3" json:"allocations,omitempty"`
+	LastDecision     string                      `protobuf:"bytes,9,opt,name=last_decision,json=lastDecision,proto3" json:"last_decision,omitempty"`
+	Unmanaged        []*IntrospectUnmanagedENI   `protobuf:"bytes,10,rep,name=unmanaged,proto3" json:"unmanaged,omitempty"`
+	CustomNetworking *IntrospectCustomNetworking `protobuf:"bytes,11,opt,name=custom_networking,json=customNetworking,proto3" json:"custom_networking,omitempty"` // unset when custom networking is off
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *IntrospectReply) Reset() {
 	*x = IntrospectReply{}
-	mi := &file_api_ipam_v1_ipam_proto_msgTypes[15]
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -974,7 +1123,7 @@ func (x *IntrospectReply) String() string {
 func (*IntrospectReply) ProtoMessage() {}
 
 func (x *IntrospectReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_ipam_v1_ipam_proto_msgTypes[15]
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -987,7 +1136,7 @@ func (x *IntrospectReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntrospectReply.ProtoReflect.Descriptor instead.
 func (*IntrospectReply) Descriptor() ([]byte, []int) {
-	return file_api_ipam_v1_ipam_proto_rawDescGZIP(), []int{15}
+	return file_api_ipam_v1_ipam_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *IntrospectReply) GetMode() string {
@@ -1051,6 +1200,20 @@ func (x *IntrospectReply) GetLastDecision() string {
 		return x.LastDecision
 	}
 	return ""
+}
+
+func (x *IntrospectReply) GetUnmanaged() []*IntrospectUnmanagedENI {
+	if x != nil {
+		return x.Unmanaged
+	}
+	return nil
+}
+
+func (x *IntrospectReply) GetCustomNetworking() *IntrospectCustomNetworking {
+	if x != nil {
+		return x.CustomNetworking
+	}
+	return nil
 }
 
 var File_api_ipam_v1_ipam_proto protoreflect.FileDescriptor
@@ -1133,14 +1296,25 @@ const file_api_ipam_v1_ipam_proto_rawDesc = "" +
 	"\vroute_table\x18\a \x01(\x05R\n" +
 	"routeTable\x12\x1f\n" +
 	"\vsubnet_cidr\x18\b \x01(\tR\n" +
-	"subnetCidr\"\xcb\x01\n" +
+	"subnetCidr\"\x88\x01\n" +
+	"\x16IntrospectUnmanagedENI\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12#\n" +
+	"\rdevice_number\x18\x02 \x01(\x05R\fdeviceNumber\x12!\n" +
+	"\fnetwork_card\x18\x03 \x01(\x05R\vnetworkCard\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xb2\x01\n" +
+	"\x1aIntrospectCustomNetworking\x12\x1c\n" +
+	"\teniconfig\x18\x01 \x01(\tR\teniconfig\x12\x1b\n" +
+	"\tchosen_by\x18\x02 \x01(\tR\bchosenBy\x12\x16\n" +
+	"\x06subnet\x18\x03 \x01(\tR\x06subnet\x12'\n" +
+	"\x0fsecurity_groups\x18\x04 \x03(\tR\x0esecurityGroups\x12\x18\n" +
+	"\aproblem\x18\x05 \x01(\tR\aproblem\"\xcb\x01\n" +
 	"\x14IntrospectAllocation\x12'\n" +
 	"\x03key\x18\x01 \x01(\v2\x15.vpcchain.ipam.v1.KeyR\x03key\x12\x0e\n" +
 	"\x02ip\x18\x02 \x01(\tR\x02ip\x12\x15\n" +
 	"\x06eni_id\x18\x03 \x01(\tR\x05eniId\x12#\n" +
 	"\rpod_namespace\x18\x04 \x01(\tR\fpodNamespace\x12\x19\n" +
 	"\bpod_name\x18\x05 \x01(\tR\apodName\x12#\n" +
-	"\rassigned_unix\x18\x06 \x01(\x03R\fassignedUnix\"\xce\x02\n" +
+	"\rassigned_unix\x18\x06 \x01(\x03R\fassignedUnix\"\xf1\x03\n" +
 	"\x0fIntrospectReply\x12\x12\n" +
 	"\x04mode\x18\x01 \x01(\tR\x04mode\x12\x14\n" +
 	"\x05total\x18\x02 \x01(\x05R\x05total\x12\x1a\n" +
@@ -1150,7 +1324,10 @@ const file_api_ipam_v1_ipam_proto_rawDesc = "" +
 	"\bmax_pods\x18\x06 \x01(\x05R\amaxPods\x123\n" +
 	"\x04enis\x18\a \x03(\v2\x1f.vpcchain.ipam.v1.IntrospectENIR\x04enis\x12H\n" +
 	"\vallocations\x18\b \x03(\v2&.vpcchain.ipam.v1.IntrospectAllocationR\vallocations\x12#\n" +
-	"\rlast_decision\x18\t \x01(\tR\flastDecision2\xad\x03\n" +
+	"\rlast_decision\x18\t \x01(\tR\flastDecision\x12F\n" +
+	"\tunmanaged\x18\n" +
+	" \x03(\v2(.vpcchain.ipam.v1.IntrospectUnmanagedENIR\tunmanaged\x12Y\n" +
+	"\x11custom_networking\x18\v \x01(\v2,.vpcchain.ipam.v1.IntrospectCustomNetworkingR\x10customNetworking2\xad\x03\n" +
 	"\x04IPAM\x12?\n" +
 	"\x03Add\x12\x1c.vpcchain.ipam.v1.AddRequest\x1a\x1a.vpcchain.ipam.v1.AddReply\x12?\n" +
 	"\x03Del\x12\x1c.vpcchain.ipam.v1.DelRequest\x1a\x1a.vpcchain.ipam.v1.DelReply\x12E\n" +
@@ -1172,24 +1349,26 @@ func file_api_ipam_v1_ipam_proto_rawDescGZIP() []byte {
 	return file_api_ipam_v1_ipam_proto_rawDescData
 }
 
-var file_api_ipam_v1_ipam_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_api_ipam_v1_ipam_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_api_ipam_v1_ipam_proto_goTypes = []any{
-	(*Key)(nil),                  // 0: vpcchain.ipam.v1.Key
-	(*AddRequest)(nil),           // 1: vpcchain.ipam.v1.AddRequest
-	(*Allocation)(nil),           // 2: vpcchain.ipam.v1.Allocation
-	(*AddReply)(nil),             // 3: vpcchain.ipam.v1.AddReply
-	(*DelRequest)(nil),           // 4: vpcchain.ipam.v1.DelRequest
-	(*DelReply)(nil),             // 5: vpcchain.ipam.v1.DelReply
-	(*CheckRequest)(nil),         // 6: vpcchain.ipam.v1.CheckRequest
-	(*CheckReply)(nil),           // 7: vpcchain.ipam.v1.CheckReply
-	(*StatusRequest)(nil),        // 8: vpcchain.ipam.v1.StatusRequest
-	(*StatusReply)(nil),          // 9: vpcchain.ipam.v1.StatusReply
-	(*GCRequest)(nil),            // 10: vpcchain.ipam.v1.GCRequest
-	(*GCReply)(nil),              // 11: vpcchain.ipam.v1.GCReply
-	(*IntrospectRequest)(nil),    // 12: vpcchain.ipam.v1.IntrospectRequest
-	(*IntrospectENI)(nil),        // 13: vpcchain.ipam.v1.IntrospectENI
-	(*IntrospectAllocation)(nil), // 14: vpcchain.ipam.v1.IntrospectAllocation
-	(*IntrospectReply)(nil),      // 15: vpcchain.ipam.v1.IntrospectReply
+	(*Key)(nil),                        // 0: vpcchain.ipam.v1.Key
+	(*AddRequest)(nil),                 // 1: vpcchain.ipam.v1.AddRequest
+	(*Allocation)(nil),                 // 2: vpcchain.ipam.v1.Allocation
+	(*AddReply)(nil),                   // 3: vpcchain.ipam.v1.AddReply
+	(*DelRequest)(nil),                 // 4: vpcchain.ipam.v1.DelRequest
+	(*DelReply)(nil),                   // 5: vpcchain.ipam.v1.DelReply
+	(*CheckRequest)(nil),               // 6: vpcchain.ipam.v1.CheckRequest
+	(*CheckReply)(nil),                 // 7: vpcchain.ipam.v1.CheckReply
+	(*StatusRequest)(nil),              // 8: vpcchain.ipam.v1.StatusRequest
+	(*StatusReply)(nil),                // 9: vpcchain.ipam.v1.StatusReply
+	(*GCRequest)(nil),                  // 10: vpcchain.ipam.v1.GCRequest
+	(*GCReply)(nil),                    // 11: vpcchain.ipam.v1.GCReply
+	(*IntrospectRequest)(nil),          // 12: vpcchain.ipam.v1.IntrospectRequest
+	(*IntrospectENI)(nil),              // 13: vpcchain.ipam.v1.IntrospectENI
+	(*IntrospectUnmanagedENI)(nil),     // 14: vpcchain.ipam.v1.IntrospectUnmanagedENI
+	(*IntrospectCustomNetworking)(nil), // 15: vpcchain.ipam.v1.IntrospectCustomNetworking
+	(*IntrospectAllocation)(nil),       // 16: vpcchain.ipam.v1.IntrospectAllocation
+	(*IntrospectReply)(nil),            // 17: vpcchain.ipam.v1.IntrospectReply
 }
 var file_api_ipam_v1_ipam_proto_depIdxs = []int32{
 	0,  // 0: vpcchain.ipam.v1.AddRequest.key:type_name -> vpcchain.ipam.v1.Key
@@ -1202,24 +1381,26 @@ var file_api_ipam_v1_ipam_proto_depIdxs = []int32{
 	0,  // 7: vpcchain.ipam.v1.GCReply.released:type_name -> vpcchain.ipam.v1.Key
 	0,  // 8: vpcchain.ipam.v1.IntrospectAllocation.key:type_name -> vpcchain.ipam.v1.Key
 	13, // 9: vpcchain.ipam.v1.IntrospectReply.enis:type_name -> vpcchain.ipam.v1.IntrospectENI
-	14, // 10: vpcchain.ipam.v1.IntrospectReply.allocations:type_name -> vpcchain.ipam.v1.IntrospectAllocation
-	1,  // 11: vpcchain.ipam.v1.IPAM.Add:input_type -> vpcchain.ipam.v1.AddRequest
-	4,  // 12: vpcchain.ipam.v1.IPAM.Del:input_type -> vpcchain.ipam.v1.DelRequest
-	6,  // 13: vpcchain.ipam.v1.IPAM.Check:input_type -> vpcchain.ipam.v1.CheckRequest
-	8,  // 14: vpcchain.ipam.v1.IPAM.Status:input_type -> vpcchain.ipam.v1.StatusRequest
-	10, // 15: vpcchain.ipam.v1.IPAM.GC:input_type -> vpcchain.ipam.v1.GCRequest
-	12, // 16: vpcchain.ipam.v1.IPAM.Introspect:input_type -> vpcchain.ipam.v1.IntrospectRequest
-	3,  // 17: vpcchain.ipam.v1.IPAM.Add:output_type -> vpcchain.ipam.v1.AddReply
-	5,  // 18: vpcchain.ipam.v1.IPAM.Del:output_type -> vpcchain.ipam.v1.DelReply
-	7,  // 19: vpcchain.ipam.v1.IPAM.Check:output_type -> vpcchain.ipam.v1.CheckReply
-	9,  // 20: vpcchain.ipam.v1.IPAM.Status:output_type -> vpcchain.ipam.v1.StatusReply
-	11, // 21: vpcchain.ipam.v1.IPAM.GC:output_type -> vpcchain.ipam.v1.GCReply
-	15, // 22: vpcchain.ipam.v1.IPAM.Introspect:output_type -> vpcchain.ipam.v1.IntrospectReply
-	17, // [17:23] is the sub-list for method output_type
-	11, // [11:17] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	16, // 10: vpcchain.ipam.v1.IntrospectReply.allocations:type_name -> vpcchain.ipam.v1.IntrospectAllocation
+	14, // 11: vpcchain.ipam.v1.IntrospectReply.unmanaged:type_name -> vpcchain.ipam.v1.IntrospectUnmanagedENI
+	15, // 12: vpcchain.ipam.v1.IntrospectReply.custom_networking:type_name -> vpcchain.ipam.v1.IntrospectCustomNetworking
+	1,  // 13: vpcchain.ipam.v1.IPAM.Add:input_type -> vpcchain.ipam.v1.AddRequest
+	4,  // 14: vpcchain.ipam.v1.IPAM.Del:input_type -> vpcchain.ipam.v1.DelRequest
+	6,  // 15: vpcchain.ipam.v1.IPAM.Check:input_type -> vpcchain.ipam.v1.CheckRequest
+	8,  // 16: vpcchain.ipam.v1.IPAM.Status:input_type -> vpcchain.ipam.v1.StatusRequest
+	10, // 17: vpcchain.ipam.v1.IPAM.GC:input_type -> vpcchain.ipam.v1.GCRequest
+	12, // 18: vpcchain.ipam.v1.IPAM.Introspect:input_type -> vpcchain.ipam.v1.IntrospectRequest
+	3,  // 19: vpcchain.ipam.v1.IPAM.Add:output_type -> vpcchain.ipam.v1.AddReply
+	5,  // 20: vpcchain.ipam.v1.IPAM.Del:output_type -> vpcchain.ipam.v1.DelReply
+	7,  // 21: vpcchain.ipam.v1.IPAM.Check:output_type -> vpcchain.ipam.v1.CheckReply
+	9,  // 22: vpcchain.ipam.v1.IPAM.Status:output_type -> vpcchain.ipam.v1.StatusReply
+	11, // 23: vpcchain.ipam.v1.IPAM.GC:output_type -> vpcchain.ipam.v1.GCReply
+	17, // 24: vpcchain.ipam.v1.IPAM.Introspect:output_type -> vpcchain.ipam.v1.IntrospectReply
+	19, // [19:25] is the sub-list for method output_type
+	13, // [13:19] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_api_ipam_v1_ipam_proto_init() }
@@ -1233,7 +1414,7 @@ func file_api_ipam_v1_ipam_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_ipam_v1_ipam_proto_rawDesc), len(file_api_ipam_v1_ipam_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -46,7 +46,7 @@ func sortedKeys[V any](m map[string]V) []string {
 	return ks
 }
 
-func sortedValues(m map[int]string) []string {
+func sortedValues(m map[string]string) []string {
 	vs := make([]string, 0, len(m))
 	for _, v := range m {
 		vs = append(vs, v)

@@ -77,12 +77,21 @@ type Options struct {
 type ENI struct {
 	ID          string           // e.g. "eni-0123456789abcdef0"; unique in the fabric
 	MAC         net.HardwareAddr // unicast MAC, given to the node-side link
-	DeviceIndex int              // node-side link is eth<DeviceIndex>; 0 is the primary ENI
+	DeviceIndex int              // node-side link is eth<DeviceIndex> on card 0; 0 is the primary ENI
+	NetworkCard int              // card > 0: node-side link is nc<card>eth<DeviceIndex>
 	PrimaryIP   netip.Addr       // inside Subnet
 	Subnet      netip.Prefix     // the ENI's subnet (masked IPv4 prefix)
 }
 
 // Fabric is one simulated VPC data plane. Its methods are safe for concurrent use.
+// NodeLink is the name of the ENI's link in the node namespace.
+func (e ENI) NodeLink() string {
+	if e.NetworkCard == 0 {
+		return fmt.Sprintf("eth%d", e.DeviceIndex)
+	}
+	return fmt.Sprintf("nc%deth%d", e.NetworkCard, e.DeviceIndex)
+}
+
 type Fabric struct {
 	mu     sync.Mutex
 	runID  string
@@ -111,7 +120,7 @@ type node struct {
 	nsName    string
 	ns        netns.NsHandle
 	h         *netlink.Handle
-	enis      map[int]string // device index -> ENI ID
+	enis      map[string]string // node link name -> ENI ID
 	listeners []net.Listener
 }
 

@@ -40,7 +40,7 @@ func (f *Fabric) AttachENI(nodeName string, e ENI) error {
 		return err
 	}
 	rname := f.routerLinkName(e.ID)
-	nodeLink := fmt.Sprintf("eth%d", e.DeviceIndex)
+	nodeLink := e.NodeLink()
 	mac := append(net.HardwareAddr(nil), e.MAC...)
 
 	attrs := netlink.NewLinkAttrs()
@@ -98,7 +98,7 @@ func (f *Fabric) AttachENI(nodeName string, e ENI) error {
 	if err != nil {
 		return fail(fmt.Errorf("dataplane: node link %s: %w", nodeLink, err))
 	}
-	if e.DeviceIndex == 0 {
+	if e.DeviceIndex == 0 && e.NetworkCard == 0 {
 		if err := n.h.AddrAdd(nl, addr(netip.PrefixFrom(e.PrimaryIP, e.Subnet.Bits()))); err != nil {
 			return fail(fmt.Errorf("dataplane: node address: %w", err))
 		}
@@ -118,14 +118,14 @@ func (f *Fabric) AttachENI(nodeName string, e ENI) error {
 	}
 
 	f.enis[e.ID] = &eniState{
-		ENI:       ENI{ID: e.ID, MAC: mac, DeviceIndex: e.DeviceIndex, PrimaryIP: e.PrimaryIP, Subnet: e.Subnet},
+		ENI:       ENI{ID: e.ID, MAC: mac, DeviceIndex: e.DeviceIndex, NetworkCard: e.NetworkCard, PrimaryIP: e.PrimaryIP, Subnet: e.Subnet},
 		node:      n.name,
 		rlink:     rname,
 		secondary: map[netip.Addr]struct{}{},
 		prefixes:  map[netip.Prefix]struct{}{},
 	}
 	f.rlinkNames[rname] = e.ID
-	n.enis[e.DeviceIndex] = e.ID
+	n.enis[nodeLink] = e.ID
 	return nil
 }
 
@@ -142,8 +142,11 @@ func (f *Fabric) validateENI(n *node, e ENI) error {
 	if e.DeviceIndex < 0 || e.DeviceIndex > 999 {
 		return fmt.Errorf("dataplane: ENI %s: invalid device index %d", e.ID, e.DeviceIndex)
 	}
-	if other, ok := n.enis[e.DeviceIndex]; ok {
-		return fmt.Errorf("dataplane: node %s: device index %d already used by %s", n.name, e.DeviceIndex, other)
+	if e.NetworkCard < 0 || e.NetworkCard > 99 {
+		return fmt.Errorf("dataplane: ENI %s: invalid network card %d", e.ID, e.NetworkCard)
+	}
+	if other, ok := n.enis[e.NodeLink()]; ok {
+		return fmt.Errorf("dataplane: node %s: device index %d on card %d already used by %s", n.name, e.DeviceIndex, e.NetworkCard, other)
 	}
 	if !e.Subnet.IsValid() || !e.Subnet.Addr().Is4() || e.Subnet.Masked() != e.Subnet {
 		return fmt.Errorf("dataplane: ENI %s: invalid subnet %v", e.ID, e.Subnet)
@@ -205,7 +208,7 @@ func (f *Fabric) detachLocked(e *eniState) error {
 	delete(f.rlinkNames, e.rlink)
 	delete(f.enis, e.ID)
 	if n, ok := f.nodes[e.node]; ok {
-		delete(n.enis, e.DeviceIndex)
+		delete(n.enis, e.NodeLink())
 	}
 	return err
 }

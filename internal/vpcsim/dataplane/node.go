@@ -71,7 +71,7 @@ func (f *Fabric) AddNode(name string) error {
 	if _, ok := f.nodes[name]; ok {
 		return fmt.Errorf("dataplane: node %q already exists", name)
 	}
-	n := &node{name: name, nsName: f.NodeNetNSName(name), ns: netns.None(), enis: map[int]string{}}
+	n := &node{name: name, nsName: f.NodeNetNSName(name), ns: netns.None(), enis: map[string]string{}}
 	var err error
 	if n.ns, err = namedns.Create(n.nsName); err != nil {
 		return fmt.Errorf("create node netns: %w", err)

@@ -1,0 +1,234 @@
+package ipamd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/vpcchain/vpcchain/daemon/cloud"
+)
+
+// otherTool attaches ENIs behind the daemon's back through EC2's API, the
+// way another tool (an EFA installer, a trunk controller, a user) does.
+type otherTool struct {
+	t        *testing.T
+	ec2      *ec2.Client
+	subnet   string
+	instance string
+}
+
+func newOtherTool(t *testing.T, f *fixture) *otherTool {
+	c := ec2.New(ec2.Options{Region: "us-west-2", BaseEndpoint: aws.String(f.node.EC2Endpoint),
+		Credentials: credentials.NewStaticCredentialsProvider("AKIDOTHER", "secret", "")})
+	return &otherTool{t: t, ec2: c, subnet: f.sim.Cloud.Subnets()[0].ID, instance: f.node.InstanceID}
+}
+
+// attach creates an ENI of the given type with two secondary addresses and
+// tags, and attaches it at card/device.
+func (o *otherTool) attach(typ string, card, dev int, tags map[string]string) string {
+	o.t.Helper()
+	in := &ec2.CreateNetworkInterfaceInput{SubnetId: aws.String(o.subnet), SecondaryPrivateIpAddressCount: aws.Int32(2),
+		InterfaceType: types.NetworkInterfaceCreationType(typ)}
+	if len(tags) > 0 {
+		ts := types.TagSpecification{ResourceType: types.ResourceTypeNetworkInterface}
+		for k, v := range tags {
+			ts.Tags = append(ts.Tags, types.Tag{Key: aws.String(k), Value: aws.String(v)})
+		}
+		in.TagSpecifications = []types.TagSpecification{ts}
+	}
+	out, err := o.ec2.CreateNetworkInterface(context.Background(), in)
+	if err != nil {
+		o.t.Fatalf("create %s ENI: %v", typ, err)
+	}
+	id := aws.ToString(out.NetworkInterface.NetworkInterfaceId)
+	if _, err := o.ec2.AttachNetworkInterface(context.Background(), &ec2.AttachNetworkInterfaceInput{
+		NetworkInterfaceId: aws.String(id), InstanceId: aws.String(o.instance),
+		DeviceIndex: aws.Int32(int32(dev)), NetworkCardIndex: aws.Int32(int32(card))}); err != nil {
+		o.t.Fatalf("attach %s ENI at card %d device %d: %v", typ, card, dev, err)
+	}
+	return id
+}
+
+// eniState is what must not change on an ENI the daemon leaves alone.
+func eniFingerprint(t *testing.T, f *fixture, id string) string {
+	t.Helper()
+	v, ok := f.sim.Cloud.ENI(id)
+	if !ok {
+		return "deleted"
+	}
+	return fmt.Sprintf("%s attachment=%s card=%d dev=%d primary=%s secondary=%v prefixes=%v",
+		v.Status, v.AttachmentID, v.NetworkCard, v.DeviceIndex, v.PrimaryIP, v.Secondary, v.Prefixes)
+}
+
+func TestDaemonLeavesOtherENIsAlone(t *testing.T) {
+	// c6in.32xlarge: two network cards of 8 ENIs, 50 addresses per ENI.
+	f := newFixtureOfType(t, "c6in.32xlarge", nil)
+	// The ENIs' creation time comes from EC2's side (a tag written with the
+	// real clock): the fixture's clock must not be behind it.
+	f.now = time.Now()
+	o := newOtherTool(t, f)
+	ownTags := map[string]string{cloud.TagInstanceID: f.node.InstanceID, cloud.TagCreateToken: "vpcchain-0123"}
+	foreign := map[string]string{ // ENI -> the reason the daemon must give
+		o.attach("efa", 0, 1, nil): `interface type "efa"`,
+		// Tagged as the daemon tags its own: the card and the tag decide.
+		o.attach("interface", 1, 1, ownTags): "network card 1",
+		o.attach("interface", 0, 2, map[string]string{cloud.TagNoManage: "true", cloud.TagInstanceID: f.node.InstanceID,
+			cloud.TagCreateToken: "vpcchain-4567"}): "no_manage=true",
+		o.attach("trunk", 0, 3, nil): `interface type "trunk"`,
+	}
+	before := map[string]string{}
+	var foreignIPs []string
+	for id := range foreign {
+		before[id] = eniFingerprint(t, f, id)
+		v, _ := f.sim.Cloud.ENI(id)
+		for _, a := range v.Secondary {
+			foreignIPs = append(foreignIPs, a.String())
+		}
+	}
+	check := func(when string) {
+		t.Helper()
+		for id, want := range before {
+			if got := eniFingerprint(t, f, id); got != want {
+				t.Errorf("%s: %s changed:\n got %s\nwant %s", when, id, got, want)
+			}
+		}
+	}
+	checkListed := func(d *Daemon, when string) {
+		t.Helper()
+		got := map[string]string{}
+		for _, u := range d.Introspect().GetUnmanaged() {
+			got[u.GetId()] = u.GetReason()
+		}
+		for id, why := range foreign {
+			if !strings.Contains(got[id], why) {
+				t.Errorf("%s: status lists %s as %q, want a reason naming %q", when, id, got[id], why)
+			}
+		}
+		if len(got) != len(foreign) {
+			t.Errorf("%s: status lists %d ENIs left alone, want %d: %v", when, len(got), len(foreign), got)
+		}
+	}
+
+	d := f.start()
+	settle(t, d)
+	// 60 pods need a second ENI of the daemon's own.
+	for i := 0; i < 60; i++ {
+		a, err := d.Add(key(fmt.Sprint("p", i)), "default", fmt.Sprint("p", i), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if foreign[a.ENIID] != "" || slices.Contains(foreignIPs, a.IP.String()) {
+			t.Fatalf("pod %d got %s on %s, an ENI the daemon does not own", i, a.IP, a.ENIID)
+		}
+		settle(t, d)
+	}
+	for _, e := range d.Introspect().GetEnis() {
+		if !e.GetPrimary() && e.GetDeviceNumber() <= 3 {
+			t.Errorf("the daemon attached %s at device %d, which another ENI holds", e.GetId(), e.GetDeviceNumber())
+		}
+	}
+	checkListed(d, "after start")
+	check("after start and 60 pods")
+
+	// Another tool attaches an ENI while the daemon runs: reconcile sees it
+	// and leaves it alone.
+	other := o.attach("interface", 0, 7, map[string]string{"team": "storage"})
+	foreign[other] = "not created by vpcchain"
+	before[other] = eniFingerprint(t, f, other)
+	if err := d.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	checkListed(d, "after reconcile")
+	if n := d.Counters()["reconcile_enis_adopted"]; n != 0 {
+		t.Errorf("reconcile adopted %d ENIs, want 0", n)
+	}
+
+	// Every pod goes; the pool scales down to its warm target.
+	for i := 0; i < 60; i++ {
+		if _, _, err := d.Del(key(fmt.Sprint("p", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 10; i++ {
+		f.advance(time.Minute)
+		settle(t, d)
+	}
+	if n := d.Counters()["pool_DeleteENI"]; n == 0 {
+		t.Errorf("the pool freed none of its own ENIs after every pod left (counters %v)", d.Counters())
+	}
+	check("after scale down")
+
+	// A restart rediscovers the node from EC2.
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d = f.start()
+	defer d.Close()
+	settle(t, d)
+	checkListed(d, "after restart")
+	check("after restart")
+
+	// The other tool detaches its ENI: available and untagged, the leak
+	// sweep must not take it for one of ours.
+	v, _ := f.sim.Cloud.ENI(other)
+	if aerr := f.sim.Cloud.DetachNetworkInterface(v.AttachmentID); aerr != nil {
+		t.Fatal(aerr)
+	}
+	delete(before, other)
+	if _, err := f.cloud.SweepLeakedENIs(context.Background(), v.VPCID, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := f.sim.Cloud.ENI(other); !ok {
+		t.Error("the leak sweep deleted another tool's detached ENI")
+	}
+	if err := d.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	delete(foreign, other)
+	checkListed(d, "after the other tool's ENI left")
+	check("at the end")
+}
+
+// ENIs the daemon leaves alone still take attachment slots: on an m5.large
+// (3 ENIs) with one of them taken, the daemon grows to one ENI of its own
+// and then says the pool cannot grow, without a refused attach.
+func TestForeignENIsTakeAttachmentSlots(t *testing.T) {
+	f := newFixture(t, nil)
+	o := newOtherTool(t, f)
+	o.attach("interface", 0, 1, nil)
+	d := f.start()
+	defer d.Close()
+	settle(t, d)
+	n := 0
+	for ; n < 40; n++ {
+		_, err := d.Add(key(fmt.Sprint("p", n)), "default", fmt.Sprint("p", n), "")
+		var none *ErrNoAddress
+		if errors.As(err, &none) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		settle(t, d)
+	}
+	// EC2's table: an m5.large has 10 addresses per ENI, 9 for pods; two
+	// ENIs (the primary and one of the daemon's) hold 18.
+	if n != 18 {
+		t.Errorf("the node served %d pods, want 18 (2 ENIs x 9)", n)
+	}
+	if fails := d.Counters()["pool_errors"]; fails != 0 {
+		t.Errorf("%d pool actions failed: the daemon tried to attach beyond the instance's limit", fails)
+	}
+	if _, reason, _ := d.Ready(); strings.Contains(reason, "EC2 error") {
+		t.Errorf("reason %q: the pool ran into EC2's limit instead of knowing it", reason)
+	}
+}

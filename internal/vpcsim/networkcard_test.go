@@ -1,0 +1,127 @@
+package vpcsim
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+)
+
+// EC2's documented behaviour for instance types with several network cards
+// and for interface types: device indexes are numbered per card, each card
+// has its own ENI limit, branch interfaces are not attached to instances,
+// and describe and IMDS say where an ENI is.
+func TestNetworkCardsAndInterfaceTypes(t *testing.T) {
+	r := newRegion(t, "10.0.6.0/24", Options{})
+	ctx := context.Background()
+	// c6in.32xlarge: two network cards of 8 ENIs each (EC2's table).
+	big, err := r.sim.LaunchNode(LaunchSpec{Name: "big", InstanceType: "c6in.32xlarge", SubnetID: r.subnet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	create := func(typ string) (string, error) {
+		out, err := r.ec2.CreateNetworkInterface(ctx, &ec2.CreateNetworkInterfaceInput{SubnetId: aws.String(r.subnet),
+			InterfaceType: types.NetworkInterfaceCreationType(typ)})
+		if err != nil {
+			return "", err
+		}
+		return aws.ToString(out.NetworkInterface.NetworkInterfaceId), nil
+	}
+	attach := func(eni, instance string, card, dev int32) error {
+		_, err := r.ec2.AttachNetworkInterface(ctx, &ec2.AttachNetworkInterfaceInput{NetworkInterfaceId: aws.String(eni),
+			InstanceId: aws.String(instance), DeviceIndex: aws.Int32(dev), NetworkCardIndex: aws.Int32(card)})
+		return err
+	}
+	mustCreate := func(typ string) string {
+		t.Helper()
+		id, err := create(typ)
+		if err != nil {
+			t.Fatalf("create %q ENI: %v", typ, err)
+		}
+		return id
+	}
+
+	if _, err := create("bogus"); apiCode(err) != "InvalidParameterValue" {
+		t.Errorf("interface type bogus: %v, want InvalidParameterValue", err)
+	}
+	efa := mustCreate("efa")
+	onCard1 := mustCreate("interface")
+	// The same device index on two cards is two slots.
+	if err := attach(efa, big.InstanceID, 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := attach(onCard1, big.InstanceID, 1, 1); err != nil {
+		t.Fatalf("device 1 on card 1 while card 0 has a device 1: %v", err)
+	}
+	if err := attach(mustCreate("interface"), big.InstanceID, 1, 1); apiCode(err) != "InvalidParameterValue" {
+		t.Errorf("second ENI at card 1 device 1: %v, want InvalidParameterValue", err)
+	}
+	// m5.large has one card; c6in.32xlarge has no card 2.
+	if err := attach(mustCreate("interface"), r.node.InstanceID, 1, 1); apiCode(err) != "InvalidParameterValue" {
+		t.Errorf("card 1 on an m5.large: %v, want InvalidParameterValue", err)
+	}
+	if err := attach(mustCreate("interface"), big.InstanceID, 2, 1); apiCode(err) != "InvalidParameterValue" {
+		t.Errorf("card 2 on a c6in.32xlarge: %v, want InvalidParameterValue", err)
+	}
+	if err := attach(mustCreate("branch"), big.InstanceID, 0, 2); apiCode(err) != "InvalidParameterValue" {
+		t.Errorf("attaching a branch ENI: %v, want InvalidParameterValue", err)
+	}
+	// Card 1 takes 8 ENIs; its ninth is over the card's limit, although
+	// card 0 has room.
+	for dev := int32(2); dev <= 8; dev++ {
+		if err := attach(mustCreate("interface"), big.InstanceID, 1, dev); err != nil {
+			t.Fatalf("ENI %d on card 1: %v", dev, err)
+		}
+	}
+	if err := attach(mustCreate("interface"), big.InstanceID, 1, 9); apiCode(err) != "AttachmentLimitExceeded" {
+		t.Errorf("ninth ENI on card 1: %v, want AttachmentLimitExceeded", err)
+	}
+	if err := attach(mustCreate("trunk"), big.InstanceID, 0, 9); err != nil {
+		t.Errorf("a trunk ENI on card 0 (2 of 8 used): %v", err)
+	}
+
+	// Describe says the type and the card, and filters on them.
+	out, err := r.ec2.DescribeNetworkInterfaces(ctx, &ec2.DescribeNetworkInterfacesInput{NetworkInterfaceIds: []string{efa, onCard1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, ni := range out.NetworkInterfaces {
+		got[aws.ToString(ni.NetworkInterfaceId)] = fmt.Sprintf("%s card %d", ni.InterfaceType, aws.ToInt32(ni.Attachment.NetworkCardIndex))
+	}
+	if got[efa] != "efa card 0" || got[onCard1] != "interface card 1" {
+		t.Errorf("describe: %v; want efa on card 0 and interface on card 1", got)
+	}
+	for _, f := range []struct {
+		name, value string
+		want        int
+	}{{"interface-type", "efa", 1}, {"interface-type", "trunk", 1}, {"attachment.network-card-index", "1", 8}} {
+		out, err := r.ec2.DescribeNetworkInterfaces(ctx, &ec2.DescribeNetworkInterfacesInput{Filters: []types.Filter{
+			{Name: aws.String("attachment.instance-id"), Values: []string{big.InstanceID}},
+			{Name: aws.String(f.name), Values: []string{f.value}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(out.NetworkInterfaces) != f.want {
+			t.Errorf("filter %s=%s: %d ENIs, want %d", f.name, f.value, len(out.NetworkInterfaces), f.want)
+		}
+	}
+
+	// IMDS gives each ENI's card.
+	md := imds.New(imds.Options{Endpoint: big.IMDSEndpoint})
+	v, _ := r.sim.Cloud.ENI(onCard1)
+	res, err := md.GetMetadata(ctx, &imds.GetMetadataInput{Path: "network/interfaces/macs/" + v.MAC + "/network-card"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Content)
+	if strings.TrimSpace(string(b)) != "1" {
+		t.Errorf("IMDS network-card of the card-1 ENI: %q, want 1", b)
+	}
+}
