@@ -21,8 +21,12 @@ import (
 	"syscall"
 	"time"
 
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
 	"github.com/vpcchain/vpcchain/daemon/cloud"
 	"github.com/vpcchain/vpcchain/daemon/config"
+	"github.com/vpcchain/vpcchain/daemon/eniconfig"
 	"github.com/vpcchain/vpcchain/daemon/hostnet"
 	"github.com/vpcchain/vpcchain/daemon/ipamd"
 	"github.com/vpcchain/vpcchain/daemon/liveness"
@@ -124,12 +128,31 @@ func run() error {
 	} else {
 		logger.Info("orphan check off (VPCCHAIN_CRI_SOCKET=none): an address whose DEL never arrives is released only by the runtime's CNI GC")
 	}
-	d, err := ipamd.New(ctx, ipamd.Options{Config: cfg, Cloud: c, Host: ipamd.RealHost{}, Logf: logf,
-		ObserveAdd: m.ObserveAllocation, Liveness: live})
+	// Custom networking: the node's ENIConfig comes from the Kubernetes
+	// API. The watcher starts once the daemon exists; until its first
+	// answer the daemon creates no ENI and says it is waiting.
+	var d *ipamd.Daemon
+	var watcher *eniconfig.Watcher
+	var events ipamd.Events
+	if cfg.CustomNetworking {
+		if watcher, err = newENIConfigWatcher(cfg, func(sel eniconfig.Selection) { d.SetENIConfig(ctx, toENIConfig(sel)) }, logf); err != nil {
+			return fmt.Errorf("refusing to start: custom networking: %w", err)
+		}
+		events = watcher
+	}
+	d, err = ipamd.New(ctx, ipamd.Options{Config: cfg, Cloud: c, Host: ipamd.RealHost{}, Logf: logf,
+		ObserveAdd: m.ObserveAllocation, Liveness: live, Events: events})
 	if err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
 	defer d.Close()
+	if watcher != nil {
+		go func() {
+			if err := watcher.Run(ctx); err != nil && ctx.Err() == nil {
+				logger.Error("custom networking: watching the node's ENIConfig stopped", "err", err)
+			}
+		}()
+	}
 	if err := m.RegisterPool(d); err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
@@ -260,4 +283,31 @@ func serveMetrics(ctx context.Context, logger *slog.Logger, addr string, h http.
 			backoff = min(2*backoff, metricsRetryMax)
 		}
 	}
+}
+
+// newENIConfigWatcher watches this node's ENIConfig through the Kubernetes
+// API: KUBECONFIG if set, else the pod's service account.
+func newENIConfigWatcher(cfg config.Config, onChange func(eniconfig.Selection), logf func(string, ...any)) (*eniconfig.Watcher, error) {
+	var rc *rest.Config
+	var err error
+	if cfg.Kubeconfig != "" {
+		rc, err = clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
+	} else {
+		rc, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("Kubernetes API client: %w", err)
+	}
+	rc.UserAgent = "vpcchaind"
+	return eniconfig.New(rc, eniconfig.Options{NodeName: cfg.NodeName, LabelDef: cfg.ENIConfigLabelDef,
+		AnnotationDef: cfg.ENIConfigAnnotationDef}, onChange, logf)
+}
+
+// toENIConfig is the daemon's view of a selection.
+func toENIConfig(sel eniconfig.Selection) ipamd.ENIConfig {
+	c := ipamd.ENIConfig{Name: sel.Name, From: sel.From, Found: sel.Spec != nil, Problem: sel.Err}
+	if sel.Spec != nil {
+		c.Subnet, c.SecurityGroups = sel.Spec.Subnet, sel.Spec.SecurityGroups
+	}
+	return c
 }

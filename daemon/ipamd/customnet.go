@@ -56,12 +56,12 @@ func (d *Daemon) SetENIConfig(ctx context.Context, c ENIConfig) {
 	}
 	subnet, groups, problem, transient := d.checkENIConfig(ctx, c)
 	d.mu.Lock()
-	old := d.custom.problem
+	old, oldTransient := d.custom.problem, !d.custom.checked && d.custom.problem != ""
 	oldSubnet, oldGroups := d.custom.subnetID, d.custom.groups
 	d.custom = customNet{cfg: c, subnetID: subnet, groups: groups, problem: problem, checked: !transient}
 	d.mu.Unlock()
 	switch {
-	case problem != "" && problem != old:
+	case problem != "" && problem != old && !(transient && oldTransient): // EC2's errors differ by request ID
 		d.logf("custom networking: no new ENIs: %s", problem)
 		d.event("Warning", "ENIConfigNotUsable", problem)
 	case problem == "" && (old != "" || subnet != oldSubnet || !slices.Equal(groups, oldGroups)):

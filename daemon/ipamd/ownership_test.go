@@ -208,18 +208,7 @@ func TestForeignENIsTakeAttachmentSlots(t *testing.T) {
 	d := f.start()
 	defer d.Close()
 	settle(t, d)
-	n := 0
-	for ; n < 40; n++ {
-		_, err := d.Add(key(fmt.Sprint("p", n)), "default", fmt.Sprint("p", n), "")
-		var none *ErrNoAddress
-		if errors.As(err, &none) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		settle(t, d)
-	}
+	n := fillNode(t, d, 0, 40)
 	// EC2's table: an m5.large has 10 addresses per ENI, 9 for pods; two
 	// ENIs (the primary and one of the daemon's) hold 18.
 	if n != 18 {
@@ -231,4 +220,23 @@ func TestForeignENIsTakeAttachmentSlots(t *testing.T) {
 	if _, reason, _ := d.Ready(); strings.Contains(reason, "EC2 error") {
 		t.Errorf("reason %q: the pool ran into EC2's limit instead of knowing it", reason)
 	}
+}
+
+// fillNode adds pods p<from>, p<from+1>... until the node has no address
+// (at most max pods), letting the pool grow after each; it returns how
+// many got one.
+func fillNode(t *testing.T, d *Daemon, from, max int) int {
+	t.Helper()
+	for n := 0; n < max; n++ {
+		_, err := d.Add(key(fmt.Sprint("p", from+n)), "default", fmt.Sprint("p", from+n), "")
+		var none *ErrNoAddress
+		if errors.As(err, &none) {
+			return n
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		settle(t, d)
+	}
+	return max
 }

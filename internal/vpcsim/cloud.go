@@ -155,6 +155,9 @@ type DataPlane interface {
 	AttachENI(node string, id string, mac net.HardwareAddr, slot Slot, primary netip.Addr, subnet netip.Prefix) error
 	DetachENI(id string) error
 	SetENIAddresses(id string, secondary []netip.Addr, prefixes []netip.Prefix) error
+	// SetSecurityGroups replaces what the router enforces: every group's
+	// ingress permissions and every attached ENI's groups.
+	SetSecurityGroups(groups map[string][]Permission, eniGroups map[string][]string) error
 }
 
 // Cloud is the simulated region's state. All methods are safe for
@@ -167,7 +170,7 @@ type Cloud struct {
 	subnets   map[string]*Subnet
 	instances map[string]*Instance
 	enis      map[string]*ENI
-	groups    map[string]string  // sg id -> vpc id
+	sgs       map[string]*SecurityGroup
 	tokens    map[string]ENIView // CreateNetworkInterface ClientToken -> the first answer (given again, as by EC2, even once the ENI is deleted)
 	dp        DataPlane
 	onChange  func(InstanceNetwork)
@@ -180,7 +183,7 @@ func NewCloud(region string) *Cloud {
 	c := &Cloud{
 		region: region, account: "123456789012",
 		vpcs: map[string]*VPC{}, subnets: map[string]*Subnet{}, instances: map[string]*Instance{},
-		enis: map[string]*ENI{}, groups: map[string]string{}, tokens: map[string]ENIView{},
+		enis: map[string]*ENI{}, sgs: map[string]*SecurityGroup{}, tokens: map[string]ENIView{},
 		now: time.Now,
 	}
 	c.describes = newDescribeHistory(c)
@@ -247,9 +250,14 @@ func (c *Cloud) AddVPC(cidrs ...string) (string, error) {
 		}
 		v.CIDRs = append(v.CIDRs, p)
 	}
-	v.DefaultGroupID = newID("sg")
-	c.groups[v.DefaultGroupID] = v.ID
 	c.vpcs[v.ID] = v
+	// EC2's default group: all traffic from its own members.
+	sg, aerr := c.createGroupLocked(v.ID, "default", "default VPC security group")
+	if aerr != nil {
+		return "", aerr
+	}
+	sg.Ingress = []Permission{{Protocol: "-1", FromPort: -1, ToPort: -1, Groups: []string{sg.ID}}}
+	v.DefaultGroupID = sg.ID
 	return v.ID, nil
 }
 
@@ -265,6 +273,14 @@ func (c *Cloud) AddVPCCIDR(vpcID, cidr string) error {
 	if err != nil || p.Masked() != p || !p.Addr().Is4() {
 		return apiErr("InvalidParameterValue", "invalid CIDR %q", cidr)
 	}
+	if p.Bits() < 16 || p.Bits() > 28 {
+		return apiErr("InvalidVpc.Range", "The CIDR '%s' is invalid: the netmask must be between /16 and /28", cidr)
+	}
+	for _, have := range v.CIDRs {
+		if have.Overlaps(p) {
+			return apiErr("CidrConflict", "The CIDR '%s' conflicts with the VPC's CIDR '%s'", cidr, have)
+		}
+	}
 	v.CIDRs = append(v.CIDRs, p)
 	for _, i := range c.instances {
 		if i.VPCID == vpcID {
@@ -274,14 +290,14 @@ func (c *Cloud) AddVPCCIDR(vpcID, cidr string) error {
 	return nil
 }
 
-// AddSecurityGroup creates a security group in a VPC.
+// AddSecurityGroup creates a security group in a VPC (a generated name, no
+// ingress permission).
 func (c *Cloud) AddSecurityGroup(vpcID string) (string, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.vpcs[vpcID]; !ok {
-		return "", apiErr("InvalidVpcID.NotFound", "The vpc ID '%s' does not exist", vpcID)
+	sg, aerr := c.createGroupLocked(vpcID, "", "")
+	if aerr != nil {
+		return "", aerr
 	}
-	id := newID("sg")
-	c.groups[id] = vpcID
-	return id, nil
+	return sg.ID, nil
 }

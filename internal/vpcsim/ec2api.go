@@ -229,6 +229,16 @@ func (h *EC2Handler) dispatch(action string, q query) (any, *APIError) {
 			return nil, aerr
 		}
 		return ok(action), nil
+	case "DescribeSecurityGroups":
+		return h.describeSecurityGroups(q)
+	case "CreateSecurityGroup":
+		return h.createSecurityGroup(q)
+	case "AuthorizeSecurityGroupIngress":
+		return h.authorizeIngress(q)
+	case "AssociateVpcCidrBlock":
+		return h.associateVpcCidrBlock(q)
+	case "CreateSubnet":
+		return h.createSubnet(q)
 	case "DescribeSubnets":
 		return h.describeSubnets(q)
 	case "DescribeInstances":

@@ -31,7 +31,7 @@ func (c *Cloud) createENILocked(in createENIInput) (*ENI, *APIError) {
 		return nil, apiErr("InvalidSubnetID.NotFound", "The subnet ID '%s' does not exist", in.SubnetID)
 	}
 	for _, g := range in.Groups {
-		if c.groups[g] != s.VPCID {
+		if c.groupVPCLocked(g) != s.VPCID {
 			return nil, apiErr("InvalidGroup.NotFound", "The security group '%s' does not exist in VPC '%s'", g, s.VPCID)
 		}
 	}
@@ -256,6 +256,11 @@ func (c *Cloud) AttachNetworkInterface(eniID, instanceID string, deviceIndex, ne
 		Status: "attached", AttachTime: c.now()}
 	inst.ENIs[slot] = e.ID
 	c.notifyLocked(inst)
+	// The ENI is attached either way; a failure here leaves its groups
+	// unenforced until the next security change re-pushes the state.
+	if aerr := c.pushSecurityLocked(); aerr != nil {
+		return e.Attachment.ID, aerr
+	}
 	return e.Attachment.ID, nil
 }
 
@@ -327,11 +332,16 @@ func (c *Cloud) ModifyGroups(eniID string, groups []string) *APIError {
 		return aerr
 	}
 	for _, g := range groups {
-		if c.groups[g] != e.VPCID {
+		if c.groupVPCLocked(g) != e.VPCID {
 			return apiErr("InvalidGroup.NotFound", "The security group '%s' does not exist in VPC '%s'", g, e.VPCID)
 		}
 	}
+	old := e.Groups
 	e.Groups = append([]string(nil), groups...)
+	if aerr := c.pushSecurityLocked(); aerr != nil {
+		e.Groups = old
+		return aerr
+	}
 	if e.Attachment != nil {
 		c.notifyLocked(c.instances[e.Attachment.InstanceID])
 	}

@@ -70,6 +70,9 @@ func (c *Cloud) LaunchInstance(spec LaunchSpec) (string, error) {
 	inst.ENIs[Slot{}] = eni.ID
 	c.instances[inst.ID] = inst
 	c.notifyLocked(inst)
+	if aerr := c.pushSecurityLocked(); aerr != nil {
+		return inst.ID, aerr
+	}
 	return inst.ID, nil
 }
 

@@ -243,6 +243,17 @@ func (a fabricAdapter) AttachENI(node, id string, mac net.HardwareAddr, slot Slo
 	return a.f.AttachENI(node, dataplane.ENI{ID: id, MAC: mac, DeviceIndex: slot.Device, NetworkCard: slot.Card, PrimaryIP: primary, Subnet: subnet})
 }
 func (a fabricAdapter) DetachENI(id string) error { return a.f.DetachENI(id) }
+func (a fabricAdapter) SetSecurityGroups(groups map[string][]Permission, eniGroups map[string][]string) error {
+	out := make(map[string][]dataplane.Permission, len(groups))
+	for g, ps := range groups {
+		out[g] = []dataplane.Permission{}
+		for _, p := range ps {
+			out[g] = append(out[g], dataplane.Permission{Protocol: p.Protocol, FromPort: p.FromPort, ToPort: p.ToPort,
+				CIDRs: p.CIDRs, Groups: p.Groups})
+		}
+	}
+	return a.f.SetSecurityGroups(out, eniGroups)
+}
 func (a fabricAdapter) SetENIAddresses(id string, sec []netip.Addr, pfx []netip.Prefix) error {
 	return a.f.SetENIAddresses(id, sec, pfx)
 }

@@ -28,6 +28,7 @@ import (
 	ipamv1 "github.com/vpcchain/vpcchain/api/ipam/v1"
 	"github.com/vpcchain/vpcchain/internal/ipamclient"
 	"github.com/vpcchain/vpcchain/internal/vpcsim"
+	"github.com/vpcchain/vpcchain/internal/vpcsim/dataplane"
 )
 
 // binDir is where `make build` put the binaries (VPCCHAIN_BIN), else ../../bin.
@@ -124,7 +125,13 @@ func newSimVPC(t testing.TB, subnet string) *cluster {
 // environment (plus env, later values win); the caller starts it.
 func (c *cluster) addNode(typ, name string, env ...string) *node {
 	c.t.Helper()
-	vn, err := c.sim.LaunchNode(vpcsim.LaunchSpec{Name: name, InstanceType: typ, SubnetID: c.subnet})
+	return c.addNodeIn(c.subnet, typ, name, env...)
+}
+
+// addNodeIn is addNode with the instance's subnet (and so its AZ) given.
+func (c *cluster) addNodeIn(subnet, typ, name string, env ...string) *node {
+	c.t.Helper()
+	vn, err := c.sim.LaunchNode(vpcsim.LaunchSpec{Name: name, InstanceType: typ, SubnetID: subnet})
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -316,6 +323,11 @@ func (n *node) chain(extraIPAM map[string]any, chained ...map[string]any) *libcn
 	return l
 }
 
+// snatConf is vpc-snat's entry in the chain, for this node's daemon.
+func (n *node) snatConf() map[string]any {
+	return map[string]any{"type": "vpc-snat", "nodeConfig": n.state + "/snat.json"}
+}
+
 // cni is the runtime's libcni; plugin stderr goes to the node's log, not the
 // test output.
 func (n *node) cni() *libcni.CNIConfig {
@@ -483,3 +495,37 @@ func dialEcho(doIn func(func() error) error, dst netip.AddrPort) (string, error)
 }
 
 func (p *pod) doIn(f func() error) error { return p.netns.Do(func(ns.NetNS) error { return f() }) }
+
+// primaryIP is the node's primary address, as EC2 has it.
+func primaryIP(t *testing.T, c *cluster, n *node) netip.Addr {
+	t.Helper()
+	inet, ok := c.sim.Cloud.InstanceNetwork(n.vn.InstanceID)
+	if !ok {
+		t.Fatalf("node %s unknown to EC2", n.name)
+	}
+	return inet.PrimaryIP
+}
+
+// defaultGroup is the VPC's default security group (the nodes' unless a
+// test says otherwise).
+func (c *cluster) defaultGroup() string {
+	c.t.Helper()
+	for _, g := range c.sim.Cloud.SecurityGroups() {
+		if g.VPCID == c.vpc && g.Name == "default" {
+			return g.ID
+		}
+	}
+	c.t.Fatalf("VPC %s has no default security group", c.vpc)
+	return ""
+}
+
+// allowFromInternet opens a TCP port of the nodes' security group to the
+// simulated internet, as a user opens a NodePort or hostPort in EC2 (the
+// default group admits only its own members).
+func (c *cluster) allowFromInternet(port int) {
+	c.t.Helper()
+	if aerr := c.sim.Cloud.AuthorizeIngress(c.defaultGroup(), []vpcsim.Permission{{Protocol: "tcp", FromPort: port, ToPort: port,
+		CIDRs: []netip.Prefix{netip.MustParsePrefix(dataplane.OutsideAddr + "/32")}}}); aerr != nil {
+		c.t.Fatal(aerr)
+	}
+}

@@ -204,6 +204,7 @@ func (kc *k8sCluster) applyOverlay(t *testing.T, manifest, kustomization, ds str
 func (kc *k8sCluster) checkServices(t *testing.T) {
 	t.Helper()
 	const nodePort, hostPort = 30080, 18080
+	kc.c.allowFromInternet(nodePort) // the nodes' group admits only its members
 	kc.kubectlOK(fmt.Sprintf(`apiVersion: v1
 kind: Service
 metadata: {name: web, namespace: default}

@@ -48,15 +48,6 @@ spec:
 `, name, nodeName, busyboxImage, ports)
 }
 
-func primaryIP(t *testing.T, c *cluster, n *node) netip.Addr {
-	t.Helper()
-	inet, ok := c.sim.Cloud.InstanceNetwork(n.vn.InstanceID)
-	if !ok {
-		t.Fatalf("node %s unknown to EC2", n.name)
-	}
-	return inet.PrimaryIP
-}
-
 func nodeReady(k *kube, name string) (string, string, error) {
 	out, err := k.kubectl("", "get", "node", name, "-o",
 		`jsonpath={.status.conditions[?(@.type=="Ready")].status}|{.status.conditions[?(@.type=="Ready")].message}`)

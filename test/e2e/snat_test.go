@@ -58,11 +58,9 @@ func ourRules(t *testing.T, n *node) []string {
 
 func TestSNATAndConnmark(t *testing.T) {
 	c := newCluster(t, "m5.large", []string{"a", "b"}, "AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS=198.51.100.0/24")
+	c.allowFromInternet(30080) // the NodePort below
 	a, b := c.nodes["a"], c.nodes["b"]
-	snatConf := func(n *node) map[string]any {
-		return map[string]any{"type": "vpc-snat", "nodeConfig": n.state + "/snat.json"}
-	}
-	la, lb := a.chain(nil, snatConf(a)), b.chain(nil, snatConf(b))
+	la, lb := a.chain(nil, a.snatConf()), b.chain(nil, b.snatConf())
 
 	// Ten pods on a: the tenth cannot fit on the primary ENI's 9 addresses.
 	var pods []*pod

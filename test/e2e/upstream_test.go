@@ -94,6 +94,7 @@ func natRules(t *testing.T, n *node) string {
 func TestUpstreamPluginsChain(t *testing.T) {
 	toolsDir := upstreamToolsDir(t)
 	c := newCluster(t, "m5.large", []string{"u"})
+	c.allowFromInternet(upHostPort)
 	n := c.nodes["u"]
 	cni := upstreamCNI(n, toolsDir)
 	t.Cleanup(func() {

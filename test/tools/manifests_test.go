@@ -43,6 +43,8 @@ func newObject(apiVersion, kind string) (any, bool) {
 		return &rbacv1.RoleBinding{}, true
 	case "apps/v1/DaemonSet":
 		return &appsv1.DaemonSet{}, true
+	case "apiextensions.k8s.io/v1/CustomResourceDefinition":
+		return &map[string]any{}, true
 	}
 	return nil, false
 }
@@ -94,6 +96,7 @@ type manifestSet struct {
 	roles           map[string]*rbacv1.Role // by namespace/name
 	roleBindings    []*rbacv1.RoleBinding
 	daemonSets      []*appsv1.DaemonSet
+	crds            []map[string]any
 }
 
 func loadManifests(t *testing.T) manifestSet {
@@ -146,6 +149,8 @@ func loadManifests(t *testing.T) manifestSet {
 			case *appsv1.DaemonSet:
 				checkNamespace(t, where, o.ObjectMeta)
 				s.daemonSets = append(s.daemonSets, o)
+			case *map[string]any:
+				s.crds = append(s.crds, *o)
 			}
 		}
 	}
@@ -357,16 +362,68 @@ func TestManifests(t *testing.T) {
 	}
 	for _, cr := range s.clusterRoles {
 		for _, res := range []string{"nodes", "pods"} {
-			if !allows(cr, res, "get", "list", "watch") {
+			if !allows(cr, "", res, "get", "list", "watch") {
 				t.Errorf("ClusterRole %s does not allow get/list/watch %s", cr.Name, res)
 			}
 		}
 	}
+	// Custom networking reads the ENIConfigs.
+	if cr := s.clusterRoles["vpcchain"]; cr == nil || !allows(cr, "crd.k8s.amazonaws.com", "eniconfigs", "get", "list", "watch") {
+		t.Error("ClusterRole vpcchain does not allow get/list/watch eniconfigs.crd.k8s.amazonaws.com")
+	}
 }
 
-func allows(cr *rbacv1.ClusterRole, resource string, verbs ...string) bool {
+// The ENIConfig CRD is the AWS VPC CNI's: group crd.k8s.amazonaws.com,
+// version v1alpha1, kind ENIConfig, cluster-scoped, spec.subnet a string
+// and spec.securityGroups a list of strings.
+func TestENIConfigCRD(t *testing.T) {
+	s := loadManifests(t)
+	if len(s.crds) != 1 {
+		t.Fatalf("%d CRDs in the manifests, want the ENIConfig CRD only", len(s.crds))
+	}
+	crd := s.crds[0]
+	get := func(path ...any) any {
+		var cur any = crd
+		for _, p := range path {
+			switch k := p.(type) {
+			case string:
+				m, _ := cur.(map[string]any)
+				cur = m[k]
+			case int:
+				l, _ := cur.([]any)
+				if k >= len(l) {
+					return nil
+				}
+				cur = l[k]
+			}
+		}
+		return cur
+	}
+	for _, c := range []struct {
+		path []any
+		want any
+	}{
+		{[]any{"metadata", "name"}, "eniconfigs.crd.k8s.amazonaws.com"},
+		{[]any{"spec", "group"}, "crd.k8s.amazonaws.com"},
+		{[]any{"spec", "scope"}, "Cluster"},
+		{[]any{"spec", "names", "kind"}, "ENIConfig"},
+		{[]any{"spec", "names", "plural"}, "eniconfigs"},
+		{[]any{"spec", "versions", 0, "name"}, "v1alpha1"},
+		{[]any{"spec", "versions", 0, "served"}, true},
+		{[]any{"spec", "versions", 0, "storage"}, true},
+		{[]any{"spec", "versions", 0, "schema", "openAPIV3Schema", "properties", "spec", "properties", "subnet", "type"}, "string"},
+		{[]any{"spec", "versions", 0, "schema", "openAPIV3Schema", "properties", "spec", "properties", "securityGroups", "type"}, "array"},
+		{[]any{"spec", "versions", 0, "schema", "openAPIV3Schema", "properties", "spec", "properties", "securityGroups", "items", "type"}, "string"},
+	} {
+		if got := get(c.path...); got != c.want {
+			t.Errorf("CRD %v = %v, want %v", c.path, got, c.want)
+		}
+	}
+}
+
+func allows(cr *rbacv1.ClusterRole, group, resource string, verbs ...string) bool {
 	for _, r := range cr.Rules {
-		if slices.Contains(r.APIGroups, "") && slices.Contains(r.Resources, resource) {
+		if slices.Contains(r.APIGroups, group) && slices.Contains(r.Resources, resource) {
 			ok := true
 			for _, v := range verbs {
 				ok = ok && slices.Contains(r.Verbs, v)

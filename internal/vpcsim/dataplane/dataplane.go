@@ -112,6 +112,9 @@ type Fabric struct {
 	addrOwner    map[netip.Addr]string   // secondary IP -> ENI ID
 	prefixOwner  map[netip.Prefix]string // delegated prefix -> ENI ID
 	rlinkNames   map[string]string       // router link name -> ENI ID
+	// Security groups (securitygroups.go): nil until SetSecurityGroups.
+	sgPerms map[string][]Permission
+	sgENIs  map[string][]string
 	outListeners []net.Listener
 }
 

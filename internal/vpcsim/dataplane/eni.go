@@ -210,6 +210,11 @@ func (f *Fabric) detachLocked(e *eniState) error {
 	if n, ok := f.nodes[e.node]; ok {
 		delete(n.enis, e.NodeLink())
 	}
+	if f.rtr != nil {
+		if serr := f.syncMembersLocked(); serr != nil {
+			err = errors.Join(err, serr)
+		}
+	}
 	return err
 }
 
@@ -311,6 +316,9 @@ func (f *Fabric) SetENIAddresses(eniID string, secondary []netip.Addr, prefixes 
 			delete(f.enis[prev].prefixes, p)
 		}
 		f.prefixOwner[p] = e.ID
+	}
+	if err := f.syncMembersLocked(); err != nil {
+		errs = append(errs, err)
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("dataplane: ENI %s: %w", eniID, errors.Join(errs...))

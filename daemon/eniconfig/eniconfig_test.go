@@ -1,0 +1,223 @@
+package eniconfig
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+)
+
+// The AWS VPC CNI's documented order: the external label, the annotation
+// (ENI_CONFIG_ANNOTATION_DEF), the label (ENI_CONFIG_LABEL_DEF), "default".
+func TestChooseName(t *testing.T) {
+	const zone = "topology.kubernetes.io/zone"
+	tests := []struct {
+		name          string
+		labels, annot map[string]string
+		labelDef      string
+		want, from    string
+	}{
+		{"nothing set", nil, nil, DefaultKey, "default", "the default name"},
+		{"default label", map[string]string{DefaultKey: "pods-a"}, nil, DefaultKey, "pods-a", `label "k8s.amazonaws.com/eniConfig"`},
+		{"zone label", map[string]string{zone: "us-west-2a", DefaultKey: "ignored"}, nil, zone, "us-west-2a", `label "topology.kubernetes.io/zone"`},
+		{"annotation wins over the label", map[string]string{zone: "us-west-2a"}, map[string]string{DefaultKey: "special"}, zone, "special", `annotation "k8s.amazonaws.com/eniConfig"`},
+		{"external label wins over all", map[string]string{ExternalLabel: "ext", zone: "us-west-2a"}, map[string]string{DefaultKey: "special"}, zone, "ext", `label "vpc.amazonaws.com/externalEniConfig"`},
+		{"empty values are unset", map[string]string{ExternalLabel: "", zone: ""}, map[string]string{DefaultKey: ""}, zone, "default", "the default name"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			name, from := ChooseName(tt.labels, tt.annot, tt.labelDef, DefaultKey)
+			if name != tt.want || from != tt.from {
+				t.Errorf("ChooseName = %q, %q; want %q, %q", name, from, tt.want, tt.from)
+			}
+		})
+	}
+}
+
+func eniConfigObj(name string, spec map[string]any) *unstructured.Unstructured {
+	u := &unstructured.Unstructured{Object: map[string]any{"spec": spec}}
+	u.SetAPIVersion("crd.k8s.amazonaws.com/v1alpha1")
+	u.SetKind("ENIConfig")
+	u.SetName(name)
+	return u
+}
+
+// EC2's ID formats: subnet-/sg- and 8 or 17 lowercase hex digits.
+func TestParseSpec(t *testing.T) {
+	tests := []struct {
+		name string
+		spec map[string]any
+		want string // "" = valid
+	}{
+		{"long IDs", map[string]any{"subnet": "subnet-0123456789abcdef0", "securityGroups": []any{"sg-0123456789abcdef0"}}, ""},
+		{"short IDs, no groups", map[string]any{"subnet": "subnet-0123abcd"}, ""},
+		{"missing subnet", map[string]any{"securityGroups": []any{"sg-0123abcd"}}, "spec.subnet is missing"},
+		{"a CIDR for a subnet", map[string]any{"subnet": "10.0.0.0/24"}, `spec.subnet "10.0.0.0/24" is not a subnet ID`},
+		{"upper case", map[string]any{"subnet": "subnet-0123ABCD"}, "is not a subnet ID"},
+		{"subnet a number", map[string]any{"subnet": int64(12)}, "spec.subnet is a int64, want a string"},
+		{"groups a string", map[string]any{"subnet": "subnet-0123abcd", "securityGroups": "sg-0123abcd"}, "spec.securityGroups is a string, want a list"},
+		{"a group a number", map[string]any{"subnet": "subnet-0123abcd", "securityGroups": []any{int64(1)}}, "spec.securityGroups[0] is a int64"},
+		{"malformed group", map[string]any{"subnet": "subnet-0123abcd", "securityGroups": []any{"default"}}, `"default" is not a security group ID`},
+		{"duplicate group", map[string]any{"subnet": "subnet-0123abcd", "securityGroups": []any{"sg-0123abcd", "sg-0123abcd"}}, "listed twice"},
+		{"six groups", map[string]any{"subnet": "subnet-0123abcd", "securityGroups": []any{"sg-00000001", "sg-00000002", "sg-00000003",
+			"sg-00000004", "sg-00000005", "sg-00000006"}}, "has 6 groups; an ENI takes at most 5"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseSpec(eniConfigObj("x", tt.spec))
+			switch {
+			case tt.want == "" && err != nil:
+				t.Errorf("valid spec refused: %v", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Errorf("error %v, want it to say %q", err, tt.want)
+			}
+		})
+	}
+}
+
+type reports struct {
+	mu  sync.Mutex
+	got []Selection
+}
+
+func (r *reports) add(s Selection) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.got = append(r.got, s)
+}
+
+// waitFor waits until the last report satisfies ok.
+func (r *reports) waitFor(t *testing.T, what string, ok func(Selection) bool) Selection {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r.mu.Lock()
+		var last Selection
+		n := len(r.got)
+		if n > 0 {
+			last = r.got[n-1]
+		}
+		r.mu.Unlock()
+		if n > 0 && ok(last) {
+			return last
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: last selection %+v (%d reports)", what, last, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestWatcherFollowsNodeAndENIConfigs(t *testing.T) {
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1", UID: "uid-n1",
+		Labels: map[string]string{"topology.kubernetes.io/zone": "us-west-2a"}}}
+	kube := fake.NewSimpleClientset(node)
+	scheme := runtime.NewScheme()
+	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(scheme, map[schema.GroupVersionResource]string{GVR: "ENIConfigList"})
+	var r reports
+	w := newWatcher(kube, dyn, Options{NodeName: "n1", LabelDef: "topology.kubernetes.io/zone", Poll: 20 * time.Millisecond}, r.add, t.Logf)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- w.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	// The ENIConfig the zone label names does not exist yet.
+	r.waitFor(t, "missing ENIConfig", func(s Selection) bool {
+		return s.Name == "us-west-2a" && s.From == `label "topology.kubernetes.io/zone"` && s.Spec == nil && s.Err == ""
+	})
+	res := dyn.Resource(GVR)
+	if _, err := res.Create(ctx, eniConfigObj("us-west-2a", map[string]any{"subnet": "subnet-0123abcd"}), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r.waitFor(t, "created ENIConfig", func(s Selection) bool { return s.Spec != nil && s.Spec.Subnet == "subnet-0123abcd" })
+	if _, err := res.Update(ctx, eniConfigObj("us-west-2a", map[string]any{"subnet": "subnet-0123abcd",
+		"securityGroups": []any{"sg-0123abcd"}}), metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r.waitFor(t, "updated ENIConfig", func(s Selection) bool { return s.Spec != nil && len(s.Spec.SecurityGroups) == 1 })
+	// The node is annotated with a malformed ENIConfig.
+	if _, err := res.Create(ctx, eniConfigObj("bad", map[string]any{"subnet": "nope"}), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	node.Annotations = map[string]string{DefaultKey: "bad"}
+	if _, err := kube.CoreV1().Nodes().Update(ctx, node, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r.waitFor(t, "malformed ENIConfig", func(s Selection) bool {
+		return s.Name == "bad" && s.Spec == nil && strings.Contains(s.Err, `spec.subnet "nope" is not a subnet ID`)
+	})
+	// Nothing changes: nothing is reported again.
+	r.mu.Lock()
+	n := len(r.got)
+	r.mu.Unlock()
+	time.Sleep(100 * time.Millisecond)
+	r.mu.Lock()
+	if len(r.got) != n {
+		t.Errorf("%d reports without a change: %+v", len(r.got)-n, r.got[n:])
+	}
+	r.mu.Unlock()
+
+	// An Event on the node.
+	w.Event(corev1.EventTypeWarning, "ENIConfigNotUsable", "ENIConfig \"bad\": no")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		evs, err := kube.CoreV1().Events("").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, e := range evs.Items {
+			if e.InvolvedObject.Kind == "Node" && e.InvolvedObject.Name == "n1" && e.Reason == "ENIConfigNotUsable" && e.Type == corev1.EventTypeWarning {
+				found = true
+			}
+		}
+		if found {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no Warning event on node n1 among %d events", len(evs.Items))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestWatcherWithoutTheCRD(t *testing.T) {
+	kube := fake.NewSimpleClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}})
+	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{GVR: "ENIConfigList"})
+	// As an API server without the CRD answers: 404 on the list, until the
+	// CRD is installed.
+	var mu sync.Mutex
+	installed := false
+	dyn.PrependReactor("list", "eniconfigs", func(k8stesting.Action) (bool, runtime.Object, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if installed {
+			return false, nil, nil
+		}
+		return true, nil, apierrors.NewNotFound(GVR.GroupResource(), "")
+	})
+	var r reports
+	w := newWatcher(kube, dyn, Options{NodeName: "n1", Poll: 20 * time.Millisecond}, r.add, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- w.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	r.waitFor(t, "no CRD", func(s Selection) bool {
+		return s.Name == "default" && s.Spec == nil && strings.Contains(s.Err, "CRD (eniconfigs.crd.k8s.amazonaws.com) is not installed")
+	})
+	mu.Lock()
+	installed = true
+	mu.Unlock()
+	r.waitFor(t, "CRD installed later", func(s Selection) bool { return s.Name == "default" && s.Spec == nil && s.Err == "" })
+}

@@ -1,0 +1,191 @@
+// Security groups: the model, its changes, and what the data plane must
+// enforce.
+
+package vpcsim
+
+import (
+	"net/netip"
+	"slices"
+	"sort"
+	"strconv"
+)
+
+// SecurityGroup is a VPC security group. Egress is EC2's default (all
+// allowed) and not modelled further; network ACLs are not modelled.
+type SecurityGroup struct {
+	ID, VPCID, Name, Description string
+	Ingress                      []Permission
+}
+
+// Permission is one ingress permission: a protocol ("tcp", "udp", "icmp",
+// "-1" for all), a port range for tcp and udp, and its sources.
+type Permission struct {
+	Protocol         string
+	FromPort, ToPort int
+	CIDRs            []netip.Prefix
+	Groups           []string // source groups: any address of their member ENIs
+}
+
+// key identifies a permission's protocol and ports (its sources aside).
+func (p Permission) key() string {
+	if p.Protocol == "tcp" || p.Protocol == "udp" {
+		return p.Protocol + ":" + strconv.Itoa(p.FromPort) + "-" + strconv.Itoa(p.ToPort)
+	}
+	return p.Protocol
+}
+
+func (p Permission) clone() Permission {
+	p.CIDRs, p.Groups = slices.Clone(p.CIDRs), slices.Clone(p.Groups)
+	return p
+}
+
+// validate checks a permission as EC2 does.
+func (p *Permission) validate(c *Cloud, vpcID string) *APIError {
+	switch p.Protocol {
+	case "-1", "all", "icmp":
+		if p.Protocol == "all" {
+			p.Protocol = "-1"
+		}
+		p.FromPort, p.ToPort = -1, -1
+	case "tcp", "udp", "6", "17":
+		p.Protocol = map[string]string{"6": "tcp", "17": "udp", "tcp": "tcp", "udp": "udp"}[p.Protocol]
+		if p.FromPort < 0 || p.ToPort > 65535 || p.FromPort > p.ToPort {
+			return apiErr("InvalidParameterValue", "Invalid port range %d-%d for protocol %s", p.FromPort, p.ToPort, p.Protocol)
+		}
+	default:
+		return apiErr("InvalidParameterValue", "Invalid value '%s' for IP protocol. Unknown protocol.", p.Protocol)
+	}
+	if len(p.CIDRs) == 0 && len(p.Groups) == 0 {
+		return apiErr("MissingParameter", "Either 'ipRanges' or 'groups' must be given for a permission")
+	}
+	for _, g := range p.Groups {
+		if sg := c.sgs[g]; sg == nil || sg.VPCID != vpcID {
+			return apiErr("InvalidGroup.NotFound", "The security group '%s' does not exist in VPC '%s'", g, vpcID)
+		}
+	}
+	return nil
+}
+
+// groupVPCLocked is the VPC of a group ("" if it does not exist).
+func (c *Cloud) groupVPCLocked(id string) string {
+	if sg := c.sgs[id]; sg != nil {
+		return sg.VPCID
+	}
+	return ""
+}
+
+func (c *Cloud) createGroupLocked(vpcID, name, desc string) (*SecurityGroup, *APIError) {
+	if _, ok := c.vpcs[vpcID]; !ok {
+		return nil, apiErr("InvalidVpcID.NotFound", "The vpc ID '%s' does not exist", vpcID)
+	}
+	if name == "" {
+		name = "sg-" + newID("g")[2:10]
+	}
+	for _, sg := range c.sgs {
+		if sg.VPCID == vpcID && sg.Name == name {
+			return nil, apiErr("InvalidGroup.Duplicate", "The security group '%s' already exists for VPC '%s'", name, vpcID)
+		}
+	}
+	sg := &SecurityGroup{ID: newID("sg"), VPCID: vpcID, Name: name, Description: desc}
+	c.sgs[sg.ID] = sg
+	return sg, nil
+}
+
+// CreateSecurityGroup creates a group with no ingress permission.
+func (c *Cloud) CreateSecurityGroup(vpcID, name, description string) (string, *APIError) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if name == "" {
+		return "", apiErr("MissingParameter", "The request must contain the parameter groupName")
+	}
+	sg, aerr := c.createGroupLocked(vpcID, name, description)
+	if aerr != nil {
+		return "", aerr
+	}
+	return sg.ID, nil
+}
+
+// AuthorizeIngress adds ingress permissions to a group; the data plane
+// enforces them before the change is committed.
+func (c *Cloud) AuthorizeIngress(groupID string, perms []Permission) *APIError {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	sg := c.sgs[groupID]
+	if sg == nil {
+		return apiErr("InvalidGroup.NotFound", "The security group '%s' does not exist", groupID)
+	}
+	next := slices.Clone(sg.Ingress)
+	for _, p := range perms {
+		p = p.clone()
+		if aerr := p.validate(c, sg.VPCID); aerr != nil {
+			return aerr
+		}
+		for _, have := range next {
+			if have.key() != p.key() {
+				continue
+			}
+			for _, cidr := range p.CIDRs {
+				if slices.Contains(have.CIDRs, cidr) {
+					return apiErr("InvalidPermission.Duplicate", "the specified rule \"peer: %s, %s\" already exists", cidr, p.key())
+				}
+			}
+			for _, g := range p.Groups {
+				if slices.Contains(have.Groups, g) {
+					return apiErr("InvalidPermission.Duplicate", "the specified rule \"peer: %s, %s\" already exists", g, p.key())
+				}
+			}
+		}
+		next = append(next, p)
+	}
+	old := sg.Ingress
+	sg.Ingress = next
+	if aerr := c.pushSecurityLocked(); aerr != nil {
+		sg.Ingress = old
+		return aerr
+	}
+	return nil
+}
+
+// SecurityGroups returns copies of every group, sorted by ID.
+func (c *Cloud) SecurityGroups() []SecurityGroup {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]SecurityGroup, 0, len(c.sgs))
+	for _, sg := range c.sgs {
+		cp := *sg
+		cp.Ingress = nil
+		for _, p := range sg.Ingress {
+			cp.Ingress = append(cp.Ingress, p.clone())
+		}
+		out = append(out, cp)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// pushSecurityLocked gives the data plane the whole security state: every
+// group's permissions and every attached ENI's groups.
+func (c *Cloud) pushSecurityLocked() *APIError {
+	if c.dp == nil {
+		return nil
+	}
+	perms := map[string][]Permission{}
+	for id, sg := range c.sgs {
+		for _, p := range sg.Ingress {
+			perms[id] = append(perms[id], p.clone())
+		}
+		if perms[id] == nil {
+			perms[id] = []Permission{}
+		}
+	}
+	enis := map[string][]string{}
+	for id, e := range c.enis {
+		if e.Attachment != nil {
+			enis[id] = slices.Clone(e.Groups)
+		}
+	}
+	if err := c.dp.SetSecurityGroups(perms, enis); err != nil {
+		return apiErr("InternalError", "data plane: %v", err)
+	}
+	return nil
+}

@@ -1,0 +1,107 @@
+package vpcsim
+
+import (
+	"context"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+)
+
+// The security group and VPC CIDR actions through an unmodified SDK client,
+// with EC2's documented answers and errors.
+func TestSecurityGroupsAndCIDRsAPI(t *testing.T) {
+	r := newRegion(t, "10.0.7.0/24", Options{})
+	ctx := context.Background()
+
+	// The VPC's default group allows everything from its own members.
+	out, err := r.ec2.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{Filters: []types.Filter{
+		{Name: aws.String("vpc-id"), Values: []string{r.vpc}}, {Name: aws.String("group-name"), Values: []string{"default"}}}})
+	if err != nil || len(out.SecurityGroups) != 1 {
+		t.Fatalf("default group: %v, %v", out, err)
+	}
+	def := out.SecurityGroups[0]
+	if len(def.IpPermissions) != 1 || aws.ToString(def.IpPermissions[0].IpProtocol) != "-1" ||
+		len(def.IpPermissions[0].UserIdGroupPairs) != 1 || aws.ToString(def.IpPermissions[0].UserIdGroupPairs[0].GroupId) != aws.ToString(def.GroupId) {
+		t.Errorf("default group's ingress %+v, want all traffic from itself", def.IpPermissions)
+	}
+
+	cr, err := r.ec2.CreateSecurityGroup(ctx, &ec2.CreateSecurityGroupInput{VpcId: aws.String(r.vpc), GroupName: aws.String("pods"),
+		Description: aws.String("pods of custom networking")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sg := aws.ToString(cr.GroupId)
+	if _, err := r.ec2.CreateSecurityGroup(ctx, &ec2.CreateSecurityGroupInput{VpcId: aws.String(r.vpc), GroupName: aws.String("pods"),
+		Description: aws.String("again")}); apiCode(err) != "InvalidGroup.Duplicate" {
+		t.Errorf("duplicate name: %v, want InvalidGroup.Duplicate", err)
+	}
+	web := types.IpPermission{IpProtocol: aws.String("tcp"), FromPort: aws.Int32(8080), ToPort: aws.Int32(8080),
+		IpRanges: []types.IpRange{{CidrIp: aws.String("100.64.32.0/19")}}}
+	fromDefault := types.IpPermission{IpProtocol: aws.String("-1"), UserIdGroupPairs: []types.UserIdGroupPair{{GroupId: def.GroupId}}}
+	if _, err := r.ec2.AuthorizeSecurityGroupIngress(ctx, &ec2.AuthorizeSecurityGroupIngressInput{GroupId: aws.String(sg),
+		IpPermissions: []types.IpPermission{web, fromDefault}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []struct {
+		name string
+		perm types.IpPermission
+		code string
+	}{
+		{"the same rule again", web, "InvalidPermission.Duplicate"},
+		{"malformed CIDR", types.IpPermission{IpProtocol: aws.String("tcp"), FromPort: aws.Int32(22), ToPort: aws.Int32(22),
+			IpRanges: []types.IpRange{{CidrIp: aws.String("10.0.0.0/33")}}}, "InvalidParameterValue"},
+		{"ports reversed", types.IpPermission{IpProtocol: aws.String("tcp"), FromPort: aws.Int32(90), ToPort: aws.Int32(80),
+			IpRanges: []types.IpRange{{CidrIp: aws.String("10.0.0.0/16")}}}, "InvalidParameterValue"},
+		{"unknown protocol", types.IpPermission{IpProtocol: aws.String("sctp-ish"),
+			IpRanges: []types.IpRange{{CidrIp: aws.String("10.0.0.0/16")}}}, "InvalidParameterValue"},
+		{"source group of no such", types.IpPermission{IpProtocol: aws.String("-1"),
+			UserIdGroupPairs: []types.UserIdGroupPair{{GroupId: aws.String("sg-0123456789abcdef0")}}}, "InvalidGroup.NotFound"},
+	} {
+		_, err := r.ec2.AuthorizeSecurityGroupIngress(ctx, &ec2.AuthorizeSecurityGroupIngressInput{GroupId: aws.String(sg),
+			IpPermissions: []types.IpPermission{bad.perm}})
+		if apiCode(err) != bad.code {
+			t.Errorf("%s: %v, want %s", bad.name, err, bad.code)
+		}
+	}
+	got, err := r.ec2.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{GroupIds: []string{sg}})
+	if err != nil || len(got.SecurityGroups) != 1 || len(got.SecurityGroups[0].IpPermissions) != 2 ||
+		aws.ToString(got.SecurityGroups[0].VpcId) != r.vpc {
+		t.Fatalf("describe %s: %+v, %v; want its 2 permissions in %s", sg, got, err, r.vpc)
+	}
+	if p := got.SecurityGroups[0].IpPermissions[0]; aws.ToInt32(p.FromPort) != 8080 || aws.ToString(p.IpRanges[0].CidrIp) != "100.64.32.0/19" {
+		t.Errorf("first permission %+v, want tcp 8080 from 100.64.32.0/19", p)
+	}
+	if _, err := r.ec2.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{GroupIds: []string{"sg-0123456789abcdef0"}}); apiCode(err) != "InvalidGroup.NotFound" {
+		t.Errorf("describe an unknown group: %v, want InvalidGroup.NotFound", err)
+	}
+	// An ENI with a group of another VPC is refused.
+	other, _ := r.sim.Cloud.AddVPC("172.16.0.0/16")
+	foreign, _ := r.sim.Cloud.AddSecurityGroup(other)
+	if _, err := r.ec2.CreateNetworkInterface(ctx, &ec2.CreateNetworkInterfaceInput{SubnetId: aws.String(r.subnet),
+		Groups: []string{foreign}}); apiCode(err) != "InvalidGroup.NotFound" {
+		t.Errorf("ENI with another VPC's group: %v, want InvalidGroup.NotFound", err)
+	}
+
+	// A secondary CIDR, and a subnet in it.
+	as, err := r.ec2.AssociateVpcCidrBlock(ctx, &ec2.AssociateVpcCidrBlockInput{VpcId: aws.String(r.vpc), CidrBlock: aws.String("100.64.0.0/16")})
+	if err != nil || aws.ToString(as.CidrBlockAssociation.CidrBlock) != "100.64.0.0/16" ||
+		as.CidrBlockAssociation.CidrBlockState.State != types.VpcCidrBlockStateCodeAssociated {
+		t.Fatalf("associate 100.64.0.0/16: %+v, %v", as, err)
+	}
+	for _, bad := range []struct{ cidr, code string }{{"100.64.128.0/17", "CidrConflict"}, {"100.0.0.0/12", "InvalidVpc.Range"}} {
+		if _, err := r.ec2.AssociateVpcCidrBlock(ctx, &ec2.AssociateVpcCidrBlockInput{VpcId: aws.String(r.vpc), CidrBlock: aws.String(bad.cidr)}); apiCode(err) != bad.code {
+			t.Errorf("associate %s: %v, want %s", bad.cidr, err, bad.code)
+		}
+	}
+	sub, err := r.ec2.CreateSubnet(ctx, &ec2.CreateSubnetInput{VpcId: aws.String(r.vpc), CidrBlock: aws.String("100.64.0.0/19"),
+		AvailabilityZone: aws.String("us-west-2a")})
+	if err != nil || aws.ToString(sub.Subnet.CidrBlock) != "100.64.0.0/19" || aws.ToInt32(sub.Subnet.AvailableIpAddressCount) != 8192-5 {
+		t.Fatalf("subnet in the secondary CIDR: %+v, %v (EC2 reserves 5 addresses per subnet)", sub, err)
+	}
+	if _, err := r.ec2.CreateSubnet(ctx, &ec2.CreateSubnetInput{VpcId: aws.String(r.vpc), CidrBlock: aws.String("100.65.0.0/20"),
+		AvailabilityZone: aws.String("us-west-2a")}); apiCode(err) != "InvalidSubnet.Range" {
+		t.Errorf("subnet outside the VPC's CIDRs: %v, want InvalidSubnet.Range", err)
+	}
+}
