@@ -106,15 +106,15 @@ type Fabric struct {
 	// nsCreated lists router/outside namespaces this fabric created (for teardown).
 	nsCreated []string
 
-	subnets      map[netip.Prefix]struct{}
-	nodes        map[string]*node
-	enis         map[string]*eniState
-	addrOwner    map[netip.Addr]string   // secondary IP -> ENI ID
-	prefixOwner  map[netip.Prefix]string // delegated prefix -> ENI ID
-	rlinkNames   map[string]string       // router link name -> ENI ID
+	subnets     map[netip.Prefix]struct{}
+	nodes       map[string]*node
+	enis        map[string]*eniState
+	addrOwner   map[netip.Addr]string   // secondary IP -> ENI ID
+	prefixOwner map[netip.Prefix]string // delegated prefix -> ENI ID
+	rlinkNames  map[string]string       // router link name -> ENI ID
 	// Security groups (securitygroups.go): nil until SetSecurityGroups.
-	sgPerms map[string][]Permission
-	sgENIs  map[string][]string
+	sgPerms      map[string][]Permission
+	sgENIs       map[string][]string
 	outListeners []net.Listener
 }
 
