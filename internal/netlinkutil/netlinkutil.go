@@ -1,9 +1,10 @@
 // Package netlinkutil holds small, idempotent netlink helpers for the policy
 // routing that vpcchain installs on a node: the rule priority map
 // (docs/design.md, "Routing"), ensure/find/delete for ip rules, per-address
-// host routes and a random locally administered MAC. Every function works on
-// the network namespace of the calling OS thread (lock the thread, e.g. via
-// ns.Do, to target another namespace).
+// host routes, a random locally administered MAC, and the sync of a hash:net
+// ipset. Every function works on the network namespace of the calling OS
+// thread (lock the thread, e.g. via ns.Do, to target another namespace),
+// except where it takes a netlink handle.
 package netlinkutil
 
 import (

@@ -43,6 +43,8 @@ import (
 
 	"github.com/coreos/go-iptables/iptables"
 	"github.com/vishvananda/netlink"
+
+	"github.com/vpcchain/vpcchain/internal/netlinkutil"
 )
 
 // Names of what we own on a node.
@@ -220,7 +222,7 @@ func Reconcile(ipt *iptables.IPTables, c NodeConfig) error {
 	if err := ensureSet(NoSNATSet, "hash:net"); err != nil {
 		return err
 	}
-	if err := syncNets(NoSNATSet, append(slices.Clone(c.VPCCIDRs), c.ExcludeCIDRs...)); err != nil {
+	if err := netlinkutil.SyncNetSet(nil, NoSNATSet, append(slices.Clone(c.VPCCIDRs), c.ExcludeCIDRs...)); err != nil {
 		return err
 	}
 	// Own chains first, so the jumps never point at a missing chain.
@@ -373,42 +375,6 @@ func ensureSet(name, typ string) error {
 func isNotExist(err error) bool {
 	return errors.Is(err, os.ErrNotExist) || errors.Is(err, netlink.ErrNotImplemented) ||
 		strings.Contains(err.Error(), "no such file") || strings.Contains(err.Error(), "does not exist")
-}
-
-// syncNets makes a hash:net set hold exactly nets.
-func syncNets(set string, nets []netip.Prefix) error {
-	res, err := netlink.IpsetList(set)
-	if err != nil {
-		return fmt.Errorf("list ipset %s: %w", set, err)
-	}
-	have := map[netip.Prefix]bool{}
-	for _, e := range res.Entries {
-		a, _ := netip.AddrFromSlice(e.IP.To4())
-		have[netip.PrefixFrom(a, int(e.CIDR))] = true
-	}
-	want := map[netip.Prefix]bool{}
-	for _, p := range nets {
-		want[p.Masked()] = true
-	}
-	for p := range want {
-		if !have[p] {
-			if err := netlink.IpsetAdd(set, netEntry(p)); err != nil {
-				return fmt.Errorf("ipset add %s %s: %w", set, p, err)
-			}
-		}
-	}
-	for p := range have {
-		if !want[p] {
-			if err := netlink.IpsetDel(set, netEntry(p)); err != nil {
-				return fmt.Errorf("ipset del %s %s: %w", set, p, err)
-			}
-		}
-	}
-	return nil
-}
-
-func netEntry(p netip.Prefix) *netlink.IPSetEntry {
-	return &netlink.IPSetEntry{IP: net.IP(p.Addr().AsSlice()), CIDR: uint8(p.Bits()), Replace: true}
 }
 
 // ErrNotSetUp says the daemon has not created the node-level state yet.

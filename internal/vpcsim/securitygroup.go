@@ -78,15 +78,16 @@ func (c *Cloud) createGroupLocked(vpcID, name, desc string) (*SecurityGroup, *AP
 	if _, ok := c.vpcs[vpcID]; !ok {
 		return nil, apiErr("InvalidVpcID.NotFound", "The vpc ID '%s' does not exist", vpcID)
 	}
+	id := newID("sg")
 	if name == "" {
-		name = "sg-" + newID("g")[2:10]
+		name = id // a group made by the Go API without a name
 	}
 	for _, sg := range c.sgs {
 		if sg.VPCID == vpcID && sg.Name == name {
 			return nil, apiErr("InvalidGroup.Duplicate", "The security group '%s' already exists for VPC '%s'", name, vpcID)
 		}
 	}
-	sg := &SecurityGroup{ID: newID("sg"), VPCID: vpcID, Name: name, Description: desc}
+	sg := &SecurityGroup{ID: id, VPCID: vpcID, Name: name, Description: desc}
 	c.sgs[sg.ID] = sg
 	return sg, nil
 }

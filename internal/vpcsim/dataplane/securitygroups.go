@@ -3,13 +3,14 @@ package dataplane
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"net/netip"
 	"os/exec"
 	"sort"
 	"strings"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/vpcchain/vpcchain/internal/netlinkutil"
 )
 
 // Permission is one ingress permission of a security group: traffic of a
@@ -84,34 +85,14 @@ func (f *Fabric) syncSetLocked(name string, want map[netip.Prefix]bool) error {
 	if err := f.rtr.IpsetCreate(name, "hash:net", netlink.IpsetCreateOptions{Replace: true}); err != nil {
 		return fmt.Errorf("dataplane: ipset create %s: %w", name, err)
 	}
-	res, err := f.rtr.IpsetList(name)
-	if err != nil {
-		return fmt.Errorf("dataplane: ipset list %s: %w", name, err)
-	}
-	have := map[netip.Prefix]bool{}
-	for _, e := range res.Entries {
-		a, _ := netip.AddrFromSlice(e.IP.To4())
-		have[netip.PrefixFrom(a, int(e.CIDR))] = true
-	}
+	nets := make([]netip.Prefix, 0, len(want))
 	for p := range want {
-		if !have[p] {
-			if err := f.rtr.IpsetAdd(name, netEntry(p)); err != nil {
-				return fmt.Errorf("dataplane: ipset add %s %s: %w", name, p, err)
-			}
-		}
+		nets = append(nets, p)
 	}
-	for p := range have {
-		if !want[p] {
-			if err := f.rtr.IpsetDel(name, netEntry(p)); err != nil {
-				return fmt.Errorf("dataplane: ipset del %s %s: %w", name, p, err)
-			}
-		}
+	if err := netlinkutil.SyncNetSet(f.rtr, name, nets); err != nil {
+		return fmt.Errorf("dataplane: %w", err)
 	}
 	return nil
-}
-
-func netEntry(p netip.Prefix) *netlink.IPSetEntry {
-	return &netlink.IPSetEntry{IP: net.IP(p.Addr().AsSlice()), CIDR: uint8(p.Bits()), Replace: true}
 }
 
 func contains(list []string, s string) bool {
