@@ -148,6 +148,24 @@ func TestPrintStatus(t *testing.T) {
 	if b.String() != wantStatus {
 		t.Errorf("got:\n%s\nwant:\n%s", b.String(), wantStatus)
 	}
+	for _, c := range []struct {
+		cn   *ipamv1.IntrospectCustomNetworking
+		want string
+	}{
+		{&ipamv1.IntrospectCustomNetworking{Eniconfig: "us-west-2a", ChosenBy: `label "topology.kubernetes.io/zone"`,
+			Subnet: "subnet-0123abcd", SecurityGroups: []string{"sg-0123abcd", "sg-4567ef01"}},
+			"custom networking: ENIConfig us-west-2a (label \"topology.kubernetes.io/zone\"): new ENIs in subnet-0123abcd with sg-0123abcd,sg-4567ef01\n"},
+		{&ipamv1.IntrospectCustomNetworking{Eniconfig: "us-west-2b", Problem: `ENIConfig "us-west-2b" (label) does not exist`},
+			"custom networking: no new ENIs: ENIConfig \"us-west-2b\" (label) does not exist\n"},
+	} {
+		b.Reset()
+		if err := printStatus(&b, &ipamv1.IntrospectReply{CustomNetworking: c.cn}); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(b.String(), c.want) {
+			t.Errorf("custom networking %v: got\n%s\nwant a line %q", c.cn, b.String(), c.want)
+		}
+	}
 	b.Reset()
 	if err := printStatus(&b, &ipamv1.IntrospectReply{}); err != nil {
 		t.Fatal(err)

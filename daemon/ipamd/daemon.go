@@ -343,6 +343,7 @@ func (d *Daemon) discover(ctx context.Context) error {
 	}
 	d.mu.Lock()
 	ours := d.sortOwnedLocked(enis)
+	d.noteForeignInIMDSLocked(md.ENIs)
 	d.mu.Unlock()
 	for _, e := range ours {
 		if err := d.adoptENI(ctx, e); err != nil {

@@ -13,6 +13,7 @@ type foreignENI struct {
 	dev, card int
 	reason    string
 	logged    bool
+	inIMDS    bool // IMDS has listed it (reconcile's cheap check)
 }
 
 // foreignReason says why the daemon must leave e alone, or "" when e is
@@ -91,4 +92,14 @@ func (d *Daemon) foreignOnCard0Locked() int {
 		}
 	}
 	return n
+}
+
+// noteForeignInIMDSLocked records which foreign ENIs IMDS lists, so that
+// reconcile's cheap IMDS check notices when one goes.
+func (d *Daemon) noteForeignInIMDSLocked(md []cloud.ENI) {
+	for _, e := range md {
+		if f := d.foreign[e.ID]; f != nil {
+			f.inIMDS = true
+		}
+	}
 }

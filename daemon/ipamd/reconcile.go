@@ -69,6 +69,7 @@ func (d *Daemon) Reconcile(ctx context.Context) error {
 	for _, e := range d.sortOwnedLocked(enis) {
 		truth[e.ID] = e
 	}
+	d.noteForeignInIMDSLocked(md.ENIs)
 	now := d.now()
 	// ENIs gone from the instance: their allocations cannot work any more,
 	// unless EC2 is lagging. An ENI a pod holds an address of stays.
@@ -149,10 +150,11 @@ func (d *Daemon) disagreeLocked(subject, format string, args ...any) {
 func (d *Daemon) matches(md []cloud.ENI) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	n, foreign := 0, 0
+	n := 0
+	inIMDS := map[string]bool{}
 	for _, e := range md {
-		if d.foreign[e.ID] != nil {
-			foreign++
+		if f := d.foreign[e.ID]; f != nil {
+			f.inIMDS, inIMDS[e.ID] = true, true
 			continue
 		}
 		st := d.enis[e.ID]
@@ -171,10 +173,15 @@ func (d *Daemon) matches(md []cloud.ENI) bool {
 		}
 		n++
 	}
-	// A foreign ENI gone from IMDS: EC2 says what went (IMDS leaves out
-	// ENIs without addresses, such as EFA-only ones, which then cost a
-	// describe per reconcile).
-	return n == len(d.enis) && foreign == len(d.foreign) && len(d.unconfirmed) == 0 && len(d.unconfirmedPrefixes) == 0
+	// A foreign ENI gone from IMDS: EC2 says what went. One IMDS never
+	// showed (it leaves out ENIs without IPv4 addresses, such as EFA-only
+	// ones) does not count, or it would cost a describe per reconcile.
+	for id, f := range d.foreign {
+		if f.inIMDS && !inIMDS[id] {
+			return false
+		}
+	}
+	return n == len(d.enis) && len(d.unconfirmed) == 0 && len(d.unconfirmedPrefixes) == 0
 }
 
 // syncAddressesLocked adopts addresses EC2 has and the daemon does not, and
