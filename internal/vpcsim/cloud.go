@@ -43,6 +43,7 @@ func apiErr(code, format string, args ...any) *APIError {
 type VPC struct {
 	ID             string
 	CIDRs          []netip.Prefix
+	IPv6CIDR       netip.Prefix // Amazon-provided /56, if associated
 	DefaultGroupID string
 }
 
@@ -53,6 +54,11 @@ type Subnet struct {
 	AZ    string
 	CIDR  netip.Prefix
 	Tags  map[string]string
+	// IPv6CIDR is the subnet's /64, if any; used6 and prefixes6 are its
+	// addresses and /80 prefixes in use, by ENI (ipv6.go).
+	IPv6CIDR  netip.Prefix
+	used6     map[netip.Addr]string
+	prefixes6 map[netip.Prefix]string
 	// used maps every address taken by an ENI (primary, secondary, or any
 	// of the 16 inside a delegated /28) to that ENI.
 	used   map[netip.Addr]string
@@ -84,6 +90,8 @@ type ENI struct {
 	PrimaryIP     netip.Addr
 	Secondary     []netip.Addr
 	Prefixes      []netip.Prefix
+	IPv6s         []netip.Addr
+	IPv6Prefixes  []netip.Prefix // /80s
 	Groups        []string
 	Tags          map[string]string
 	Attachment    *Attachment

@@ -13,6 +13,7 @@ type SubnetView struct {
 	CIDR      netip.Prefix
 	Tags      map[string]string
 	Available int
+	IPv6CIDR  netip.Prefix // the subnet's /64, if any
 }
 
 // Subnets returns copies of every subnet, sorted by ID.
@@ -21,7 +22,7 @@ func (c *Cloud) Subnets() []SubnetView {
 	defer c.mu.Unlock()
 	var out []SubnetView
 	for _, s := range c.subnets {
-		out = append(out, SubnetView{ID: s.ID, VPCID: s.VPCID, AZ: s.AZ, CIDR: s.CIDR, Tags: copyTags(s.Tags), Available: s.Available()})
+		out = append(out, SubnetView{ID: s.ID, VPCID: s.VPCID, AZ: s.AZ, CIDR: s.CIDR, Tags: copyTags(s.Tags), Available: s.Available(), IPv6CIDR: s.IPv6CIDR})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out

@@ -236,7 +236,16 @@ func (h *EC2Handler) dispatch(action string, q query) (any, *APIError) {
 	case "AuthorizeSecurityGroupIngress":
 		return h.authorizeIngress(q)
 	case "AssociateVpcCidrBlock":
+		if q.str("AmazonProvidedIpv6CidrBlock") == "true" {
+			return h.associateVPCIPv6(q)
+		}
 		return h.associateVpcCidrBlock(q)
+	case "AssociateSubnetCidrBlock":
+		return h.associateSubnetCidrBlock(q)
+	case "AssignIpv6Addresses":
+		return h.assignIPv6(q)
+	case "UnassignIpv6Addresses":
+		return h.unassignIPv6(q)
 	case "CreateSubnet":
 		return h.createSubnet(q)
 	case "DescribeSubnets":

@@ -119,9 +119,7 @@ func (h *EC2Handler) describeSubnets(q query) (any, *APIError) {
 			continue
 		}
 		if subnetFilters.match(filters, s) {
-			out = append(out, xSubnet{SubnetID: s.ID, SubnetArn: "arn:aws:ec2:" + h.cloud.region + ":" + h.cloud.account + ":subnet/" + s.ID,
-				State: "available", VpcID: s.VPCID, OwnerID: h.cloud.account, CidrBlock: s.CIDR.String(),
-				AvailableIPAddressCount: s.Available, AvailabilityZone: s.AZ, TagSet: tagList(s.Tags)})
+			out = append(out, h.xmlSubnet(s))
 		}
 	}
 	page, next, aerr := paginate(q, out)

@@ -207,11 +207,28 @@ func (h *EC2Handler) createSubnet(q query) (any, *APIError) {
 	if err != nil {
 		return nil, asAPIError(err)
 	}
+	if v6 := q.str("Ipv6CidrBlock"); v6 != "" {
+		p, err := netip.ParsePrefix(v6)
+		if err != nil {
+			return nil, apiErr("InvalidParameterValue", "The IPv6 CIDR '%s' is invalid", v6)
+		}
+		if aerr := h.cloud.AssociateSubnetIPv6(id, p); aerr != nil {
+			return nil, aerr // the subnet stays, IPv4 only, as when EC2 fails the association
+		}
+	}
 	s, _ := h.subnet(id)
-	return xCreateSubnet{XMLNS: ec2XMLNS, RequestID: requestID(), Subnet: xSubnet{SubnetID: s.ID,
-		SubnetArn: "arn:aws:ec2:" + h.cloud.region + ":" + h.cloud.account + ":subnet/" + s.ID, State: "available",
-		VpcID: s.VPCID, OwnerID: h.cloud.account, CidrBlock: s.CIDR.String(), AvailableIPAddressCount: s.Available,
-		AvailabilityZone: s.AZ}}, nil
+	return xCreateSubnet{XMLNS: ec2XMLNS, RequestID: requestID(), Subnet: h.xmlSubnet(s)}, nil
+}
+
+func (h *EC2Handler) xmlSubnet(s SubnetView) xSubnet {
+	x := xSubnet{SubnetID: s.ID, SubnetArn: "arn:aws:ec2:" + h.cloud.region + ":" + h.cloud.account + ":subnet/" + s.ID,
+		State: "available", VpcID: s.VPCID, OwnerID: h.cloud.account, CidrBlock: s.CIDR.String(),
+		AvailableIPAddressCount: s.Available, AvailabilityZone: s.AZ, TagSet: tagList(s.Tags)}
+	if s.IPv6CIDR.IsValid() {
+		x.IPv6Associations = []xIPv6Association{{AssociationID: "subnet-cidr-assoc-" + s.ID[len("subnet-"):],
+			IPv6CidrBlock: s.IPv6CIDR.String(), State: "associated"}}
+	}
+	return x
 }
 
 // asAPIError keeps EC2's error or makes an internal one.

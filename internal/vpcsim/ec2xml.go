@@ -55,6 +55,16 @@ type xENI struct {
 	TagSet             []xTag       `xml:"tagSet>item"`
 	PrivateIPs         []xPrivateIP `xml:"privateIpAddressesSet>item"`
 	IPv4Prefixes       []xPrefix    `xml:"ipv4PrefixSet>item"`
+	IPv6Addresses      []xIPv6      `xml:"ipv6AddressesSet>item"`
+	IPv6Prefixes       []xPrefix6   `xml:"ipv6PrefixSet>item"`
+}
+
+type xIPv6 struct {
+	IPv6Address string `xml:"ipv6Address"`
+}
+
+type xPrefix6 struct {
+	IPv6Prefix string `xml:"ipv6Prefix"`
 }
 
 func tagList(m map[string]string) []xTag {
@@ -79,6 +89,12 @@ func (h *EC2Handler) xmlENI(d eniDetail) xENI {
 	}
 	for _, p := range d.Prefixes {
 		x.IPv4Prefixes = append(x.IPv4Prefixes, xPrefix{IPv4Prefix: p.String()})
+	}
+	for _, a := range d.IPv6s {
+		x.IPv6Addresses = append(x.IPv6Addresses, xIPv6{IPv6Address: a.String()})
+	}
+	for _, p := range d.IPv6Prefixes {
+		x.IPv6Prefixes = append(x.IPv6Prefixes, xPrefix6{IPv6Prefix: p.String()})
 	}
 	if d.AttachmentID != "" {
 		x.Attachment = &xAttachment{AttachmentID: d.AttachmentID, InstanceID: d.InstanceID, InstanceOwnerID: h.cloud.account,
@@ -134,17 +150,25 @@ func ok(action string) xReturn {
 }
 
 type xSubnet struct {
-	SubnetID                string `xml:"subnetId"`
-	SubnetArn               string `xml:"subnetArn"`
-	State                   string `xml:"state"`
-	VpcID                   string `xml:"vpcId"`
-	OwnerID                 string `xml:"ownerId"`
-	CidrBlock               string `xml:"cidrBlock"`
-	AvailableIPAddressCount int    `xml:"availableIpAddressCount"`
-	AvailabilityZone        string `xml:"availabilityZone"`
-	DefaultForAz            bool   `xml:"defaultForAz"`
-	MapPublicIPOnLaunch     bool   `xml:"mapPublicIpOnLaunch"`
-	TagSet                  []xTag `xml:"tagSet>item"`
+	SubnetID                string             `xml:"subnetId"`
+	SubnetArn               string             `xml:"subnetArn"`
+	State                   string             `xml:"state"`
+	VpcID                   string             `xml:"vpcId"`
+	OwnerID                 string             `xml:"ownerId"`
+	CidrBlock               string             `xml:"cidrBlock"`
+	AvailableIPAddressCount int                `xml:"availableIpAddressCount"`
+	AvailabilityZone        string             `xml:"availabilityZone"`
+	DefaultForAz            bool               `xml:"defaultForAz"`
+	MapPublicIPOnLaunch     bool               `xml:"mapPublicIpOnLaunch"`
+	TagSet                  []xTag             `xml:"tagSet>item"`
+	IPv6Associations        []xIPv6Association `xml:"ipv6CidrBlockAssociationSet>item"`
+}
+
+// xIPv6Association is a subnet's or VPC's IPv6 CIDR block association.
+type xIPv6Association struct {
+	AssociationID string `xml:"associationId"`
+	IPv6CidrBlock string `xml:"ipv6CidrBlock"`
+	State         string `xml:"ipv6CidrBlockState>state"`
 }
 
 type xDescribeSubnets struct {

@@ -4,6 +4,7 @@ package vpcsim
 
 import (
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -102,6 +103,7 @@ func (c *Cloud) deleteENILocked(e *ENI) {
 		for _, p := range e.Prefixes {
 			s.releasePrefix(p)
 		}
+		s.release6(e.IPv6s, e.IPv6Prefixes)
 	}
 	delete(c.enis, e.ID)
 }
@@ -120,6 +122,9 @@ type ENIView struct {
 	PrimaryIP     netip.Addr
 	Secondary     []netip.Addr
 	Prefixes      []netip.Prefix
+	IPv6s         []netip.Addr
+	IPv6Prefixes  []netip.Prefix
+	SubnetIPv6    netip.Prefix
 	Tags          map[string]string
 	Status        string
 	AttachmentID  string
@@ -130,9 +135,10 @@ func (c *Cloud) viewLocked(e *ENI) ENIView {
 	v := ENIView{ID: e.ID, MAC: e.MAC, SubnetID: e.SubnetID, VPCID: e.VPCID,
 		Groups: append([]string(nil), e.Groups...), PrimaryIP: e.PrimaryIP,
 		Secondary: append([]netip.Addr(nil), e.Secondary...), Prefixes: append([]netip.Prefix(nil), e.Prefixes...),
-		Tags: copyTags(e.Tags), Status: e.Status(), DeviceIndex: -1, InterfaceType: e.InterfaceType}
+		Tags: copyTags(e.Tags), Status: e.Status(), DeviceIndex: -1, InterfaceType: e.InterfaceType,
+		IPv6s: slices.Clone(e.IPv6s), IPv6Prefixes: slices.Clone(e.IPv6Prefixes)}
 	if s := c.subnets[e.SubnetID]; s != nil {
-		v.SubnetCIDR = s.CIDR
+		v.SubnetCIDR, v.SubnetIPv6 = s.CIDR, s.IPv6CIDR
 	}
 	if e.Attachment != nil {
 		v.DeviceIndex = e.Attachment.DeviceIndex

@@ -143,6 +143,7 @@ type InstanceNetwork struct {
 	Launched     time.Time
 	VPCID        string
 	VPCCIDRs     []netip.Prefix
+	VPCIPv6CIDR  netip.Prefix
 	PrimaryIP    netip.Addr
 	PrimaryMAC   string
 	ENIs         []ENIView // by network card, then device index
@@ -151,7 +152,7 @@ type InstanceNetwork struct {
 func (c *Cloud) instanceNetworkLocked(inst *Instance) InstanceNetwork {
 	n := InstanceNetwork{InstanceID: inst.ID, Name: inst.Name, InstanceType: inst.Type, Region: c.region, AZ: inst.AZ,
 		Account: c.account, ImageID: inst.ImageID, Launched: inst.Launched, VPCID: inst.VPCID,
-		VPCCIDRs: append([]netip.Prefix(nil), c.vpcs[inst.VPCID].CIDRs...)}
+		VPCCIDRs: append([]netip.Prefix(nil), c.vpcs[inst.VPCID].CIDRs...), VPCIPv6CIDR: c.vpcs[inst.VPCID].IPv6CIDR}
 	var slots []Slot
 	for s := range inst.ENIs {
 		slots = append(slots, s)

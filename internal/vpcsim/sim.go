@@ -218,6 +218,9 @@ func toMetadata(n InstanceNetwork) imds.Metadata {
 	for _, c := range n.VPCCIDRs {
 		md.VPCCIDRs = append(md.VPCCIDRs, c.String())
 	}
+	if n.VPCIPv6CIDR.IsValid() {
+		md.VPCIPv6CIDRs = []string{n.VPCIPv6CIDR.String()}
+	}
 	for _, e := range n.ENIs {
 		em := imds.ENIMetadata{MAC: e.MAC, InterfaceID: e.ID, DeviceNumber: e.DeviceIndex, NetworkCard: e.NetworkCard, SubnetID: e.SubnetID,
 			SubnetCIDR: e.SubnetCIDR.String(), VPCID: e.VPCID, SecurityGroupIDs: e.Groups,
@@ -227,6 +230,15 @@ func toMetadata(n InstanceNetwork) imds.Metadata {
 		}
 		for _, p := range e.Prefixes {
 			em.IPv4Prefixes = append(em.IPv4Prefixes, p.String())
+		}
+		for _, a := range e.IPv6s {
+			em.IPv6s = append(em.IPv6s, a.String())
+		}
+		for _, p := range e.IPv6Prefixes {
+			em.IPv6Prefixes = append(em.IPv6Prefixes, p.String())
+		}
+		if e.SubnetIPv6.IsValid() {
+			em.SubnetIPv6CIDR = e.SubnetIPv6.String()
 		}
 		md.ENIs = append(md.ENIs, em)
 	}

@@ -49,8 +49,10 @@ type Metadata struct {
 	MAC string
 	// VPCID is the instance's VPC. When empty, the primary ENI's is used.
 	VPCID string
-	// VPCCIDRs are the VPC's IPv4 CIDR blocks, primary first.
-	VPCCIDRs []string
+	// VPCCIDRs are the VPC's IPv4 CIDR blocks, primary first;
+	// VPCIPv6CIDRs its IPv6 blocks (none: the paths are absent).
+	VPCCIDRs     []string
+	VPCIPv6CIDRs []string
 	// ENIs are the attached network interfaces, in any order (IMDS lists
 	// them by device number).
 	ENIs []ENIMetadata
@@ -84,12 +86,18 @@ type ENIMetadata struct {
 	// IPv4Prefixes are the delegated /28 prefixes (ipv4-prefix 404s when
 	// there are none).
 	IPv4Prefixes []string
+	// IPv6s, IPv6Prefixes (/80s) and the subnet's IPv6 block: their paths
+	// (ipv6s, ipv6-prefix, subnet-ipv6-cidr-blocks) 404 when empty.
+	IPv6s          []string
+	IPv6Prefixes   []string
+	SubnetIPv6CIDR string
 }
 
 // Clone returns a deep copy of m.
 func (m Metadata) Clone() Metadata {
 	c := m
 	c.VPCCIDRs = slices.Clone(m.VPCCIDRs)
+	c.VPCIPv6CIDRs = slices.Clone(m.VPCIPv6CIDRs)
 	if m.ENIs != nil {
 		c.ENIs = make([]ENIMetadata, len(m.ENIs))
 		for i, e := range m.ENIs {
@@ -105,6 +113,8 @@ func (e ENIMetadata) Clone() ENIMetadata {
 	c.SecurityGroupIDs = slices.Clone(e.SecurityGroupIDs)
 	c.LocalIPv4s = slices.Clone(e.LocalIPv4s)
 	c.IPv4Prefixes = slices.Clone(e.IPv4Prefixes)
+	c.IPv6s = slices.Clone(e.IPv6s)
+	c.IPv6Prefixes = slices.Clone(e.IPv6Prefixes)
 	return c
 }
 

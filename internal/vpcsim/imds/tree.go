@@ -120,6 +120,18 @@ func buildTree(m *Metadata) *node {
 		if len(e.IPv4Prefixes) > 0 {
 			d.add("ipv4-prefix", lines(e.IPv4Prefixes))
 		}
+		if len(e.IPv6Prefixes) > 0 {
+			d.add("ipv6-prefix", lines(e.IPv6Prefixes))
+		}
+		if len(e.IPv6s) > 0 {
+			d.add("ipv6s", lines(e.IPv6s))
+		}
+		if e.SubnetIPv6CIDR != "" {
+			d.add("subnet-ipv6-cidr-blocks", lines([]string{e.SubnetIPv6CIDR}))
+		}
+		if len(m.VPCIPv6CIDRs) > 0 {
+			d.add("vpc-ipv6-cidr-blocks", lines(m.VPCIPv6CIDRs))
+		}
 		d.add("local-ipv4s", lines(e.LocalIPv4s)).
 			add("mac", leaf(e.MAC)).
 			add("network-card", leaf(strconv.Itoa(e.NetworkCard))).
@@ -148,6 +160,12 @@ func buildTree(m *Metadata) *node {
 
 	if m.InstanceProfile != "" {
 		metaData.add("iam", iamTree(m))
+	}
+	// ipv6: the primary ENI's first IPv6 address, when it has one.
+	for _, e := range m.ENIs {
+		if e.MAC == m.MAC && len(e.IPv6s) > 0 {
+			metaData.add("ipv6", leaf(e.IPv6s[0]))
+		}
 	}
 
 	dynamic := dir().add("instance-identity", dir().
