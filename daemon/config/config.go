@@ -165,6 +165,11 @@ func Load(get Lookup) (Config, error) {
 	if c.EnablePrefixDelegation && c.WarmPrefixTarget == 0 && c.WarmIPTarget == 0 && c.MinimumIPTarget == 0 {
 		p.errs = append(p.errs, errors.New("ENABLE_PREFIX_DELEGATION=true needs WARM_PREFIX_TARGET, WARM_IP_TARGET or MINIMUM_IP_TARGET >= 1 (all are 0): the pool would never hold an address"))
 	}
+	// The AWS VPC CNI's address family switches: a migrating user who set
+	// IPv6 must not get an IPv4 node silently.
+	if v4, v6 := p.boolean("ENABLE_IPv4", true), p.boolean("ENABLE_IPv6", false); v6 || !v4 {
+		p.errs = append(p.errs, fmt.Errorf("ENABLE_IPv4=%t ENABLE_IPv6=%t: this version serves IPv4 pods only (ENABLE_IPv4=true, ENABLE_IPv6=false); IPv6 mode is not available yet", v4, v6))
+	}
 	if c.CustomNetworking && c.NodeName == "" {
 		p.errs = append(p.errs, errors.New("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG=true needs MY_NODE_NAME (the node's name, from the downward API): the daemon reads its Node to find its ENIConfig"))
 	}

@@ -84,6 +84,9 @@ func TestInvalid(t *testing.T) {
 		{"AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", "true", `needs MY_NODE_NAME`},
 		{"ENI_CONFIG_LABEL_DEF", "zone label", `ENI_CONFIG_LABEL_DEF="zone label" is not a label key`},
 		{"ENI_CONFIG_ANNOTATION_DEF", "/eniConfig", `ENI_CONFIG_ANNOTATION_DEF="/eniConfig" is not a label key`},
+		{"ENABLE_IPv6", "true", `ENABLE_IPv6=true: this version serves IPv4 pods only`},
+		{"ENABLE_IPv4", "false", `ENABLE_IPv4=false ENABLE_IPv6=false: this version serves IPv4 pods only`},
+		{"ENABLE_IPv6", "maybe", `ENABLE_IPv6="maybe" is invalid: want true or false`},
 	}
 	for _, tt := range tests {
 		_, err := Load(env(map[string]string{tt.name: tt.val}))
