@@ -21,8 +21,8 @@ func SyncNetSet(h *netlink.Handle, name string, nets []netip.Prefix) error {
 	}
 	have := map[netip.Prefix]bool{}
 	for _, e := range res.Entries {
-		a, _ := netip.AddrFromSlice(e.IP.To4())
-		have[netip.PrefixFrom(a, int(e.CIDR))] = true
+		a, _ := netip.AddrFromSlice(e.IP)
+		have[netip.PrefixFrom(a.Unmap(), int(e.CIDR))] = true
 	}
 	want := map[netip.Prefix]bool{}
 	for _, p := range nets {
@@ -45,7 +45,7 @@ func SyncNetSet(h *netlink.Handle, name string, nets []netip.Prefix) error {
 	return nil
 }
 
-// NetEntry is the ipset entry of an IPv4 prefix.
+// NetEntry is the ipset entry of a prefix (either family).
 func NetEntry(p netip.Prefix) *netlink.IPSetEntry {
 	return &netlink.IPSetEntry{IP: net.IP(p.Addr().AsSlice()), CIDR: uint8(p.Bits()), Replace: true}
 }

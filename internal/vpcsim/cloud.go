@@ -163,6 +163,9 @@ type DataPlane interface {
 	AttachENI(node string, id string, mac net.HardwareAddr, slot Slot, primary netip.Addr, subnet netip.Prefix) error
 	DetachENI(id string) error
 	SetENIAddresses(id string, secondary []netip.Addr, prefixes []netip.Prefix) error
+	// SetENIIPv6 replaces the IPv6 addresses and prefixes delivered through
+	// an attached ENI.
+	SetENIIPv6(id string, addrs []netip.Addr, prefixes []netip.Prefix) error
 	// SetSecurityGroups replaces what the router enforces: every group's
 	// ingress permissions and every attached ENI's groups.
 	SetSecurityGroups(groups map[string][]Permission, eniGroups map[string][]string) error

@@ -12,6 +12,10 @@ type xIPRange struct {
 	CidrIP string `xml:"cidrIp"`
 }
 
+type xIPv6Range struct {
+	CidrIPv6 string `xml:"cidrIpv6"`
+}
+
 type xGroupPair struct {
 	GroupID string `xml:"groupId"`
 	UserID  string `xml:"userId"`
@@ -23,6 +27,7 @@ type xPermission struct {
 	ToPort     *int         `xml:"toPort,omitempty"`
 	Groups     []xGroupPair `xml:"groups>item"`
 	IPRanges   []xIPRange   `xml:"ipRanges>item"`
+	IPv6Ranges []xIPv6Range `xml:"ipv6Ranges>item"`
 }
 
 type xSecurityGroup struct {
@@ -109,7 +114,11 @@ func (h *EC2Handler) describeSecurityGroups(q query) (any, *APIError) {
 				xp.FromPort, xp.ToPort = &from, &to
 			}
 			for _, c := range p.CIDRs {
-				xp.IPRanges = append(xp.IPRanges, xIPRange{CidrIP: c.String()})
+				if c.Addr().Is6() {
+					xp.IPv6Ranges = append(xp.IPv6Ranges, xIPv6Range{CidrIPv6: c.String()})
+				} else {
+					xp.IPRanges = append(xp.IPRanges, xIPRange{CidrIP: c.String()})
+				}
 			}
 			for _, sg := range p.Groups {
 				xp.Groups = append(xp.Groups, xGroupPair{GroupID: sg, UserID: h.cloud.account})
@@ -133,7 +142,8 @@ func (h *EC2Handler) createSecurityGroup(q query) (any, *APIError) {
 }
 
 // authorizeIngress reads IpPermissions.N (IpProtocol, FromPort, ToPort,
-// IpRanges.M.CidrIp, Groups.M.GroupId), as the SDKs send them.
+// IpRanges.M.CidrIp, Ipv6Ranges.M.CidrIpv6, Groups.M.GroupId), as the SDKs
+// send them.
 func (h *EC2Handler) authorizeIngress(q query) (any, *APIError) {
 	group := q.str("GroupId")
 	if group == "" {
@@ -162,6 +172,17 @@ func (h *EC2Handler) authorizeIngress(q query) (any, *APIError) {
 			pfx, err := netip.ParsePrefix(s)
 			if err != nil || !pfx.Addr().Is4() || pfx.Masked() != pfx {
 				return nil, apiErr("InvalidParameterValue", "CIDR block %s is malformed", s)
+			}
+			p.CIDRs = append(p.CIDRs, pfx)
+		}
+		for j := 1; ; j++ {
+			s := q.str(fmt.Sprintf("%sIpv6Ranges.%d.CidrIpv6", base, j))
+			if s == "" {
+				break
+			}
+			pfx, err := netip.ParsePrefix(s)
+			if err != nil || !pfx.Addr().Is6() || pfx.Addr().Is4In6() || pfx.Masked() != pfx {
+				return nil, apiErr("InvalidParameterValue", "IPv6 CIDR block %s is malformed", s)
 			}
 			p.CIDRs = append(p.CIDRs, pfx)
 		}

@@ -257,6 +257,12 @@ func (c *Cloud) AttachNetworkInterface(eniID, instanceID string, deviceIndex, ne
 			_ = c.dp.DetachENI(e.ID)
 			return "", apiErr("InternalError", "data plane: %v", err)
 		}
+		if len(e.IPv6s)+len(e.IPv6Prefixes) > 0 {
+			if err := c.dp.SetENIIPv6(e.ID, e.IPv6s, e.IPv6Prefixes); err != nil {
+				_ = c.dp.DetachENI(e.ID)
+				return "", apiErr("InternalError", "data plane: %v", err)
+			}
+		}
 	}
 	e.Attachment = &Attachment{ID: newID("eni-attach"), InstanceID: inst.ID, DeviceIndex: deviceIndex, NetworkCard: networkCard,
 		Status: "attached", AttachTime: c.now()}

@@ -18,6 +18,10 @@ type LaunchSpec struct {
 	InstanceType string
 	SubnetID     string
 	GroupIDs     []string // defaults to the VPC's default group
+	// IPv6AddressCount is RunInstances' Ipv6AddressCount: IPv6 addresses of
+	// the primary ENI (its subnet needs an IPv6 block); the node's OS
+	// configures them as after DHCPv6.
+	IPv6AddressCount int
 }
 
 // LaunchInstance starts an instance with its primary ENI (device 0,
@@ -50,9 +54,18 @@ func (c *Cloud) LaunchInstance(spec LaunchSpec) (string, error) {
 			return "", fmt.Errorf("an instance named %q exists", inst.Name)
 		}
 	}
+	if spec.IPv6AddressCount < 0 || spec.IPv6AddressCount > 0 && !s.IPv6CIDR.IsValid() {
+		return "", apiErr("InvalidParameterValue", "Ipv6AddressCount %d needs a subnet with an IPv6 CIDR block", spec.IPv6AddressCount)
+	}
+	if spec.IPv6AddressCount > lim.IPv4PerENI {
+		return "", apiErr("InvalidParameterValue", "Ipv6AddressCount %d exceeds the limit of %s", spec.IPv6AddressCount, spec.InstanceType)
+	}
 	eni, aerr := c.createENILocked(createENIInput{SubnetID: s.ID, Groups: groups, Description: "Primary network interface"})
 	if aerr != nil {
 		return "", aerr
+	}
+	if spec.IPv6AddressCount > 0 {
+		eni.IPv6s = s.takeIPv6s(spec.IPv6AddressCount, eni.ID)
 	}
 	if c.dp != nil {
 		if err := c.dp.AddNode(inst.Name); err != nil {
@@ -63,6 +76,13 @@ func (c *Cloud) LaunchInstance(spec LaunchSpec) (string, error) {
 			_ = c.dp.RemoveNode(inst.Name)
 			c.deleteENILocked(eni)
 			return "", fmt.Errorf("data plane: %w", err)
+		}
+		if len(eni.IPv6s) > 0 {
+			if err := c.dp.SetENIIPv6(eni.ID, eni.IPv6s, nil); err != nil {
+				_ = c.dp.RemoveNode(inst.Name)
+				c.deleteENILocked(eni)
+				return "", fmt.Errorf("data plane: %w", err)
+			}
 		}
 	}
 	eni.Attachment = &Attachment{ID: newID("eni-attach"), InstanceID: inst.ID, DeviceIndex: 0, Status: "attached",

@@ -1,6 +1,6 @@
 // IPv6: a VPC's Amazon-provided /56, subnets' /64s, and the IPv6 addresses
-// and /80 prefixes of ENIs, as EC2 hands them out. The data plane does not
-// route IPv6 yet.
+// and /80 prefixes of ENIs, as EC2 hands them out; the data plane delivers
+// them to the ENI they are assigned to.
 
 package vpcsim
 
@@ -67,6 +67,11 @@ func (c *Cloud) AssociateSubnetIPv6(subnetID string, cidr netip.Prefix) *APIErro
 	for _, o := range c.subnets {
 		if o.IPv6CIDR == cidr {
 			return apiErr("InvalidSubnet.Conflict", "The IPv6 CIDR '%s' conflicts with subnet %s", cidr, o.ID)
+		}
+	}
+	if c.dp != nil {
+		if err := c.dp.AddSubnet(cidr); err != nil {
+			return apiErr("InternalError", "data plane: %v", err)
 		}
 	}
 	s.IPv6CIDR = cidr
@@ -215,6 +220,10 @@ func (c *Cloud) AssignIPv6(eniID string, count int, explicit []netip.Addr, prefi
 	}
 	addrs = append(addrs, s.takeIPv6s(count, e.ID)...)
 	prefixes := s.takeIPv6Prefixes(prefixCount, e.ID)
+	if aerr := c.pushIPv6Locked(e, append(slices.Clone(e.IPv6s), addrs...), append(slices.Clone(e.IPv6Prefixes), prefixes...)); aerr != nil {
+		s.release6(addrs, prefixes)
+		return nil, nil, aerr
+	}
 	e.IPv6s = append(e.IPv6s, addrs...)
 	e.IPv6Prefixes = append(e.IPv6Prefixes, prefixes...)
 	if e.Attachment != nil {
@@ -243,11 +252,27 @@ func (c *Cloud) UnassignIPv6(eniID string, addrs []netip.Addr, prefixes []netip.
 			return apiErr("InvalidParameterValue", "Prefix %s is not assigned to interface %s", p, eniID)
 		}
 	}
-	e.IPv6s = slices.DeleteFunc(e.IPv6s, func(a netip.Addr) bool { return slices.Contains(addrs, a) })
-	e.IPv6Prefixes = slices.DeleteFunc(e.IPv6Prefixes, func(p netip.Prefix) bool { return slices.Contains(prefixes, p) })
+	keepAddrs := slices.DeleteFunc(slices.Clone(e.IPv6s), func(a netip.Addr) bool { return slices.Contains(addrs, a) })
+	keepPfx := slices.DeleteFunc(slices.Clone(e.IPv6Prefixes), func(p netip.Prefix) bool { return slices.Contains(prefixes, p) })
+	if aerr := c.pushIPv6Locked(e, keepAddrs, keepPfx); aerr != nil {
+		return aerr
+	}
+	e.IPv6s, e.IPv6Prefixes = keepAddrs, keepPfx
 	c.subnets[e.SubnetID].release6(addrs, prefixes)
 	if e.Attachment != nil {
 		c.notifyLocked(c.instances[e.Attachment.InstanceID])
+	}
+	return nil
+}
+
+// pushIPv6Locked tells the data plane an attached ENI's new IPv6 addresses
+// and prefixes before they are committed.
+func (c *Cloud) pushIPv6Locked(e *ENI, addrs []netip.Addr, prefixes []netip.Prefix) *APIError {
+	if c.dp == nil || e.Attachment == nil {
+		return nil
+	}
+	if err := c.dp.SetENIIPv6(e.ID, addrs, prefixes); err != nil {
+		return apiErr("InternalError", "data plane: %v", err)
 	}
 	return nil
 }

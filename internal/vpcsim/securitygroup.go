@@ -42,10 +42,8 @@ func (p Permission) clone() Permission {
 // validate checks a permission as EC2 does.
 func (p *Permission) validate(c *Cloud, vpcID string) *APIError {
 	switch p.Protocol {
-	case "-1", "all", "icmp":
-		if p.Protocol == "all" {
-			p.Protocol = "-1"
-		}
+	case "-1", "all", "icmp", "1", "icmpv6", "58":
+		p.Protocol = map[string]string{"-1": "-1", "all": "-1", "icmp": "icmp", "1": "icmp", "icmpv6": "icmpv6", "58": "icmpv6"}[p.Protocol]
 		p.FromPort, p.ToPort = -1, -1
 	case "tcp", "udp", "6", "17":
 		p.Protocol = map[string]string{"6": "tcp", "17": "udp", "tcp": "tcp", "udp": "udp"}[p.Protocol]
@@ -56,7 +54,7 @@ func (p *Permission) validate(c *Cloud, vpcID string) *APIError {
 		return apiErr("InvalidParameterValue", "Invalid value '%s' for IP protocol. Unknown protocol.", p.Protocol)
 	}
 	if len(p.CIDRs) == 0 && len(p.Groups) == 0 {
-		return apiErr("MissingParameter", "Either 'ipRanges' or 'groups' must be given for a permission")
+		return apiErr("MissingParameter", "Either 'ipRanges', 'ipv6Ranges' or 'groups' must be given for a permission")
 	}
 	for _, g := range p.Groups {
 		if sg := c.sgs[g]; sg == nil || sg.VPCID != vpcID {

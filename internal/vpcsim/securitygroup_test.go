@@ -40,8 +40,10 @@ func TestSecurityGroupsAndCIDRsAPI(t *testing.T) {
 	web := types.IpPermission{IpProtocol: aws.String("tcp"), FromPort: aws.Int32(8080), ToPort: aws.Int32(8080),
 		IpRanges: []types.IpRange{{CidrIp: aws.String("100.64.32.0/19")}}}
 	fromDefault := types.IpPermission{IpProtocol: aws.String("-1"), UserIdGroupPairs: []types.UserIdGroupPair{{GroupId: def.GroupId}}}
+	ping6 := types.IpPermission{IpProtocol: aws.String("58"), FromPort: aws.Int32(-1), ToPort: aws.Int32(-1),
+		Ipv6Ranges: []types.Ipv6Range{{CidrIpv6: aws.String("2600:1f00::/24")}}}
 	if _, err := r.ec2.AuthorizeSecurityGroupIngress(ctx, &ec2.AuthorizeSecurityGroupIngressInput{GroupId: aws.String(sg),
-		IpPermissions: []types.IpPermission{web, fromDefault}}); err != nil {
+		IpPermissions: []types.IpPermission{web, fromDefault, ping6}}); err != nil {
 		t.Fatal(err)
 	}
 	for _, bad := range []struct {
@@ -52,6 +54,10 @@ func TestSecurityGroupsAndCIDRsAPI(t *testing.T) {
 		{"the same rule again", web, "InvalidPermission.Duplicate"},
 		{"malformed CIDR", types.IpPermission{IpProtocol: aws.String("tcp"), FromPort: aws.Int32(22), ToPort: aws.Int32(22),
 			IpRanges: []types.IpRange{{CidrIp: aws.String("10.0.0.0/33")}}}, "InvalidParameterValue"},
+		{"IPv4 CIDR given as IPv6", types.IpPermission{IpProtocol: aws.String("tcp"), FromPort: aws.Int32(22), ToPort: aws.Int32(22),
+			Ipv6Ranges: []types.Ipv6Range{{CidrIpv6: aws.String("10.0.0.0/16")}}}, "InvalidParameterValue"},
+		{"IPv6 CIDR with host bits", types.IpPermission{IpProtocol: aws.String("tcp"), FromPort: aws.Int32(22), ToPort: aws.Int32(22),
+			Ipv6Ranges: []types.Ipv6Range{{CidrIpv6: aws.String("2600:1f00::1/24")}}}, "InvalidParameterValue"},
 		{"ports reversed", types.IpPermission{IpProtocol: aws.String("tcp"), FromPort: aws.Int32(90), ToPort: aws.Int32(80),
 			IpRanges: []types.IpRange{{CidrIp: aws.String("10.0.0.0/16")}}}, "InvalidParameterValue"},
 		{"unknown protocol", types.IpPermission{IpProtocol: aws.String("sctp-ish"),
@@ -66,12 +72,16 @@ func TestSecurityGroupsAndCIDRsAPI(t *testing.T) {
 		}
 	}
 	got, err := r.ec2.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{GroupIds: []string{sg}})
-	if err != nil || len(got.SecurityGroups) != 1 || len(got.SecurityGroups[0].IpPermissions) != 2 ||
+	if err != nil || len(got.SecurityGroups) != 1 || len(got.SecurityGroups[0].IpPermissions) != 3 ||
 		aws.ToString(got.SecurityGroups[0].VpcId) != r.vpc {
-		t.Fatalf("describe %s: %+v, %v; want its 2 permissions in %s", sg, got, err, r.vpc)
+		t.Fatalf("describe %s: %+v, %v; want its 3 permissions in %s", sg, got, err, r.vpc)
 	}
 	if p := got.SecurityGroups[0].IpPermissions[0]; aws.ToInt32(p.FromPort) != 8080 || aws.ToString(p.IpRanges[0].CidrIp) != "100.64.32.0/19" {
 		t.Errorf("first permission %+v, want tcp 8080 from 100.64.32.0/19", p)
+	}
+	if p := got.SecurityGroups[0].IpPermissions[2]; aws.ToString(p.IpProtocol) != "icmpv6" || len(p.Ipv6Ranges) != 1 ||
+		aws.ToString(p.Ipv6Ranges[0].CidrIpv6) != "2600:1f00::/24" || len(p.IpRanges) != 0 {
+		t.Errorf("third permission %+v, want icmpv6 from 2600:1f00::/24", p)
 	}
 	if _, err := r.ec2.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{GroupIds: []string{"sg-0123456789abcdef0"}}); apiCode(err) != "InvalidGroup.NotFound" {
 		t.Errorf("describe an unknown group: %v, want InvalidGroup.NotFound", err)

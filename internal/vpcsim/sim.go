@@ -269,3 +269,6 @@ func (a fabricAdapter) SetSecurityGroups(groups map[string][]Permission, eniGrou
 func (a fabricAdapter) SetENIAddresses(id string, sec []netip.Addr, pfx []netip.Prefix) error {
 	return a.f.SetENIAddresses(id, sec, pfx)
 }
+func (a fabricAdapter) SetENIIPv6(id string, addrs []netip.Addr, pfx []netip.Prefix) error {
+	return a.f.SetENIIPv6(id, addrs, pfx)
+}

@@ -63,3 +63,7 @@ func sortedPrefixes[V any](m map[netip.Prefix]V) []netip.Prefix {
 	sort.Slice(ps, func(i, j int) bool { return ps[i].String() < ps[j].String() })
 	return ps
 }
+
+func sortAddrs(as []netip.Addr) {
+	sort.Slice(as, func(i, j int) bool { return as[i].Less(as[j]) })
+}

@@ -9,7 +9,9 @@
 //     veth pair: the node end is eth<deviceIndex> carrying the ENI's MAC, the
 //     router end is named after the ENI ID.
 //   - An "outside" namespace stands for the internet (203.0.113.10 and
-//     198.51.100.10). Every non-VPC destination is routed there, without NAT.
+//     198.51.100.10; 2001:db8:ff::10 for IPv6). Every non-VPC destination is
+//     routed there, without NAT. IPv6 passes an egress-only internet gateway
+//     (see ipv6.go).
 //
 // All namespaces are named (bind-mounted under /var/run/netns, made a shared
 // mount point first as iproute2 does; see internal/namedns) and carry the
@@ -133,6 +135,8 @@ type eniState struct {
 	rlink     string // router-side link name
 	secondary map[netip.Addr]struct{}
 	prefixes  map[netip.Prefix]struct{}
+	ipv6      map[netip.Addr]struct{}   // IPv6 addresses (/128) delivered through the ENI
+	prefixes6 map[netip.Prefix]struct{} // IPv6 prefixes (/80) delivered through the ENI
 }
 
 var (
@@ -211,8 +215,12 @@ func (f *Fabric) setup() error {
 		{"net/ipv4/conf/all/accept_local", "0"},
 		{"net/ipv4/conf/all/log_martians", "0"},
 		{"net/ipv4/conf/default/log_martians", "0"},
-		{"net/ipv6/conf/all/disable_ipv6", "1"},
-		{"net/ipv6/conf/default/disable_ipv6", "1"},
+		{"net/ipv6/conf/all/disable_ipv6", "0"},
+		{"net/ipv6/conf/default/disable_ipv6", "0"},
+		{"net/ipv6/conf/all/forwarding", "1"},
+		{"net/ipv6/conf/all/accept_dad", "0"},
+		{"net/ipv6/conf/default/accept_dad", "0"},
+		{"net/ipv6/conf/default/accept_ra", "0"},
 	}); err != nil {
 		return fmt.Errorf("router sysctls: %w", err)
 	}
@@ -222,8 +230,11 @@ func (f *Fabric) setup() error {
 		{"net/ipv4/ip_forward", "0"},
 		{"net/ipv4/conf/all/rp_filter", "0"},
 		{"net/ipv4/conf/default/rp_filter", "0"},
-		{"net/ipv6/conf/all/disable_ipv6", "1"},
-		{"net/ipv6/conf/default/disable_ipv6", "1"},
+		{"net/ipv6/conf/all/disable_ipv6", "0"},
+		{"net/ipv6/conf/default/disable_ipv6", "0"},
+		{"net/ipv6/conf/all/forwarding", "0"},
+		{"net/ipv6/conf/all/accept_dad", "0"},
+		{"net/ipv6/conf/default/accept_dad", "0"},
 	}); err != nil {
 		return fmt.Errorf("outside sysctls: %w", err)
 	}
@@ -290,7 +301,7 @@ func (f *Fabric) setup() error {
 	if err := f.rtr.RouteReplace(&netlink.Route{LinkIndex: rl.Attrs().Index, Gw: net.ParseIP(OutsideAddr).To4()}); err != nil {
 		return fmt.Errorf("router default route: %w", err)
 	}
-	return nil
+	return f.setupIPv6(rl, ol)
 }
 
 // RunID returns the fabric's run token.

@@ -93,6 +93,9 @@ func (f *Fabric) AttachENI(nodeName string, e ENI) error {
 	if err := f.rtr.RouteReplace(primaryRoute(rl.Attrs().Index, e.PrimaryIP)); err != nil {
 		return fail(fmt.Errorf("dataplane: router route %v: %w", e.PrimaryIP, err))
 	}
+	if err := f.setupENIIPv6(rl, mac); err != nil {
+		return fail(fmt.Errorf("dataplane: %w", err))
+	}
 
 	nl, err := n.h.LinkByName(nodeLink)
 	if err != nil {
@@ -123,6 +126,8 @@ func (f *Fabric) AttachENI(nodeName string, e ENI) error {
 		rlink:     rname,
 		secondary: map[netip.Addr]struct{}{},
 		prefixes:  map[netip.Prefix]struct{}{},
+		ipv6:      map[netip.Addr]struct{}{},
+		prefixes6: map[netip.Prefix]struct{}{},
 	}
 	f.rlinkNames[rname] = e.ID
 	n.enis[nodeLink] = e.ID

@@ -30,6 +30,9 @@ func (f *Fabric) AddSubnet(cidr netip.Prefix) error {
 }
 
 func (f *Fabric) addSubnetLocked(cidr netip.Prefix) error {
+	if cidr.IsValid() && cidr.Addr().Is6() && !cidr.Addr().Is4In6() {
+		return f.addSubnet6Locked(cidr)
+	}
 	if !cidr.IsValid() || !cidr.Addr().Is4() || cidr.Masked() != cidr || cidr.Bits() > 28 || cidr.Bits() < 8 {
 		return fmt.Errorf("dataplane: invalid subnet %v (want a masked IPv4 prefix /8../28)", cidr)
 	}
@@ -92,6 +95,9 @@ func (f *Fabric) AddNode(name string) error {
 		{"net/ipv4/ip_forward", "1"},
 		{"net/ipv4/conf/all/rp_filter", "2"},
 		{"net/ipv4/conf/default/rp_filter", "2"},
+		// A booted instance's links are past duplicate address detection.
+		{"net/ipv6/conf/all/accept_dad", "0"},
+		{"net/ipv6/conf/default/accept_dad", "0"},
 	}); err != nil {
 		return fail(fmt.Errorf("node sysctls: %w", err))
 	}

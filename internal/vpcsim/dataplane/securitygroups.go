@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/vpcchain/vpcchain/internal/netlinkutil"
 )
@@ -40,12 +41,21 @@ func (f *Fabric) SetSecurityGroups(groups map[string][]Permission, eniGroups map
 	if err := f.syncMembersLocked(); err != nil {
 		return err
 	}
-	return f.renderSGLocked()
+	if err := f.renderFilter4Locked(); err != nil {
+		return err
+	}
+	return f.renderFilter6Locked()
 }
 
-func memberSet(group string) string { return "M-" + group }
+// memberSet names the ipset of a group's member addresses of one family.
+func memberSet(group string, v6 bool) string {
+	if v6 {
+		return "M6-" + group
+	}
+	return "M-" + group
+}
 
-// syncMembersLocked makes each source group's ipset hold exactly the
+// syncMembersLocked makes each source group's ipsets hold exactly the
 // addresses of its member ENIs.
 func (f *Fabric) syncMembersLocked() error {
 	if f.sgPerms == nil {
@@ -60,29 +70,38 @@ func (f *Fabric) syncMembersLocked() error {
 		}
 	}
 	for g := range sources {
-		want := map[netip.Prefix]bool{}
+		want4, want6 := map[netip.Prefix]bool{}, map[netip.Prefix]bool{}
 		for id, gs := range f.sgENIs {
 			e, ok := f.enis[id]
 			if !ok || !contains(gs, g) {
 				continue
 			}
-			want[netip.PrefixFrom(e.PrimaryIP, 32)] = true
+			want4[netip.PrefixFrom(e.PrimaryIP, 32)] = true
 			for a := range e.secondary {
-				want[netip.PrefixFrom(a, 32)] = true
+				want4[netip.PrefixFrom(a, 32)] = true
 			}
 			for p := range e.prefixes {
-				want[p] = true
+				want4[p] = true
+			}
+			for a := range e.ipv6 {
+				want6[netip.PrefixFrom(a, 128)] = true
+			}
+			for p := range e.prefixes6 {
+				want6[p] = true
 			}
 		}
-		if err := f.syncSetLocked(memberSet(g), want); err != nil {
+		if err := f.syncSetLocked(memberSet(g, false), unix.AF_INET, want4); err != nil {
+			return err
+		}
+		if err := f.syncSetLocked(memberSet(g, true), unix.AF_INET6, want6); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (f *Fabric) syncSetLocked(name string, want map[netip.Prefix]bool) error {
-	if err := f.rtr.IpsetCreate(name, "hash:net", netlink.IpsetCreateOptions{Replace: true}); err != nil {
+func (f *Fabric) syncSetLocked(name string, family uint8, want map[netip.Prefix]bool) error {
+	if err := f.rtr.IpsetCreate(name, "hash:net", netlink.IpsetCreateOptions{Replace: true, Family: family}); err != nil {
 		return fmt.Errorf("dataplane: ipset create %s: %w", name, err)
 	}
 	nets := make([]netip.Prefix, 0, len(want))
@@ -104,11 +123,50 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// renderSGLocked writes the router's whole filter table in one
+// renderFilter4Locked writes the router's whole IPv4 filter table in one
 // iptables-restore (atomic: no packet sees half the rules).
-func (f *Fabric) renderSGLocked() error {
+func (f *Fabric) renderFilter4Locked() error {
+	if f.sgPerms == nil {
+		return nil
+	}
+	rules, err := f.sgRulesLocked(false)
+	if err != nil {
+		return err
+	}
+	table := "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n" + rules + "COMMIT\n"
+	if err := iptablesRestore(f.rtrName, "iptables-restore", table); err != nil {
+		return fmt.Errorf("dataplane: security group rules in the router: %w", err)
+	}
+	return nil
+}
+
+// renderFilter6Locked writes the router's whole IPv6 filter table: the
+// egress-only internet gateway (from outside only replies pass), then the
+// security groups if any are set.
+func (f *Fabric) renderFilter6Locked() error {
 	var b strings.Builder
-	b.WriteString("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:VPCSIM-SG - [0:0]\n")
+	b.WriteString("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:VPCSIM-EIGW - [0:0]\n")
+	fmt.Fprintf(&b, "-A FORWARD -i %s -j VPCSIM-EIGW\n", RouterOutsideLink)
+	b.WriteString("-A VPCSIM-EIGW -m conntrack --ctstate ESTABLISHED,RELATED -j RETURN\n-A VPCSIM-EIGW -j DROP\n")
+	if f.sgPerms != nil {
+		rules, err := f.sgRulesLocked(true)
+		if err != nil {
+			return err
+		}
+		b.WriteString(rules)
+	}
+	b.WriteString("COMMIT\n")
+	if err := iptablesRestore(f.rtrName, "ip6tables-restore", b.String()); err != nil {
+		return fmt.Errorf("dataplane: IPv6 filter rules in the router: %w", err)
+	}
+	return nil
+}
+
+// sgRulesLocked renders the security-group chains of one family (chain
+// declarations and rules, for a filter table).
+func (f *Fabric) sgRulesLocked(v6 bool) (string, error) {
+	var b strings.Builder
+	b.WriteString(":VPCSIM-SG - [0:0]\n")
 	var ids []string
 	for id := range f.sgENIs {
 		if _, ok := f.enis[id]; ok {
@@ -141,40 +199,56 @@ func (f *Fabric) renderSGLocked() error {
 	}
 	for _, g := range groups {
 		for _, p := range f.sgPerms[g] {
-			match, err := protoMatch(p)
+			match, ok, err := protoMatch(p, v6)
 			if err != nil {
-				return fmt.Errorf("dataplane: group %s: %w", g, err)
+				return "", fmt.Errorf("dataplane: group %s: %w", g, err)
+			}
+			if !ok {
+				continue
 			}
 			for _, c := range p.CIDRs {
-				fmt.Fprintf(&b, "-A G-%s %s-s %s -j ACCEPT\n", g, match, c)
+				if c.Addr().Is6() == v6 {
+					fmt.Fprintf(&b, "-A G-%s %s-s %s -j ACCEPT\n", g, match, c)
+				}
 			}
 			for _, src := range p.Groups {
-				fmt.Fprintf(&b, "-A G-%s %s-m set --match-set %s src -j ACCEPT\n", g, match, memberSet(src))
+				fmt.Fprintf(&b, "-A G-%s %s-m set --match-set %s src -j ACCEPT\n", g, match, memberSet(src, v6))
 			}
 		}
 	}
-	b.WriteString("COMMIT\n")
-	cmd := exec.Command("ip", "netns", "exec", f.rtrName, "iptables-restore", "-w")
-	cmd.Stdin = strings.NewReader(b.String())
+	return b.String(), nil
+}
+
+// protoMatch is a permission's protocol match for one family; ok is false
+// when the protocol does not exist in that family (EC2's "icmp" is ICMP for
+// IPv4, "icmpv6" is ICMPv6).
+func protoMatch(p Permission, v6 bool) (match string, ok bool, err error) {
+	switch p.Protocol {
+	case "-1", "all":
+		return "", true, nil
+	case "icmp", "1":
+		return "-p icmp ", !v6, nil
+	case "icmpv6", "58":
+		return "-p ipv6-icmp ", v6, nil
+	case "tcp", "udp":
+		if p.FromPort < 0 || p.ToPort > 65535 || p.FromPort > p.ToPort {
+			return "", false, fmt.Errorf("port range %d-%d", p.FromPort, p.ToPort)
+		}
+		return fmt.Sprintf("-p %s -m %s --dport %d:%d ", p.Protocol, p.Protocol, p.FromPort, p.ToPort), true, nil
+	}
+	return "", false, fmt.Errorf("protocol %q", p.Protocol)
+}
+
+// iptablesRestore feeds rules to tool (iptables-restore or
+// ip6tables-restore) inside the namespace; only the tables named in rules
+// are replaced.
+func iptablesRestore(nsName, tool, rules string) error {
+	cmd := exec.Command("ip", "netns", "exec", nsName, tool, "-w")
+	cmd.Stdin = strings.NewReader(rules)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("dataplane: security group rules in the router: %w: %s", err, strings.TrimSpace(stderr.String()))
+		return fmt.Errorf("%s: %w: %s", tool, err, strings.TrimSpace(stderr.String()))
 	}
 	return nil
-}
-
-func protoMatch(p Permission) (string, error) {
-	switch p.Protocol {
-	case "-1", "all":
-		return "", nil
-	case "icmp":
-		return "-p icmp ", nil
-	case "tcp", "udp":
-		if p.FromPort < 0 || p.ToPort > 65535 || p.FromPort > p.ToPort {
-			return "", fmt.Errorf("port range %d-%d", p.FromPort, p.ToPort)
-		}
-		return fmt.Sprintf("-p %s -m %s --dport %d:%d ", p.Protocol, p.Protocol, p.FromPort, p.ToPort), nil
-	}
-	return "", fmt.Errorf("protocol %q", p.Protocol)
 }
