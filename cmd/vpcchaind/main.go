@@ -78,7 +78,7 @@ func runSetupNode() error {
 	if err != nil {
 		return fmt.Errorf("primary ENI MAC %q: %w", md.PrimaryMAC, err)
 	}
-	if err := hostnet.SetupNodeSysctls(mac); err != nil {
+	if err := hostnet.SetupNodeSysctls(mac, cfg.IPv6); err != nil {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "vpcchaind --setup-node: forwarding on, loose rp_filter on the primary ENI (%s) and for new links\n", md.PrimaryMAC)

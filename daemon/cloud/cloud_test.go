@@ -129,7 +129,61 @@ func norm(e ENI) ENI {
 	if len(e.Tags) == 0 {
 		e.Tags = nil
 	}
+	if len(e.IPv6s) == 0 {
+		e.IPv6s = nil
+	}
+	if len(e.IPv6Prefixes) == 0 {
+		e.IPv6Prefixes = nil
+	}
 	return e
+}
+
+// IPv6 as EC2 documents it: one /80 prefix (Nitro) from the subnet's /64,
+// shown by EC2's describe and by IMDS (ipv6-prefix, subnet and VPC IPv6
+// blocks).
+func TestIPv6Prefix(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	vpc6, aerr := e.sim.Cloud.AssociateVPCIPv6(e.vpc)
+	if aerr != nil {
+		t.Fatal(aerr)
+	}
+	sub6 := netip.PrefixFrom(vpc6.Addr(), 64)
+	if aerr := e.sim.Cloud.AssociateSubnetIPv6(e.subnet, sub6); aerr != nil {
+		t.Fatal(aerr)
+	}
+	n, err := e.c.MetadataNode(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prim := n.ENIs[0]
+	if len(prim.IPv6Prefixes) != 0 {
+		t.Fatalf("fresh ENI has IPv6 prefixes %v", prim.IPv6Prefixes)
+	}
+	p, err := e.c.AssignIPv6Prefix(ctx, prim.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Bits() != 80 || !sub6.Contains(p.Addr()) {
+		t.Errorf("assigned %v, want a /80 of %v", p, sub6)
+	}
+	enis, err := e.c.InstanceENIs(ctx, n.InstanceID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(enis) != 1 || !reflect.DeepEqual(enis[0].IPv6Prefixes, []netip.Prefix{p}) {
+		t.Errorf("EC2 describe: %+v, want the primary ENI with IPv6 prefix %v", enis, p)
+	}
+	n, err = e.c.MetadataNode(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := n.ENIs[0]; !reflect.DeepEqual(got.IPv6Prefixes, []netip.Prefix{p}) || got.SubnetIPv6CIDR != sub6 {
+		t.Errorf("IMDS: prefixes %v subnet %v, want %v and %v", got.IPv6Prefixes, got.SubnetIPv6CIDR, p, sub6)
+	}
+	if !reflect.DeepEqual(n.VPCIPv6CIDRs, []netip.Prefix{vpc6}) {
+		t.Errorf("IMDS VPC IPv6 blocks %v, want %v", n.VPCIPv6CIDRs, []netip.Prefix{vpc6})
+	}
 }
 
 func TestMetadataNode(t *testing.T) {

@@ -28,10 +28,15 @@ type ENI struct {
 	SubnetCIDR    netip.Prefix
 	PrimaryIP     netip.Addr
 	// IPs are the secondary addresses only, not PrimaryIP.
-	IPs          []netip.Addr
-	Prefixes     []netip.Prefix
-	Tags         map[string]string
-	AttachmentID string
+	IPs      []netip.Addr
+	Prefixes []netip.Prefix
+	// IPv6s and IPv6Prefixes (/80, Nitro only) are the ENI's IPv6
+	// addresses; SubnetIPv6CIDR is its subnet's /64 (IMDS only).
+	IPv6s          []netip.Addr
+	IPv6Prefixes   []netip.Prefix
+	SubnetIPv6CIDR netip.Prefix
+	Tags           map[string]string
+	AttachmentID   string
 	// DeleteOnTermination: the attachment goes with the instance (from
 	// EC2's describe; IMDS does not say, and reads false).
 	DeleteOnTermination bool
@@ -107,6 +112,20 @@ func toENI(ni types.NetworkInterface, cidrs map[string]netip.Prefix) (ENI, error
 			return ENI{}, fmt.Errorf("ENI %s: prefix %q: %w", e.ID, aws.ToString(p.Ipv4Prefix), err)
 		}
 		e.Prefixes = append(e.Prefixes, pp)
+	}
+	for _, a := range ni.Ipv6Addresses {
+		ip, err := netip.ParseAddr(aws.ToString(a.Ipv6Address))
+		if err != nil || !ip.Is6() {
+			return ENI{}, fmt.Errorf("ENI %s: IPv6 address %q is not an IPv6 address", e.ID, aws.ToString(a.Ipv6Address))
+		}
+		e.IPv6s = append(e.IPv6s, ip)
+	}
+	for _, p := range ni.Ipv6Prefixes {
+		pp, err := netip.ParsePrefix(aws.ToString(p.Ipv6Prefix))
+		if err != nil || !pp.Addr().Is6() {
+			return ENI{}, fmt.Errorf("ENI %s: IPv6 prefix %q is not an IPv6 prefix", e.ID, aws.ToString(p.Ipv6Prefix))
+		}
+		e.IPv6Prefixes = append(e.IPv6Prefixes, pp)
 	}
 	return e, nil
 }
@@ -475,6 +494,25 @@ func (c *Client) AssignPrefixes(ctx context.Context, eniID string, n int) ([]net
 		pfx = append(pfx, pp)
 	}
 	return pfx, nil
+}
+
+// AssignIPv6Prefix adds one IPv6 /80 prefix to the ENI (Nitro instances
+// only) and returns it. Like AssignIPs, a lost answer is not retried: the
+// caller describes the ENI before asking again.
+func (c *Client) AssignIPv6Prefix(ctx context.Context, eniID string) (netip.Prefix, error) {
+	out, err := c.ec2.AssignIpv6Addresses(ctx, &ec2.AssignIpv6AddressesInput{NetworkInterfaceId: aws.String(eniID),
+		Ipv6PrefixCount: aws.Int32(1)}, withoutBlindRetry)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("assign an IPv6 prefix to %s: %w", eniID, err)
+	}
+	if len(out.AssignedIpv6Prefixes) != 1 {
+		return netip.Prefix{}, fmt.Errorf("assign an IPv6 prefix to %s: EC2 returned %d prefixes, want 1", eniID, len(out.AssignedIpv6Prefixes))
+	}
+	p, err := netip.ParsePrefix(out.AssignedIpv6Prefixes[0])
+	if err != nil || !p.Addr().Is6() || p.Masked() != p {
+		return netip.Prefix{}, fmt.Errorf("assign an IPv6 prefix to %s: EC2 returned %q, not an IPv6 prefix", eniID, out.AssignedIpv6Prefixes[0])
+	}
+	return p, nil
 }
 
 // UnassignIPs gives secondary addresses back to the subnet. It is

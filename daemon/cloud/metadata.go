@@ -20,7 +20,9 @@ type Node struct {
 	InstanceID, InstanceType, AZ, Region, VPCID, SubnetID, PrimaryMAC string
 	PrimaryIP                                                         netip.Addr
 	VPCCIDRs                                                          []netip.Prefix
-	SecurityGroups                                                    []string
+	// VPCIPv6CIDRs are the VPC's IPv6 blocks (none in an IPv4-only VPC).
+	VPCIPv6CIDRs   []netip.Prefix
+	SecurityGroups []string
 	// ENIs as IMDS shows them (it may lag EC2), by device number.
 	ENIs []ENI
 }
@@ -102,10 +104,10 @@ func (c *Client) MetadataNode(ctx context.Context) (Node, error) {
 		return Node{}, err
 	}
 	foundPrimary := false
-	for _, m := range macs {
-		mac := strings.TrimSuffix(m, "/")
+	for _, line := range macs {
+		mac := strings.TrimSuffix(line, "/")
 		primary := strings.EqualFold(mac, n.PrimaryMAC)
-		e, vpc, vpcCIDRs, groups, err := c.metadataENI(ctx, mac)
+		m, err := c.metadataENI(ctx, mac)
 		if err != nil {
 			if !primary && errors.Is(err, errMissing) {
 				c.logf("IMDS does not fully show ENI %s yet, left out: %v", mac, err)
@@ -115,11 +117,11 @@ func (c *Client) MetadataNode(ctx context.Context) (Node, error) {
 		}
 		if primary {
 			// The primary ENI is device 0 whatever IMDS says.
-			e.Primary, e.DeviceNumber, e.NetworkCard = true, 0, 0
-			n.VPCID, n.SubnetID, n.VPCCIDRs, n.SecurityGroups = vpc, e.SubnetID, vpcCIDRs, groups
+			m.Primary, m.DeviceNumber, m.NetworkCard = true, 0, 0
+			n.VPCID, n.SubnetID, n.VPCCIDRs, n.VPCIPv6CIDRs, n.SecurityGroups = m.vpcID, m.SubnetID, m.vpcCIDRs, m.vpcIPv6CIDRs, m.groups
 			foundPrimary = true
 		}
-		n.ENIs = append(n.ENIs, e)
+		n.ENIs = append(n.ENIs, m.ENI)
 	}
 	if !foundPrimary {
 		return Node{}, fmt.Errorf("IMDS lists no interface with the primary MAC %s", n.PrimaryMAC)
@@ -128,71 +130,96 @@ func (c *Client) MetadataNode(ctx context.Context) (Node, error) {
 	return n, nil
 }
 
+// eniMeta is one ENI as IMDS shows it, with what IMDS says of its VPC.
+type eniMeta struct {
+	ENI
+	vpcID                  string
+	vpcCIDRs, vpcIPv6CIDRs []netip.Prefix
+	groups                 []string
+}
+
 // metadataENI reads network/interfaces/macs/<mac>/.
-func (c *Client) metadataENI(ctx context.Context, mac string) (e ENI, vpcID string, vpcCIDRs []netip.Prefix, groups []string, err error) {
+func (c *Client) metadataENI(ctx context.Context, mac string) (eniMeta, error) {
 	base := "network/interfaces/macs/" + mac + "/"
-	e = ENI{MAC: mac, Status: "in-use"}
+	m := eniMeta{ENI: ENI{MAC: mac, Status: "in-use"}}
 	dev, err := c.metadata(ctx, base+"device-number")
 	if err != nil {
-		return ENI{}, "", nil, nil, err
+		return eniMeta{}, err
 	}
-	if e.DeviceNumber, err = strconv.Atoi(dev); err != nil {
-		return ENI{}, "", nil, nil, fmt.Errorf("IMDS %sdevice-number %q: %w", base, dev, err)
+	if m.DeviceNumber, err = strconv.Atoi(dev); err != nil {
+		return eniMeta{}, fmt.Errorf("IMDS %sdevice-number %q: %w", base, dev, err)
 	}
 	// network-card exists only on types with several cards.
 	if card, err := c.metadata(ctx, base+"network-card"); err == nil {
-		if e.NetworkCard, err = strconv.Atoi(card); err != nil {
-			return ENI{}, "", nil, nil, fmt.Errorf("IMDS %snetwork-card %q: %w", base, card, err)
+		if m.NetworkCard, err = strconv.Atoi(card); err != nil {
+			return eniMeta{}, fmt.Errorf("IMDS %snetwork-card %q: %w", base, card, err)
 		}
 	} else if !errors.Is(err, errMissing) {
-		return ENI{}, "", nil, nil, err
+		return eniMeta{}, err
 	}
 	for _, f := range []struct {
 		path string
 		dst  *string
-	}{{"interface-id", &e.ID}, {"subnet-id", &e.SubnetID}, {"vpc-id", &vpcID}} {
+	}{{"interface-id", &m.ID}, {"subnet-id", &m.SubnetID}, {"vpc-id", &m.vpcID}} {
 		if *f.dst, err = c.metadata(ctx, base+f.path); err != nil {
-			return ENI{}, "", nil, nil, err
+			return eniMeta{}, err
 		}
 	}
 	cidr, err := c.metadata(ctx, base+"subnet-ipv4-cidr-block")
 	if err != nil {
-		return ENI{}, "", nil, nil, err
+		return eniMeta{}, err
 	}
-	if e.SubnetCIDR, err = netip.ParsePrefix(cidr); err != nil {
-		return ENI{}, "", nil, nil, fmt.Errorf("IMDS %ssubnet-ipv4-cidr-block %q: %w", base, cidr, err)
+	if m.SubnetCIDR, err = netip.ParsePrefix(cidr); err != nil {
+		return eniMeta{}, fmt.Errorf("IMDS %ssubnet-ipv4-cidr-block %q: %w", base, cidr, err)
 	}
-	if groups, err = c.metadataLines(ctx, base+"security-group-ids"); err != nil {
-		return ENI{}, "", nil, nil, err
+	if m.groups, err = c.metadataLines(ctx, base+"security-group-ids"); err != nil {
+		return eniMeta{}, err
 	}
 	ips, err := c.metadataLines(ctx, base+"local-ipv4s")
 	if err != nil {
-		return ENI{}, "", nil, nil, err
+		return eniMeta{}, err
 	}
 	if len(ips) == 0 {
-		return ENI{}, "", nil, nil, fmt.Errorf("IMDS %slocal-ipv4s: %w", base, errMissing)
+		return eniMeta{}, fmt.Errorf("IMDS %slocal-ipv4s: %w", base, errMissing)
 	}
 	addrs, err := parseAddrs(ips)
 	if err != nil {
-		return ENI{}, "", nil, nil, fmt.Errorf("IMDS %slocal-ipv4s: %w", base, err)
+		return eniMeta{}, fmt.Errorf("IMDS %slocal-ipv4s: %w", base, err)
 	}
 	// The first address is the ENI's primary one.
-	e.PrimaryIP, e.IPs = addrs[0], addrs[1:]
-	pfx, err := c.metadataLines(ctx, base+"ipv4-prefix")
+	m.PrimaryIP, m.IPs = addrs[0], addrs[1:]
+	// The prefix and CIDR lists; the IPv6 ones are absent (404) without
+	// IPv6, which reads as empty.
+	for _, f := range []struct {
+		path string
+		dst  *[]netip.Prefix
+	}{{"ipv4-prefix", &m.Prefixes}, {"vpc-ipv4-cidr-blocks", &m.vpcCIDRs}, {"ipv6-prefix", &m.IPv6Prefixes},
+		{"vpc-ipv6-cidr-blocks", &m.vpcIPv6CIDRs}} {
+		lines, err := c.metadataLines(ctx, base+f.path)
+		if err != nil {
+			return eniMeta{}, err
+		}
+		if *f.dst, err = parsePrefixes(lines); err != nil {
+			return eniMeta{}, fmt.Errorf("IMDS %s%s: %w", base, f.path, err)
+		}
+	}
+	v6, err := c.metadataLines(ctx, base+"ipv6s")
 	if err != nil {
-		return ENI{}, "", nil, nil, err
+		return eniMeta{}, err
 	}
-	if e.Prefixes, err = parsePrefixes(pfx); err != nil {
-		return ENI{}, "", nil, nil, fmt.Errorf("IMDS %sipv4-prefix: %w", base, err)
+	if m.IPv6s, err = parseAddrs(v6); err != nil {
+		return eniMeta{}, fmt.Errorf("IMDS %sipv6s: %w", base, err)
 	}
-	vc, err := c.metadataLines(ctx, base+"vpc-ipv4-cidr-blocks")
+	sub6, err := c.metadataLines(ctx, base+"subnet-ipv6-cidr-blocks")
 	if err != nil {
-		return ENI{}, "", nil, nil, err
+		return eniMeta{}, err
 	}
-	if vpcCIDRs, err = parsePrefixes(vc); err != nil {
-		return ENI{}, "", nil, nil, fmt.Errorf("IMDS %svpc-ipv4-cidr-blocks: %w", base, err)
+	if len(sub6) > 0 {
+		if m.SubnetIPv6CIDR, err = netip.ParsePrefix(sub6[0]); err != nil {
+			return eniMeta{}, fmt.Errorf("IMDS %ssubnet-ipv6-cidr-blocks %q: %w", base, sub6[0], err)
+		}
 	}
-	return e, vpcID, vpcCIDRs, groups, nil
+	return m, nil
 }
 
 func parseAddrs(ss []string) ([]netip.Addr, error) {

@@ -53,7 +53,11 @@ type Config struct {
 	// CustomNetworking (AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG): secondary ENIs
 	// go to the subnet, with the security groups, of the node's ENIConfig,
 	// and the primary ENI carries no pods.
-	CustomNetworking       bool
+	CustomNetworking bool
+	// IPv6 (ENABLE_IPv6=true with ENABLE_IPv4=false): pods get IPv6
+	// addresses from a /80 prefix on the primary ENI, as in an EKS IPv6
+	// cluster; the IPv4 warm-pool knobs do not apply.
+	IPv6                   bool
 	ENIConfigLabelDef      string // ENI_CONFIG_LABEL_DEF (k8s.amazonaws.com/eniConfig)
 	ENIConfigAnnotationDef string // ENI_CONFIG_ANNOTATION_DEF (k8s.amazonaws.com/eniConfig)
 	// NodeName (MY_NODE_NAME, from the downward API) is this node's
@@ -165,10 +169,18 @@ func Load(get Lookup) (Config, error) {
 	if c.EnablePrefixDelegation && c.WarmPrefixTarget == 0 && c.WarmIPTarget == 0 && c.MinimumIPTarget == 0 {
 		p.errs = append(p.errs, errors.New("ENABLE_PREFIX_DELEGATION=true needs WARM_PREFIX_TARGET, WARM_IP_TARGET or MINIMUM_IP_TARGET >= 1 (all are 0): the pool would never hold an address"))
 	}
-	// The AWS VPC CNI's address family switches: a migrating user who set
-	// IPv6 must not get an IPv4 node silently.
-	if v4, v6 := p.boolean("ENABLE_IPv4", true), p.boolean("ENABLE_IPv6", false); v6 || !v4 {
-		p.errs = append(p.errs, fmt.Errorf("ENABLE_IPv4=%t ENABLE_IPv6=%t: this version serves IPv4 pods only (ENABLE_IPv4=true, ENABLE_IPv6=false); IPv6 mode is not available yet", v4, v6))
+	// The AWS VPC CNI's address family switches. Pods have one family:
+	// a migrating user who set both must not get an IPv4 node silently.
+	switch v4, v6 := p.boolean("ENABLE_IPv4", true), p.boolean("ENABLE_IPv6", false); {
+	case v4 && v6:
+		p.errs = append(p.errs, errors.New("ENABLE_IPv4=true ENABLE_IPv6=true: dual-stack pods are not supported; set ENABLE_IPv4=false for IPv6 pods (their IPv4 egress goes through the vpc-egress-v4 plugin) or ENABLE_IPv6=false for IPv4 pods"))
+	case !v4 && !v6:
+		p.errs = append(p.errs, errors.New("ENABLE_IPv4=false ENABLE_IPv6=false: pods would get no address; enable one family"))
+	case v6:
+		c.IPv6 = true
+		if c.CustomNetworking {
+			p.errs = append(p.errs, errors.New("ENABLE_IPv6=true with AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG=true: custom networking places IPv4 pods on other subnets; IPv6 pods use the primary ENI's /80 and need no other subnet"))
+		}
 	}
 	if c.CustomNetworking && c.NodeName == "" {
 		p.errs = append(p.errs, errors.New("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG=true needs MY_NODE_NAME (the node's name, from the downward API): the daemon reads its Node to find its ENIConfig"))

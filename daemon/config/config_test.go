@@ -37,6 +37,33 @@ func TestCustomNetworking(t *testing.T) {
 	}
 }
 
+// The address family switches, as the AWS VPC CNI names them: IPv6 pods
+// need IPv4 off; dual stack, neither family, and IPv6 with custom
+// networking are refused.
+func TestAddressFamily(t *testing.T) {
+	for _, tc := range []struct {
+		env     map[string]string
+		want6   bool
+		wantErr string
+	}{
+		{nil, false, ""},
+		{map[string]string{"ENABLE_IPv4": "true", "ENABLE_IPv6": "false"}, false, ""},
+		{map[string]string{"ENABLE_IPv4": "false", "ENABLE_IPv6": "true"}, true, ""},
+		{map[string]string{"ENABLE_IPv4": "true", "ENABLE_IPv6": "true"}, false, "dual-stack pods are not supported"},
+		{map[string]string{"ENABLE_IPv4": "false"}, false, "pods would get no address"},
+		{map[string]string{"ENABLE_IPv4": "false", "ENABLE_IPv6": "true", "AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG": "true",
+			"MY_NODE_NAME": "n1"}, false, "ENABLE_IPv6=true with AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG=true"},
+	} {
+		c, err := Load(env(tc.env))
+		switch {
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+			t.Errorf("%v: error %v, want %q", tc.env, err, tc.wantErr)
+		case tc.wantErr == "" && (err != nil || c.IPv6 != tc.want6):
+			t.Errorf("%v: IPv6=%v, %v; want IPv6=%v", tc.env, c.IPv6, err, tc.want6)
+		}
+	}
+}
+
 func TestCRISocket(t *testing.T) {
 	for v, want := range map[string]string{"none": "", "/var/run/crio/crio.sock": "/var/run/crio/crio.sock"} {
 		c, err := Load(env(map[string]string{"VPCCHAIN_CRI_SOCKET": v}))
@@ -84,8 +111,8 @@ func TestInvalid(t *testing.T) {
 		{"AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", "true", `needs MY_NODE_NAME`},
 		{"ENI_CONFIG_LABEL_DEF", "zone label", `ENI_CONFIG_LABEL_DEF="zone label" is not a label key`},
 		{"ENI_CONFIG_ANNOTATION_DEF", "/eniConfig", `ENI_CONFIG_ANNOTATION_DEF="/eniConfig" is not a label key`},
-		{"ENABLE_IPv6", "true", `ENABLE_IPv6=true: this version serves IPv4 pods only`},
-		{"ENABLE_IPv4", "false", `ENABLE_IPv4=false ENABLE_IPv6=false: this version serves IPv4 pods only`},
+		{"ENABLE_IPv6", "true", `ENABLE_IPv4=true ENABLE_IPv6=true: dual-stack pods are not supported`},
+		{"ENABLE_IPv4", "false", `ENABLE_IPv4=false ENABLE_IPv6=false: pods would get no address`},
 		{"ENABLE_IPv6", "maybe", `ENABLE_IPv6="maybe" is invalid: want true or false`},
 	}
 	for _, tt := range tests {

@@ -151,11 +151,31 @@ func SetupNode(primaryMAC net.HardwareAddr, mtu int) error {
 // init container; the daemon itself then runs unprivileged, its /proc/sys
 // read-only, and finds every value already set (writeSysctl writes only
 // what differs).
-func SetupNodeSysctls(primaryMAC net.HardwareAddr) error {
+func SetupNodeSysctls(primaryMAC net.HardwareAddr, ipv6 bool) error {
 	if err := SetupNode(primaryMAC, 0); err != nil {
 		return err
 	}
+	if ipv6 {
+		if err := SetupNodeIPv6(primaryMAC); err != nil {
+			return err
+		}
+	}
 	return writeSysctl("net/ipv4/conf/default/rp_filter", "2")
+}
+
+// SetupNodeIPv6 makes the node forward IPv6 to its pods. Forwarding turns
+// router advertisements off on every link unless accept_ra is 2, so the
+// primary ENI gets 2: its default route comes from the VPC router's
+// advertisements.
+func SetupNodeIPv6(primaryMAC net.HardwareAddr) error {
+	link, err := LinkByMAC(primaryMAC)
+	if err != nil {
+		return fmt.Errorf("find primary ENI: %w", err)
+	}
+	if err := writeSysctl(filepath.Join("net/ipv6/conf", link.Attrs().Name, "accept_ra"), "2"); err != nil {
+		return err
+	}
+	return writeSysctl("net/ipv6/conf/all/forwarding", "1")
 }
 
 // setRPFilterLoose sets rp_filter=2 on one link. The kernel applies

@@ -75,14 +75,38 @@ func TestSetupNodeSysctls(t *testing.T) {
 				return err
 			}
 		}
-		if err := SetupNodeSysctls(primary); err != nil {
+		if err := SetupNodeSysctls(primary, false); err != nil {
 			return err
 		}
 		if err := addENILink("ens6", mustMAC("02:00:00:00:00:02")); err != nil {
 			return err
 		}
 		for k, want := range map[string]string{"net/ipv4/ip_forward": "1", "net/ipv4/conf/ens5/rp_filter": "2",
-			"net/ipv4/conf/default/rp_filter": "2", "net/ipv4/conf/ens6/rp_filter": "2"} {
+			"net/ipv4/conf/default/rp_filter": "2", "net/ipv4/conf/ens6/rp_filter": "2",
+			"net/ipv6/conf/all/forwarding": "0"} {
+			if got, err := readSysctl(k); err != nil || got != want {
+				t.Errorf("%s = %q (%v), want %s", k, got, err, want)
+			}
+		}
+		return nil
+	})
+}
+
+// In IPv6 mode the node also forwards IPv6, and the primary ENI keeps
+// taking the VPC router's advertisements (accept_ra=2: forwarding would
+// otherwise turn them off, and with them the node's default route).
+func TestSetupNodeSysctlsIPv6(t *testing.T) {
+	primary := mustMAC("02:00:00:00:00:01")
+	n := newNS(t)
+	in(t, n, func() error {
+		if err := addENILink("ens5", primary); err != nil {
+			return err
+		}
+		if err := SetupNodeSysctls(primary, true); err != nil {
+			return err
+		}
+		for k, want := range map[string]string{"net/ipv6/conf/all/forwarding": "1", "net/ipv6/conf/ens5/accept_ra": "2",
+			"net/ipv4/ip_forward": "1"} {
 			if got, err := readSysctl(k); err != nil || got != want {
 				t.Errorf("%s = %q (%v), want %s", k, got, err, want)
 			}

@@ -31,8 +31,23 @@ func (d *Daemon) describeLocked(a store.Allocation) (Allocation, error) {
 		return Allocation{}, &ErrNoAddress{Reason: fmt.Sprintf(
 			"this pod's address %s is on none of the node's ENIs the daemon sees (EC2 may not show a recent change yet); try again", a.IP)}
 	}
+	if a.IP.Is6() {
+		// The VPC router is the node's gateway (a link-local it
+		// advertises); pods use vpc-bridge's, so none is given here.
+		return Allocation{IP: a.IP, ENIID: e.id, VPCCIDRs: d.node.VPCIPv6CIDRs, DeviceNumber: e.dev, RouteTable: e.table(),
+			Subnet: e.subnet6}, nil
+	}
 	return Allocation{IP: a.IP, ENIID: e.id, VPCCIDRs: d.node.VPCCIDRs, DeviceNumber: e.dev, RouteTable: e.table(),
 		Subnet: e.subnet, SubnetGateway: e.subnet.Addr().Next()}, nil
+}
+
+// pickLocked picks a free address for a new pod: from the warm pool, or in
+// IPv6 mode from the primary ENI's /80.
+func (d *Daemon) pickLocked() (netip.Addr, string, bool) {
+	if d.cfg.IPv6 {
+		return d.pickIPv6Locked()
+	}
+	return pool.PickAddress(d.pcfg, d.snapshotLocked())
 }
 
 // waitInflightLocked waits (unlocking meanwhile) until no ADD or DEL of key
@@ -70,13 +85,15 @@ func (d *Daemon) Add(key store.Key, podNS, podName, netns string) (_ Allocation,
 	if _, again := d.grow.waiting[key]; !again && d.cfg.WarmPoolMode == config.WarmPoolAdaptive {
 		d.adaptive.noteArrival(d.now())
 	}
-	snap := d.snapshotLocked()
-	ip, eniID, ok := pool.PickAddress(d.pcfg, snap)
+	ip, eniID, ok := d.pickLocked()
 	if !ok {
 		d.counters["add_no_address"]++
 		d.noteWaitingLocked(key)
 		d.kickLocked()
-		reason := d.noAddressReasonLocked(snap)
+		reason := d.noAddressReasonLocked(d.snapshotLocked())
+		if d.cfg.IPv6 {
+			_, reason, _ = d.ipv6ReadyLocked()
+		}
 		d.mu.Unlock()
 		return Allocation{}, &ErrNoAddress{Reason: reason}
 	}
@@ -100,10 +117,12 @@ func (d *Daemon) Add(key store.Key, podNS, podName, netns string) (_ Allocation,
 	delete(d.released, ip)
 	d.doneWaitingLocked(key)
 	d.counters["add"]++
-	// The surplus is lowest right after an ADD; the pool step the kick
-	// triggers may already see a cooldown's end that hides the dip.
-	d.surplusFloor = min(d.surplusFloor, pool.Surplus(d.poolConfigLocked(), d.snapshotLocked()))
-	d.kickLocked()
+	if !d.cfg.IPv6 {
+		// The surplus is lowest right after an ADD; the pool step the kick
+		// triggers may already see a cooldown's end that hides the dip.
+		d.surplusFloor = min(d.surplusFloor, pool.Surplus(d.poolConfigLocked(), d.snapshotLocked()))
+		d.kickLocked()
+	}
 	return d.describeLocked(a)
 }
 
@@ -154,8 +173,8 @@ func (d *Daemon) Del(key store.Key) (Allocation, bool, error) {
 // removeSNAT takes one released address out of the node's SNAT set.
 func (d *Daemon) removeSNAT(ip netip.Addr) {
 	p, ok := d.host.(SNATPruner)
-	if !ok || d.cfg.ExternalSNAT {
-		return
+	if !ok || d.cfg.ExternalSNAT || !ip.Is4() {
+		return // the SNAT set holds IPv4 pods only
 	}
 	if err := p.RemoveSNATPod(ip); err != nil {
 		d.logf("remove released %s from the SNAT set: %v", ip, err)

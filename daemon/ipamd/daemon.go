@@ -78,7 +78,10 @@ func (RealHost) SetupENI(ctx context.Context, e hostnet.ENI, t time.Duration) (s
 	return hostnet.SetupENI(ctx, e, t)
 }
 func (RealHost) TeardownENI(e hostnet.ENI) error { return hostnet.TeardownENI(e) }
-func (RealHost) LinkExists(name string) bool     { return hostnet.LinkExists(name) }
+func (RealHost) SetupNodeIPv6(mac net.HardwareAddr) error {
+	return hostnet.SetupNodeIPv6(mac)
+}
+func (RealHost) LinkExists(name string) bool { return hostnet.LinkExists(name) }
 func (RealHost) SetupSNAT(c snat.NodeConfig, pods []netip.Addr) error {
 	return hostnet.SetupSNAT(c, pods)
 }
@@ -104,6 +107,9 @@ type eniState struct {
 	learned      time.Time // when the daemon first saw it in EC2 (or created it)
 	ips          map[netip.Addr]bool
 	prefixes     map[netip.Prefix]bool
+	// IPv6 mode: the primary ENI's /80s and its subnet's /64.
+	prefixes6 map[netip.Prefix]bool
+	subnet6   netip.Prefix
 }
 
 func (e *eniState) table() int { return hostnet.RouteTable(e.dev) }
@@ -117,6 +123,11 @@ func (e *eniState) holds(ip netip.Addr) bool {
 		return true
 	}
 	for p := range e.prefixes {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	for p := range e.prefixes6 {
 		if p.Contains(ip) {
 			return true
 		}
@@ -333,6 +344,9 @@ func (d *Daemon) discover(ctx context.Context) error {
 	if err := d.pcfg.Validate(); err != nil {
 		return fmt.Errorf("pool configuration: %w", err)
 	}
+	if d.cfg.IPv6 {
+		return d.discoverIPv6(ctx, md, lim)
+	}
 	// EC2 is the truth for what is attached; IMDS may lag it.
 	enis, err := d.cloud.InstanceENIs(ctx, md.InstanceID)
 	if err != nil {
@@ -361,6 +375,10 @@ func (d *Daemon) discover(ctx context.Context) error {
 func (d *Daemon) maxPods(l instancelimits.Limits) int {
 	if d.cfg.MaxPods > 0 {
 		return d.cfg.MaxPods
+	}
+	if d.cfg.IPv6 {
+		// As EKS sizes IPv6 nodes: the prefix-mode figure, capped at 110.
+		return min(l.MaxENIs*(l.IPv4PerENI-1)*pool.PrefixSize+2, 110)
 	}
 	enis := l.MaxENIs
 	if d.cfg.MaxENI >= 1 && d.cfg.MaxENI < enis {

@@ -45,6 +45,9 @@ func (d *Daemon) Step(ctx context.Context) bool { return d.step(ctx, false) }
 func (d *Daemon) stepAsync(ctx context.Context) bool { return d.step(ctx, true) }
 
 func (d *Daemon) step(ctx context.Context, async bool) bool {
+	if d.cfg.IPv6 {
+		return false // the /80 is the pool: nothing to grow or shrink
+	}
 	d.opMu.Lock()
 	defer d.opMu.Unlock()
 	d.forgetOldCooldowns()

@@ -343,7 +343,9 @@ func (d *Daemon) SyncSNAT() error {
 		Mark: d.cfg.ConnMark, VethPrefix: d.cfg.VethPrefix, IPTablesMode: d.cfg.IPTablesMode}
 	pods := make([]netip.Addr, 0, len(d.byIP))
 	for ip := range d.byIP {
-		pods = append(pods, ip)
+		if ip.Is4() { // IPv6 pods are not SNATed: VPC IPv6 is routable
+			pods = append(pods, ip)
+		}
 	}
 	d.mu.Unlock()
 	if err := d.host.SetupSNAT(nc, pods); err != nil {

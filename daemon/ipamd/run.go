@@ -18,9 +18,14 @@ func (d *Daemon) kickLocked() {
 // ends.
 func (d *Daemon) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); d.poolLoop(ctx) }()
-	go func() { defer wg.Done(); d.reconcileLoop(ctx) }()
+	if d.cfg.IPv6 {
+		wg.Add(1)
+		go func() { defer wg.Done(); d.ipv6Loop(ctx) }()
+	} else {
+		wg.Add(2)
+		go func() { defer wg.Done(); d.poolLoop(ctx) }()
+		go func() { defer wg.Done(); d.reconcileLoop(ctx) }()
+	}
 	if !d.cfg.DisableLeakedENICleanup {
 		wg.Add(1)
 		go func() { defer wg.Done(); d.sweepLoop(ctx) }()

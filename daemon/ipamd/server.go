@@ -129,7 +129,13 @@ func keyOf(k *ipamv1.Key) (store.Key, error) {
 
 func toProto(a Allocation) *ipamv1.Allocation {
 	out := &ipamv1.Allocation{Ip: a.IP.String(), EniId: a.ENIID, DeviceNumber: int32(a.DeviceNumber),
-		RouteTable: int32(a.RouteTable), SubnetCidr: a.Subnet.String(), SubnetGateway: a.SubnetGateway.String()}
+		RouteTable: int32(a.RouteTable)}
+	if a.Subnet.IsValid() {
+		out.SubnetCidr = a.Subnet.String()
+	}
+	if a.SubnetGateway.IsValid() {
+		out.SubnetGateway = a.SubnetGateway.String()
+	}
 	for _, c := range a.VPCCIDRs {
 		out.VpcCidrs = append(out.VpcCidrs, c.String())
 	}

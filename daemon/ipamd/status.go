@@ -63,6 +63,9 @@ func (d *Daemon) Ready() (bool, string, int) {
 	if d.hostErr != "" {
 		return false, "host networking: " + d.hostErr, 0
 	}
+	if d.cfg.IPv6 {
+		return d.ipv6ReadyLocked()
+	}
 	snap := d.snapshotLocked()
 	st := pool.ComputeStats(d.pcfg, snap)
 	if reason := d.customNetworkReasonLocked(); reason != "" && len(snap.ENIs) == 0 {

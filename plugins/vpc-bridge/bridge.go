@@ -17,6 +17,11 @@ package main
 //  4. create the veth from inside the pod netns with the peer in the host netns;
 //  5. host end: owner alias, IPv6 off, up; pod end: up, /32, routes, neighbour;
 //  6. host /32 route, rule 512, rule 1536.
+//
+// An IPv6 pod (IPv6 mode) gets the same shape with <ip>/128, default via
+// fe80::1 (permanent neighbour, no on-link route needed), DAD off on both
+// ends, a permanent host-side neighbour for the pod, IPv6 on but no address
+// on the host veth, and no rule 1536 (IPv6 pods live on the primary ENI).
 
 import (
 	"context"
@@ -31,15 +36,28 @@ import (
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/vpcchain/vpcchain/internal/cniext"
 	"github.com/vpcchain/vpcchain/internal/naming"
 	"github.com/vpcchain/vpcchain/internal/netlinkutil"
 )
 
-// GatewayIP is the pod's link-local default gateway, answered by the
-// permanent neighbour entry (the host veth MAC); no host interface owns it.
-var GatewayIP = net.IPv4(169, 254, 1, 1).To4()
+// GatewayIP and GatewayIP6 are the pod's link-local default gateways,
+// answered by a permanent neighbour entry (the host veth MAC); no host
+// interface owns them.
+var (
+	GatewayIP  = net.IPv4(169, 254, 1, 1).To4()
+	GatewayIP6 = net.ParseIP("fe80::1")
+)
+
+// gatewayFor is the pod gateway of ip's family.
+func gatewayFor(ip net.IP) net.IP {
+	if ip.To4() != nil {
+		return GatewayIP
+	}
+	return GatewayIP6
+}
 
 func logf(format string, a ...any) {
 	fmt.Fprintf(os.Stderr, "vpc-bridge: "+format+"\n", a...)
@@ -126,7 +144,7 @@ func cmdAdd(args *skel.CmdArgs) (retErr error) {
 	if err != nil {
 		return types.NewError(types.ErrInternal, fmt.Sprintf("vpc-bridge: IPAM plugin %q returned an unusable result: %v", conf.IPAM.Type, err), "")
 	}
-	podIP, err := singleIPv4(ipamResult, conf.IPAM.Type)
+	podIP, err := singleAddress(ipamResult, conf.IPAM.Type)
 	if err != nil {
 		return err
 	}
@@ -175,7 +193,7 @@ func cmdAdd(args *skel.CmdArgs) (retErr error) {
 		return err
 	}
 
-	hostLink, err := setupHostVeth(hostVeth, owner)
+	hostLink, err := setupHostVeth(hostVeth, owner, podIP.To4() == nil)
 	if err != nil {
 		return err
 	}
@@ -195,6 +213,13 @@ func cmdAdd(args *skel.CmdArgs) (retErr error) {
 	}
 	if err := netlink.RouteReplace(route); err != nil {
 		return fmt.Errorf("vpc-bridge: add host route %s dev %s scope link: %w", route.Dst, hostVeth, err)
+	}
+	if podIP.To4() == nil {
+		// No NDP: the host knows the pod's MAC as the pod knows the host's.
+		if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: hostLink.Attrs().Index, Family: netlink.FAMILY_V6,
+			State: netlink.NUD_PERMANENT, IP: podIP, HardwareAddr: podMAC}); err != nil {
+			return fmt.Errorf("vpc-bridge: add host neighbour %s lladdr %s dev %s nud permanent: %w", podIP, podMAC, hostVeth, err)
+		}
 	}
 	if err := injectFault("route"); err != nil {
 		return err
@@ -216,9 +241,9 @@ func cmdAdd(args *skel.CmdArgs) (retErr error) {
 		IPs: []*types100.IPConfig{{
 			Interface: types100.Int(1),
 			Address:   *netlinkutil.HostNet(podIP),
-			Gateway:   GatewayIP,
+			Gateway:   gatewayFor(podIP),
 		}},
-		Routes: []*types.Route{{Dst: net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, GW: GatewayIP}},
+		Routes: []*types.Route{{Dst: *defaultNet(podIP), GW: gatewayFor(podIP)}},
 		DNS:    ipamResult.DNS,
 	}
 	if !conf.DNS.IsEmpty() {
@@ -230,27 +255,38 @@ func cmdAdd(args *skel.CmdArgs) (retErr error) {
 	return types.PrintResult(result, conf.CNIVersion)
 }
 
-// singleIPv4 returns the one IPv4 address of an IPAM result.
-func singleIPv4(r *types100.Result, ipamType string) (net.IP, error) {
-	var v4, v6 []string
+// singleAddress returns the one address of an IPAM result: IPv4, or IPv6
+// (IPv6 mode), not both.
+func singleAddress(r *types100.Result, ipamType string) (net.IP, error) {
+	var all []string
 	var ip net.IP
 	for _, c := range r.IPs {
-		if c.Address.IP.To4() != nil {
-			v4 = append(v4, c.Address.String())
-			ip = c.Address.IP.To4()
-		} else {
-			v6 = append(v6, c.Address.String())
+		if c == nil {
+			continue
+		}
+		all = append(all, c.Address.String())
+		ip = c.Address.IP
+		if v4 := ip.To4(); v4 != nil {
+			ip = v4
 		}
 	}
-	switch {
-	case len(v6) > 0:
+	if len(all) != 1 {
 		return nil, types.NewError(types.ErrInvalidNetworkConfig,
-			fmt.Sprintf("vpc-bridge: IPAM plugin %q returned IPv6 address(es) %s: IPv6 is not supported yet, configure the IPAM plugin for exactly one IPv4 address", ipamType, strings.Join(v6, ", ")), "")
-	case len(v4) != 1:
+			fmt.Sprintf("vpc-bridge: IPAM plugin %q returned %d addresses [%s]: vpc-bridge needs exactly one, IPv4 or IPv6 (dual-stack pods are not supported)", ipamType, len(all), strings.Join(all, ", ")), "")
+	}
+	if ip.To4() == nil && (ip.To16() == nil || !ip.IsGlobalUnicast()) {
 		return nil, types.NewError(types.ErrInvalidNetworkConfig,
-			fmt.Sprintf("vpc-bridge: IPAM plugin %q returned %d IPv4 addresses %v: vpc-bridge needs exactly one", ipamType, len(v4), v4), "")
+			fmt.Sprintf("vpc-bridge: IPAM plugin %q returned %s: a pod address must be a global unicast address", ipamType, all[0]), "")
 	}
 	return ip, nil
+}
+
+// defaultNet is the default route's destination of ip's family.
+func defaultNet(ip net.IP) *net.IPNet {
+	if ip.To4() != nil {
+		return &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
+	}
+	return &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
 }
 
 // checkAddressFree refuses an address that the main table already routes to
@@ -322,10 +358,12 @@ func uniqueHostMAC() (net.HardwareAddr, error) {
 	return nil, errors.New("vpc-bridge: could not find an unused MAC address for the host veth")
 }
 
-// setupHostVeth labels the new host end with its owner, turns IPv6 off on it
-// (no link-local address: the host veth carries no address at all, as Felix
-// expects) and brings it up.
-func setupHostVeth(name string, owner naming.VethOwner) (netlink.Link, error) {
+// setupHostVeth labels the new host end with its owner, sets its IPv6 up
+// and brings it up. The host veth carries no address at all, as Felix
+// expects: for an IPv4 pod IPv6 is off on it; for an IPv6 pod IPv6 is on
+// (to forward) but makes no link-local address, does no DAD and takes no
+// router advertisement.
+func setupHostVeth(name string, owner naming.VethOwner, ipv6 bool) (netlink.Link, error) {
 	link, err := netlinkutil.LinkByName(name)
 	if err != nil {
 		return nil, fmt.Errorf("vpc-bridge: look up host veth %s: %w", name, err)
@@ -333,7 +371,11 @@ func setupHostVeth(name string, owner naming.VethOwner) (netlink.Link, error) {
 	if err := netlink.LinkSetAlias(link, owner.Alias()); err != nil {
 		return nil, fmt.Errorf("vpc-bridge: set alias of host veth %s: %w", name, err)
 	}
-	if err := disableIPv6(name); err != nil {
+	settings := [][2]string{{"accept_ra", "0"}, {"disable_ipv6", "1"}}
+	if ipv6 {
+		settings = [][2]string{{"accept_ra", "0"}, {"accept_dad", "0"}, {"addr_gen_mode", "1"}, {"disable_ipv6", "0"}}
+	}
+	if err := ipv6Sysctls(name, !ipv6, settings); err != nil {
 		return nil, err
 	}
 	if err := netlink.LinkSetUp(link); err != nil {
@@ -342,14 +384,18 @@ func setupHostVeth(name string, owner naming.VethOwner) (netlink.Link, error) {
 	return netlinkutil.LinkByName(name)
 }
 
-// disableIPv6 sets accept_ra=0 and disable_ipv6=1 on a link of the current
-// netns when the kernel has IPv6 (no-op otherwise).
-func disableIPv6(name string) error {
+// ipv6Sysctls writes net.ipv6.conf.<name>.* in the current netns. A kernel
+// without IPv6 is fine when optional (nothing to turn off), an error when
+// the pod needs IPv6.
+func ipv6Sysctls(name string, optional bool, settings [][2]string) error {
 	dir := "/proc/sys/net/ipv6/conf/" + name
 	if _, err := os.Stat(dir); err != nil {
-		return nil
+		if optional {
+			return nil
+		}
+		return fmt.Errorf("vpc-bridge: IPv6 pod on %s, but the kernel has no IPv6 there: %w", name, err)
 	}
-	for _, kv := range [][2]string{{"accept_ra", "0"}, {"disable_ipv6", "1"}} {
+	for _, kv := range settings {
 		if err := os.WriteFile(dir+"/"+kv[0], []byte(kv[1]), 0o644); err != nil {
 			return fmt.Errorf("vpc-bridge: sysctl net.ipv6.conf.%s.%s=%s: %w", name, kv[0], kv[1], err)
 		}
@@ -363,36 +409,46 @@ func setupPodSide(ifName string, ip net.IP, hostMAC net.HardwareAddr) error {
 	if err != nil {
 		return fmt.Errorf("vpc-bridge: look up pod interface %s: %w", ifName, err)
 	}
+	v6 := ip.To4() == nil
+	if v6 {
+		// The address is the VPC's and unique: no DAD delay before use.
+		if err := ipv6Sysctls(ifName, false, [][2]string{{"accept_dad", "0"}, {"accept_ra", "0"}, {"disable_ipv6", "0"}}); err != nil {
+			return err
+		}
+	}
 	if err := netlink.LinkSetUp(link); err != nil {
 		return fmt.Errorf("vpc-bridge: set pod interface %s up: %w", ifName, err)
 	}
 	addr := &netlink.Addr{IPNet: netlinkutil.HostNet(ip)}
+	if v6 {
+		addr.Flags = unix.IFA_F_NODAD
+	}
 	if err := netlink.AddrAdd(link, addr); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("vpc-bridge: add address %s to pod interface %s: %w", addr.IPNet, ifName, err)
 	}
 	idx := link.Attrs().Index
-	gwRoute := &netlink.Route{LinkIndex: idx, Dst: netlinkutil.HostNet(GatewayIP), Scope: netlink.SCOPE_LINK}
-	if err := netlink.RouteReplace(gwRoute); err != nil {
-		return fmt.Errorf("vpc-bridge: add pod route %s dev %s scope link: %w", gwRoute.Dst, ifName, err)
+	gw := gatewayFor(ip)
+	if !v6 {
+		// IPv4 needs an on-link route to a link-local gateway; IPv6's
+		// fe80::/64 is on-link by definition.
+		gwRoute := &netlink.Route{LinkIndex: idx, Dst: netlinkutil.HostNet(gw), Scope: netlink.SCOPE_LINK}
+		if err := netlink.RouteReplace(gwRoute); err != nil {
+			return fmt.Errorf("vpc-bridge: add pod route %s dev %s scope link: %w", gwRoute.Dst, ifName, err)
+		}
 	}
-	defRoute := &netlink.Route{
-		LinkIndex: idx,
-		Dst:       &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)},
-		Gw:        GatewayIP,
-		Scope:     netlink.SCOPE_UNIVERSE,
-	}
+	defRoute := &netlink.Route{LinkIndex: idx, Dst: defaultNet(ip), Gw: gw, Scope: netlink.SCOPE_UNIVERSE}
 	if err := netlink.RouteReplace(defRoute); err != nil {
-		return fmt.Errorf("vpc-bridge: add pod route default via %s dev %s: %w", GatewayIP, ifName, err)
+		return fmt.Errorf("vpc-bridge: add pod route default via %s dev %s: %w", gw, ifName, err)
 	}
 	neigh := &netlink.Neigh{
 		LinkIndex:    idx,
-		Family:       netlink.FAMILY_V4,
+		Family:       netlinkutil.Family(ip),
 		State:        netlink.NUD_PERMANENT,
-		IP:           GatewayIP,
+		IP:           gw,
 		HardwareAddr: hostMAC,
 	}
 	if err := netlink.NeighSet(neigh); err != nil {
-		return fmt.Errorf("vpc-bridge: add pod neighbour %s lladdr %s dev %s nud permanent: %w", GatewayIP, hostMAC, ifName, err)
+		return fmt.Errorf("vpc-bridge: add pod neighbour %s lladdr %s dev %s nud permanent: %w", gw, hostMAC, ifName, err)
 	}
 	return nil
 }

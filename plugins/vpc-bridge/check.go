@@ -85,14 +85,19 @@ func expectedFromResult(r *types100.Result, args *skel.CmdArgs) (*expected, erro
 		return nil, types.NewError(types.ErrInvalidNetworkConfig,
 			fmt.Sprintf("vpc-bridge: prevResult lacks the host veth or the pod interface %s in sandbox %s", args.IfName, args.Netns), "")
 	}
+	n := 0
 	for _, c := range r.IPs {
-		if c.Interface != nil && *c.Interface == podIdx && c.Address.IP.To4() != nil {
-			e.ip = c.Address.IP.To4()
+		if c.Interface != nil && *c.Interface == podIdx {
+			n++
+			e.ip = c.Address.IP
+			if v4 := e.ip.To4(); v4 != nil {
+				e.ip = v4
+			}
 		}
 	}
-	if e.ip == nil {
+	if n != 1 {
 		return nil, types.NewError(types.ErrInvalidNetworkConfig,
-			fmt.Sprintf("vpc-bridge: prevResult has no IPv4 address on interface %d (%s)", podIdx, args.IfName), "")
+			fmt.Sprintf("vpc-bridge: prevResult has %d addresses on interface %d (%s), want one", n, podIdx, args.IfName), "")
 	}
 	return e, nil
 }
@@ -142,7 +147,8 @@ func checkHost(e *expected, conf *NetConf, args *skel.CmdArgs, problems *[]strin
 		}
 		found := false
 		for _, r := range routes {
-			if r.LinkIndex == a.Index && r.Scope == netlink.SCOPE_LINK && r.Gw == nil {
+			// IPv6 routes have no scope: the kernel reports universe.
+			if r.LinkIndex == a.Index && (r.Scope == netlink.SCOPE_LINK || e.ip.To4() == nil) && r.Gw == nil {
 				found = true
 			} else {
 				bad("unexpected host route %s (ifindex %d, scope %s) in main", r.Dst, r.LinkIndex, r.Scope)
@@ -150,6 +156,9 @@ func checkHost(e *expected, conf *NetConf, args *skel.CmdArgs, problems *[]strin
 		}
 		if !found {
 			bad("host route %s dev %s scope link missing from main table", netlinkutil.HostNet(e.ip), e.hostName)
+		}
+		if e.ip.To4() == nil {
+			checkNeighbour(a.Index, "host veth "+e.hostName, e.ip, e.podMAC, bad)
 		}
 	}
 
@@ -210,8 +219,9 @@ func checkPod(e *expected, conf *NetConf, hostMAC net.HardwareAddr, problems *[]
 		bad("pod interface %s has MTU %d, want %d", e.podName, a.MTU, conf.MTU)
 	}
 
+	family := netlinkutil.Family(e.ip)
 	want := netlinkutil.HostNet(e.ip)
-	if addrs, err := netlinkutil.AddrList(link, netlink.FAMILY_V4); err != nil {
+	if addrs, err := netlinkutil.AddrList(link, family); err != nil {
 		bad("list addresses of pod interface %s: %v", e.podName, err)
 	} else {
 		found := false
@@ -225,48 +235,59 @@ func checkPod(e *expected, conf *NetConf, hostMAC net.HardwareAddr, problems *[]
 		}
 	}
 
-	routes, err := netlinkutil.RouteListFiltered(netlink.FAMILY_V4,
+	gw := gatewayFor(e.ip)
+	routes, err := netlinkutil.RouteListFiltered(family,
 		&netlink.Route{LinkIndex: a.Index, Table: netlinkutil.MainTable}, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
 	if err != nil {
 		bad("list routes of pod interface %s: %v", e.podName, err)
 	} else {
-		gwRoute, defRoute := false, false
+		gwRoute, defRoute := family == netlink.FAMILY_V6, false // IPv6: fe80::/64 is on-link anyway
+		def := defaultNet(e.ip).String()
 		for _, r := range routes {
-			if r.Dst != nil && r.Dst.String() == netlinkutil.HostNet(GatewayIP).String() && r.Scope == netlink.SCOPE_LINK {
+			if r.Dst != nil && r.Dst.String() == netlinkutil.HostNet(gw).String() && r.Scope == netlink.SCOPE_LINK {
 				gwRoute = true
 			}
-			if (r.Dst == nil || r.Dst.String() == "0.0.0.0/0") && r.Gw.Equal(GatewayIP) {
+			if (r.Dst == nil || r.Dst.String() == def) && r.Gw.Equal(gw) {
 				defRoute = true
 			}
 		}
 		if !gwRoute {
-			bad("pod route %s/32 dev %s scope link missing", GatewayIP, e.podName)
+			bad("pod route %s dev %s scope link missing", netlinkutil.HostNet(gw), e.podName)
 		}
 		if !defRoute {
-			bad("pod route default via %s dev %s missing", GatewayIP, e.podName)
+			bad("pod route default via %s dev %s missing", gw, e.podName)
 		}
 	}
+	mac := ""
+	if hostMAC != nil {
+		mac = hostMAC.String()
+	}
+	checkNeighbour(a.Index, "pod interface "+e.podName, gw, mac, bad)
+}
 
-	neighs, err := netlinkutil.NeighList(a.Index, netlink.FAMILY_V4)
+// checkNeighbour checks the permanent neighbour entry for ip on a link of
+// the current netns (lladdr mac, unless mac is "").
+func checkNeighbour(index int, linkName string, ip net.IP, mac string, bad func(string, ...any)) {
+	neighs, err := netlinkutil.NeighList(index, netlinkutil.Family(ip))
 	if err != nil {
-		bad("list neighbours of pod interface %s: %v", e.podName, err)
+		bad("list neighbours of %s: %v", linkName, err)
 		return
 	}
-	var gw *netlink.Neigh
+	var n *netlink.Neigh
 	for i := range neighs {
-		if neighs[i].IP.Equal(GatewayIP) {
-			gw = &neighs[i]
+		if neighs[i].IP.Equal(ip) {
+			n = &neighs[i]
 		}
 	}
 	switch {
-	case gw == nil:
-		bad("pod interface %s has no neighbour entry for %s (want lladdr %s nud permanent)", e.podName, GatewayIP, hostMAC)
-	case gw.State&netlink.NUD_PERMANENT == 0:
-		bad("pod neighbour %s on %s is not permanent (state %s)", GatewayIP, e.podName, neighStateString(gw.State))
+	case n == nil:
+		bad("%s has no neighbour entry for %s (want lladdr %s nud permanent)", linkName, ip, mac)
+	case n.State&netlink.NUD_PERMANENT == 0:
+		bad("neighbour %s on %s is not permanent (state %s)", ip, linkName, neighStateString(n.State))
 		fallthrough
 	default:
-		if hostMAC != nil && gw.HardwareAddr.String() != hostMAC.String() {
-			bad("pod neighbour %s on %s has lladdr %s, want host veth MAC %s", GatewayIP, e.podName, gw.HardwareAddr, hostMAC)
+		if mac != "" && !strings.EqualFold(n.HardwareAddr.String(), mac) {
+			bad("neighbour %s on %s has lladdr %s, want %s", ip, linkName, n.HardwareAddr, mac)
 		}
 	}
 }

@@ -572,7 +572,7 @@ func serveTCP(t *testing.T, n ns.NetNS, addr, reply string) {
 	var l net.Listener
 	if err := n.Do(func(ns.NetNS) error {
 		var err error
-		l, err = net.Listen("tcp4", addr)
+		l, err = net.Listen("tcp", addr)
 		return err
 	}); err != nil {
 		t.Fatalf("listen %s: %v", addr, err)
@@ -599,7 +599,7 @@ func serveTCP(t *testing.T, n ns.NetNS, addr, reply string) {
 func dialTCP(n ns.NetNS, addr string) (string, error) {
 	var reply string
 	err := n.Do(func(ns.NetNS) error {
-		c, err := net.DialTimeout("tcp4", addr, 3*time.Second)
+		c, err := net.DialTimeout("tcp", addr, 3*time.Second)
 		if err != nil {
 			return err
 		}

@@ -472,12 +472,18 @@ func TestAddBadInputsLeaveNothing(t *testing.T) {
 			wantCode: types.ErrInvalidNetworkConfig, wantMsg: []string{`ipam.type "no-such-ipam": IPAM plugin not found in CNI_PATH`}},
 		{name: "IPAM ADD fails", stdin: base("", fake([]string{"10.1.5.5/24"}, `{"ADD":{"code":11,"msg":"no free addresses, pool refilling"}}`)),
 			wantCode: types.ErrTryAgainLater, wantMsg: []string{"no free addresses, pool refilling"}},
-		{name: "IPAM returns IPv6", stdin: base("", fake([]string{"10.1.5.6/24", "2001:db8::6/64"}, "")),
-			wantCode: types.ErrInvalidNetworkConfig, wantMsg: []string{"2001:db8::6/64", "IPv6 is not supported yet"}, ipamDEL: true},
+		{name: "IPAM returns both families", stdin: base("", fake([]string{"10.1.5.6/24", "2001:db8::6/64"}, "")),
+			wantCode: types.ErrInvalidNetworkConfig, wantMsg: []string{"2001:db8::6/64", "returned 2 addresses", "dual-stack pods are not supported"}, ipamDEL: true},
 		{name: "IPAM returns two IPv4", stdin: base("", fake([]string{"10.1.5.7/24", "10.1.5.8/24"}, "")),
-			wantCode: types.ErrInvalidNetworkConfig, wantMsg: []string{"returned 2 IPv4 addresses", "exactly one"}, ipamDEL: true},
+			wantCode: types.ErrInvalidNetworkConfig, wantMsg: []string{"returned 2 addresses", "exactly one"}, ipamDEL: true},
+		{name: "IPAM returns two IPv6", stdin: base("", fake([]string{"2001:db8::7/128", "2001:db8::8/128"}, "")),
+			wantCode: types.ErrInvalidNetworkConfig, wantMsg: []string{"returned 2 addresses", "exactly one"}, ipamDEL: true},
+		{name: "IPAM returns a link-local IPv6", stdin: base("", fake([]string{"fe80::5/64"}, "")),
+			wantCode: types.ErrInvalidNetworkConfig, wantMsg: []string{"fe80::5/64", "must be a global unicast address"}, ipamDEL: true},
+		{name: "IPAM returns a multicast IPv6", stdin: base("", fake([]string{"ff02::1/128"}, "")),
+			wantCode: types.ErrInvalidNetworkConfig, wantMsg: []string{"ff02::1/128", "must be a global unicast address"}, ipamDEL: true},
 		{name: "IPAM returns no address", stdin: base("", fake(nil, "")),
-			wantCode: types.ErrInvalidNetworkConfig, wantMsg: []string{"returned 0 IPv4 addresses"}, ipamDEL: true},
+			wantCode: types.ErrInvalidNetworkConfig, wantMsg: []string{"returned 0 addresses"}, ipamDEL: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

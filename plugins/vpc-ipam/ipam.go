@@ -4,13 +4,14 @@ package main
 // one RPC within ipam.timeout; the daemon owns all state, so the plugin
 // keeps none on disk.
 //
-//	ADD     Add(key, pod, netns) -> result {ips: [<ip>/32 gw 169.254.1.1]}
+//	ADD     Add(key, pod, netns) -> result {ips: [<ip>/32 gw 169.254.1.1]},
+//	        or in IPv6 mode {ips: [<ip>/128 gw fe80::1]},
 //	        plus the vpcchain extension {routeTable, eniID, deviceNumber}.
 //	        The daemon returns the same address for the same key, so a
 //	        repeated ADD is harmless.
 //	DEL     Del(key). Unknown key, or the daemon unreachable: success (the
 //	        daemon reclaims a leaked address itself when it reconciles).
-//	CHECK   Check(key, prevResult's IPv4).
+//	CHECK   Check(key, prevResult's address).
 //	STATUS  Status(): the daemon answers and can serve an ADD (an empty pool
 //	        is still ready: ADD answers 11 with the reason), else 50.
 //	GC      GC(network, cni.dev/valid-attachments as keys).
@@ -32,11 +33,14 @@ import (
 	"github.com/vpcchain/vpcchain/internal/ipamclient"
 )
 
-// podGateway is the gateway written into the result: the link-local next
-// hop that vpc-bridge gives every pod (its GatewayIP, answered by a
-// permanent neighbour entry). The ENI subnet's gateway would be wrong: a pod
-// with a /32 address has no on-link route to it.
-var podGateway = net.IPv4(169, 254, 1, 1).To4()
+// podGateway and podGateway6 are the gateways written into the result:
+// the link-local next hops that vpc-bridge gives every pod (answered by a
+// permanent neighbour entry). The ENI subnet's gateway would be wrong: a
+// pod with a /32 (/128) address has no on-link route to it.
+var (
+	podGateway  = net.IPv4(169, 254, 1, 1).To4()
+	podGateway6 = net.ParseIP("fe80::1")
+)
 
 func logf(format string, a ...any) {
 	fmt.Fprintf(os.Stderr, "vpc-ipam: "+format+"\n", a...)
@@ -123,16 +127,21 @@ func cmdAdd(args *skel.CmdArgs) error {
 }
 
 // resultFromAllocation is the CNI result of an allocation: the address as
-// /32 (the VPC routes it to the ENI, not the subnet to the pod), no routes
+// /32 or /128 (the VPC routes it to the ENI, not the subnet to the pod), no routes
 // (vpc-bridge installs the pod's default route itself), and the extension
 // that names the ENI's route table.
 func resultFromAllocation(a *ipamv1.Allocation) (*types100.Result, *cniext.Ext, error) {
 	if a == nil {
 		return nil, nil, errors.New("the reply has no allocation")
 	}
-	ip := net.ParseIP(a.GetIp()).To4()
+	ip := net.ParseIP(a.GetIp())
 	if ip == nil {
-		return nil, nil, fmt.Errorf("address %q is not an IPv4 address", a.GetIp())
+		return nil, nil, fmt.Errorf("address %q is not an IP address", a.GetIp())
+	}
+	addr := net.IPNet{IP: ip.To4(), Mask: net.CIDRMask(32, 32)}
+	gw := podGateway
+	if addr.IP == nil { // IPv6 mode: a /128 of the node's /80
+		addr, gw = net.IPNet{IP: ip, Mask: net.CIDRMask(128, 128)}, podGateway6
 	}
 	ext := &cniext.Ext{RouteTable: int(a.GetRouteTable()), ENIID: a.GetEniId(), DeviceNumber: int(a.GetDeviceNumber())}
 	if err := ext.Validate(); err != nil {
@@ -140,10 +149,7 @@ func resultFromAllocation(a *ipamv1.Allocation) (*types100.Result, *cniext.Ext, 
 	}
 	result := &types100.Result{
 		CNIVersion: types100.ImplementedSpecVersion,
-		IPs: []*types100.IPConfig{{
-			Address: net.IPNet{IP: ip, Mask: net.CIDRMask(32, 32)},
-			Gateway: podGateway,
-		}},
+		IPs:        []*types100.IPConfig{{Address: addr, Gateway: gw}},
 	}
 	return result, ext, nil
 }
@@ -190,7 +196,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if err != nil {
 		return types.NewError(types.ErrDecodingFailure, fmt.Sprintf("vpc-ipam: CHECK: cannot convert prevResult to %s: %v", types100.ImplementedSpecVersion, err), "")
 	}
-	ip, err := singleIPv4(prev)
+	ip, err := singleAddress(prev)
 	if err != nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, "vpc-ipam: CHECK: prevResult "+err.Error(), "")
 	}
@@ -219,24 +225,25 @@ func cmdCheck(args *skel.CmdArgs) error {
 	return nil
 }
 
-// singleIPv4 returns the one IPv4 address of a result: vpc-ipam hands out
-// exactly one.
-func singleIPv4(r *types100.Result) (net.IP, error) {
-	var v4 []net.IP
+// singleAddress returns the one address of a result: vpc-ipam hands out
+// exactly one, IPv4 or (in IPv6 mode) IPv6.
+func singleAddress(r *types100.Result) (net.IP, error) {
 	var all []string
+	var ip net.IP
 	for _, c := range r.IPs {
 		if c == nil {
 			continue
 		}
 		all = append(all, c.Address.String())
-		if ip := c.Address.IP.To4(); ip != nil {
-			v4 = append(v4, ip)
-		}
+		ip = c.Address.IP
 	}
-	if len(v4) != 1 {
-		return nil, fmt.Errorf("has %d IPv4 addresses [%s]: want exactly one (the address vpc-ipam handed out)", len(v4), strings.Join(all, ", "))
+	if len(all) != 1 {
+		return nil, fmt.Errorf("has %d addresses [%s]: want exactly one (the address vpc-ipam handed out)", len(all), strings.Join(all, ", "))
 	}
-	return v4[0], nil
+	if v4 := ip.To4(); v4 != nil {
+		return v4, nil
+	}
+	return ip, nil
 }
 
 func cmdStatus(args *skel.CmdArgs) error {

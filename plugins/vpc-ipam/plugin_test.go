@@ -476,7 +476,36 @@ func TestCheck(t *testing.T) {
 	two := prevResult(addr)
 	two["ips"] = append(two["ips"].([]any), map[string]any{"address": "10.0.1.50/32"})
 	run(t, "CHECK", "c1", podArgs, e.conf("1.1.0", nil, map[string]any{"prevResult": two})).wantCode(t,
-		"CHECK with two addresses", types.ErrInvalidNetworkConfig, "2 IPv4 addresses")
+		"CHECK with two addresses", types.ErrInvalidNetworkConfig, "2 addresses")
+}
+
+// IPv6 mode: the daemon's /128 comes back as a /128 with the link-local
+// gateway vpc-bridge answers (fe80::1), and CHECK takes the IPv6 address.
+func TestIPv6(t *testing.T) {
+	e := newEnv(t)
+	e.d.with(func(f *fakeDaemon) { f.free = []string{"2600:1f14:a4ff:a300:3cfa:9e1:77:5"} })
+	addr, ext, o := e.add(t, "c1", "1.1.0")
+	if addr != "2600:1f14:a4ff:a300:3cfa:9e1:77:5/128" {
+		t.Errorf("address %s, want 2600:1f14:a4ff:a300:3cfa:9e1:77:5/128", addr)
+	}
+	if ext == nil || ext.RouteTable != 3 {
+		t.Errorf("extension %+v", ext)
+	}
+	var raw struct {
+		IPs []struct{ Address, Gateway string } `json:"ips"`
+	}
+	if err := json.Unmarshal(o.stdout, &raw); err != nil || len(raw.IPs) != 1 || raw.IPs[0].Gateway != "fe80::1" {
+		t.Errorf("result %s (%v): want one IPv6 address with gateway fe80::1", o.stdout, err)
+	}
+	ok := e.conf("1.1.0", nil, map[string]any{"prevResult": prevResult(addr)})
+	run(t, "CHECK", "c1", podArgs, ok).wantOK(t, "CHECK of an IPv6 attachment")
+	wrong := e.conf("1.1.0", nil, map[string]any{"prevResult": prevResult("2600:1f14:a4ff:a300:3cfa:9e1:77:6/128")})
+	run(t, "CHECK", "c1", podArgs, wrong).wantCode(t, "CHECK with another IPv6 address", ErrAllocationNotFound,
+		"does not hold 2600:1f14:a4ff:a300:3cfa:9e1:77:6")
+	// The daemon answering garbage is the daemon's fault, named as such.
+	e.d.with(func(f *fakeDaemon) { f.free = []string{"2600:1f14::zz"} })
+	run(t, "ADD", "c2", podArgs, e.conf("1.1.0", nil, nil)).wantCode(t, "ADD with a malformed daemon address",
+		types.ErrInternal, `address "2600:1f14::zz" is not an IP address`)
 }
 
 func TestStatus(t *testing.T) {

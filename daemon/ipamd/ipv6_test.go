@@ -1,0 +1,173 @@
+package ipamd
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/vpcchain/vpcchain/internal/vpcsim"
+)
+
+var ipv6Env = map[string]string{"ENABLE_IPv4": "false", "ENABLE_IPv6": "true"}
+
+// withIPv6 gives the fixture's VPC its Amazon-provided /56 and the node's
+// subnet the first /64 of it; it returns the primary ENI.
+func (f *fixture) withIPv6() vpcsim.ENIView {
+	f.t.Helper()
+	in, ok := f.sim.Cloud.InstanceNetwork(f.node.InstanceID)
+	if !ok {
+		f.t.Fatal("no instance")
+	}
+	prim := in.ENIs[0]
+	vpc6, aerr := f.sim.Cloud.AssociateVPCIPv6(prim.VPCID)
+	if aerr != nil {
+		f.t.Fatal(aerr)
+	}
+	if aerr := f.sim.Cloud.AssociateSubnetIPv6(prim.SubnetID, netip.PrefixFrom(vpc6.Addr(), 64)); aerr != nil {
+		f.t.Fatal(aerr)
+	}
+	return prim
+}
+
+func (f *fixture) primaryENI() vpcsim.ENIView {
+	f.t.Helper()
+	in, _ := f.sim.Cloud.InstanceNetwork(f.node.InstanceID)
+	e, _ := f.sim.Cloud.ENI(in.ENIs[0].ID)
+	return e
+}
+
+// IPv6 mode as an EKS IPv6 node: one AssignIpv6Addresses call for a /80 on
+// the primary ENI at the first start and no EC2 call after it, pods get
+// distinct /128s of that /80 (as EC2 shows it), the allocations survive a
+// restart without another call, and no IPv6 address enters the IPv4 SNAT
+// set.
+func TestIPv6Mode(t *testing.T) {
+	f := newFixture(t, ipv6Env)
+	f.withIPv6()
+	before := f.sim.Faults.Calls()
+	d := f.start()
+	prim := f.primaryENI()
+	if len(prim.IPv6Prefixes) != 1 || prim.IPv6Prefixes[0].Bits() != 80 || !prim.SubnetIPv6.Contains(prim.IPv6Prefixes[0].Addr()) {
+		t.Fatalf("primary ENI's IPv6 prefixes in EC2: %v (subnet %v), want one /80 of the subnet", prim.IPv6Prefixes, prim.SubnetIPv6)
+	}
+	pfx := prim.IPv6Prefixes[0]
+	if n := f.sim.Faults.Calls()["AssignIpv6Addresses"] - before["AssignIpv6Addresses"]; n != 1 {
+		t.Errorf("%d AssignIpv6Addresses calls at start, want 1", n)
+	}
+	if ready, reason, avail := d.Ready(); !ready || avail != 110 {
+		t.Errorf("Ready() = %v %q %d, want ready with 110 (m5.large's prefix-mode max pods, capped)", ready, reason, avail)
+	}
+	settle(t, d)
+	afterStart := f.sim.Faults.Calls()
+	seen := map[netip.Addr]string{}
+	for i := range 60 {
+		k := fmt.Sprintf("c%d", i)
+		a, err := d.Add(key(k), "default", k, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !pfx.Contains(a.IP) || !a.IP.Is6() {
+			t.Fatalf("pod %s got %v, outside the ENI's %v", k, a.IP, pfx)
+		}
+		if other, dup := seen[a.IP]; dup {
+			t.Fatalf("pods %s and %s both got %v", other, k, a.IP)
+		}
+		seen[a.IP] = k
+		if a.ENIID != prim.ID || a.RouteTable != 254 || a.Subnet != prim.SubnetIPv6 || a.SubnetGateway.IsValid() {
+			t.Errorf("allocation %+v: want ENI %s, main table, subnet %v, no subnet gateway", a, prim.ID, prim.SubnetIPv6)
+		}
+	}
+	first, _ := d.Get(key("c0"))
+	if _, _, err := d.Del(key("c0")); err != nil {
+		t.Fatal(err)
+	}
+	again, err := d.Add(key("c0-new"), "default", "x", "")
+	if err != nil || again.IP == first.IP {
+		t.Errorf("after DEL of %v the next pod got %v (%v), want another address", first.IP, again.IP, err)
+	}
+	for ip := range seen {
+		if f.host.inSNAT(ip) {
+			t.Errorf("IPv6 pod %v in the SNAT set", ip)
+		}
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d = f.start()
+	defer d.Close()
+	settle(t, d)
+	if err := d.reconcileIPv6(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := d.Get(key("c1")); !ok || seen[got.IP] != "c1" {
+		t.Errorf("after restart c1 holds %v (%v), want its address from before", got.IP, ok)
+	}
+	after := f.sim.Faults.Calls()
+	for _, action := range []string{"AssignIpv6Addresses", "AssignPrivateIpAddresses", "CreateNetworkInterface", "UnassignIpv6Addresses"} {
+		if n := after[action] - afterStart[action]; n != 0 {
+			t.Errorf("%d %s calls after the first start, want none", n, action)
+		}
+	}
+}
+
+// What IPv6 mode cannot serve is refused at start, naming the setting.
+func TestIPv6ModeRefusals(t *testing.T) {
+	t.Run("non-Nitro type", func(t *testing.T) {
+		f := newFixtureOfType(t, "m4.large", ipv6Env)
+		f.withIPv6()
+		_, err := New(context.Background(), Options{Config: f.cfg, Cloud: f.cloud, Host: f.host, Now: f.clock,
+			StorePath: filepath.Join(f.cfg.StateDir, "ipam.db")})
+		if err == nil || !strings.Contains(err.Error(), "ENABLE_IPv6=true: m4.large is not Nitro-based") {
+			t.Errorf("New on m4.large: %v, want a refusal naming ENABLE_IPv6 and the type", err)
+		}
+	})
+	t.Run("subnet without IPv6", func(t *testing.T) {
+		f := newFixture(t, ipv6Env)
+		_, err := New(context.Background(), Options{Config: f.cfg, Cloud: f.cloud, Host: f.host, Now: f.clock,
+			StorePath: filepath.Join(f.cfg.StateDir, "ipam.db")})
+		if err == nil || !strings.Contains(err.Error(), "needs an IPv6 CIDR block") {
+			t.Errorf("New without subnet IPv6: %v, want a refusal naming the missing IPv6 block", err)
+		}
+	})
+}
+
+// A /80 taken away in EC2 behind the daemon's back: kept while pods hold
+// addresses of it (EC2 may lag), replaced by a new one once none does.
+func TestIPv6PrefixLost(t *testing.T) {
+	f := newFixture(t, ipv6Env)
+	f.withIPv6()
+	d := f.start()
+	defer d.Close()
+	prim := f.primaryENI()
+	old := prim.IPv6Prefixes[0]
+	if _, err := d.Add(key("c1"), "default", "web", ""); err != nil {
+		t.Fatal(err)
+	}
+	if aerr := f.sim.Cloud.UnassignIPv6(prim.ID, nil, []netip.Prefix{old}); aerr != nil {
+		t.Fatal(aerr)
+	}
+	if err := d.reconcileIPv6(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if a, err := d.Add(key("c2"), "default", "db", ""); err != nil || !old.Contains(a.IP) {
+		t.Errorf("with a pod on the vanished %v, the next pod got %v (%v), want an address of it", old, a.IP, err)
+	}
+	for _, k := range []string{"c1", "c2"} {
+		if _, _, err := d.Del(key(k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.reconcileIPv6(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	now := f.primaryENI().IPv6Prefixes
+	if len(now) != 1 || now[0] == old {
+		t.Fatalf("EC2 shows %v after the reconcile, want one new /80", now)
+	}
+	if a, err := d.Add(key("c3"), "default", "x", ""); err != nil || !now[0].Contains(a.IP) {
+		t.Errorf("next pod got %v (%v), want an address of the new %v", a.IP, err, now[0])
+	}
+}
