@@ -56,6 +56,9 @@ type cluster struct {
 	vpc    string
 	subnet string
 	nodes  map[string]*node
+	// nodeIPv6s is the IPv6 address count of nodes launched from now on
+	// (their subnet needs an IPv6 block).
+	nodeIPv6s int
 }
 
 type node struct {
@@ -131,7 +134,7 @@ func (c *cluster) addNode(typ, name string, env ...string) *node {
 // addNodeIn is addNode with the instance's subnet (and so its AZ) given.
 func (c *cluster) addNodeIn(subnet, typ, name string, env ...string) *node {
 	c.t.Helper()
-	vn, err := c.sim.LaunchNode(vpcsim.LaunchSpec{Name: name, InstanceType: typ, SubnetID: subnet})
+	vn, err := c.sim.LaunchNode(vpcsim.LaunchSpec{Name: name, InstanceType: typ, SubnetID: subnet, IPv6AddressCount: c.nodeIPv6s})
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -415,7 +418,11 @@ func (p *pod) add(l *libcni.NetworkConfigList) (*types100.Result, error) {
 	if len(r.IPs) != 1 {
 		return nil, fmt.Errorf("result has %d IPs", len(r.IPs))
 	}
-	p.ip, _ = netip.AddrFromSlice(r.IPs[0].Address.IP.To4())
+	ip := r.IPs[0].Address.IP
+	if v4 := ip.To4(); v4 != nil {
+		ip = v4
+	}
+	p.ip, _ = netip.AddrFromSlice(ip)
 	p.result = r
 	return r, nil
 }
@@ -455,7 +462,7 @@ func echoServer(t testing.TB, doIn func(func() error) error, a netip.AddrPort, n
 	var ln net.Listener
 	if err := doIn(func() error {
 		var err error
-		ln, err = net.Listen("tcp4", a.String())
+		ln, err = net.Listen("tcp", a.String())
 		return err
 	}); err != nil {
 		t.Fatalf("listen %s in %s: %v", a, name, err)
@@ -481,7 +488,7 @@ func echoServer(t testing.TB, doIn func(func() error) error, a netip.AddrPort, n
 func dialEcho(doIn func(func() error) error, dst netip.AddrPort) (string, error) {
 	var out string
 	err := doIn(func() error {
-		c, err := net.DialTimeout("tcp4", dst.String(), 3*time.Second)
+		c, err := net.DialTimeout("tcp", dst.String(), 3*time.Second)
 		if err != nil {
 			return err
 		}

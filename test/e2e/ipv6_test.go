@@ -1,0 +1,216 @@
+package e2e
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/vpcchain/vpcchain/internal/vpcsim/dataplane"
+)
+
+var ipv6Mode = []string{"ENABLE_IPv4=false", "ENABLE_IPv6=true"}
+
+// newIPv6Cluster is an EKS IPv6 cluster on the simulator: a VPC with its
+// Amazon-provided /56, the nodes' subnet with a /64 of it, and nodes (with
+// an IPv6 address of their own) whose daemons run in IPv6 mode.
+func newIPv6Cluster(t *testing.T, typ string, names []string, env ...string) *cluster {
+	t.Helper()
+	c := newSimVPC(t, "10.0.0.0/20")
+	vpc6, aerr := c.sim.Cloud.AssociateVPCIPv6(c.vpc)
+	if aerr != nil {
+		t.Fatal(aerr)
+	}
+	if aerr := c.sim.Cloud.AssociateSubnetIPv6(c.subnet, netip.PrefixFrom(vpc6.Addr(), 64)); aerr != nil {
+		t.Fatal(aerr)
+	}
+	c.nodeIPv6s = 1
+	for _, name := range names {
+		n := c.addNode(typ, name, append(append([]string{}, ipv6Mode...), env...)...)
+		n.start()
+		t.Cleanup(n.stop)
+	}
+	for _, n := range c.nodes {
+		n.waitReady()
+	}
+	return c
+}
+
+// nodeIPv6 is the node's own IPv6 address (its primary ENI's, as EC2 has it).
+func nodeIPv6(t *testing.T, c *cluster, n *node) netip.Addr {
+	t.Helper()
+	inet, _ := c.sim.Cloud.InstanceNetwork(n.vn.InstanceID)
+	if len(inet.ENIs) == 0 || len(inet.ENIs[0].IPv6s) == 0 {
+		t.Fatalf("node %s has no IPv6 address in EC2", n.name)
+	}
+	return inet.ENIs[0].IPv6s[0]
+}
+
+// Two IPv6 nodes with 20 pods each: every pod gets a /128 of its node's /80
+// (one EC2 call per node, at its daemon's first start), and TCP flows pod to
+// pod across nodes with the real source, pod to node, node to pod and pod
+// to an IPv6 internet host through the egress-only gateway, which lets no
+// connection in; DEL leaves nothing.
+func TestIPv6Pods(t *testing.T) {
+	c := newIPv6Cluster(t, "m5.large", []string{"a", "b"})
+	const perNode = 20
+	pods := map[string][]*pod{}
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*perNode)
+	for _, name := range []string{"a", "b"} {
+		n := c.nodes[name]
+		l := n.chain(nil, n.snatConf())
+		for i := range perNode {
+			p := n.newPod("default", fmt.Sprintf("web6-%s-%d", name, i))
+			pods[name] = append(pods[name], p)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := p.addRetrying(l, time.Minute); err != nil {
+					errs <- fmt.Errorf("ADD %s on %s: %w", p.name, name, err)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	// Addresses: EC2's /80 of the pod's own node, unique, /128.
+	seen := map[netip.Addr]string{}
+	for name, ps := range pods {
+		inet, _ := c.sim.Cloud.InstanceNetwork(c.nodes[name].vn.InstanceID)
+		prim, _ := c.sim.Cloud.ENI(inet.ENIs[0].ID)
+		if len(prim.IPv6Prefixes) != 1 || prim.IPv6Prefixes[0].Bits() != 80 {
+			t.Fatalf("node %s's primary ENI has IPv6 prefixes %v in EC2, want one /80", name, prim.IPv6Prefixes)
+		}
+		for _, p := range ps {
+			if !p.ip.Is6() || !prim.IPv6Prefixes[0].Contains(p.ip) {
+				t.Errorf("%s got %v, not in its node's %v", p.name, p.ip, prim.IPv6Prefixes[0])
+			}
+			if ones, _ := p.result.IPs[0].Address.Mask.Size(); ones != 128 {
+				t.Errorf("%s: result address %v, want a /128", p.name, p.result.IPs[0].Address)
+			}
+			if other, dup := seen[p.ip]; dup {
+				t.Errorf("%s and %s both got %v", other, p.name, p.ip)
+			}
+			seen[p.ip] = p.name
+		}
+	}
+	calls := c.sim.Faults.Calls()
+	if calls["AssignIpv6Addresses"] != 2 || calls["CreateNetworkInterface"] != 0 || calls["AssignPrivateIpAddresses"] != 0 {
+		t.Errorf("EC2 calls: %d AssignIpv6Addresses (want 2: one per node), %d CreateNetworkInterface, %d AssignPrivateIpAddresses (want 0)",
+			calls["AssignIpv6Addresses"], calls["CreateNetworkInterface"], calls["AssignPrivateIpAddresses"])
+	}
+	a := c.nodes["a"]
+	if err := pods["a"][0].check(a.chain(nil, a.snatConf())); err != nil {
+		t.Errorf("CHECK of a healthy IPv6 pod: %v", err)
+	}
+
+	for _, ps := range pods {
+		for _, p := range ps {
+			echoServer(t, p.doIn, netip.AddrPortFrom(p.ip, 8080), p.name)
+		}
+	}
+	nodeA6 := nodeIPv6(t, c, a)
+	echoServer(t, a.do, netip.AddrPortFrom(nodeA6, 9090), "node-a")
+	internet6 := netip.MustParseAddr(dataplane.OutsideAddr6)
+	echoServer(t, c.sim.Fabric.DoInOutside, netip.AddrPortFrom(internet6, 8080), "internet6")
+	a0, a1, b0, b19 := pods["a"][0], pods["a"][1], pods["b"][0], pods["b"][perNode-1]
+	cases := []struct {
+		name string
+		from func(func() error) error
+		src  netip.Addr
+		to   netip.AddrPort
+		want string
+	}{
+		{"pod to pod, same node", a0.doIn, a0.ip, netip.AddrPortFrom(a1.ip, 8080), a1.name},
+		{"pod to pod, across nodes", a0.doIn, a0.ip, netip.AddrPortFrom(b0.ip, 8080), b0.name},
+		{"pod to pod, across nodes, back", b19.doIn, b19.ip, netip.AddrPortFrom(a1.ip, 8080), a1.name},
+		{"pod to its node", a0.doIn, a0.ip, netip.AddrPortFrom(nodeA6, 9090), "node-a"},
+		{"node to pod", a.do, nodeA6, netip.AddrPortFrom(a0.ip, 8080), a0.name},
+		{"pod to an IPv6 internet host", b0.doIn, b0.ip, netip.AddrPortFrom(internet6, 8080), "internet6"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := dialEcho(tc.from, tc.to)
+			if err != nil {
+				t.Fatalf("connect to %s: %v", tc.to, err)
+			}
+			f := strings.Fields(got)
+			if len(f) != 2 || f[0] != tc.want {
+				t.Fatalf("reached %q, want %s", got, tc.want)
+			}
+			if src := netip.MustParseAddrPort(f[1]).Addr(); src != tc.src {
+				t.Fatalf("server saw source %s, want %s (IPv6 is not NATed)", src, tc.src)
+			}
+		})
+	}
+	t.Run("internet to pod (egress-only gateway)", func(t *testing.T) {
+		if got, err := dialEcho(c.sim.Fabric.DoInOutside, netip.AddrPortFrom(a0.ip, 8080)); err == nil {
+			t.Fatalf("the internet reached pod %s: %q", a0.name, got)
+		}
+	})
+
+	for name, ps := range pods {
+		n := c.nodes[name]
+		l := n.chain(nil, n.snatConf())
+		for _, p := range ps {
+			for range 2 { // DEL is idempotent
+				if err := p.del(l); err != nil {
+					t.Errorf("DEL %s: %v", p.name, err)
+				}
+			}
+		}
+		if r := n.introspect(); len(r.Allocations) != 0 {
+			t.Errorf("node %s still holds %d allocations after DEL of every pod", name, len(r.Allocations))
+		}
+		assertNodeClean(t, n)
+		assertNoIPv6PodRoutes(t, n, seen)
+	}
+	if got := c.sim.Faults.Calls()["UnassignIpv6Addresses"]; got != 0 {
+		t.Errorf("%d UnassignIpv6Addresses calls: the /80 stays with the node", got)
+	}
+}
+
+// assertNoIPv6PodRoutes checks the node routes none of the pods' addresses
+// any more and has no IPv6 pod rule.
+func assertNoIPv6PodRoutes(t *testing.T, n *node, pods map[netip.Addr]string) {
+	t.Helper()
+	err := n.do(func() error {
+		routes, err := netlink.RouteListFiltered(netlink.FAMILY_V6, &netlink.Route{Table: 0}, netlink.RT_FILTER_TABLE)
+		if err != nil {
+			return err
+		}
+		for _, r := range routes {
+			if r.Dst == nil {
+				continue
+			}
+			if a, ok := netip.AddrFromSlice(r.Dst.IP); ok && pods[a] != "" {
+				t.Errorf("node %s: route to %s (%s) left behind", n.name, r.Dst, pods[a])
+			}
+		}
+		rules, err := netlink.RuleList(netlink.FAMILY_V6)
+		if err != nil {
+			return err
+		}
+		for _, r := range rules {
+			if r.Priority == 512 || r.Priority == 1536 {
+				t.Errorf("node %s: IPv6 pod rule left behind: prio %d to %v", n.name, r.Priority, r.Dst)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
