@@ -159,7 +159,7 @@ test: deps lint build tools conformance-tools image
 # Each fuzz target for a bounded number of inputs (the seed corpora also run in `go test`).
 FUZZTIME ?= 50000x
 FUZZ := plugins/vpc-bridge:FuzzParseConfig plugins/vpc-ipam:FuzzParseConfig plugins/vpc-ipam:FuzzParsePodArgs \
-	plugins/vpc-snat:FuzzParseConfig plugins/policy-hook:FuzzParseConfig plugins/policy-hook:FuzzLoadPod \
+	plugins/vpc-snat:FuzzParseConfig plugins/vpc-egress-v4:FuzzParseConfig plugins/policy-hook:FuzzParseConfig plugins/policy-hook:FuzzLoadPod \
 	daemon/config:FuzzLoad daemon/ipamd:FuzzServerRequests conflist:FuzzOptionsFromEnv daemon/pool:FuzzChurn
 fuzz:
 	@log=$$(mktemp); trap 'rm -f $$log' EXIT; for t in $(FUZZ); do \

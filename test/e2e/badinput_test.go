@@ -224,6 +224,18 @@ func TestBadInputLeavesNothingBehind(t *testing.T) {
 		}
 		return mustJSON(top)
 	}
+	// egress is vpc-egress-v4 after an IPv6 interface plugin; its IPAM is
+	// vpc-ipam here only so that the plugin is found (no case reaches it
+	// with an ADD).
+	egress := func(mod func(top, ipam map[string]any)) string {
+		ipam := map[string]any{"type": "vpc-ipam", "socket": n.socket}
+		top := map[string]any{"cniVersion": "1.1.0", "name": "vpcchain", "type": "vpc-egress-v4", "ipam": ipam,
+			"prevResult": prev(badVeth, "2600:1f14::5/128")}
+		if mod != nil {
+			mod(top, ipam)
+		}
+		return mustJSON(top)
+	}
 	const podArgs = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=bad"
 	args := func(a string) map[string]string { return map[string]string{"CNI_ARGS": a} }
 	netnsEnv := func(v string) map[string]string { return map[string]string{"CNI_NETNS": v} }
@@ -370,7 +382,13 @@ func TestBadInputLeavesNothingBehind(t *testing.T) {
 			code: 102, mentions: "10.0.15.250"},
 		{name: "ipam CHECK with two addresses", plugin: "vpc-ipam", command: "CHECK",
 			stdin: ipam(func(top, _ map[string]any) { top["prevResult"] = prev(badVeth, "10.0.15.250/32", "10.0.15.251/32") }),
-			code:  types.ErrInvalidNetworkConfig, mentions: "2 IPv4 addresses"},
+			code:  types.ErrInvalidNetworkConfig, mentions: "2 addresses"},
+		{name: "ipam CHECK with both families", plugin: "vpc-ipam", command: "CHECK",
+			stdin: ipam(func(top, _ map[string]any) { top["prevResult"] = prev(badVeth, "10.0.15.250/32", "2600:1f14::5/128") }),
+			code:  types.ErrInvalidNetworkConfig, mentions: "2 addresses"},
+		{name: "ipam CHECK with an IPv6 address the daemon never gave", plugin: "vpc-ipam", command: "CHECK",
+			stdin: ipam(func(top, _ map[string]any) { top["prevResult"] = prev(badVeth, "2600:1f14::5/128") }),
+			code:  102, mentions: "holds no address"},
 		{name: "ipam GC without valid-attachments", plugin: "vpc-ipam", command: "GC", stdin: ipam(nil),
 			code: types.ErrInvalidNetworkConfig, mentions: "cni.dev/valid-attachments"},
 		{name: "ipam GC with valid-attachments of the wrong type", plugin: "vpc-ipam", command: "GC",
@@ -410,6 +428,38 @@ func TestBadInputLeavesNothingBehind(t *testing.T) {
 		{name: "snat DEL without prevResult", plugin: "vpc-snat", command: "DEL", stdin: snat(func(top map[string]any) { delete(top, "prevResult") }), code: 0},
 		{name: "snat DEL with the live pod's address", plugin: "vpc-snat", command: "DEL",
 			stdin: snat(func(top map[string]any) { top["prevResult"] = prev(vHost, vIP+"/32") }), code: 0},
+
+		// vpc-egress-v4: IPv4 egress for IPv6 pods.
+		{name: "egress without prevResult", plugin: "vpc-egress-v4", stdin: egress(func(top, _ map[string]any) { delete(top, "prevResult") }),
+			code: types.ErrInvalidNetworkConfig, mentions: "prevResult"},
+		{name: "egress malformed prevResult", plugin: "vpc-egress-v4", stdin: egress(func(top, _ map[string]any) { top["prevResult"] = map[string]any{"cniVersion": "1.1.0", "ips": 5} }),
+			code: types.ErrDecodingFailure, mentions: "prevResult"},
+		{name: "egress without ipam", plugin: "vpc-egress-v4", stdin: egress(func(top, _ map[string]any) { delete(top, "ipam") }),
+			code: types.ErrInvalidNetworkConfig, mentions: "ipam.type"},
+		{name: "egress ipam plugin not installed", plugin: "vpc-egress-v4", stdin: egress(func(_, ip map[string]any) { ip["type"] = "no-such-ipam" }),
+			code: types.ErrInvalidNetworkConfig, mentions: "no-such-ipam"},
+		{name: "egress ifName over 15 bytes", plugin: "vpc-egress-v4", stdin: egress(func(top, _ map[string]any) { top["ifName"] = "v4if0123456789ab" }),
+			code: types.ErrInvalidNetworkConfig, mentions: "v4if0123456789ab"},
+		{name: "egress ifName with a slash", plugin: "vpc-egress-v4", stdin: egress(func(top, _ map[string]any) { top["ifName"] = "v4/0" }),
+			code: types.ErrInvalidNetworkConfig, mentions: "v4/0"},
+		{name: "egress ifName is the pod's main interface", plugin: "vpc-egress-v4", stdin: egress(func(top, _ map[string]any) { top["ifName"] = "eth0" }),
+			code: types.ErrInvalidNetworkConfig, mentions: "main interface"},
+		{name: "egress mtu above the maximum", plugin: "vpc-egress-v4", stdin: egress(func(top, _ map[string]any) { top["mtu"] = 65536 }),
+			code: types.ErrInvalidNetworkConfig, mentions: "mtu 65536"},
+		{name: "egress mtu of the wrong type", plugin: "vpc-egress-v4", stdin: egress(func(top, _ map[string]any) { top["mtu"] = "big" }),
+			code: types.ErrDecodingFailure, mentions: "mtu"},
+		{name: "egress netns that does not exist", plugin: "vpc-egress-v4", stdin: egress(nil), env: netnsEnv("/var/run/netns/vpcchain-e2e-missing-" + p.id),
+			code: types.ErrInvalidNetNS, mentions: "vpcchain-e2e-missing-"},
+		{name: "egress for an IPv4 pod does nothing", plugin: "vpc-egress-v4",
+			stdin: egress(func(top, _ map[string]any) { top["prevResult"] = prev(badVeth, "10.0.15.250/32") }), code: 0},
+		{name: "egress CHECK without prevResult", plugin: "vpc-egress-v4", command: "CHECK", stdin: egress(func(top, _ map[string]any) { delete(top, "prevResult") }),
+			code: types.ErrInvalidNetworkConfig, mentions: "prevResult"},
+		{name: "egress CHECK of an attachment that never existed", plugin: "vpc-egress-v4", command: "CHECK", stdin: egress(nil),
+			code: types.ErrInternal, mentions: "pod interface v4if0 not found"},
+		{name: "egress GC without valid-attachments", plugin: "vpc-egress-v4", command: "GC", stdin: egress(nil),
+			code: types.ErrInvalidNetworkConfig, mentions: "cni.dev/valid-attachments"},
+		{name: "egress DEL of an attachment that never existed", plugin: "vpc-egress-v4", command: "DEL", stdin: egress(nil), code: 0},
+		{name: "egress DEL without netns", plugin: "vpc-egress-v4", command: "DEL", stdin: egress(nil), env: netnsEnv(""), code: 0},
 
 		// policy-hook: everything it validates before talking to Kubernetes.
 		{name: "hook without kubeconfig", plugin: "policy-hook", stdin: hook(func(top map[string]any) { delete(top, "kubeconfig") }),
@@ -537,6 +587,14 @@ func TestBadInputLeavesNothingBehind(t *testing.T) {
 		}
 		if _, err := os.Stat(filepath.Join(cmd.Env[2][len("VPCCHAIN_STATE_DIR="):], "ipamd.sock")); err == nil {
 			t.Error("refused daemon created its socket")
+		}
+	})
+	t.Run("daemon refuses dual-stack pods", func(t *testing.T) {
+		cmd := exec.Command(filepath.Join(n.c.bin, "vpcchaind"))
+		cmd.Env = []string{"ENABLE_IPv6=true", "VPCCHAIN_STATE_DIR=" + t.TempDir()}
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "ENABLE_IPv4=true ENABLE_IPv6=true: dual-stack pods are not supported") {
+			t.Fatalf("daemon with ENABLE_IPv6=true and IPv4 on: %v: %s; want a refusal naming both settings", err, out)
 		}
 	})
 }

@@ -3,11 +3,13 @@ package e2e
 import (
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/containernetworking/cni/libcni"
 	"github.com/vishvananda/netlink"
 
 	"github.com/vpcchain/vpcchain/internal/vpcsim/dataplane"
@@ -40,6 +42,16 @@ func newIPv6Cluster(t *testing.T, typ string, names []string, env ...string) *cl
 	return c
 }
 
+// ipv6Chain is the IPv6-mode .conflist: vpc-bridge with vpc-ipam, IPv4
+// egress through vpc-egress-v4 (host-local on the link-local range), then
+// vpc-snat (which leaves IPv6 alone).
+func (n *node) ipv6Chain() *libcni.NetworkConfigList {
+	n.c.t.Helper()
+	egress := map[string]any{"type": "vpc-egress-v4", "ipam": map[string]any{"type": "host-local",
+		"ranges": []any{[]any{map[string]any{"subnet": "169.254.172.0/22"}}}, "dataDir": filepath.Join(n.state, "egress-v4")}}
+	return n.chain(nil, egress, n.snatConf())
+}
+
 // nodeIPv6 is the node's own IPv6 address (its primary ENI's, as EC2 has it).
 func nodeIPv6(t *testing.T, c *cluster, n *node) netip.Addr {
 	t.Helper()
@@ -61,11 +73,13 @@ func TestIPv6Pods(t *testing.T) {
 	pods := map[string][]*pod{}
 	var wg sync.WaitGroup
 	errs := make(chan error, 2*perNode)
+	tools := upstreamToolsDir(t)
 	for _, name := range []string{"a", "b"} {
 		n := c.nodes[name]
-		l := n.chain(nil, n.snatConf())
+		l := n.ipv6Chain()
 		for i := range perNode {
 			p := n.newPod("default", fmt.Sprintf("web6-%s-%d", name, i))
+			p.cni = upstreamCNI(n, tools)
 			pods[name] = append(pods[name], p)
 			wg.Add(1)
 			go func() {
@@ -112,7 +126,7 @@ func TestIPv6Pods(t *testing.T) {
 			calls["AssignIpv6Addresses"], calls["CreateNetworkInterface"], calls["AssignPrivateIpAddresses"])
 	}
 	a := c.nodes["a"]
-	if err := pods["a"][0].check(a.chain(nil, a.snatConf())); err != nil {
+	if err := pods["a"][0].check(a.ipv6Chain()); err != nil {
 		t.Errorf("CHECK of a healthy IPv6 pod: %v", err)
 	}
 
@@ -125,6 +139,10 @@ func TestIPv6Pods(t *testing.T) {
 	echoServer(t, a.do, netip.AddrPortFrom(nodeA6, 9090), "node-a")
 	internet6 := netip.MustParseAddr(dataplane.OutsideAddr6)
 	echoServer(t, c.sim.Fabric.DoInOutside, netip.AddrPortFrom(internet6, 8080), "internet6")
+	// An IPv4-only internet host: reached through vpc-egress-v4, it sees
+	// the node's IPv4 address.
+	internet4 := netip.MustParseAddr(dataplane.OutsideAddr)
+	echoServer(t, c.sim.Fabric.DoInOutside, netip.AddrPortFrom(internet4, 8081), "internet4")
 	a0, a1, b0, b19 := pods["a"][0], pods["a"][1], pods["b"][0], pods["b"][perNode-1]
 	cases := []struct {
 		name string
@@ -139,6 +157,8 @@ func TestIPv6Pods(t *testing.T) {
 		{"pod to its node", a0.doIn, a0.ip, netip.AddrPortFrom(nodeA6, 9090), "node-a"},
 		{"node to pod", a.do, nodeA6, netip.AddrPortFrom(a0.ip, 8080), a0.name},
 		{"pod to an IPv6 internet host", b0.doIn, b0.ip, netip.AddrPortFrom(internet6, 8080), "internet6"},
+		{"pod to an IPv4-only internet host", a0.doIn, primaryIP(t, c, a), netip.AddrPortFrom(internet4, 8081), "internet4"},
+		{"another pod to an IPv4-only internet host", b19.doIn, primaryIP(t, c, c.nodes["b"]), netip.AddrPortFrom(internet4, 8081), "internet4"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -163,7 +183,7 @@ func TestIPv6Pods(t *testing.T) {
 
 	for name, ps := range pods {
 		n := c.nodes[name]
-		l := n.chain(nil, n.snatConf())
+		l := n.ipv6Chain()
 		for _, p := range ps {
 			for range 2 { // DEL is idempotent
 				if err := p.del(l); err != nil {
@@ -176,6 +196,7 @@ func TestIPv6Pods(t *testing.T) {
 		}
 		assertNodeClean(t, n)
 		assertNoIPv6PodRoutes(t, n, seen)
+		assertNoEgressLeft(t, n)
 	}
 	if got := c.sim.Faults.Calls()["UnassignIpv6Addresses"]; got != 0 {
 		t.Errorf("%d UnassignIpv6Addresses calls: the /80 stays with the node", got)
@@ -212,5 +233,36 @@ func assertNoIPv6PodRoutes(t *testing.T, n *node, pods map[netip.Addr]string) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// assertNoEgressLeft checks vpc-egress-v4 left no host veth, no nat chain or
+// rule and no lease.
+func assertNoEgressLeft(t *testing.T, n *node) {
+	t.Helper()
+	if err := n.do(func() error {
+		links, err := netlink.LinkList()
+		if err != nil {
+			return err
+		}
+		for _, l := range links {
+			if strings.HasPrefix(l.Attrs().Name, "egv4") {
+				t.Errorf("node %s: egress veth %s left behind", n.name, l.Attrs().Name)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := iptablesIn(n, "-t", "nat", "-S")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out, "VPCE4-") || strings.Contains(out, "vpc-egress-v4") {
+		t.Errorf("node %s: egress nat rules left behind:\n%s", n.name, out)
+	}
+	leases, _ := filepath.Glob(filepath.Join(n.state, "egress-v4", "*", "169.254.*"))
+	if len(leases) != 0 {
+		t.Errorf("node %s: egress leases left behind: %v", n.name, leases)
 	}
 }

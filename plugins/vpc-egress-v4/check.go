@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+
+	"github.com/vpcchain/vpcchain/internal/netlinkutil"
+)
+
+// cmdCheck verifies what ADD built and names every difference. The egress
+// address is not in prevResult (the chain's result stays the pod's IPv6
+// one), so it is read from the pod's interface.
+func cmdCheck(args *skel.CmdArgs) error {
+	conf, err := parseConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	prev, err := prevResult(conf)
+	if err != nil {
+		return err
+	}
+	if hasIPv4(prev) {
+		return nil
+	}
+	podNS, err := openNetNS(args.Netns)
+	if err != nil {
+		return err
+	}
+	defer podNS.Close()
+	att := attachment{containerID: args.ContainerID, ifName: args.IfName}
+	var problems []string
+	bad := func(format string, a ...any) { problems = append(problems, fmt.Sprintf(format, a...)) }
+
+	var podIP net.IP
+	var podMAC string
+	if err := podNS.Do(func(ns.NetNS) error {
+		podIP, podMAC = checkPod(conf.IfName, bad)
+		return nil
+	}); err != nil {
+		return fmt.Errorf("vpc-egress-v4: CHECK: enter pod netns: %w", err)
+	}
+	l, err := netlinkutil.LinkByName(att.hostVeth())
+	switch {
+	case err != nil:
+		bad("host veth %s not found: %v", att.hostVeth(), err)
+	case l.Attrs().Alias != att.alias():
+		bad("host veth %s has alias %q, want %q", att.hostVeth(), l.Attrs().Alias, att.alias())
+	case l.Attrs().Flags&net.FlagUp == 0:
+		bad("host veth %s is down", att.hostVeth())
+	case podIP != nil:
+		routes, err := netlinkutil.HostRoutes(podIP, netlinkutil.MainTable)
+		if err != nil || len(routes) != 1 || routes[0].LinkIndex != l.Attrs().Index {
+			bad("host route %s/32 dev %s missing (%v)", podIP, att.hostVeth(), err)
+		}
+		checkNeighbour(l.Attrs().Index, "host veth "+att.hostVeth(), podIP, podMAC, bad)
+	}
+	if podIP != nil {
+		checkMasquerade(att, podIP, bad)
+	}
+	if len(problems) > 0 {
+		return types.NewError(types.ErrInternal, "vpc-egress-v4: CHECK failed: "+strings.Join(problems, "; "), "")
+	}
+	return nil
+}
+
+// checkPod runs in the pod netns: the interface, its one IPv4 address, the
+// default route and the gateway's permanent neighbour entry.
+func checkPod(ifName string, bad func(string, ...any)) (net.IP, string) {
+	l, err := netlinkutil.LinkByName(ifName)
+	if err != nil {
+		bad("pod interface %s not found: %v", ifName, err)
+		return nil, ""
+	}
+	if l.Attrs().Flags&net.FlagUp == 0 {
+		bad("pod interface %s is down", ifName)
+	}
+	addrs, err := netlinkutil.AddrList(l, netlink.FAMILY_V4)
+	if err != nil || len(addrs) != 1 {
+		bad("pod interface %s has IPv4 addresses %v (%v), want one", ifName, addrs, err)
+		return nil, ""
+	}
+	routes, err := netlinkutil.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{LinkIndex: l.Attrs().Index, Table: netlinkutil.MainTable},
+		netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
+	var gw net.IP
+	for _, r := range routes {
+		if (r.Dst == nil || r.Dst.String() == "0.0.0.0/0") && r.Gw != nil {
+			gw = r.Gw
+		}
+	}
+	if err != nil || gw == nil {
+		bad("pod route default dev %s missing (%v)", ifName, err)
+	} else {
+		checkNeighbour(l.Attrs().Index, "pod interface "+ifName, gw, "", bad)
+	}
+	return addrs[0].IP, l.Attrs().HardwareAddr.String()
+}
+
+// checkNeighbour checks a permanent neighbour entry (with lladdr mac unless
+// mac is "") on a link of the current netns.
+func checkNeighbour(index int, what string, ip net.IP, mac string, bad func(string, ...any)) {
+	neighs, err := netlinkutil.NeighList(index, netlink.FAMILY_V4)
+	if err != nil {
+		bad("list neighbours of %s: %v", what, err)
+		return
+	}
+	for _, n := range neighs {
+		if n.IP.Equal(ip) && n.State&netlink.NUD_PERMANENT != 0 && (mac == "" || strings.EqualFold(n.HardwareAddr.String(), mac)) {
+			return
+		}
+	}
+	bad("%s has no permanent neighbour entry for %s (lladdr %s)", what, ip, mac)
+}
+
+// checkMasquerade checks the POSTROUTING jump for the pod's address and the
+// chain's MASQUERADE rule.
+func checkMasquerade(att attachment, podIP net.IP, bad func(string, ...any)) {
+	ipt, err := natTable()
+	if err != nil {
+		bad("%v", err)
+		return
+	}
+	jump := false
+	if rules, err := ipt.List("nat", "POSTROUTING"); err == nil {
+		for _, r := range rules {
+			jump = jump || strings.Contains(r, "-s "+podIP.String()+"/32") && strings.HasSuffix(r, "-j "+att.chain())
+		}
+	}
+	if !jump {
+		bad("nat POSTROUTING has no rule sending %s to %s", podIP, att.chain())
+	}
+	masq := false
+	if rules, err := ipt.List("nat", att.chain()); err == nil {
+		for _, r := range rules {
+			masq = masq || strings.HasSuffix(r, "-j MASQUERADE")
+		}
+	}
+	if !masq {
+		bad("nat chain %s has no MASQUERADE rule", att.chain())
+	}
+}
+
+// cmdGC removes the host veths and nat chains of attachments the runtime no
+// longer has, and forwards GC to the IPAM plugin (which keys its leases by
+// the same attachments).
+func cmdGC(args *skel.CmdArgs) error {
+	conf, err := parseConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	if conf.ValidAttachments == nil {
+		return types.NewError(types.ErrInvalidNetworkConfig, "vpc-egress-v4: GC needs cni.dev/valid-attachments (a list, possibly empty)", "")
+	}
+	valid := map[string]bool{}
+	for _, a := range conf.ValidAttachments {
+		valid[attachment{containerID: a.ContainerID, ifName: a.IfName}.alias()] = true
+	}
+	links, err := netlinkutil.LinkList()
+	if err != nil {
+		return fmt.Errorf("vpc-egress-v4: GC: list links: %w", err)
+	}
+	var errs []string
+	for _, l := range links {
+		alias := l.Attrs().Alias
+		rest, ok := strings.CutPrefix(alias, "vpc-egress-v4:")
+		if !ok || valid[alias] {
+			continue
+		}
+		i := strings.LastIndex(rest, ":")
+		if i < 0 {
+			continue
+		}
+		att := attachment{containerID: rest[:i], ifName: rest[i+1:]}
+		if err := teardown(att, nil, ""); err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	if len(errs) > 0 {
+		return types.NewError(types.ErrInternal, "vpc-egress-v4: GC: "+strings.Join(errs, "; "), "")
+	}
+	return invoke.DelegateGC(context.Background(), conf.IPAM.Type, conf.raw, nil)
+}

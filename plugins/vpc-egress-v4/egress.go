@@ -1,0 +1,458 @@
+package main
+
+// ADD (after the interface plugin, for a pod without IPv4):
+//
+//	pod netns                               host netns
+//	v4if0  <v4>/32 ─────── veth ─────────── egv4<hash>   (no address, IPv6 off)
+//	  <gw>/32 dev v4if0 scope link            <v4>/32 dev egv4<hash> scope link
+//	  default via <gw> dev v4if0              neigh <v4> lladdr <pod MAC> permanent
+//	  neigh <gw> lladdr <host MAC> permanent  nat POSTROUTING -s <v4> -j VPCE4-<hash>:
+//	                                            to the range or multicast: RETURN
+//	                                            else MASQUERADE (the node's IPv4)
+//
+// <v4> and <gw> come from the delegated IPAM plugin (host-local on
+// 169.254.172.0/22 gives .1 as the gateway). No host interface owns <gw>: the
+// permanent neighbour entries make ARP unnecessary both ways. Every step is
+// undone (with an IPAM DEL) when a later one fails. The result is the
+// chain's result before this plugin, unchanged: the pod's address stays its
+// IPv6 one, and the egress address never shows in Kubernetes.
+
+import (
+	"context"
+	"crypto/sha1"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	types100 "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/coreos/go-iptables/iptables"
+	"github.com/vishvananda/netlink"
+
+	"github.com/vpcchain/vpcchain/internal/netlinkutil"
+	"github.com/vpcchain/vpcchain/internal/snat"
+)
+
+func logf(format string, a ...any) {
+	fmt.Fprintf(os.Stderr, "vpc-egress-v4: "+format+"\n", a...)
+}
+
+// attachment names what one (container, ifname) gets on the host.
+type attachment struct {
+	containerID, ifName string
+}
+
+func (a attachment) hash() string {
+	h := sha1.Sum([]byte(a.containerID + "/" + a.ifName))
+	return hex.EncodeToString(h[:])
+}
+
+// hostVeth is the host-side veth name (15 characters).
+func (a attachment) hostVeth() string { return hostVethPrefix + a.hash()[:11] }
+
+// alias marks the host veth as this attachment's.
+func (a attachment) alias() string { return "vpc-egress-v4:" + a.containerID + ":" + a.ifName }
+
+// chain is the attachment's nat chain (at most 28 characters).
+func (a attachment) chain() string { return "VPCE4-" + strings.ToUpper(a.hash()[:20]) }
+
+// comment tags the nat rules (no spaces: iptables -S prints it unquoted).
+func (a attachment) comment() string { return "vpc-egress-v4:" + a.containerID }
+
+// prevResult is the chain's result so far; a plugin that is not chained
+// after an interface plugin has nothing to add egress to.
+func prevResult(conf *NetConf) (*types100.Result, error) {
+	if conf.PrevResult == nil {
+		return nil, types.NewError(types.ErrInvalidNetworkConfig,
+			"vpc-egress-v4: no prevResult: chain it after the interface plugin (vpc-bridge) that gives the pod its IPv6 address", "")
+	}
+	r, err := types100.NewResultFromResult(conf.PrevResult)
+	if err != nil {
+		return nil, types.NewError(types.ErrDecodingFailure, "vpc-egress-v4: cannot convert prevResult: "+err.Error(), "")
+	}
+	return r, nil
+}
+
+// hasIPv4 reports whether the pod has an IPv4 address already (an IPv4
+// cluster): it needs no egress address then.
+func hasIPv4(r *types100.Result) bool {
+	for _, c := range r.IPs {
+		if c != nil && c.Address.IP.To4() != nil {
+			return true
+		}
+	}
+	return false
+}
+
+func openNetNS(path string) (ns.NetNS, error) {
+	n, err := ns.GetNS(path)
+	if err != nil {
+		return nil, types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("vpc-egress-v4: CNI_NETNS %q: %v", path, err), "")
+	}
+	return n, nil
+}
+
+func cmdAdd(args *skel.CmdArgs) (retErr error) {
+	conf, err := parseConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	prev, err := prevResult(conf)
+	if err != nil {
+		return err
+	}
+	if hasIPv4(prev) {
+		return types.PrintResult(prev, conf.CNIVersion) // an IPv4 pod reaches IPv4 itself
+	}
+	if args.IfName == conf.IfName {
+		return types.NewError(types.ErrInvalidNetworkConfig,
+			fmt.Sprintf("vpc-egress-v4: ifName %q is the pod's main interface (CNI_IFNAME): pick another", conf.IfName), "")
+	}
+	podNS, err := openNetNS(args.Netns)
+	if err != nil {
+		return err
+	}
+	defer podNS.Close()
+	hostNS, err := ns.GetCurrentNS()
+	if err != nil {
+		return fmt.Errorf("vpc-egress-v4: open host network namespace: %w", err)
+	}
+	defer hostNS.Close()
+	att := attachment{containerID: args.ContainerID, ifName: args.IfName}
+	if _, err := invoke.FindInPath(conf.IPAM.Type, filepath.SplitList(os.Getenv("CNI_PATH"))); err != nil {
+		return types.NewError(types.ErrInvalidNetworkConfig,
+			fmt.Sprintf("vpc-egress-v4: ipam.type %q: IPAM plugin not found in CNI_PATH %q", conf.IPAM.Type, os.Getenv("CNI_PATH")), err.Error())
+	}
+	if err := clearStale(att, podNS, conf.IfName); err != nil {
+		return err
+	}
+
+	r, err := invoke.DelegateAdd(context.Background(), conf.IPAM.Type, conf.raw, nil)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if retErr == nil {
+			return
+		}
+		if err := teardown(att, podNS, conf.IfName); err != nil {
+			logf("rollback after failed ADD: %v", err)
+		}
+		if err := invoke.DelegateDel(context.Background(), conf.IPAM.Type, conf.raw, nil); err != nil {
+			logf("rollback after failed ADD: IPAM DEL: %v", err)
+		}
+	}()
+	addr, gw, err := egressAddress(r, conf.IPAM.Type)
+	if err != nil {
+		return err
+	}
+	hostMAC, err := netlinkutil.RandomLAAMAC()
+	if err != nil {
+		return fmt.Errorf("vpc-egress-v4: %w", err)
+	}
+	var podMAC net.HardwareAddr
+	err = podNS.Do(func(ns.NetNS) error {
+		la := netlink.NewLinkAttrs()
+		la.Name, la.MTU = conf.IfName, conf.MTU
+		veth := &netlink.Veth{LinkAttrs: la, PeerName: att.hostVeth(), PeerNamespace: netlink.NsFd(int(hostNS.Fd())),
+			PeerHardwareAddr: hostMAC, PeerMTU: uint32(conf.MTU)}
+		if err := netlink.LinkAdd(veth); err != nil {
+			return fmt.Errorf("vpc-egress-v4: create veth pair %s (pod) / %s (host): %w", conf.IfName, att.hostVeth(), err)
+		}
+		l, err := netlinkutil.LinkByName(conf.IfName)
+		if err != nil {
+			return fmt.Errorf("vpc-egress-v4: look up %s: %w", conf.IfName, err)
+		}
+		podMAC = l.Attrs().HardwareAddr
+		return setupPodSide(l, addr, gw, hostMAC)
+	})
+	if err != nil {
+		return err
+	}
+	if err := setupHostSide(att, addr.IP, podMAC); err != nil {
+		return err
+	}
+	if err := enableIPv4Forwarding(); err != nil {
+		return err
+	}
+	if err := setupMasquerade(att, addr); err != nil {
+		return err
+	}
+	return types.PrintResult(prev, conf.CNIVersion)
+}
+
+// egressAddress is the one IPv4 address (and its gateway) of the IPAM
+// result.
+func egressAddress(r types.Result, ipamType string) (*net.IPNet, net.IP, error) {
+	res, err := types100.NewResultFromResult(r)
+	if err != nil {
+		return nil, nil, types.NewError(types.ErrDecodingFailure, fmt.Sprintf("vpc-egress-v4: IPAM plugin %q: unusable result: %v", ipamType, err), "")
+	}
+	var v4 []*types100.IPConfig
+	var all []string
+	for _, c := range res.IPs {
+		all = append(all, c.Address.String())
+		if c.Address.IP.To4() != nil {
+			v4 = append(v4, c)
+		}
+	}
+	if len(v4) != 1 || len(all) != 1 {
+		return nil, nil, types.NewError(types.ErrInvalidNetworkConfig,
+			fmt.Sprintf("vpc-egress-v4: IPAM plugin %q returned [%s]: want exactly one IPv4 address (e.g. of 169.254.172.0/22)", ipamType, strings.Join(all, ", ")), "")
+	}
+	c := v4[0]
+	addr := &net.IPNet{IP: c.Address.IP.To4(), Mask: c.Address.Mask}
+	gw := c.Gateway.To4()
+	if gw == nil { // the range's first address, as host-local picks it
+		first, _ := netip.AddrFromSlice(addr.IP.Mask(addr.Mask))
+		gw = first.Next().AsSlice()
+	}
+	if gw.Equal(addr.IP) || !addr.Contains(gw) {
+		return nil, nil, types.NewError(types.ErrInvalidNetworkConfig,
+			fmt.Sprintf("vpc-egress-v4: IPAM plugin %q returned %s with gateway %s: the gateway must be another address of the range", ipamType, addr, gw), "")
+	}
+	return addr, gw, nil
+}
+
+// setupPodSide runs in the pod netns on the new interface.
+func setupPodSide(l netlink.Link, addr *net.IPNet, gw net.IP, hostMAC net.HardwareAddr) error {
+	name := l.Attrs().Name
+	if err := netlink.LinkSetUp(l); err != nil {
+		return fmt.Errorf("vpc-egress-v4: set %s up: %w", name, err)
+	}
+	if err := netlink.AddrAdd(l, &netlink.Addr{IPNet: netlinkutil.HostNet(addr.IP)}); err != nil {
+		return fmt.Errorf("vpc-egress-v4: add %s/32 to %s: %w", addr.IP, name, err)
+	}
+	idx := l.Attrs().Index
+	if err := netlink.RouteReplace(&netlink.Route{LinkIndex: idx, Dst: netlinkutil.HostNet(gw), Scope: netlink.SCOPE_LINK}); err != nil {
+		return fmt.Errorf("vpc-egress-v4: route %s/32 dev %s: %w", gw, name, err)
+	}
+	def := &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
+	if err := netlink.RouteReplace(&netlink.Route{LinkIndex: idx, Dst: def, Gw: gw}); err != nil {
+		return fmt.Errorf("vpc-egress-v4: route default via %s dev %s: %w", gw, name, err)
+	}
+	if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: idx, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT,
+		IP: gw, HardwareAddr: hostMAC}); err != nil {
+		return fmt.Errorf("vpc-egress-v4: neighbour %s lladdr %s dev %s: %w", gw, hostMAC, name, err)
+	}
+	return nil
+}
+
+// setupHostSide labels, configures and routes the host end.
+func setupHostSide(att attachment, podIP net.IP, podMAC net.HardwareAddr) error {
+	name := att.hostVeth()
+	l, err := netlinkutil.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("vpc-egress-v4: look up host veth %s: %w", name, err)
+	}
+	if err := netlink.LinkSetAlias(l, att.alias()); err != nil {
+		return fmt.Errorf("vpc-egress-v4: alias of %s: %w", name, err)
+	}
+	// No address of any family on the host end (no IPv6 link-local either).
+	if dir := "/proc/sys/net/ipv6/conf/" + name; exists(dir) {
+		for _, kv := range [][2]string{{"accept_ra", "0"}, {"disable_ipv6", "1"}} {
+			if err := os.WriteFile(dir+"/"+kv[0], []byte(kv[1]), 0o644); err != nil {
+				return fmt.Errorf("vpc-egress-v4: sysctl net.ipv6.conf.%s.%s: %w", name, kv[0], err)
+			}
+		}
+	}
+	if err := netlink.LinkSetUp(l); err != nil {
+		return fmt.Errorf("vpc-egress-v4: set %s up: %w", name, err)
+	}
+	idx := l.Attrs().Index
+	if err := netlink.RouteReplace(&netlink.Route{LinkIndex: idx, Dst: netlinkutil.HostNet(podIP), Scope: netlink.SCOPE_LINK}); err != nil {
+		return fmt.Errorf("vpc-egress-v4: host route %s/32 dev %s: %w", podIP, name, err)
+	}
+	if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: idx, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT,
+		IP: podIP, HardwareAddr: podMAC}); err != nil {
+		return fmt.Errorf("vpc-egress-v4: host neighbour %s lladdr %s dev %s: %w", podIP, podMAC, name, err)
+	}
+	return nil
+}
+
+// enableIPv4Forwarding turns on forwarding in the host netns (a node in
+// IPv6 mode may have had no IPv4 pods to forward for).
+func enableIPv4Forwarding() error {
+	const key = "/proc/sys/net/ipv4/ip_forward"
+	if b, err := os.ReadFile(key); err == nil && strings.TrimSpace(string(b)) == "1" {
+		return nil
+	}
+	if err := os.WriteFile(key, []byte("1"), 0o644); err != nil {
+		return fmt.Errorf("vpc-egress-v4: enable IPv4 forwarding: %w", err)
+	}
+	return nil
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// defaultPath is where iptables is looked for when the runtime passed no
+// PATH (the CNI spec does not promise one).
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+func natTable() (*iptables.IPTables, error) {
+	if os.Getenv("PATH") == "" {
+		_ = os.Setenv("PATH", defaultPath)
+	}
+	ipt, _, err := snat.IPTablesFor(snat.ModeAuto)
+	if err != nil {
+		return nil, fmt.Errorf("vpc-egress-v4: iptables: %w", err)
+	}
+	return ipt, nil
+}
+
+// setupMasquerade makes what the pod sends from addr leave with the node's
+// IPv4 address, except to its own range and to multicast.
+func setupMasquerade(att attachment, addr *net.IPNet) error {
+	ipt, err := natTable()
+	if err != nil {
+		return err
+	}
+	chain := att.chain()
+	if err := ipt.ClearChain("nat", chain); err != nil { // creates it, or empties a stale one
+		return fmt.Errorf("vpc-egress-v4: nat chain %s: %w", chain, err)
+	}
+	rangeNet := &net.IPNet{IP: addr.IP.Mask(addr.Mask), Mask: addr.Mask}
+	for _, rule := range [][]string{
+		{"-d", rangeNet.String(), "-m", "comment", "--comment", att.comment(), "-j", "RETURN"},
+		{"-d", "224.0.0.0/4", "-m", "comment", "--comment", att.comment(), "-j", "RETURN"},
+		{"-m", "comment", "--comment", att.comment(), "-j", "MASQUERADE"},
+	} {
+		if err := ipt.Append("nat", chain, rule...); err != nil {
+			return fmt.Errorf("vpc-egress-v4: nat chain %s: %w", chain, err)
+		}
+	}
+	if err := ipt.AppendUnique("nat", "POSTROUTING", "-s", addr.IP.String()+"/32", "-m", "comment", "--comment", att.comment(), "-j", chain); err != nil {
+		return fmt.Errorf("vpc-egress-v4: nat POSTROUTING jump to %s: %w", chain, err)
+	}
+	return nil
+}
+
+// dropMasquerade removes the attachment's nat chain and every POSTROUTING
+// rule jumping to it (whatever address it names: DEL may not know it).
+func dropMasquerade(att attachment) error {
+	ipt, err := natTable()
+	if err != nil {
+		return err
+	}
+	chain := att.chain()
+	rules, err := ipt.List("nat", "POSTROUTING")
+	if err != nil {
+		return fmt.Errorf("vpc-egress-v4: list nat POSTROUTING: %w", err)
+	}
+	for _, r := range rules {
+		f := strings.Fields(r)
+		if len(f) < 2 || f[0] != "-A" || !strings.HasSuffix(r, "-j "+chain) {
+			continue
+		}
+		spec := f[2:]
+		for i, tok := range spec { // -S quotes the comment; it has no spaces
+			spec[i] = strings.Trim(tok, `"`)
+		}
+		if err := ipt.Delete("nat", "POSTROUTING", spec...); err != nil && !notExist(err) {
+			return fmt.Errorf("vpc-egress-v4: delete %q: %w", r, err)
+		}
+	}
+	if err := ipt.ClearAndDeleteChain("nat", chain); err != nil && !notExist(err) {
+		return fmt.Errorf("vpc-egress-v4: delete nat chain %s: %w", chain, err)
+	}
+	return nil
+}
+
+func notExist(err error) bool {
+	var e *iptables.Error
+	return errors.As(err, &e) && e.IsNotExist()
+}
+
+// clearStale removes what an earlier, interrupted ADD of the same
+// attachment left; a host veth of that name that is not ours is an error.
+func clearStale(att attachment, podNS ns.NetNS, ifName string) error {
+	l, err := netlinkutil.LinkByName(att.hostVeth())
+	switch {
+	case err != nil && !netlinkutil.IsNotFound(err):
+		return fmt.Errorf("vpc-egress-v4: look up %s: %w", att.hostVeth(), err)
+	case err == nil && l.Attrs().Alias != att.alias():
+		return types.NewError(types.ErrInternal, fmt.Sprintf("vpc-egress-v4: host interface %s exists and is not this attachment's (alias %q)", att.hostVeth(), l.Attrs().Alias), "")
+	case err == nil:
+		logf("replacing %s left by an earlier attempt of %s", att.hostVeth(), att.containerID)
+	}
+	exists := false
+	_ = podNS.Do(func(ns.NetNS) error {
+		_, err := netlinkutil.LinkByName(ifName)
+		exists = err == nil
+		return nil
+	})
+	if exists && err != nil {
+		// The pod has the interface but the host has no end of ours: not
+		// something an earlier attempt of ours leaves.
+		return types.NewError(types.ErrInternal, fmt.Sprintf("vpc-egress-v4: interface %q already exists in %s", ifName, podNS.Path()), "")
+	}
+	return teardown(att, podNS, ifName)
+}
+
+// teardown deletes the veth pair (from whichever end exists) and the nat
+// rules; what is already gone is not an error.
+func teardown(att attachment, podNS ns.NetNS, ifName string) error {
+	var errs []error
+	if l, err := netlinkutil.LinkByName(att.hostVeth()); err == nil && l.Attrs().Alias == att.alias() {
+		if err := netlink.LinkDel(l); err != nil && !netlinkutil.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("delete %s: %w", att.hostVeth(), err))
+		}
+	}
+	if podNS != nil {
+		err := podNS.Do(func(ns.NetNS) error {
+			l, err := netlinkutil.LinkByName(ifName)
+			if err != nil {
+				return nil
+			}
+			if err := netlink.LinkDel(l); err != nil && !netlinkutil.IsNotFound(err) {
+				return fmt.Errorf("delete %s in the pod: %w", ifName, err)
+			}
+			return nil
+		})
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := dropMasquerade(att); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func cmdDel(args *skel.CmdArgs) error {
+	conf, err := parseConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	att := attachment{containerID: args.ContainerID, ifName: args.IfName}
+	var podNS ns.NetNS
+	if args.Netns != "" {
+		if n, err := ns.GetNS(args.Netns); err == nil { // a netns already gone is normal
+			podNS = n
+			defer n.Close()
+		}
+	}
+	if err := teardown(att, podNS, conf.IfName); err != nil {
+		return types.NewError(types.ErrInternal, "vpc-egress-v4: DEL could not clean the host side, IPAM DEL not attempted: "+err.Error(), "")
+	}
+	return invoke.DelegateDel(context.Background(), conf.IPAM.Type, conf.raw, nil)
+}
+
+func cmdStatus(args *skel.CmdArgs) error {
+	conf, err := parseConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	return invoke.DelegateStatus(context.Background(), conf.IPAM.Type, conf.raw, nil)
+}
