@@ -446,6 +446,52 @@ func TestRenderDefaultsAndOptionalPlugins(t *testing.T) {
 	}
 }
 
+// IPv6 mode: vpc-egress-v4 right after vpc-bridge, delegating to
+// host-local on 169.254.172.0/22 (the AWS VPC CNI's egress range) in its own
+// data dir; the binaries it needs are required at install.
+func TestRenderIPv6(t *testing.T) {
+	o, err := OptionsFromEnv(func(k string) (string, bool) {
+		v, ok := map[string]string{"ENABLE_IPv6": "true", "ENABLE_IPv4": "false", "AWS_VPC_ENI_MTU": "1500"}[k]
+		return v, ok
+	})
+	if err != nil || !o.IPv6 {
+		t.Fatalf("options %+v, %v", o, err)
+	}
+	data, err := Render(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := libcni.ConfListFromBytes(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for _, p := range cl.Plugins {
+		types = append(types, p.Network.Type)
+	}
+	if strings.Join(types, ",") != "vpc-bridge,vpc-egress-v4,vpc-snat,portmap" {
+		t.Fatalf("plugins %v", types)
+	}
+	var egress struct {
+		MTU  int `json:"mtu"`
+		IPAM struct {
+			Type    string                `json:"type"`
+			Ranges  [][]map[string]string `json:"ranges"`
+			DataDir string                `json:"dataDir"`
+		} `json:"ipam"`
+	}
+	if err := json.Unmarshal(cl.Plugins[1].Bytes, &egress); err != nil {
+		t.Fatal(err)
+	}
+	if egress.MTU != 1500 || egress.IPAM.Type != "host-local" || fmt.Sprint(egress.IPAM.Ranges) != "[[map[subnet:169.254.172.0/22]]]" ||
+		egress.IPAM.DataDir != "/var/lib/cni/vpc-egress-v4" {
+		t.Errorf("egress entry %+v", egress)
+	}
+	if got := strings.Join(o.PluginTypes(), ","); got != "vpc-bridge,vpc-ipam,vpc-egress-v4,host-local,vpc-snat,portmap" {
+		t.Errorf("plugin types %s", got)
+	}
+}
+
 func TestRenderValidation(t *testing.T) {
 	for _, tc := range []struct {
 		name string

@@ -31,13 +31,13 @@ const (
 
 // OwnBinaries are the plugin binaries vpcchain ships and owns; Uninstall
 // removes only these. The upstream ones (portmap, bandwidth, loopback) may
-// serve other networks on the node and are never removed.
-var OwnBinaries = []string{TypeBridge, TypeIPAM, TypeSNAT, TypePolicyHook}
+// serve other networks on the node and are never removed (host-local too).
+var OwnBinaries = []string{TypeBridge, TypeIPAM, TypeSNAT, TypePolicyHook, TypeEgressV4}
 
 // requiredBinaries must be in BinSrc; optionalBinaries are copied when they are.
 var (
 	requiredBinaries = []string{TypeBridge, TypeIPAM, TypeSNAT}
-	optionalBinaries = []string{TypePolicyHook, TypePortmap, TypeBandwidth, TypeLoopback}
+	optionalBinaries = []string{TypePolicyHook, TypeEgressV4, TypePortmap, TypeBandwidth, TypeLoopback, TypeHostLocal}
 )
 
 // TypeLoopback is the upstream loopback plugin: containerd's and CRI-O's

@@ -5,6 +5,9 @@
 //
 //	vpc-bridge (ipam: vpc-ipam) -> vpc-snat -> [policy-hook] -> portmap -> [bandwidth]
 //
+// and in IPv6 mode (ENABLE_IPv6=true) vpc-egress-v4 (ipam: host-local on
+// 169.254.172.0/22) follows vpc-bridge, so IPv6 pods reach IPv4 hosts.
+//
 // The node-specific values (host veth prefix, MTU, the daemon's socket, the
 // SNAT node config the daemon keeps) come from the same environment variables
 // the daemon reads (see OptionsFromEnv), so the conflist and the daemon
@@ -62,6 +65,15 @@ const (
 	TypePolicyHook = "policy-hook"
 	TypePortmap    = "portmap"
 	TypeBandwidth  = "bandwidth"
+	TypeEgressV4   = "vpc-egress-v4"
+	TypeHostLocal  = "host-local"
+)
+
+// IPv6 mode's IPv4 egress: the link-local range of the AWS VPC CNI and the
+// host-local data dir kept apart from any other network's leases.
+const (
+	EgressV4Range   = "169.254.172.0/22"
+	EgressV4DataDir = "/var/lib/cni/vpc-egress-v4"
 )
 
 // Options are the node-specific values of the conflist. Start from
@@ -90,6 +102,9 @@ type Options struct {
 	// {"bandwidth": true}) so kubernetes.io/ingress-bandwidth and
 	// egress-bandwidth annotations are honoured.
 	Bandwidth bool
+	// IPv6 is the daemon's IPv6 mode (ENABLE_IPv6): vpc-egress-v4 joins the
+	// chain after vpc-bridge.
+	IPv6 bool
 }
 
 // DefaultOptions returns the options of a node with no configuration.
@@ -120,6 +135,7 @@ const (
 	EnvExclusive    = "VPCCHAIN_CNI_EXCLUSIVE"
 	EnvPolicyWait   = "VPCCHAIN_POLICY_WAIT_TIMEOUT"
 	EnvPolicyStrict = "VPCCHAIN_POLICY_WAIT_STRICT"
+	EnvIPv6         = "ENABLE_IPv6" // the daemon's (and the AWS VPC CNI's)
 )
 
 // Lookup reads one variable: os.LookupEnv in production, a map in tests.
@@ -206,6 +222,7 @@ func OptionsFromEnv(get Lookup) (Options, error) {
 	boolVar(EnvBandwidth, &o.Bandwidth)
 	boolVar(EnvPolicyHook, &o.PolicyHook)
 	boolVar(EnvPolicyStrict, &o.PolicyWaitStrict)
+	boolVar(EnvIPv6, &o.IPv6)
 	if v, ok := raw(EnvPolicyWait); ok {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 0 || d > MaxPolicyWait {
@@ -263,7 +280,11 @@ func (o Options) Validate() error {
 // PluginTypes lists the chain's plugin types in order (vpc-ipam included,
 // right after vpc-bridge): the binaries that must be in the CNI bin dir.
 func (o Options) PluginTypes() []string {
-	t := []string{TypeBridge, TypeIPAM, TypeSNAT}
+	t := []string{TypeBridge, TypeIPAM}
+	if o.IPv6 {
+		t = append(t, TypeEgressV4, TypeHostLocal)
+	}
+	t = append(t, TypeSNAT)
 	if o.PolicyHook {
 		t = append(t, TypePolicyHook)
 	}
@@ -296,6 +317,16 @@ type (
 		Type       string `json:"type"`
 		NodeConfig string `json:"nodeConfig"`
 	}
+	egressConf struct {
+		Type string        `json:"type"`
+		MTU  int           `json:"mtu"`
+		IPAM hostLocalConf `json:"ipam"`
+	}
+	hostLocalConf struct {
+		Type    string                `json:"type"`
+		Ranges  [][]map[string]string `json:"ranges"`
+		DataDir string                `json:"dataDir"`
+	}
 	// policyHookConf is plugins/policy-hook's config: the veth prefix it
 	// checks names against (= vpc-bridge's), the kubeconfig it publishes
 	// pod IPs with and, unless the wait is 0, waitForPolicy (Felix's
@@ -327,10 +358,12 @@ func Render(o Options) ([]byte, error) {
 	if o.IPAMTimeout > 0 {
 		ipam.Timeout = o.IPAMTimeout.String()
 	}
-	plugins := []any{
-		bridgeConf{Type: TypeBridge, VethPrefix: o.VethPrefix, MTU: o.MTU, IPAM: ipam},
-		snatConf{Type: TypeSNAT, NodeConfig: o.SNATNodeConfig},
+	plugins := []any{bridgeConf{Type: TypeBridge, VethPrefix: o.VethPrefix, MTU: o.MTU, IPAM: ipam}}
+	if o.IPv6 {
+		plugins = append(plugins, egressConf{Type: TypeEgressV4, MTU: o.MTU, IPAM: hostLocalConf{Type: TypeHostLocal,
+			Ranges: [][]map[string]string{{{"subnet": EgressV4Range}}}, DataDir: EgressV4DataDir}})
 	}
+	plugins = append(plugins, snatConf{Type: TypeSNAT, NodeConfig: o.SNATNodeConfig})
 	if o.PolicyHook {
 		hook := policyHookConf{Type: TypePolicyHook, VethPrefix: o.VethPrefix, Kubeconfig: DefaultPolicyHookKubeconfig}
 		if o.PolicyWait > 0 {

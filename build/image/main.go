@@ -32,8 +32,8 @@ type appFile struct{ dest, src string }
 
 // appLayout is what the DaemonSet runs from the image: the daemon and the
 // installer in /app, the plugins the installer copies into the node's CNI
-// bin dir in /app/cni (ours and the upstream portmap, bandwidth and
-// loopback).
+// bin dir in /app/cni (ours and the upstream portmap, bandwidth,
+// loopback and host-local, which vpc-egress-v4 delegates to).
 var appLayout = []appFile{
 	{"/app/vpcchaind", "vpcchaind"},
 	{"/app/vpcchain-install", "vpcchain-install"},
@@ -42,6 +42,8 @@ var appLayout = []appFile{
 	{"/app/cni/vpc-ipam", "vpc-ipam"},
 	{"/app/cni/vpc-snat", "vpc-snat"},
 	{"/app/cni/policy-hook", "policy-hook"},
+	{"/app/cni/vpc-egress-v4", "vpc-egress-v4"},
+	{"/app/cni/host-local", "tools/host-local"},
 	{"/app/cni/portmap", "tools/portmap"},
 	{"/app/cni/bandwidth", "tools/bandwidth"},
 	{"/app/cni/loopback", "tools/loopback"},

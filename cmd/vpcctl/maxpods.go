@@ -23,6 +23,7 @@ func cmdMaxPods(args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&o.CustomNetworking, "custom-networking", false, "custom networking: pods do not use the primary ENI")
 	fs.IntVar(&o.MaxENI, "max-eni", 0, "use at most `N` ENIs (0: the type's limit)")
 	fs.BoolVar(&o.CNICap, "cni-cap", false, "apply the recommended cap: 110 for types with up to 30 vCPUs, 250 above")
+	fs.BoolVar(&o.IPv6, "ipv6", false, "IPv6 mode (ENABLE_IPv6=true): what the daemon serves, the prefix-delegation figure with the recommended cap")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -54,16 +55,16 @@ func printMaxPodsTable(w io.Writer, o maxpods.Options) error {
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	header := "INSTANCE-TYPE\tENIS\tIPV4/ENI\tMAX-PODS"
-	if o.CNICap {
+	if o.CNICap || o.IPv6 {
 		header += "\tUNCAPPED\tCAP"
 	}
 	fmt.Fprintln(tw, header)
 	for _, typ := range instancelimits.Types() {
 		r, err := maxpods.Compute(typ, o)
-		if errors.Is(err, maxpods.ErrPrefixDelegationUnsupported) {
+		if errors.Is(err, maxpods.ErrPrefixDelegationUnsupported) || errors.Is(err, maxpods.ErrIPv6Unsupported) {
 			l, _ := instancelimits.Lookup(typ)
 			fmt.Fprintf(tw, "%s\t%d\t%d\tn/a", typ, l.MaxENIs, l.IPv4PerENI)
-			if o.CNICap {
+			if o.CNICap || o.IPv6 {
 				fmt.Fprint(tw, "\tn/a\tn/a")
 			}
 			fmt.Fprintln(tw)
@@ -73,7 +74,7 @@ func printMaxPodsTable(w io.Writer, o maxpods.Options) error {
 			return err
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d", typ, r.ENIs, r.IPv4PerENI, r.MaxPods)
-		if o.CNICap {
+		if o.CNICap || o.IPv6 {
 			fmt.Fprintf(tw, "\t%d\t%d", r.Uncapped, r.Cap)
 		}
 		fmt.Fprintln(tw)

@@ -32,6 +32,11 @@ func TestMaxPods(t *testing.T) {
 		{[]string{"--instance-type", "c5.18xlarge", "--cni-cap"}, "250\n"},
 		{[]string{"--instance-type", "m5.large", "--custom-networking"}, "20\n"},
 		{[]string{"--instance-type", "m5.large", "--max-eni", "2"}, "20\n"},
+		// IPv6 mode: EKS's figure for IPv6 nodes (the prefix-delegation
+		// count with the calculator's cap), whatever the ENI options.
+		{[]string{"--instance-type", "m5.large", "--ipv6"}, "110\n"},
+		{[]string{"--instance-type", "c5.18xlarge", "--ipv6"}, "250\n"},
+		{[]string{"--instance-type", "t3.medium", "--ipv6", "--max-eni", "1"}, "110\n"},
 	}
 	for _, tt := range tests {
 		code, out, errs := runCLI(t, append([]string{"max-pods"}, tt.args...)...)
@@ -49,6 +54,8 @@ func TestMaxPodsErrors(t *testing.T) {
 	}{
 		{[]string{"--instance-type", "m5.larg"}, 1, `unknown instance type "m5.larg" (did you mean m5.large`},
 		{[]string{"--instance-type", "t2.micro", "--prefix-delegation"}, 1, "prefix delegation needs a Nitro"},
+		{[]string{"--instance-type", "m4.large", "--ipv6"}, 1, "IPv6 pods need a Nitro-based"},
+		{[]string{"--instance-type", "m5.large", "--ipv6", "--custom-networking"}, 1, "custom networking does not apply"},
 		{[]string{}, 2, "exactly one of --instance-type or --all"},
 		{[]string{"--all", "--instance-type", "m5.large"}, 2, "exactly one of"},
 		{[]string{"--instance-type", "m5.large", "--max-eni", "-1"}, 2, "must not be negative"},

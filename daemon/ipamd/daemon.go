@@ -23,6 +23,7 @@ import (
 	"github.com/vpcchain/vpcchain/daemon/pool"
 	"github.com/vpcchain/vpcchain/daemon/store"
 	"github.com/vpcchain/vpcchain/internal/instancelimits"
+	"github.com/vpcchain/vpcchain/internal/maxpods"
 	"github.com/vpcchain/vpcchain/internal/snat"
 )
 
@@ -377,8 +378,10 @@ func (d *Daemon) maxPods(l instancelimits.Limits) int {
 		return d.cfg.MaxPods
 	}
 	if d.cfg.IPv6 {
-		// As EKS sizes IPv6 nodes: the prefix-mode figure, capped at 110.
-		return min(l.MaxENIs*(l.IPv4PerENI-1)*pool.PrefixSize+2, 110)
+		// As EKS sizes IPv6 nodes (and vpcctl max-pods --ipv6 says).
+		if r, err := maxpods.ComputeLimits(l, maxpods.Options{IPv6: true}); err == nil {
+			return r.MaxPods
+		}
 	}
 	enis := l.MaxENIs
 	if d.cfg.MaxENI >= 1 && d.cfg.MaxENI < enis {

@@ -48,6 +48,10 @@ type Options struct {
 	CustomNetworking bool // pods use secondary ENIs only (ENIConfig)
 	MaxENI           int  // cap on the ENIs used; 0 = no cap
 	CNICap           bool // apply the recommended 110/250 cap
+	// IPv6: pods take /128s of the primary ENI's /80 (Nitro only). The
+	// count is what EKS gives an IPv6 node: the prefix-delegation figure
+	// with the recommended cap, whatever the other options say.
+	IPv6 bool
 }
 
 // Result is the computed count and how it was reached.
@@ -64,6 +68,10 @@ type Result struct {
 // ErrPrefixDelegationUnsupported is returned for prefix delegation on a type
 // that is neither Nitro-based nor bare metal.
 var ErrPrefixDelegationUnsupported = errors.New("prefix delegation needs a Nitro-based or bare-metal instance type")
+
+// ErrIPv6Unsupported is returned for IPv6 on a type EC2 gives no IPv6
+// prefix (neither Nitro-based nor bare metal).
+var ErrIPv6Unsupported = errors.New("IPv6 pods need a Nitro-based or bare-metal instance type (EC2 assigns IPv6 prefixes to those only)")
 
 // UnknownTypeError is returned for an instance type missing from the table.
 type UnknownTypeError struct {
@@ -95,6 +103,15 @@ func Compute(instanceType string, o Options) (Result, error) {
 func ComputeLimits(l instancelimits.Limits, o Options) (Result, error) {
 	if o.MaxENI < 0 {
 		return Result{}, fmt.Errorf("max ENIs must not be negative, got %d", o.MaxENI)
+	}
+	if o.IPv6 {
+		if o.CustomNetworking {
+			return Result{}, errors.New("IPv6 pods use the primary ENI's /80: custom networking does not apply")
+		}
+		if !l.SupportsPrefixDelegation() {
+			return Result{}, fmt.Errorf("%s: %w", l.InstanceType, ErrIPv6Unsupported)
+		}
+		o = Options{PrefixDelegation: true, CNICap: true}
 	}
 	if o.PrefixDelegation && !l.SupportsPrefixDelegation() {
 		return Result{}, fmt.Errorf("%s: %w", l.InstanceType, ErrPrefixDelegationUnsupported)

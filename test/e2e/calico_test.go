@@ -62,40 +62,7 @@ func TestCalicoPolicy(t *testing.T) {
 	n := c.nodes["a"]
 	k := startControlPlane(t, n, etcdBin, apiserverBin, kubectlBin)
 
-	// The Calico objects calico-node would create, and the node.
-	if _, err := k.kubectl("", "apply", "--server-side", "-f", crds); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := k.kubectl("", "wait", "--for", "condition=established", "--timeout=60s", "crd", "--all"); err != nil {
-		t.Fatal(err)
-	}
-	k.apply(t, fmt.Sprintf(`apiVersion: crd.projectcalico.org/v1
-kind: ClusterInformation
-metadata: {name: default}
-spec: {datastoreReady: true, clusterType: "k8s,policy-only", calicoVersion: v3.31.0}
----
-apiVersion: crd.projectcalico.org/v1
-kind: Tier
-metadata: {name: default}
-spec: {order: 1000000, defaultAction: Deny}
----
-apiVersion: crd.projectcalico.org/v1
-kind: Tier
-metadata: {name: kube-admin}
-spec: {order: 1000, defaultAction: Pass}
----
-apiVersion: crd.projectcalico.org/v1
-kind: Tier
-metadata: {name: kube-baseline}
-spec: {order: 10000000, defaultAction: Pass}
----
-apiVersion: v1
-kind: Node
-metadata: {name: %s, labels: {kubernetes.io/hostname: %s}}
-`, n.name, n.name))
-	// No controller-manager: the default ServiceAccount is made by hand (the
-	// default namespace itself comes from the API server, shortly after start).
-	k.retry(t, 30*time.Second, "", "-n", "default", "create", "serviceaccount", "default")
+	setupCalicoDatastore(t, k, n, crds)
 
 	statusPrefix := filepath.Join(k.dir, "run-calico")
 	if err := os.Mkdir(statusPrefix, 0o755); err != nil {
@@ -238,6 +205,46 @@ spec:
 	if err := waitDial(pc.doIn, toB, true, 20*time.Second); err != nil {
 		t.Fatalf("pol-c -> pol-b after deleting deny-egress-c: %v", err)
 	}
+}
+
+// setupCalicoDatastore creates the Calico objects calico-node would create
+// (CRDs, ClusterInformation, tiers), the Node, and the default
+// ServiceAccount (there is no controller-manager).
+func setupCalicoDatastore(t *testing.T, k *kube, n *node, crds string) {
+	t.Helper()
+	if _, err := k.kubectl("", "apply", "--server-side", "-f", crds); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.kubectl("", "wait", "--for", "condition=established", "--timeout=60s", "crd", "--all"); err != nil {
+		t.Fatal(err)
+	}
+	k.apply(t, fmt.Sprintf(`apiVersion: crd.projectcalico.org/v1
+kind: ClusterInformation
+metadata: {name: default}
+spec: {datastoreReady: true, clusterType: "k8s,policy-only", calicoVersion: v3.31.0}
+---
+apiVersion: crd.projectcalico.org/v1
+kind: Tier
+metadata: {name: default}
+spec: {order: 1000000, defaultAction: Deny}
+---
+apiVersion: crd.projectcalico.org/v1
+kind: Tier
+metadata: {name: kube-admin}
+spec: {order: 1000, defaultAction: Pass}
+---
+apiVersion: crd.projectcalico.org/v1
+kind: Tier
+metadata: {name: kube-baseline}
+spec: {order: 10000000, defaultAction: Pass}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: %s, labels: {kubernetes.io/hostname: %s}}
+`, n.name, n.name))
+	// No controller-manager: the default ServiceAccount is made by hand (the
+	// default namespace itself comes from the API server, shortly after start).
+	k.retry(t, 30*time.Second, "", "-n", "default", "create", "serviceaccount", "default")
 }
 
 // calicoVethName is Calico's VethNameForWorkload with prefix eni, computed
@@ -603,6 +610,13 @@ func endpointPolicies(t *testing.T, n *node, chain string) []string {
 // is ready.
 func startFelix(t *testing.T, n *node, k *kube, felixBin, statusPrefix string) {
 	t.Helper()
+	startFelixFamilies(t, n, k, felixBin, statusPrefix, false)
+}
+
+// startFelixFamilies is startFelix with IPv6 support on or off
+// (FELIX_IPV6SUPPORT).
+func startFelixFamilies(t *testing.T, n *node, k *kube, felixBin, statusPrefix string, ipv6 bool) {
+	t.Helper()
 	ver, err := exec.Command("ip", "netns", "exec", n.vn.NetNS, "iptables", "-V").Output()
 	if err != nil {
 		t.Fatalf("iptables -V: %v", err)
@@ -621,7 +635,7 @@ func startFelix(t *testing.T, n *node, k *kube, felixBin, statusPrefix string) {
 		"FELIX_NFTABLESMODE=Disabled",
 		"FELIX_BPFENABLED=false",
 		"FELIX_XDPENABLED=false",
-		"FELIX_IPV6SUPPORT=false",
+		fmt.Sprintf("FELIX_IPV6SUPPORT=%t", ipv6),
 		"FELIX_IPTABLESMANGLEALLOWACTION=Return",
 		"FELIX_ROUTETABLERANGES=65-99",
 		"FELIX_MTUIFACEPATTERN=^eth[0-9]+$",
@@ -703,14 +717,18 @@ func httpGetIn(n *node, hostport, path string) (string, error) {
 	return body, err
 }
 
-func iptablesIn(n *node, args ...string) (string, error) {
+func iptablesIn(n *node, args ...string) (string, error) { return xtablesIn(n, "iptables", args...) }
+
+func ip6tablesIn(n *node, args ...string) (string, error) { return xtablesIn(n, "ip6tables", args...) }
+
+func xtablesIn(n *node, tool string, args ...string) (string, error) {
 	// stdout only: iptables-nft warns about legacy tables on stderr.
-	cmd := exec.Command("ip", append([]string{"netns", "exec", n.vn.NetNS, "iptables"}, args...)...)
+	cmd := exec.Command("ip", append([]string{"netns", "exec", n.vn.NetNS, tool}, args...)...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return "", fmt.Errorf("iptables %s: %v: %s", strings.Join(args, " "), err, stderr.String())
+		return "", fmt.Errorf("%s %s: %v: %s", tool, strings.Join(args, " "), err, stderr.String())
 	}
 	return string(out), nil
 }
@@ -719,7 +737,7 @@ func iptablesIn(n *node, args ...string) (string, error) {
 func dialOnce(doIn func(func() error) error, dst netip.AddrPort, timeout time.Duration) (string, error) {
 	var said string
 	err := doIn(func() error {
-		c, err := net.DialTimeout("tcp4", dst.String(), timeout)
+		c, err := net.DialTimeout("tcp", dst.String(), timeout)
 		if err != nil {
 			return err
 		}
@@ -769,6 +787,7 @@ func checkStatusFile(t *testing.T, path, iface string, ip netip.Addr) {
 	var st struct {
 		IfaceName string   `json:"ifaceName"`
 		IPv4Nets  []string `json:"ipv4Nets"`
+		IPv6Nets  []string `json:"ipv6Nets"`
 	}
 	var b []byte
 	var err error
@@ -783,8 +802,12 @@ func checkStatusFile(t *testing.T, path, iface string, ip netip.Addr) {
 	if err != nil {
 		t.Fatalf("endpoint-status file %s: %v (%q)", path, err, b)
 	}
-	if st.IfaceName != iface || !slices.Contains(st.IPv4Nets, ip.String()+"/32") {
-		t.Fatalf("endpoint-status file %s = %s, want ifaceName %s and ipv4Nets [%s/32]", path, b, iface, ip)
+	nets, key := st.IPv4Nets, "ipv4Nets"
+	if ip.Is6() {
+		nets, key = st.IPv6Nets, "ipv6Nets"
+	}
+	if want := netip.PrefixFrom(ip, ip.BitLen()).String(); st.IfaceName != iface || !slices.Contains(nets, want) {
+		t.Fatalf("endpoint-status file %s = %s, want ifaceName %s and %s [%s]", path, b, iface, key, want)
 	}
 }
 

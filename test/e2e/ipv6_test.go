@@ -44,12 +44,12 @@ func newIPv6Cluster(t *testing.T, typ string, names []string, env ...string) *cl
 
 // ipv6Chain is the IPv6-mode .conflist: vpc-bridge with vpc-ipam, IPv4
 // egress through vpc-egress-v4 (host-local on the link-local range), then
-// vpc-snat (which leaves IPv6 alone).
-func (n *node) ipv6Chain() *libcni.NetworkConfigList {
+// vpc-snat (which leaves IPv6 alone), then any extra plugins.
+func (n *node) ipv6Chain(extra ...map[string]any) *libcni.NetworkConfigList {
 	n.c.t.Helper()
 	egress := map[string]any{"type": "vpc-egress-v4", "ipam": map[string]any{"type": "host-local",
 		"ranges": []any{[]any{map[string]any{"subnet": "169.254.172.0/22"}}}, "dataDir": filepath.Join(n.state, "egress-v4")}}
-	return n.chain(nil, egress, n.snatConf())
+	return n.chain(nil, append([]map[string]any{egress, n.snatConf()}, extra...)...)
 }
 
 // nodeIPv6 is the node's own IPv6 address (its primary ENI's, as EC2 has it).
