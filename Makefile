@@ -177,7 +177,8 @@ e2e: deps build tools heavy-tools
 # run, at the iteration counts the document's figures come from.
 E2EBENCH = VPCCHAIN_BIN=$(BIN) $(GO) test $(GOFLAGS) -count=1 -timeout 60m -run '^$$'
 bench: deps build
-	$(E2EBENCH) -bench ChainAddDel -benchtime 200x ./test/e2e/
+	$(E2EBENCH) -bench 'ChainAddDel$$' -benchtime 200x ./test/e2e/
+	$(E2EBENCH) -bench ChainAddDelIPv6 -benchtime 50x ./test/e2e/
 	$(E2EBENCH) -bench BurstFreshNode -benchtime 1x ./test/e2e/
 	$(E2EBENCH) -bench Throughput -benchtime 5x ./test/e2e/
 	$(E2EBENCH) -bench DaemonResources -benchtime 1x ./test/e2e/

@@ -122,11 +122,12 @@ func checkNeighbour(index int, what string, ip net.IP, mac string, bad func(stri
 // checkMasquerade checks the POSTROUTING jump for the pod's address and the
 // chain's MASQUERADE rule.
 func checkMasquerade(att attachment, podIP net.IP, bad func(string, ...any)) {
-	ipt, err := natTable()
+	b, err := natTable()
 	if err != nil {
 		bad("%v", err)
 		return
 	}
+	ipt := b.ipt
 	jump := false
 	if rules, err := ipt.List("nat", "POSTROUTING"); err == nil {
 		for _, r := range rules {

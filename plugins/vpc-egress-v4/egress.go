@@ -34,11 +34,9 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/coreos/go-iptables/iptables"
 	"github.com/vishvananda/netlink"
 
 	"github.com/vpcchain/vpcchain/internal/netlinkutil"
-	"github.com/vpcchain/vpcchain/internal/snat"
 )
 
 func logf(format string, a ...any) {
@@ -296,84 +294,6 @@ func exists(path string) bool {
 	return err == nil
 }
 
-// defaultPath is where iptables is looked for when the runtime passed no
-// PATH (the CNI spec does not promise one).
-const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-func natTable() (*iptables.IPTables, error) {
-	if os.Getenv("PATH") == "" {
-		_ = os.Setenv("PATH", defaultPath)
-	}
-	ipt, _, err := snat.IPTablesFor(snat.ModeAuto)
-	if err != nil {
-		return nil, fmt.Errorf("vpc-egress-v4: iptables: %w", err)
-	}
-	return ipt, nil
-}
-
-// setupMasquerade makes what the pod sends from addr leave with the node's
-// IPv4 address, except to its own range and to multicast.
-func setupMasquerade(att attachment, addr *net.IPNet) error {
-	ipt, err := natTable()
-	if err != nil {
-		return err
-	}
-	chain := att.chain()
-	if err := ipt.ClearChain("nat", chain); err != nil { // creates it, or empties a stale one
-		return fmt.Errorf("vpc-egress-v4: nat chain %s: %w", chain, err)
-	}
-	rangeNet := &net.IPNet{IP: addr.IP.Mask(addr.Mask), Mask: addr.Mask}
-	for _, rule := range [][]string{
-		{"-d", rangeNet.String(), "-m", "comment", "--comment", att.comment(), "-j", "RETURN"},
-		{"-d", "224.0.0.0/4", "-m", "comment", "--comment", att.comment(), "-j", "RETURN"},
-		{"-m", "comment", "--comment", att.comment(), "-j", "MASQUERADE"},
-	} {
-		if err := ipt.Append("nat", chain, rule...); err != nil {
-			return fmt.Errorf("vpc-egress-v4: nat chain %s: %w", chain, err)
-		}
-	}
-	if err := ipt.AppendUnique("nat", "POSTROUTING", "-s", addr.IP.String()+"/32", "-m", "comment", "--comment", att.comment(), "-j", chain); err != nil {
-		return fmt.Errorf("vpc-egress-v4: nat POSTROUTING jump to %s: %w", chain, err)
-	}
-	return nil
-}
-
-// dropMasquerade removes the attachment's nat chain and every POSTROUTING
-// rule jumping to it (whatever address it names: DEL may not know it).
-func dropMasquerade(att attachment) error {
-	ipt, err := natTable()
-	if err != nil {
-		return err
-	}
-	chain := att.chain()
-	rules, err := ipt.List("nat", "POSTROUTING")
-	if err != nil {
-		return fmt.Errorf("vpc-egress-v4: list nat POSTROUTING: %w", err)
-	}
-	for _, r := range rules {
-		f := strings.Fields(r)
-		if len(f) < 2 || f[0] != "-A" || !strings.HasSuffix(r, "-j "+chain) {
-			continue
-		}
-		spec := f[2:]
-		for i, tok := range spec { // -S quotes the comment; it has no spaces
-			spec[i] = strings.Trim(tok, `"`)
-		}
-		if err := ipt.Delete("nat", "POSTROUTING", spec...); err != nil && !notExist(err) {
-			return fmt.Errorf("vpc-egress-v4: delete %q: %w", r, err)
-		}
-	}
-	if err := ipt.ClearAndDeleteChain("nat", chain); err != nil && !notExist(err) {
-		return fmt.Errorf("vpc-egress-v4: delete nat chain %s: %w", chain, err)
-	}
-	return nil
-}
-
-func notExist(err error) bool {
-	var e *iptables.Error
-	return errors.As(err, &e) && e.IsNotExist()
-}
-
 // clearStale removes what an earlier, interrupted ADD of the same
 // attachment left; a host veth of that name that is not ours is an error.
 func clearStale(att attachment, podNS ns.NetNS, ifName string) error {
@@ -385,6 +305,7 @@ func clearStale(att attachment, podNS ns.NetNS, ifName string) error {
 		return types.NewError(types.ErrInternal, fmt.Sprintf("vpc-egress-v4: host interface %s exists and is not this attachment's (alias %q)", att.hostVeth(), l.Attrs().Alias), "")
 	case err == nil:
 		logf("replacing %s left by an earlier attempt of %s", att.hostVeth(), att.containerID)
+		return teardown(att, podNS, ifName)
 	}
 	exists := false
 	_ = podNS.Do(func(ns.NetNS) error {
@@ -397,7 +318,9 @@ func clearStale(att attachment, podNS ns.NetNS, ifName string) error {
 		// something an earlier attempt of ours leaves.
 		return types.NewError(types.ErrInternal, fmt.Sprintf("vpc-egress-v4: interface %q already exists in %s", ifName, podNS.Path()), "")
 	}
-	return teardown(att, podNS, ifName)
+	// No host end: at most a nat chain of an attempt that died before the
+	// veth; ADD's restore rewrites it and DEL removes it.
+	return nil
 }
 
 // teardown deletes the veth pair (from whichever end exists) and the nat

@@ -96,10 +96,15 @@ type benchChain struct {
 // benchInterleaved runs b.N ADD+DELs of each chain, conc pods at a time,
 // alternating the chains round by round, and reports both chains' latency
 // percentiles and the p50 ratio.
-func benchInterleaved(b *testing.B, n *node, cni *libcni.CNIConfig, chains [2]benchChain, conc int, hostPort bool) {
+func benchInterleaved(b *testing.B, n *node, cni *libcni.CNIConfig, chains [2]benchChain, conc int, hostPort bool, prep ...func(*pod) error) {
 	pods := make([]*pod, conc)
 	for w := range pods {
 		pods[w] = n.newPod("bench", fmt.Sprintf("pod%d", w))
+		for _, f := range prep {
+			if err := f(pods[w]); err != nil {
+				b.Fatal(err)
+			}
+		}
 		if hostPort {
 			pods[w].caps = map[string]any{"portMappings": []map[string]any{
 				{"hostPort": 30080 + w, "containerPort": 80, "protocol": "tcp"}}}
@@ -164,3 +169,61 @@ func benchInterleaved(b *testing.B, n *node, cni *libcni.CNIConfig, chains [2]be
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// BenchmarkChainAddDelIPv6 is BenchmarkChainAddDel for IPv6 pods: our chain
+// on a node in IPv6 mode (vpc-bridge with vpc-ipam, without and with
+// vpc-egress-v4) against upstream ptp + host-local on an IPv6 range,
+// interleaved in one run on the same node.
+//
+//	VPCCHAIN_BIN=$PWD/bin go test -run '^$' -bench ChainAddDelIPv6 -benchtime 200x ./test/e2e/
+func BenchmarkChainAddDelIPv6(b *testing.B) {
+	c := newIPv6Cluster(b, "m5.xlarge", []string{"bench6"})
+	n := c.nodes["bench6"]
+	ref := b.TempDir()
+	buildUpstream(b, ref)
+	cni := libcni.NewCNIConfigWithCacheDir([]string{c.bin, ref}, filepath.Join(n.state, "bench-cache"), nil)
+	ptp6 := func(chained ...any) *libcni.NetworkConfigList {
+		plugins := append([]any{map[string]any{"type": "ptp", "mtu": 9001, "ipam": map[string]any{"type": "host-local",
+			"ranges": []any{[]any{map[string]any{"subnet": "fd00:99::/64"}}}, "dataDir": filepath.Join(n.state, "host-local6")}}},
+			chained...)
+		raw, _ := json.Marshal(map[string]any{"cniVersion": "1.1.0", "name": "ptp-ref6", "plugins": plugins})
+		l, err := libcni.ConfListFromBytes(raw)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return l
+	}
+	egress := map[string]any{"type": "vpc-egress-v4", "ipam": map[string]any{"type": "host-local",
+		"ranges": []any{[]any{map[string]any{"subnet": "169.254.172.0/22"}}}, "dataDir": filepath.Join(n.state, "egress-v4")}}
+	for _, withEgress := range []bool{false, true} {
+		ours := n.chain(nil)
+		if withEgress {
+			ours = n.chain(nil, egress)
+		}
+		chains := [2]benchChain{{name: "vpcchain", list: ours}, {name: "ptp+host-local", list: ptp6()}}
+		for _, conc := range []int{1, 8} {
+			b.Run(fmt.Sprintf("egress-v4=%v/concurrent=%d", withEgress, conc), func(b *testing.B) {
+				benchInterleaved(b, n, cni, chains, conc, false)
+			})
+		}
+	}
+	// ptp waits for DAD to end on the pod's address (about 1.7 s here);
+	// with DAD off in the pod's namespace beforehand it does not, and what
+	// is left is the plugins' own path.
+	dadOff := func(p *pod) error {
+		return p.doIn(func() error {
+			for _, k := range []string{"all", "default"} {
+				if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+k+"/accept_dad", []byte("0"), 0o644); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	chains := [2]benchChain{{name: "vpcchain", list: n.chain(nil)}, {name: "ptp+host-local", list: ptp6()}}
+	for _, conc := range []int{1, 8} {
+		b.Run(fmt.Sprintf("pod-dad-off/concurrent=%d", conc), func(b *testing.B) {
+			benchInterleaved(b, n, cni, chains, conc, false, dadOff)
+		})
+	}
+}

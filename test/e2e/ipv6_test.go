@@ -20,7 +20,7 @@ var ipv6Mode = []string{"ENABLE_IPv4=false", "ENABLE_IPv6=true"}
 // newIPv6Cluster is an EKS IPv6 cluster on the simulator: a VPC with its
 // Amazon-provided /56, the nodes' subnet with a /64 of it, and nodes (with
 // an IPv6 address of their own) whose daemons run in IPv6 mode.
-func newIPv6Cluster(t *testing.T, typ string, names []string, env ...string) *cluster {
+func newIPv6Cluster(t testing.TB, typ string, names []string, env ...string) *cluster {
 	t.Helper()
 	c := newSimVPC(t, "10.0.0.0/20")
 	vpc6, aerr := c.sim.Cloud.AssociateVPCIPv6(c.vpc)
