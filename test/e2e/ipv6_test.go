@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"path/filepath"
@@ -265,4 +266,52 @@ func assertNoEgressLeft(t *testing.T, n *node) {
 	if len(leases) != 0 {
 		t.Errorf("node %s: egress leases left behind: %v", n.name, leases)
 	}
+}
+
+// vpc-egress-v4 without IPv6 mode: chained after upstream ptp + host-local
+// giving pods an IPv6 range of their own, on an ordinary node, it gives
+// them the same IPv4 way out (the IPv4 internet host sees the node's
+// address), and DEL leaves nothing.
+func TestEgressV4WithUpstreamChain(t *testing.T) {
+	c := newCluster(t, "m5.large", []string{"s"})
+	n := c.nodes["s"]
+	tools := upstreamToolsDir(t)
+	plugins := []any{
+		map[string]any{"type": "ptp", "mtu": 9001, "ipam": map[string]any{"type": "host-local",
+			"ranges": []any{[]any{map[string]any{"subnet": "fd00:77::/64"}}}, "dataDir": filepath.Join(n.state, "ptp6")}},
+		map[string]any{"type": "vpc-egress-v4", "ipam": map[string]any{"type": "host-local",
+			"ranges": []any{[]any{map[string]any{"subnet": "169.254.172.0/22"}}}, "dataDir": filepath.Join(n.state, "egress-v4")}},
+	}
+	raw, _ := json.Marshal(map[string]any{"cniVersion": "1.1.0", "name": "ptp6", "plugins": plugins})
+	l, err := libcni.ConfListFromBytes(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	internet4 := netip.MustParseAddr(dataplane.OutsideAddr)
+	echoServer(t, c.sim.Fabric.DoInOutside, netip.AddrPortFrom(internet4, 8082), "internet4")
+	var pods []*pod
+	for i := range 3 {
+		p := n.newPod("default", fmt.Sprintf("ptp6-%d", i))
+		p.cni = upstreamCNI(n, tools)
+		if _, err := p.add(l); err != nil {
+			t.Fatalf("ADD %s: %v", p.name, err)
+		}
+		pods = append(pods, p)
+		if !p.ip.Is6() || len(p.result.IPs) != 1 {
+			t.Fatalf("%s: result IPs %v, want ptp's one IPv6 address passed through unchanged", p.name, p.result.IPs)
+		}
+		got, err := dialEcho(p.doIn, netip.AddrPortFrom(internet4, 8082))
+		if f := strings.Fields(got); err != nil || len(f) != 2 || netip.MustParseAddrPort(f[1]).Addr() != primaryIP(t, c, n) {
+			t.Errorf("%s to the IPv4 internet host: %q, %v; want it seen as the node %s", p.name, got, err, primaryIP(t, c, n))
+		}
+		if err := p.check(l); err != nil {
+			t.Errorf("CHECK %s: %v", p.name, err)
+		}
+	}
+	for _, p := range pods {
+		if err := p.del(l); err != nil {
+			t.Errorf("DEL %s: %v", p.name, err)
+		}
+	}
+	assertNoEgressLeft(t, n)
 }
