@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -18,28 +17,9 @@ import (
 // vpc-egress-v4, vpc-snat, policy-hook).
 func TestCalicoPolicyIPv6(t *testing.T) {
 	requireRoot(t)
-	bin := binDir(t)
-	tools := filepath.Join(bin, "tools")
-	felixBin := filepath.Join(tools, "calico-felix")
-	apiserverBin := filepath.Join(tools, "kube-apiserver")
-	kubectlBin := filepath.Join(tools, "kubectl")
-	const etcdBin = "/usr/bin/etcd"
-	for _, b := range []string{felixBin, apiserverBin, kubectlBin, etcdBin} {
-		if _, err := os.Stat(b); err != nil {
-			t.Fatalf("%s missing: run `make heavy-tools` (Felix, kube-apiserver, kubectl) and `make deps` (etcd): %v", b, err)
-		}
-	}
-	crds := calicoCRDs(t)
 	c := newIPv6Cluster(t, "m5.large", []string{"a"})
 	n := c.nodes["a"]
-	k := startControlPlane(t, n, etcdBin, apiserverBin, kubectlBin)
-	setupCalicoDatastore(t, k, n, crds)
-	statusPrefix := filepath.Join(k.dir, "run-calico")
-	if err := os.Mkdir(statusPrefix, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	statusDir := filepath.Join(statusPrefix, "endpoint-status")
-	startFelixFamilies(t, n, k, felixBin, statusPrefix, true)
+	k, statusDir := startCalicoTier(t, n, true)
 
 	chain := n.ipv6Chain(map[string]any{"type": "policy-hook", "vethPrefix": "eni", "kubeconfig": k.kubeconfig,
 		"waitForPolicy": map[string]any{"timeout": "20s", "strict": true, "endpointStatusDir": statusDir}})

@@ -41,35 +41,9 @@ import (
 // The binaries come from `make heavy-tools` (test/tools/felix, test/tools/kube)
 // and `make deps` (etcd); docs/design.md says how the tier is built.
 func TestCalicoPolicy(t *testing.T) {
-	requireRoot(t)
-	bin := binDir(t)
-	tools := filepath.Join(bin, "tools")
-	felixBin := filepath.Join(tools, "calico-felix")
-	apiserverBin := filepath.Join(tools, "kube-apiserver")
-	kubectlBin := filepath.Join(tools, "kubectl")
-	const etcdBin = "/usr/bin/etcd"
-	for _, b := range []string{felixBin, apiserverBin, kubectlBin, etcdBin} {
-		if _, err := os.Stat(b); err != nil {
-			t.Fatalf("%s missing: run `make heavy-tools` (Felix, kube-apiserver, kubectl) and `make deps` (etcd): %v", b, err)
-		}
-	}
-	if _, err := os.Stat(filepath.Join(bin, "policy-hook")); err != nil {
-		t.Fatalf("the policy-hook plugin is missing in %s: run `make build`: %v", bin, err)
-	}
-	crds := calicoCRDs(t)
-
 	c := newCluster(t, "m5.large", []string{"a"})
 	n := c.nodes["a"]
-	k := startControlPlane(t, n, etcdBin, apiserverBin, kubectlBin)
-
-	setupCalicoDatastore(t, k, n, crds)
-
-	statusPrefix := filepath.Join(k.dir, "run-calico")
-	if err := os.Mkdir(statusPrefix, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	statusDir := filepath.Join(statusPrefix, "endpoint-status")
-	startFelix(t, n, k, felixBin, statusPrefix)
+	k, statusDir := startCalicoTier(t, n, false)
 
 	chain := n.chain(nil,
 		map[string]any{"type": "vpc-snat", "nodeConfig": n.state + "/snat.json"},
@@ -205,6 +179,43 @@ spec:
 	if err := waitDial(pc.doIn, toB, true, 20*time.Second); err != nil {
 		t.Fatalf("pol-c -> pol-b after deleting deny-egress-c: %v", err)
 	}
+}
+
+// startCalicoTier runs the Calico tier on node n: etcd and kube-apiserver
+// with Calico's objects and the Node, then Felix (IPv6 support as asked);
+// it returns the control plane and Felix's endpoint-status directory.
+func startCalicoTier(t *testing.T, n *node, ipv6 bool) (*kube, string) {
+	t.Helper()
+	felixBin, apiserverBin, kubectlBin, etcdBin := calicoTierBinaries(t)
+	crds := calicoCRDs(t)
+	k := startControlPlane(t, n, etcdBin, apiserverBin, kubectlBin)
+	setupCalicoDatastore(t, k, n, crds)
+	statusPrefix := filepath.Join(k.dir, "run-calico")
+	if err := os.Mkdir(statusPrefix, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	startFelixFamilies(t, n, k, felixBin, statusPrefix, ipv6)
+	return k, filepath.Join(statusPrefix, "endpoint-status")
+}
+
+// calicoTierBinaries are the Calico tier's programs (Felix, kube-apiserver,
+// kubectl, etcd), checked to exist along with our policy-hook plugin.
+func calicoTierBinaries(t *testing.T) (felix, apiserver, kubectl, etcd string) {
+	t.Helper()
+	requireRoot(t)
+	bin := binDir(t)
+	tools := filepath.Join(bin, "tools")
+	felix, apiserver, kubectl, etcd = filepath.Join(tools, "calico-felix"), filepath.Join(tools, "kube-apiserver"),
+		filepath.Join(tools, "kubectl"), "/usr/bin/etcd"
+	for _, b := range []string{felix, apiserver, kubectl, etcd} {
+		if _, err := os.Stat(b); err != nil {
+			t.Fatalf("%s missing: run `make heavy-tools` (Felix, kube-apiserver, kubectl) and `make deps` (etcd): %v", b, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(bin, "policy-hook")); err != nil {
+		t.Fatalf("the policy-hook plugin is missing in %s: run `make build`: %v", bin, err)
+	}
+	return felix, apiserver, kubectl, etcd
 }
 
 // setupCalicoDatastore creates the Calico objects calico-node would create

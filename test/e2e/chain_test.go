@@ -110,13 +110,7 @@ func TestPodsGetVPCAddresses(t *testing.T) {
 	}
 	echoServer(t, c.nodes["a"].do, netip.AddrPortFrom(nodeIP("a"), 9090), "node-a")
 	a0, a1, b0 := pods["a"][0], pods["a"][1], pods["b"][0]
-	cases := []struct {
-		name string
-		from func(func() error) error
-		src  netip.Addr // the source address the server must see
-		to   netip.AddrPort
-		want string
-	}{
+	cases := []flowCase{
 		{"pod to pod, same node", a0.doIn, a0.ip, netip.AddrPortFrom(a1.ip, 8080), a1.name},
 		{"pod to pod, across nodes", a0.doIn, a0.ip, netip.AddrPortFrom(b0.ip, 8080), b0.name},
 		{"pod to pod, across nodes, back", b0.doIn, b0.ip, netip.AddrPortFrom(a0.ip, 8080), a0.name},
@@ -127,19 +121,7 @@ func TestPodsGetVPCAddresses(t *testing.T) {
 		{"node to secondary-ENI pod", c.nodes["a"].do, nodeIP("a"), netip.AddrPortFrom(onSecondary.ip, 8080), onSecondary.name},
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := dialEcho(tc.from, tc.to)
-			if err != nil {
-				t.Fatalf("connect to %s: %v", tc.to, err)
-			}
-			f := strings.Fields(got)
-			if len(f) != 2 || f[0] != tc.want {
-				t.Fatalf("reached %q, want %s", got, tc.want)
-			}
-			if src := netip.MustParseAddrPort(f[1]).Addr(); src != tc.src {
-				t.Fatalf("server saw source %s, want %s (no NAT inside the VPC)", src, tc.src)
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { tc.expect(t, "no NAT inside the VPC") })
 	}
 
 	// After the burst the pool refills to its target: with WARM_ENI_TARGET=1
@@ -174,6 +156,33 @@ func TestPodsGetVPCAddresses(t *testing.T) {
 			t.Errorf("node %s still holds %d allocations after DEL of every pod", name, len(r.Allocations))
 		}
 		assertNodeClean(t, c.nodes[name])
+	}
+}
+
+// flowCase is one connection a test expects to work: from a namespace to
+// an echo server, which must see the given source address.
+type flowCase struct {
+	name string
+	from func(func() error) error
+	src  netip.Addr // the source address the server must see
+	to   netip.AddrPort
+	want string // the server's name
+}
+
+// expect connects and checks who answered and what source it saw; why says
+// what a wrong source would mean.
+func (tc flowCase) expect(t *testing.T, why string) {
+	t.Helper()
+	got, err := dialEcho(tc.from, tc.to)
+	if err != nil {
+		t.Fatalf("connect to %s: %v", tc.to, err)
+	}
+	f := strings.Fields(got)
+	if len(f) != 2 || f[0] != tc.want {
+		t.Fatalf("reached %q, want %s", got, tc.want)
+	}
+	if src := netip.MustParseAddrPort(f[1]).Addr(); src != tc.src {
+		t.Fatalf("server saw source %s, want %s (%s)", src, tc.src, why)
 	}
 }
 
