@@ -80,6 +80,12 @@ func TestIPv6Mode(t *testing.T) {
 			t.Errorf("allocation %+v: want ENI %s, main table, subnet %v, no subnet gateway", a, prim.ID, prim.SubnetIPv6)
 		}
 	}
+	// What vpcctl status shows.
+	if r := d.Introspect(); r.Mode != "ipv6-prefix" || r.Assigned != 60 || r.Available != 50 || r.MaxPods != 110 ||
+		len(r.Enis) != 1 || len(r.Enis[0].Prefixes) != 1 || r.Enis[0].Prefixes[0] != pfx.String() {
+		t.Errorf("introspect: mode %s assigned %d available %d max pods %d ENIs %v; want ipv6-prefix, 60, 50, 110 and the primary ENI with %v",
+			r.Mode, r.Assigned, r.Available, r.MaxPods, r.Enis, pfx)
+	}
 	first, _ := d.Get(key("c0"))
 	if _, _, err := d.Del(key("c0")); err != nil {
 		t.Fatal(err)

@@ -263,6 +263,12 @@ func (d *Daemon) Introspect() *ipamv1.IntrospectReply {
 	out := &ipamv1.IntrospectReply{Mode: st.Mode.String(), Total: int32(st.Total), Assigned: int32(st.Assigned),
 		Cooling: int32(st.Cooling), Available: int32(st.Available), MaxPods: int32(st.MaxPods),
 		LastDecision: d.lastDecision.Reason}
+	if d.cfg.IPv6 {
+		// The /80 is the pool: what kubelet may run is what is left.
+		_, _, avail := d.ipv6ReadyLocked()
+		out.Mode, out.Total, out.Assigned, out.Cooling = "ipv6-prefix", int32(d.pcfg.MaxPods), int32(len(d.byKey)), 0
+		out.Available, out.MaxPods, out.LastDecision = int32(avail), int32(d.pcfg.MaxPods), ""
+	}
 	for _, e := range d.enis {
 		ie := &ipamv1.IntrospectENI{Id: e.id, DeviceNumber: int32(e.dev), Primary: e.primary,
 			PrimaryIp: e.primaryIP.String(), RouteTable: int32(e.table()), SubnetCidr: e.subnet.String()}
@@ -270,6 +276,9 @@ func (d *Daemon) Introspect() *ipamv1.IntrospectReply {
 			ie.Ips = append(ie.Ips, ip.String())
 		}
 		for p := range e.prefixes {
+			ie.Prefixes = append(ie.Prefixes, p.String())
+		}
+		for p := range e.prefixes6 {
 			ie.Prefixes = append(ie.Prefixes, p.String())
 		}
 		sort.Strings(ie.Ips)
