@@ -79,6 +79,7 @@ func (d *Daemon) discoverIPv6(ctx context.Context, md cloud.Node, lim instanceli
 		ips: map[netip.Addr]bool{}, prefixes: map[netip.Prefix]bool{}, prefixes6: map[netip.Prefix]bool{}}
 	for _, p := range prefixes {
 		st.prefixes6[p] = true
+		d.learnedPrefix[p] = now
 	}
 	for _, m := range md.ENIs {
 		if m.Primary {
@@ -168,8 +169,9 @@ func (d *Daemon) ipv6Loop(ctx context.Context) {
 
 // reconcileIPv6 reads the primary ENI's prefixes from IMDS (free) and asks
 // EC2 only when they differ from the daemon's. A prefix EC2 no longer shows
-// is dropped only when no pod holds an address of it (else EC2 may lag, and
-// the pods' addresses must not go to others).
+// is dropped only when no pod holds an address of it and it was learned
+// more than VPCCHAIN_EC2_CONSISTENCY_GRACE ago (else EC2 may be lagging,
+// and a prefix just assigned must not be replaced by another).
 func (d *Daemon) reconcileIPv6(ctx context.Context) error {
 	md, err := d.cloud.MetadataNode(ctx)
 	if err != nil {
@@ -182,9 +184,13 @@ func (d *Daemon) reconcileIPv6(ctx context.Context) error {
 			st = e
 		}
 	}
-	same := st != nil
+	if st == nil {
+		d.mu.Unlock()
+		return fmt.Errorf("no primary ENI adopted")
+	}
+	same := true
 	for _, m := range md.ENIs {
-		if st != nil && m.ID == st.id {
+		if m.ID == st.id {
 			same = len(m.IPv6Prefixes) == len(st.prefixes6)
 			for _, p := range m.IPv6Prefixes {
 				same = same && st.prefixes6[p]
@@ -215,8 +221,9 @@ func (d *Daemon) reconcileIPv6(ctx context.Context) error {
 				pods++
 			}
 		}
-		if pods > 0 {
-			d.disagreeLocked("prefix:"+p.String(), "IPv6 prefix %s is missing from EC2's describe of %s; kept: %d pods hold addresses of it", p, st.id, pods)
+		if age := d.now().Sub(d.learnedPrefix[p]); pods > 0 || age < d.cfg.ConsistencyGrace {
+			d.disagreeLocked("prefix:"+p.String(), "IPv6 prefix %s is missing from EC2's describe of %s; kept: %d pods hold addresses of it, learned %s ago",
+				p, st.id, pods, age.Round(time.Second))
 			continue
 		}
 		d.logf("reconcile: IPv6 prefix %s is no longer on %s: dropping it", p, st.id)
@@ -235,6 +242,7 @@ func (d *Daemon) reconcileIPv6(ctx context.Context) error {
 	d.logf("reconcile: assigned IPv6 prefix %s to %s, which had none left", p, st.id)
 	d.mu.Lock()
 	st.prefixes6[p] = true
+	d.learnedPrefix[p] = d.now()
 	d.counters["ipv6_prefixes_assigned"]++
 	d.mu.Unlock()
 	return nil

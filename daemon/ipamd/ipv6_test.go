@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vpcchain/vpcchain/internal/vpcsim"
 )
@@ -141,7 +142,8 @@ func TestIPv6ModeRefusals(t *testing.T) {
 }
 
 // A /80 taken away in EC2 behind the daemon's back: kept while pods hold
-// addresses of it (EC2 may lag), replaced by a new one once none does.
+// addresses of it or it is recent (EC2 may lag), replaced by a new one once
+// neither holds.
 func TestIPv6PrefixLost(t *testing.T) {
 	f := newFixture(t, ipv6Env)
 	f.withIPv6()
@@ -166,6 +168,16 @@ func TestIPv6PrefixLost(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// No pod holds an address of it any more, but the daemon learned it
+	// less than the consistency grace ago: EC2 may be lagging, so no new
+	// prefix yet.
+	if err := d.reconcileIPv6(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.primaryENI().IPv6Prefixes; len(got) != 0 {
+		t.Fatalf("EC2 shows %v within the consistency grace, want no new prefix yet", got)
+	}
+	f.advance(f.cfg.ConsistencyGrace + time.Second)
 	if err := d.reconcileIPv6(context.Background()); err != nil {
 		t.Fatal(err)
 	}
