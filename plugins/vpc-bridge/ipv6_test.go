@@ -1,13 +1,16 @@
 package main
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 var nodeIP6 = net.ParseIP("2001:db8:ff::10")
@@ -22,10 +25,28 @@ func (h *host) enableIPv6() {
 		if err != nil {
 			return err
 		}
-		if err := netlink.AddrAdd(lo, &netlink.Addr{IPNet: &net.IPNet{IP: nodeIP6, Mask: net.CIDRMask(128, 128)}}); err != nil {
+		if err := netlink.AddrAdd(lo, &netlink.Addr{IPNet: &net.IPNet{IP: nodeIP6, Mask: net.CIDRMask(128, 128)}, Flags: unix.IFA_F_NODAD}); err != nil {
 			return err
 		}
-		return os.WriteFile("/proc/sys/net/ipv6/conf/all/forwarding", []byte("1"), 0o644)
+		if err := os.WriteFile("/proc/sys/net/ipv6/conf/all/forwarding", []byte("1"), 0o644); err != nil {
+			return err
+		}
+		// The kernel adds the address's local route asynchronously: the
+		// baseline must not be taken before it is there.
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			routes, err := netlink.RouteListFiltered(netlink.FAMILY_V6, &netlink.Route{Table: unix.RT_TABLE_LOCAL}, netlink.RT_FILTER_TABLE)
+			if err != nil {
+				return err
+			}
+			for _, r := range routes {
+				if r.Dst != nil && r.Dst.IP.Equal(nodeIP6) {
+					return nil
+				}
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("no local route for %s", nodeIP6)
+			}
+		}
 	})
 	h.baseline = h.snapshot()
 }
