@@ -90,9 +90,11 @@ func (d *Daemon) Add(key store.Key, podNS, podName, netns string) (_ Allocation,
 		d.counters["add_no_address"]++
 		d.noteWaitingLocked(key)
 		d.kickLocked()
-		reason := d.noAddressReasonLocked(d.snapshotLocked())
+		var reason string
 		if d.cfg.IPv6 {
 			_, reason, _ = d.ipv6ReadyLocked()
+		} else {
+			reason = d.noAddressReasonLocked(d.snapshotLocked())
 		}
 		d.mu.Unlock()
 		return Allocation{}, &ErrNoAddress{Reason: reason}

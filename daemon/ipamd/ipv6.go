@@ -13,7 +13,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
-	"sort"
 	"time"
 
 	"github.com/vpcchain/vpcchain/daemon/cloud"
@@ -98,12 +97,7 @@ func (d *Daemon) discoverIPv6(ctx context.Context, md cloud.Node, lim instanceli
 // pickIPv6Locked picks a random free address of the primary ENI's /80s.
 func (d *Daemon) pickIPv6Locked() (netip.Addr, string, bool) {
 	for _, e := range d.enis {
-		ps := make([]netip.Prefix, 0, len(e.prefixes6))
 		for p := range e.prefixes6 {
-			ps = append(ps, p)
-		}
-		sort.Slice(ps, func(i, j int) bool { return ps[i].Addr().Less(ps[j].Addr()) })
-		for _, p := range ps {
 			for range 64 {
 				ip := randomIn(p)
 				if ip == p.Addr() || d.heldLocked(ip) || !d.released[ip].IsZero() {
@@ -143,28 +137,6 @@ func (d *Daemon) ipv6ReadyLocked() (bool, string, int) {
 		}
 	}
 	return false, "the primary ENI has no IPv6 prefix", 0
-}
-
-// ipv6Loop is Run in IPv6 mode: nothing to grow or shrink; it keeps the
-// prefix list in line with EC2, forgets old cooldowns and releases the
-// addresses of pods that no longer exist.
-func (d *Daemon) ipv6Loop(ctx context.Context) {
-	t := time.NewTicker(d.cfg.ReconcileInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		cctx, cancel := context.WithTimeout(ctx, ec2CallTimeout)
-		if err := d.reconcileIPv6(cctx); err != nil {
-			d.logf("reconcile: %v", err)
-		}
-		cancel()
-		d.forgetOldCooldowns()
-		d.releaseOrphans(ctx)
-	}
 }
 
 // reconcileIPv6 reads the primary ENI's prefixes from IMDS (free) and asks

@@ -49,6 +49,11 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 // VPCCHAIN_EC2_CONSISTENCY_GRACE ago: the disagreement is logged and
 // counted, and the next describe decides.
 func (d *Daemon) Reconcile(ctx context.Context) error {
+	if d.cfg.IPv6 {
+		// No pool loop runs in IPv6 mode: cooldowns are forgotten here.
+		d.forgetOldCooldowns()
+		return d.reconcileIPv6(ctx)
+	}
 	d.opMu.Lock()
 	defer d.opMu.Unlock()
 	d.grow.mu.Lock() // wait for growth in flight: no ENI half-created

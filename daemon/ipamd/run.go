@@ -18,13 +18,11 @@ func (d *Daemon) kickLocked() {
 // ends.
 func (d *Daemon) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	if d.cfg.IPv6 {
+	wg.Add(1)
+	go func() { defer wg.Done(); d.reconcileLoop(ctx) }()
+	if !d.cfg.IPv6 { // IPv6 mode's /80 is the pool: nothing to grow or shrink
 		wg.Add(1)
-		go func() { defer wg.Done(); d.ipv6Loop(ctx) }()
-	} else {
-		wg.Add(2)
 		go func() { defer wg.Done(); d.poolLoop(ctx) }()
-		go func() { defer wg.Done(); d.reconcileLoop(ctx) }()
 	}
 	if !d.cfg.DisableLeakedENICleanup {
 		wg.Add(1)

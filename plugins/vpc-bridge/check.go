@@ -158,7 +158,7 @@ func checkHost(e *expected, conf *NetConf, args *skel.CmdArgs, problems *[]strin
 			bad("host route %s dev %s scope link missing from main table", netlinkutil.HostNet(e.ip), e.hostName)
 		}
 		if e.ip.To4() == nil {
-			checkNeighbour(a.Index, "host veth "+e.hostName, e.ip, e.podMAC, bad)
+			*problems = append(*problems, netlinkutil.NeighbourProblems(a.Index, "host veth "+e.hostName, e.ip, e.podMAC)...)
 		}
 	}
 
@@ -262,52 +262,7 @@ func checkPod(e *expected, conf *NetConf, hostMAC net.HardwareAddr, problems *[]
 	if hostMAC != nil {
 		mac = hostMAC.String()
 	}
-	checkNeighbour(a.Index, "pod interface "+e.podName, gw, mac, bad)
-}
-
-// checkNeighbour checks the permanent neighbour entry for ip on a link of
-// the current netns (lladdr mac, unless mac is "").
-func checkNeighbour(index int, linkName string, ip net.IP, mac string, bad func(string, ...any)) {
-	neighs, err := netlinkutil.NeighList(index, netlinkutil.Family(ip))
-	if err != nil {
-		bad("list neighbours of %s: %v", linkName, err)
-		return
-	}
-	var n *netlink.Neigh
-	for i := range neighs {
-		if neighs[i].IP.Equal(ip) {
-			n = &neighs[i]
-		}
-	}
-	switch {
-	case n == nil:
-		bad("%s has no neighbour entry for %s (want lladdr %s nud permanent)", linkName, ip, mac)
-	case n.State&netlink.NUD_PERMANENT == 0:
-		bad("neighbour %s on %s is not permanent (state %s)", ip, linkName, neighStateString(n.State))
-		fallthrough
-	default:
-		if mac != "" && !strings.EqualFold(n.HardwareAddr.String(), mac) {
-			bad("neighbour %s on %s has lladdr %s, want %s", ip, linkName, n.HardwareAddr, mac)
-		}
-	}
-}
-
-func neighStateString(s int) string {
-	names := map[int]string{
-		netlink.NUD_INCOMPLETE: "incomplete", netlink.NUD_REACHABLE: "reachable", netlink.NUD_STALE: "stale",
-		netlink.NUD_DELAY: "delay", netlink.NUD_PROBE: "probe", netlink.NUD_FAILED: "failed",
-		netlink.NUD_NOARP: "noarp", netlink.NUD_PERMANENT: "permanent",
-	}
-	var out []string
-	for bit, n := range names {
-		if s&bit != 0 {
-			out = append(out, n)
-		}
-	}
-	if len(out) == 0 {
-		return fmt.Sprintf("%#x", s)
-	}
-	return strings.Join(out, "|")
+	*problems = append(*problems, netlinkutil.NeighbourProblems(a.Index, "pod interface "+e.podName, gw, mac)...)
 }
 
 // cmdStatus (CNI 1.1) reports whether the plugin can serve ADD: that is the

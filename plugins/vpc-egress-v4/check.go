@@ -60,7 +60,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 		if err != nil || len(routes) != 1 || routes[0].LinkIndex != l.Attrs().Index {
 			bad("host route %s/32 dev %s missing (%v)", podIP, att.hostVeth(), err)
 		}
-		checkNeighbour(l.Attrs().Index, "host veth "+att.hostVeth(), podIP, podMAC, bad)
+		problems = append(problems, netlinkutil.NeighbourProblems(l.Attrs().Index, "host veth "+att.hostVeth(), podIP, podMAC)...)
 	}
 	if podIP != nil {
 		checkMasquerade(att, podIP, bad)
@@ -98,25 +98,11 @@ func checkPod(ifName string, bad func(string, ...any)) (net.IP, string) {
 	if err != nil || gw == nil {
 		bad("pod route default dev %s missing (%v)", ifName, err)
 	} else {
-		checkNeighbour(l.Attrs().Index, "pod interface "+ifName, gw, "", bad)
-	}
-	return addrs[0].IP, l.Attrs().HardwareAddr.String()
-}
-
-// checkNeighbour checks a permanent neighbour entry (with lladdr mac unless
-// mac is "") on a link of the current netns.
-func checkNeighbour(index int, what string, ip net.IP, mac string, bad func(string, ...any)) {
-	neighs, err := netlinkutil.NeighList(index, netlink.FAMILY_V4)
-	if err != nil {
-		bad("list neighbours of %s: %v", what, err)
-		return
-	}
-	for _, n := range neighs {
-		if n.IP.Equal(ip) && n.State&netlink.NUD_PERMANENT != 0 && (mac == "" || strings.EqualFold(n.HardwareAddr.String(), mac)) {
-			return
+		for _, m := range netlinkutil.NeighbourProblems(l.Attrs().Index, "pod interface "+ifName, gw, "") {
+			bad("%s", m)
 		}
 	}
-	bad("%s has no permanent neighbour entry for %s (lladdr %s)", what, ip, mac)
+	return addrs[0].IP, l.Attrs().HardwareAddr.String()
 }
 
 // checkMasquerade checks the POSTROUTING jump for the pod's address and the

@@ -273,33 +273,7 @@ func (f *Fabric) SetENIAddresses(eniID string, secondary []netip.Addr, prefixes 
 		desired[p] = viaPrimaryRoute(idx, p, e.PrimaryIP)
 	}
 
-	// Install (or move here) the desired routes first, then remove the rest.
-	var errs []error
-	for _, dst := range sortedPrefixes(desired) {
-		if err := f.rtr.RouteReplace(desired[dst]); err != nil {
-			errs = append(errs, fmt.Errorf("route %v: %w", dst, err))
-		}
-	}
-	current, err := f.rtr.RouteListFiltered(netlink.FAMILY_V4,
-		&netlink.Route{LinkIndex: idx, Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
-	if err != nil {
-		errs = append(errs, err)
-	}
-	for i := range current {
-		r := current[i]
-		if r.Dst == nil {
-			continue
-		}
-		dst, ok := prefixFromIPNet(r.Dst)
-		if ok {
-			if _, want := desired[dst]; want {
-				continue
-			}
-		}
-		if err := f.rtr.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
-			errs = append(errs, fmt.Errorf("delete route %v: %w", r.Dst, err))
-		}
-	}
+	errs := f.syncLinkRoutesLocked(idx, netlink.FAMILY_V4, desired, func(r netlink.Route) bool { return r.Dst != nil })
 
 	// Book-keeping, including moves away from other ENIs.
 	for a := range e.secondary {
@@ -329,6 +303,38 @@ func (f *Fabric) SetENIAddresses(eniID string, secondary []netip.Addr, prefixes 
 		return fmt.Errorf("dataplane: ENI %s: %w", eniID, errors.Join(errs...))
 	}
 	return nil
+}
+
+// syncLinkRoutesLocked makes the router's main-table routes of one family
+// out of link idx exactly desired: it installs (or moves here) the desired
+// routes first, then deletes every other route ours accepts.
+func (f *Fabric) syncLinkRoutesLocked(idx, family int, desired map[netip.Prefix]*netlink.Route, ours func(netlink.Route) bool) []error {
+	var errs []error
+	for _, dst := range sortedPrefixes(desired) {
+		if err := f.rtr.RouteReplace(desired[dst]); err != nil {
+			errs = append(errs, fmt.Errorf("route %v: %w", dst, err))
+		}
+	}
+	current, err := f.rtr.RouteListFiltered(family,
+		&netlink.Route{LinkIndex: idx, Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for i := range current {
+		r := current[i]
+		if !ours(r) {
+			continue
+		}
+		if dst, ok := prefixFromIPNet(r.Dst); ok {
+			if _, want := desired[dst]; want {
+				continue
+			}
+		}
+		if err := f.rtr.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf("delete route %v: %w", r.Dst, err))
+		}
+	}
+	return errs
 }
 
 // ENIAddresses returns the secondary IPs and prefixes currently assigned to

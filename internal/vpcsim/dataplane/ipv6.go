@@ -134,48 +134,31 @@ func (f *Fabric) SetENIIPv6(eniID string, addrs []netip.Addr, prefixes []netip.P
 	if !ok {
 		return fmt.Errorf("dataplane: unknown ENI %q", eniID)
 	}
-	desired := map[netip.Prefix]bool{}
+	rl, err := f.rtr.LinkByName(e.rlink)
+	if err != nil {
+		return fmt.Errorf("dataplane: router link %s: %w", e.rlink, err)
+	}
+	gw := ip(eui64LinkLocal(e.MAC))
+	route := func(p netip.Prefix) *netlink.Route {
+		return &netlink.Route{LinkIndex: rl.Attrs().Index, Dst: ipnet(p), Gw: gw, Table: unix.RT_TABLE_MAIN}
+	}
+	desired := map[netip.Prefix]*netlink.Route{}
 	for _, a := range addrs {
 		if !a.Is6() || a.Is4In6() || a.IsLinkLocalUnicast() || a.IsMulticast() || a.IsUnspecified() {
 			return fmt.Errorf("dataplane: ENI %s: %v is not a global IPv6 address", eniID, a)
 		}
-		desired[netip.PrefixFrom(a, 128)] = true
+		desired[netip.PrefixFrom(a, 128)] = route(netip.PrefixFrom(a, 128))
 	}
 	for _, p := range prefixes {
 		if !p.IsValid() || !p.Addr().Is6() || p.Addr().Is4In6() || p.Masked() != p || p.Bits() < 64 {
 			return fmt.Errorf("dataplane: ENI %s: %v is not a masked IPv6 prefix of /64 or longer", eniID, p)
 		}
-		desired[p] = true
+		desired[p] = route(p)
 	}
-	rl, err := f.rtr.LinkByName(e.rlink)
-	if err != nil {
-		return fmt.Errorf("dataplane: router link %s: %w", e.rlink, err)
-	}
-	gw := eui64LinkLocal(e.MAC)
-	var errs []error
-	for _, p := range sortedPrefixes(desired) {
-		r := &netlink.Route{LinkIndex: rl.Attrs().Index, Dst: ipnet(p), Gw: ip(gw), Table: unix.RT_TABLE_MAIN}
-		if err := f.rtr.RouteReplace(r); err != nil {
-			errs = append(errs, fmt.Errorf("route %v: %w", p, err))
-		}
-	}
-	current, err := f.rtr.RouteListFiltered(netlink.FAMILY_V6,
-		&netlink.Route{LinkIndex: rl.Attrs().Index, Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
-	if err != nil {
-		errs = append(errs, err)
-	}
-	for i := range current {
-		r := current[i]
-		if r.Dst == nil || !r.Gw.Equal(ip(gw)) {
-			continue // the link's own fe80::/64 and the like
-		}
-		if dst, ok := prefixFromIPNet(r.Dst); ok && desired[dst] {
-			continue
-		}
-		if err := f.rtr.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
-			errs = append(errs, fmt.Errorf("delete route %v: %w", r.Dst, err))
-		}
-	}
+	// Only the routes via the node's link-local are the ENI's (not the
+	// link's own fe80::/64 and the like).
+	errs := f.syncLinkRoutesLocked(rl.Attrs().Index, netlink.FAMILY_V6, desired,
+		func(r netlink.Route) bool { return r.Dst != nil && r.Gw.Equal(gw) })
 	e.ipv6 = map[netip.Addr]struct{}{}
 	for _, a := range addrs {
 		e.ipv6[a] = struct{}{}
