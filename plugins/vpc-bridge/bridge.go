@@ -121,13 +121,29 @@ func cmdAdd(args *skel.CmdArgs) (retErr error) {
 		return err
 	}
 
-	raw, err := ipamAddRaw(ctx, conf, args.StdinData)
-	if err != nil {
-		return err
+	// IPAM ADD runs while the veth pair is created: neither needs the
+	// other, and starting the IPAM plugin is most of an IPAM call's time.
+	type ipamReply struct {
+		raw []byte
+		err error
+	}
+	ipamDone := make(chan ipamReply, 1)
+	go func() {
+		raw, err := ipamAddRaw(ctx, conf, args.StdinData)
+		ipamDone <- ipamReply{raw, err}
+	}()
+	undo := &addUndo{podNS: podNS, ifName: args.IfName, hostVeth: hostVeth, owner: owner}
+	hostMAC, podMAC, vethErr := createVethPair(podNS, hostNS, args.IfName, hostVeth, conf.MTU, undo)
+	reply := <-ipamDone
+	if reply.err != nil {
+		// No address was assigned: only the pair (if made) is undone.
+		if err := undo.run(); err != nil {
+			logf("rollback after failed IPAM ADD: %v", err)
+		}
+		return reply.err
 	}
 
 	// From here on a failure removes what was created and releases the address.
-	undo := &addUndo{podNS: podNS, ifName: args.IfName, hostVeth: hostVeth, owner: owner}
 	defer func() {
 		if retErr == nil {
 			return
@@ -139,8 +155,14 @@ func cmdAdd(args *skel.CmdArgs) (retErr error) {
 			logf("rollback after failed ADD: IPAM DEL: %v", err)
 		}
 	}()
+	if vethErr != nil {
+		return vethErr
+	}
+	if err := injectFault("veth"); err != nil {
+		return err
+	}
 
-	ipamResult, ext, err := cniext.Parse(raw)
+	ipamResult, ext, err := cniext.Parse(reply.raw)
 	if err != nil {
 		return types.NewError(types.ErrInternal, fmt.Sprintf("vpc-bridge: IPAM plugin %q returned an unusable result: %v", conf.IPAM.Type, err), "")
 	}
@@ -153,43 +175,6 @@ func cmdAdd(args *skel.CmdArgs) (retErr error) {
 	undo.owner = owner
 	undo.ip = podIP
 	if err := checkAddressFree(podIP, owner); err != nil {
-		return err
-	}
-
-	hostMAC, err := uniqueHostMAC()
-	if err != nil {
-		return err
-	}
-
-	// Create the pair from inside the pod netns with the peer placed directly
-	// in the host netns (avoids moving a link between namespaces).
-	var podMAC net.HardwareAddr
-	err = podNS.Do(func(ns.NetNS) error {
-		la := netlink.NewLinkAttrs()
-		la.Name = args.IfName
-		la.MTU = conf.MTU
-		veth := &netlink.Veth{
-			LinkAttrs:        la,
-			PeerName:         hostVeth,
-			PeerNamespace:    netlink.NsFd(int(hostNS.Fd())),
-			PeerHardwareAddr: hostMAC,
-			PeerMTU:          uint32(conf.MTU),
-		}
-		if err := netlink.LinkAdd(veth); err != nil {
-			return fmt.Errorf("vpc-bridge: create veth pair %s (pod) / %s (host): %w", args.IfName, hostVeth, err)
-		}
-		undo.vethCreated = true
-		l, err := netlinkutil.LinkByName(args.IfName)
-		if err != nil {
-			return fmt.Errorf("vpc-bridge: look up new pod interface %s: %w", args.IfName, err)
-		}
-		podMAC = l.Attrs().HardwareAddr
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	if err := injectFault("veth"); err != nil {
 		return err
 	}
 
@@ -253,6 +238,40 @@ func cmdAdd(args *skel.CmdArgs) (retErr error) {
 		return err
 	}
 	return types.PrintResult(result, conf.CNIVersion)
+}
+
+// createVethPair creates the pair from inside the pod netns with the peer
+// placed directly in the host netns (no link moved between namespaces), the
+// host end with a random MAC no host link uses. It returns the host and pod
+// MACs and records the creation in undo.
+func createVethPair(podNS, hostNS ns.NetNS, ifName, hostVeth string, mtu int, undo *addUndo) (hostMAC, podMAC net.HardwareAddr, err error) {
+	hostMAC, err = uniqueHostMAC()
+	if err != nil {
+		return nil, nil, err
+	}
+	err = podNS.Do(func(ns.NetNS) error {
+		la := netlink.NewLinkAttrs()
+		la.Name = ifName
+		la.MTU = mtu
+		veth := &netlink.Veth{
+			LinkAttrs:        la,
+			PeerName:         hostVeth,
+			PeerNamespace:    netlink.NsFd(int(hostNS.Fd())),
+			PeerHardwareAddr: hostMAC,
+			PeerMTU:          uint32(mtu),
+		}
+		if err := netlink.LinkAdd(veth); err != nil {
+			return fmt.Errorf("vpc-bridge: create veth pair %s (pod) / %s (host): %w", ifName, hostVeth, err)
+		}
+		undo.vethCreated = true
+		l, err := netlinkutil.LinkByName(ifName)
+		if err != nil {
+			return fmt.Errorf("vpc-bridge: look up new pod interface %s: %w", ifName, err)
+		}
+		podMAC = l.Attrs().HardwareAddr
+		return nil
+	})
+	return hostMAC, podMAC, err
 }
 
 // singleAddress returns the one address of an IPAM result: IPv4, or IPv6

@@ -5,17 +5,22 @@ package main
 //  1. Host-side cleanup runs first and never depends on the IPAM plugin or its
 //     daemon. The pod's addresses are collected from prevResult, from the
 //     /32 routes of the host veth, and from the pod's ifname when the netns
-//     still exists. Then the pod ifname is deleted (which deletes the pair),
-//     the host veth is deleted if its alias says it belongs to this
-//     attachment, and for every address the main-table /32 route and the
+//     still exists. For every address the main-table /32 route and the
 //     512/1536 rules are removed -- unless the address is now routed to an
 //     interface of another attachment (it was already handed to a new pod),
-//     in which case nothing of it is touched.
-//  2. Only when the host side is verifiably clean is IPAM DEL called. Tearing
-//     down before releasing means the daemon can never hand out an address
-//     whose old rules still exist. If the host side is not clean, DEL fails
-//     without IPAM DEL and the runtime's retry repeats the whole DEL.
-//  3. An IPAM DEL error is returned (code and message as the IPAM plugin gave
+//     in which case nothing of it is touched -- and verified gone.
+//  2. Only when the address's routing is verifiably gone is IPAM DEL called:
+//     the daemon can never hand out an address whose old route or rules still
+//     exist. If they are not gone, DEL fails without IPAM DEL and the
+//     runtime's retry repeats the whole DEL.
+//  3. IPAM DEL runs while the kernel deletes the veth pair (the pod ifname,
+//     which takes its peer with it, and the host veth if its alias says it
+//     belongs to this attachment): the deletion waits on the kernel for most
+//     of its time, and nothing reaches the pod without its route. As the
+//     upstream ptp and bridge plugins do, the address may so be released
+//     before its veth is gone; a veth that could not be deleted fails DEL
+//     and the runtime's retry deletes it.
+//  4. An IPAM DEL error is returned (code and message as the IPAM plugin gave
 //     them) so that the runtime retries -- except cniext.ErrDaemonUnreachable:
 //     then the daemon is down, the host is already clean, and the daemon
 //     reclaims the address when it reconciles, so DEL succeeds (as the AWS VPC
@@ -75,32 +80,40 @@ func cmdDel(args *skel.CmdArgs) error {
 		}
 	}
 
-	if err := teardown(args, names, owner, ips); err != nil {
+	owned, err := unroute(args, names, owner, ips)
+	if err != nil {
 		return types.NewError(types.ErrInternal, "vpc-bridge: DEL could not clean the host side, IPAM DEL not attempted: "+err.Error(), "")
 	}
 
-	if err := ipamDelegate(ctx, "DEL", conf, args.StdinData); err != nil {
-		if isDaemonUnreachable(err) {
-			logf("DEL: IPAM daemon unreachable (%v); host side is clean, the daemon reclaims the address when it reconciles", err)
+	ipamDone := make(chan error, 1)
+	go func() { ipamDone <- ipamDelegate(ctx, "DEL", conf, args.StdinData) }()
+	linkErr := deleteLinks(args, names, owner, owned)
+	ipamErr := <-ipamDone
+	if linkErr != nil {
+		return types.NewError(types.ErrInternal, "vpc-bridge: DEL could not delete the veth pair: "+linkErr.Error(), "")
+	}
+	if ipamErr != nil {
+		if isDaemonUnreachable(ipamErr) {
+			logf("DEL: IPAM daemon unreachable (%v); host side is clean, the daemon reclaims the address when it reconciles", ipamErr)
 			return nil
 		}
-		return err
+		return ipamErr
 	}
 	return nil
 }
 
-// teardown removes the attachment's veth, routes and rules and verifies that
-// none are left.
-func teardown(args *skel.CmdArgs, names []string, owner naming.VethOwner, ips []net.IP) error {
-	names = uniqueStrings(names)
+// unroute finds the attachment's host veths and addresses, removes each
+// address's host route and rules and verifies them gone. It returns the
+// host veths that belong to the attachment.
+func unroute(args *skel.CmdArgs, names []string, owner naming.VethOwner, ips []net.IP) ([]netlink.Link, error) {
 	var owned []netlink.Link
-	for _, name := range names {
+	for _, name := range uniqueStrings(names) {
 		l, err := netlinkutil.LinkByName(name)
 		if err != nil {
 			if netlinkutil.IsNotFound(err) {
 				continue
 			}
-			return fmt.Errorf("look up host veth %s: %w", name, err)
+			return nil, fmt.Errorf("look up host veth %s: %w", name, err)
 		}
 		if !ownedBy(l, owner) {
 			logf("DEL: leaving %s alone: it does not belong to %s (alias %q)", name, owner, l.Attrs().Alias)
@@ -109,25 +122,19 @@ func teardown(args *skel.CmdArgs, names []string, owner naming.VethOwner, ips []
 		owned = append(owned, l)
 		more, err := ipsRoutedTo(l)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		ips = append(ips, more...)
 	}
-
 	if args.Netns != "" {
-		podIPs, err := deletePodIf(args.Netns, args.IfName)
+		podIPs, err := podIfAddrs(args.Netns, args.IfName)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		ips = append(ips, podIPs...)
 	}
 
 	var errs []error
-	for _, l := range owned {
-		if err := netlink.LinkDel(l); err != nil && !netlinkutil.IsNotFound(err) {
-			errs = append(errs, fmt.Errorf("delete host veth %s: %w", l.Attrs().Name, err))
-		}
-	}
 	var released []net.IP
 	for _, ip := range uniqueIPs(ips) {
 		skipped, err := releaseHostIP(ip, owner)
@@ -139,26 +146,60 @@ func teardown(args *skel.CmdArgs, names []string, owner naming.VethOwner, ips []
 		}
 	}
 	if len(errs) > 0 {
-		return errors.Join(errs...)
+		return nil, errors.Join(errs...)
 	}
-	return verifyClean(names, owner, released)
+	return owned, verifyUnrouted(released)
 }
 
-// deletePodIf deletes ifName in the pod netns and returns its addresses. A
-// netns that no longer exists (or is no longer a netns) is not an error.
-func deletePodIf(netnsPath, ifName string) ([]net.IP, error) {
+// deleteLinks deletes the pod ifname (and with it its peer) and the owned
+// host veths, and verifies that none of the attachment's veths is left.
+func deleteLinks(args *skel.CmdArgs, names []string, owner naming.VethOwner, owned []netlink.Link) error {
+	if args.Netns != "" {
+		if err := deletePodIf(args.Netns, args.IfName); err != nil {
+			return err
+		}
+	}
+	var errs []error
+	for _, l := range owned {
+		if err := netlink.LinkDel(l); err != nil && !netlinkutil.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("delete host veth %s: %w", l.Attrs().Name, err))
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	var left []string
+	for _, name := range uniqueStrings(names) {
+		if l, err := netlinkutil.LinkByName(name); err == nil && ownedBy(l, owner) {
+			left = append(left, "host veth "+name)
+		}
+	}
+	if len(left) > 0 {
+		return fmt.Errorf("still present after deletion: %s", strings.Join(left, ", "))
+	}
+	return nil
+}
+
+// podNSDo runs f in the pod netns at netnsPath. A netns that no longer
+// exists (or is no longer a netns) is not an error: f does not run.
+func podNSDo(netnsPath string, f func() error) error {
 	podNS, err := ns.GetNS(netnsPath)
 	if err != nil {
 		var notExist ns.NSPathNotExistErr
 		var notNS ns.NSPathNotNSErr
 		if errors.As(err, &notExist) || errors.As(err, &notNS) {
-			return nil, nil
+			return nil
 		}
-		return nil, fmt.Errorf("open netns %q: %w", netnsPath, err)
+		return fmt.Errorf("open netns %q: %w", netnsPath, err)
 	}
 	defer podNS.Close()
+	return podNS.Do(func(ns.NetNS) error { return f() })
+}
+
+// podIfAddrs returns the global addresses of ifName in the pod netns.
+func podIfAddrs(netnsPath, ifName string) ([]net.IP, error) {
 	var ips []net.IP
-	err = podNS.Do(func(ns.NetNS) error {
+	err := podNSDo(netnsPath, func() error {
 		l, err := netlinkutil.LinkByName(ifName)
 		if err != nil {
 			if netlinkutil.IsNotFound(err) {
@@ -175,22 +216,32 @@ func deletePodIf(netnsPath, ifName string) ([]net.IP, error) {
 				ips = append(ips, a.IP)
 			}
 		}
-		if err := netlink.LinkDel(l); err != nil && !netlinkutil.IsNotFound(err) {
-			return fmt.Errorf("delete pod interface %s: %w", ifName, err)
-		}
 		return nil
 	})
 	return ips, err
 }
 
-// verifyClean reports what of the attachment is still present on the host.
-func verifyClean(names []string, owner naming.VethOwner, ips []net.IP) error {
-	var left []string
-	for _, name := range names {
-		if l, err := netlinkutil.LinkByName(name); err == nil && ownedBy(l, owner) {
-			left = append(left, "host veth "+name)
+// deletePodIf deletes ifName in the pod netns, if both still exist.
+func deletePodIf(netnsPath, ifName string) error {
+	return podNSDo(netnsPath, func() error {
+		l, err := netlinkutil.LinkByName(ifName)
+		if err != nil {
+			if netlinkutil.IsNotFound(err) {
+				return nil
+			}
+			return fmt.Errorf("look up pod interface %s: %w", ifName, err)
 		}
-	}
+		if err := netlink.LinkDel(l); err != nil && !netlinkutil.IsNotFound(err) {
+			return fmt.Errorf("delete pod interface %s: %w", ifName, err)
+		}
+		return nil
+	})
+}
+
+// verifyUnrouted reports the routes and rules of the addresses that are
+// still present on the host.
+func verifyUnrouted(ips []net.IP) error {
+	var left []string
 	for _, ip := range ips {
 		family := netlinkutil.Family(ip)
 		isTo, isFrom := netlinkutil.IsToPodRule(ip), netlinkutil.IsFromPodRule(ip)
