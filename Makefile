@@ -158,7 +158,7 @@ test: deps lint build tools conformance-tools image
 
 # Each fuzz target for a bounded number of inputs (the seed corpora also run in `go test`).
 FUZZTIME ?= 50000x
-FUZZ := plugins/vpc-bridge:FuzzParseConfig plugins/vpc-ipam:FuzzParseConfig plugins/vpc-ipam:FuzzParsePodArgs \
+FUZZ := plugins/vpc-bridge:FuzzParseConfig internal/vpcipam:FuzzParseConfig internal/vpcipam:FuzzParsePodArgs \
 	plugins/vpc-snat:FuzzParseConfig plugins/vpc-egress-v4:FuzzParseConfig plugins/policy-hook:FuzzParseConfig plugins/policy-hook:FuzzLoadPod \
 	daemon/config:FuzzLoad daemon/ipamd:FuzzServerRequests conflist:FuzzOptionsFromEnv daemon/pool:FuzzChurn
 fuzz:

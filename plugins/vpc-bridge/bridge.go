@@ -129,7 +129,7 @@ func cmdAdd(args *skel.CmdArgs) (retErr error) {
 	}
 	ipamDone := make(chan ipamReply, 1)
 	go func() {
-		raw, err := ipamAddRaw(ctx, conf, args.StdinData)
+		raw, err := ipamAddRaw(ctx, conf, args)
 		ipamDone <- ipamReply{raw, err}
 	}()
 	undo := &addUndo{podNS: podNS, ifName: args.IfName, hostVeth: hostVeth, owner: owner}
@@ -151,7 +151,7 @@ func cmdAdd(args *skel.CmdArgs) (retErr error) {
 		if err := undo.run(); err != nil {
 			logf("rollback after failed ADD: %v", err)
 		}
-		if err := ipamDelegate(ctx, "DEL", conf, args.StdinData); err != nil {
+		if err := ipamDelegate(ctx, "DEL", conf, args); err != nil {
 			logf("rollback after failed ADD: IPAM DEL: %v", err)
 		}
 	}()

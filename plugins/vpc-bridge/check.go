@@ -33,7 +33,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 	}
 	defer podNS.Close()
 
-	if err := ipamDelegate(ctx, "CHECK", conf, args.StdinData); err != nil {
+	if err := ipamDelegate(ctx, "CHECK", conf, args); err != nil {
 		return err
 	}
 
@@ -272,7 +272,7 @@ func cmdStatus(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	return ipamDelegate(context.Background(), "STATUS", conf, args.StdinData)
+	return ipamDelegate(context.Background(), "STATUS", conf, args)
 }
 
 // cmdGC (CNI 1.1) forwards GC to the IPAM plugin so that it can release
@@ -283,5 +283,5 @@ func cmdGC(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	return ipamDelegate(context.Background(), "GC", conf, args.StdinData)
+	return ipamDelegate(context.Background(), "GC", conf, args)
 }

@@ -86,7 +86,7 @@ func cmdDel(args *skel.CmdArgs) error {
 	}
 
 	ipamDone := make(chan error, 1)
-	go func() { ipamDone <- ipamDelegate(ctx, "DEL", conf, args.StdinData) }()
+	go func() { ipamDone <- ipamDelegate(ctx, "DEL", conf, args) }()
 	linkErr := deleteLinks(args, names, owner, owned)
 	ipamErr := <-ipamDone
 	if linkErr != nil {

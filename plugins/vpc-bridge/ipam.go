@@ -9,15 +9,22 @@ import (
 	"path/filepath"
 
 	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/vpcchain/vpcchain/internal/cniext"
+	"github.com/vpcchain/vpcchain/internal/vpcipam"
 )
 
 // The IPAM plugin is run through libcni's invoke package like
 // plugins/pkg/ipam does, except that ADD is run raw (invoke.RawExec) so that
 // vpc-bridge gets the plugin's stdout bytes and can read the vpcchain
 // extension next to the standard result (cniext.Parse).
+//
+// vpc-ipam itself is called in-process (internal/vpcipam, the code the
+// vpc-ipam command runs): the same verbs, result bytes and errors, without a
+// second process start on every ADD and DEL, which on a busy node costs more
+// CPU than the IPAM call itself.
 
 func findIPAM(conf *NetConf) (string, error) {
 	paths := filepath.SplitList(os.Getenv("CNI_PATH"))
@@ -31,13 +38,16 @@ func findIPAM(conf *NetConf) (string, error) {
 
 // ipamAddRaw runs IPAM ADD and returns its stdout. A plugin error is the
 // plugin's own *types.Error (code and message preserved).
-func ipamAddRaw(ctx context.Context, conf *NetConf, stdin []byte) ([]byte, error) {
+func ipamAddRaw(ctx context.Context, conf *NetConf, args *skel.CmdArgs) ([]byte, error) {
+	if conf.IPAM.Type == vpcipam.Type {
+		return vpcipam.Add(args)
+	}
 	path, err := findIPAM(conf)
 	if err != nil {
 		return nil, err
 	}
 	env := (&invoke.DelegateArgs{Command: "ADD"}).AsEnv()
-	out, err := (&invoke.RawExec{Stderr: os.Stderr}).ExecPlugin(ctx, path, stdin, env)
+	out, err := (&invoke.RawExec{Stderr: os.Stderr}).ExecPlugin(ctx, path, args.StdinData, env)
 	if err != nil {
 		return nil, err
 	}
@@ -65,13 +75,21 @@ func withResultVersion(raw []byte, confVersion string) []byte {
 	return fixed
 }
 
+// inProcess are vpc-ipam's result-less verbs.
+var inProcess = map[string]func(*skel.CmdArgs) error{
+	"DEL": vpcipam.CmdDel, "CHECK": vpcipam.CmdCheck, "STATUS": vpcipam.CmdStatus, "GC": vpcipam.CmdGC,
+}
+
 // ipamDelegate runs a result-less IPAM command (DEL, CHECK, STATUS, GC).
-func ipamDelegate(ctx context.Context, verb string, conf *NetConf, stdin []byte) error {
+func ipamDelegate(ctx context.Context, verb string, conf *NetConf, args *skel.CmdArgs) error {
+	if f := inProcess[verb]; f != nil && conf.IPAM.Type == vpcipam.Type {
+		return f(args)
+	}
 	path, err := findIPAM(conf)
 	if err != nil {
 		return err
 	}
-	return invoke.ExecPluginWithoutResult(ctx, path, stdin, &invoke.DelegateArgs{Command: verb}, nil)
+	return invoke.ExecPluginWithoutResult(ctx, path, args.StdinData, &invoke.DelegateArgs{Command: verb}, nil)
 }
 
 // isDaemonUnreachable reports whether an IPAM error says that the IPAM

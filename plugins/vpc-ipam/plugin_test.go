@@ -26,6 +26,7 @@ import (
 	ipamv1 "github.com/vpcchain/vpcchain/api/ipam/v1"
 	"github.com/vpcchain/vpcchain/internal/cniext"
 	"github.com/vpcchain/vpcchain/internal/ipamclient"
+	"github.com/vpcchain/vpcchain/internal/vpcipam"
 )
 
 var pluginBin string
@@ -466,9 +467,9 @@ func TestCheck(t *testing.T) {
 	run(t, "CHECK", "c1", podArgs, ok).wantOK(t, "CHECK")
 
 	wrong := e.conf("1.1.0", nil, map[string]any{"prevResult": prevResult("10.0.1.99/32")})
-	run(t, "CHECK", "c1", podArgs, wrong).wantCode(t, "CHECK with another address", ErrAllocationNotFound,
+	run(t, "CHECK", "c1", podArgs, wrong).wantCode(t, "CHECK with another address", vpcipam.ErrAllocationNotFound,
 		"does not hold 10.0.1.99", "holds 10.0.1.23, not 10.0.1.99")
-	run(t, "CHECK", "c9", podArgs, ok).wantCode(t, "CHECK of an unknown key", ErrAllocationNotFound,
+	run(t, "CHECK", "c9", podArgs, ok).wantCode(t, "CHECK of an unknown key", vpcipam.ErrAllocationNotFound,
 		`network "vpcchain" container c9 ifname eth0`, "holds no address")
 
 	run(t, "CHECK", "c1", podArgs, e.conf("1.1.0", nil, nil)).wantCode(t, "CHECK without prevResult",
@@ -500,7 +501,7 @@ func TestIPv6(t *testing.T) {
 	ok := e.conf("1.1.0", nil, map[string]any{"prevResult": prevResult(addr)})
 	run(t, "CHECK", "c1", podArgs, ok).wantOK(t, "CHECK of an IPv6 attachment")
 	wrong := e.conf("1.1.0", nil, map[string]any{"prevResult": prevResult("2600:1f14:a4ff:a300:3cfa:9e1:77:6/128")})
-	run(t, "CHECK", "c1", podArgs, wrong).wantCode(t, "CHECK with another IPv6 address", ErrAllocationNotFound,
+	run(t, "CHECK", "c1", podArgs, wrong).wantCode(t, "CHECK with another IPv6 address", vpcipam.ErrAllocationNotFound,
 		"does not hold 2600:1f14:a4ff:a300:3cfa:9e1:77:6")
 	// The daemon answering garbage is the daemon's fault, named as such.
 	e.d.with(func(f *fakeDaemon) { f.free = []string{"2600:1f14::zz"} })
@@ -591,11 +592,11 @@ func TestVersionMismatch(t *testing.T) {
 	e := newEnv(t)
 	e.d.with(func(f *fakeDaemon) { f.version = ipamclient.APIVersion + 1 })
 	o := run(t, "ADD", "c1", podArgs, e.conf("1.1.0", nil, nil))
-	o.wantCode(t, "ADD", ErrAPIVersionMismatch, "plugin speaks v1", "daemon speaks v2")
+	o.wantCode(t, "ADD", vpcipam.ErrAPIVersionMismatch, "plugin speaks v1", "daemon speaks v2")
 	if !strings.Contains(o.err.Details, "same release") {
 		t.Errorf("details %q", o.err.Details)
 	}
-	run(t, "DEL", "c1", podArgs, e.conf("1.1.0", nil, nil)).wantCode(t, "DEL", ErrAPIVersionMismatch, "daemon speaks v2")
+	run(t, "DEL", "c1", podArgs, e.conf("1.1.0", nil, nil)).wantCode(t, "DEL", vpcipam.ErrAPIVersionMismatch, "daemon speaks v2")
 }
 
 func TestTimeout(t *testing.T) {

@@ -1,4 +1,8 @@
-package main
+// Package vpcipam is the vpc-ipam IPAM plugin: the verbs, its configuration
+// and its error codes. The vpc-ipam command runs it as a plugin; vpc-bridge
+// calls it in-process when its ipam.type is vpc-ipam (Type), which saves a
+// process start per ADD and DEL and behaves exactly as the command does.
+package vpcipam
 
 // The verbs. Every one parses the configuration, dials the daemon and makes
 // one RPC within ipam.timeout; the daemon owns all state, so the plugin
@@ -17,6 +21,7 @@ package main
 //	GC      GC(network, cni.dev/valid-attachments as keys).
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -83,21 +88,39 @@ func withDaemon(conf *Config, fn func(context.Context, *ipamclient.Client) error
 	return fn(ctx, c)
 }
 
-func cmdAdd(args *skel.CmdArgs) error {
-	conf, err := parseConfig(args.StdinData)
+// Type is the plugin's name, the ipam.type that selects it.
+const Type = "vpc-ipam"
+
+// CmdAdd is ADD: it writes the result, with the vpcchain extension, to
+// stdout.
+func CmdAdd(args *skel.CmdArgs) error {
+	raw, err := Add(args)
 	if err != nil {
 		return err
+	}
+	if _, err := os.Stdout.Write(raw); err != nil {
+		return types.NewError(types.ErrInternal, fmt.Sprintf("vpc-ipam: ADD: write result: %v", err), "")
+	}
+	return nil
+}
+
+// Add is ADD without output: it returns the result with the vpcchain
+// extension, in the configuration's CNI version, as the plugin prints it.
+func Add(args *skel.CmdArgs) ([]byte, error) {
+	conf, err := parseConfig(args.StdinData)
+	if err != nil {
+		return nil, err
 	}
 	pod, err := parsePodArgs(args.Args)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	key := attachmentKey(conf, args)
 	if err := checkKey(key); err != nil {
-		return err
+		return nil, err
 	}
 	if err := ipamclient.ValidatePodInfo("", "", args.Netns); err != nil {
-		return types.NewError(types.ErrInvalidNetNS, "vpc-ipam: "+err.Error(), "")
+		return nil, types.NewError(types.ErrInvalidNetNS, "vpc-ipam: "+err.Error(), "")
 	}
 	var alloc *ipamv1.Allocation
 	err = withDaemon(conf, func(ctx context.Context, c *ipamclient.Client) error {
@@ -111,19 +134,20 @@ func cmdAdd(args *skel.CmdArgs) error {
 		return err
 	})
 	if err != nil {
-		return daemonError("ADD", conf, err)
+		return nil, daemonError("ADD", conf, err)
 	}
 	result, ext, err := resultFromAllocation(alloc)
 	if err != nil {
 		// The daemon holds the key; the runtime's DEL after this failure
 		// releases it.
-		return types.NewError(types.ErrInternal,
+		return nil, types.NewError(types.ErrInternal,
 			fmt.Sprintf("vpc-ipam: ADD: the daemon's allocation for %s is unusable: %v", keyString(key), err), "")
 	}
-	if err := cniext.PrintResult(result, ext, conf.CNIVersion); err != nil {
-		return types.NewError(types.ErrInternal, fmt.Sprintf("vpc-ipam: ADD: write result (cniVersion %q): %v", conf.CNIVersion, err), "")
+	var out bytes.Buffer
+	if err := cniext.WriteResult(&out, result, ext, conf.CNIVersion); err != nil {
+		return nil, types.NewError(types.ErrInternal, fmt.Sprintf("vpc-ipam: ADD: encode result (cniVersion %q): %v", conf.CNIVersion, err), "")
 	}
-	return nil
+	return out.Bytes(), nil
 }
 
 // resultFromAllocation is the CNI result of an allocation: the address as
@@ -154,7 +178,8 @@ func resultFromAllocation(a *ipamv1.Allocation) (*types100.Result, *cniext.Ext, 
 	return result, ext, nil
 }
 
-func cmdDel(args *skel.CmdArgs) error {
+// CmdDel is DEL.
+func CmdDel(args *skel.CmdArgs) error {
 	conf, err := parseConfig(args.StdinData)
 	if err != nil {
 		return err
@@ -184,7 +209,8 @@ func cmdDel(args *skel.CmdArgs) error {
 	return daemonError("DEL", conf, err)
 }
 
-func cmdCheck(args *skel.CmdArgs) error {
+// CmdCheck is CHECK.
+func CmdCheck(args *skel.CmdArgs) error {
 	conf, err := parseConfig(args.StdinData)
 	if err != nil {
 		return err
@@ -246,7 +272,8 @@ func singleAddress(r *types100.Result) (net.IP, error) {
 	return ip, nil
 }
 
-func cmdStatus(args *skel.CmdArgs) error {
+// CmdStatus is STATUS.
+func CmdStatus(args *skel.CmdArgs) error {
 	conf, err := parseConfig(args.StdinData)
 	if err != nil {
 		return err
@@ -280,7 +307,8 @@ func cmdStatus(args *skel.CmdArgs) error {
 	return nil
 }
 
-func cmdGC(args *skel.CmdArgs) error {
+// CmdGC is GC.
+func CmdGC(args *skel.CmdArgs) error {
 	conf, err := parseConfig(args.StdinData)
 	if err != nil {
 		return err
