@@ -18,8 +18,10 @@ type Faults struct {
 	deny    map[string]bool
 	calls   map[string]int64
 	errors  map[string]int64
-	now     func() time.Time
-	sleep   func(time.Duration)
+	// throttled counts RequestLimitExceeded answers by action.
+	throttled map[string]int64
+	now       func() time.Time
+	sleep     func(time.Duration)
 }
 
 type injection struct {
@@ -52,7 +54,7 @@ func (b *bucket) take(now time.Time) bool {
 func newFaults() *Faults {
 	return &Faults{latency: map[string]time.Duration{}, buckets: map[string]*bucket{},
 		inject: map[string][]injection{}, lose: map[string]int{}, deny: map[string]bool{},
-		calls: map[string]int64{}, errors: map[string]int64{}, now: time.Now, sleep: time.Sleep}
+		calls: map[string]int64{}, errors: map[string]int64{}, throttled: map[string]int64{}, now: time.Now, sleep: time.Sleep}
 }
 
 // IsMutating reports whether an action changes state (EC2 throttles
@@ -135,6 +137,19 @@ func (f *Faults) Calls() map[string]int64 {
 	return out
 }
 
+// Throttled returns how many requests of each action the rate limit
+// refused; key "" sums all.
+func (f *Faults) Throttled() map[string]int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := map[string]int64{}
+	for k, v := range f.throttled {
+		out[k] = v
+		out[""] += v
+	}
+	return out
+}
+
 // Errors returns how many responses carried each error code.
 func (f *Faults) Errors() map[string]int64 {
 	f.mu.Lock()
@@ -173,6 +188,7 @@ func (f *Faults) admit(action string) (aerr *APIError, lose bool) {
 		class = "mutating"
 	}
 	if b := f.buckets[class]; b != nil && !b.take(f.now()) {
+		f.throttled[action]++
 		return apiErr("RequestLimitExceeded", "Request limit exceeded."), false
 	}
 	if f.deny[action] || f.deny["*"] {

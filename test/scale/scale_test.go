@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/vpcchain/vpcchain/daemon/store"
+	"github.com/vpcchain/vpcchain/internal/vpcsim"
 )
 
 // Knobs of the opt-in run (all optional but the first):
@@ -172,6 +173,7 @@ func TestScale(t *testing.T) {
 	// start once its daemon serves, as the kubelet starts them once the
 	// node is ready.
 	t0 := time.Now()
+	tl := startTimeline(f.sim.Faults, 5*time.Second)
 	var podMu sync.Mutex
 	var wg sync.WaitGroup
 	errs := make(chan error, len(f.nodes))
@@ -209,7 +211,7 @@ func TestScale(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	launchCalls, launchErrors := f.sim.Faults.Calls(), f.sim.Faults.Errors()
+	launchCalls, launchErrors, launchThrottled := f.sim.Faults.Calls(), f.sim.Faults.Errors(), f.sim.Faults.Throttled()
 	out := measureScaleOut(f, t0)
 	if problems := f.verify(); len(problems) > 0 {
 		t.Fatalf("after scale-out: %d problems, first: %s", len(problems), strings.Join(problems[:min(10, len(problems))], "; "))
@@ -222,6 +224,7 @@ func TestScale(t *testing.T) {
 		t.Fatal(err)
 	}
 	settled := time.Since(settleStart)
+	rows := tl.close()
 
 	// ---- Rolling restart, RestartBatch daemons at a time, pods untouched.
 	before := map[string]netip.Addr{}
@@ -283,6 +286,60 @@ func TestScale(t *testing.T) {
 	t.Logf("peak goroutines %d, peak open files %d, peak host load average %.1f (other work included)",
 		sam.goroutines.Load(), sam.fds.Load(), math.Float64frombits(sam.load.Load()))
 	t.Log("\n" + report(p, out, launchCalls, launchErrors, settled, rolled, rs, restartCalls, restartErrors))
+	t.Logf("RequestLimitExceeded by action (scale-out): %s", actionTable(launchThrottled))
+	t.Log("\n" + timelineTable(rows))
+}
+
+// timeline samples EC2's mutating calls and throttled answers every
+// interval, from the first launch until the fleet has settled: where in the
+// scale-out the account's budget is overrun.
+type timeline struct {
+	rows []timelineRow
+	stop chan struct{}
+	done chan struct{}
+}
+
+type timelineRow struct {
+	at                  time.Duration
+	mutating, throttled int64
+}
+
+func startTimeline(faults *vpcsim.Faults, interval time.Duration) *timeline {
+	tl := &timeline{stop: make(chan struct{}), done: make(chan struct{})}
+	t0 := time.Now()
+	go func() {
+		defer close(tl.done)
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-tl.stop:
+				return
+			case <-tick.C:
+			}
+			tl.rows = append(tl.rows, timelineRow{at: time.Since(t0), mutating: mutatingCalls(faults.Calls()), throttled: faults.Throttled()[""]})
+		}
+	}()
+	return tl
+}
+
+func (tl *timeline) close() []timelineRow { close(tl.stop); <-tl.done; return tl.rows }
+
+// timelineTable renders the samples as per-window counts, up to the
+// last window with a mutating call.
+func timelineTable(rows []timelineRow) string {
+	var b strings.Builder
+	b.WriteString("| window | mutating calls | of them throttled |\n|---|---|---|\n")
+	last := len(rows) - 1
+	for last > 0 && rows[last].mutating == rows[last-1].mutating {
+		last--
+	}
+	var prev timelineRow
+	for _, r := range rows[:last+1] {
+		fmt.Fprintf(&b, "| %s-%s | %d | %d |\n", round(prev.at), round(r.at), r.mutating-prev.mutating, r.throttled-prev.throttled)
+		prev = r
+	}
+	return b.String()
 }
 
 // scaleOut are the scale-out figures.
