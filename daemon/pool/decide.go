@@ -90,11 +90,18 @@ func Decide(c Config, s Snapshot) Decision {
 	low := short > 0 && head > 0
 	var blocked string
 	if low {
-		d, reason, ok := p.grow(short, head, why)
-		if ok {
+		if st.Waiting > 0 && podShortfall(st) == 0 {
+			// Pods first: while pods wait, no call starts that they do not
+			// need (a call they need still brings the warm targets' share,
+			// see fill); the calls for the warm targets alone follow once
+			// none waits, so that they neither delay the pods' calls nor,
+			// when EC2 throttles the account, go before them.
+			blocked = fmt.Sprintf("%s: the growth in flight serves the %d waiting pods; the warm targets follow once none waits", why, st.Waiting)
+		} else if d, reason, ok := p.grow(short, head, why); ok {
 			return d
+		} else {
+			blocked = reason
 		}
-		blocked = reason
 	}
 
 	// Never give back while growing: what is in flight is not in the
@@ -218,6 +225,12 @@ func shortfall(c Config, st Stats) (int, string) {
 		// WARM_ENI_TARGET mode fills a whole ENI per call.
 		return max(slots, want-have), fmt.Sprintf("available %d < WARM_ENI_TARGET=%d x %d%s", have, c.WarmENITarget, slots, waiting)
 	}
+}
+
+// podShortfall is how many addresses the waiting pods alone lack, counting
+// what growth in flight will bring.
+func podShortfall(st Stats) int {
+	return max(st.Waiting-st.Available-st.Growing, 0)
 }
 
 // headroom is how many more units the max-pods cap allows. Pods on leftover
