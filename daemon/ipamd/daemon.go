@@ -211,6 +211,7 @@ type Daemon struct {
 	lastPoolError string
 	throttled     int   // growth calls throttled in a row (throttleBackoff)
 	seenThrottles int64 // Cloud.Throttles() when last looked at
+	fresh         bool  // started with only the primary ENI, no pod has waited yet (noteWaitingLocked)
 	ready         bool
 	counters      map[string]int64
 	primaryLink   string
@@ -318,6 +319,7 @@ func (d *Daemon) discover(ctx context.Context) error {
 		return fmt.Errorf("discover node from IMDS: %w", err)
 	}
 	d.node = md
+	d.fresh = len(md.ENIs) <= 1
 	if d.cfg.SubnetDiscovery && !d.cfg.CustomNetworking && len(md.ENIs) <= 1 {
 		// A fresh node: its first ENIs will need subnet discovery; ask
 		// now, alongside the start's other calls, not when pods wait.

@@ -357,10 +357,15 @@ func (d *Daemon) noteThrottlingLocked() {
 		return
 	}
 	d.seenThrottles = n
+	d.holdWarmLocked("EC2 is throttling the account's calls: pods first")
+}
+
+// holdWarmLocked puts the calls no pod waits for on hold for a random
+// warmThrottleCoolOff to 3 times that, so a fleet's come back spread out.
+func (d *Daemon) holdWarmLocked(reason string) {
 	now := d.now()
 	d.coolOffs = append(pruneCoolOffs(d.coolOffs, now), pool.CoolOff{Scope: pool.CoolOffWarm,
-		Until:  now.Add(warmThrottleCoolOff + rand.N(2*warmThrottleCoolOff)),
-		Reason: "EC2 is throttling the account's calls: pods first"})
+		Until: now.Add(warmThrottleCoolOff + rand.N(2*warmThrottleCoolOff)), Reason: reason})
 }
 
 // warmOnHoldLocked: growth for the warm targets (and other work no pod

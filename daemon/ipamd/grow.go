@@ -113,8 +113,19 @@ func (d *Daemon) growingLocked() []pool.Growth {
 	return out
 }
 
-// noteWaitingLocked records that key's ADD found no address.
-func (d *Daemon) noteWaitingLocked(key store.Key) { d.grow.waiting[key] = d.now() }
+// noteWaitingLocked records that key's ADD found no address. The first pod
+// that waits on a fresh node (one that started with only its primary ENI)
+// puts the calls no pod waits for (the warm targets alone,
+// DeleteOnTermination) on hold as a throttled call does: a node that pods
+// wait for as it comes up is most likely one of many (a scale-out), whose
+// calls for pods should go to EC2 before anyone's warm-up.
+func (d *Daemon) noteWaitingLocked(key store.Key) {
+	d.grow.waiting[key] = d.now()
+	if d.fresh {
+		d.fresh = false
+		d.holdWarmLocked("pods waited as the node came up (a scale-out, likely): pods first")
+	}
+}
 
 // doneWaitingLocked: key got an address or was deleted.
 func (d *Daemon) doneWaitingLocked(key store.Key) { delete(d.grow.waiting, key) }

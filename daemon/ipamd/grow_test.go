@@ -119,8 +119,16 @@ func TestBurstCreatesENIsTogether(t *testing.T) {
 		t.Fatalf("%d ENIs on the instance, want 3", len(enis))
 	}
 	for _, e := range enis {
-		if !e.Primary && (len(e.IPs) != 9 || !f.deleteOnTermination(e.ID)) {
-			t.Errorf("%s: %d addresses, DeleteOnTermination %v; want 9, true", e.ID, len(e.IPs), f.deleteOnTermination(e.ID))
+		if !e.Primary && (len(e.IPs) != 9 || f.deleteOnTermination(e.ID)) {
+			t.Errorf("%s: %d addresses, DeleteOnTermination %v; want 9, and false while the fresh node's warm-up is on hold", e.ID, len(e.IPs), f.deleteOnTermination(e.ID))
+		}
+	}
+	// Pods waited as the node came up: what no pod needs waits 30-90 s.
+	f.advance(3 * warmThrottleCoolOff)
+	d.settleDeleteOnTermination(context.Background())
+	for _, e := range enis {
+		if !e.Primary && !f.deleteOnTermination(e.ID) {
+			t.Errorf("%s: DeleteOnTermination not set after the hold", e.ID)
 		}
 	}
 }
@@ -255,6 +263,50 @@ func TestThrottlingPutsWarmGrowthOnHold(t *testing.T) {
 	for _, e := range d.Introspect().GetEnis() {
 		if !e.GetPrimary() && !f.deleteOnTermination(e.GetId()) {
 			t.Error("DeleteOnTermination not set once the throttling is over")
+		}
+	}
+}
+
+// Pods that wait as a fresh node comes up (a scale-out, likely) get their
+// calls first: once they are served, the warm ENI and DeleteOnTermination
+// wait 30-90 s; a node that had no pod waiting warms up at once (the other
+// tests' settle).
+func TestFreshNodeWarmsUpAfterItsWaitingPods(t *testing.T) {
+	f := newFixture(t, nil) // m5.large: 9 addresses per ENI, WARM_ENI_TARGET=1
+	d := f.start()
+	defer d.Close()
+	const pods = 12
+	for i := range pods {
+		var none *ErrNoAddress
+		if _, err := d.Add(key(fmt.Sprint(i)), "default", "p", ""); !errors.As(err, &none) {
+			t.Fatalf("ADD on an empty pool: %v, want no address", err)
+		}
+	}
+	settle(t, d)
+	for i := range pods {
+		if _, err := d.Add(key(fmt.Sprint(i)), "default", "p", ""); err != nil {
+			t.Fatalf("pod %d after growth: %v", i, err)
+		}
+	}
+	settle(t, d)
+	enis := d.Introspect().GetEnis()
+	if len(enis) != 2 {
+		t.Fatalf("%d ENIs right after the pods were served, want 2 (the pods' 12 addresses, no warm ENI yet)", len(enis))
+	}
+	for _, e := range enis {
+		if !e.GetPrimary() && f.deleteOnTermination(e.GetId()) {
+			t.Errorf("%s: DeleteOnTermination set during the hold", e.GetId())
+		}
+	}
+	f.advance(3 * warmThrottleCoolOff)
+	settle(t, d)
+	enis = d.Introspect().GetEnis()
+	if len(enis) != 3 {
+		t.Fatalf("%d ENIs after the hold, want 3 (WARM_ENI_TARGET=1: a whole free ENI)", len(enis))
+	}
+	for _, e := range enis {
+		if !e.GetPrimary() && !f.deleteOnTermination(e.GetId()) {
+			t.Errorf("%s: DeleteOnTermination not set after the hold", e.GetId())
 		}
 	}
 }

@@ -12,8 +12,8 @@ func (d *Daemon) noAddressReasonLocked(snap pool.Snapshot) string {
 	switch {
 	case st.MaxPods > 0 && st.Assigned+st.LeftoverAssigned >= st.MaxPods:
 		return fmt.Sprintf("max pods reached (%d pods assigned, the node allows %d)", st.Assigned, st.MaxPods)
-	case len(snap.CoolOffs) > 0:
-		return fmt.Sprintf("%d assigned, %d cooling; growth paused: %s", st.Assigned, st.Cooling, snap.CoolOffs[0].Reason)
+	case pausing(snap.CoolOffs) != nil:
+		return fmt.Sprintf("%d assigned, %d cooling; growth paused: %s", st.Assigned, st.Cooling, pausing(snap.CoolOffs).Reason)
 	case d.lastPoolError != "":
 		return fmt.Sprintf("%d assigned, %d cooling; last EC2 error: %s", st.Assigned, st.Cooling, d.lastPoolError)
 	}
@@ -27,6 +27,17 @@ func (d *Daemon) noAddressReasonLocked(snap pool.Snapshot) string {
 			st.Assigned, st.Cooling, d.cfg.IPCooldownPeriod, d.nextCooledLocked().Round(100*time.Millisecond), dec.Reason)
 	}
 	return fmt.Sprintf("%d assigned, none free, and the pool cannot grow: %s", st.Assigned, dec.Reason)
+}
+
+// pausing is the first cool-off that holds growth for a waiting pod: a
+// hold on the warm targets alone does not.
+func pausing(cos []pool.CoolOff) *pool.CoolOff {
+	for i := range cos {
+		if cos[i].Scope != pool.CoolOffWarm {
+			return &cos[i]
+		}
+	}
+	return nil
 }
 
 // nextCooledLocked is how long until the first cooling address is free.
