@@ -129,8 +129,13 @@ func (f *Faults) Reset() {
 func (f *Faults) Calls() map[string]int64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	return withTotal(f.calls)
+}
+
+// withTotal copies counts by action and adds their sum under "".
+func withTotal(counts map[string]int64) map[string]int64 {
 	out := map[string]int64{}
-	for k, v := range f.calls {
+	for k, v := range counts {
 		out[k] = v
 		out[""] += v
 	}
@@ -142,12 +147,7 @@ func (f *Faults) Calls() map[string]int64 {
 func (f *Faults) Throttled() map[string]int64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	out := map[string]int64{}
-	for k, v := range f.throttled {
-		out[k] = v
-		out[""] += v
-	}
-	return out
+	return withTotal(f.throttled)
 }
 
 // Errors returns how many responses carried each error code.
