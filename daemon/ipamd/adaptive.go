@@ -27,6 +27,11 @@ type adaptiveWarm struct {
 	start    time.Time
 	arrivals []time.Time // first ADD of each pod, oldest first, within arrivalWindow
 	latency  time.Duration
+	// unknown: a fresh node that has seen no pod yet. Its arrival rate is
+	// not zero but unknown (the first pods of a node usually come as a
+	// burst), so it keeps what the static targets would until the first
+	// pod's ADD.
+	unknown bool
 }
 
 func newAdaptiveWarm(now time.Time) adaptiveWarm {
@@ -35,6 +40,7 @@ func newAdaptiveWarm(now time.Time) adaptiveWarm {
 
 // noteArrival records a pod's first ADD.
 func (a *adaptiveWarm) noteArrival(now time.Time) {
+	a.unknown = false
 	a.arrivals = append(a.arrivals, now)
 	a.forget(now)
 }
@@ -61,8 +67,11 @@ func (a *adaptiveWarm) rate(now time.Time) float64 {
 }
 
 // warmTarget is the number of free addresses to keep: λT + 2√(λT), at least
-// 1, at most most.
+// 1, at most most (most itself while the rate is unknown).
 func (a *adaptiveWarm) warmTarget(now time.Time, most int) int {
+	if a.unknown {
+		return max(most, 1)
+	}
 	x := a.rate(now) * a.latency.Seconds()
 	w := int(math.Ceil(x + 2*math.Sqrt(x)))
 	return min(max(w, 1), max(most, 1))

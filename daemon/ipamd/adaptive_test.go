@@ -66,3 +66,21 @@ func TestAdaptiveWarmTarget(t *testing.T) {
 		t.Errorf("a minute after the last arrival: warm target %d, want 1", got)
 	}
 }
+
+// A fresh node that has seen no pod does not know its arrival rate: it
+// keeps what the static targets would (its first pods usually come as a
+// burst), and adapts from the first pod's ADD on.
+func TestAdaptiveUnknownRateKeepsTheStaticTarget(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	a := newAdaptiveWarm(now)
+	a.unknown = true
+	if got := a.warmTarget(now.Add(time.Hour), 9); got != 9 {
+		t.Errorf("no pod seen yet: warm target %d, want the static 9", got)
+	}
+	a.noteArrival(now.Add(time.Hour))
+	// One arrival in the last minute, T = 1 s: λT = 1/60, and
+	// ceil(1/60 + 2*sqrt(1/60)) = ceil(0.27) = 1.
+	if got := a.warmTarget(now.Add(time.Hour), 9); got != 1 {
+		t.Errorf("after the first pod: warm target %d, want 1", got)
+	}
+}
