@@ -321,7 +321,7 @@ func (d *Daemon) discover(ctx context.Context) error {
 	d.node = md
 	d.fresh = len(md.ENIs) <= 1
 	d.adaptive.unknown = d.fresh
-	if d.cfg.SubnetDiscovery && !d.cfg.CustomNetworking && len(md.ENIs) <= 1 {
+	if d.cfg.SubnetDiscovery && !d.cfg.CustomNetworking && d.fresh {
 		// A fresh node: its first ENIs will need subnet discovery; ask
 		// now, alongside the start's other calls, not when pods wait.
 		go d.prefetchSubnets(ctx)

@@ -9,11 +9,12 @@ import (
 
 func (d *Daemon) noAddressReasonLocked(snap pool.Snapshot) string {
 	st := pool.ComputeStats(d.pcfg, snap)
+	paused := pausing(snap.CoolOffs)
 	switch {
 	case st.MaxPods > 0 && st.Assigned+st.LeftoverAssigned >= st.MaxPods:
 		return fmt.Sprintf("max pods reached (%d pods assigned, the node allows %d)", st.Assigned, st.MaxPods)
-	case pausing(snap.CoolOffs) != nil:
-		return fmt.Sprintf("%d assigned, %d cooling; growth paused: %s", st.Assigned, st.Cooling, pausing(snap.CoolOffs).Reason)
+	case paused != nil:
+		return fmt.Sprintf("%d assigned, %d cooling; growth paused: %s", st.Assigned, st.Cooling, paused.Reason)
 	case d.lastPoolError != "":
 		return fmt.Sprintf("%d assigned, %d cooling; last EC2 error: %s", st.Assigned, st.Cooling, d.lastPoolError)
 	}

@@ -89,19 +89,21 @@ func Decide(c Config, s Snapshot) Decision {
 	head := headroom(c, st)
 	low := short > 0 && head > 0
 	var blocked string
-	if low {
-		if st.Waiting > 0 && podShortfall(st) == 0 {
-			// Pods first: while pods wait, no call starts that they do not
-			// need (a call they need still brings the warm targets' share,
-			// see fill); the calls for the warm targets alone follow once
-			// none waits, so that they neither delay the pods' calls nor,
-			// when EC2 throttles the account, go before them.
-			blocked = fmt.Sprintf("%s: the growth in flight serves the %d waiting pods; the warm targets follow once none waits", why, st.Waiting)
-		} else if d, reason, ok := p.grow(short, head, why); ok {
+	switch {
+	case !low:
+	case st.Waiting > 0 && podShortfall(st) == 0:
+		// Pods first: while pods wait, no call starts that they do not
+		// need (a call they need still brings the warm targets' share, see
+		// fill); the calls for the warm targets alone follow once none
+		// waits, so that they neither delay the pods' calls nor, when EC2
+		// throttles the account, go before them.
+		blocked = fmt.Sprintf("%s: the growth in flight serves the %d waiting pods; the warm targets follow once none waits", why, st.Waiting)
+	default:
+		d, reason, ok := p.grow(short, head, why)
+		if ok {
 			return d
-		} else {
-			blocked = reason
 		}
+		blocked = reason
 	}
 
 	// Never give back while growing: what is in flight is not in the

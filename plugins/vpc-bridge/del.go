@@ -80,6 +80,7 @@ func cmdDel(args *skel.CmdArgs) error {
 		}
 	}
 
+	names = uniqueStrings(names)
 	owned, err := unroute(args, names, owner, ips)
 	if err != nil {
 		return types.NewError(types.ErrInternal, "vpc-bridge: DEL could not clean the host side, IPAM DEL not attempted: "+err.Error(), "")
@@ -107,7 +108,7 @@ func cmdDel(args *skel.CmdArgs) error {
 // host veths that belong to the attachment.
 func unroute(args *skel.CmdArgs, names []string, owner naming.VethOwner, ips []net.IP) ([]netlink.Link, error) {
 	var owned []netlink.Link
-	for _, name := range uniqueStrings(names) {
+	for _, name := range names {
 		l, err := netlinkutil.LinkByName(name)
 		if err != nil {
 			if netlinkutil.IsNotFound(err) {
@@ -169,7 +170,7 @@ func deleteLinks(args *skel.CmdArgs, names []string, owner naming.VethOwner, own
 		return errors.Join(errs...)
 	}
 	var left []string
-	for _, name := range uniqueStrings(names) {
+	for _, name := range names {
 		if l, err := netlinkutil.LinkByName(name); err == nil && ownedBy(l, owner) {
 			left = append(left, "host veth "+name)
 		}

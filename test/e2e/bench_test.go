@@ -60,9 +60,9 @@ func BenchmarkChainAddDel(b *testing.B) {
 
 	portmap := map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}, "snat": true}
 	for _, withPortmap := range []bool{false, true} {
-		chains := [2]benchChain{{name: "vpcchain", list: n.chain(nil)}, {name: "ptp+host-local", list: ptpRefList(b, n)}}
+		chains := [2]benchChain{{name: "vpcchain", list: n.chain(nil)}, {name: "ptp+host-local", list: ptpRefList(b, n, "10.99.0.0/16")}}
 		if withPortmap {
-			chains = [2]benchChain{{name: "vpcchain", list: n.chain(nil, portmap)}, {name: "ptp+host-local", list: ptpRefList(b, n, portmap)}}
+			chains = [2]benchChain{{name: "vpcchain", list: n.chain(nil, portmap)}, {name: "ptp+host-local", list: ptpRefList(b, n, "10.99.0.0/16", portmap)}}
 		}
 		for _, conc := range []int{1, 8} {
 			b.Run(fmt.Sprintf("portmap=%v/concurrent=%d", withPortmap, conc), func(b *testing.B) {
@@ -73,17 +73,17 @@ func BenchmarkChainAddDel(b *testing.B) {
 }
 
 // ptpRefList is the reference chain on node n: upstream ptp with
-// host-local (addresses from 10.99.0.0/16, state in the node's directory),
-// then any chained plugins.
-func ptpRefList(b *testing.B, n *node, chained ...any) *libcni.NetworkConfigList {
-	b.Helper()
+// host-local (addresses from subnet, state in the node's directory), then
+// any chained plugins.
+func ptpRefList(tb testing.TB, n *node, subnet string, chained ...any) *libcni.NetworkConfigList {
+	tb.Helper()
 	plugins := append([]any{map[string]any{"type": "ptp", "mtu": 9001, "ipam": map[string]any{"type": "host-local",
-		"ranges": []any{[]any{map[string]any{"subnet": "10.99.0.0/16"}}}, "dataDir": filepath.Join(n.state, "host-local")}}},
+		"ranges": []any{[]any{map[string]any{"subnet": subnet}}}, "dataDir": filepath.Join(n.state, "host-local")}}},
 		chained...)
 	raw, _ := json.Marshal(map[string]any{"cniVersion": "1.1.0", "name": "ptp-ref", "plugins": plugins})
 	l, err := libcni.ConfListFromBytes(raw)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	return l
 }
@@ -182,25 +182,14 @@ func BenchmarkChainAddDelIPv6(b *testing.B) {
 	ref := b.TempDir()
 	buildUpstream(b, ref)
 	cni := libcni.NewCNIConfigWithCacheDir([]string{c.bin, ref}, filepath.Join(n.state, "bench-cache"), nil)
-	ptp6 := func(chained ...any) *libcni.NetworkConfigList {
-		plugins := append([]any{map[string]any{"type": "ptp", "mtu": 9001, "ipam": map[string]any{"type": "host-local",
-			"ranges": []any{[]any{map[string]any{"subnet": "fd00:99::/64"}}}, "dataDir": filepath.Join(n.state, "host-local6")}}},
-			chained...)
-		raw, _ := json.Marshal(map[string]any{"cniVersion": "1.1.0", "name": "ptp-ref6", "plugins": plugins})
-		l, err := libcni.ConfListFromBytes(raw)
-		if err != nil {
-			b.Fatal(err)
-		}
-		return l
-	}
-	egress := map[string]any{"type": "vpc-egress-v4", "ipam": map[string]any{"type": "host-local",
-		"ranges": []any{[]any{map[string]any{"subnet": "169.254.172.0/22"}}}, "dataDir": filepath.Join(n.state, "egress-v4")}}
+	ptp6 := ptpRefList(b, n, "fd00:99::/64")
+	egress := egressV4Conf(n)
 	for _, withEgress := range []bool{false, true} {
 		ours := n.chain(nil)
 		if withEgress {
 			ours = n.chain(nil, egress)
 		}
-		chains := [2]benchChain{{name: "vpcchain", list: ours}, {name: "ptp+host-local", list: ptp6()}}
+		chains := [2]benchChain{{name: "vpcchain", list: ours}, {name: "ptp+host-local", list: ptp6}}
 		for _, conc := range []int{1, 8} {
 			b.Run(fmt.Sprintf("egress-v4=%v/concurrent=%d", withEgress, conc), func(b *testing.B) {
 				benchInterleaved(b, n, cni, chains, conc, false)
@@ -220,7 +209,7 @@ func BenchmarkChainAddDelIPv6(b *testing.B) {
 			return nil
 		})
 	}
-	chains := [2]benchChain{{name: "vpcchain", list: n.chain(nil)}, {name: "ptp+host-local", list: ptp6()}}
+	chains := [2]benchChain{{name: "vpcchain", list: n.chain(nil)}, {name: "ptp+host-local", list: ptp6}}
 	for _, conc := range []int{1, 8} {
 		b.Run(fmt.Sprintf("pod-dad-off/concurrent=%d", conc), func(b *testing.B) {
 			benchInterleaved(b, n, cni, chains, conc, false, dadOff)

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"path/filepath"
@@ -48,9 +47,14 @@ func newIPv6Cluster(t testing.TB, typ string, names []string, env ...string) *cl
 // vpc-snat (which leaves IPv6 alone), then any extra plugins.
 func (n *node) ipv6Chain(extra ...map[string]any) *libcni.NetworkConfigList {
 	n.c.t.Helper()
-	egress := map[string]any{"type": "vpc-egress-v4", "ipam": map[string]any{"type": "host-local",
+	return n.chain(nil, append([]map[string]any{egressV4Conf(n), n.snatConf()}, extra...)...)
+}
+
+// egressV4Conf is vpc-egress-v4's entry as the installer renders it:
+// host-local on the link-local range, state in the node's directory.
+func egressV4Conf(n *node) map[string]any {
+	return map[string]any{"type": "vpc-egress-v4", "ipam": map[string]any{"type": "host-local",
 		"ranges": []any{[]any{map[string]any{"subnet": "169.254.172.0/22"}}}, "dataDir": filepath.Join(n.state, "egress-v4")}}
-	return n.chain(nil, append([]map[string]any{egress, n.snatConf()}, extra...)...)
 }
 
 // nodeIPv6 is the node's own IPv6 address (its primary ENI's, as EC2 has it).
@@ -258,17 +262,7 @@ func TestEgressV4WithUpstreamChain(t *testing.T) {
 	c := newCluster(t, "m5.large", []string{"s"})
 	n := c.nodes["s"]
 	tools := upstreamToolsDir(t)
-	plugins := []any{
-		map[string]any{"type": "ptp", "mtu": 9001, "ipam": map[string]any{"type": "host-local",
-			"ranges": []any{[]any{map[string]any{"subnet": "fd00:77::/64"}}}, "dataDir": filepath.Join(n.state, "ptp6")}},
-		map[string]any{"type": "vpc-egress-v4", "ipam": map[string]any{"type": "host-local",
-			"ranges": []any{[]any{map[string]any{"subnet": "169.254.172.0/22"}}}, "dataDir": filepath.Join(n.state, "egress-v4")}},
-	}
-	raw, _ := json.Marshal(map[string]any{"cniVersion": "1.1.0", "name": "ptp6", "plugins": plugins})
-	l, err := libcni.ConfListFromBytes(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := ptpRefList(t, n, "fd00:77::/64", egressV4Conf(n))
 	internet4 := netip.MustParseAddr(dataplane.OutsideAddr)
 	echoServer(t, c.sim.Fabric.DoInOutside, netip.AddrPortFrom(internet4, 8082), "internet4")
 	var pods []*pod

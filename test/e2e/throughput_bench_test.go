@@ -52,7 +52,7 @@ func BenchmarkThroughput(b *testing.B) {
 
 	ref := b.TempDir()
 	buildUpstream(b, ref)
-	refList := ptpRefList(b, a)
+	refList := ptpRefList(b, a, "10.99.0.0/16")
 	refCNI := libcni.NewCNIConfigWithCacheDir([]string{ref}, filepath.Join(a.state, "ref-cache"), nil)
 	refPod := func(name string) *pod {
 		p := a.newPod("tp", name)
