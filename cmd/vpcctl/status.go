@@ -84,6 +84,24 @@ func printStatus(w io.Writer, r *ipamv1.IntrospectReply) error {
 		}
 	}
 
+	if pr := r.GetPendingReleases(); len(pr) > 0 {
+		fmt.Fprintf(w, "\nReleases EC2 has not confirmed (%d ENIs; out of the pool, retried with backoff):\n", len(pr))
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "ENI\tADDRESSES\tATTEMPTS\tNEXT-RETRY\tLAST-ERROR")
+		for _, p := range pr {
+			next := time.Unix(p.GetNextRetryUnix(), 0).UTC().Format(time.RFC3339)
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", p.GetEniId(), strings.Join(p.GetItems(), ","), p.GetAttempts(), next,
+				orDash(p.GetLastError()))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	if lost := r.GetLostPrefixes(); len(lost) > 0 {
+		fmt.Fprintf(w, "\nPrefixes EC2 no longer shows (kept for their pods, no new pod gets an address of them): %s\n",
+			strings.Join(lost, ", "))
+	}
+
 	fmt.Fprintf(w, "\nAllocations (%d):\n", len(r.GetAllocations()))
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "POD\tIP\tENI\tASSIGNED")

@@ -519,18 +519,11 @@ func (c *Client) AssignIPv6Prefix(ctx context.Context, eniID string) (netip.Pref
 // idempotent: addresses the ENI no longer has count as given back (a retry
 // after a lost answer fails in EC2 for that reason).
 func (c *Client) UnassignIPs(ctx context.Context, eniID string, ips []netip.Addr) error {
-	if len(ips) == 0 {
-		return nil
-	}
-	ss := make([]string, len(ips))
-	for i, a := range ips {
-		ss[i] = a.String()
-	}
-	_, err := c.ec2.UnassignPrivateIpAddresses(ctx, &ec2.UnassignPrivateIpAddressesInput{NetworkInterfaceId: aws.String(eniID),
-		PrivateIpAddresses: ss})
-	if err != nil && ErrorCode(err) == "InvalidParameterValue" && c.noneLeft(ctx, eniID, ips, nil) {
-		return nil
-	}
+	err := unassign(ctx, ips, func(ctx context.Context, part []netip.Addr) error {
+		_, err := c.ec2.UnassignPrivateIpAddresses(ctx, &ec2.UnassignPrivateIpAddressesInput{NetworkInterfaceId: aws.String(eniID),
+			PrivateIpAddresses: texts(part)})
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("unassign %d IPs from %s: %w", len(ips), eniID, err)
 	}
@@ -539,53 +532,49 @@ func (c *Client) UnassignIPs(ctx context.Context, eniID string, ips []netip.Addr
 
 // UnassignPrefixes gives /28 prefixes back to the subnet, idempotently.
 func (c *Client) UnassignPrefixes(ctx context.Context, eniID string, p []netip.Prefix) error {
-	if len(p) == 0 {
-		return nil
-	}
-	ss := make([]string, len(p))
-	for i, x := range p {
-		ss[i] = x.String()
-	}
-	_, err := c.ec2.UnassignPrivateIpAddresses(ctx, &ec2.UnassignPrivateIpAddressesInput{NetworkInterfaceId: aws.String(eniID),
-		Ipv4Prefixes: ss})
-	if err != nil && ErrorCode(err) == "InvalidParameterValue" && c.noneLeft(ctx, eniID, nil, p) {
-		return nil
-	}
+	err := unassign(ctx, p, func(ctx context.Context, part []netip.Prefix) error {
+		_, err := c.ec2.UnassignPrivateIpAddresses(ctx, &ec2.UnassignPrivateIpAddressesInput{NetworkInterfaceId: aws.String(eniID),
+			Ipv4Prefixes: texts(part)})
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("unassign %d prefixes from %s: %w", len(p), eniID, err)
 	}
 	return nil
 }
 
-// noneLeft reports whether EC2 shows none of ips and prefixes on the ENI.
-func (c *Client) noneLeft(ctx context.Context, eniID string, ips []netip.Addr, prefixes []netip.Prefix) bool {
-	ni, err := c.describeENI(ctx, eniID)
-	if err != nil {
-		return false
+// unassign runs one UnassignPrivateIpAddresses call for list. EC2 refuses
+// the whole call when any item is no longer on the ENI (a retry after a
+// lost answer, or someone else's unassign); that answer comes from the
+// API's own state, unlike a describe, which may lag. So a refused single
+// item is given back, and a refused batch is split into single calls, each
+// of which settles its item.
+func unassign[T any](ctx context.Context, list []T, call func(context.Context, []T) error) error {
+	if len(list) == 0 {
+		return nil
 	}
-	e, err := toENI(ni, nil)
-	if err != nil {
-		return false
+	err := call(ctx, list)
+	if !IsNotAssigned(err) {
+		return err
 	}
-	has := map[netip.Addr]bool{e.PrimaryIP: true}
-	for _, a := range e.IPs {
-		has[a] = true
+	if len(list) == 1 {
+		return nil
 	}
-	hasP := map[netip.Prefix]bool{}
-	for _, p := range e.Prefixes {
-		hasP[p] = true
-	}
-	for _, a := range ips {
-		if has[a] {
-			return false
+	var errs []error
+	for _, x := range list {
+		if err := call(ctx, []T{x}); err != nil && !IsNotAssigned(err) {
+			errs = append(errs, err)
 		}
 	}
-	for _, p := range prefixes {
-		if hasP[p] {
-			return false
-		}
+	return errors.Join(errs...)
+}
+
+func texts[T fmt.Stringer](list []T) []string {
+	out := make([]string, len(list))
+	for i, x := range list {
+		out[i] = x.String()
 	}
-	return true
+	return out
 }
 
 // -------------------------------------------------------------- freeing

@@ -44,6 +44,15 @@ func IsNotFound(err error) bool {
 	return strings.HasSuffix(ErrorCode(err), ".NotFound")
 }
 
+// IsNotAssigned reports EC2's refusal to unassign an address or prefix the
+// ENI does not have ("InvalidParameterValue: Some of the specified
+// addresses are not assigned to interface ..."): for a release, the item is
+// already given back.
+func IsNotAssigned(err error) bool {
+	var ae smithy.APIError
+	return errors.As(err, &ae) && ae.ErrorCode() == "InvalidParameterValue" && strings.Contains(ae.ErrorMessage(), "not assigned to interface")
+}
+
 // IsLimitExceeded reports whether the instance has no free ENI slot
 // (AttachmentLimitExceeded) or the ENI no free address slot
 // (PrivateIpAddressLimitExceeded).

@@ -26,7 +26,7 @@ type Allocation struct {
 // address is on, or the VPC's source/destination check drops the pod's
 // packets. An address on no ENI the daemon knows has no answer.
 func (d *Daemon) describeLocked(a store.Allocation) (Allocation, error) {
-	e := d.eniOfLocked(a.IP)
+	e := d.ledger.eniOf(a.IP)
 	if e == nil {
 		return Allocation{}, &ErrNoAddress{Reason: fmt.Sprintf(
 			"this pod's address %s is on none of the node's ENIs the daemon sees (EC2 may not show a recent change yet); try again", a.IP)}
@@ -78,7 +78,7 @@ func (d *Daemon) Add(key store.Key, podNS, podName, netns string) (_ Allocation,
 	}()
 	d.mu.Lock()
 	d.waitInflightLocked(key)
-	if a, ok := d.byKey[key]; ok {
+	if a, ok := d.ledger.byKey[key]; ok {
 		defer d.mu.Unlock()
 		return d.describeLocked(a)
 	}
@@ -101,7 +101,8 @@ func (d *Daemon) Add(key store.Key, podNS, podName, netns string) (_ Allocation,
 	}
 	a := store.Allocation{IP: ip, ENIID: eniID, PodNamespace: podNS, PodName: podName, Netns: netns, AssignedAt: d.now()}
 	done := make(chan struct{})
-	d.inflight[key], d.reserved[ip] = done, true
+	d.inflight[key] = done
+	d.ledger.reserve(ip)
 	d.mu.Unlock()
 
 	err = d.store.Assign(key, a)
@@ -109,14 +110,11 @@ func (d *Daemon) Add(key store.Key, podNS, podName, netns string) (_ Allocation,
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	delete(d.inflight, key)
-	delete(d.reserved, ip)
+	d.ledger.unreserve(key, a, err == nil)
 	close(done)
 	if err != nil {
 		return Allocation{}, fmt.Errorf("record allocation of %s to %s: %w", ip, key, err)
 	}
-	d.byKey[key] = a
-	d.byIP[ip] = key
-	delete(d.released, ip)
 	d.doneWaitingLocked(key)
 	d.counters["add"]++
 	if !d.cfg.IPv6 {
@@ -136,7 +134,7 @@ func (d *Daemon) Del(key store.Key) (Allocation, bool, error) {
 	d.mu.Lock()
 	d.waitInflightLocked(key)
 	d.doneWaitingLocked(key)
-	a, ok := d.byKey[key]
+	a, ok := d.ledger.byKey[key]
 	if !ok {
 		d.mu.Unlock()
 		return Allocation{}, false, nil
@@ -164,9 +162,7 @@ func (d *Daemon) Del(key store.Key) (Allocation, bool, error) {
 	if err != nil {
 		return Allocation{}, false, fmt.Errorf("record release of %s: %w", key, err)
 	}
-	delete(d.byKey, key)
-	delete(d.byIP, a.IP)
-	d.released[a.IP] = now
+	d.ledger.release(key, now)
 	d.counters["del"]++
 	d.kickLocked()
 	return out, true, nil
@@ -196,16 +192,16 @@ func (d *Daemon) pruneSNAT() {
 	err := p.PruneSNATPods(func(ip netip.Addr) bool {
 		d.mu.Lock()
 		defer d.mu.Unlock()
-		if d.heldLocked(ip) {
+		if d.ledger.held(ip) {
 			return true
 		}
-		d.pruning[ip] = true
+		d.ledger.pruning[ip] = true
 		marked = append(marked, ip)
 		return false
 	})
 	d.mu.Lock()
 	for _, ip := range marked {
-		delete(d.pruning, ip)
+		delete(d.ledger.pruning, ip)
 	}
 	d.mu.Unlock()
 	if err != nil {
@@ -217,7 +213,7 @@ func (d *Daemon) pruneSNAT() {
 func (d *Daemon) Get(key store.Key) (Allocation, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	a, ok := d.byKey[key]
+	a, ok := d.ledger.byKey[key]
 	if !ok {
 		return Allocation{}, false
 	}
@@ -232,7 +228,7 @@ func (d *Daemon) Get(key store.Key) (Allocation, bool) {
 func (d *Daemon) GC(network string, valid map[store.Key]bool) ([]store.Key, error) {
 	d.mu.Lock()
 	var stale []store.Key
-	for k := range d.byKey {
+	for k := range d.ledger.byKey {
 		if k.Network == network && !valid[k] {
 			stale = append(stale, k)
 		}

@@ -12,7 +12,6 @@ import (
 	"math"
 	"net"
 	"net/netip"
-	"sort"
 	"sync"
 	"time"
 
@@ -94,48 +93,6 @@ func (RealHost) PrimaryLinkName(mac net.HardwareAddr) (string, error) {
 	return l.Attrs().Name, nil
 }
 
-// eniState is one ENI the daemon manages.
-type eniState struct {
-	id           string
-	mac          net.HardwareAddr
-	dev          int
-	primary      bool
-	primaryIP    netip.Addr
-	subnetID     string
-	subnet       netip.Prefix
-	attachmentID string
-	created      time.Time
-	learned      time.Time // when the daemon first saw it in EC2 (or created it)
-	ips          map[netip.Addr]bool
-	prefixes     map[netip.Prefix]bool
-	// IPv6 mode: the primary ENI's /80s and its subnet's /64.
-	prefixes6 map[netip.Prefix]bool
-	subnet6   netip.Prefix
-}
-
-func (e *eniState) table() int { return hostnet.RouteTable(e.dev) }
-
-func (e *eniState) hostENI(mtu int) hostnet.ENI {
-	return hostnet.ENI{MAC: e.mac, PrimaryIP: e.primaryIP, Subnet: e.subnet, DeviceNumber: e.dev, MTU: mtu}
-}
-
-func (e *eniState) holds(ip netip.Addr) bool {
-	if e.ips[ip] {
-		return true
-	}
-	for p := range e.prefixes {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	for p := range e.prefixes6 {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	return false
-}
-
 // Daemon is the warm-pool daemon.
 type Daemon struct {
 	cfg   config.Config
@@ -161,45 +118,17 @@ type Daemon struct {
 	// mu guards the memory below. It is never held across a store write
 	// (an fsync), a netlink or ipset call, or an EC2 call: ADD and DEL of
 	// different pods only queue for the memory updates.
-	mu           sync.Mutex
-	enis         map[string]*eniState
-	byKey        map[store.Key]store.Allocation
-	byIP         map[netip.Addr]store.Key
-	released     map[netip.Addr]time.Time // cooling (and past-cooling until forgotten)
-	busy         map[netip.Addr]bool      // being given back to EC2: never picked
-	busyPrefixes map[netip.Prefix]bool
+	mu sync.Mutex
+	// ledger is every address's state (ledger.go), guarded by mu.
+	ledger *ledger
 	// inflight marks a key whose ADD or DEL is between its memory update
 	// and its durable record; another call for the key waits for it.
 	inflight map[store.Key]chan struct{}
-	// reserved: picked by an ADD whose record is being written; held.
-	reserved map[netip.Addr]bool
-	// pruning: found stale in the SNAT set and being removed; never picked
-	// meanwhile, so the removal cannot hit a new pod's entry.
-	pruning map[netip.Addr]bool
-	// releasing: EC2 refused or lost the release of these free addresses
-	// (and prefixes); EC2 may have made the change, so they are never
-	// picked, and the release is retried (it is idempotent).
-	releasing         map[netip.Addr]string // -> ENI ID
-	releasingPrefixes map[netip.Prefix]string
-	lastReleaseRetry  time.Time
-	// learned: when the daemon learned each address or prefix was
-	// assigned (EC2's answer to an assign, or a describe showing it). A
-	// describe that omits an address learned less than ConsistencyGrace
-	// ago is EC2 lagging, not a removal.
-	learned       map[netip.Addr]time.Time
-	learnedPrefix map[netip.Prefix]time.Time
-	// unconfirmed: addresses and prefixes a restored allocation holds that
-	// EC2's describe did not show at start; kept for the pod, never given
-	// to another until a describe shows them again.
-	unconfirmed         map[netip.Addr]bool
-	unconfirmedPrefixes map[netip.Prefix]bool
 	// hostErr is why host networking is broken ("" when it works): STATUS
 	// reports it.
 	hostErr string
 	// livenessErr is the last orphan-check source failure, logged once.
-	livenessErr string
-	// disagreements are the EC2 disagreements logged while they last.
-	disagreements map[string]bool
+	livenessErr   string
 	coolOffs      []pool.CoolOff
 	lastScaleDown time.Time
 	// The smallest pool.Surplus seen since surplusSince (start, last
@@ -269,13 +198,9 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		o.StorePath = o.Config.StateDir + "/ipam.db"
 	}
 	d := &Daemon{cfg: o.Config, cloud: o.Cloud, host: o.Host, now: o.Now, logf: o.Logf, observeAdd: o.ObserveAdd, events: o.Events,
-		live: o.Liveness, enis: map[string]*eniState{}, byKey: map[store.Key]store.Allocation{},
-		byIP: map[netip.Addr]store.Key{}, released: map[netip.Addr]time.Time{}, busy: map[netip.Addr]bool{},
-		busyPrefixes: map[netip.Prefix]bool{}, inflight: map[store.Key]chan struct{}{}, reserved: map[netip.Addr]bool{},
-		pruning: map[netip.Addr]bool{}, releasing: map[netip.Addr]string{}, releasingPrefixes: map[netip.Prefix]string{},
-		learned: map[netip.Addr]time.Time{}, learnedPrefix: map[netip.Prefix]time.Time{},
-		unconfirmed: map[netip.Addr]bool{}, unconfirmedPrefixes: map[netip.Prefix]bool{}, disagreements: map[string]bool{},
+		live: o.Liveness, inflight: map[store.Key]chan struct{}{},
 		counters: map[string]int64{}, foreign: map[string]*foreignENI{}, grow: newGrowth(), kick: make(chan struct{}, 1)}
+	d.ledger = newLedger(o.Config.ConsistencyGrace, d.counters, d.logf)
 	// The store's lock first: a second daemon on the node must fail before
 	// it touches sysctls, links, routes or rules the first one manages.
 	st, err := store.Open(o.StorePath)
@@ -285,6 +210,12 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 	d.store = st
 	d.seenThrottles = d.cloud.Throttles()
 	d.adaptive = newAdaptiveWarm(d.now())
+	// Before discovery: a describe that still shows what EC2 took back
+	// just before a restart must not bring it back.
+	if err := d.loadReleased(); err != nil {
+		_ = st.Close()
+		return nil, err
+	}
 	if err := d.discover(ctx); err != nil {
 		_ = st.Close()
 		return nil, err
@@ -360,7 +291,7 @@ func (d *Daemon) discover(ctx context.Context) error {
 		return fmt.Errorf("set up node networking: %w", err)
 	}
 	d.mu.Lock()
-	ours := d.sortOwnedLocked(enis)
+	ours := d.managedLocked(enis, d.now())
 	d.noteForeignInIMDSLocked(md.ENIs)
 	d.mu.Unlock()
 	for _, e := range ours {
@@ -368,7 +299,7 @@ func (d *Daemon) discover(ctx context.Context) error {
 			return err
 		}
 	}
-	if len(d.enis) == 0 {
+	if len(d.ledger.enis) == 0 {
 		return errors.New("EC2 reports no ENI attached to this instance")
 	}
 	return nil
@@ -405,38 +336,44 @@ func parseMAC(s string) net.HardwareAddr {
 	return m
 }
 
-// adoptENI sets up host networking for an attached ENI and records it.
+// adoptENI sets up host networking for an attached ENI and records it,
+// without what EC2 took back from it (a describe may still show that).
 func (d *Daemon) adoptENI(ctx context.Context, e cloud.ENI) error {
 	now := d.now()
-	st := &eniState{id: e.ID, mac: parseMAC(e.MAC), dev: e.DeviceNumber, primary: e.DeviceNumber == 0 || e.Primary,
-		primaryIP: e.PrimaryIP, subnetID: e.SubnetID, subnet: e.SubnetCIDR, attachmentID: e.AttachmentID,
-		created: now, learned: now, ips: map[netip.Addr]bool{}, prefixes: map[netip.Prefix]bool{}}
-	if t, err := time.Parse(time.RFC3339, e.Tags["node.k8s.amazonaws.com/createdAt"]); err == nil {
-		st.created = t
-	}
-	for _, a := range e.IPs {
-		st.ips[a] = true
-	}
-	for _, p := range e.Prefixes {
-		st.prefixes[p] = true
-	}
+	d.mu.Lock()
+	st := d.ledger.newENI(e, now)
+	d.mu.Unlock()
 	if !st.primary {
 		if _, err := d.host.SetupENI(ctx, st.hostENI(d.cfg.MTU), d.cfg.ENIAttachTimeout); err != nil {
 			return fmt.Errorf("set up host networking for %s (device %d): %w", e.ID, e.DeviceNumber, err)
 		}
 	}
 	d.mu.Lock()
-	d.enis[e.ID] = st
+	d.ledger.addENI(st, now)
 	if !st.primary && !e.DeleteOnTermination && e.AttachmentID != "" {
 		d.grow.dot[e.ID] = e.AttachmentID // settleDeleteOnTermination
 	}
-	for _, a := range e.IPs {
-		d.learned[a] = now
-	}
-	for _, p := range e.Prefixes {
-		d.learnedPrefix[p] = now
-	}
 	d.mu.Unlock()
+	return nil
+}
+
+// loadReleased reads what EC2 took back before a restart; records older
+// than the consistency grace are dropped.
+func (d *Daemon) loadReleased() error {
+	gone, err := d.store.Released()
+	if err != nil {
+		return fmt.Errorf("read released addresses: %w", err)
+	}
+	d.mu.Lock()
+	for x, t := range gone {
+		d.ledger.gone[x] = t
+	}
+	old := d.ledger.expiredGone(d.now())
+	d.ledger.forgetGone(old)
+	d.mu.Unlock()
+	if err := d.store.ForgetReleased(old...); err != nil {
+		d.logf("forget old release records: %v", err)
+	}
 	return nil
 }
 
@@ -465,7 +402,7 @@ func (d *Daemon) restore() error {
 	defer d.mu.Unlock()
 	now := d.now()
 	for _, r := range recs {
-		switch holder := d.eniOfLocked(r.IP); {
+		switch holder := d.ledger.eniOf(r.IP); {
 		case holder != nil && holder.id != r.ENIID:
 			d.logf("restore: %s holds %s, recorded on %s but on %s in EC2: record corrected", r.Key, r.IP, r.ENIID, holder.id)
 			if err := d.store.SetENI(r.Key, holder.id); err != nil {
@@ -473,65 +410,36 @@ func (d *Daemon) restore() error {
 			}
 			r.ENIID = holder.id
 			d.counters["restore_eni_corrected"]++
-		case holder == nil && d.enis[r.ENIID] != nil:
-			e := d.enis[r.ENIID]
+		case holder == nil && d.ledger.enis[r.ENIID] != nil:
 			d.logf("restore: %s holds %s on %s, which EC2 does not show (yet): kept for the pod, not handed out until EC2 shows it", r.Key, r.IP, r.ENIID)
-			if p, ok := d.prefixOfLocked(r.IP); ok {
-				e.prefixes[p] = true
-				d.unconfirmedPrefixes[p] = true
-				d.learnedPrefix[p] = now
-			} else {
-				e.ips[r.IP] = true
-				d.unconfirmed[r.IP] = true
-				d.learned[r.IP] = now
-			}
+			d.ledger.unconfirmedOn(d.ledger.enis[r.ENIID], r.IP, d.prefixMode(), now)
 			d.counters["restore_unconfirmed"]++
 		case holder == nil:
 			d.logf("restore: %s holds %s on %s, an ENI EC2 does not show on this node (yet): kept for the pod", r.Key, r.IP, r.ENIID)
 			d.counters["restore_unplaced"]++
 		}
-		d.byKey[r.Key] = r.Allocation
-		d.byIP[r.IP] = r.Key
+		d.ledger.assign(r.Key, r.Allocation)
 	}
 	var forget []netip.Addr
 	for ip, t := range cooling {
-		if d.eniOfLocked(ip) == nil {
+		if d.ledger.eniOf(ip) == nil {
 			forget = append(forget, ip)
 			continue
 		}
-		d.released[ip] = t
+		d.ledger.cooling[ip] = t
 	}
 	if err := d.store.ForgetCooling(forget...); err != nil {
 		d.logf("restore: forget cooldowns of addresses the node no longer has: %v", err)
 	}
-	d.logf("restored %d allocations and %d cooldowns", len(d.byKey), len(d.released))
+	d.logf("restored %d allocations and %d cooldowns", len(d.ledger.byKey), len(d.ledger.cooling))
 	return nil
 }
 
-// prefixOfLocked is the /28 a restored address came from when the node
-// runs in prefix mode (EC2 showing neither, the mode is the best guess).
-func (d *Daemon) prefixOfLocked(ip netip.Addr) (netip.Prefix, bool) {
-	if !d.pcfg.EnablePrefixDelegation || !d.pcfg.PrefixDelegationSupported {
-		return netip.Prefix{}, false
-	}
-	p, err := ip.Prefix(28)
-	return p, err == nil
-}
-
-// heldLocked: a pod holds ip, an ADD is recording it, or it is being
-// removed from the SNAT set.
-func (d *Daemon) heldLocked(ip netip.Addr) bool {
-	_, assigned := d.byIP[ip]
-	return assigned || d.reserved[ip] || d.pruning[ip]
-}
-
-func (d *Daemon) eniOfLocked(ip netip.Addr) *eniState {
-	for _, e := range d.enis {
-		if e.holds(ip) {
-			return e
-		}
-	}
-	return nil
+// prefixMode: the node runs in prefix mode (EC2 showing neither a
+// restored address nor its prefix, the mode is the best guess of which it
+// came from).
+func (d *Daemon) prefixMode() bool {
+	return d.pcfg.EnablePrefixDelegation && d.pcfg.PrefixDelegationSupported
 }
 
 // snapshotLocked builds the pool's view. Addresses being given back to EC2
@@ -545,46 +453,11 @@ func (d *Daemon) snapshotLocked() pool.Snapshot {
 			s.CoolOffs = append(s.CoolOffs, c)
 		}
 	}
-	addr := func(ip netip.Addr) pool.Address {
-		return pool.Address{IP: ip, Assigned: d.heldLocked(ip), ReleasedAt: d.released[ip]}
-	}
 	if reason := d.customNetworkReasonLocked(); reason != "" {
 		s.CoolOffs = append(s.CoolOffs, pool.CoolOff{Scope: pool.CoolOffCreateENI, Until: now.Add(time.Hour),
 			Reason: "custom networking: " + reason})
 	}
-	for _, e := range d.enis {
-		if e.primary && d.cfg.CustomNetworking {
-			continue // custom networking: the primary ENI carries no pods
-		}
-		pe := pool.ENI{ID: e.id, Primary: e.primary, CreatedAt: e.created, DeviceNumber: e.dev}
-		for ip := range e.ips {
-			// Out of the pool while EC2 may not have them: being given
-			// back, a failed release, or restored but not shown by EC2.
-			if d.busy[ip] || d.releasing[ip] != "" || d.unconfirmed[ip] && !d.heldLocked(ip) {
-				continue
-			}
-			pe.IPs = append(pe.IPs, addr(ip))
-		}
-		sort.Slice(pe.IPs, func(i, j int) bool { return pe.IPs[i].IP.Less(pe.IPs[j].IP) })
-		for p := range e.prefixes {
-			if d.busyPrefixes[p] || d.releasingPrefixes[p] != "" {
-				continue
-			}
-			pp := pool.Prefix{Prefix: p}
-			for ip := p.Addr(); p.Contains(ip); ip = ip.Next() {
-				switch {
-				case d.unconfirmedPrefixes[p] && !d.heldLocked(ip):
-					// Not EC2's (yet): blocked, like a held address.
-					pp.Addresses = append(pp.Addresses, pool.Address{IP: ip, Assigned: true})
-				case d.heldLocked(ip) || !d.released[ip].IsZero():
-					pp.Addresses = append(pp.Addresses, addr(ip))
-				}
-			}
-			pe.Prefixes = append(pe.Prefixes, pp)
-		}
-		sort.Slice(pe.Prefixes, func(i, j int) bool { return pe.Prefixes[i].Prefix.Addr().Less(pe.Prefixes[j].Prefix.Addr()) })
-		s.ENIs = append(s.ENIs, pe)
-	}
-	sort.Slice(s.ENIs, func(i, j int) bool { return s.ENIs[i].DeviceNumber < s.ENIs[j].DeviceNumber })
+	// Custom networking: the primary ENI carries no pods.
+	s.ENIs = d.ledger.poolENIs(d.cfg.CustomNetworking)
 	return s
 }

@@ -13,7 +13,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
-	"time"
 
 	"github.com/vpcchain/vpcchain/daemon/cloud"
 	"github.com/vpcchain/vpcchain/internal/instancelimits"
@@ -78,7 +77,7 @@ func (d *Daemon) discoverIPv6(ctx context.Context, md cloud.Node, lim instanceli
 		ips: map[netip.Addr]bool{}, prefixes: map[netip.Prefix]bool{}, prefixes6: map[netip.Prefix]bool{}}
 	for _, p := range prefixes {
 		st.prefixes6[p] = true
-		d.learnedPrefix[p] = now
+		d.ledger.learnedPrefix[p] = now
 	}
 	for _, m := range md.ENIs {
 		if m.Primary {
@@ -89,18 +88,18 @@ func (d *Daemon) discoverIPv6(ctx context.Context, md cloud.Node, lim instanceli
 		st.subnet6, _ = prefixes[0].Addr().Prefix(64) // a /80 lies in its subnet's /64
 	}
 	d.mu.Lock()
-	d.enis[prim.ID] = st
+	d.ledger.enis[prim.ID] = st
 	d.mu.Unlock()
 	return nil
 }
 
 // pickIPv6Locked picks a random free address of the primary ENI's /80s.
 func (d *Daemon) pickIPv6Locked() (netip.Addr, string, bool) {
-	for _, e := range d.enis {
+	for _, e := range d.ledger.enis {
 		for p := range e.prefixes6 {
 			for range 64 {
 				ip := randomIn(p)
-				if ip == p.Addr() || d.heldLocked(ip) || !d.released[ip].IsZero() {
+				if !d.ledger.pickableIPv6(p, ip) {
 					continue
 				}
 				return ip, e.id, true
@@ -131,12 +130,14 @@ func randomIn(p netip.Prefix) netip.Addr {
 
 // ipv6ReadyLocked is STATUS in IPv6 mode.
 func (d *Daemon) ipv6ReadyLocked() (bool, string, int) {
-	for _, e := range d.enis {
-		if len(e.prefixes6) > 0 {
-			return true, "", max(d.pcfg.MaxPods-len(d.byKey), 0)
+	for _, e := range d.ledger.enis {
+		for p := range e.prefixes6 {
+			if !d.ledger.lost[p] {
+				return true, "", max(d.pcfg.MaxPods-len(d.ledger.byKey), 0)
+			}
 		}
 	}
-	return false, "the primary ENI has no IPv6 prefix", 0
+	return false, "the primary ENI has no IPv6 prefix EC2 shows", 0
 }
 
 // reconcileIPv6 reads the primary ENI's prefixes from IMDS (free) and asks
@@ -151,7 +152,7 @@ func (d *Daemon) reconcileIPv6(ctx context.Context) error {
 	}
 	d.mu.Lock()
 	var st *eniState
-	for _, e := range d.enis {
+	for _, e := range d.ledger.enis {
 		if e.primary {
 			st = e
 		}
@@ -178,35 +179,32 @@ func (d *Daemon) reconcileIPv6(ctx context.Context) error {
 		return fmt.Errorf("describe the primary ENI: %w", err)
 	}
 	d.mu.Lock()
+	now := d.now()
 	shown := map[netip.Prefix]bool{}
 	for _, p := range e.IPv6Prefixes {
 		shown[p] = true
 		st.prefixes6[p] = true
+		delete(d.ledger.disagreements, "prefix:"+p.String())
+		if d.ledger.lost[p] {
+			delete(d.ledger.lost, p)
+			d.logf("reconcile: EC2 shows IPv6 prefix %s on %s again: new pods may use it", p, st.id)
+		}
 	}
+	usable := false
 	for p := range st.prefixes6 {
-		if shown[p] {
+		if !shown[p] && d.ledger.prefixMissing(p, st.id, now) {
+			d.logf("reconcile: IPv6 prefix %s is no longer on %s: dropping it", p, st.id)
+			delete(st.prefixes6, p)
 			continue
 		}
-		pods := 0
-		for ip := range d.byIP {
-			if p.Contains(ip) {
-				pods++
-			}
-		}
-		if age := d.now().Sub(d.learnedPrefix[p]); pods > 0 || age < d.cfg.ConsistencyGrace {
-			d.disagreeLocked("prefix:"+p.String(), "IPv6 prefix %s is missing from EC2's describe of %s; kept: %d pods hold addresses of it, learned %s ago",
-				p, st.id, pods, age.Round(time.Second))
-			continue
-		}
-		d.logf("reconcile: IPv6 prefix %s is no longer on %s: dropping it", p, st.id)
-		delete(st.prefixes6, p)
+		usable = usable || !d.ledger.lost[p]
 	}
-	empty := len(st.prefixes6) == 0
 	d.mu.Unlock()
-	if !empty {
+	if usable {
 		return nil
 	}
-	// Someone took the prefix away: pods need a new one.
+	// Someone took the prefix away (its pods, if any, keep their
+	// addresses): new pods need a new one, now.
 	p, err := d.cloud.(ipv6Cloud).AssignIPv6Prefix(ctx, st.id)
 	if err != nil {
 		return fmt.Errorf("the primary ENI lost its IPv6 prefix; assign another: %w", err)
@@ -214,7 +212,7 @@ func (d *Daemon) reconcileIPv6(ctx context.Context) error {
 	d.logf("reconcile: assigned IPv6 prefix %s to %s, which had none left", p, st.id)
 	d.mu.Lock()
 	st.prefixes6[p] = true
-	d.learnedPrefix[p] = d.now()
+	d.ledger.learnedPrefix[p] = d.now()
 	d.counters["ipv6_prefixes_assigned"]++
 	d.mu.Unlock()
 	return nil

@@ -56,7 +56,7 @@ func (d *Daemon) sortOwnedLocked(enis []cloud.ENI) []cloud.ENI {
 	for _, e := range enis {
 		attached[e.ID] = true
 		reason := ""
-		if d.enis[e.ID] == nil {
+		if d.ledger.enis[e.ID] == nil {
 			reason = d.foreignReason(e)
 		}
 		if reason == "" {

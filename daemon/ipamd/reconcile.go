@@ -70,44 +70,63 @@ func (d *Daemon) Reconcile(ctx context.Context) error {
 		return fmt.Errorf("describe this instance's ENIs: %w", err)
 	}
 	d.mu.Lock()
+	now := d.now()
 	truth := map[string]cloud.ENI{}
-	for _, e := range d.sortOwnedLocked(enis) {
+	shown := map[string]bool{} // every ENI, address and prefix EC2 lists
+	for _, e := range enis {
+		shown[e.ID] = true
+		for _, ip := range e.IPs {
+			shown[ip.String()] = true
+		}
+		for _, p := range e.Prefixes {
+			shown[p.String()] = true
+		}
+	}
+	for _, e := range d.managedLocked(enis, now) {
 		truth[e.ID] = e
 	}
 	d.noteForeignInIMDSLocked(md.ENIs)
-	now := d.now()
 	// ENIs gone from the instance: their allocations cannot work any more,
 	// unless EC2 is lagging. An ENI a pod holds an address of stays.
 	var gone []*eniState
-	for id, st := range d.enis {
+	var forget []netip.Addr
+	for id, st := range d.ledger.enis {
 		if _, ok := truth[id]; ok {
-			delete(d.disagreements, "eni:"+id)
+			delete(d.ledger.disagreements, "eni:"+id)
 			continue
 		}
-		if pods := d.podsOnLocked(st); pods > 0 || now.Sub(st.learned) < d.cfg.ConsistencyGrace {
-			d.disagreeLocked("eni:"+id, "%s (device %d) is missing from EC2's describe; kept: %d pods hold addresses on it, learned %s ago",
+		if pods := d.ledger.podsOn(st); pods > 0 || now.Sub(st.learned) < d.cfg.ConsistencyGrace {
+			d.ledger.disagree("eni:"+id, "%s (device %d) is missing from EC2's describe; kept: %d pods hold addresses on it, learned %s ago",
 				id, st.dev, pods, now.Sub(st.learned).Round(time.Second))
 			continue
 		}
 		d.logf("reconcile: %s (device %d) is no longer attached: dropping it", id, st.dev)
 		d.counters["reconcile_enis_removed"]++
-		delete(d.enis, id)
+		forget = append(forget, d.ledger.removeENI(st, false, now)...)
 		gone = append(gone, st)
 	}
 	var adopt []cloud.ENI
+	lost := false
 	for id, e := range truth {
-		st := d.enis[id]
+		st := d.ledger.enis[id]
 		if st == nil {
 			adopt = append(adopt, e)
 			continue
 		}
-		d.syncAddressesLocked(st, e, now)
+		lost = d.ledger.syncENI(st, e, now) || lost
 	}
-	forget := d.forgetStrayCooldownsLocked()
+	forget = append(forget, d.ledger.forgetStrayCooling()...)
+	settled := d.ledger.settleGone(shown, now)
+	if lost {
+		d.kickLocked() // a lost prefix's free addresses left the pool: replace them now
+	}
 	// Host networking and the store's fsync: outside the lock.
 	d.mu.Unlock()
 	if err := d.store.ForgetCooling(forget...); err != nil {
 		d.logf("reconcile: forget cooldowns: %v", err)
+	}
+	if err := d.store.ForgetReleased(settled...); err != nil {
+		d.logf("reconcile: forget release records: %v", err)
 	}
 	for _, st := range gone {
 		if err := d.host.TeardownENI(st.hostENI(d.cfg.MTU)); err != nil {
@@ -128,33 +147,12 @@ func (d *Daemon) Reconcile(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// podsOnLocked counts the allocations on an ENI's addresses.
-func (d *Daemon) podsOnLocked(st *eniState) int {
-	n := 0
-	for ip := range d.byIP {
-		if st.holds(ip) {
-			n++
-		}
-	}
-	return n
-}
-
-// disagreeLocked logs and counts one disagreement with EC2 (once per
-// subject while it lasts: the reconcile loop sees it every minute).
-func (d *Daemon) disagreeLocked(subject, format string, args ...any) {
-	if d.disagreements[subject] {
-		return
-	}
-	d.disagreements[subject] = true
-	d.counters["reconcile_ec2_disagreements"]++
-	d.logf("reconcile: EC2 disagrees: "+format, args...)
-}
-
 // matches reports whether IMDS's view equals the daemon's (ignoring ENIs
 // the daemon leaves alone).
 func (d *Daemon) matches(md []cloud.ENI) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	now := d.now()
 	n := 0
 	inIMDS := map[string]bool{}
 	for _, e := range md {
@@ -162,19 +160,35 @@ func (d *Daemon) matches(md []cloud.ENI) bool {
 			f.inIMDS, inIMDS[e.ID] = true, true
 			continue
 		}
-		st := d.enis[e.ID]
-		if st == nil || len(st.ips) != len(e.IPs) || len(st.prefixes) != len(e.Prefixes) {
+		st := d.ledger.enis[e.ID]
+		if d.ledger.isGone(e.ID, now) && st == nil {
+			continue // freed: IMDS lags
+		}
+		if st == nil {
 			return false
 		}
+		// What EC2 took back and IMDS still lists does not count.
+		nIPs, nPfx := 0, 0
 		for _, ip := range e.IPs {
+			if d.ledger.isGone(ip.String(), now) {
+				continue
+			}
 			if !st.ips[ip] {
 				return false
 			}
+			nIPs++
 		}
 		for _, p := range e.Prefixes {
+			if d.ledger.isGone(p.String(), now) {
+				continue
+			}
 			if !st.prefixes[p] {
 				return false
 			}
+			nPfx++
+		}
+		if nIPs != len(st.ips) || nPfx != len(st.prefixes) {
+			return false
 		}
 		n++
 	}
@@ -186,77 +200,10 @@ func (d *Daemon) matches(md []cloud.ENI) bool {
 			return false
 		}
 	}
-	return n == len(d.enis) && len(d.unconfirmed) == 0 && len(d.unconfirmedPrefixes) == 0
-}
-
-// syncAddressesLocked adopts addresses EC2 has and the daemon does not, and
-// forgets free ones EC2 no longer has once they are older than the
-// consistency grace. An address a pod holds is never forgotten: EC2 may be
-// lagging, and if someone did remove it, the pod's DEL will release it.
-func (d *Daemon) syncAddressesLocked(st *eniState, e cloud.ENI, now time.Time) {
-	for _, ip := range e.IPs {
-		delete(d.unconfirmed, ip)
-		delete(d.disagreements, "ip:"+ip.String())
-		if !st.ips[ip] {
-			st.ips[ip] = true
-			d.learned[ip] = now
-			d.counters["reconcile_ips_adopted"]++
-		}
-	}
-	for _, p := range e.Prefixes {
-		delete(d.unconfirmedPrefixes, p)
-		delete(d.disagreements, "prefix:"+p.String())
-		if !st.prefixes[p] {
-			st.prefixes[p] = true
-			d.learnedPrefix[p] = now
-			d.counters["reconcile_prefixes_adopted"]++
-		}
-	}
-	for ip := range st.ips {
-		if slices.Contains(e.IPs, ip) || d.busy[ip] || d.releasing[ip] != "" {
-			continue
-		}
-		if d.heldLocked(ip) || now.Sub(d.learned[ip]) < d.cfg.ConsistencyGrace {
-			d.disagreeLocked("ip:"+ip.String(), "%s on %s is missing from EC2's describe; kept (held by a pod: %v, learned %s ago)",
-				ip, st.id, d.heldLocked(ip), now.Sub(d.learned[ip]).Round(time.Second))
-			continue
-		}
-		delete(st.ips, ip)
-		delete(d.learned, ip)
-		delete(d.unconfirmed, ip)
-		d.counters["reconcile_ips_removed"]++
-	}
-	for p := range st.prefixes {
-		if slices.Contains(e.Prefixes, p) || d.busyPrefixes[p] || d.releasingPrefixes[p] != "" {
-			continue
-		}
-		held := false
-		for ip := range d.byIP {
-			held = held || p.Contains(ip)
-		}
-		if held || now.Sub(d.learnedPrefix[p]) < d.cfg.ConsistencyGrace {
-			d.disagreeLocked("prefix:"+p.String(), "%s on %s is missing from EC2's describe; kept (held by pods: %v, learned %s ago)",
-				p, st.id, held, now.Sub(d.learnedPrefix[p]).Round(time.Second))
-			continue
-		}
-		delete(st.prefixes, p)
-		delete(d.learnedPrefix, p)
-		delete(d.unconfirmedPrefixes, p)
-		d.counters["reconcile_prefixes_removed"]++
-	}
-}
-
-// forgetStrayCooldownsLocked drops the cooldowns of addresses on no ENI of
-// the node any more and returns them for the store.
-func (d *Daemon) forgetStrayCooldownsLocked() []netip.Addr {
-	var out []netip.Addr
-	for ip := range d.released {
-		if d.eniOfLocked(ip) == nil {
-			delete(d.released, ip)
-			out = append(out, ip)
-		}
-	}
-	return out
+	// Release records are settled by a describe, and a lost prefix is
+	// watched by one.
+	return n == len(d.ledger.enis) && len(d.ledger.unconfirmed) == 0 && len(d.ledger.unconfirmedPrefixes) == 0 &&
+		len(d.ledger.gone) == 0 && len(d.ledger.lost) == 0
 }
 
 // releaseOrphans releases allocations whose pod sandbox the container
@@ -290,7 +237,7 @@ func (d *Daemon) releaseOrphans(ctx context.Context) {
 	d.counters["orphan_checks"]++
 	cut := d.now().Add(-d.cfg.OrphanGrace)
 	gone := map[store.Key]string{} // -> the netns path recorded at ADD
-	for k, a := range d.byKey {
+	for k, a := range d.ledger.byKey {
 		if _, live := boxes[k.ContainerID]; live || a.AssignedAt.After(cut) {
 			continue
 		}
@@ -346,8 +293,8 @@ func (d *Daemon) SyncSNAT() error {
 	nc := snat.NodeConfig{ExternalSNAT: d.cfg.ExternalSNAT, PrimaryIP: d.node.PrimaryIP, PrimaryInterface: d.primaryLink,
 		VPCCIDRs: slices.Clone(d.node.VPCCIDRs), ExcludeCIDRs: d.cfg.ExcludeSNATCIDRs, Randomize: d.cfg.RandomizeSNAT,
 		Mark: d.cfg.ConnMark, VethPrefix: d.cfg.VethPrefix, IPTablesMode: d.cfg.IPTablesMode}
-	pods := make([]netip.Addr, 0, len(d.byIP))
-	for ip := range d.byIP {
+	pods := make([]netip.Addr, 0, len(d.ledger.byIP))
+	for ip := range d.ledger.byIP {
 		if ip.Is4() { // IPv6 pods are not SNATed: VPC IPv6 is routable
 			pods = append(pods, ip)
 		}

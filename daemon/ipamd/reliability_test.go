@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -201,7 +202,11 @@ func TestAddressRemovedOutsideTheDaemon(t *testing.T) {
 func TestFailedReleaseNeverHandsOutAGoneAddress(t *testing.T) {
 	f := newFixture(t, map[string]string{"WARM_ENI_TARGET": "0", "WARM_IP_TARGET": "1", "MINIMUM_IP_TARGET": "1",
 		"IP_COOLDOWN_PERIOD": "0", "VPCCHAIN_SCALE_DOWN_INTERVAL": "1s"})
-	d := f.start()
+	lc := &lostAnswerCloud{Cloud: f.cloud}
+	d, err := New(context.Background(), Options{Config: f.cfg, Cloud: lc, Host: f.host, Now: f.clock, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer d.Close()
 	settle(t, d)
 	for i := 0; i < 6; i++ {
@@ -215,9 +220,11 @@ func TestFailedReleaseNeverHandsOutAGoneAddress(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// The release is made in EC2, its answer lost; the retry's "not
-	// assigned" cannot be confirmed because describes are refused.
-	f.sim.Faults.LoseResponses("UnassignPrivateIpAddresses", 1)
+	// The release is made in EC2, its answer lost (the simulator's lost
+	// responses are retried by the SDK, whose retry EC2 answers "not
+	// assigned": that settles it); describes are refused, so nothing can
+	// confirm it.
+	lc.lose.Store(1)
 	f.sim.Faults.Deny("DescribeNetworkInterfaces", true)
 	for i := 0; i < 3; i++ {
 		f.advance(2 * time.Second)
@@ -249,6 +256,20 @@ func TestFailedReleaseNeverHandsOutAGoneAddress(t *testing.T) {
 			}
 		}
 	}
+}
+
+// lostAnswerCloud makes lose UnassignIPs calls fail after EC2 made them.
+type lostAnswerCloud struct {
+	Cloud
+	lose atomic.Int32
+}
+
+func (c *lostAnswerCloud) UnassignIPs(ctx context.Context, eniID string, ips []netip.Addr) error {
+	err := c.Cloud.UnassignIPs(ctx, eniID, ips)
+	if err == nil && c.lose.Add(-1) >= 0 {
+		return errors.New("read tcp: connection reset by peer")
+	}
+	return err
 }
 
 // A recorded allocation whose ENI is not the one EC2 has the address on is

@@ -266,10 +266,10 @@ func (d *Daemon) Introspect() *ipamv1.IntrospectReply {
 	if d.cfg.IPv6 {
 		// The /80 is the pool: what kubelet may run is what is left.
 		_, _, avail := d.ipv6ReadyLocked()
-		out.Mode, out.Total, out.Assigned, out.Cooling = "ipv6-prefix", int32(d.pcfg.MaxPods), int32(len(d.byKey)), 0
+		out.Mode, out.Total, out.Assigned, out.Cooling = "ipv6-prefix", int32(d.pcfg.MaxPods), int32(len(d.ledger.byKey)), 0
 		out.Available, out.MaxPods, out.LastDecision = int32(avail), int32(d.pcfg.MaxPods), ""
 	}
-	for _, e := range d.enis {
+	for _, e := range d.ledger.enis {
 		ie := &ipamv1.IntrospectENI{Id: e.id, DeviceNumber: int32(e.dev), Primary: e.primary,
 			PrimaryIp: e.primaryIP.String(), RouteTable: int32(e.table()), SubnetCidr: e.subnet.String()}
 		for ip := range e.ips {
@@ -286,7 +286,7 @@ func (d *Daemon) Introspect() *ipamv1.IntrospectReply {
 		out.Enis = append(out.Enis, ie)
 	}
 	sort.Slice(out.Enis, func(i, j int) bool { return out.Enis[i].DeviceNumber < out.Enis[j].DeviceNumber })
-	for k, a := range d.byKey {
+	for k, a := range d.ledger.byKey {
 		out.Allocations = append(out.Allocations, &ipamv1.IntrospectAllocation{
 			Key: &ipamv1.Key{Network: k.Network, ContainerId: k.ContainerID, Ifname: k.IfName},
 			Ip:  a.IP.String(), EniId: a.ENIID, PodNamespace: a.PodNamespace, PodName: a.PodName,
@@ -299,6 +299,14 @@ func (d *Daemon) Introspect() *ipamv1.IntrospectReply {
 		out.CustomNetworking = &ipamv1.IntrospectCustomNetworking{Eniconfig: d.custom.cfg.Name, ChosenBy: d.custom.cfg.From,
 			Subnet: d.custom.subnetID, SecurityGroups: d.custom.groups, Problem: d.customNetworkReasonLocked()}
 	}
+	for _, p := range d.ledger.pendingReleases() {
+		out.PendingReleases = append(out.PendingReleases, &ipamv1.IntrospectPendingRelease{EniId: p.eni, Items: p.items,
+			Attempts: int32(p.attempts), LastError: p.lastErr, NextRetryUnix: p.next.Unix()})
+	}
+	for p := range d.ledger.lost {
+		out.LostPrefixes = append(out.LostPrefixes, p.String())
+	}
+	sort.Strings(out.LostPrefixes)
 	for _, f := range d.foreign {
 		out.Unmanaged = append(out.Unmanaged, &ipamv1.IntrospectUnmanagedENI{Id: f.id, DeviceNumber: int32(f.dev),
 			NetworkCard: int32(f.card), Reason: f.reason})

@@ -43,12 +43,7 @@ func pausing(cos []pool.CoolOff) *pool.CoolOff {
 
 // nextCooledLocked is how long until the first cooling address is free.
 func (d *Daemon) nextCooledLocked() time.Duration {
-	var first time.Time
-	for ip, t := range d.released {
-		if _, assigned := d.byIP[ip]; !assigned && (first.IsZero() || t.Before(first)) {
-			first = t
-		}
-	}
+	first := d.ledger.firstCooling()
 	return max(first.Add(d.cfg.IPCooldownPeriod).Sub(d.now()), 0)
 }
 

@@ -47,7 +47,12 @@ var (
 	bucketAllocs  = []byte("allocations") // key bytes -> record JSON
 	bucketIPs     = []byte("ips")         // IP text -> key bytes (uniqueness index)
 	bucketCooling = []byte("cooling")     // IP text -> released time (RFC 3339)
-	metaSchema    = []byte("schema")
+	// What EC2 accepted to take back (address, prefix or ENI ID text) ->
+	// when: a describe that still shows it lags and must not bring it back.
+	// Made by the first RecordReleased (the layout an older daemon wrote is
+	// unchanged until then).
+	bucketReleased = []byte("released")
+	metaSchema     = []byte("schema")
 )
 
 // Key identifies an allocation: the CNI spec's (network name, container ID,
@@ -415,5 +420,76 @@ func (s *Store) SetENI(k Key, eniID string) error {
 			return err
 		}
 		return allocs.Put(k.bytes(), nv)
+	})
+}
+
+// RecordReleased records, in one transaction, that EC2 took back items
+// (addresses, prefixes or ENI IDs, as text) at at, and drops the cooldown
+// records of the addresses in cooling (they left the node).
+func (s *Store) RecordReleased(at time.Time, items []string, cooling []netip.Addr) error {
+	t, err := at.UTC().MarshalText()
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bucketReleased)
+		if err != nil {
+			return err
+		}
+		for _, x := range items {
+			if x == "" {
+				return fmt.Errorf("%w: empty released item", ErrInvalid)
+			}
+			if err := b.Put([]byte(x), t); err != nil {
+				return err
+			}
+		}
+		c := tx.Bucket(bucketCooling)
+		for _, ip := range cooling {
+			if err := c.Delete(ipKey(ip)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Released returns what RecordReleased recorded and ForgetReleased has not
+// dropped, with when.
+func (s *Store) Released() (map[string]time.Time, error) {
+	out := map[string]time.Time{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketReleased)
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, v []byte) error {
+			var t time.Time
+			if err := t.UnmarshalText(v); err != nil {
+				return fmt.Errorf("store: corrupt release time for %s: %w", k, err)
+			}
+			out[string(k)] = t
+			return nil
+		})
+	})
+	return out, err
+}
+
+// ForgetReleased drops release records; an unknown item is not an error.
+func (s *Store) ForgetReleased(items ...string) error {
+	if len(items) == 0 {
+		return nil
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketReleased)
+		if b == nil {
+			return nil
+		}
+		for _, x := range items {
+			if err := b.Delete([]byte(x)); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 }

@@ -1008,6 +1008,84 @@ func (x *IntrospectCustomNetworking) GetProblem() string {
 	return ""
 }
 
+// Addresses and prefixes whose release EC2 refused or left unanswered: out
+// of the pool, retried with backoff.
+type IntrospectPendingRelease struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	EniId         string                 `protobuf:"bytes,1,opt,name=eni_id,json=eniId,proto3" json:"eni_id,omitempty"`
+	Items         []string               `protobuf:"bytes,2,rep,name=items,proto3" json:"items,omitempty"`
+	Attempts      int32                  `protobuf:"varint,3,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	LastError     string                 `protobuf:"bytes,4,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	NextRetryUnix int64                  `protobuf:"varint,5,opt,name=next_retry_unix,json=nextRetryUnix,proto3" json:"next_retry_unix,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IntrospectPendingRelease) Reset() {
+	*x = IntrospectPendingRelease{}
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IntrospectPendingRelease) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IntrospectPendingRelease) ProtoMessage() {}
+
+func (x *IntrospectPendingRelease) ProtoReflect() protoreflect.Message {
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IntrospectPendingRelease.ProtoReflect.Descriptor instead.
+func (*IntrospectPendingRelease) Descriptor() ([]byte, []int) {
+	return file_api_ipam_v1_ipam_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *IntrospectPendingRelease) GetEniId() string {
+	if x != nil {
+		return x.EniId
+	}
+	return ""
+}
+
+func (x *IntrospectPendingRelease) GetItems() []string {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+func (x *IntrospectPendingRelease) GetAttempts() int32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *IntrospectPendingRelease) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *IntrospectPendingRelease) GetNextRetryUnix() int64 {
+	if x != nil {
+		return x.NextRetryUnix
+	}
+	return 0
+}
+
 type IntrospectAllocation struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Key           *Key                   `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
@@ -1022,7 +1100,7 @@ type IntrospectAllocation struct {
 
 func (x *IntrospectAllocation) Reset() {
 	*x = IntrospectAllocation{}
-	mi := &file_api_ipam_v1_ipam_proto_msgTypes[16]
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1034,7 +1112,7 @@ func (x *IntrospectAllocation) String() string {
 func (*IntrospectAllocation) ProtoMessage() {}
 
 func (x *IntrospectAllocation) ProtoReflect() protoreflect.Message {
-	mi := &file_api_ipam_v1_ipam_proto_msgTypes[16]
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1047,7 +1125,7 @@ func (x *IntrospectAllocation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntrospectAllocation.ProtoReflect.Descriptor instead.
 func (*IntrospectAllocation) Descriptor() ([]byte, []int) {
-	return file_api_ipam_v1_ipam_proto_rawDescGZIP(), []int{16}
+	return file_api_ipam_v1_ipam_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *IntrospectAllocation) GetKey() *Key {
@@ -1105,13 +1183,17 @@ type IntrospectReply struct {
 	LastDecision     string                      `protobuf:"bytes,9,opt,name=last_decision,json=lastDecision,proto3" json:"last_decision,omitempty"`
 	Unmanaged        []*IntrospectUnmanagedENI   `protobuf:"bytes,10,rep,name=unmanaged,proto3" json:"unmanaged,omitempty"`
 	CustomNetworking *IntrospectCustomNetworking `protobuf:"bytes,11,opt,name=custom_networking,json=customNetworking,proto3" json:"custom_networking,omitempty"` // unset when custom networking is off
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	PendingReleases  []*IntrospectPendingRelease `protobuf:"bytes,12,rep,name=pending_releases,json=pendingReleases,proto3" json:"pending_releases,omitempty"`
+	// Prefixes EC2 no longer shows while pods hold addresses of them: no new
+	// pod gets one of their addresses.
+	LostPrefixes  []string `protobuf:"bytes,13,rep,name=lost_prefixes,json=lostPrefixes,proto3" json:"lost_prefixes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *IntrospectReply) Reset() {
 	*x = IntrospectReply{}
-	mi := &file_api_ipam_v1_ipam_proto_msgTypes[17]
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1123,7 +1205,7 @@ func (x *IntrospectReply) String() string {
 func (*IntrospectReply) ProtoMessage() {}
 
 func (x *IntrospectReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_ipam_v1_ipam_proto_msgTypes[17]
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1136,7 +1218,7 @@ func (x *IntrospectReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntrospectReply.ProtoReflect.Descriptor instead.
 func (*IntrospectReply) Descriptor() ([]byte, []int) {
-	return file_api_ipam_v1_ipam_proto_rawDescGZIP(), []int{17}
+	return file_api_ipam_v1_ipam_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *IntrospectReply) GetMode() string {
@@ -1212,6 +1294,20 @@ func (x *IntrospectReply) GetUnmanaged() []*IntrospectUnmanagedENI {
 func (x *IntrospectReply) GetCustomNetworking() *IntrospectCustomNetworking {
 	if x != nil {
 		return x.CustomNetworking
+	}
+	return nil
+}
+
+func (x *IntrospectReply) GetPendingReleases() []*IntrospectPendingRelease {
+	if x != nil {
+		return x.PendingReleases
+	}
+	return nil
+}
+
+func (x *IntrospectReply) GetLostPrefixes() []string {
+	if x != nil {
+		return x.LostPrefixes
 	}
 	return nil
 }
@@ -1307,14 +1403,21 @@ const file_api_ipam_v1_ipam_proto_rawDesc = "" +
 	"\tchosen_by\x18\x02 \x01(\tR\bchosenBy\x12\x16\n" +
 	"\x06subnet\x18\x03 \x01(\tR\x06subnet\x12'\n" +
 	"\x0fsecurity_groups\x18\x04 \x03(\tR\x0esecurityGroups\x12\x18\n" +
-	"\aproblem\x18\x05 \x01(\tR\aproblem\"\xcb\x01\n" +
+	"\aproblem\x18\x05 \x01(\tR\aproblem\"\xaa\x01\n" +
+	"\x18IntrospectPendingRelease\x12\x15\n" +
+	"\x06eni_id\x18\x01 \x01(\tR\x05eniId\x12\x14\n" +
+	"\x05items\x18\x02 \x03(\tR\x05items\x12\x1a\n" +
+	"\battempts\x18\x03 \x01(\x05R\battempts\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\x04 \x01(\tR\tlastError\x12&\n" +
+	"\x0fnext_retry_unix\x18\x05 \x01(\x03R\rnextRetryUnix\"\xcb\x01\n" +
 	"\x14IntrospectAllocation\x12'\n" +
 	"\x03key\x18\x01 \x01(\v2\x15.vpcchain.ipam.v1.KeyR\x03key\x12\x0e\n" +
 	"\x02ip\x18\x02 \x01(\tR\x02ip\x12\x15\n" +
 	"\x06eni_id\x18\x03 \x01(\tR\x05eniId\x12#\n" +
 	"\rpod_namespace\x18\x04 \x01(\tR\fpodNamespace\x12\x19\n" +
 	"\bpod_name\x18\x05 \x01(\tR\apodName\x12#\n" +
-	"\rassigned_unix\x18\x06 \x01(\x03R\fassignedUnix\"\xf1\x03\n" +
+	"\rassigned_unix\x18\x06 \x01(\x03R\fassignedUnix\"\xed\x04\n" +
 	"\x0fIntrospectReply\x12\x12\n" +
 	"\x04mode\x18\x01 \x01(\tR\x04mode\x12\x14\n" +
 	"\x05total\x18\x02 \x01(\x05R\x05total\x12\x1a\n" +
@@ -1327,7 +1430,9 @@ const file_api_ipam_v1_ipam_proto_rawDesc = "" +
 	"\rlast_decision\x18\t \x01(\tR\flastDecision\x12F\n" +
 	"\tunmanaged\x18\n" +
 	" \x03(\v2(.vpcchain.ipam.v1.IntrospectUnmanagedENIR\tunmanaged\x12Y\n" +
-	"\x11custom_networking\x18\v \x01(\v2,.vpcchain.ipam.v1.IntrospectCustomNetworkingR\x10customNetworking2\xad\x03\n" +
+	"\x11custom_networking\x18\v \x01(\v2,.vpcchain.ipam.v1.IntrospectCustomNetworkingR\x10customNetworking\x12U\n" +
+	"\x10pending_releases\x18\f \x03(\v2*.vpcchain.ipam.v1.IntrospectPendingReleaseR\x0fpendingReleases\x12#\n" +
+	"\rlost_prefixes\x18\r \x03(\tR\flostPrefixes2\xad\x03\n" +
 	"\x04IPAM\x12?\n" +
 	"\x03Add\x12\x1c.vpcchain.ipam.v1.AddRequest\x1a\x1a.vpcchain.ipam.v1.AddReply\x12?\n" +
 	"\x03Del\x12\x1c.vpcchain.ipam.v1.DelRequest\x1a\x1a.vpcchain.ipam.v1.DelReply\x12E\n" +
@@ -1349,7 +1454,7 @@ func file_api_ipam_v1_ipam_proto_rawDescGZIP() []byte {
 	return file_api_ipam_v1_ipam_proto_rawDescData
 }
 
-var file_api_ipam_v1_ipam_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_api_ipam_v1_ipam_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_api_ipam_v1_ipam_proto_goTypes = []any{
 	(*Key)(nil),                        // 0: vpcchain.ipam.v1.Key
 	(*AddRequest)(nil),                 // 1: vpcchain.ipam.v1.AddRequest
@@ -1367,8 +1472,9 @@ var file_api_ipam_v1_ipam_proto_goTypes = []any{
 	(*IntrospectENI)(nil),              // 13: vpcchain.ipam.v1.IntrospectENI
 	(*IntrospectUnmanagedENI)(nil),     // 14: vpcchain.ipam.v1.IntrospectUnmanagedENI
 	(*IntrospectCustomNetworking)(nil), // 15: vpcchain.ipam.v1.IntrospectCustomNetworking
-	(*IntrospectAllocation)(nil),       // 16: vpcchain.ipam.v1.IntrospectAllocation
-	(*IntrospectReply)(nil),            // 17: vpcchain.ipam.v1.IntrospectReply
+	(*IntrospectPendingRelease)(nil),   // 16: vpcchain.ipam.v1.IntrospectPendingRelease
+	(*IntrospectAllocation)(nil),       // 17: vpcchain.ipam.v1.IntrospectAllocation
+	(*IntrospectReply)(nil),            // 18: vpcchain.ipam.v1.IntrospectReply
 }
 var file_api_ipam_v1_ipam_proto_depIdxs = []int32{
 	0,  // 0: vpcchain.ipam.v1.AddRequest.key:type_name -> vpcchain.ipam.v1.Key
@@ -1381,26 +1487,27 @@ var file_api_ipam_v1_ipam_proto_depIdxs = []int32{
 	0,  // 7: vpcchain.ipam.v1.GCReply.released:type_name -> vpcchain.ipam.v1.Key
 	0,  // 8: vpcchain.ipam.v1.IntrospectAllocation.key:type_name -> vpcchain.ipam.v1.Key
 	13, // 9: vpcchain.ipam.v1.IntrospectReply.enis:type_name -> vpcchain.ipam.v1.IntrospectENI
-	16, // 10: vpcchain.ipam.v1.IntrospectReply.allocations:type_name -> vpcchain.ipam.v1.IntrospectAllocation
+	17, // 10: vpcchain.ipam.v1.IntrospectReply.allocations:type_name -> vpcchain.ipam.v1.IntrospectAllocation
 	14, // 11: vpcchain.ipam.v1.IntrospectReply.unmanaged:type_name -> vpcchain.ipam.v1.IntrospectUnmanagedENI
 	15, // 12: vpcchain.ipam.v1.IntrospectReply.custom_networking:type_name -> vpcchain.ipam.v1.IntrospectCustomNetworking
-	1,  // 13: vpcchain.ipam.v1.IPAM.Add:input_type -> vpcchain.ipam.v1.AddRequest
-	4,  // 14: vpcchain.ipam.v1.IPAM.Del:input_type -> vpcchain.ipam.v1.DelRequest
-	6,  // 15: vpcchain.ipam.v1.IPAM.Check:input_type -> vpcchain.ipam.v1.CheckRequest
-	8,  // 16: vpcchain.ipam.v1.IPAM.Status:input_type -> vpcchain.ipam.v1.StatusRequest
-	10, // 17: vpcchain.ipam.v1.IPAM.GC:input_type -> vpcchain.ipam.v1.GCRequest
-	12, // 18: vpcchain.ipam.v1.IPAM.Introspect:input_type -> vpcchain.ipam.v1.IntrospectRequest
-	3,  // 19: vpcchain.ipam.v1.IPAM.Add:output_type -> vpcchain.ipam.v1.AddReply
-	5,  // 20: vpcchain.ipam.v1.IPAM.Del:output_type -> vpcchain.ipam.v1.DelReply
-	7,  // 21: vpcchain.ipam.v1.IPAM.Check:output_type -> vpcchain.ipam.v1.CheckReply
-	9,  // 22: vpcchain.ipam.v1.IPAM.Status:output_type -> vpcchain.ipam.v1.StatusReply
-	11, // 23: vpcchain.ipam.v1.IPAM.GC:output_type -> vpcchain.ipam.v1.GCReply
-	17, // 24: vpcchain.ipam.v1.IPAM.Introspect:output_type -> vpcchain.ipam.v1.IntrospectReply
-	19, // [19:25] is the sub-list for method output_type
-	13, // [13:19] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	16, // 13: vpcchain.ipam.v1.IntrospectReply.pending_releases:type_name -> vpcchain.ipam.v1.IntrospectPendingRelease
+	1,  // 14: vpcchain.ipam.v1.IPAM.Add:input_type -> vpcchain.ipam.v1.AddRequest
+	4,  // 15: vpcchain.ipam.v1.IPAM.Del:input_type -> vpcchain.ipam.v1.DelRequest
+	6,  // 16: vpcchain.ipam.v1.IPAM.Check:input_type -> vpcchain.ipam.v1.CheckRequest
+	8,  // 17: vpcchain.ipam.v1.IPAM.Status:input_type -> vpcchain.ipam.v1.StatusRequest
+	10, // 18: vpcchain.ipam.v1.IPAM.GC:input_type -> vpcchain.ipam.v1.GCRequest
+	12, // 19: vpcchain.ipam.v1.IPAM.Introspect:input_type -> vpcchain.ipam.v1.IntrospectRequest
+	3,  // 20: vpcchain.ipam.v1.IPAM.Add:output_type -> vpcchain.ipam.v1.AddReply
+	5,  // 21: vpcchain.ipam.v1.IPAM.Del:output_type -> vpcchain.ipam.v1.DelReply
+	7,  // 22: vpcchain.ipam.v1.IPAM.Check:output_type -> vpcchain.ipam.v1.CheckReply
+	9,  // 23: vpcchain.ipam.v1.IPAM.Status:output_type -> vpcchain.ipam.v1.StatusReply
+	11, // 24: vpcchain.ipam.v1.IPAM.GC:output_type -> vpcchain.ipam.v1.GCReply
+	18, // 25: vpcchain.ipam.v1.IPAM.Introspect:output_type -> vpcchain.ipam.v1.IntrospectReply
+	20, // [20:26] is the sub-list for method output_type
+	14, // [14:20] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_api_ipam_v1_ipam_proto_init() }
@@ -1414,7 +1521,7 @@ func file_api_ipam_v1_ipam_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_ipam_v1_ipam_proto_rawDesc), len(file_api_ipam_v1_ipam_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,753 @@
+package ipamd
+
+// The address ledger: every address's and prefix's life on the node, in
+// one place. The Daemon holds its lock and makes the calls to EC2, the host
+// and the store; the ledger only says what is true now and what may happen
+// next, so its rules are readable (and tested) without EC2.
+//
+// An address's life:
+//
+//	learned (EC2 assigned it, or a describe showed it)
+//	  -> reserved (an ADD is recording it) -> held (a pod has it)
+//	  -> cooling (its pod is gone; not picked for IP_COOLDOWN_PERIOD)
+//	  -> free again, or
+//	  -> busy (being given back to EC2)
+//	       -> releasing (EC2 refused or lost the answer: retried with backoff)
+//	       -> gone (EC2 accepted): never learned back from a describe or
+//	          IMDS that still shows it, until EC2 stops showing it or the
+//	          consistency grace has passed.
+//
+// Beside that: unconfirmed (a restored pod's address EC2 did not show at
+// start: kept for the pod, never given to another until EC2 shows it),
+// lost (a prefix EC2 no longer shows while pods hold addresses of it: no new
+// pod gets one of its addresses) and pruning (being removed from the SNAT
+// set: never picked meanwhile).
+
+import (
+	"net"
+	"net/netip"
+	"sort"
+	"time"
+
+	"github.com/vpcchain/vpcchain/daemon/cloud"
+	"github.com/vpcchain/vpcchain/daemon/hostnet"
+	"github.com/vpcchain/vpcchain/daemon/pool"
+	"github.com/vpcchain/vpcchain/daemon/store"
+)
+
+// eniState is one ENI the daemon manages.
+type eniState struct {
+	id           string
+	mac          net.HardwareAddr
+	dev          int
+	primary      bool
+	primaryIP    netip.Addr
+	subnetID     string
+	subnet       netip.Prefix
+	attachmentID string
+	created      time.Time
+	learned      time.Time // when the daemon first saw it in EC2 (or created it)
+	ips          map[netip.Addr]bool
+	prefixes     map[netip.Prefix]bool
+	// IPv6 mode: the primary ENI's /80s and its subnet's /64.
+	prefixes6 map[netip.Prefix]bool
+	subnet6   netip.Prefix
+}
+
+func (e *eniState) table() int { return hostnet.RouteTable(e.dev) }
+
+func (e *eniState) hostENI(mtu int) hostnet.ENI {
+	return hostnet.ENI{MAC: e.mac, PrimaryIP: e.primaryIP, Subnet: e.subnet, DeviceNumber: e.dev, MTU: mtu}
+}
+
+func (e *eniState) holds(ip netip.Addr) bool {
+	if e.ips[ip] {
+		return true
+	}
+	for p := range e.prefixes {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	for p := range e.prefixes6 {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// Release retries back off exponentially per ENI, from releaseRetryBase
+// to releaseRetryMax: a release EC2 keeps refusing (a missing permission)
+// must not cost a call a second per ENI for ever.
+const (
+	releaseRetryBase = time.Second
+	releaseRetryMax  = 5 * time.Minute
+)
+
+// pendingRelease is what is left to give back to EC2 on one ENI after a
+// release failed.
+type pendingRelease struct {
+	attempts int // failed attempts so far
+	next     time.Time
+	lastErr  string
+}
+
+// pendingReleaseView is one ENI's pending releases, for introspection.
+type pendingReleaseView struct {
+	eni   string
+	items []string
+	pendingRelease
+}
+
+// ledger is the node's address state. It is not safe for concurrent use:
+// the Daemon's mu guards it.
+type ledger struct {
+	grace    time.Duration // VPCCHAIN_EC2_CONSISTENCY_GRACE
+	counters map[string]int64
+	logf     func(string, ...any)
+
+	enis  map[string]*eniState
+	byKey map[store.Key]store.Allocation
+	byIP  map[netip.Addr]store.Key
+	// reserved: picked by an ADD whose record is being written; held.
+	reserved map[netip.Addr]bool
+	// pruning: found stale in the SNAT set and being removed; never picked.
+	pruning map[netip.Addr]bool
+	// cooling: when each address was released by its pod (kept past the
+	// cooldown until forgotten).
+	cooling map[netip.Addr]time.Time
+	// busy: chosen by a pool decision to be given back; never picked.
+	busy         map[netip.Addr]bool
+	busyPrefixes map[netip.Prefix]bool
+	// releasing: EC2 refused or lost the release of these free addresses
+	// and prefixes (to ENI ID); EC2 may have made the change, so they are
+	// never picked, and the release is retried (it is idempotent).
+	releasing         map[netip.Addr]string
+	releasingPrefixes map[netip.Prefix]string
+	retries           map[string]*pendingRelease // by ENI ID
+	// learned: when the daemon learned each address or prefix was
+	// assigned. A describe that omits one learned less than grace ago is
+	// EC2 lagging, not a removal.
+	learned       map[netip.Addr]time.Time
+	learnedPrefix map[netip.Prefix]time.Time
+	// unconfirmed: held by a restored allocation, not shown by EC2 at start.
+	unconfirmed         map[netip.Addr]bool
+	unconfirmedPrefixes map[netip.Prefix]bool
+	// gone: what EC2 accepted to take back (addresses, prefixes, ENIs by
+	// ID), and when; also in the store, so a restart keeps it.
+	gone map[string]time.Time
+	// lost: prefixes EC2 no longer shows while pods hold addresses of them.
+	lost map[netip.Prefix]bool
+	// disagreements with EC2 logged while they last (by subject).
+	disagreements map[string]bool
+}
+
+func newLedger(grace time.Duration, counters map[string]int64, logf func(string, ...any)) *ledger {
+	return &ledger{grace: grace, counters: counters, logf: logf,
+		enis: map[string]*eniState{}, byKey: map[store.Key]store.Allocation{}, byIP: map[netip.Addr]store.Key{},
+		reserved: map[netip.Addr]bool{}, pruning: map[netip.Addr]bool{}, cooling: map[netip.Addr]time.Time{},
+		busy: map[netip.Addr]bool{}, busyPrefixes: map[netip.Prefix]bool{},
+		releasing: map[netip.Addr]string{}, releasingPrefixes: map[netip.Prefix]string{}, retries: map[string]*pendingRelease{},
+		learned: map[netip.Addr]time.Time{}, learnedPrefix: map[netip.Prefix]time.Time{},
+		unconfirmed: map[netip.Addr]bool{}, unconfirmedPrefixes: map[netip.Prefix]bool{},
+		gone: map[string]time.Time{}, lost: map[netip.Prefix]bool{}, disagreements: map[string]bool{}}
+}
+
+// ----------------------------------------------------------------- queries
+
+// held: a pod holds ip, an ADD is recording it, or it is being removed
+// from the SNAT set.
+func (l *ledger) held(ip netip.Addr) bool {
+	_, assigned := l.byIP[ip]
+	return assigned || l.reserved[ip] || l.pruning[ip]
+}
+
+// inUse: a pod holds ip or an ADD is recording it for one.
+func (l *ledger) inUse(ip netip.Addr) bool {
+	_, assigned := l.byIP[ip]
+	return assigned || l.reserved[ip]
+}
+
+func (l *ledger) eniOf(ip netip.Addr) *eniState {
+	for _, e := range l.enis {
+		if e.holds(ip) {
+			return e
+		}
+	}
+	return nil
+}
+
+// podsOn counts the addresses of an ENI that pods hold or ADDs are
+// recording: an ENI with any of them must not be freed.
+func (l *ledger) podsOn(e *eniState) int {
+	n := 0
+	for ip := range l.byIP {
+		if e.holds(ip) {
+			n++
+		}
+	}
+	for ip := range l.reserved {
+		if _, recorded := l.byIP[ip]; !recorded && e.holds(ip) {
+			n++
+		}
+	}
+	return n
+}
+
+// podsIn counts the addresses of p that pods hold or ADDs are recording.
+func (l *ledger) podsIn(p netip.Prefix) int {
+	n := 0
+	for ip := range l.byIP {
+		if p.Contains(ip) {
+			n++
+		}
+	}
+	for ip := range l.reserved {
+		if _, recorded := l.byIP[ip]; !recorded && p.Contains(ip) {
+			n++
+		}
+	}
+	return n
+}
+
+// pickableIPv6 says whether a new pod may get ip of the /80 p.
+func (l *ledger) pickableIPv6(p netip.Prefix, ip netip.Addr) bool {
+	return ip != p.Addr() && !l.lost[p] && !l.held(ip) && l.cooling[ip].IsZero()
+}
+
+// poolENIs is the pool's view of the ENIs (package pool decides on it).
+// What EC2 may not have is left out or blocked so nothing picks it: being
+// given back, a failed release, restored but not shown by EC2, or a prefix
+// EC2 no longer shows.
+func (l *ledger) poolENIs(skipPrimary bool) []pool.ENI {
+	addr := func(ip netip.Addr) pool.Address {
+		return pool.Address{IP: ip, Assigned: l.held(ip), ReleasedAt: l.cooling[ip]}
+	}
+	var out []pool.ENI
+	for _, e := range l.enis {
+		if e.primary && skipPrimary {
+			continue
+		}
+		pe := pool.ENI{ID: e.id, Primary: e.primary, CreatedAt: e.created, DeviceNumber: e.dev}
+		for ip := range e.ips {
+			if l.busy[ip] || l.releasing[ip] != "" || l.unconfirmed[ip] && !l.held(ip) {
+				continue
+			}
+			pe.IPs = append(pe.IPs, addr(ip))
+		}
+		sort.Slice(pe.IPs, func(i, j int) bool { return pe.IPs[i].IP.Less(pe.IPs[j].IP) })
+		for p := range e.prefixes {
+			if l.busyPrefixes[p] || l.releasingPrefixes[p] != "" {
+				continue
+			}
+			blocked := l.unconfirmedPrefixes[p] || l.lost[p]
+			pp := pool.Prefix{Prefix: p}
+			for ip := p.Addr(); p.Contains(ip); ip = ip.Next() {
+				switch {
+				case blocked && !l.held(ip):
+					// Not EC2's (yet, or any more): blocked, like a held address.
+					pp.Addresses = append(pp.Addresses, pool.Address{IP: ip, Assigned: true})
+				case l.held(ip) || !l.cooling[ip].IsZero():
+					pp.Addresses = append(pp.Addresses, addr(ip))
+				}
+			}
+			pe.Prefixes = append(pe.Prefixes, pp)
+		}
+		sort.Slice(pe.Prefixes, func(i, j int) bool { return pe.Prefixes[i].Prefix.Addr().Less(pe.Prefixes[j].Prefix.Addr()) })
+		out = append(out, pe)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].DeviceNumber < out[j].DeviceNumber })
+	return out
+}
+
+// nextCooled is when the first cooling address no pod holds is free again.
+func (l *ledger) firstCooling() time.Time {
+	var first time.Time
+	for ip, t := range l.cooling {
+		if _, assigned := l.byIP[ip]; !assigned && (first.IsZero() || t.Before(first)) {
+			first = t
+		}
+	}
+	return first
+}
+
+// ------------------------------------------------------------ allocations
+
+// reserve marks ip as being recorded for an ADD.
+func (l *ledger) reserve(ip netip.Addr) { l.reserved[ip] = true }
+
+// unreserve ends the recording, and when it succeeded gives ip to key.
+func (l *ledger) unreserve(key store.Key, a store.Allocation, recorded bool) {
+	delete(l.reserved, a.IP)
+	if recorded {
+		l.assign(key, a)
+	}
+}
+
+// assign records that key holds a.IP (an ADD, or a restored record).
+func (l *ledger) assign(key store.Key, a store.Allocation) {
+	l.byKey[key] = a
+	l.byIP[a.IP] = key
+	delete(l.cooling, a.IP)
+}
+
+// release ends key's allocation: its address cools from now.
+func (l *ledger) release(key store.Key, now time.Time) {
+	a, ok := l.byKey[key]
+	if !ok {
+		return
+	}
+	delete(l.byKey, key)
+	delete(l.byIP, a.IP)
+	l.cooling[a.IP] = now
+}
+
+// cooledBefore lists the cooldown records older than cut (for the store).
+func (l *ledger) cooledBefore(cut time.Time) map[netip.Addr]time.Time {
+	old := map[netip.Addr]time.Time{}
+	for ip, t := range l.cooling {
+		if t.Before(cut) {
+			old[ip] = t
+		}
+	}
+	return old
+}
+
+// forgetCooling drops the cooldown records of old that were not renewed.
+func (l *ledger) forgetCooling(old map[netip.Addr]time.Time) {
+	for ip, t := range old {
+		if l.cooling[ip].Equal(t) { // not released again meanwhile
+			delete(l.cooling, ip)
+		}
+	}
+}
+
+// unconfirmedOn puts a restored pod's address that EC2 does not show (yet)
+// on the ENI it was recorded on, for the pod alone: no other pod gets it
+// (or, in prefix mode, any address of its /28) until EC2 shows it.
+func (l *ledger) unconfirmedOn(e *eniState, ip netip.Addr, prefixMode bool, now time.Time) {
+	if p, err := ip.Prefix(28); prefixMode && err == nil {
+		e.prefixes[p] = true
+		l.unconfirmedPrefixes[p] = true
+		l.learnedPrefix[p] = now
+		return
+	}
+	e.ips[ip] = true
+	l.unconfirmed[ip] = true
+	l.learned[ip] = now
+}
+
+// forgetStrayCooling drops the cooldowns of addresses on no ENI of the
+// node any more and returns them for the store.
+func (l *ledger) forgetStrayCooling() []netip.Addr {
+	var out []netip.Addr
+	for ip := range l.cooling {
+		if l.eniOf(ip) == nil {
+			delete(l.cooling, ip)
+			out = append(out, ip)
+		}
+	}
+	return out
+}
+
+// ---------------------------------------------------------------- learning
+
+// isGone: EC2 accepted to take x back (an address, prefix or ENI ID) less
+// than grace ago, so a describe or IMDS showing it is lagging.
+func (l *ledger) isGone(x string, now time.Time) bool {
+	t, ok := l.gone[x]
+	return ok && now.Sub(t) < l.grace
+}
+
+// newENI is the state of an ENI EC2 shows attached (at start, created by
+// the daemon, or attached outside it), without what EC2 took back.
+func (l *ledger) newENI(e cloud.ENI, now time.Time) *eniState {
+	st := &eniState{id: e.ID, mac: parseMAC(e.MAC), dev: e.DeviceNumber, primary: e.DeviceNumber == 0 || e.Primary,
+		primaryIP: e.PrimaryIP, subnetID: e.SubnetID, subnet: e.SubnetCIDR, attachmentID: e.AttachmentID,
+		created: now, learned: now, ips: map[netip.Addr]bool{}, prefixes: map[netip.Prefix]bool{}}
+	if t, err := time.Parse(time.RFC3339, e.Tags["node.k8s.amazonaws.com/createdAt"]); err == nil {
+		st.created = t
+	}
+	for _, a := range e.IPs {
+		if !l.isGone(a.String(), now) {
+			st.ips[a] = true
+		}
+	}
+	for _, p := range e.Prefixes {
+		if !l.isGone(p.String(), now) {
+			st.prefixes[p] = true
+		}
+	}
+	return st
+}
+
+// addENI records an adopted ENI and when its addresses were learned.
+func (l *ledger) addENI(st *eniState, now time.Time) {
+	l.enis[st.id] = st
+	for a := range st.ips {
+		l.learned[a] = now
+	}
+	for p := range st.prefixes {
+		l.learnedPrefix[p] = now
+	}
+}
+
+// assigned records what EC2 answered to an assign: its own word, so what
+// it names is the ENI's even if the daemon gave it back a moment ago.
+func (l *ledger) assigned(eniID string, ips []netip.Addr, pfx []netip.Prefix, now time.Time) {
+	e := l.enis[eniID]
+	if e == nil {
+		return
+	}
+	for _, ip := range ips {
+		e.ips[ip] = true
+		l.learned[ip] = now
+		delete(l.gone, ip.String())
+	}
+	for _, p := range pfx {
+		e.prefixes[p] = true
+		l.learnedPrefix[p] = now
+		delete(l.gone, p.String())
+	}
+}
+
+// adoptShown adds what a describe of one ENI shows and the daemon does not
+// know (a lost assign answer), but not what EC2 took back.
+func (l *ledger) adoptShown(eniID string, e cloud.ENI, now time.Time) {
+	st := l.enis[eniID]
+	if st == nil {
+		return
+	}
+	for _, ip := range e.IPs {
+		if !st.ips[ip] && !l.isGone(ip.String(), now) {
+			st.ips[ip] = true
+			l.learned[ip] = now
+			l.counters["adopted_ips"]++
+		}
+	}
+	for _, p := range e.Prefixes {
+		if !st.prefixes[p] && !l.isGone(p.String(), now) {
+			st.prefixes[p] = true
+			l.learnedPrefix[p] = now
+			l.counters["adopted_prefixes"]++
+		}
+	}
+}
+
+// disagree logs and counts one disagreement with EC2 (once per subject
+// while it lasts: the reconcile loop sees it every minute).
+func (l *ledger) disagree(subject, format string, args ...any) {
+	if l.disagreements[subject] {
+		return
+	}
+	l.disagreements[subject] = true
+	l.counters["reconcile_ec2_disagreements"]++
+	l.logf("reconcile: EC2 disagrees: "+format, args...)
+}
+
+// syncENI brings one ENI's addresses in line with EC2's describe of it:
+// what EC2 shows and the daemon does not know is adopted (unless EC2 took
+// it back less than grace ago: the describe lags); a free address EC2 no
+// longer shows is forgotten once learned more than grace ago. An address a
+// pod holds is never forgotten (EC2 may lag; if someone did remove it, the
+// pod's DEL releases it), but a prefix EC2 no longer shows gets no new pod
+// once learned more than grace ago. It reports whether a prefix was lost
+// (the pool needs a replacement).
+func (l *ledger) syncENI(st *eniState, e cloud.ENI, now time.Time) (lostPrefix bool) {
+	shownIP := map[netip.Addr]bool{}
+	for _, ip := range e.IPs {
+		shownIP[ip] = true
+		if l.isGone(ip.String(), now) {
+			l.disagree("gone:"+ip.String(), "%s on %s was released and EC2 accepted; a describe still shows it: ignored", ip, st.id)
+			continue
+		}
+		delete(l.unconfirmed, ip)
+		delete(l.disagreements, "ip:"+ip.String())
+		if !st.ips[ip] {
+			st.ips[ip] = true
+			l.learned[ip] = now
+			l.counters["reconcile_ips_adopted"]++
+		}
+	}
+	shownP := map[netip.Prefix]bool{}
+	for _, p := range e.Prefixes {
+		shownP[p] = true
+		if l.isGone(p.String(), now) {
+			l.disagree("gone:"+p.String(), "%s on %s was released and EC2 accepted; a describe still shows it: ignored", p, st.id)
+			continue
+		}
+		delete(l.unconfirmedPrefixes, p)
+		delete(l.disagreements, "prefix:"+p.String())
+		if l.lost[p] {
+			delete(l.lost, p)
+			l.logf("reconcile: EC2 shows %s on %s again: new pods may use it", p, st.id)
+		}
+		if !st.prefixes[p] {
+			st.prefixes[p] = true
+			l.learnedPrefix[p] = now
+			l.counters["reconcile_prefixes_adopted"]++
+		}
+	}
+	for ip := range st.ips {
+		if shownIP[ip] || l.busy[ip] || l.releasing[ip] != "" {
+			continue
+		}
+		if l.held(ip) || now.Sub(l.learned[ip]) < l.grace {
+			l.disagree("ip:"+ip.String(), "%s on %s is missing from EC2's describe; kept (held by a pod: %v, learned %s ago)",
+				ip, st.id, l.held(ip), now.Sub(l.learned[ip]).Round(time.Second))
+			continue
+		}
+		delete(st.ips, ip)
+		delete(l.learned, ip)
+		delete(l.unconfirmed, ip)
+		l.counters["reconcile_ips_removed"]++
+	}
+	for p := range st.prefixes {
+		if shownP[p] || l.busyPrefixes[p] || l.releasingPrefixes[p] != "" {
+			continue
+		}
+		if l.prefixMissing(p, st.id, now) {
+			delete(st.prefixes, p)
+			l.counters["reconcile_prefixes_removed"]++
+		} else if l.lost[p] {
+			lostPrefix = true
+		}
+	}
+	return lostPrefix
+}
+
+// prefixMissing handles a prefix of ENI eniID that EC2's describe does not
+// show: within grace of learning it, EC2 is lagging; past it, a prefix no
+// pod uses is forgotten (it reports true: drop it from the ENI), and one
+// pods still use is lost: kept for them, no new pod gets an address of it.
+func (l *ledger) prefixMissing(p netip.Prefix, eniID string, now time.Time) bool {
+	pods, age := l.podsIn(p), now.Sub(l.learnedPrefix[p])
+	switch {
+	case age < l.grace:
+		l.disagree("prefix:"+p.String(), "%s on %s is missing from EC2's describe; kept (held by pods: %v, learned %s ago)",
+			p, eniID, pods > 0, age.Round(time.Second))
+		return false
+	case pods > 0:
+		if !l.lost[p] {
+			l.lost[p] = true
+			l.counters["prefixes_lost"]++
+			l.logf("reconcile: EC2 no longer shows %s on %s: its %d pods keep their addresses, no new pod gets one of it", p, eniID, pods)
+		}
+		return false
+	}
+	delete(l.learnedPrefix, p)
+	delete(l.unconfirmedPrefixes, p)
+	delete(l.lost, p)
+	delete(l.disagreements, "prefix:"+p.String())
+	return true
+}
+
+// settleGone forgets what EC2 took back once the instance's describe no
+// longer shows it (shown: every address, prefix and ENI ID it lists), or
+// once grace has passed; it returns what it forgot, for the store.
+func (l *ledger) settleGone(shown map[string]bool, now time.Time) []string {
+	var out []string
+	for x, t := range l.gone {
+		if !shown[x] || now.Sub(t) >= l.grace {
+			delete(l.gone, x)
+			delete(l.disagreements, "gone:"+x)
+			out = append(out, x)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// expiredGone lists what EC2 took back more than grace ago.
+func (l *ledger) expiredGone(now time.Time) []string {
+	var out []string
+	for x, t := range l.gone {
+		if now.Sub(t) >= l.grace {
+			out = append(out, x)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// forgetGone drops records of what EC2 took back.
+func (l *ledger) forgetGone(xs []string) {
+	for _, x := range xs {
+		delete(l.gone, x)
+		delete(l.disagreements, "gone:"+x)
+	}
+}
+
+// --------------------------------------------------------------- releases
+
+// markBusy takes what a pool decision gives back out of the pool.
+func (l *ledger) markBusy(ips []netip.Addr, pfx []netip.Prefix) {
+	for _, ip := range ips {
+		l.busy[ip] = true
+	}
+	for _, p := range pfx {
+		l.busyPrefixes[p] = true
+	}
+}
+
+func (l *ledger) unmarkBusy(ips []netip.Addr, pfx []netip.Prefix) {
+	for _, ip := range ips {
+		delete(l.busy, ip)
+	}
+	for _, p := range pfx {
+		delete(l.busyPrefixes, p)
+	}
+}
+
+// releaseFailed keeps what EC2 may or may not have taken back out of the
+// pool (a lost answer, a timeout after the change, a refusal), and
+// schedules a retry of the ENI's releases.
+func (l *ledger) releaseFailed(eniID string, ips []netip.Addr, pfx []netip.Prefix, err error, now time.Time) {
+	for _, ip := range ips {
+		l.releasing[ip] = eniID
+	}
+	for _, p := range pfx {
+		l.releasingPrefixes[p] = eniID
+	}
+	r := l.retries[eniID]
+	if r == nil {
+		r = &pendingRelease{}
+		l.retries[eniID] = r
+	}
+	r.attempts++
+	r.lastErr = err.Error()
+	r.next = now.Add(releaseBackoff(r.attempts))
+}
+
+// releaseBackoff is the wait after n failed attempts: 1 s, 2 s, 4 s, ...
+// up to releaseRetryMax.
+func releaseBackoff(n int) time.Duration {
+	return min(releaseRetryBase<<min(n-1, 20), releaseRetryMax)
+}
+
+// dueReleases lists, by ENI, the failed releases whose retry is due.
+func (l *ledger) dueReleases(now time.Time) (map[string][]netip.Addr, map[string][]netip.Prefix) {
+	ips, pfx := map[string][]netip.Addr{}, map[string][]netip.Prefix{}
+	due := func(eni string) bool { r := l.retries[eni]; return r == nil || !now.Before(r.next) }
+	for ip, eni := range l.releasing {
+		if due(eni) {
+			ips[eni] = append(ips[eni], ip)
+		}
+	}
+	for p, eni := range l.releasingPrefixes {
+		if due(eni) {
+			pfx[eni] = append(pfx[eni], p)
+		}
+	}
+	for _, list := range ips {
+		sort.Slice(list, func(i, j int) bool { return list[i].Less(list[j]) })
+	}
+	for _, list := range pfx {
+		sort.Slice(list, func(i, j int) bool { return list[i].Addr().Less(list[j].Addr()) })
+	}
+	return ips, pfx
+}
+
+// pendingReleases says what is left to give back, by ENI, for
+// introspection.
+func (l *ledger) pendingReleases() []pendingReleaseView {
+	by := map[string][]string{}
+	for ip, eni := range l.releasing {
+		by[eni] = append(by[eni], ip.String())
+	}
+	for p, eni := range l.releasingPrefixes {
+		by[eni] = append(by[eni], p.String())
+	}
+	var out []pendingReleaseView
+	for eni, items := range by {
+		sort.Strings(items)
+		v := pendingReleaseView{eni: eni, items: items}
+		if r := l.retries[eni]; r != nil {
+			v.pendingRelease = *r
+		}
+		out = append(out, v)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].eni < out[j].eni })
+	return out
+}
+
+// released records that EC2 took ips and pfx back from eniID: off the ENI,
+// out of the retry set, remembered as gone from now. It returns the
+// cooldown records to forget.
+func (l *ledger) released(eniID string, ips []netip.Addr, pfx []netip.Prefix, now time.Time) []netip.Addr {
+	var forget []netip.Addr
+	e := l.enis[eniID]
+	for _, ip := range ips {
+		if e != nil {
+			delete(e.ips, ip)
+		}
+		delete(l.releasing, ip)
+		delete(l.cooling, ip)
+		delete(l.learned, ip)
+		delete(l.unconfirmed, ip)
+		l.gone[ip.String()] = now
+		forget = append(forget, ip)
+	}
+	for _, p := range pfx {
+		if e != nil {
+			delete(e.prefixes, p)
+		}
+		delete(l.releasingPrefixes, p)
+		delete(l.learnedPrefix, p)
+		delete(l.unconfirmedPrefixes, p)
+		delete(l.lost, p)
+		l.gone[p.String()] = now
+		for ip := p.Addr(); p.Contains(ip); ip = ip.Next() {
+			delete(l.cooling, ip)
+			forget = append(forget, ip)
+		}
+	}
+	l.settleRetries()
+	return forget
+}
+
+// settleRetries drops the retry schedule of ENIs with nothing left to
+// give back.
+func (l *ledger) settleRetries() {
+	left := map[string]bool{}
+	for _, eni := range l.releasing {
+		left[eni] = true
+	}
+	for _, eni := range l.releasingPrefixes {
+		left[eni] = true
+	}
+	for eni := range l.retries {
+		if !left[eni] {
+			delete(l.retries, eni)
+		}
+	}
+}
+
+// removeENI forgets an ENI EC2 freed (gone from now) or no longer shows;
+// it returns the cooldown records of its addresses, for the store.
+func (l *ledger) removeENI(e *eniState, freed bool, now time.Time) []netip.Addr {
+	delete(l.enis, e.id)
+	if freed {
+		l.gone[e.id] = now
+	}
+	var forget []netip.Addr
+	for ip := range l.cooling {
+		if e.holds(ip) {
+			delete(l.cooling, ip)
+			forget = append(forget, ip)
+		}
+	}
+	for ip, eni := range l.releasing {
+		if eni == e.id {
+			delete(l.releasing, ip)
+		}
+	}
+	for p, eni := range l.releasingPrefixes {
+		if eni == e.id {
+			delete(l.releasingPrefixes, p)
+		}
+	}
+	l.settleRetries()
+	return forget
+}
