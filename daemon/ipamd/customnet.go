@@ -35,6 +35,11 @@ type customNet struct {
 	// checked: cfg was checked against EC2 (a transient EC2 error is
 	// checked again by the reconcile loop).
 	checked bool
+	// seq numbers the ENIConfigs in the order SetENIConfig took them
+	// (taken: the last number given out). EC2 is asked outside the lock,
+	// so a check may finish after a later one: its result is stored only
+	// if no later ENIConfig was stored meanwhile.
+	seq, taken uint64
 }
 
 // Events records Kubernetes Events on the node (nil: none).
@@ -54,11 +59,27 @@ func (d *Daemon) SetENIConfig(ctx context.Context, c ENIConfig) {
 	if !d.cfg.CustomNetworking {
 		return
 	}
+	d.mu.Lock()
+	d.custom.taken++
+	seq := d.custom.taken
+	d.mu.Unlock()
+	d.applyENIConfig(ctx, c, seq)
+}
+
+// applyENIConfig checks c, the ENIConfig numbered seq, and stores the
+// result unless a later ENIConfig was stored while EC2 was asked.
+func (d *Daemon) applyENIConfig(ctx context.Context, c ENIConfig, seq uint64) {
 	subnet, groups, problem, transient := d.checkENIConfig(ctx, c)
 	d.mu.Lock()
+	if seq < d.custom.seq {
+		d.mu.Unlock()
+		d.logf("custom networking: ENIConfig %q (%s) superseded while checked; keeping the newer one", c.Name, c.From)
+		return
+	}
 	old, oldTransient := d.custom.problem, !d.custom.checked && d.custom.problem != ""
 	oldSubnet, oldGroups := d.custom.subnetID, d.custom.groups
-	d.custom = customNet{cfg: c, subnetID: subnet, groups: groups, problem: problem, checked: !transient}
+	d.custom = customNet{cfg: c, subnetID: subnet, groups: groups, problem: problem, checked: !transient,
+		seq: seq, taken: d.custom.taken}
 	d.mu.Unlock()
 	switch {
 	case problem != "" && problem != old && !(transient && oldTransient): // EC2's errors differ by request ID
@@ -132,13 +153,14 @@ func (d *Daemon) checkENIConfig(ctx context.Context, c ENIConfig) (subnet string
 }
 
 // recheckENIConfig checks the ENIConfig again after a transient EC2 error
-// (reconcile loop).
+// (reconcile loop). It keeps the ENIConfig's number: an ENIConfig taken
+// while it runs is newer and wins.
 func (d *Daemon) recheckENIConfig(ctx context.Context) {
 	d.mu.Lock()
-	c, due := d.custom.cfg, d.cfg.CustomNetworking && !d.custom.checked && d.custom.cfg.Name != ""
+	c, seq, due := d.custom.cfg, d.custom.seq, d.cfg.CustomNetworking && !d.custom.checked && d.custom.cfg.Name != ""
 	d.mu.Unlock()
 	if due {
-		d.SetENIConfig(ctx, c)
+		d.applyENIConfig(ctx, c, seq)
 	}
 }
 

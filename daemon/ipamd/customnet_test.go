@@ -157,3 +157,75 @@ func TestCustomNetworking(t *testing.T) {
 		t.Errorf("max pods %d, want 20 (the calculator's m5.large with custom networking)", mp)
 	}
 }
+
+// gatedCloud fails or holds the security-group lookups, to order a
+// recheck against a newer ENIConfig.
+type gatedCloud struct {
+	Cloud
+	lookup func() error // called before each SecurityGroupVPCs
+}
+
+func (g *gatedCloud) SecurityGroupVPCs(ctx context.Context, ids []string) (map[string]string, error) {
+	if err := g.lookup(); err != nil {
+		return nil, err
+	}
+	return g.Cloud.SecurityGroupVPCs(ctx, ids)
+}
+
+// A recheck after a transient EC2 error that finishes after a newer
+// ENIConfig arrived must not bring the old one back: new ENIs go where
+// the newer one says.
+func TestENIConfigRecheckDoesNotUndoANewerOne(t *testing.T) {
+	f := newFixture(t, map[string]string{"AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG": "true", "MY_NODE_NAME": "n", "WARM_IP_TARGET": "1"})
+	f.now = time.Now()
+	c := f.sim.Cloud
+	vpc := c.Subnets()[0].VPCID
+	if err := c.AddVPCCIDR(vpc, "100.64.0.0/16"); err != nil {
+		t.Fatal(err)
+	}
+	older, _ := c.AddSubnet(vpc, "100.64.0.0/19", "us-west-2a", nil)
+	newer, _ := c.AddSubnet(vpc, "100.64.64.0/19", "us-west-2a", nil)
+	sg, _ := c.AddSecurityGroup(vpc)
+
+	entered, release := make(chan struct{}), make(chan struct{})
+	calls := 0
+	gc := &gatedCloud{Cloud: f.cloud, lookup: func() error {
+		calls++
+		switch calls {
+		case 1:
+			return errors.New("RequestLimitExceeded") // transient: rechecked later
+		case 2:
+			close(entered)
+			<-release
+		}
+		return nil
+	}}
+	d, err := New(context.Background(), Options{Config: f.cfg, Cloud: gc, Host: f.host, Now: f.clock, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	ctx := context.Background()
+
+	d.SetENIConfig(ctx, ENIConfig{Name: "pods", From: "label", Found: true, Subnet: older, SecurityGroups: []string{sg}})
+	if p := d.Introspect().GetCustomNetworking().GetProblem(); !strings.Contains(p, "RequestLimitExceeded") {
+		t.Fatalf("status says %q, want the transient EC2 error", p)
+	}
+	rechecked := make(chan struct{})
+	go func() { defer close(rechecked); d.recheckENIConfig(ctx) }()
+	<-entered
+	// The newer ENIConfig names no groups: its check does not wait.
+	d.SetENIConfig(ctx, ENIConfig{Name: "pods", From: "label", Found: true, Subnet: newer})
+	close(release)
+	<-rechecked
+
+	if s := d.Introspect().GetCustomNetworking().GetSubnet(); s != newer {
+		t.Errorf("status says new ENIs go to %s, want the newer ENIConfig's %s", s, newer)
+	}
+	settle(t, d)
+	for _, e := range c.ENIs() {
+		if e.InstanceID == f.node.InstanceID && e.DeviceIndex > 0 && e.SubnetID != newer {
+			t.Errorf("ENI %s created in %s, want the newer ENIConfig's %s", e.ID, e.SubnetID, newer)
+		}
+	}
+}
