@@ -137,4 +137,15 @@ type Selection struct {
 	// Err says why there is no usable Spec when it is not simply missing:
 	// a malformed ENIConfig, the CRD not installed, the node not found.
 	Err string
+	// UID and Generation identify the version of the ENIConfig object
+	// read ("" and 0 when there is none).
+	UID        string
+	Generation int64
+}
+
+// olderThan says s is an earlier version of the ENIConfig object last
+// was read from: the same object (UID) at a lower generation, which only
+// grows while the object exists.
+func (s Selection) olderThan(last Selection) bool {
+	return s.UID != "" && s.Name == last.Name && s.UID == last.UID && s.Generation < last.Generation
 }

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
@@ -220,4 +221,69 @@ func TestWatcherWithoutTheCRD(t *testing.T) {
 	installed = true
 	mu.Unlock()
 	r.waitFor(t, "CRD installed later", func(s Selection) bool { return s.Name == "default" && s.Spec == nil && s.Err == "" })
+}
+
+// An older generation of the same ENIConfig, as a cache that went back
+// would show it, does not undo the newer spec already reported; a newer
+// generation, or the ENIConfig recreated, is followed.
+func TestWatcherDoesNotGoBackToAnOlderGeneration(t *testing.T) {
+	kube := fake.NewSimpleClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}})
+	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{GVR: "ENIConfigList"})
+	var r reports
+	w := newWatcher(kube, dyn, Options{NodeName: "n1", Poll: time.Hour}, r.add, t.Logf)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- w.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	r.waitFor(t, "no ENIConfig yet", func(s Selection) bool { return s.Name == DefaultName && s.Spec == nil && s.Err == "" })
+
+	res := dyn.Resource(GVR)
+	version := func(uid string, gen int64, subnet string) *unstructured.Unstructured {
+		u := eniConfigObj(DefaultName, map[string]any{"subnet": subnet})
+		u.SetUID(types.UID(uid))
+		u.SetGeneration(gen)
+		return u
+	}
+	// cached waits until the watcher's cache holds generation gen.
+	cached := func(gen int64) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			obj, ok, _ := w.configs.GetStore().GetByKey(DefaultName)
+			if ok && obj.(*unstructured.Unstructured).GetGeneration() == gen {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("generation %d never reached the cache", gen)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if _, err := res.Create(ctx, version("uid-1", 2, "subnet-0000000a"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r.waitFor(t, "generation 2", func(s Selection) bool { return s.Spec != nil && s.Spec.Subnet == "subnet-0000000a" })
+
+	if _, err := res.Update(ctx, version("uid-1", 1, "subnet-0000000b"), metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cached(1)
+	w.recompute()
+	if s := w.Current(); s.Spec == nil || s.Spec.Subnet != "subnet-0000000a" {
+		t.Errorf("after an older generation: %+v (spec %+v), want generation 2's subnet-0000000a kept", s, s.Spec)
+	}
+
+	if _, err := res.Update(ctx, version("uid-1", 3, "subnet-0000000c"), metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r.waitFor(t, "generation 3", func(s Selection) bool { return s.Spec != nil && s.Spec.Subnet == "subnet-0000000c" })
+
+	// Deleted and created again: a new object starts at generation 1.
+	if err := res.Delete(ctx, DefaultName, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := res.Create(ctx, version("uid-2", 1, "subnet-0000000d"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r.waitFor(t, "recreated", func(s Selection) bool { return s.Spec != nil && s.Spec.Subnet == "subnet-0000000d" })
 }

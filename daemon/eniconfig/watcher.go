@@ -158,6 +158,14 @@ func (w *Watcher) recompute() {
 	defer w.reportMu.Unlock()
 	w.mu.Lock()
 	sel := w.selectLocked()
+	if w.reported && sel.olderThan(w.last) {
+		// A cache behind what was already reported (a relist served
+		// stale): keep the newer spec.
+		last := w.last
+		w.mu.Unlock()
+		w.logf("custom networking: ENIConfig %q generation %d is older than the one in use (%d); ignored", sel.Name, sel.Generation, last.Generation)
+		return
+	}
 	same := w.reported && reflect.DeepEqual(sel, w.last)
 	w.last, w.reported = sel, true
 	w.mu.Unlock()
@@ -190,7 +198,9 @@ func (w *Watcher) selectLocked() Selection {
 	case err != nil:
 		sel.Err = fmt.Sprintf("reading ENIConfig %q: %v", name, err)
 	case ok:
-		spec, err := ParseSpec(obj.(*unstructured.Unstructured))
+		u := obj.(*unstructured.Unstructured)
+		sel.UID, sel.Generation = string(u.GetUID()), u.GetGeneration()
+		spec, err := ParseSpec(u)
 		if err != nil {
 			sel.Err = fmt.Sprintf("ENIConfig %q (%s): %v", name, from, err)
 		} else {
