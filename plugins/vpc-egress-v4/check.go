@@ -136,7 +136,9 @@ func checkMasquerade(att attachment, podIP net.IP, bad func(string, ...any)) {
 
 // cmdGC removes the host veths and nat chains of attachments the runtime no
 // longer has, and forwards GC to the IPAM plugin (which keys its leases by
-// the same attachments).
+// the same attachments). A nat chain goes too when its host veth is gone:
+// the pod's netns was deleted without a DEL, which takes the veth pair
+// with it but leaves the chain, whatever the runtime still lists.
 func cmdGC(args *skel.CmdArgs) error {
 	conf, err := parseConfig(args.StdinData)
 	if err != nil {
@@ -145,9 +147,10 @@ func cmdGC(args *skel.CmdArgs) error {
 	if conf.ValidAttachments == nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, "vpc-egress-v4: GC needs cni.dev/valid-attachments (a list, possibly empty)", "")
 	}
-	valid := map[string]bool{}
+	valid, validChain := map[string]bool{}, map[string]bool{}
 	for _, a := range conf.ValidAttachments {
-		valid[attachment{containerID: a.ContainerID, ifName: a.IfName}.alias()] = true
+		att := attachment{containerID: a.ContainerID, ifName: a.IfName}
+		valid[att.alias()], validChain[att.chain()] = true, true
 	}
 	links, err := netlinkutil.LinkList()
 	if err != nil {
@@ -169,8 +172,29 @@ func cmdGC(args *skel.CmdArgs) error {
 			errs = append(errs, err.Error())
 		}
 	}
+	// The veths are looked up after the chains are listed: a chain whose
+	// ADD is under way already has its veth (ADD writes the chain last).
+	names, err := chains()
+	if err != nil {
+		errs = append(errs, err.Error())
+	}
+	for _, chain := range names {
+		if validChain[chain] && chainVethExists(chain) {
+			continue
+		}
+		if err := dropMasquerade(chain); err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
 	if len(errs) > 0 {
 		return types.NewError(types.ErrInternal, "vpc-egress-v4: GC: "+strings.Join(errs, "; "), "")
 	}
 	return invoke.DelegateGC(context.Background(), conf.IPAM.Type, conf.raw, nil)
+}
+
+// chainVethExists says the host veth of chain's attachment exists; when
+// that cannot be told, it is assumed to (the chain is kept).
+func chainVethExists(chain string) bool {
+	_, err := netlinkutil.LinkByName(chainVeth(chain))
+	return !netlinkutil.IsNotFound(err)
 }

@@ -27,6 +27,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/invoke"
@@ -59,8 +60,20 @@ func (a attachment) hostVeth() string { return hostVethPrefix + a.hash()[:11] }
 // alias marks the host veth as this attachment's.
 func (a attachment) alias() string { return "vpc-egress-v4:" + a.containerID + ":" + a.ifName }
 
+// chainPrefix starts every nat chain of this plugin; chainName matches
+// the names chain gives.
+const chainPrefix = "VPCE4-"
+
+var chainName = regexp.MustCompile("^" + chainPrefix + "[0-9A-F]{20}$")
+
 // chain is the attachment's nat chain (at most 28 characters).
-func (a attachment) chain() string { return "VPCE4-" + strings.ToUpper(a.hash()[:20]) }
+func (a attachment) chain() string { return chainPrefix + strings.ToUpper(a.hash()[:20]) }
+
+// chainVeth is the host veth of the attachment whose nat chain is chain (a
+// chainName): both names come from the same hash.
+func chainVeth(chain string) string {
+	return hostVethPrefix + strings.ToLower(chain[len(chainPrefix):][:11])
+}
 
 // comment tags the nat rules (no spaces: iptables -S prints it unquoted).
 func (a attachment) comment() string { return "vpc-egress-v4:" + a.containerID }
@@ -347,7 +360,7 @@ func teardown(att attachment, podNS ns.NetNS, ifName string) error {
 			errs = append(errs, err)
 		}
 	}
-	if err := dropMasquerade(att); err != nil {
+	if err := dropMasquerade(att.chain()); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

@@ -86,9 +86,9 @@ func setupMasquerade(att attachment, addr *net.IPNet) error {
 	return nil
 }
 
-// dropMasquerade removes the attachment's nat chain and every POSTROUTING
-// rule jumping to it (whatever address it names: DEL may not know it).
-func dropMasquerade(att attachment) error {
+// dropMasquerade removes a nat chain of ours and every POSTROUTING rule
+// jumping to it (whatever address it names: DEL may not know it).
+func dropMasquerade(chain string) error {
 	b, err := natTable()
 	if err != nil {
 		return err
@@ -97,7 +97,6 @@ func dropMasquerade(att attachment) error {
 	if err != nil {
 		return fmt.Errorf("vpc-egress-v4: read the nat table: %w", err)
 	}
-	chain := att.chain()
 	var r strings.Builder
 	exists := false
 	for _, l := range strings.Split(saved, "\n") {
@@ -118,4 +117,24 @@ func dropMasquerade(att attachment) error {
 		return fmt.Errorf("vpc-egress-v4: delete nat chain %s: %w", chain, err)
 	}
 	return nil
+}
+
+// chains lists the nat chains of this plugin (chainName).
+func chains() ([]string, error) {
+	b, err := natTable()
+	if err != nil {
+		return nil, err
+	}
+	saved, err := b.run("save", "", "-t", "nat")
+	if err != nil {
+		return nil, fmt.Errorf("vpc-egress-v4: read the nat table: %w", err)
+	}
+	var out []string
+	for _, l := range strings.Split(saved, "\n") {
+		decl, ok := strings.CutPrefix(l, ":") // ":<chain> <policy> [<packets>:<bytes>]"
+		if name, _, _ := strings.Cut(decl, " "); ok && chainName.MatchString(name) {
+			out = append(out, name)
+		}
+	}
+	return out, nil
 }
