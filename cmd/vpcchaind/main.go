@@ -125,6 +125,10 @@ func run() error {
 		}
 		defer cri.Close()
 		live = cri
+		if cfg.PodName == "" {
+			// Tests and the demo run the daemon outside a pod.
+			logger.Info("orphan check: MY_POD_NAME unset (not run as a pod): the runtime is trusted without checking that it lists this daemon's pod", "cri", cri.String())
+		}
 	} else {
 		logger.Info("orphan check off (VPCCHAIN_CRI_SOCKET=none): an address whose DEL never arrives is released only by the runtime's CNI GC")
 	}

@@ -63,6 +63,11 @@ type Config struct {
 	// NodeName (MY_NODE_NAME, from the downward API) is this node's
 	// Kubernetes name; custom networking reads the Node for its ENIConfig.
 	NodeName string
+	// PodName and PodNamespace (MY_POD_NAME, MY_POD_NAMESPACE, from the
+	// downward API) name the daemon's own pod: the orphan check trusts a
+	// runtime's list of sandboxes only when it holds this pod. Both unset:
+	// the daemon is not run as a pod, and the check cannot tell.
+	PodName, PodNamespace string
 	// Kubeconfig (KUBECONFIG): "" is the in-cluster service account.
 	Kubeconfig string
 
@@ -145,6 +150,8 @@ func Load(get Lookup) (Config, error) {
 		ENIConfigLabelDef:       p.labelKey("ENI_CONFIG_LABEL_DEF", DefaultENIConfigKey),
 		ENIConfigAnnotationDef:  p.labelKey("ENI_CONFIG_ANNOTATION_DEF", DefaultENIConfigKey),
 		NodeName:                p.str("MY_NODE_NAME", ""),
+		PodName:                 p.str("MY_POD_NAME", ""),
+		PodNamespace:            p.str("MY_POD_NAMESPACE", ""),
 		Kubeconfig:              p.str("KUBECONFIG", ""),
 		StateDir:                p.str("VPCCHAIN_STATE_DIR", "/var/run/vpcchain"),
 		EC2Endpoint:             firstSet(get, "AWS_ENDPOINT_URL_EC2", "AWS_EC2_ENDPOINT"),
@@ -184,6 +191,9 @@ func Load(get Lookup) (Config, error) {
 	}
 	if c.CustomNetworking && c.NodeName == "" {
 		p.errs = append(p.errs, errors.New("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG=true needs MY_NODE_NAME (the node's name, from the downward API): the daemon reads its Node to find its ENIConfig"))
+	}
+	if (c.PodName == "") != (c.PodNamespace == "") {
+		p.errs = append(p.errs, fmt.Errorf("MY_POD_NAME=%q MY_POD_NAMESPACE=%q: set both (the daemon's own pod, from the downward API) or neither", c.PodName, c.PodNamespace))
 	}
 	if len(p.errs) > 0 {
 		return Config{}, fmt.Errorf("invalid configuration:\n  %w", errors.Join(p.errs...))

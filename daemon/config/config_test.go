@@ -73,6 +73,27 @@ func TestCRISocket(t *testing.T) {
 	}
 }
 
+// The daemon's own pod: both names or neither.
+func TestOwnPod(t *testing.T) {
+	for _, tc := range []struct {
+		env           map[string]string
+		name, ns, err string
+	}{
+		{nil, "", "", ""},
+		{map[string]string{"MY_POD_NAME": "vpcchain-x7k2p", "MY_POD_NAMESPACE": "kube-system"}, "vpcchain-x7k2p", "kube-system", ""},
+		{map[string]string{"MY_POD_NAME": "vpcchain-x7k2p"}, "", "", "set both"},
+		{map[string]string{"MY_POD_NAMESPACE": "kube-system"}, "", "", "set both"},
+	} {
+		c, err := Load(env(tc.env))
+		switch {
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("%v: error %v, want %q", tc.env, err, tc.err)
+		case tc.err == "" && (err != nil || c.PodName != tc.name || c.PodNamespace != tc.ns):
+			t.Errorf("%v: %q %q, %v; want %q %q", tc.env, c.PodName, c.PodNamespace, err, tc.name, tc.ns)
+		}
+	}
+}
+
 func TestValues(t *testing.T) {
 	c, err := Load(env(map[string]string{"WARM_IP_TARGET": "5", "MINIMUM_IP_TARGET": "10", "ENABLE_PREFIX_DELEGATION": "true",
 		"MAX_ENI": "2", "IP_COOLDOWN_PERIOD": "130", "AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS": "198.51.100.0/24, 10.9.0.0/16",

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/vpcchain/vpcchain/daemon/cloud"
+	"github.com/vpcchain/vpcchain/daemon/liveness"
 	"github.com/vpcchain/vpcchain/daemon/store"
 	"github.com/vpcchain/vpcchain/internal/snat"
 )
@@ -212,7 +213,8 @@ func (d *Daemon) matches(md []cloud.ENI) bool {
 // and the plugin's DEL succeeded without it). Only the runtime's word
 // counts: a sandbox it lists keeps its address whatever its network
 // namespace path looks like from here. When the runtime cannot be asked,
-// nothing is released (counted, and logged once per failure).
+// or does not list the daemon's own pod, nothing is released (counted, and
+// logged once per failure).
 func (d *Daemon) releaseOrphans(ctx context.Context) {
 	if d.live == nil {
 		return
@@ -220,12 +222,17 @@ func (d *Daemon) releaseOrphans(ctx context.Context) {
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	boxes, err := d.live.Sandboxes(cctx)
 	cancel()
+	if err == nil {
+		// A runtime that does not list the daemon's own pod is not the
+		// kubelet's (a wrong socket): what it lacks proves nothing.
+		err = liveness.CheckOwnPod(boxes, liveness.Pod{Namespace: d.cfg.PodNamespace, Name: d.cfg.PodName})
+	}
 	d.mu.Lock()
 	if err != nil {
 		d.counters["orphan_check_skipped"]++
 		if msg := err.Error(); msg != d.livenessErr {
 			d.livenessErr = msg
-			d.logf("orphan check skipped, nothing released: cannot list pod sandboxes from %s: %v", d.live, err)
+			d.logf("orphan check skipped, nothing released: %s: %v", d.live, err)
 		}
 		d.mu.Unlock()
 		return

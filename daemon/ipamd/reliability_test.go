@@ -454,3 +454,82 @@ func TestOrphanCheckTrustsOnlyTheRuntime(t *testing.T) {
 		t.Error("no liveness source, yet an allocation was released")
 	}
 }
+
+// A CRI endpoint that answers but is not the kubelet's runtime (a wrong
+// VPCCHAIN_CRI_SOCKET) lists none of the node's pods: its word would
+// release every allocation. The daemon, run as a pod, trusts a list only
+// when it holds its own pod's sandbox.
+func TestOrphanCheckNeedsTheDaemonsOwnSandbox(t *testing.T) {
+	own := liveness.Sandbox{Namespace: "kube-system", Name: "vpcchain-x7k2p", Ready: true}
+	for _, tc := range []struct {
+		name  string
+		boxes map[string]liveness.Sandbox // besides the pods' own
+		// pods: whether the runtime lists the pods' sandboxes
+		pods         bool
+		wantReleased int
+	}{
+		{name: "lists nothing", boxes: nil, wantReleased: 0},
+		{name: "lists another runtime's sandboxes", boxes: map[string]liveness.Sandbox{
+			"s1": {Namespace: "default", Name: "build-1", Ready: true},
+			"s2": {Namespace: "kube-system", Name: "vpcchain-x7k2p-old"}, // a name is matched whole
+			"s3": {Namespace: "default", Name: "vpcchain-x7k2p"},         // and in its namespace
+		}, wantReleased: 0},
+		{name: "lists the daemon's own sandbox", boxes: map[string]liveness.Sandbox{"own": own}, wantReleased: 2},
+		{name: "lists the daemon's own sandbox, not ready", boxes: map[string]liveness.Sandbox{
+			"own": {Namespace: own.Namespace, Name: own.Name}}, wantReleased: 2},
+		{name: "lists the daemon's own sandbox and the pods'", boxes: map[string]liveness.Sandbox{"own": own}, pods: true, wantReleased: 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, map[string]string{"MY_POD_NAME": own.Name, "MY_POD_NAMESPACE": own.Namespace})
+			rt := &fakeRuntime{boxes: map[string]liveness.Sandbox{}}
+			var logMu sync.Mutex
+			var logs []string
+			logf := func(format string, args ...any) {
+				logMu.Lock()
+				logs = append(logs, fmt.Sprintf(format, args...))
+				logMu.Unlock()
+				t.Logf(format, args...)
+			}
+			d, err := New(context.Background(), Options{Config: f.cfg, Cloud: f.cloud, Host: f.host, Now: f.clock,
+				StorePath: f.cfg.StateDir + "/ipam.db", Logf: logf, Liveness: rt})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			settle(t, d)
+			for _, id := range []string{"p1", "p2"} {
+				if _, err := d.Add(key(id), "default", id, ""); err != nil {
+					t.Fatal(err)
+				}
+				if tc.pods {
+					rt.boxes[id] = liveness.Sandbox{Namespace: "default", Name: id, Ready: true}
+				}
+			}
+			maps.Copy(rt.boxes, tc.boxes)
+			f.advance(f.cfg.OrphanGrace + time.Second)
+
+			const checks = 3
+			for range checks {
+				d.ReleaseOrphans(context.Background())
+			}
+			c := d.Counters()
+			if got := 2 - d.Stats().Assigned; got != tc.wantReleased || c["orphans_released"] != int64(tc.wantReleased) {
+				t.Errorf("%d released (counted %d), want %d", got, c["orphans_released"], tc.wantReleased)
+			}
+			_, ownListed := rt.boxes["own"]
+			skipped := 0
+			for _, l := range logs {
+				if strings.Contains(l, "orphan check skipped") {
+					skipped++
+				}
+			}
+			switch {
+			case !ownListed && (c["orphan_check_skipped"] != checks || c["orphan_checks"] != 0 || skipped != 1):
+				t.Errorf("without the daemon's own sandbox: counters %v, %d log lines of the skip; want %d skips counted, no check, one line",
+					c, skipped, checks)
+			case ownListed && (c["orphan_check_skipped"] != 0 || c["orphan_checks"] != checks):
+				t.Errorf("with the daemon's own sandbox: counters %v; want %d checks, none skipped", c, checks)
+			}
+		})
+	}
+}

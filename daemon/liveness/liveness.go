@@ -8,6 +8,11 @@
 // network namespace path is no such proof: a runtime may pass
 // /proc/<pid>/ns/net, or keep its namespaces in a directory the daemon does
 // not see.
+//
+// A runtime that answers is not yet the right one: a CRI endpoint that is
+// not the kubelet's (a wrong socket) lists none of the node's pods, and its
+// word would release every allocation. The daemon, itself a pod, trusts a
+// list only when it holds the daemon's own pod (CheckOwnPod).
 package liveness
 
 import (
@@ -26,6 +31,32 @@ import (
 type Sandbox struct {
 	Namespace, Name string
 	Ready           bool // SANDBOX_READY; a NOTREADY sandbox still exists
+}
+
+// Pod names a pod as its sandbox's CRI metadata does.
+type Pod struct{ Namespace, Name string }
+
+func (p Pod) String() string { return p.Namespace + "/" + p.Name }
+
+// ErrOwnPodNotListed is returned (wrapped) by CheckOwnPod when the runtime
+// does not list the daemon's own pod.
+var ErrOwnPodNotListed = errors.New("no sandbox of the daemon's own pod")
+
+// CheckOwnPod returns nil when boxes, a runtime's answer, hold a sandbox of
+// own, the pod the daemon runs in: only the kubelet's runtime has it, so
+// only then does a missing sandbox prove a pod gone. Any state counts (the
+// sandbox exists). A zero own, a daemon not run as a pod, checks nothing.
+func CheckOwnPod(boxes map[string]Sandbox, own Pod) error {
+	if own == (Pod{}) {
+		return nil
+	}
+	for _, b := range boxes {
+		if b.Namespace == own.Namespace && b.Name == own.Name {
+			return nil
+		}
+	}
+	// The text names no count: the daemon logs each distinct failure once.
+	return fmt.Errorf("it lists %w %s: not the kubelet's runtime? (VPCCHAIN_CRI_SOCKET)", ErrOwnPodNotListed, own)
 }
 
 // Source lists the pod sandboxes the node's runtime knows.

@@ -97,3 +97,30 @@ func TestCRIErrors(t *testing.T) {
 		t.Errorf("runtime error: %v, %v; want the runtime's Unavailable", got, err)
 	}
 }
+
+// Only a list holding the daemon's own pod proves anything: another
+// runtime's answer (a wrong socket) would release every allocation.
+func TestCheckOwnPod(t *testing.T) {
+	own := Pod{Namespace: "kube-system", Name: "vpcchain-x7k2p"}
+	for _, tc := range []struct {
+		name  string
+		boxes map[string]Sandbox
+		own   Pod
+		ok    bool
+	}{
+		{"listed", map[string]Sandbox{"a": {Namespace: "default", Name: "web", Ready: true}, "b": {Namespace: "kube-system", Name: "vpcchain-x7k2p", Ready: true}}, own, true},
+		{"listed, not ready", map[string]Sandbox{"b": {Namespace: "kube-system", Name: "vpcchain-x7k2p"}}, own, true},
+		{"empty list", map[string]Sandbox{}, own, false},
+		{"nil list", nil, own, false},
+		{"others only", map[string]Sandbox{"a": {Namespace: "default", Name: "web", Ready: true}}, own, false},
+		{"same name, other namespace", map[string]Sandbox{"a": {Namespace: "default", Name: "vpcchain-x7k2p", Ready: true}}, own, false},
+		{"name prefix", map[string]Sandbox{"a": {Namespace: "kube-system", Name: "vpcchain-x7k2p-2", Ready: true}}, own, false},
+		{"no metadata", map[string]Sandbox{"a": {Ready: true}}, own, false},
+		{"not run as a pod", nil, Pod{}, true},
+	} {
+		err := CheckOwnPod(tc.boxes, tc.own)
+		if tc.ok && err != nil || !tc.ok && !errors.Is(err, ErrOwnPodNotListed) {
+			t.Errorf("%s: %v, want ok=%v", tc.name, err, tc.ok)
+		}
+	}
+}

@@ -258,6 +258,15 @@ func TestManifests(t *testing.T) {
 			t.Errorf("vpcchaind: probe %+v, want an exec probe of vpcchain-install --check-health/--check-live", p)
 		}
 	}
+	// The daemon's own pod, from the downward API: the orphan check trusts
+	// the runtime's sandboxes only when they include it.
+	for name, field := range map[string]string{"MY_NODE_NAME": "spec.nodeName", "MY_POD_NAME": "metadata.name", "MY_POD_NAMESPACE": "metadata.namespace"} {
+		if !slices.ContainsFunc(main.Env, func(e corev1.EnvVar) bool {
+			return e.Name == name && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == field
+		}) {
+			t.Errorf("vpcchaind: no env %s from the downward API's %s", name, field)
+		}
+	}
 	// Privileged: only the init container that sets the node's sysctls
 	// (/proc/sys is read-only in an unprivileged container), and it mounts
 	// nothing.
