@@ -71,7 +71,14 @@ type Source interface {
 type CRI struct {
 	socket string
 	conn   *grpc.ClientConn
-	client runtimeapi.RuntimeServiceClient
+	client sandboxLister
+}
+
+// sandboxLister is the one CRI call the daemon makes. The socket gives
+// whoever holds it control of the node (creating privileged containers is
+// a call away): the client's type keeps the daemon to listing sandboxes.
+type sandboxLister interface {
+	ListPodSandbox(ctx context.Context, in *runtimeapi.ListPodSandboxRequest, opts ...grpc.CallOption) (*runtimeapi.ListPodSandboxResponse, error)
 }
 
 // NewCRI prepares a client of the CRI socket at path. It does not connect:

@@ -301,6 +301,38 @@ func TestManifests(t *testing.T) {
 		t.Error("DaemonSet: /run/xtables.lock must be hostPath type FileOrCreate")
 	}
 
+	// The daemon mounts only what it uses. It never reads or writes the CNI
+	// directories (the installer's containers do), so it does not mount
+	// them; the CRI socket's directory, which gives whoever holds the
+	// socket the node, is mounted read-only (enough to connect) where the
+	// daemon looks for the socket.
+	hostOf := map[string]string{}
+	for _, v := range pod.Volumes {
+		if v.HostPath != nil {
+			hostOf[v.Name] = v.HostPath.Path
+		}
+	}
+	cm := s.configMaps["vpcchain-config"]
+	if cm == nil {
+		t.Fatal("no ConfigMap vpcchain-config")
+	}
+	criDir := filepath.Dir(cm.Data["VPCCHAIN_CRI_SOCKET"])
+	criMounted := false
+	for _, m := range main.VolumeMounts {
+		switch hp := hostOf[m.Name]; {
+		case hp == "/opt/cni/bin" || hp == "/etc/cni/net.d":
+			t.Errorf("vpcchaind mounts %s (volume %s, readOnly %v): the daemon never uses it", hp, m.Name, m.ReadOnly)
+		case hp == criDir:
+			criMounted = true
+			if !m.ReadOnly || m.MountPath != criDir {
+				t.Errorf("vpcchaind mounts the CRI socket's directory %s at %s, readOnly %v; want it at %s, read-only", hp, m.MountPath, m.ReadOnly, criDir)
+			}
+		}
+	}
+	if !criMounted {
+		t.Errorf("vpcchaind does not mount %s, the directory of VPCCHAIN_CRI_SOCKET", criDir)
+	}
+
 	// References resolve: volumes, ConfigMaps, the ServiceAccount, RBAC.
 	for _, c := range append(slices.Clone(pod.InitContainers), pod.Containers...) {
 		for _, m := range c.VolumeMounts {
