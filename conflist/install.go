@@ -182,11 +182,25 @@ func Install(ctx context.Context, o InstallOptions) (Report, error) {
 	} else {
 		o.Logf("%s is up to date", r.Conflist)
 	}
-	others, err := Shadowing(o.CNIConfDir, o.ConfName)
+	// A meta plugin's configuration an earlier install set aside goes back.
+	back, _, err := restoreSetAside(o.CNIConfDir, func(name, path string) bool { return kindOf(path, name) == metaPlugin })
+	if len(back) > 0 {
+		o.Logf("restored %v: a meta plugin's configuration, which hands pods to the primary network, is never set aside", back)
+	}
+	if err != nil {
+		o.Logf("WARNING: %v", err)
+	}
+	found, err := classify(o.CNIConfDir, o.ConfName)
 	if err != nil {
 		return r, fmt.Errorf("CNI conf dir: %w", err)
 	}
-	switch {
+	if l := found[metaPlugin]; len(l) > 0 {
+		o.Logf("left %v in place: meta plugin configuration(s), which hand pods on to the primary network (ours)", l)
+	}
+	if l := found[notNetwork]; len(l) > 0 {
+		o.Logf("WARNING: left %v in place: they sort before %s but are not network configurations vpcchain can read (a runtime may refuse them)", l, o.ConfName)
+	}
+	switch others := found[primary]; {
 	case len(others) == 0:
 	case o.Keep:
 		r.Shadowing = others
@@ -365,11 +379,16 @@ type UninstallOptions struct {
 	// DefaultCNIBinDir). Upstream plugins are left in place.
 	RemoveBinaries bool
 	CNIBinDir      string
+	// Logf, when set, receives one line per action.
+	Logf func(format string, args ...any)
 }
 
-// Uninstall removes our conflist and policy-hook's kubeconfig (and, when
-// asked, our binaries) and nothing else. Files already gone are not an
-// error.
+// Uninstall puts back the network configurations the install set aside,
+// then removes our conflist and policy-hook's kubeconfig (and, when asked,
+// our binaries), and nothing else. Restoring first, the node is never
+// without the configuration it had before vpcchain. A set-aside file whose
+// name was written again since stays set aside. Files already gone are not
+// an error.
 func Uninstall(ctx context.Context, o UninstallOptions) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -383,10 +402,24 @@ func Uninstall(ctx context.Context, o UninstallOptions) error {
 	if o.CNIBinDir == "" {
 		o.CNIBinDir = DefaultCNIBinDir
 	}
+	if o.Logf == nil {
+		o.Logf = func(string, ...any) {}
+	}
 	if strings.ContainsRune(o.ConfName, '/') {
 		return fmt.Errorf("conflist name %q is invalid: want a file name", o.ConfName)
 	}
 	var errs []error
+	restored, kept, err := restoreSetAside(o.CNIConfDir, func(name, _ string) bool { return name != o.ConfName })
+	if err != nil {
+		// Ours goes all the same: with the daemon gone it would fail every pod.
+		errs = append(errs, err)
+	}
+	if len(restored) > 0 {
+		o.Logf("restored %v (set aside by the install)", restored)
+	}
+	if len(kept) > 0 {
+		o.Logf("kept %v set aside as *%s: a file of that name was written since", kept, SetAsideSuffix)
+	}
 	rm := func(p string) {
 		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, err)

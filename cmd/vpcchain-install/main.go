@@ -10,13 +10,20 @@
 //
 //	init container:  vpcchain-install --binaries-only --bin-src /app/cni --cni-bin-dir /host/opt/cni/bin
 //	sidecar:         vpcchain-install --conflist-only --cni-conf-dir /host/etc/cni/net.d --cni-bin-dir /host/opt/cni/bin --keep-running 1m
-//	sidecar preStop: vpcchain-install --uninstall-if-deleted vpcchain (kubectl delete of the manifest removes the conflist)
+//	sidecar preStop: vpcchain-install --uninstall-if-deleted vpcchain (kubectl delete of the manifest uninstalls)
 //	probes:          vpcchain-install --check-health (readiness: SERVING) / --check-live (liveness: answers)
 //
 // With VPCCHAIN_ENABLE_POLICY_HOOK=true the sidecar also writes
 // <cni-conf-dir>/vpcchain-kubeconfig (0600) for the policy-hook plugin: a
 // token of the pod's ServiceAccount (POD_SERVICE_ACCOUNT) from the API
 // server's TokenRequest, renewed while it keeps running.
+//
+// With VPCCHAIN_CNI_EXCLUSIVE (the default) the conflist-writing run renames
+// competing network configurations that sort before ours to
+// <name>.vpcchain-disabled (never a meta plugin's such as Multus's, nor a
+// file that is no network configuration); uninstalling (--uninstall, or
+// --uninstall-if-deleted once the DaemonSet is deleted) renames them back
+// before removing ours.
 //
 // Exit status: 0 success, 1 failure, 2 bad usage or configuration.
 package main
@@ -54,8 +61,8 @@ func run(args []string) int {
 		binariesOnly = fs.Bool("binaries-only", false, "only copy the binaries (no wait, no conflist): the init container")
 		conflistOnly = fs.Bool("conflist-only", false, "only wait for the daemon and write the conflist (binaries must be in --cni-bin-dir)")
 		keepRunning  = fs.Duration("keep-running", 0, "after installing, stay up and re-assert the install every this long (0: exit)")
-		uninstall    = fs.Bool("uninstall", false, "remove our conflist (nothing else) and exit")
-		ifDeleted    = fs.String("uninstall-if-deleted", "", "remove our conflist only if this DaemonSet (in the pod's namespace) is deleted or being deleted, then exit: the sidecar's preStop, so kubectl delete of the manifest uninstalls and a rolling update does not")
+		uninstall    = fs.Bool("uninstall", false, "put back the network configurations the install set aside (*.vpcchain-disabled), remove our conflist and policy-hook's kubeconfig (nothing else), and exit")
+		ifDeleted    = fs.String("uninstall-if-deleted", "", "uninstall as --uninstall only if this DaemonSet (in the pod's namespace) is deleted or being deleted, then exit: the sidecar's preStop, so kubectl delete of the manifest uninstalls and a rolling update does not")
 		removeBins   = fs.Bool("remove-binaries", false, "with --uninstall: also remove our plugin binaries (never portmap/bandwidth/loopback)")
 		checkHealth  = fs.Bool("check-health", false, "exit 0 if the daemon reports SERVING, 1 otherwise (readiness probe)")
 		checkLive    = fs.Bool("check-live", false, "exit 0 if the daemon answers its health service at all, SERVING or not (liveness probe)")
@@ -112,7 +119,7 @@ func run(args []string) int {
 			log.Printf("DaemonSet %s/%s stays (an update or a restart): keeping %s/%s", ns, *ifDeleted, *confDir, *confName)
 			return 0
 		}
-		if err := conflist.Uninstall(ctx, conflist.UninstallOptions{CNIConfDir: *confDir, ConfName: *confName}); err != nil {
+		if err := conflist.Uninstall(ctx, conflist.UninstallOptions{CNIConfDir: *confDir, ConfName: *confName, Logf: log.Printf}); err != nil {
 			log.Print(err)
 			return 1
 		}
@@ -120,7 +127,7 @@ func run(args []string) int {
 		return 0
 	case *uninstall:
 		if err := conflist.Uninstall(ctx, conflist.UninstallOptions{
-			CNIConfDir: *confDir, ConfName: *confName, CNIBinDir: *binDir, RemoveBinaries: *removeBins,
+			CNIConfDir: *confDir, ConfName: *confName, CNIBinDir: *binDir, RemoveBinaries: *removeBins, Logf: log.Printf,
 		}); err != nil {
 			log.Print(err)
 			return 1

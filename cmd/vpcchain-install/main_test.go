@@ -54,16 +54,27 @@ func TestProbesAndInstall(t *testing.T) {
 		os.WriteFile(filepath.Join(src, b), []byte(b), 0o755)
 	}
 	t.Setenv("AWS_VPC_ENI_MTU", "1500")
+	// A node migrating from the AWS VPC CNI: its configuration sorts first.
+	aws := filepath.Join(conf, "10-aws.conflist")
+	os.MkdirAll(conf, 0o755)
+	os.WriteFile(aws, []byte(`{"cniVersion":"1.0.0","name":"aws-cni","plugins":[{"type":"aws-cni"}]}`), 0o644)
 	if got := run([]string{"--bin-src", src, "--cni-bin-dir", bin, "--cni-conf-dir", conf, "--socket", sock, "--timeout", "5s"}); got != 0 {
 		t.Fatalf("install = %d, want 0", got)
 	}
 	if _, err := os.Stat(filepath.Join(conf, "10-vpcchain.conflist")); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := os.Stat(aws + ".vpcchain-disabled"); err != nil {
+		t.Errorf("the AWS VPC CNI's configuration was not set aside: %v", err)
+	}
 	if got := run([]string{"--uninstall", "--cni-conf-dir", conf, "--cni-bin-dir", bin}); got != 0 {
 		t.Fatalf("uninstall = %d", got)
 	}
 	if _, err := os.Stat(filepath.Join(conf, "10-vpcchain.conflist")); !os.IsNotExist(err) {
 		t.Errorf("conflist still there after --uninstall: %v", err)
+	}
+	// The node gets its former network back.
+	if _, err := os.Stat(aws); err != nil {
+		t.Errorf("--uninstall did not put back what the install set aside: %v", err)
 	}
 }
