@@ -141,6 +141,22 @@ func chaosRounds(sim *vpcsim.Sim) []chaosRound {
 				sim.IMDS.SetLag(0)
 			},
 			logs: []string{"EC2 disagrees", "which EC2 does not show", "an ENI EC2 does not show"}},
+		// Describes and IMDS lag while the pools give addresses back (no
+		// other fault): each release EC2 accepted is still shown for a few
+		// seconds, and both daemons restart inside that lag. No address
+		// EC2 took back may reach a pod (the invariants check every live
+		// pod's address against EC2), and the log shows the daemons met
+		// such answers.
+		{name: "lag after releases", kills: []string{"ca", "cb"},
+			on: func(*vpcsim.Faults) {
+				sim.Cloud.SetDescribeLag(chaosDescribeLag)
+				sim.IMDS.SetLag(chaosDescribeLag)
+			},
+			off: func() {
+				sim.Cloud.SetDescribeLag(0)
+				sim.IMDS.SetLag(0)
+			},
+			logs: []string{"was released and EC2 accepted"}},
 		{name: "everything at once", kills: []string{"cb", "cb"}, answers: "InternalError", on: func(f *vpcsim.Faults) {
 			fresh(&pend)(f)
 			f.SetRateLimit("mutating", 4, 4)
