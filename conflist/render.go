@@ -45,7 +45,8 @@ const (
 	DefaultSocket     = DefaultStateDir + "/ipamd.sock" // = ipamclient.DefaultSocket
 	DefaultSNATConfig = DefaultStateDir + "/snat.json"  // = snat.DefaultNodeConfig
 	// DefaultPolicyHookKubeconfig is the kubeconfig policy-hook publishes
-	// pod IPs with (patch pods/status as the vpcchain ServiceAccount).
+	// pod IPs with (patch pods/status as the vpcchain-policy-hook
+	// ServiceAccount, on its own node's pods).
 	DefaultPolicyHookKubeconfig = "/etc/cni/net.d/vpcchain-kubeconfig"
 	// MaxIPAMTimeout is vpc-ipam's largest accepted "timeout".
 	MaxIPAMTimeout = 2 * time.Minute

@@ -15,8 +15,9 @@
 //
 // With VPCCHAIN_ENABLE_POLICY_HOOK=true the sidecar also writes
 // <cni-conf-dir>/vpcchain-kubeconfig (0600) for the policy-hook plugin: a
-// token of the pod's ServiceAccount (POD_SERVICE_ACCOUNT) from the API
-// server's TokenRequest, renewed while it keeps running.
+// token of the hook's ServiceAccount (POLICY_HOOK_SERVICE_ACCOUNT) bound to
+// the node (MY_NODE_NAME) from the API server's TokenRequest, renewed while
+// it keeps running.
 //
 // With VPCCHAIN_CNI_EXCLUSIVE (the default) the conflist-writing run renames
 // competing network configurations that sort before ours to

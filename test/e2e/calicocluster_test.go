@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+	"k8s.io/client-go/tools/clientcmd"
 )
 
 // policyHookOverlay is clusterOverlay with the policy hook turned on (the
@@ -92,6 +93,7 @@ func TestClusterCalico(t *testing.T) {
 	fp := kc.firstProbe(t, srv)
 	fp.expect("open-1", "p1", "", true)
 	fp.expect("open-2", "p2", "", true)
+	kc.checkPolicyHookToken(t, kc.nodes[0], "srv", "open-2")
 
 	// Default deny for srv's ingress, an allow rule for role=client on 8080,
 	// and an egress deny for pods labelled egress=deny.
@@ -304,4 +306,55 @@ func atoi(t *testing.T, s string) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// checkPolicyHookToken checks, with real calls, what the token the
+// installer wrote on kn for policy-hook can do: it is the hook's own
+// ServiceAccount, bound to kn; it patches the annotations of mine (a pod on
+// kn) through pods/status, and nothing else: not other's (a pod on another
+// node), not labels, not the pod itself, no tokens, no secrets, no lists.
+func (kc *k8sCluster) checkPolicyHookToken(t *testing.T, kn *kubeNode, mine, other string) {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(kn.cniConf, "vpcchain-kubeconfig"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := clientcmd.Load(raw)
+	if err != nil {
+		t.Fatalf("policy-hook's kubeconfig on %s: %v", kn.n.name, err)
+	}
+	ai := cfg.AuthInfos[cfg.Contexts[cfg.CurrentContext].AuthInfo]
+	as := func(args ...string) (string, error) {
+		return kc.k.kubectl("", append([]string{"--token", ai.Token}, args...)...)
+	}
+	if who, err := as("auth", "whoami", "-o", `jsonpath={.status.userInfo.username} {.status.userInfo.extra.authentication\.kubernetes\.io/node-name[0]}`); err != nil ||
+		who != "system:serviceaccount:kube-system:vpcchain-policy-hook "+kn.n.name {
+		t.Errorf("policy-hook's token on %s is %q (%v), want the vpcchain-policy-hook ServiceAccount bound to %s", kn.n.name, who, err, kn.n.name)
+	}
+	annotate := func(pod, patch string) error {
+		_, err := as("patch", "pod", pod, "--subresource=status", "--type=merge", "-p", patch)
+		return err
+	}
+	if err := annotate(mine, `{"metadata":{"annotations":{"vpcchain.e2e/hook-check":"ok"}}}`); err != nil {
+		t.Errorf("policy-hook's token cannot annotate %s, a pod on its node: %v", mine, err)
+	}
+	refused := map[string]error{
+		"annotate a pod on another node": annotate(other, `{"metadata":{"annotations":{"vpcchain.e2e/hook-check":"no"}}}`),
+		"change a pod's labels":          annotate(mine, `{"metadata":{"labels":{"vpcchain.e2e/hook-check":"no"}}}`),
+	}
+	for what, args := range map[string][]string{
+		"patch a pod (not its status)":          {"patch", "pod", mine, "--type=merge", "-p", `{"metadata":{"annotations":{"x":"y"}}}`},
+		"delete a pod":                          {"delete", "pod", mine, "--wait=false"},
+		"list pods":                             {"get", "pods", "-A"},
+		"read secrets":                          {"-n", "kube-system", "get", "secrets"},
+		"mint a token of its own":               {"-n", "kube-system", "create", "token", "vpcchain-policy-hook"},
+		"mint a token of the daemon's identity": {"-n", "kube-system", "create", "token", "vpcchain"},
+	} {
+		_, refused[what] = as(args...)
+	}
+	for what, err := range refused {
+		if err == nil {
+			t.Errorf("policy-hook's token may %s", what)
+		}
+	}
 }

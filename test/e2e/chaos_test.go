@@ -73,7 +73,8 @@ var mutatingENIActions = []string{"AssignPrivateIpAddresses", "UnassignPrivateIp
 // (2s), so they reconcile against stale answers again and again.
 const chaosDescribeLag = 5 * time.Second
 
-func chaosRounds(sim *vpcsim.Sim) []chaosRound {
+func chaosRounds(c *cluster) []chaosRound {
+	sim := c.sim
 	// Latency beyond the daemon's HTTP timeout (cloud.DefaultHTTPTimeout):
 	// the client gives up, EC2 still makes the change afterwards.
 	slow := cloud.DefaultHTTPTimeout + time.Second
@@ -156,6 +157,8 @@ func chaosRounds(sim *vpcsim.Sim) []chaosRound {
 				sim.Cloud.SetDescribeLag(0)
 				sim.IMDS.SetLag(0)
 			},
+			// Until a daemon has met a release in a lagging answer.
+			done: func(*vpcsim.Faults) bool { return logLinesWith(c, "was released and EC2 accepted") != "" },
 			logs: []string{"was released and EC2 accepted"}},
 		{name: "everything at once", kills: []string{"cb", "cb"}, answers: "InternalError", on: func(f *vpcsim.Faults) {
 			fresh(&pend)(f)
@@ -285,7 +288,7 @@ func TestChaos(t *testing.T) {
 		baseline[cn] = ourRules(t, cn.n)
 	}
 
-	for ri, r := range chaosRounds(c.sim) {
+	for ri, r := range chaosRounds(c) {
 		start := time.Now()
 		before := c.sim.Snapshot()
 		logsBefore := len(strings.Split(logLinesWith(c, r.logs...), "\n"))

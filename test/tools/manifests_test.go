@@ -12,11 +12,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 
+	admissionv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -45,6 +47,10 @@ func newObject(apiVersion, kind string) (any, bool) {
 		return &appsv1.DaemonSet{}, true
 	case "apiextensions.k8s.io/v1/CustomResourceDefinition":
 		return &map[string]any{}, true
+	case "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy":
+		return &admissionv1.ValidatingAdmissionPolicy{}, true
+	case "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicyBinding":
+		return &admissionv1.ValidatingAdmissionPolicyBinding{}, true
 	}
 	return nil, false
 }
@@ -95,8 +101,11 @@ type manifestSet struct {
 	bindings        []*rbacv1.ClusterRoleBinding
 	roles           map[string]*rbacv1.Role // by namespace/name
 	roleBindings    []*rbacv1.RoleBinding
-	daemonSets      []*appsv1.DaemonSet
-	crds            []map[string]any
+	// The manifest's admission policy and its binding.
+	admissionPolicy  *admissionv1.ValidatingAdmissionPolicy
+	admissionBinding *admissionv1.ValidatingAdmissionPolicyBinding
+	daemonSets       []*appsv1.DaemonSet
+	crds             []map[string]any
 }
 
 func loadManifests(t *testing.T) manifestSet {
@@ -151,6 +160,10 @@ func loadManifests(t *testing.T) manifestSet {
 				s.daemonSets = append(s.daemonSets, o)
 			case *map[string]any:
 				s.crds = append(s.crds, *o)
+			case *admissionv1.ValidatingAdmissionPolicy:
+				s.admissionPolicy = o
+			case *admissionv1.ValidatingAdmissionPolicyBinding:
+				s.admissionBinding = o
 			}
 		}
 	}
@@ -401,12 +414,33 @@ func TestManifests(t *testing.T) {
 	if !canRead {
 		t.Errorf("no Role bound to the ServiceAccount allows exactly get on daemonsets/%s in %s", ds.Name, ds.Namespace)
 	}
-	for _, cr := range s.clusterRoles {
-		for _, res := range []string{"nodes", "pods"} {
-			if !allows(cr, "", res, "get", "list", "watch") {
-				t.Errorf("ClusterRole %s does not allow get/list/watch %s", cr.Name, res)
+	// The daemon reads nodes; the policy hook's credential is its own:
+	// get pods and patch their status, nothing else, and the daemon's
+	// ServiceAccount holds neither (its token is in every pod of ours).
+	if cr := s.clusterRoles["vpcchain"]; cr == nil || !allows(cr, "", "nodes", "get", "list", "watch") ||
+		allows(cr, "", "pods", "get") || allows(cr, "", "pods/status", "patch") {
+		t.Error("ClusterRole vpcchain: want get/list/watch on nodes and nothing on pods or pods/status")
+	}
+	hook := s.clusterRoles["vpcchain-policy-hook"]
+	want := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get"}},
+		{APIGroups: []string{""}, Resources: []string{"pods/status"}, Verbs: []string{"patch"}}}
+	if hook == nil || !reflect.DeepEqual(hook.Rules, want) {
+		t.Errorf("ClusterRole vpcchain-policy-hook: %+v, want exactly get pods and patch pods/status", hook)
+	}
+	if sa := s.serviceAccounts["vpcchain-policy-hook"]; sa == nil || sa.AutomountServiceAccountToken == nil || *sa.AutomountServiceAccountToken {
+		t.Error("ServiceAccount vpcchain-policy-hook: missing, or its token is mounted into pods")
+	}
+	// The installer mints tokens of the hook's ServiceAccount only.
+	for _, r := range s.roles {
+		for _, rule := range r.Rules {
+			if slices.Contains(rule.Resources, "serviceaccounts/token") && !slices.Equal(rule.ResourceNames, []string{"vpcchain-policy-hook"}) {
+				t.Errorf("Role %s may create tokens of %v, want vpcchain-policy-hook only", r.Name, rule.ResourceNames)
 			}
 		}
+	}
+	if s.admissionPolicy == nil || s.admissionBinding == nil || s.admissionBinding.Spec.PolicyName != s.admissionPolicy.Name ||
+		!slices.Equal(s.admissionBinding.Spec.ValidationActions, []admissionv1.ValidationAction{admissionv1.Deny}) {
+		t.Error("no ValidatingAdmissionPolicy bound with Deny to hold the policy hook to its node's pods")
 	}
 	// Custom networking reads the ENIConfigs.
 	if cr := s.clusterRoles["vpcchain"]; cr == nil || !allows(cr, "crd.k8s.amazonaws.com", "eniconfigs", "get", "list", "watch") {
