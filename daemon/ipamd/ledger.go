@@ -14,8 +14,10 @@ package ipamd
 //	  -> busy (being given back to EC2)
 //	       -> releasing (EC2 refused or lost the answer: retried with backoff)
 //	       -> gone (EC2 accepted): never learned back from a describe or
-//	          IMDS that still shows it, until EC2 stops showing it or the
-//	          consistency grace has passed.
+//	          IMDS that still shows it until the consistency grace has
+//	          passed (a describe that no longer shows it proves nothing: a
+//	          lagging one may predate the address), unless EC2 assigns it
+//	          to the daemon again.
 //
 // Beside that: unconfirmed (a restored pod's address EC2 did not show at
 // start: kept for the pod, never given to another until EC2 shows it),
@@ -135,7 +137,8 @@ type ledger struct {
 	unconfirmed         map[netip.Addr]bool
 	unconfirmedPrefixes map[netip.Prefix]bool
 	// gone: what EC2 accepted to take back (addresses, prefixes, ENIs by
-	// ID), and when; also in the store, so a restart keeps it.
+	// ID), and when, for the consistency grace; also in the store, so a
+	// restart keeps it.
 	gone map[string]time.Time
 	// lost: prefixes EC2 no longer shows while pods hold addresses of them.
 	lost map[netip.Prefix]bool
@@ -163,12 +166,6 @@ func (l *ledger) held(ip netip.Addr) bool {
 	return assigned || l.reserved[ip] || l.pruning[ip]
 }
 
-// inUse: a pod holds ip or an ADD is recording it for one.
-func (l *ledger) inUse(ip netip.Addr) bool {
-	_, assigned := l.byIP[ip]
-	return assigned || l.reserved[ip]
-}
-
 func (l *ledger) eniOf(ip netip.Addr) *eniState {
 	for _, e := range l.enis {
 		if e.holds(ip) {
@@ -180,31 +177,20 @@ func (l *ledger) eniOf(ip netip.Addr) *eniState {
 
 // podsOn counts the addresses of an ENI that pods hold or ADDs are
 // recording: an ENI with any of them must not be freed.
-func (l *ledger) podsOn(e *eniState) int {
-	n := 0
-	for ip := range l.byIP {
-		if e.holds(ip) {
-			n++
-		}
-	}
-	for ip := range l.reserved {
-		if _, recorded := l.byIP[ip]; !recorded && e.holds(ip) {
-			n++
-		}
-	}
-	return n
-}
+func (l *ledger) podsOn(e *eniState) int { return l.inUseWhere(e.holds) }
 
 // podsIn counts the addresses of p that pods hold or ADDs are recording.
-func (l *ledger) podsIn(p netip.Prefix) int {
+func (l *ledger) podsIn(p netip.Prefix) int { return l.inUseWhere(p.Contains) }
+
+func (l *ledger) inUseWhere(in func(netip.Addr) bool) int {
 	n := 0
 	for ip := range l.byIP {
-		if p.Contains(ip) {
+		if in(ip) {
 			n++
 		}
 	}
 	for ip := range l.reserved {
-		if _, recorded := l.byIP[ip]; !recorded && p.Contains(ip) {
+		if _, recorded := l.byIP[ip]; !recorded && in(ip) {
 			n++
 		}
 	}
@@ -354,7 +340,9 @@ func (l *ledger) forgetStrayCooling() []netip.Addr {
 // ---------------------------------------------------------------- learning
 
 // isGone: EC2 accepted to take x back (an address, prefix or ENI ID) less
-// than grace ago, so a describe or IMDS showing it is lagging.
+// than grace ago, so a describe or IMDS showing it is lagging. Only the
+// grace ends it: a describe that does not show x may lag even more (its
+// state may predate x), so it cannot say EC2 caught up.
 func (l *ledger) isGone(x string, now time.Time) bool {
 	t, ok := l.gone[x]
 	return ok && now.Sub(t) < l.grace
@@ -541,22 +529,6 @@ func (l *ledger) prefixMissing(p netip.Prefix, eniID string, now time.Time) bool
 	delete(l.lost, p)
 	delete(l.disagreements, "prefix:"+p.String())
 	return true
-}
-
-// settleGone forgets what EC2 took back once the instance's describe no
-// longer shows it (shown: every address, prefix and ENI ID it lists), or
-// once grace has passed; it returns what it forgot, for the store.
-func (l *ledger) settleGone(shown map[string]bool, now time.Time) []string {
-	var out []string
-	for x, t := range l.gone {
-		if !shown[x] || now.Sub(t) >= l.grace {
-			delete(l.gone, x)
-			delete(l.disagreements, "gone:"+x)
-			out = append(out, x)
-		}
-	}
-	sort.Strings(out)
-	return out
 }
 
 // expiredGone lists what EC2 took back more than grace ago.

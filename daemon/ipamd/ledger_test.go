@@ -161,32 +161,26 @@ func TestLedgerPrefixMissing(t *testing.T) {
 	}
 }
 
-// What EC2 took back is remembered until a describe no longer shows it or
-// the grace has passed.
-func TestLedgerSettleGone(t *testing.T) {
-	tests := []struct {
-		name  string
-		shown bool
-		after time.Duration
-		kept  bool
-	}{
-		{"still shown, within the grace", true, time.Second, true},
-		{"no longer shown", false, time.Second, false},
-		{"still shown past the grace", true, grace, false},
+// What EC2 took back is remembered for the consistency grace, whatever a
+// describe shows meanwhile (one that does not show it may predate it), and
+// forgotten after.
+func TestLedgerGoneForTheGrace(t *testing.T) {
+	l := testLedger(t)
+	l.released("eni-1", []netip.Addr{ipA}, []netip.Prefix{pfx}, t0)
+	// A describe older than the assign shows neither; one in between both.
+	l.syncENI(l.enis["eni-1"], describe([]netip.Addr{ipB}), t0.Add(time.Second))
+	l.syncENI(l.enis["eni-1"], describe([]netip.Addr{ipA, ipB}, pfx), t0.Add(2*time.Second))
+	if free(l)[ipA] || free(l)[pfx.Addr()] || len(l.expiredGone(t0.Add(grace-time.Second))) != 0 {
+		t.Errorf("within the grace: %s free %v, %s free %v", ipA, free(l)[ipA], pfx, free(l)[pfx.Addr()])
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			l := testLedger(t)
-			l.released("eni-1", []netip.Addr{ipA}, []netip.Prefix{pfx}, t0)
-			shown := map[string]bool{"eni-1": true, ipB.String(): true}
-			if tt.shown {
-				shown[ipA.String()], shown[pfx.String()] = true, true
-			}
-			forgot := l.settleGone(shown, t0.Add(tt.after))
-			if kept := len(forgot) == 0; kept != tt.kept {
-				t.Errorf("forgot %v, want kept %v", forgot, tt.kept)
-			}
-		})
+	old := l.expiredGone(t0.Add(grace))
+	if len(old) != 2 {
+		t.Fatalf("past the grace: expired %v, want %s and %s", old, ipA, pfx)
+	}
+	l.forgetGone(old)
+	l.syncENI(l.enis["eni-1"], describe([]netip.Addr{ipA, ipB}, pfx), t0.Add(grace+time.Second))
+	if !free(l)[ipA] || !free(l)[pfx.Addr()] {
+		t.Error("past the grace, what EC2 still shows is EC2's again")
 	}
 }
 

@@ -73,16 +73,6 @@ func (d *Daemon) Reconcile(ctx context.Context) error {
 	d.mu.Lock()
 	now := d.now()
 	truth := map[string]cloud.ENI{}
-	shown := map[string]bool{} // every ENI, address and prefix EC2 lists
-	for _, e := range enis {
-		shown[e.ID] = true
-		for _, ip := range e.IPs {
-			shown[ip.String()] = true
-		}
-		for _, p := range e.Prefixes {
-			shown[p.String()] = true
-		}
-	}
 	for _, e := range d.managedLocked(enis, now) {
 		truth[e.ID] = e
 	}
@@ -117,7 +107,6 @@ func (d *Daemon) Reconcile(ctx context.Context) error {
 		lost = d.ledger.syncENI(st, e, now) || lost
 	}
 	forget = append(forget, d.ledger.forgetStrayCooling()...)
-	settled := d.ledger.settleGone(shown, now)
 	if lost {
 		d.kickLocked() // a lost prefix's free addresses left the pool: replace them now
 	}
@@ -125,9 +114,6 @@ func (d *Daemon) Reconcile(ctx context.Context) error {
 	d.mu.Unlock()
 	if err := d.store.ForgetCooling(forget...); err != nil {
 		d.logf("reconcile: forget cooldowns: %v", err)
-	}
-	if err := d.store.ForgetReleased(settled...); err != nil {
-		d.logf("reconcile: forget release records: %v", err)
 	}
 	for _, st := range gone {
 		if err := d.host.TeardownENI(st.hostENI(d.cfg.MTU)); err != nil {
@@ -201,10 +187,9 @@ func (d *Daemon) matches(md []cloud.ENI) bool {
 			return false
 		}
 	}
-	// Release records are settled by a describe, and a lost prefix is
-	// watched by one.
+	// A lost prefix is watched by a describe.
 	return n == len(d.ledger.enis) && len(d.ledger.unconfirmed) == 0 && len(d.ledger.unconfirmedPrefixes) == 0 &&
-		len(d.ledger.gone) == 0 && len(d.ledger.lost) == 0
+		len(d.ledger.lost) == 0
 }
 
 // releaseOrphans releases allocations whose pod sandbox the container
