@@ -37,7 +37,7 @@ import (
 func main() {
 	// Until the configuration is read: text to stderr.
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, nil)))
-	setupNode := flag.Bool("setup-node", false, "set the node's sysctls the daemon needs (forwarding, loose rp_filter on the primary ENI and for links created later) and exit; run from a privileged init container, so the daemon runs unprivileged")
+	setupNode := flag.Bool("setup-node", false, "set the node's sysctls the daemon needs (forwarding, loose rp_filter on the ENIs' links and for links created later) and exit; run from a privileged init container, so the daemon runs unprivileged")
 	flag.Parse()
 	if *setupNode {
 		if err := runSetupNode(); err != nil {
@@ -56,8 +56,8 @@ func main() {
 	}
 }
 
-// runSetupNode finds the primary ENI from IMDS and sets the node's sysctls
-// (hostnet.SetupNodeSysctls).
+// runSetupNode finds the node's ENIs from IMDS and sets the node's sysctls
+// (hostnet.SetupNodeSysctls), on the links of the ENIs attached already too.
 func runSetupNode() error {
 	cfg, err := config.FromEnv()
 	if err != nil {
@@ -78,10 +78,25 @@ func runSetupNode() error {
 	if err != nil {
 		return fmt.Errorf("primary ENI MAC %q: %w", md.PrimaryMAC, err)
 	}
-	if err := hostnet.SetupNodeSysctls(mac, cfg.IPv6); err != nil {
+	// The ENIs of the card the daemon uses (it leaves other cards' alone):
+	// after a reboot those it attached before are up already, strict.
+	var enis []net.HardwareAddr
+	for _, e := range md.ENIs {
+		if e.NetworkCard != 0 {
+			continue
+		}
+		m, err := net.ParseMAC(e.MAC)
+		if err != nil {
+			return fmt.Errorf("ENI %s MAC %q: %w", e.ID, e.MAC, err)
+		}
+		enis = append(enis, m)
+	}
+	links, err := hostnet.SetupNodeSysctls(mac, enis, cfg.IPv6)
+	if err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "vpcchaind --setup-node: forwarding on, loose rp_filter on the primary ENI (%s) and for new links\n", md.PrimaryMAC)
+	fmt.Fprintf(os.Stderr, "vpcchaind --setup-node: forwarding on, loose rp_filter on the ENI links %v (primary %s) and for new links\n",
+		links, md.PrimaryMAC)
 	return nil
 }
 

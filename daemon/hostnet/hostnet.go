@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -122,7 +123,8 @@ func LinkExists(name string) bool {
 // on the primary ENI, as the reference's init container does: replies to
 // pods on secondary ENIs, and connmarked NodePort flows, may arrive on an
 // interface other than the one the route back would use, and strict rp_filter
-// would drop them.
+// would drop them. A sysctl that is wrong and cannot be set does not stop
+// the rest: it comes back as a *SysctlError once everything else is done.
 func SetupNode(primaryMAC net.HardwareAddr, mtu int) error {
 	link, err := LinkByMAC(primaryMAC)
 	if err != nil {
@@ -134,73 +136,189 @@ func SetupNode(primaryMAC net.HardwareAddr, mtu int) error {
 			return fmt.Errorf("set MTU %d on primary ENI %s: %w", mtu, name, err)
 		}
 	}
-	if err := writeSysctl("net/ipv4/ip_forward", "1"); err != nil {
+	var bad sysctlProblems
+	if err := bad.add(ensureSysctl("net/ipv4/ip_forward", "1")); err != nil {
 		return err
 	}
-	if err := setRPFilterLoose(name); err != nil {
+	if err := bad.add(setRPFilterLoose(name)); err != nil {
 		return err
 	}
-	return nil
+	return bad.err()
 }
 
 // SetupNodeSysctls does, once and with a writable /proc/sys, what the
 // daemon needs of the node's sysctls for good: SetupNode's (forwarding,
-// loose reverse-path filtering on the primary ENI) and loose filtering as
-// the default of links created later, so every secondary ENI the daemon
-// attaches is loose from the start. A DaemonSet runs it from a privileged
-// init container; the daemon itself then runs unprivileged, its /proc/sys
-// read-only, and finds every value already set (writeSysctl writes only
-// what differs).
-func SetupNodeSysctls(primaryMAC net.HardwareAddr, ipv6 bool) error {
+// loose reverse-path filtering on the primary ENI), loose filtering as the
+// default of links created later, so every secondary ENI the daemon
+// attaches is loose from the start, and loose filtering on the links of
+// enis (MAC addresses) that exist already: after a reboot the ENIs the
+// daemon attached earlier come up before anything loosened the default.
+// A DaemonSet runs it from a privileged init container; the daemon itself
+// then runs unprivileged, its /proc/sys read-only, and finds every value
+// already set (it writes only what differs). It returns the names of the
+// links of enis it found; a MAC without a link is skipped.
+func SetupNodeSysctls(primaryMAC net.HardwareAddr, enis []net.HardwareAddr, ipv6 bool) ([]string, error) {
 	if err := SetupNode(primaryMAC, 0); err != nil {
-		return err
+		return nil, err
 	}
 	if ipv6 {
 		if err := SetupNodeIPv6(primaryMAC); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return writeSysctl("net/ipv4/conf/default/rp_filter", "2")
+	// The default first: a link hot-plugged while the others are looked
+	// up is loose from the start.
+	if err := ensureSysctl("net/ipv4/conf/default/rp_filter", "2"); err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, mac := range enis {
+		link, err := LinkByMAC(mac)
+		if errors.Is(err, ErrLinkNotFound) {
+			continue
+		}
+		if err != nil {
+			return names, fmt.Errorf("find ENI %s: %w", mac, err)
+		}
+		name := link.Attrs().Name
+		if err := setRPFilterLoose(name); err != nil {
+			return names, fmt.Errorf("ENI %s: %w", mac, err)
+		}
+		names = append(names, name)
+	}
+	return names, nil
 }
 
 // SetupNodeIPv6 makes the node forward IPv6 to its pods. Forwarding turns
 // router advertisements off on every link unless accept_ra is 2, so the
 // primary ENI gets 2: its default route comes from the VPC router's
-// advertisements.
+// advertisements. Sysctls that cannot be set come back as a *SysctlError.
 func SetupNodeIPv6(primaryMAC net.HardwareAddr) error {
 	link, err := LinkByMAC(primaryMAC)
 	if err != nil {
 		return fmt.Errorf("find primary ENI: %w", err)
 	}
-	if err := writeSysctl(filepath.Join("net/ipv6/conf", link.Attrs().Name, "accept_ra"), "2"); err != nil {
+	var bad sysctlProblems
+	if err := bad.add(ensureSysctl(filepath.Join("net/ipv6/conf", link.Attrs().Name, "accept_ra"), "2")); err != nil {
 		return err
 	}
-	return writeSysctl("net/ipv6/conf/all/forwarding", "1")
+	if err := bad.add(ensureSysctl("net/ipv6/conf/all/forwarding", "1")); err != nil {
+		return err
+	}
+	return bad.err()
+}
+
+// SysctlError lists sysctls that hold another value than the one the node
+// needs and could not be written: the daemon runs unprivileged, its
+// /proc/sys read-only, and the privileged setup step did not set them (it
+// did not run, or the link did not exist then). The call that returns it
+// did everything else it does, so a caller can go on and report it.
+type SysctlError struct {
+	Problems []SysctlProblem
+}
+
+// SysctlProblem is one sysctl SysctlError lists.
+type SysctlProblem struct {
+	Key  string // dotted, e.g. net.ipv4.conf.eth1.rp_filter
+	Have string // the value it holds ("" if unreadable)
+	Want string
+	Err  error // why it could not be written
+}
+
+func (p SysctlProblem) String() string {
+	have := p.Have
+	if have == "" {
+		have = "unreadable"
+	}
+	return fmt.Sprintf("sysctl %s is %s, needs %s, and cannot be set: %v", p.Key, have, p.Want, p.Err)
+}
+
+func (e *SysctlError) Error() string {
+	s := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		s[i] = p.String()
+	}
+	return strings.Join(s, "; ")
+}
+
+// sysctlProblems collects the SysctlErrors of several writes.
+type sysctlProblems []SysctlProblem
+
+// add keeps err if it is a *SysctlError and returns any other error.
+func (b *sysctlProblems) add(err error) error {
+	var se *SysctlError
+	if errors.As(err, &se) {
+		*b = append(*b, se.Problems...)
+		return nil
+	}
+	return err
+}
+
+// err is nil or a *SysctlError with every problem added.
+func (b sysctlProblems) err() error {
+	if len(b) == 0 {
+		return nil
+	}
+	return &SysctlError{Problems: b}
 }
 
 // setRPFilterLoose sets rp_filter=2 on one link. The kernel applies
 // max(conf/all, conf/<link>), so this loosens the link even when "all" is
-// strict (1) without touching any other interface.
+// strict (1) without touching any other interface. When it cannot be
+// written, a link that filters loosely anyway ("all" is 2) or not at all
+// is no problem: only strict filtering drops the flows above.
 func setRPFilterLoose(name string) error {
-	return writeSysctl(filepath.Join("net/ipv4/conf", name, "rp_filter"), "2")
-}
-
-// writeSysctl writes value to /proc/sys/<key> unless it holds that value
-// already (so an already-prepared node also works with a read-only
-// /proc/sys). /proc/sys/net resolves to the network namespace of the thread
-// that opens the file, so the goroutine stays on its thread meanwhile; the
-// lock nests with a caller's (ns.Do) and does not move the thread anywhere.
-func writeSysctl(key, value string) error {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	path := filepath.Join("/proc/sys", key)
-	if cur, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(cur)) == value {
+	err := ensureSysctl(filepath.Join("net/ipv4/conf", name, "rp_filter"), "2")
+	var se *SysctlError
+	if !errors.As(err, &se) {
+		return err
+	}
+	link, lerr := sysctlInt(filepath.Join("net/ipv4/conf", name, "rp_filter"))
+	all, aerr := sysctlInt("net/ipv4/conf/all/rp_filter")
+	if lerr == nil && aerr == nil && max(link, all) != 1 {
 		return nil
 	}
-	if err := os.WriteFile(path, []byte(value), 0o644); err != nil {
-		return fmt.Errorf("set sysctl %s=%s: %w", strings.ReplaceAll(key, "/", "."), value, err)
+	return err
+}
+
+// ensureSysctl writes value to /proc/sys/<key> unless it holds that value
+// already (so an already-prepared node also works with a read-only
+// /proc/sys); a failed write is a *SysctlError. /proc/sys/net resolves to
+// the network namespace of the thread that opens the file, so the goroutine
+// stays on its thread meanwhile; the lock nests with a caller's (ns.Do)
+// and does not move the thread anywhere.
+func ensureSysctl(key, value string) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	cur, _ := sysctlValue(key)
+	if cur == value {
+		return nil
+	}
+	if err := os.WriteFile(filepath.Join("/proc/sys", key), []byte(value), 0o644); err != nil {
+		return &SysctlError{Problems: []SysctlProblem{{Key: strings.ReplaceAll(key, "/", "."), Have: cur, Want: value, Err: err}}}
 	}
 	return nil
+}
+
+// sysctlValue reads /proc/sys/<key>, trimmed (see ensureSysctl for the
+// thread).
+func sysctlValue(key string) (string, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	b, err := os.ReadFile(filepath.Join("/proc/sys", key))
+	return strings.TrimSpace(string(b)), err
+}
+
+func sysctlInt(key string) (int, error) {
+	v, err := sysctlValue(key)
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return 0, fmt.Errorf("sysctl %s: %w", key, err)
+	}
+	return n, nil
 }
 
 func (e ENI) validate() error {
@@ -238,14 +356,17 @@ func (e ENI) subnetNet() *net.IPNet {
 }
 
 // SetupENI wires a secondary ENI into the node: it waits up to timeout for
-// the hot-plugged link with e.MAC, sets its MTU and brings it up, gives it
+// the hot-plugged link with e.MAC, sets its MTU and loose rp_filter and
+// brings it up, gives it
 // e.PrimaryIP/<subnet bits> (dropping other global addresses), fills table
 // RouteTable(e.DeviceNumber) with "<gw>/32 dev <link> scope link" and
 // "default via <gw> dev <link>", and adds "from <primary IP> lookup <table>"
 // at priority 32765. Stale routes in that table and stale 32765 rules for
 // the table or the address (an earlier ENI at the same device index) are
 // removed. It is idempotent and returns the link's name. A timeout <= 0
-// looks for the link once; the wait also ends with ctx.
+// looks for the link once; the wait also ends with ctx. When the only
+// failure is a sysctl that cannot be set, the ENI is wired all the same and
+// the error wraps a *SysctlError.
 func SetupENI(ctx context.Context, e ENI, timeout time.Duration) (string, error) {
 	if err := e.validate(); err != nil {
 		return "", fmt.Errorf("set up ENI %s: %w", e.MAC, err)
@@ -261,7 +382,22 @@ func SetupENI(ctx context.Context, e ENI, timeout time.Duration) (string, error)
 	return name, nil
 }
 
+// setupLink wires the link. A sysctl it cannot set does not stop it: the
+// ENI is wired all the same, and the *SysctlError is returned alone when
+// nothing else failed (any other error is returned instead, naming it).
 func setupLink(link netlink.Link, e ENI) error {
+	var bad sysctlProblems
+	err := wireLink(link, e, &bad)
+	if err != nil && len(bad) > 0 {
+		return fmt.Errorf("%w (also: %v)", err, bad.err())
+	}
+	if err != nil {
+		return err
+	}
+	return bad.err()
+}
+
+func wireLink(link netlink.Link, e ENI, bad *sysctlProblems) error {
 	attrs := link.Attrs()
 	if e.MTU > 0 && attrs.MTU != e.MTU {
 		if err := netlink.LinkSetMTU(link, e.MTU); err != nil {
@@ -270,7 +406,7 @@ func setupLink(link netlink.Link, e ENI) error {
 	}
 	// Loose rp_filter before traffic flows, for the same reason as on the
 	// primary ENI: flows may come in on one ENI and leave by another.
-	if err := setRPFilterLoose(attrs.Name); err != nil {
+	if err := bad.add(setRPFilterLoose(attrs.Name)); err != nil {
 		return err
 	}
 	if attrs.Flags&net.FlagUp == 0 {

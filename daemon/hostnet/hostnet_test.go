@@ -251,6 +251,12 @@ var testENI = ENI{
 
 func checkSetUp(t *testing.T, e ENI, wantName string) error {
 	t.Helper()
+	return checkWired(t, e, wantName, "2")
+}
+
+// checkWired is checkSetUp with the link's rp_filter given.
+func checkWired(t *testing.T, e ENI, wantName, wantRPFilter string) error {
+	t.Helper()
 	l, err := LinkByMAC(e.MAC)
 	if err != nil {
 		return err
@@ -266,8 +272,8 @@ func checkSetUp(t *testing.T, e ENI, wantName string) error {
 	if len(addrs) != 1 || addrs[0].IPNet.String() != "10.0.2.10/24" {
 		return fmt.Errorf("addresses %v, want only 10.0.2.10/24", addrs)
 	}
-	if rp, err := readSysctl("net/ipv4/conf/" + a.Name + "/rp_filter"); err != nil || rp != "2" {
-		return fmt.Errorf("rp_filter = %q (%v), want 2", rp, err)
+	if rp, err := readSysctl("net/ipv4/conf/" + a.Name + "/rp_filter"); err != nil || rp != wantRPFilter {
+		return fmt.Errorf("rp_filter = %q (%v), want %s", rp, err, wantRPFilter)
 	}
 	st, err := observe(t, e)
 	if err != nil {

@@ -1,9 +1,11 @@
 package hostnet
 
 import (
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 
@@ -61,29 +63,39 @@ func TestSetupSNATFollowsTheNodesBackend(t *testing.T) {
 
 // SetupNodeSysctls leaves the node so that a daemon whose /proc/sys is
 // read-only needs to write nothing: forwarding, loose filtering on the
-// primary ENI, and loose filtering for every link created afterwards (the
-// secondary ENIs the daemon attaches later).
+// primary ENI, on the ENIs that exist already (after a reboot: those the
+// daemon attached before, which came up strict), and for every link
+// created afterwards (the secondary ENIs the daemon attaches later).
 func TestSetupNodeSysctls(t *testing.T) {
-	primary := mustMAC("02:00:00:00:00:01")
+	primary, old, later := mustMAC("02:00:00:00:00:01"), mustMAC("02:00:00:00:00:03"), mustMAC("02:00:00:00:00:02")
 	n := newNS(t)
 	in(t, n, func() error {
 		if err := addENILink("ens5", primary); err != nil {
 			return err
 		}
-		for k, v := range map[string]string{"net/ipv4/ip_forward": "0", "net/ipv4/conf/ens5/rp_filter": "1", "net/ipv4/conf/default/rp_filter": "1"} {
+		if err := addENILink("ens7", old); err != nil {
+			return err
+		}
+		for k, v := range map[string]string{"net/ipv4/ip_forward": "0", "net/ipv4/conf/ens5/rp_filter": "1",
+			"net/ipv4/conf/ens7/rp_filter": "1", "net/ipv4/conf/default/rp_filter": "1"} {
 			if err := os.WriteFile("/proc/sys/"+k, []byte(v), 0o644); err != nil {
 				return err
 			}
 		}
-		if err := SetupNodeSysctls(primary, false); err != nil {
+		// later has no link yet: skipped, as an ENI whose link is not up.
+		names, err := SetupNodeSysctls(primary, []net.HardwareAddr{primary, old, later}, false)
+		if err != nil {
 			return err
 		}
-		if err := addENILink("ens6", mustMAC("02:00:00:00:00:02")); err != nil {
+		if want := []string{"ens5", "ens7"}; !slices.Equal(names, want) {
+			t.Errorf("prepared links %q, want %q", names, want)
+		}
+		if err := addENILink("ens6", later); err != nil {
 			return err
 		}
 		for k, want := range map[string]string{"net/ipv4/ip_forward": "1", "net/ipv4/conf/ens5/rp_filter": "2",
 			"net/ipv4/conf/default/rp_filter": "2", "net/ipv4/conf/ens6/rp_filter": "2",
-			"net/ipv6/conf/all/forwarding": "0"} {
+			"net/ipv4/conf/ens7/rp_filter": "2", "net/ipv6/conf/all/forwarding": "0"} {
 			if got, err := readSysctl(k); err != nil || got != want {
 				t.Errorf("%s = %q (%v), want %s", k, got, err, want)
 			}
@@ -102,7 +114,7 @@ func TestSetupNodeSysctlsIPv6(t *testing.T) {
 		if err := addENILink("ens5", primary); err != nil {
 			return err
 		}
-		if err := SetupNodeSysctls(primary, true); err != nil {
+		if _, err := SetupNodeSysctls(primary, nil, true); err != nil {
 			return err
 		}
 		for k, want := range map[string]string{"net/ipv6/conf/all/forwarding": "1", "net/ipv6/conf/ens5/accept_ra": "2",
