@@ -33,12 +33,23 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return printStatus(stdout, reply)
+	// What CNI STATUS answers, and why; a daemon that cannot say leaves it
+	// out (the pool summary is what this command is for).
+	st, _ := c.Status(ctx)
+	return printStatus(stdout, reply, st)
 }
 
-// printStatus writes a readable summary of the daemon's pool: a header with
-// mode and totals, one line per ENI, one line per allocation.
-func printStatus(w io.Writer, r *ipamv1.IntrospectReply) error {
+// printStatus writes a readable summary of the daemon's pool: a line with
+// its readiness when there is something to say about it (st may be nil), a
+// header with mode and totals, one line per ENI, one line per allocation.
+func printStatus(w io.Writer, r *ipamv1.IntrospectReply, st *ipamv1.StatusReply) error {
+	switch {
+	case st == nil:
+	case !st.GetReady():
+		fmt.Fprintf(w, "NOT READY: %s\n", orDash(st.GetReason()))
+	case st.GetReason() != "":
+		fmt.Fprintf(w, "ready: %s\n", st.GetReason())
+	}
 	fmt.Fprintf(w, "mode %s  total %d  assigned %d  cooling %d  available %d  max-pods %d\n",
 		orDash(r.GetMode()), r.GetTotal(), r.GetAssigned(), r.GetCooling(), r.GetAvailable(), r.GetMaxPods())
 	if d := r.GetLastDecision(); d != "" {

@@ -149,7 +149,7 @@ container 0123456789ab  10.0.2.17  eni-0bbb  -
 
 func TestPrintStatus(t *testing.T) {
 	var b bytes.Buffer
-	if err := printStatus(&b, sampleReply()); err != nil {
+	if err := printStatus(&b, sampleReply(), &ipamv1.StatusReply{Ready: true, Available: 15}); err != nil {
 		t.Fatal(err)
 	}
 	if b.String() != wantStatus {
@@ -166,7 +166,7 @@ func TestPrintStatus(t *testing.T) {
 			"custom networking: no new ENIs: ENIConfig \"us-west-2b\" (label) does not exist\n"},
 	} {
 		b.Reset()
-		if err := printStatus(&b, &ipamv1.IntrospectReply{CustomNetworking: c.cn}); err != nil {
+		if err := printStatus(&b, &ipamv1.IntrospectReply{CustomNetworking: c.cn}, nil); err != nil {
 			t.Fatal(err)
 		}
 		if !strings.Contains(b.String(), c.want) {
@@ -174,7 +174,7 @@ func TestPrintStatus(t *testing.T) {
 		}
 	}
 	b.Reset()
-	if err := printStatus(&b, &ipamv1.IntrospectReply{}); err != nil {
+	if err := printStatus(&b, &ipamv1.IntrospectReply{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.HasPrefix(b.String(), "mode -  total 0") {
@@ -184,7 +184,15 @@ func TestPrintStatus(t *testing.T) {
 
 type fakeDaemon struct {
 	ipamclient.UnimplementedIPAM
-	reply *ipamv1.IntrospectReply
+	reply  *ipamv1.IntrospectReply
+	status *ipamv1.StatusReply // nil: Status is not implemented
+}
+
+func (f *fakeDaemon) Status(ctx context.Context, r *ipamv1.StatusRequest) (*ipamv1.StatusReply, error) {
+	if f.status == nil {
+		return f.UnimplementedIPAM.Status(ctx, r)
+	}
+	return f.status, nil
 }
 
 func (f *fakeDaemon) Introspect(_ context.Context, r *ipamv1.IntrospectRequest) (*ipamv1.IntrospectReply, error) {
@@ -210,6 +218,37 @@ func TestStatusAgainstDaemon(t *testing.T) {
 	code, out, errs := runCLI(t, "status", "--socket", path)
 	if code != 0 || out != wantStatus {
 		t.Errorf("code %d, stderr %q, stdout:\n%s", code, errs, out)
+	}
+}
+
+// A node that is not ready, or ready with something to say (a sysctl the
+// daemon cannot set), says so first.
+func TestStatusSaysWhyNotReady(t *testing.T) {
+	for _, tc := range []struct {
+		st   *ipamv1.StatusReply
+		want string
+	}{
+		{&ipamv1.StatusReply{Ready: true, Available: 15}, "mode secondary-ip"},
+		{&ipamv1.StatusReply{Reason: "host networking: node: sysctl net.ipv4.ip_forward is 0, needs 1"},
+			"NOT READY: host networking: node: sysctl net.ipv4.ip_forward is 0, needs 1\nmode secondary-ip"},
+		{&ipamv1.StatusReply{Ready: true, Available: 15, Reason: "host networking: eni-0bbb (device 1): sysctl net.ipv4.conf.eth1.rp_filter is 1"},
+			"ready: host networking: eni-0bbb (device 1): sysctl net.ipv4.conf.eth1.rp_filter is 1\nmode secondary-ip"},
+	} {
+		path := filepath.Join(t.TempDir(), "ipamd.sock")
+		l, err := ipamclient.Listen(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv, err := ipamclient.NewServer(&fakeDaemon{reply: sampleReply(), status: tc.st})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go srv.Serve(context.Background(), l) //nolint:errcheck // ends with Close
+		code, out, errs := runCLI(t, "status", "--socket", path)
+		srv.Close()
+		if code != 0 || !strings.HasPrefix(out, tc.want) {
+			t.Errorf("status %v: code %d, stderr %q, stdout:\n%s\nwant it to start with %q", tc.st, code, errs, out, tc.want)
+		}
 	}
 }
 

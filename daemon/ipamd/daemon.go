@@ -127,6 +127,10 @@ type Daemon struct {
 	// hostErr is why host networking is broken ("" when it works): STATUS
 	// reports it.
 	hostErr string
+	// sysctls are the sysctls found wrong that the daemon cannot set, by
+	// scope (sysctl.go): STATUS reports them apart from hostErr, which
+	// each SNAT sync sets anew.
+	sysctls map[string]sysctlProblem
 	// livenessErr is the last orphan-check source failure, logged once.
 	livenessErr   string
 	coolOffs      []pool.CoolOff
@@ -199,7 +203,8 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 	}
 	d := &Daemon{cfg: o.Config, cloud: o.Cloud, host: o.Host, now: o.Now, logf: o.Logf, observeAdd: o.ObserveAdd, events: o.Events,
 		live: o.Liveness, inflight: map[store.Key]chan struct{}{},
-		counters: map[string]int64{}, foreign: map[string]*foreignENI{}, grow: newGrowth(), kick: make(chan struct{}, 1)}
+		counters: map[string]int64{}, foreign: map[string]*foreignENI{}, grow: newGrowth(), kick: make(chan struct{}, 1),
+		sysctls: map[string]sysctlProblem{}}
 	d.ledger = newLedger(o.Config.ConsistencyGrace, d.counters, d.logf)
 	// The store's lock first: a second daemon on the node must fail before
 	// it touches sysctls, links, routes or rules the first one manages.
@@ -287,8 +292,8 @@ func (d *Daemon) discover(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("describe this instance's ENIs in EC2: %w", err)
 	}
-	if err := d.host.SetupNode(parseMAC(md.PrimaryMAC), d.cfg.MTU); err != nil {
-		return fmt.Errorf("set up node networking: %w", err)
+	if err := d.noteSysctls(nodeScope, nodeScope, d.setupNodeHost(), true); err != nil {
+		return err
 	}
 	d.mu.Lock()
 	ours := d.managedLocked(enis, d.now())
@@ -337,14 +342,17 @@ func parseMAC(s string) net.HardwareAddr {
 }
 
 // adoptENI sets up host networking for an attached ENI and records it,
-// without what EC2 took back from it (a describe may still show that).
+// without what EC2 took back from it (a describe may still show that). A
+// sysctl of its link that is wrong and cannot be set does not keep it out
+// (noteSysctls).
 func (d *Daemon) adoptENI(ctx context.Context, e cloud.ENI) error {
 	now := d.now()
 	d.mu.Lock()
 	st := d.ledger.newENI(e, now)
 	d.mu.Unlock()
 	if !st.primary {
-		if _, err := d.host.SetupENI(ctx, st.hostENI(d.cfg.MTU), d.cfg.ENIAttachTimeout); err != nil {
+		_, err := d.host.SetupENI(ctx, st.hostENI(d.cfg.MTU), d.cfg.ENIAttachTimeout)
+		if err := d.noteSysctls(e.ID, eniWhat(e.ID, e.DeviceNumber), err, false); err != nil {
 			return fmt.Errorf("set up host networking for %s (device %d): %w", e.ID, e.DeviceNumber, err)
 		}
 	}

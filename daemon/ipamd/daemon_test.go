@@ -32,19 +32,23 @@ type fakeHost struct {
 	snat       map[netip.Addr]bool // the SNAT set
 	// beforeSNATAdd, if set, runs in SetupSNAT before the pods go in.
 	beforeSNATAdd func()
+	// nodeErr and eniErr[device] are what SetupNode and SetupENI return
+	// after doing their work (a sysctl they could not set).
+	nodeErr error
+	eniErr  map[int]error
 }
 
 func (h *fakeHost) SetupNode(net.HardwareAddr, int) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.setupNodes++
-	return nil
+	return h.nodeErr
 }
 func (h *fakeHost) SetupENI(_ context.Context, e hostnet.ENI, _ time.Duration) (string, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.setup[e.DeviceNumber] = true
-	return fmt.Sprintf("eth%d", e.DeviceNumber), nil
+	return fmt.Sprintf("eth%d", e.DeviceNumber), h.eniErr[e.DeviceNumber]
 }
 func (h *fakeHost) TeardownENI(e hostnet.ENI) error {
 	h.mu.Lock()

@@ -52,14 +52,8 @@ func (d *Daemon) discoverIPv6(ctx context.Context, md cloud.Node, lim instanceli
 	if prim == nil {
 		return fmt.Errorf("EC2 shows no primary ENI (card 0, device 0) on %s", md.InstanceID)
 	}
-	mac := parseMAC(md.PrimaryMAC)
-	if err := d.host.SetupNode(mac, d.cfg.MTU); err != nil {
-		return fmt.Errorf("set up node networking: %w", err)
-	}
-	if h, ok := d.host.(IPv6Host); ok {
-		if err := h.SetupNodeIPv6(mac); err != nil {
-			return fmt.Errorf("set up node IPv6 forwarding: %w", err)
-		}
+	if err := d.noteSysctls(nodeScope, nodeScope, d.setupNodeHost(), true); err != nil {
+		return err
 	}
 	prefixes := prim.IPv6Prefixes
 	if len(prefixes) == 0 {

@@ -35,6 +35,7 @@ func (d *Daemon) reconcileLoop(ctx context.Context) {
 		if err := d.SyncSNAT(); err != nil {
 			d.logf("reconcile SNAT: %v", err)
 		}
+		d.recheckSysctls(ctx)
 		d.releaseOrphans(ctx)
 	}
 }

@@ -60,7 +60,8 @@ func (d *Daemon) Stats() pool.Stats {
 // service (a runtime that sees CNI STATUS fail reports the node's network
 // NotReady, and Kubernetes then taints it and evicts its pods); ADD says
 // "try again later" with the reason instead. The reason is also filled in
-// for a ready daemon whose pool is empty.
+// for a ready daemon whose pool is empty, or with a sysctl problem that
+// leaves pods working (sysctlProblem).
 func (d *Daemon) Ready() (bool, string, int) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -70,8 +71,14 @@ func (d *Daemon) Ready() (bool, string, int) {
 	if d.hostErr != "" {
 		return false, "host networking: " + d.hostErr, 0
 	}
+	if r := d.sysctlReasonLocked(true); r != "" {
+		return false, "host networking: " + r, 0
+	}
+	// A sysctl problem that leaves pods working is said, not acted on.
+	warn := d.sysctlReasonLocked(false)
 	if d.cfg.IPv6 {
-		return d.ipv6ReadyLocked()
+		ok, reason, avail := d.ipv6ReadyLocked()
+		return ok, withWarning(reason, warn), avail
 	}
 	snap := d.snapshotLocked()
 	st := pool.ComputeStats(d.pcfg, snap)
@@ -82,9 +89,20 @@ func (d *Daemon) Ready() (bool, string, int) {
 		return false, "custom networking: " + reason, 0
 	}
 	if st.Available == 0 {
-		return true, d.noAddressReasonLocked(snap), 0
+		return true, withWarning(d.noAddressReasonLocked(snap), warn), 0
 	}
-	return true, "", st.Available
+	return true, withWarning("", warn), st.Available
+}
+
+// withWarning appends a host networking warning to reason.
+func withWarning(reason, warn string) string {
+	switch {
+	case warn == "":
+		return reason
+	case reason == "":
+		return "host networking: " + warn
+	}
+	return reason + "; host networking: " + warn
 }
 
 // Counters returns the daemon's event counters.
