@@ -73,6 +73,9 @@ type node struct {
 	exited  chan struct{}
 	logPath string
 	plugins *os.File
+	// readOnlyProcSys starts the daemon as an unprivileged container runs:
+	// /proc/sys read-only (in a mount namespace of its own).
+	readOnlyProcSys bool
 }
 
 // newCluster starts a simulator (VPC 10.0.0.0/16, one /20 subnet) and nodes
@@ -168,7 +171,14 @@ func (n *node) start() {
 	if err != nil {
 		n.c.t.Fatal(err)
 	}
-	cmd := exec.Command("ip", "netns", "exec", n.vn.NetNS, filepath.Join(n.c.bin, "vpcchaind"))
+	args := []string{"netns", "exec", n.vn.NetNS}
+	if n.readOnlyProcSys {
+		// Each exec keeps the PID: signals still reach the daemon.
+		args = append(args, "unshare", "--mount", "--propagation", "slave", "sh", "-c",
+			`mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && exec "$@"`, "sh")
+	}
+	args = append(args, filepath.Join(n.c.bin, "vpcchaind"))
+	cmd := exec.Command("ip", args...)
 	cmd.Env = n.env
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
@@ -180,6 +190,17 @@ func (n *node) start() {
 	n.mu.Lock()
 	n.cmd, n.exited = cmd, exited
 	n.mu.Unlock()
+}
+
+// setupNode runs the DaemonSet's privileged init step in the node's
+// namespace: vpcchaind --setup-node, with a writable /proc/sys.
+func (n *node) setupNode() {
+	n.c.t.Helper()
+	cmd := exec.Command("ip", "netns", "exec", n.vn.NetNS, filepath.Join(n.c.bin, "vpcchaind"), "--setup-node")
+	cmd.Env = n.env
+	if out, err := cmd.CombinedOutput(); err != nil {
+		n.c.t.Fatalf("vpcchaind --setup-node on %s: %v\n%s", n.name, err, out)
+	}
 }
 
 func (n *node) stop() {
