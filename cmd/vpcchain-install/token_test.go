@@ -24,7 +24,7 @@ type fakeTokenAPI struct {
 	issued        atomic.Int32
 	fail          atomic.Bool
 	noNodeBinding atomic.Bool
-	asked         atomic.Int64          // expirationSeconds of the last request
+	asked         atomic.Int64           // expirationSeconds of the last request
 	bound         atomic.Pointer[string] // "Kind name uid" of the last request's boundObjectRef
 }
 
