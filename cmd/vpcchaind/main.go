@@ -159,7 +159,7 @@ func run() error {
 		}
 		events = watcher
 	}
-	d, err = ipamd.New(ctx, ipamd.Options{Config: cfg, Cloud: c, Host: ipamd.RealHost{}, Logf: logf,
+	d, err = ipamd.New(ctx, ipamd.Options{Config: cfg, Cloud: c, Host: hostnet.Host{}, Logf: logf,
 		ObserveAdd: m.ObserveAllocation, Liveness: live, Events: events})
 	if err != nil {
 		return fmt.Errorf("start: %w", err)

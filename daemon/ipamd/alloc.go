@@ -170,11 +170,10 @@ func (d *Daemon) Del(key store.Key) (Allocation, bool, error) {
 
 // removeSNAT takes one released address out of the node's SNAT set.
 func (d *Daemon) removeSNAT(ip netip.Addr) {
-	p, ok := d.host.(SNATPruner)
-	if !ok || d.cfg.ExternalSNAT || !ip.Is4() {
+	if d.cfg.ExternalSNAT || !ip.Is4() {
 		return // the SNAT set holds IPv4 pods only
 	}
-	if err := p.RemoveSNATPod(ip); err != nil {
+	if err := d.host.RemoveSNATPod(ip); err != nil {
 		d.logf("remove released %s from the SNAT set: %v", ip, err)
 	}
 }
@@ -184,12 +183,11 @@ func (d *Daemon) removeSNAT(ip netip.Addr) {
 // address found stale is marked pruning (never picked) before it is
 // removed, so no ADD hands it out while its entry goes.
 func (d *Daemon) pruneSNAT() {
-	p, ok := d.host.(SNATPruner)
-	if !ok || d.cfg.ExternalSNAT {
+	if d.cfg.ExternalSNAT {
 		return
 	}
 	var marked []netip.Addr
-	err := p.PruneSNATPods(func(ip netip.Addr) bool {
+	err := d.host.PruneSNATPods(func(ip netip.Addr) bool {
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		if d.ledger.held(ip) {

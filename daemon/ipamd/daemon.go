@@ -42,55 +42,28 @@ type Cloud interface {
 	UnassignIPs(ctx context.Context, eniID string, ips []netip.Addr) error
 	UnassignPrefixes(ctx context.Context, eniID string, p []netip.Prefix) error
 	FreeENI(ctx context.Context, eniID, attachmentID string) error
+	// AssignIPv6Prefix gives an ENI one IPv6 /80 (IPv6 mode only).
+	AssignIPv6Prefix(ctx context.Context, eniID string) (netip.Prefix, error)
 	SweepLeakedENIs(ctx context.Context, vpcID string, minAge time.Duration) ([]string, error)
 	// Throttles counts the attempts EC2 answered with throttling so far.
 	Throttles() int64
 }
 
-// Host is what the daemon needs of the node's networking (package hostnet).
+// Host is what the daemon needs of the node's networking (*hostnet.Host in
+// the daemon; a test's fake gives explicit no-ops for what it leaves out).
 type Host interface {
 	SetupNode(primaryMAC net.HardwareAddr, mtu int) error
+	// SetupNodeIPv6 prepares the node for IPv6 pods (IPv6 mode only).
+	SetupNodeIPv6(primaryMAC net.HardwareAddr) error
 	SetupENI(ctx context.Context, e hostnet.ENI, timeout time.Duration) (string, error)
 	TeardownENI(e hostnet.ENI) error
 	LinkExists(name string) bool
 	PrimaryLinkName(mac net.HardwareAddr) (string, error)
 	SetupSNAT(c snat.NodeConfig, pods []netip.Addr) error
-}
-
-// SNATPruner is implemented by a Host that can drop addresses from the
-// node's SNAT set (RealHost does). It is separate from Host so that other
-// Host implementations (test fakes) need not change.
-type SNATPruner interface {
 	// PruneSNATPods removes from the SNAT set the addresses keep rejects.
 	PruneSNATPods(keep func(netip.Addr) bool) error
 	// RemoveSNATPod removes one address from the SNAT set.
 	RemoveSNATPod(ip netip.Addr) error
-}
-
-// RealHost is the Host backed by package hostnet in the current namespace.
-type RealHost struct{}
-
-func (RealHost) PruneSNATPods(keep func(netip.Addr) bool) error { return hostnet.PruneSNATPods(keep) }
-func (RealHost) RemoveSNATPod(ip netip.Addr) error              { return hostnet.RemoveSNATPod(ip) }
-
-func (RealHost) SetupNode(mac net.HardwareAddr, mtu int) error { return hostnet.SetupNode(mac, mtu) }
-func (RealHost) SetupENI(ctx context.Context, e hostnet.ENI, t time.Duration) (string, error) {
-	return hostnet.SetupENI(ctx, e, t)
-}
-func (RealHost) TeardownENI(e hostnet.ENI) error { return hostnet.TeardownENI(e) }
-func (RealHost) SetupNodeIPv6(mac net.HardwareAddr) error {
-	return hostnet.SetupNodeIPv6(mac)
-}
-func (RealHost) LinkExists(name string) bool { return hostnet.LinkExists(name) }
-func (RealHost) SetupSNAT(c snat.NodeConfig, pods []netip.Addr) error {
-	return hostnet.SetupSNAT(c, pods)
-}
-func (RealHost) PrimaryLinkName(mac net.HardwareAddr) (string, error) {
-	l, err := hostnet.LinkByMAC(mac)
-	if err != nil {
-		return "", err
-	}
-	return l.Attrs().Name, nil
 }
 
 // Daemon is the warm-pool daemon.

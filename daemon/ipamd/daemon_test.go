@@ -58,6 +58,10 @@ func (h *fakeHost) TeardownENI(e hostnet.ENI) error {
 }
 func (h *fakeHost) LinkExists(string) bool { return true }
 
+// SetupNodeIPv6 is a no-op: the kernel side of IPv6 mode is tested in
+// package hostnet and end to end.
+func (h *fakeHost) SetupNodeIPv6(net.HardwareAddr) error { return nil }
+
 type fixture struct {
 	t     testing.TB
 	sim   *vpcsim.Sim

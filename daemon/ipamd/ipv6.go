@@ -11,33 +11,17 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/netip"
 
 	"github.com/vpcchain/vpcchain/daemon/cloud"
 	"github.com/vpcchain/vpcchain/internal/instancelimits"
 )
 
-// IPv6Host is implemented by a Host that can prepare the node for IPv6
-// pods (RealHost does); test fakes need not.
-type IPv6Host interface {
-	SetupNodeIPv6(primaryMAC net.HardwareAddr) error
-}
-
-// ipv6Cloud is what IPv6 mode needs of EC2 beyond Cloud (*cloud.Client).
-type ipv6Cloud interface {
-	AssignIPv6Prefix(ctx context.Context, eniID string) (netip.Prefix, error)
-}
-
 // discoverIPv6 adopts the primary ENI and makes sure it has a /80: one
 // AssignIpv6Addresses call on a node's first start, none after.
 func (d *Daemon) discoverIPv6(ctx context.Context, md cloud.Node, lim instancelimits.Limits) error {
 	if !lim.SupportsPrefixDelegation() {
 		return fmt.Errorf("ENABLE_IPv6=true: %s is not Nitro-based, and EC2 assigns IPv6 prefixes to Nitro-based instances only; run IPv6 pods on a Nitro type, or set ENABLE_IPv6=false", md.InstanceType)
-	}
-	c6, ok := d.cloud.(ipv6Cloud)
-	if !ok {
-		return fmt.Errorf("ENABLE_IPv6=true: this EC2 client cannot assign IPv6 prefixes")
 	}
 	enis, err := d.cloud.InstanceENIs(ctx, md.InstanceID)
 	if err != nil {
@@ -57,7 +41,7 @@ func (d *Daemon) discoverIPv6(ctx context.Context, md cloud.Node, lim instanceli
 	}
 	prefixes := prim.IPv6Prefixes
 	if len(prefixes) == 0 {
-		p, err := c6.AssignIPv6Prefix(ctx, prim.ID)
+		p, err := d.cloud.AssignIPv6Prefix(ctx, prim.ID)
 		if err != nil {
 			return fmt.Errorf("ENABLE_IPv6=true: give the primary ENI %s an IPv6 /80 prefix (its subnet %s needs an IPv6 CIDR block): %w", prim.ID, prim.SubnetID, err)
 		}
@@ -199,7 +183,7 @@ func (d *Daemon) reconcileIPv6(ctx context.Context) error {
 	}
 	// Someone took the prefix away (its pods, if any, keep their
 	// addresses): new pods need a new one, now.
-	p, err := d.cloud.(ipv6Cloud).AssignIPv6Prefix(ctx, st.id)
+	p, err := d.cloud.AssignIPv6Prefix(ctx, st.id)
 	if err != nil {
 		return fmt.Errorf("the primary ENI lost its IPv6 prefix; assign another: %w", err)
 	}

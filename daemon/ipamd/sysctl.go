@@ -107,10 +107,8 @@ func (d *Daemon) setupNodeHost() error {
 		return fmt.Errorf("set up node networking: %w", err)
 	}
 	if d.cfg.IPv6 {
-		if h, ok := d.host.(IPv6Host); ok {
-			if err := keep(h.SetupNodeIPv6(mac)); err != nil {
-				return fmt.Errorf("set up node IPv6 forwarding: %w", err)
-			}
+		if err := keep(d.host.SetupNodeIPv6(mac)); err != nil {
+			return fmt.Errorf("set up node IPv6 forwarding: %w", err)
 		}
 	}
 	if len(bad) > 0 {

@@ -40,6 +40,9 @@ func (fakeHost) TeardownENI(hostnet.ENI) error                    { return nil }
 func (fakeHost) LinkExists(string) bool                           { return true }
 func (fakeHost) PrimaryLinkName(net.HardwareAddr) (string, error) { return "eth0", nil }
 func (fakeHost) SetupSNAT(snat.NodeConfig, []netip.Addr) error    { return nil }
+func (fakeHost) SetupNodeIPv6(net.HardwareAddr) error             { return nil }
+func (fakeHost) PruneSNATPods(func(netip.Addr) bool) error        { return nil }
+func (fakeHost) RemoveSNATPod(netip.Addr) error                   { return nil }
 
 // params shape one run.
 type params struct {
