@@ -63,7 +63,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 		problems = append(problems, netlinkutil.NeighbourProblems(l.Attrs().Index, "host veth "+att.hostVeth(), podIP, podMAC)...)
 	}
 	if podIP != nil {
-		checkMasquerade(att, podIP, bad)
+		checkRules(att, podIP, bad)
 	}
 	if len(problems) > 0 {
 		return types.NewError(types.ErrInternal, "vpc-egress-v4: CHECK failed: "+strings.Join(problems, "; "), "")
@@ -105,38 +105,60 @@ func checkPod(ifName string, bad func(string, ...any)) (net.IP, string) {
 	return addrs[0].IP, l.Attrs().HardwareAddr.String()
 }
 
-// checkMasquerade checks the POSTROUTING jump for the pod's address and the
-// chain's MASQUERADE rule.
-func checkMasquerade(att attachment, podIP net.IP, bad func(string, ...any)) {
+// checkRules checks the POSTROUTING jump for the pod's address, the nat
+// chain's MASQUERADE rule, the FORWARD jumps for the host veth both ways
+// and the filter chain's two DROP rules.
+func checkRules(att attachment, podIP net.IP, bad func(string, ...any)) {
 	b, err := natTable()
 	if err != nil {
 		bad("%v", err)
 		return
 	}
 	ipt := b.ipt
-	jump := false
-	if rules, err := ipt.List("nat", "POSTROUTING"); err == nil {
+	chain, veth := att.chain(), att.hostVeth()
+	// has reports whether a rule of table/chain has every one of parts.
+	has := func(table, chain string, parts ...string) bool {
+		rules, err := ipt.List(table, chain)
+		if err != nil {
+			return false
+		}
 		for _, r := range rules {
-			jump = jump || strings.Contains(r, "-s "+podIP.String()+"/32") && strings.HasSuffix(r, "-j "+att.chain())
+			if !strings.HasPrefix(r, "-A ") {
+				continue
+			}
+			all := true
+			for _, p := range parts {
+				all = all && strings.Contains(r+" ", " "+p+" ")
+			}
+			if all {
+				return true
+			}
+		}
+		return false
+	}
+	if !has("nat", "POSTROUTING", "-s "+podIP.String()+"/32", "-j "+chain) {
+		bad("nat POSTROUTING has no rule sending %s to %s", podIP, chain)
+	}
+	if !has("nat", chain, "-j MASQUERADE") {
+		bad("nat chain %s has no MASQUERADE rule", chain)
+	}
+	for _, dir := range []string{"-i", "-o"} {
+		if !has("filter", "FORWARD", dir+" "+veth, "-j "+chain) {
+			bad("filter FORWARD has no rule sending %s %s to %s", dir, veth, chain)
 		}
 	}
-	if !jump {
-		bad("nat POSTROUTING has no rule sending %s to %s", podIP, att.chain())
+	if !has("filter", chain, "-i "+veth, "-j DROP") {
+		bad("filter chain %s does not drop what %s sends to the egress range", chain, veth)
 	}
-	masq := false
-	if rules, err := ipt.List("nat", att.chain()); err == nil {
-		for _, r := range rules {
-			masq = masq || strings.HasSuffix(r, "-j MASQUERADE")
-		}
-	}
-	if !masq {
-		bad("nat chain %s has no MASQUERADE rule", att.chain())
+	if !has("filter", chain, "-o "+veth, "RELATED,ESTABLISHED", "-j DROP") {
+		bad("filter chain %s does not drop what is not a reply towards %s", chain, veth)
 	}
 }
 
-// cmdGC removes the host veths and nat chains of attachments the runtime no
-// longer has, and forwards GC to the IPAM plugin (which keys its leases by
-// the same attachments). A nat chain goes too when its host veth is gone:
+// cmdGC removes the host veths and chains (nat and filter) of attachments
+// the runtime no longer has, and forwards GC to the IPAM plugin (which keys
+// its leases by the same attachments). The chains go too when their host
+// veth is gone:
 // the pod's netns was deleted without a DEL, which takes the veth pair
 // with it but leaves the chain, whatever the runtime still lists.
 func cmdGC(args *skel.CmdArgs) error {
@@ -173,7 +195,7 @@ func cmdGC(args *skel.CmdArgs) error {
 		}
 	}
 	// The veths are looked up after the chains are listed: a chain whose
-	// ADD is under way already has its veth (ADD writes the chain last).
+	// ADD is under way already has its veth (ADD writes the chains last).
 	names, err := chains()
 	if err != nil {
 		errs = append(errs, err.Error())
@@ -182,7 +204,7 @@ func cmdGC(args *skel.CmdArgs) error {
 		if validChain[chain] && chainVethExists(chain) {
 			continue
 		}
-		if err := dropMasquerade(chain); err != nil {
+		if err := dropRules(chain); err != nil {
 			errs = append(errs, err.Error())
 		}
 	}

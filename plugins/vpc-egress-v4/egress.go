@@ -9,13 +9,18 @@ package main
 //	  neigh <gw> lladdr <host MAC> permanent  nat POSTROUTING -s <v4> -j VPCE4-<hash>:
 //	                                            to the range or multicast: RETURN
 //	                                            else MASQUERADE (the node's IPv4)
+//	                                          filter FORWARD -i/-o egv4<hash> -j VPCE4-<hash>:
+//	                                            in from the pod to the range: DROP
+//	                                            out to the pod, not a reply: DROP
 //
 // <v4> and <gw> come from the delegated IPAM plugin (host-local on
 // 169.254.172.0/22 gives .1 as the gateway). No host interface owns <gw>: the
-// permanent neighbour entries make ARP unnecessary both ways. Every step is
-// undone (with an IPAM DEL) when a later one fails. The result is the
-// chain's result before this plugin, unchanged: the pod's address stays its
-// IPv6 one, and the egress address never shows in Kubernetes.
+// permanent neighbour entries make ARP unnecessary both ways. The filter
+// chain keeps pods from reaching each other over their egress addresses,
+// where NetworkPolicy does not look. Every step is undone (with an IPAM
+// DEL) when a later one fails. The result is the chain's result before
+// this plugin, unchanged: the pod's address stays its IPv6 one, and the
+// egress address never shows in Kubernetes.
 
 import (
 	"context"
@@ -194,7 +199,7 @@ func cmdAdd(args *skel.CmdArgs) (retErr error) {
 	if err := enableIPv4Forwarding(); err != nil {
 		return err
 	}
-	if err := setupMasquerade(att, addr); err != nil {
+	if err := setupRules(att, addr); err != nil {
 		return err
 	}
 	return types.PrintResult(prev, conf.CNIVersion)
@@ -331,13 +336,13 @@ func clearStale(att attachment, podNS ns.NetNS, ifName string) error {
 		// something an earlier attempt of ours leaves.
 		return types.NewError(types.ErrInternal, fmt.Sprintf("vpc-egress-v4: interface %q already exists in %s", ifName, podNS.Path()), "")
 	}
-	// No host end: at most a nat chain of an attempt that died before the
-	// veth; ADD's restore rewrites it and DEL removes it.
+	// No host end: at most the chains of an attempt that died before the
+	// veth; ADD's restore rewrites them and DEL removes them.
 	return nil
 }
 
 // teardown deletes the veth pair (from whichever end exists) and the nat
-// rules; what is already gone is not an error.
+// and filter rules; what is already gone is not an error.
 func teardown(att attachment, podNS ns.NetNS, ifName string) error {
 	var errs []error
 	if l, err := netlinkutil.LinkByName(att.hostVeth()); err == nil && l.Attrs().Alias == att.alias() {
@@ -360,7 +365,7 @@ func teardown(att attachment, podNS ns.NetNS, ifName string) error {
 			errs = append(errs, err)
 		}
 	}
-	if err := dropMasquerade(att.chain()); err != nil {
+	if err := dropRules(att.chain()); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

@@ -49,10 +49,10 @@ func newNS(t *testing.T) ns.NetNS {
 	return n
 }
 
-// GC removes the nat chain and POSTROUTING jump of every attachment whose
-// pod is gone (its netns deleted without a DEL takes the veth pair with
-// it, leaving the chain) or that the runtime no longer lists; it keeps
-// those of a listed pod that still has its veth.
+// GC removes the nat and filter chains, and the jumps to them, of every
+// attachment whose pod is gone (its netns deleted without a DEL takes the
+// veth pair with it, leaving the chains) or that the runtime no longer
+// lists; it keeps those of a listed pod that still has its veth.
 func TestGCRemovesChainsOfGonePods(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: creates network namespaces")
@@ -148,35 +148,46 @@ func TestGCRemovesChainsOfGonePods(t *testing.T) {
 		t.Fatalf("GC: %v", err)
 	}
 
-	var chains, postrouting []string
+	// Each table's chains, and the rules of the built-in chain that jumps
+	// to ours.
+	chains, jumpRules := map[string][]string{}, map[string][]string{}
+	builtin := map[string]string{"nat": "POSTROUTING", "filter": "FORWARD"}
 	if err := host.Do(func(ns.NetNS) error {
 		b, err := natTable()
 		if err != nil {
 			return err
 		}
-		if chains, err = b.ipt.ListChains("nat"); err != nil {
-			return err
+		for table, from := range builtin {
+			if chains[table], err = b.ipt.ListChains(table); err != nil {
+				return err
+			}
+			if jumpRules[table], err = b.ipt.List(table, from); err != nil {
+				return err
+			}
 		}
-		postrouting, err = b.ipt.List("nat", "POSTROUTING")
-		return err
+		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Contains(chains, foreign) {
+	if !slices.Contains(chains["nat"], foreign) {
 		t.Errorf("GC removed %s, which is not of this plugin's making", foreign)
 	}
 	for _, tt := range tests {
 		t.Run(tt.id, func(t *testing.T) {
 			chain := attachment{containerID: tt.id, ifName: "eth0"}.chain()
-			hasChain, jumps := slices.Contains(chains, chain), 0
-			for _, r := range postrouting {
-				if strings.HasSuffix(r, "-j "+chain) {
-					jumps++
+			// nat: one jump (the pod's address); filter: two (the veth
+			// either way).
+			for table, wantJumps := range map[string]int{"nat": 1, "filter": 2} {
+				hasChain, jumps := slices.Contains(chains[table], chain), 0
+				for _, r := range jumpRules[table] {
+					if strings.HasSuffix(r, "-j "+chain) {
+						jumps++
+					}
 				}
-			}
-			if want := map[bool]int{true: 1}[tt.wantKept]; hasChain != tt.wantKept || jumps != want {
-				t.Errorf("after GC: chain %s present %v, %d POSTROUTING jumps to it; want present %v, %d jumps",
-					chain, hasChain, jumps, tt.wantKept, want)
+				if want := map[bool]int{true: wantJumps}[tt.wantKept]; hasChain != tt.wantKept || jumps != want {
+					t.Errorf("after GC: %s chain %s present %v, %d %s jumps to it; want present %v, %d jumps",
+						table, chain, hasChain, jumps, builtin[table], tt.wantKept, want)
+				}
 			}
 			if veth := hostVeth(tt.id); veth != tt.wantKept {
 				t.Errorf("after GC: host veth present %v, want %v", veth, tt.wantKept)

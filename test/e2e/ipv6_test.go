@@ -223,8 +223,8 @@ func assertNoIPv6PodRoutes(t *testing.T, n *node, pods map[netip.Addr]string) {
 	}
 }
 
-// assertNoEgressLeft checks vpc-egress-v4 left no host veth, no nat chain or
-// rule and no lease.
+// assertNoEgressLeft checks vpc-egress-v4 left no host veth, no nat or
+// filter chain or rule and no lease.
 func assertNoEgressLeft(t *testing.T, n *node) {
 	t.Helper()
 	if err := n.do(func() error {
@@ -241,17 +241,111 @@ func assertNoEgressLeft(t *testing.T, n *node) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	out, err := iptablesIn(n, "-t", "nat", "-S")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if strings.Contains(out, "VPCE4-") || strings.Contains(out, "vpc-egress-v4") {
-		t.Errorf("node %s: egress nat rules left behind:\n%s", n.name, out)
+	for _, table := range []string{"nat", "filter"} {
+		out, err := iptablesIn(n, "-t", table, "-S")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(out, "VPCE4-") || strings.Contains(out, "vpc-egress-v4") {
+			t.Errorf("node %s: egress %s rules left behind:\n%s", n.name, table, out)
+		}
 	}
 	leases, _ := filepath.Glob(filepath.Join(n.state, "egress-v4", "*", "169.254.*"))
 	if len(leases) != 0 {
 		t.Errorf("node %s: egress leases left behind: %v", n.name, leases)
 	}
+}
+
+// egressAddr is the pod's IPv4 egress address: the one address of its
+// v4if0 (no CNI result carries it).
+func egressAddr(t *testing.T, p *pod) netip.Addr {
+	t.Helper()
+	var a netip.Addr
+	err := p.doIn(func() error {
+		l, err := netlink.LinkByName("v4if0")
+		if err != nil {
+			return err
+		}
+		addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
+		if err != nil {
+			return err
+		}
+		if len(addrs) != 1 {
+			return fmt.Errorf("v4if0 has IPv4 addresses %v, want one", addrs)
+		}
+		a, _ = netip.AddrFromSlice(addrs[0].IP.To4())
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("%s: egress address: %v", p.name, err)
+	}
+	return a
+}
+
+// expectDropped fails unless a connection from a namespace to dst times out
+// (is dropped on the way, not refused).
+func expectDropped(t *testing.T, from func(func() error) error, dst netip.AddrPort, what string) {
+	t.Helper()
+	got, err := dialOnce(from, dst, 2*time.Second)
+	if err == nil {
+		t.Errorf("%s: connected to %s (%q), want it dropped", what, dst, got)
+	} else if !isTimeout(err) {
+		t.Errorf("%s: %v, want the connection dropped (a timeout)", what, err)
+	}
+}
+
+// The IPv4 egress path carries only what a pod opens to outside the egress
+// range: pods on one node do not reach each other over their egress
+// addresses (NetworkPolicy, enforced on the pods' main interfaces, would
+// never see that traffic), while the IPv4-only internet host and the
+// neighbour's IPv6 address stay reachable.
+func TestIPv6EgressIsNotPodToPod(t *testing.T) {
+	c := newIPv6Cluster(t, "m5.large", []string{"a"})
+	n := c.nodes["a"]
+	l := n.ipv6Chain()
+	tools := upstreamToolsDir(t)
+	var pods []*pod
+	for _, name := range []string{"eg6-a", "eg6-b"} {
+		p := n.newPod("default", name)
+		p.cni = upstreamCNI(n, tools)
+		if err := p.addRetrying(l, time.Minute); err != nil {
+			t.Fatalf("ADD %s: %v", name, err)
+		}
+		pods = append(pods, p)
+	}
+	pa, pb := pods[0], pods[1]
+	egA, egB := egressAddr(t, pa), egressAddr(t, pb)
+	for _, p := range []struct {
+		p    *pod
+		addr netip.Addr
+	}{{pa, pa.ip}, {pa, egA}, {pb, pb.ip}, {pb, egB}} {
+		echoServer(t, p.p.doIn, netip.AddrPortFrom(p.addr, 8080), p.p.name)
+	}
+	internet4 := netip.MustParseAddr(dataplane.OutsideAddr)
+	echoServer(t, c.sim.Fabric.DoInOutside, netip.AddrPortFrom(internet4, 8083), "internet4")
+
+	flowCase{"pod to pod over IPv6", pa.doIn, pa.ip, netip.AddrPortFrom(pb.ip, 8080), pb.name}.expect(t, "same node, no NAT")
+	flowCase{"pod to an IPv4-only internet host", pa.doIn, primaryIP(t, c, n), netip.AddrPortFrom(internet4, 8083), "internet4"}.
+		expect(t, "IPv4 egress leaves as the node")
+	expectDropped(t, pa.doIn, netip.AddrPortFrom(egB, 8080), "eg6-a to eg6-b's egress address")
+	expectDropped(t, pb.doIn, netip.AddrPortFrom(egA, 8080), "eg6-b to eg6-a's egress address")
+	// The egress path still works after the drops (nothing was torn down).
+	flowCase{"pod to an IPv4-only internet host", pb.doIn, primaryIP(t, c, n), netip.AddrPortFrom(internet4, 8083), "internet4"}.
+		expect(t, "IPv4 egress leaves as the node")
+	// The node itself is not forwarded to: a pod reaches its IPv4 address.
+	node4 := netip.AddrPortFrom(primaryIP(t, c, n), 9091)
+	echoServer(t, n.do, node4, "node-a")
+	flowCase{"pod to its node over IPv4", pa.doIn, egA, node4, "node-a"}.expect(t, "delivered locally, not masqueraded")
+	if err := pa.check(l); err != nil {
+		t.Errorf("CHECK %s: %v", pa.name, err)
+	}
+
+	for _, p := range pods {
+		if err := p.del(l); err != nil {
+			t.Errorf("DEL %s: %v", p.name, err)
+		}
+	}
+	assertNoEgressLeft(t, n)
 }
 
 // vpc-egress-v4 without IPv6 mode: chained after upstream ptp + host-local
