@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vpcchain/vpcchain/internal/vpcsim/dataplane"
 )
 
 // TestCalicoPolicyIPv6 is TestCalicoPolicy on an IPv6 node: the same
@@ -79,6 +81,16 @@ spec:
 		t.Fatalf("pol6-a -> pol6-b after deny-ingress-b6: %v", err)
 	}
 	t.Logf("deny-ingress-b6 enforced on IPv6 %v after apply", time.Since(start).Round(time.Millisecond))
+	// Nor by pol6-b's IPv4 egress address: Felix sees nothing of that path
+	// (its host end is not an eni interface), so it must not carry pod to
+	// pod traffic at all; it still carries pol6-a's IPv4 egress.
+	egB := netip.AddrPortFrom(egressAddr(t, pb), port)
+	echoServer(t, pb.doIn, egB, "pol6-b-egress")
+	expectDropped(t, pa.doIn, egB, "pol6-a to pol6-b's egress address")
+	internet4 := netip.MustParseAddrPort(dataplane.OutsideAddr + ":8084")
+	echoServer(t, c.sim.Fabric.DoInOutside, internet4, "internet4")
+	flowCase{"pod to an IPv4-only internet host", pa.doIn, primaryIP(t, c, n), internet4, "internet4"}.
+		expect(t, "IPv4 egress leaves as the node")
 	if _, err := dialOnce(pb.doIn, toA, 3*time.Second); err != nil {
 		t.Errorf("pol6-b -> pol6-a must still flow (the policy denies only ingress to pol6-b): %v", err)
 	}
