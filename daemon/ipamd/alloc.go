@@ -168,45 +168,6 @@ func (d *Daemon) Del(key store.Key) (Allocation, bool, error) {
 	return out, true, nil
 }
 
-// removeSNAT takes one released address out of the node's SNAT set.
-func (d *Daemon) removeSNAT(ip netip.Addr) {
-	if d.cfg.ExternalSNAT || !ip.Is4() {
-		return // the SNAT set holds IPv4 pods only
-	}
-	if err := d.host.RemoveSNATPod(ip); err != nil {
-		d.logf("remove released %s from the SNAT set: %v", ip, err)
-	}
-}
-
-// pruneSNAT removes every address the daemon does not allocate from the
-// node's SNAT set, without holding the lock across the ipset calls: an
-// address found stale is marked pruning (never picked) before it is
-// removed, so no ADD hands it out while its entry goes.
-func (d *Daemon) pruneSNAT() {
-	if d.cfg.ExternalSNAT {
-		return
-	}
-	var marked []netip.Addr
-	err := d.host.PruneSNATPods(func(ip netip.Addr) bool {
-		d.mu.Lock()
-		defer d.mu.Unlock()
-		if d.ledger.held(ip) {
-			return true
-		}
-		d.ledger.pruning[ip] = true
-		marked = append(marked, ip)
-		return false
-	})
-	d.mu.Lock()
-	for _, ip := range marked {
-		delete(d.ledger.pruning, ip)
-	}
-	d.mu.Unlock()
-	if err != nil {
-		d.logf("remove released addresses from the SNAT set: %v", err)
-	}
-}
-
 // Get returns key's allocation.
 func (d *Daemon) Get(key store.Key) (Allocation, bool) {
 	d.mu.Lock()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/vpcchain/vpcchain/daemon/cloud"
@@ -177,4 +178,25 @@ func (d *Daemon) deleteENI(ctx context.Context, eni eniState) error {
 		d.logf("record freed %s: %v", eni.id, err)
 	}
 	return nil
+}
+
+// subnetClusterTagPrefix marks a subnet as reserved for the named clusters
+// (the AWS VPC CNI's tag: cni.networking.k8s.aws/cluster/<name>).
+const subnetClusterTagPrefix = "cni.networking.k8s.aws/cluster/"
+
+// clusterMayUse reports whether a discovered subnet is open to this
+// cluster: a subnet without cluster tags is open to every cluster; one with
+// them only to the clusters they name, so never to a daemon without
+// CLUSTER_NAME.
+func clusterMayUse(tags map[string]string, cluster string) bool {
+	reserved := false
+	for k := range tags {
+		if name, ok := strings.CutPrefix(k, subnetClusterTagPrefix); ok {
+			if cluster != "" && name == cluster {
+				return true
+			}
+			reserved = true
+		}
+	}
+	return !reserved
 }

@@ -12,7 +12,6 @@ import (
 	"github.com/vpcchain/vpcchain/daemon/cloud"
 	"github.com/vpcchain/vpcchain/daemon/liveness"
 	"github.com/vpcchain/vpcchain/daemon/store"
-	"github.com/vpcchain/vpcchain/internal/snat"
 )
 
 func (d *Daemon) reconcileLoop(ctx context.Context) {
@@ -264,62 +263,6 @@ func netnsEvidence(path string) string {
 
 // ReleaseOrphans runs the orphan check now (tests, operators).
 func (d *Daemon) ReleaseOrphans(ctx context.Context) { d.releaseOrphans(ctx) }
-
-// SNATConfigPath is where the vpc-snat plugin reads the node's SNAT config.
-func (d *Daemon) SNATConfigPath() string { return d.cfg.StateDir + "/snat.json" }
-
-// SyncSNAT reconciles the node's SNAT and connmark state with the current
-// mode, primary IP and VPC CIDRs, then publishes them to the vpc-snat
-// plugin. Rules first, file second: a plugin that sees the file finds the
-// ipset it adds pods to.
-func (d *Daemon) SyncSNAT() error {
-	d.mu.Lock()
-	if d.primaryLink == "" {
-		d.mu.Unlock()
-		name, err := d.host.PrimaryLinkName(parseMAC(d.node.PrimaryMAC))
-		if err != nil {
-			return fmt.Errorf("primary ENI link: %w", err)
-		}
-		d.mu.Lock()
-		d.primaryLink = name
-	}
-	nc := snat.NodeConfig{ExternalSNAT: d.cfg.ExternalSNAT, PrimaryIP: d.node.PrimaryIP, PrimaryInterface: d.primaryLink,
-		VPCCIDRs: slices.Clone(d.node.VPCCIDRs), ExcludeCIDRs: d.cfg.ExcludeSNATCIDRs, Randomize: d.cfg.RandomizeSNAT,
-		Mark: d.cfg.ConnMark, VethPrefix: d.cfg.VethPrefix, IPTablesMode: d.cfg.IPTablesMode}
-	pods := make([]netip.Addr, 0, len(d.ledger.byIP))
-	for ip := range d.ledger.byIP {
-		if ip.Is4() { // IPv6 pods are not SNATed: VPC IPv6 is routable
-			pods = append(pods, ip)
-		}
-	}
-	d.mu.Unlock()
-	if err := d.host.SetupSNAT(nc, pods); err != nil {
-		d.setHostErr(err)
-		return fmt.Errorf("set up SNAT: %w", err)
-	}
-	// pods was read before SetupSNAT: an address released since must not
-	// stay in the set.
-	d.pruneSNAT()
-	if err := snat.WriteNodeConfig(d.SNATConfigPath(), nc); err != nil {
-		d.setHostErr(err)
-		return fmt.Errorf("write %s: %w", d.SNATConfigPath(), err)
-	}
-	d.setHostErr(nil)
-	return nil
-}
-
-// setHostErr records whether the node's SNAT rules and the plugins' node
-// config could be put in place: without them a new pod has no way out of
-// the VPC, and STATUS says so.
-func (d *Daemon) setHostErr(err error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	msg := ""
-	if err != nil {
-		msg = err.Error()
-	}
-	d.hostErr = msg
-}
 
 // noteVPCCIDRs records the VPC's CIDRs as IMDS shows them; it reports a
 // change (a CIDR associated with the VPC after start).
