@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/vpcchain/vpcchain/internal/naming"
+	"github.com/vpcchain/vpcchain/internal/nodeconf"
 )
 
 // Defaults of Options; they equal the daemon's and the plugins' defaults.
@@ -37,13 +38,13 @@ const (
 	// result ("unsupported CNI result version"); VPCCHAIN_CNI_VERSION=1.1.0
 	// turns on STATUS and GC for runtimes that speak it (containerd 2.x).
 	DefaultCNIVersion = "1.0.0"
-	DefaultVethPrefix = "eni"
-	DefaultMTU        = 9001
-	MinMTU            = 576
-	MaxMTU            = 9001
-	DefaultStateDir   = "/var/run/vpcchain"
-	DefaultSocket     = DefaultStateDir + "/ipamd.sock" // = ipamclient.DefaultSocket
-	DefaultSNATConfig = DefaultStateDir + "/snat.json"  // = snat.DefaultNodeConfig
+	DefaultVethPrefix = nodeconf.DefaultVethPrefix
+	DefaultMTU        = nodeconf.DefaultMTU
+	MinMTU            = nodeconf.MinMTU
+	MaxMTU            = nodeconf.MaxMTU
+	DefaultStateDir   = string(nodeconf.DefaultStateDir)
+	DefaultSocket     = nodeconf.DefaultSocket
+	DefaultSNATConfig = nodeconf.DefaultSNATConfig
 	// DefaultPolicyHookKubeconfig is the kubeconfig policy-hook publishes
 	// pod IPs with (patch pods/status as the vpcchain-policy-hook
 	// ServiceAccount, on its own node's pods).
@@ -121,14 +122,14 @@ func DefaultOptions() Options {
 	}
 }
 
-// Environment variables OptionsFromEnv reads. The first four are the
-// daemon's (daemon/config), with the same defaults and rules.
+// Environment variables OptionsFromEnv reads. The first ones are the
+// daemon's too, parsed by the same code (internal/nodeconf).
 const (
-	EnvVethPrefix   = "AWS_VPC_K8S_CNI_VETHPREFIX"
-	EnvMTU          = "AWS_VPC_ENI_MTU"
-	EnvPodMTU       = "POD_MTU" // as in the AWS VPC CNI: the pod MTU, default AWS_VPC_ENI_MTU
-	EnvSocket       = "VPCCHAIN_SOCKET"
-	EnvStateDir     = "VPCCHAIN_STATE_DIR"
+	EnvVethPrefix   = nodeconf.EnvVethPrefix
+	EnvMTU          = nodeconf.EnvMTU
+	EnvPodMTU       = nodeconf.EnvPodMTU
+	EnvSocket       = nodeconf.EnvSocket
+	EnvStateDir     = nodeconf.EnvStateDir
 	EnvBandwidth    = "ENABLE_BANDWIDTH_PLUGIN" // the AWS VPC CNI's name
 	EnvPolicyHook   = "VPCCHAIN_ENABLE_POLICY_HOOK"
 	EnvIPAMTimout   = "VPCCHAIN_IPAM_TIMEOUT"
@@ -136,7 +137,8 @@ const (
 	EnvExclusive    = "VPCCHAIN_CNI_EXCLUSIVE"
 	EnvPolicyWait   = "VPCCHAIN_POLICY_WAIT_TIMEOUT"
 	EnvPolicyStrict = "VPCCHAIN_POLICY_WAIT_STRICT"
-	EnvIPv6         = "ENABLE_IPv6" // the daemon's (and the AWS VPC CNI's)
+	EnvIPv4         = nodeconf.EnvIPv4
+	EnvIPv6         = nodeconf.EnvIPv6
 )
 
 // Lookup reads one variable: os.LookupEnv in production, a map in tests.
@@ -160,52 +162,16 @@ func OptionsFromEnv(get Lookup) (Options, error) {
 		errs = append(errs, fmt.Errorf("%s=%q is invalid: %s", name, val, allowed))
 	}
 	o := DefaultOptions()
-	if v, ok := raw(EnvVethPrefix); ok {
-		if err := naming.ValidatePrefix(v); err != nil {
-			bad(EnvVethPrefix, v, err.Error())
-		} else {
-			o.VethPrefix = v
-		}
-	}
-	mtuVar := func(name string) {
-		v, ok := raw(name)
-		if !ok {
-			return
-		}
-		n, err := strconv.Atoi(v)
-		if err != nil || n < MinMTU || n > MaxMTU {
-			bad(name, v, fmt.Sprintf("want an integer from %d to %d", MinMTU, MaxMTU))
-			return
-		}
-		o.MTU = n
-	}
-	mtuVar(EnvMTU)
-	mtuVar(EnvPodMTU) // POD_MTU wins over AWS_VPC_ENI_MTU
+	// The settings the daemon reads too: one parser for both.
+	node, nerrs := nodeconf.Parse(nodeconf.Lookup(get))
+	errs = append(errs, nerrs...)
+	o.VethPrefix, o.MTU, o.Socket, o.IPv6 = node.VethPrefix, node.PodMTU, node.Socket, node.IPv6
+	o.SNATNodeConfig = node.StateDir.SNATConfig()
 	if v, ok := raw(EnvCNIVersion); ok {
 		if v != "1.0.0" && v != "1.1.0" {
 			bad(EnvCNIVersion, v, "want 1.0.0 (containerd 1.6/1.7) or 1.1.0 (STATUS and GC; containerd 2.x)")
 		} else {
 			o.CNIVersion = v
-		}
-	}
-	stateDir := DefaultStateDir
-	if v, ok := raw(EnvStateDir); ok {
-		if !filepath.IsAbs(v) {
-			bad(EnvStateDir, v, "want an absolute path")
-		} else {
-			stateDir = strings.TrimRight(v, "/")
-			if stateDir == "" {
-				stateDir = "/"
-			}
-		}
-	}
-	o.Socket = strings.TrimRight(stateDir, "/") + "/ipamd.sock"
-	o.SNATNodeConfig = strings.TrimRight(stateDir, "/") + "/snat.json"
-	if v, ok := raw(EnvSocket); ok {
-		if !filepath.IsAbs(v) {
-			bad(EnvSocket, v, "want an absolute path to the daemon's unix socket")
-		} else {
-			o.Socket = v
 		}
 	}
 	boolVar := func(name string, dst *bool) {
@@ -223,7 +189,6 @@ func OptionsFromEnv(get Lookup) (Options, error) {
 	boolVar(EnvBandwidth, &o.Bandwidth)
 	boolVar(EnvPolicyHook, &o.PolicyHook)
 	boolVar(EnvPolicyStrict, &o.PolicyWaitStrict)
-	boolVar(EnvIPv6, &o.IPv6)
 	if v, ok := raw(EnvPolicyWait); ok {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 0 || d > MaxPolicyWait {

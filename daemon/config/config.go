@@ -17,7 +17,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/validation"
 
-	"github.com/vpcchain/vpcchain/internal/naming"
+	"github.com/vpcchain/vpcchain/internal/nodeconf"
 )
 
 // WARM_POOL_MODE values.
@@ -126,6 +126,9 @@ func FromEnv() (Config, error) { return Load(os.LookupEnv) }
 // not just the first.
 func Load(get Lookup) (Config, error) {
 	p := parser{get: get}
+	// The settings the installer reads too: one parser for both.
+	node, errs := nodeconf.Parse(nodeconf.Lookup(get))
+	p.errs = append(p.errs, errs...)
 	c := Config{
 		WarmENITarget:           p.intAtLeast("WARM_ENI_TARGET", 1, 0),
 		WarmIPTarget:            p.intAtLeast("WARM_IP_TARGET", 0, 0),
@@ -136,8 +139,8 @@ func Load(get Lookup) (Config, error) {
 		MaxENI:                  p.maxENI(),
 		IPCooldownPeriod:        time.Duration(p.intAtLeast("IP_COOLDOWN_PERIOD", 30, 0)) * time.Second,
 		MaxPods:                 p.intAtLeast("MAX_PODS", 0, 0),
-		MTU:                     p.intRange("AWS_VPC_ENI_MTU", 9001, 576, 9001),
-		VethPrefix:              p.vethPrefix(),
+		MTU:                     node.MTU,
+		VethPrefix:              node.VethPrefix,
 		ExternalSNAT:            p.boolean("AWS_VPC_K8S_CNI_EXTERNALSNAT", false),
 		ExcludeSNATCIDRs:        p.cidrs("AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS"),
 		RandomizeSNAT:           p.oneOf("AWS_VPC_K8S_CNI_RANDOMIZESNAT", "prng", "prng", "hashrandom", "none"),
@@ -153,7 +156,9 @@ func Load(get Lookup) (Config, error) {
 		PodName:                 p.str("MY_POD_NAME", ""),
 		PodNamespace:            p.str("MY_POD_NAMESPACE", ""),
 		Kubeconfig:              p.str("KUBECONFIG", ""),
-		StateDir:                p.str("VPCCHAIN_STATE_DIR", "/var/run/vpcchain"),
+		StateDir:                string(node.StateDir),
+		Socket:                  node.Socket,
+		IPv6:                    node.IPv6,
 		EC2Endpoint:             firstSet(get, "AWS_ENDPOINT_URL_EC2", "AWS_EC2_ENDPOINT"),
 		IMDSEndpoint:            p.str("AWS_EC2_METADATA_SERVICE_ENDPOINT", ""),
 		EC2QPS:                  p.positiveFloat("VPCCHAIN_EC2_QPS", 5),
@@ -172,22 +177,11 @@ func Load(get Lookup) (Config, error) {
 		LogLevel:                p.logLevel("VPCCHAIN_LOG_LEVEL", slog.LevelInfo),
 		LogFile:                 p.logFile("VPCCHAIN_LOG_FILE"),
 	}
-	c.Socket = p.str("VPCCHAIN_SOCKET", strings.TrimRight(c.StateDir, "/")+"/ipamd.sock")
 	if c.EnablePrefixDelegation && c.WarmPrefixTarget == 0 && c.WarmIPTarget == 0 && c.MinimumIPTarget == 0 {
 		p.errs = append(p.errs, errors.New("ENABLE_PREFIX_DELEGATION=true needs WARM_PREFIX_TARGET, WARM_IP_TARGET or MINIMUM_IP_TARGET >= 1 (all are 0): the pool would never hold an address"))
 	}
-	// The AWS VPC CNI's address family switches. Pods have one family:
-	// a migrating user who set both must not get an IPv4 node silently.
-	switch v4, v6 := p.boolean("ENABLE_IPv4", true), p.boolean("ENABLE_IPv6", false); {
-	case v4 && v6:
-		p.errs = append(p.errs, errors.New("ENABLE_IPv4=true ENABLE_IPv6=true: dual-stack pods are not supported; set ENABLE_IPv4=false for IPv6 pods (their IPv4 egress goes through the vpc-egress-v4 plugin) or ENABLE_IPv6=false for IPv4 pods"))
-	case !v4 && !v6:
-		p.errs = append(p.errs, errors.New("ENABLE_IPv4=false ENABLE_IPv6=false: pods would get no address; enable one family"))
-	case v6:
-		c.IPv6 = true
-		if c.CustomNetworking {
-			p.errs = append(p.errs, errors.New("ENABLE_IPv6=true with AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG=true: custom networking places IPv4 pods on other subnets; IPv6 pods use the primary ENI's /80 and need no other subnet"))
-		}
+	if c.IPv6 && c.CustomNetworking {
+		p.errs = append(p.errs, errors.New("ENABLE_IPv6=true with AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG=true: custom networking places IPv4 pods on other subnets; IPv6 pods use the primary ENI's /80 and need no other subnet"))
 	}
 	if c.CustomNetworking && c.NodeName == "" {
 		p.errs = append(p.errs, errors.New("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG=true needs MY_NODE_NAME (the node's name, from the downward API): the daemon reads its Node to find its ENIConfig"))
@@ -254,19 +248,6 @@ func (p *parser) intAtLeast(name string, def, lo int) int {
 	n, err := strconv.Atoi(v)
 	if err != nil || n < lo {
 		p.bad(name, v, fmt.Sprintf("want an integer >= %d", lo))
-		return def
-	}
-	return n
-}
-
-func (p *parser) intRange(name string, def, lo, hi int) int {
-	v, ok := p.raw(name)
-	if !ok {
-		return def
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < lo || n > hi {
-		p.bad(name, v, fmt.Sprintf("want an integer from %d to %d", lo, hi))
 		return def
 	}
 	return n
@@ -372,18 +353,6 @@ func (p *parser) cidrs(name string) []netip.Prefix {
 		out = append(out, pf.Masked())
 	}
 	return out
-}
-
-func (p *parser) vethPrefix() string {
-	v, ok := p.raw("AWS_VPC_K8S_CNI_VETHPREFIX")
-	if !ok {
-		return "eni"
-	}
-	if err := naming.ValidatePrefix(v); err != nil {
-		p.bad("AWS_VPC_K8S_CNI_VETHPREFIX", v, err.Error())
-		return "eni"
-	}
-	return v
 }
 
 // criSocket is an absolute socket path, or "none" (returned as "") to

@@ -23,6 +23,7 @@ import (
 	"github.com/vpcchain/vpcchain/daemon/store"
 	"github.com/vpcchain/vpcchain/internal/instancelimits"
 	"github.com/vpcchain/vpcchain/internal/maxpods"
+	"github.com/vpcchain/vpcchain/internal/nodeconf"
 	"github.com/vpcchain/vpcchain/internal/snat"
 )
 
@@ -172,7 +173,7 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		o.ObserveAdd = func(time.Duration) {}
 	}
 	if o.StorePath == "" {
-		o.StorePath = o.Config.StateDir + "/ipam.db"
+		o.StorePath = nodeconf.StateDir(o.Config.StateDir).Store()
 	}
 	d := &Daemon{cfg: o.Config, cloud: o.Cloud, host: o.Host, now: o.Now, logf: o.Logf, observeAdd: o.ObserveAdd, events: o.Events,
 		live: o.Liveness, inflight: map[store.Key]chan struct{}{},

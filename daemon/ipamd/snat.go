@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"slices"
 
+	"github.com/vpcchain/vpcchain/internal/nodeconf"
 	"github.com/vpcchain/vpcchain/internal/snat"
 )
 
@@ -52,7 +53,7 @@ func (d *Daemon) pruneSNAT() {
 }
 
 // SNATConfigPath is where the vpc-snat plugin reads the node's SNAT config.
-func (d *Daemon) SNATConfigPath() string { return d.cfg.StateDir + "/snat.json" }
+func (d *Daemon) SNATConfigPath() string { return nodeconf.StateDir(d.cfg.StateDir).SNATConfig() }
 
 // SyncSNAT reconciles the node's SNAT and connmark state with the current
 // mode, primary IP and VPC CIDRs, then publishes them to the vpc-snat

@@ -39,6 +39,7 @@ import (
 	"github.com/containerd/ttrpc"
 
 	ipamv1 "github.com/vpcchain/vpcchain/api/ipam/v1"
+	"github.com/vpcchain/vpcchain/internal/nodeconf"
 )
 
 // APIVersion is the version of the IPAM API this build speaks. Every request
@@ -47,7 +48,7 @@ import (
 const APIVersion uint32 = 1
 
 // DefaultSocket is where the daemon listens unless configured otherwise.
-const DefaultSocket = "/var/run/vpcchain/ipamd.sock"
+const DefaultSocket = nodeconf.DefaultSocket
 
 // Permissions the daemon gives the socket and its directory: root-only, the
 // socket is the authority over the node's pod addresses.

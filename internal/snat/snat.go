@@ -45,6 +45,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/vpcchain/vpcchain/internal/netlinkutil"
+	"github.com/vpcchain/vpcchain/internal/nodeconf"
 )
 
 // Names of what we own on a node.
@@ -58,7 +59,7 @@ const (
 	// 0x4000/0x8000 and Calico 0xffff0000, so it collides with neither.
 	DefaultMark uint32 = 0x80
 	// DefaultNodeConfig is where the daemon writes NodeConfig.
-	DefaultNodeConfig = "/var/run/vpcchain/snat.json"
+	DefaultNodeConfig = nodeconf.DefaultSNATConfig
 )
 
 // NodeConfig is what the rules are built from. The daemon writes it (and
