@@ -301,8 +301,9 @@ func (c *Cloud) AddVPCCIDR(vpcID, cidr string) error {
 	return nil
 }
 
-// AddSecurityGroup creates a security group in a VPC (a generated name, no
-// ingress permission).
+// AddSecurityGroup creates a security group in a VPC with no ingress
+// permission, named "launch-wizard-N" as the console names the groups its
+// launch wizard creates (CreateSecurityGroup gives a group a chosen name).
 func (c *Cloud) AddSecurityGroup(vpcID string) (string, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

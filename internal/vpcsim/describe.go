@@ -67,6 +67,7 @@ func (c *Cloud) VPCCIDRs(vpcID string) []netip.Prefix {
 // eniDetail carries what DescribeNetworkInterfaces needs beyond ENIView.
 type eniDetail struct {
 	ENIView
+	GroupNames          []string // by Groups' order
 	AZ                  string
 	Description         string
 	DeleteOnTermination bool
@@ -90,7 +91,7 @@ func (c *Cloud) eniDetailsLocked(keep func(*ENI) bool) []eniDetail {
 		if keep != nil && !keep(e) {
 			continue
 		}
-		d := eniDetail{ENIView: c.viewLocked(e), AZ: e.AZ, Description: e.Description}
+		d := eniDetail{ENIView: c.viewLocked(e), GroupNames: c.groupNamesLocked(e.Groups), AZ: e.AZ, Description: e.Description}
 		if e.Attachment != nil {
 			d.DeleteOnTermination = e.Attachment.DeleteOnTermination
 			d.AttachTime = e.Attachment.AttachTime.UTC().Format("2006-01-02T15:04:05.000Z")

@@ -39,7 +39,7 @@ func (h *EC2Handler) createNetworkInterface(q query) (any, *APIError) {
 	if aerr != nil {
 		return nil, aerr
 	}
-	d := eniDetail{ENIView: v, Description: in.Description}
+	d := eniDetail{ENIView: v, GroupNames: h.cloud.GroupNames(v.Groups), Description: in.Description}
 	if s, found := h.subnet(v.SubnetID); found {
 		d.AZ = s.AZ
 	}

@@ -80,8 +80,8 @@ func (h *EC2Handler) xmlENI(d eniDetail) xENI {
 	x := xENI{NetworkInterfaceID: d.ID, SubnetID: d.SubnetID, VpcID: d.VPCID, AvailabilityZone: d.AZ,
 		Description: d.Description, OwnerID: h.cloud.account, Status: d.Status, MacAddress: d.MAC,
 		PrivateIPAddress: d.PrimaryIP.String(), SourceDestCheck: true, InterfaceType: d.InterfaceType, TagSet: tagList(d.Tags)}
-	for _, g := range d.Groups {
-		x.GroupSet = append(x.GroupSet, xGroup{GroupID: g, GroupName: g})
+	for i, g := range d.Groups {
+		x.GroupSet = append(x.GroupSet, xGroup{GroupID: g, GroupName: d.GroupNames[i]})
 	}
 	x.PrivateIPs = append(x.PrivateIPs, xPrivateIP{PrivateIPAddress: d.PrimaryIP.String(), Primary: true})
 	for _, a := range d.Secondary {

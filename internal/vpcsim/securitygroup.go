@@ -78,7 +78,12 @@ func (c *Cloud) createGroupLocked(vpcID, name, desc string) (*SecurityGroup, *AP
 	}
 	id := newID("sg")
 	if name == "" {
-		name = id // a group made by the Go API without a name
+		// A group made by the Go API without a name is named as the
+		// console's launch wizard names the groups it creates.
+		name = c.launchWizardNameLocked(vpcID)
+		if desc == "" {
+			desc = name + " created " + c.now().UTC().Format("2006-01-02T15:04:05.000Z")
+		}
 	}
 	for _, sg := range c.sgs {
 		if sg.VPCID == vpcID && sg.Name == name {
@@ -88,6 +93,42 @@ func (c *Cloud) createGroupLocked(vpcID, name, desc string) (*SecurityGroup, *AP
 	sg := &SecurityGroup{ID: id, VPCID: vpcID, Name: name, Description: desc}
 	c.sgs[sg.ID] = sg
 	return sg, nil
+}
+
+// launchWizardNameLocked is the first "launch-wizard-N" no group of the
+// VPC has.
+func (c *Cloud) launchWizardNameLocked(vpcID string) string {
+	taken := map[string]bool{}
+	for _, sg := range c.sgs {
+		if sg.VPCID == vpcID {
+			taken[sg.Name] = true
+		}
+	}
+	for n := 1; ; n++ {
+		if name := "launch-wizard-" + strconv.Itoa(n); !taken[name] {
+			return name
+		}
+	}
+}
+
+// groupNamesLocked gives the names of groups by ID ("" for one that does
+// not exist).
+func (c *Cloud) groupNamesLocked(ids []string) []string {
+	out := make([]string, len(ids))
+	for i, id := range ids {
+		if sg := c.sgs[id]; sg != nil {
+			out[i] = sg.Name
+		}
+	}
+	return out
+}
+
+// GroupNames gives the names of groups by ID ("" for one that does not
+// exist).
+func (c *Cloud) GroupNames(ids []string) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.groupNamesLocked(ids)
 }
 
 // CreateSecurityGroup creates a group with no ingress permission.

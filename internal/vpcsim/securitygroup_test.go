@@ -2,6 +2,7 @@ package vpcsim
 
 import (
 	"context"
+	"maps"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -113,5 +114,67 @@ func TestSecurityGroupsAndCIDRsAPI(t *testing.T) {
 	if _, err := r.ec2.CreateSubnet(ctx, &ec2.CreateSubnetInput{VpcId: aws.String(r.vpc), CidrBlock: aws.String("100.65.0.0/20"),
 		AvailabilityZone: aws.String("us-west-2a")}); apiCode(err) != "InvalidSubnet.Range" {
 		t.Errorf("subnet outside the VPC's CIDRs: %v, want InvalidSubnet.Range", err)
+	}
+}
+
+// An ENI's describe names each of its groups. EC2's GroupIdentifier
+// (Groups[] of a NetworkInterface, GroupSet of an instance's interface)
+// holds "groupId: the ID of the security group" and "groupName: the name
+// of the security group"; a VPC's default group is named "default"; the
+// console's launch wizard names the groups it creates "launch-wizard-N".
+func TestENIDescribeNamesItsGroups(t *testing.T) {
+	r := newRegion(t, "10.0.8.0/24", Options{})
+	ctx := context.Background()
+	cr, err := r.ec2.CreateSecurityGroup(ctx, &ec2.CreateSecurityGroupInput{VpcId: aws.String(r.vpc),
+		GroupName: aws.String("pods"), Description: aws.String("pods of custom networking")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pods := aws.ToString(cr.GroupId)
+	generated, err := r.sim.Cloud.AddSecurityGroup(r.vpc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	def, err := r.ec2.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{Filters: []types.Filter{
+		{Name: aws.String("vpc-id"), Values: []string{r.vpc}}, {Name: aws.String("group-name"), Values: []string{"default"}}}})
+	if err != nil || len(def.SecurityGroups) != 1 {
+		t.Fatalf("default group: %v, %v", def, err)
+	}
+	defID := aws.ToString(def.SecurityGroups[0].GroupId)
+	names := func(gs []types.GroupIdentifier) map[string]string {
+		out := map[string]string{}
+		for _, g := range gs {
+			out[aws.ToString(g.GroupId)] = aws.ToString(g.GroupName)
+		}
+		return out
+	}
+	created, err := r.ec2.CreateNetworkInterface(ctx, &ec2.CreateNetworkInterfaceInput{SubnetId: aws.String(r.subnet),
+		Groups: []string{pods, generated}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eni := aws.ToString(created.NetworkInterface.NetworkInterfaceId)
+	described, err := r.ec2.DescribeNetworkInterfaces(ctx, &ec2.DescribeNetworkInterfacesInput{NetworkInterfaceIds: []string{eni}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst, err := r.ec2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{r.node.InstanceID}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		groups []types.GroupIdentifier
+		want   map[string]string
+	}{
+		{"CreateNetworkInterface's answer", created.NetworkInterface.Groups, map[string]string{pods: "pods", generated: "launch-wizard-1"}},
+		{"DescribeNetworkInterfaces", described.NetworkInterfaces[0].Groups, map[string]string{pods: "pods", generated: "launch-wizard-1"}},
+		{"DescribeInstances: the primary ENI in the default group", inst.Reservations[0].Instances[0].NetworkInterfaces[0].Groups,
+			map[string]string{defID: "default"}},
+	}
+	for _, tt := range tests {
+		if got := names(tt.groups); !maps.Equal(got, tt.want) {
+			t.Errorf("%s: groups %v, want %v", tt.name, got, tt.want)
+		}
 	}
 }
