@@ -930,6 +930,38 @@ func TestInstanceLimits(t *testing.T) {
 	}
 }
 
+// A type the table lacks is read from DescribeInstanceTypes, where EC2
+// gives the instance's total in MaximumNetworkInterfaces and each card's in
+// NetworkCards; the daemon attaches on the default card only, so its ENI
+// limit is that card's, as the AWS VPC CNI's limits generator takes it
+// ("only one network card is supported, so use the MaximumNetworkInterfaces
+// from the default card"). EC2's User Guide: p4d.24xlarge has 4 network
+// cards of 15 network interfaces and 50 IPv4 addresses per interface;
+// trn1.32xlarge 8 cards of 5, 50 addresses.
+func TestInstanceLimitsFromEC2MultiCard(t *testing.T) {
+	tests := []struct {
+		typ  string
+		want instancelimits.Limits
+	}{
+		{"p4d.24xlarge", instancelimits.Limits{InstanceType: "p4d.24xlarge", MaxENIs: 15, IPv4PerENI: 50, Hypervisor: "nitro",
+			NetworkCards: map[int]int{0: 15, 1: 15, 2: 15, 3: 15}}},
+		{"trn1.32xlarge", instancelimits.Limits{InstanceType: "trn1.32xlarge", MaxENIs: 5, IPv4PerENI: 50, Hypervisor: "nitro",
+			NetworkCards: map[int]int{0: 5, 1: 5, 2: 5, 3: 5, 4: 5, 5: 5, 6: 5, 7: 5}}},
+	}
+	e := newEnv(t)
+	for _, tt := range tests {
+		t.Run(tt.typ, func(t *testing.T) {
+			l, err := e.c.describeInstanceType(context.Background(), tt.typ)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(l, tt.want) {
+				t.Errorf("limits %+v, want %+v", l, tt.want)
+			}
+		})
+	}
+}
+
 func TestErrorClassifiers(t *testing.T) {
 	tests := []struct {
 		code                                     string

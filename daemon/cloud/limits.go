@@ -60,11 +60,13 @@ func (c *Client) describeInstanceType(ctx context.Context, instanceType string) 
 			BareMetal: aws.ToBool(it.BareMetal), NetworkCards: map[int]int{},
 			MaxENIs: int(aws.ToInt32(ni.MaximumNetworkInterfaces)), IPv4PerENI: int(aws.ToInt32(ni.Ipv4AddressesPerInterface))}
 		def := int(aws.ToInt32(ni.DefaultNetworkCardIndex))
+		l.DefaultNetworkCard = def
 		for _, card := range ni.NetworkCards {
 			idx, n := int(aws.ToInt32(card.NetworkCardIndex)), int(aws.ToInt32(card.MaximumNetworkInterfaces))
 			l.NetworkCards[idx] = n
-			// The daemon uses the default card only; on multi-card types
-			// the instance-wide maximum is larger than what it can attach.
+			// The daemon uses the default card only (as the AWS VPC CNI):
+			// on multi-card types EC2's MaximumNetworkInterfaces is the
+			// instance's total, more than the daemon can attach.
 			if idx == def && n > 0 {
 				l.MaxENIs = n
 			}

@@ -20,7 +20,10 @@ var table string
 // Limits are the network limits of one instance type.
 type Limits struct {
 	InstanceType string
-	// MaxENIs is the number of ENIs on the default network card.
+	// MaxENIs is the number of ENIs on the default network card: what
+	// the daemon can attach for pods (it uses that card only), as the AWS
+	// VPC CNI counts them. EC2's MaximumNetworkInterfaces is the instance's
+	// total (TotalENIs).
 	MaxENIs int
 	// IPv4PerENI counts every IPv4 slot of an ENI, its primary address
 	// included; a /28 prefix takes one slot.
@@ -28,8 +31,23 @@ type Limits struct {
 	// Hypervisor is "nitro", "xen" or "" when EC2 reports none.
 	Hypervisor string
 	BareMetal  bool
+	// DefaultNetworkCard is the index of the default network card.
+	DefaultNetworkCard int
 	// NetworkCards maps card index to its ENI limit.
 	NetworkCards map[int]int
+}
+
+// TotalENIs is the number of ENIs the instance can attach over all its
+// network cards: EC2's NetworkInfo.MaximumNetworkInterfaces.
+func (l Limits) TotalENIs() int {
+	if len(l.NetworkCards) == 0 {
+		return l.MaxENIs
+	}
+	n := 0
+	for _, m := range l.NetworkCards {
+		n += m
+	}
+	return n
 }
 
 // SupportsPrefixDelegation reports whether EC2 lets this type hold /28
@@ -61,7 +79,8 @@ func load() {
 		}
 		enis, err1 := strconv.Atoi(f[1])
 		ips, err2 := strconv.Atoi(f[2])
-		if err1 != nil || err2 != nil {
+		def, err3 := strconv.Atoi(f[5])
+		if err1 != nil || err2 != nil || err3 != nil {
 			perr = fmt.Errorf("instance-limits.tsv line %d: bad number", line)
 			return
 		}
@@ -70,7 +89,7 @@ func load() {
 			hv = ""
 		}
 		l := Limits{InstanceType: f[0], MaxENIs: enis, IPv4PerENI: ips, Hypervisor: hv,
-			BareMetal: f[4] == "true", NetworkCards: map[int]int{}}
+			BareMetal: f[4] == "true", DefaultNetworkCard: def, NetworkCards: map[int]int{}}
 		for _, c := range strings.Split(f[6], ";") {
 			idx, n, ok := strings.Cut(c, ":")
 			if !ok {

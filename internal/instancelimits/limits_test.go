@@ -41,3 +41,29 @@ func TestSimilar(t *testing.T) {
 		t.Errorf("Similar(m5.larg) = %v, want m5.large first", got)
 	}
 }
+
+// EC2's User Guide lists the network cards of multi-card types: p4d.24xlarge
+// has 4 cards of 15 network interfaces (60), c6in.32xlarge 2 of 8 (16),
+// trn1.32xlarge 8 of 5 (40); the default card is card 0.
+func TestNetworkCards(t *testing.T) {
+	tests := []struct {
+		typ                   string
+		defaultCardENIs       int
+		cards, total, defCard int
+	}{
+		{"p4d.24xlarge", 15, 4, 60, 0},
+		{"c6in.32xlarge", 8, 2, 16, 0},
+		{"trn1.32xlarge", 5, 8, 40, 0},
+		{"m5.large", 3, 1, 3, 0},
+	}
+	for _, tt := range tests {
+		l, ok := Lookup(tt.typ)
+		if !ok {
+			t.Fatalf("%s: not found", tt.typ)
+		}
+		if l.MaxENIs != tt.defaultCardENIs || len(l.NetworkCards) != tt.cards || l.TotalENIs() != tt.total || l.DefaultNetworkCard != tt.defCard {
+			t.Errorf("%s: MaxENIs %d, %d cards, TotalENIs %d, default card %d; want %d, %d, %d, %d", tt.typ,
+				l.MaxENIs, len(l.NetworkCards), l.TotalENIs(), l.DefaultNetworkCard, tt.defaultCardENIs, tt.cards, tt.total, tt.defCard)
+		}
+	}
+}

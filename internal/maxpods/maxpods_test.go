@@ -25,6 +25,13 @@ func TestCompute(t *testing.T) {
 		{"t3.small secondary", "t3.small", Options{}, 11},
 		{"m5.xlarge secondary", "m5.xlarge", Options{}, 58},
 		{"m5.4xlarge secondary", "m5.4xlarge", Options{}, 234},
+		// Multi-card types count the default card only (eni-max-pods.txt:
+		// p4d.24xlarge 737, c6in.32xlarge 394, trn1.32xlarge 247,
+		// p5.48xlarge 100).
+		{"p4d.24xlarge secondary (4 cards)", "p4d.24xlarge", Options{}, 737},
+		{"c6in.32xlarge secondary (2 cards)", "c6in.32xlarge", Options{}, 394},
+		{"trn1.32xlarge secondary (8 cards)", "trn1.32xlarge", Options{}, 247},
+		{"p5.48xlarge secondary (32 cards)", "p5.48xlarge", Options{}, 100},
 
 		{"m5.large prefix", "m5.large", Options{PrefixDelegation: true}, 434},
 		{"m5.large prefix capped", "m5.large", Options{PrefixDelegation: true, CNICap: true}, 110},

@@ -205,7 +205,8 @@ func (h *EC2Handler) describeInstanceTypes(q query) (any, *APIError) {
 			return nil, apiErr("InvalidInstanceType", "The following supplied instance types do not exist: [%s]", t)
 		}
 		x := xInstanceType{InstanceType: t, Hypervisor: l.Hypervisor, BareMetal: l.BareMetal}
-		x.NetworkInfo.MaximumNetworkInterfaces = l.MaxENIs
+		x.NetworkInfo.MaximumNetworkInterfaces = l.TotalENIs()
+		x.NetworkInfo.DefaultNetworkCardIndex = l.DefaultNetworkCard
 		x.NetworkInfo.IPv4AddressesPerInterface = l.IPv4PerENI
 		x.NetworkInfo.MaximumNetworkCards = max(1, len(l.NetworkCards))
 		var cards []int

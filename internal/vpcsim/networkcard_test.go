@@ -125,3 +125,57 @@ func TestNetworkCardsAndInterfaceTypes(t *testing.T) {
 		t.Errorf("IMDS network-card of the card-1 ENI: %q, want 1", b)
 	}
 }
+
+// DescribeInstanceTypes gives an instance type's ENI limit for the instance
+// and for each network card. EC2's NetworkInfo: maximumNetworkInterfaces is
+// "the maximum number of network interfaces for the instance type",
+// NetworkCardInfo.maximumNetworkInterfaces "the maximum number of network
+// interfaces for the network card", defaultNetworkCardIndex "the index of
+// the default network card, starting at 0". The EC2 User Guide's table of
+// network interfaces per instance type lists p4d.24xlarge with 4 network
+// cards of 15 (60), c6in.32xlarge with 2 of 8 (16), trn1.32xlarge with 8
+// of 5 (40) and m5.large with 1 of 3.
+func TestDescribeInstanceTypesNetworkCards(t *testing.T) {
+	r := newRegion(t, "10.0.9.0/24", Options{})
+	tests := []struct {
+		typ          string
+		total, cards int
+		perCard      int32
+	}{
+		{"p4d.24xlarge", 60, 4, 15},
+		{"c6in.32xlarge", 16, 2, 8},
+		{"trn1.32xlarge", 40, 8, 5},
+		{"m5.large", 3, 1, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.typ, func(t *testing.T) {
+			out, err := r.ec2.DescribeInstanceTypes(context.Background(), &ec2.DescribeInstanceTypesInput{
+				InstanceTypes: []types.InstanceType{types.InstanceType(tt.typ)}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(out.InstanceTypes) != 1 {
+				t.Fatalf("%d instance types, want 1", len(out.InstanceTypes))
+			}
+			ni := out.InstanceTypes[0].NetworkInfo
+			if got := aws.ToInt32(ni.MaximumNetworkInterfaces); got != int32(tt.total) {
+				t.Errorf("MaximumNetworkInterfaces %d, want %d (the instance's)", got, tt.total)
+			}
+			if got := aws.ToInt32(ni.MaximumNetworkCards); got != int32(tt.cards) {
+				t.Errorf("MaximumNetworkCards %d, want %d", got, tt.cards)
+			}
+			if ni.DefaultNetworkCardIndex == nil || *ni.DefaultNetworkCardIndex != 0 {
+				t.Errorf("DefaultNetworkCardIndex %v, want 0", ni.DefaultNetworkCardIndex)
+			}
+			if len(ni.NetworkCards) != tt.cards {
+				t.Fatalf("%d NetworkCards, want %d", len(ni.NetworkCards), tt.cards)
+			}
+			for i, c := range ni.NetworkCards {
+				if aws.ToInt32(c.NetworkCardIndex) != int32(i) || aws.ToInt32(c.MaximumNetworkInterfaces) != tt.perCard {
+					t.Errorf("NetworkCards[%d]: index %d, %d ENIs; want index %d, %d ENIs", i,
+						aws.ToInt32(c.NetworkCardIndex), aws.ToInt32(c.MaximumNetworkInterfaces), i, tt.perCard)
+				}
+			}
+		})
+	}
+}
