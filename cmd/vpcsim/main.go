@@ -39,10 +39,11 @@ func main() {
 	nodes := flag.String("nodes", "", "comma-separated name:instance-type[:subnet-cidr] nodes to launch")
 	lag := flag.Duration("imds-lag", 0, "how long IMDS lags EC2")
 	verbose := flag.Bool("v", false, "log EC2 errors to stderr")
+	sgPerENI := flag.Int("security-groups-per-interface", 0, "the account's quota of security groups per network interface (0: EC2's default, 5; at most 16)")
 	echo := flag.String("internet-echo", "", "with -dataplane: an HTTP server on this outside (internet) address:port that answers with the source address it sees")
 	flag.Parse()
 
-	opts := vpcsim.Options{DataPlane: *dp, RunID: *runID, IMDSLag: *lag, Listen: *listen}
+	opts := vpcsim.Options{DataPlane: *dp, RunID: *runID, IMDSLag: *lag, Listen: *listen, SecurityGroupsPerInterface: *sgPerENI}
 	if *verbose {
 		opts.Logf = log.Printf
 	}

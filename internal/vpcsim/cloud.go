@@ -187,7 +187,15 @@ type Cloud struct {
 	onChange  func(InstanceNetwork)
 	now       func() time.Time
 	describes *describeHistory // what an eventually consistent describe sees
+	sgPerENI  int              // the quota of security groups per network interface
 }
+
+// Amazon VPC's quota of security groups per network interface: 5 unless
+// the account has it raised, to 16 at most.
+const (
+	DefaultSecurityGroupsPerInterface = 5
+	MaxSecurityGroupsPerInterface     = 16
+)
 
 // NewCloud makes an empty region.
 func NewCloud(region string) *Cloud {
@@ -195,7 +203,7 @@ func NewCloud(region string) *Cloud {
 		region: region, account: "123456789012",
 		vpcs: map[string]*VPC{}, subnets: map[string]*Subnet{}, instances: map[string]*Instance{},
 		enis: map[string]*ENI{}, sgs: map[string]*SecurityGroup{}, tokens: map[string]ENIView{},
-		now: time.Now,
+		now: time.Now, sgPerENI: DefaultSecurityGroupsPerInterface,
 	}
 	c.describes = newDescribeHistory(c)
 	return c
@@ -211,6 +219,27 @@ func (c *Cloud) DescribeLag() time.Duration { return c.describes.currentLag() }
 
 // changedLocked records the ENIs' state after a change for lagged describes.
 func (c *Cloud) changedLocked() { c.describes.recordLocked(c.eniDetailsLocked) }
+
+// SetSecurityGroupsPerInterface sets the account's quota of security groups
+// per network interface, as a quota increase does (1 to 16).
+func (c *Cloud) SetSecurityGroupsPerInterface(n int) error {
+	if n < 1 || n > MaxSecurityGroupsPerInterface {
+		return fmt.Errorf("security groups per network interface: %d is outside EC2's 1 to %d", n, MaxSecurityGroupsPerInterface)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.sgPerENI = n
+	return nil
+}
+
+// checkGroupCountLocked refuses more groups than the quota, with the code
+// EC2 gives for an interface or, at launch, for an instance.
+func (c *Cloud) checkGroupCountLocked(groups []string, code string) *APIError {
+	if len(groups) > c.sgPerENI {
+		return apiErr(code, "You have exceeded the maximum number of security groups (%d) for a network interface: %d given.", c.sgPerENI, len(groups))
+	}
+	return nil
+}
 
 // Region is the region name.
 func (c *Cloud) Region() string { return c.region }

@@ -31,6 +31,9 @@ func (c *Cloud) createENILocked(in createENIInput) (*ENI, *APIError) {
 	if !ok {
 		return nil, apiErr("InvalidSubnetID.NotFound", "The subnet ID '%s' does not exist", in.SubnetID)
 	}
+	if aerr := c.checkGroupCountLocked(in.Groups, "SecurityGroupsPerInterfaceLimitExceeded"); aerr != nil {
+		return nil, aerr
+	}
 	for _, g := range in.Groups {
 		if c.groupVPCLocked(g) != s.VPCID {
 			return nil, apiErr("InvalidGroup.NotFound", "The security group '%s' does not exist in VPC '%s'", g, s.VPCID)
@@ -341,6 +344,9 @@ func (c *Cloud) ModifyGroups(eniID string, groups []string) *APIError {
 	defer c.changedLocked()
 	e, aerr := c.eniLocked(eniID)
 	if aerr != nil {
+		return aerr
+	}
+	if aerr := c.checkGroupCountLocked(groups, "SecurityGroupsPerInterfaceLimitExceeded"); aerr != nil {
 		return aerr
 	}
 	for _, g := range groups {

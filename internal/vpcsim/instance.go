@@ -42,6 +42,9 @@ func (c *Cloud) LaunchInstance(spec LaunchSpec) (string, error) {
 	if len(groups) == 0 {
 		groups = []string{c.vpcs[s.VPCID].DefaultGroupID}
 	}
+	if aerr := c.checkGroupCountLocked(groups, "SecurityGroupsPerInstanceLimitExceeded"); aerr != nil {
+		return "", aerr
+	}
 	inst := &Instance{ID: newID("i"), Type: spec.InstanceType, Limits: lim, AZ: s.AZ, SubnetID: s.ID,
 		VPCID: s.VPCID, ImageID: "ami-0vpcsim000000000", State: "running", Launched: c.now(),
 		Tags: map[string]string{}, ENIs: map[Slot]string{}}

@@ -2,6 +2,7 @@ package vpcsim
 
 import (
 	"context"
+	"errors"
 	"maps"
 	"testing"
 
@@ -175,6 +176,69 @@ func TestENIDescribeNamesItsGroups(t *testing.T) {
 	for _, tt := range tests {
 		if got := names(tt.groups); !maps.Equal(got, tt.want) {
 			t.Errorf("%s: groups %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+// The Amazon VPC quota "Security groups per network interface" is 5 by
+// default and can be raised to 16; over it, CreateNetworkInterface and
+// ModifyNetworkInterfaceAttribute fail with
+// SecurityGroupsPerInterfaceLimitExceeded ("You've exceeded the maximum
+// number of security groups that can be associated with a network
+// interface") and launching an instance with
+// SecurityGroupsPerInstanceLimitExceeded.
+func TestSecurityGroupsPerInterfaceQuota(t *testing.T) {
+	tests := []struct {
+		name  string
+		quota int // 0: the simulator's default
+		fits  int // groups the quota admits
+	}{
+		{"default quota", 0, 5},
+		{"raised to the maximum", 16, 16},
+		{"raised to 8", 8, 8},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRegion(t, "10.0.10.0/24", Options{SecurityGroupsPerInterface: tt.quota})
+			ctx := context.Background()
+			var groups []string
+			for range tt.fits + 1 {
+				g, err := r.sim.Cloud.AddSecurityGroup(r.vpc)
+				if err != nil {
+					t.Fatal(err)
+				}
+				groups = append(groups, g)
+			}
+			out, err := r.ec2.CreateNetworkInterface(ctx, &ec2.CreateNetworkInterfaceInput{SubnetId: aws.String(r.subnet), Groups: groups[:tt.fits]})
+			if err != nil {
+				t.Fatalf("ENI with %d groups: %v", tt.fits, err)
+			}
+			eni := out.NetworkInterface.NetworkInterfaceId
+			if _, err := r.ec2.CreateNetworkInterface(ctx, &ec2.CreateNetworkInterfaceInput{SubnetId: aws.String(r.subnet),
+				Groups: groups}); apiCode(err) != "SecurityGroupsPerInterfaceLimitExceeded" {
+				t.Errorf("ENI with %d groups: %v, want SecurityGroupsPerInterfaceLimitExceeded", len(groups), err)
+			}
+			if _, err := r.ec2.ModifyNetworkInterfaceAttribute(ctx, &ec2.ModifyNetworkInterfaceAttributeInput{NetworkInterfaceId: eni,
+				Groups: groups}); apiCode(err) != "SecurityGroupsPerInterfaceLimitExceeded" {
+				t.Errorf("modify to %d groups: %v, want SecurityGroupsPerInterfaceLimitExceeded", len(groups), err)
+			}
+			if v, _ := r.sim.Cloud.ENI(aws.ToString(eni)); len(v.Groups) != tt.fits {
+				t.Errorf("a refused modify changed the groups to %v", v.Groups)
+			}
+			_, err = r.sim.LaunchNode(LaunchSpec{Name: "crowded", InstanceType: "m5.large", SubnetID: r.subnet, GroupIDs: groups})
+			var aerr *APIError
+			if !errors.As(err, &aerr) || aerr.Code != "SecurityGroupsPerInstanceLimitExceeded" {
+				t.Errorf("launch with %d groups: %v, want SecurityGroupsPerInstanceLimitExceeded", len(groups), err)
+			}
+		})
+	}
+}
+
+// The quota can be raised to 16 at most; below 1 it means nothing.
+func TestSecurityGroupsPerInterfaceQuotaRange(t *testing.T) {
+	for _, n := range []int{-1, 17} {
+		if _, err := Start(Options{SecurityGroupsPerInterface: n}); err == nil {
+			t.Errorf("quota %d accepted, want refused (EC2's is 1 to 16)", n)
 		}
 	}
 }

@@ -39,6 +39,10 @@ type Options struct {
 	RunID string
 	// IMDSLag delays what IMDS shows after a change (eventual consistency).
 	IMDSLag time.Duration
+	// SecurityGroupsPerInterface is the account's Amazon VPC quota of
+	// security groups per network interface: 0 is EC2's default (5); an
+	// account can have it raised to 16.
+	SecurityGroupsPerInterface int
 	// Listen is the root-namespace address of the EC2 and control API
 	// (default 127.0.0.1:0).
 	Listen string
@@ -96,6 +100,11 @@ func Start(opts Options) (*Sim, error) {
 	}
 	s := &Sim{Cloud: NewCloud(opts.Region), Faults: newFaults(), IMDS: imds.New(imds.Options{Lag: opts.IMDSLag}),
 		nodes: map[string]Node{}}
+	if opts.SecurityGroupsPerInterface != 0 {
+		if err := s.Cloud.SetSecurityGroupsPerInterface(opts.SecurityGroupsPerInterface); err != nil {
+			return nil, err
+		}
+	}
 	s.ec2 = NewEC2Handler(s.Cloud, s.Faults)
 	s.ec2.logf = opts.Logf
 	s.Cloud.OnInstanceChange(func(n InstanceNetwork) { s.IMDS.Publish(n.InstanceID, toMetadata(n)) })
