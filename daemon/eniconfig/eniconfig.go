@@ -63,8 +63,11 @@ var (
 	groupID  = regexp.MustCompile(`^sg-([0-9a-f]{8}|[0-9a-f]{17})$`)
 )
 
-// MaxSecurityGroups is EC2's default limit of groups per ENI.
-const MaxSecurityGroups = 5
+// MaxSecurityGroups is the most groups any ENI can have: Amazon VPC's
+// quota of security groups per network interface is 5 by default and can
+// be raised to 16. Between the two only EC2 knows the account's quota, and
+// refuses the ENI (SecurityGroupsPerInterfaceLimitExceeded) over it.
+const MaxSecurityGroups = 16
 
 // Validate checks the spec's shape (EC2 checks that the IDs exist).
 func (s Spec) Validate() error {

@@ -2,6 +2,7 @@ package eniconfig
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -54,6 +55,15 @@ func eniConfigObj(name string, spec map[string]any) *unstructured.Unstructured {
 	return u
 }
 
+// groupList is n distinct well-formed group IDs.
+func groupList(n int) []any {
+	var out []any
+	for i := 1; i <= n; i++ {
+		out = append(out, fmt.Sprintf("sg-%08x", i))
+	}
+	return out
+}
+
 // EC2's ID formats: subnet-/sg- and 8 or 17 lowercase hex digits.
 func TestParseSpec(t *testing.T) {
 	tests := []struct {
@@ -71,8 +81,11 @@ func TestParseSpec(t *testing.T) {
 		{"a group a number", map[string]any{"subnet": "subnet-0123abcd", "securityGroups": []any{int64(1)}}, "spec.securityGroups[0] is a int64"},
 		{"malformed group", map[string]any{"subnet": "subnet-0123abcd", "securityGroups": []any{"default"}}, `"default" is not a security group ID`},
 		{"duplicate group", map[string]any{"subnet": "subnet-0123abcd", "securityGroups": []any{"sg-0123abcd", "sg-0123abcd"}}, "listed twice"},
-		{"six groups", map[string]any{"subnet": "subnet-0123abcd", "securityGroups": []any{"sg-00000001", "sg-00000002", "sg-00000003",
-			"sg-00000004", "sg-00000005", "sg-00000006"}}, "has 6 groups; an ENI takes at most 5"},
+		// Security groups per network interface: 5 by default, adjustable
+		// to 16 (Amazon VPC quotas); only EC2 knows the account's.
+		{"six groups", map[string]any{"subnet": "subnet-0123abcd", "securityGroups": groupList(6)}, ""},
+		{"sixteen groups", map[string]any{"subnet": "subnet-0123abcd", "securityGroups": groupList(16)}, ""},
+		{"seventeen groups", map[string]any{"subnet": "subnet-0123abcd", "securityGroups": groupList(17)}, "has 17 groups; an ENI takes at most 16"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

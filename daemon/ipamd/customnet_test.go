@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -227,5 +228,66 @@ func TestENIConfigRecheckDoesNotUndoANewerOne(t *testing.T) {
 		if e.InstanceID == f.node.InstanceID && e.DeviceIndex > 0 && e.SubnetID != newer {
 			t.Errorf("ENI %s created in %s, want the newer ENIConfig's %s", e.ID, e.SubnetID, newer)
 		}
+	}
+}
+
+// An ENIConfig may name more than 5 security groups: Amazon VPC's quota of
+// security groups per network interface is 5 by default and an account
+// can have it raised to 16. Within the account's quota the ENIs carry
+// them all; over it, EC2's refusal
+// (SecurityGroupsPerInterfaceLimitExceeded) is what a pod is told.
+func TestCustomNetworkingSecurityGroupQuota(t *testing.T) {
+	tests := []struct {
+		name  string
+		quota int
+		ok    bool
+	}{
+		{"quota raised to 16", 16, true},
+		{"default quota of 5", 5, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, map[string]string{"AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG": "true", "MY_NODE_NAME": "n", "WARM_IP_TARGET": "1"})
+			f.now = time.Now()
+			c := f.sim.Cloud
+			if err := c.SetSecurityGroupsPerInterface(tt.quota); err != nil {
+				t.Fatal(err)
+			}
+			vpc := c.Subnets()[0].VPCID
+			if err := c.AddVPCCIDR(vpc, "100.64.0.0/16"); err != nil {
+				t.Fatal(err)
+			}
+			pods, _ := c.AddSubnet(vpc, "100.64.0.0/19", "us-west-2a", nil)
+			var groups []string
+			for range 6 {
+				g, err := c.AddSecurityGroup(vpc)
+				if err != nil {
+					t.Fatal(err)
+				}
+				groups = append(groups, g)
+			}
+			d, err := New(context.Background(), Options{Config: f.cfg, Cloud: f.cloud, Host: f.host, Now: f.clock, Logf: t.Logf, Events: &recordedEvents{}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			d.SetENIConfig(context.Background(), ENIConfig{Name: "us-west-2a", From: "label", Found: true, Subnet: pods, SecurityGroups: groups})
+			settle(t, d)
+			_, err = d.Add(key("p0"), "default", "p0", "")
+			if !tt.ok {
+				if err == nil || !strings.Contains(err.Error(), "SecurityGroupsPerInterfaceLimitExceeded") {
+					t.Errorf("ADD: %v; want EC2's SecurityGroupsPerInterfaceLimitExceeded", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range c.ENIs() {
+				if e.InstanceID == f.node.InstanceID && e.DeviceIndex > 0 && !slices.Equal(e.Groups, groups) {
+					t.Errorf("ENI %s has groups %v, want the ENIConfig's %v", e.ID, e.Groups, groups)
+				}
+			}
+		})
 	}
 }
