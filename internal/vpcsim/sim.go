@@ -69,10 +69,13 @@ type Sim struct {
 
 // Node is a launched instance and where its endpoints are.
 type Node struct {
-	Name         string
-	InstanceID   string
-	NetNS        string // namespace name ("" without data plane)
-	NetNSPath    string
+	Name       string
+	InstanceID string
+	NetNS      string // namespace name ("" without data plane)
+	NetNSPath  string
+	// UTSNSPath is the node's UTS namespace ("" without data plane): in
+	// it (nsenter --uts), the hostname is the node's name.
+	UTSNSPath    string
 	IMDSEndpoint string // as seen from where the node's software runs
 	EC2Endpoint  string
 }
@@ -154,7 +157,7 @@ func (s *Sim) LaunchNode(spec LaunchSpec) (Node, error) {
 	}
 	n := Node{Name: name, InstanceID: id}
 	if s.Fabric != nil {
-		n.NetNS, n.NetNSPath = s.Fabric.NodeNetNSName(name), s.Fabric.NodeNetNSPath(name)
+		n.NetNS, n.NetNSPath, n.UTSNSPath = s.Fabric.NodeNetNSName(name), s.Fabric.NodeNetNSPath(name), s.Fabric.NodeUTSNSPath(name)
 		iln, err := s.Fabric.ListenTCP(name, IMDSAddr)
 		if err != nil {
 			_ = s.Cloud.TerminateInstance(id)

@@ -311,7 +311,7 @@ func startInNode(t *testing.T, n *node, dir, name string, env []string, args ...
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("ip", append([]string{"netns", "exec", n.vn.NetNS}, args...)...)
+	cmd := inNode(n.vn, args...)
 	cmd.Env = env
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = logf, logf

@@ -163,6 +163,13 @@ func (c *cluster) addNodeIn(subnet, typ, name string, env ...string) *node {
 	return n
 }
 
+// inNode is a command run on a node as software of the host runs there:
+// `ip netns exec` into its network namespace (which also gives it a /sys of
+// that namespace), then nsenter into its UTS namespace (its hostname).
+func inNode(vn vpcsim.Node, args ...string) *exec.Cmd {
+	return exec.Command("ip", append([]string{"netns", "exec", vn.NetNS, "nsenter", "--uts=" + vn.UTSNSPath, "--"}, args...)...)
+}
+
 // start runs the daemon inside the node's namespace, as the DaemonSet would
 // (host network of the node).
 func (n *node) start() {
@@ -171,14 +178,13 @@ func (n *node) start() {
 	if err != nil {
 		n.c.t.Fatal(err)
 	}
-	args := []string{"netns", "exec", n.vn.NetNS}
+	args := []string{filepath.Join(n.c.bin, "vpcchaind")}
 	if n.readOnlyProcSys {
 		// Each exec keeps the PID: signals still reach the daemon.
-		args = append(args, "unshare", "--mount", "--propagation", "slave", "sh", "-c",
-			`mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && exec "$@"`, "sh")
+		args = append([]string{"unshare", "--mount", "--propagation", "slave", "sh", "-c",
+			`mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && exec "$@"`, "sh"}, args...)
 	}
-	args = append(args, filepath.Join(n.c.bin, "vpcchaind"))
-	cmd := exec.Command("ip", args...)
+	cmd := inNode(n.vn, args...)
 	cmd.Env = n.env
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {

@@ -26,6 +26,8 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/vpcchain/vpcchain/internal/vpcsim"
 )
 
 func podManifest(name, nodeName, ports string) string {
@@ -185,7 +187,7 @@ func (kn *kubeNode) startInstaller() {
 }
 
 func (kn *kubeNode) startContainerd() {
-	kn.containerd = kn.startProc("containerd", []string{"--mount=" + kn.containerdMountNS(), "--net=" + kn.n.vn.NetNSPath, "--"}, kn.containerdScript())
+	kn.containerd = kn.startProc("containerd", nodeNSArgs(kn.n.vn, "--mount="+kn.containerdMountNS(), "--"), kn.containerdScript())
 	waitFor(kn.t, 30*time.Second, "containerd", kn.containerd.running, func() error {
 		_, err := kn.ctr("version")
 		return err
@@ -202,14 +204,14 @@ func (kn *kubeNode) startKubelet(k *kube) {
 		kn.t.Fatalf("node %s unknown to EC2", kn.n.name)
 	}
 	kn.writeKubeletConfig(k, inet.PrimaryIP)
-	ns := []string{"--net=" + kn.n.vn.NetNSPath, "--", "unshare", "-m", "--propagation", "slave", "--"}
+	ns := nodeNSArgs(kn.n.vn, "--", "unshare", "-m", "--propagation", "slave", "--")
 	if kn.hostLayout {
 		// As on a host, the kubelet and containerd share one mount
 		// namespace: the kubelet checks and creates hostPath volumes, and
 		// the tmpfs it mounts for a pod's projected volumes (its service
 		// account token) must be what containerd bind-mounts into the
 		// container.
-		ns = []string{"--net=" + kn.n.vn.NetNSPath, "--mount=" + kn.mntns, "--"}
+		ns = nodeNSArgs(kn.n.vn, "--mount="+kn.mntns, "--")
 	}
 	kn.kubelet = kn.startProc("kubelet", ns, kn.kubeletScript())
 }
@@ -294,7 +296,7 @@ type kubeNode struct {
 
 // inNode is a command in the node's network namespace (as a hostNetwork pod).
 func (kn *kubeNode) inNode(env []string, args ...string) *exec.Cmd {
-	cmd := exec.Command("ip", append([]string{"netns", "exec", kn.n.vn.NetNS}, args...)...)
+	cmd := inNode(kn.n.vn, args...)
 	cmd.Env = env
 	return cmd
 }
@@ -338,6 +340,14 @@ type nodeProc struct {
 	cmd    *exec.Cmd
 	exited chan struct{}
 	unreg  func()
+}
+
+// nodeNSArgs are nsenter's arguments entering a node as containerd and the
+// kubelet do (its network namespace, /sys left as it is, and its UTS
+// namespace: a hostNetwork pod shares containerd's and so has the node's
+// name for hostname), then more.
+func nodeNSArgs(vn vpcsim.Node, more ...string) []string {
+	return append([]string{"--net=" + vn.NetNSPath, "--uts=" + vn.UTSNSPath}, more...)
 }
 
 // startProc runs script with nsenter args (namespaces to enter, and a

@@ -123,6 +123,7 @@ type Fabric struct {
 type node struct {
 	name      string
 	nsName    string
+	utsPath   string // its UTS namespace, "" until made
 	ns        netns.NsHandle
 	h         *netlink.Handle
 	enis      map[string]string // node link name -> ENI ID
@@ -379,14 +380,20 @@ func (f *Fabric) Close() error {
 }
 
 // Leftovers lists the names of what is still present of run runID: named
-// namespaces of the run (in NetNSDir), and root-namespace links whose name
-// carries "vs"+runID (the fabric never creates any). Tests use it to prove
+// namespaces of the run (in NetNSDir), the paths of its nodes' UTS
+// namespaces (in UTSNSDir), and root-namespace links whose name carries
+// "vs"+runID (the fabric never creates any). Tests use it to prove
 // teardown.
 func Leftovers(runID string) ([]string, error) {
 	out, err := leftoverNamespaces(runID)
 	if err != nil {
 		return nil, err
 	}
+	uts, err := leftoverUTS(runID)
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, uts...)
 	h, err := rootHandle()
 	if err != nil {
 		return nil, err
@@ -419,7 +426,7 @@ func leftoverNamespaces(runID string) ([]string, error) {
 	return out, nil
 }
 
-// RemoveLeftovers deletes the named namespaces of run runID, e.g. those left
+// RemoveLeftovers deletes the named and UTS namespaces of run runID, e.g. those left
 // behind by a crashed process that never called Close. Never call it for the
 // RunID of a live Fabric.
 func RemoveLeftovers(runID string) error {
@@ -433,6 +440,15 @@ func RemoveLeftovers(runID string) error {
 	var errs []error
 	for _, n := range names {
 		if err := namedns.Delete(n); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	uts, err := leftoverUTS(runID)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, p := range uts {
+		if err := deleteUTS(p); err != nil {
 			errs = append(errs, err)
 		}
 	}

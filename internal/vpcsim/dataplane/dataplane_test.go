@@ -704,9 +704,17 @@ func TestTeardown(t *testing.T) {
 		}
 		left, err := Leftovers(runID)
 		must(t, err)
-		want := []string{f.NodeNetNSName("a"), f.NodeNetNSName("b"), f.OutsideNetNSName(), f.RouterNetNSName()}
+		want := []string{f.NodeNetNSName("a"), f.NodeNetNSName("b"), f.OutsideNetNSName(), f.RouterNetNSName(),
+			f.NodeUTSNSPath("a"), f.NodeUTSNSPath("b")}
 		if strings.Join(left, " ") != strings.Join(sortedCopy(want), " ") {
 			t.Errorf("Leftovers before Close = %v, want %v", left, want)
+		}
+		// Each node is a host of its own name.
+		for _, name := range []string{"a", "b"} {
+			if out, err := exec.Command("nsenter", "--uts="+f.NodeUTSNSPath(name), "hostname").CombinedOutput(); err != nil ||
+				strings.TrimSpace(string(out)) != name {
+				t.Errorf("hostname in node %s's UTS namespace: %q, %v; want %q", name, out, err, name)
+			}
 		}
 		// ip netns exec works with these names.
 		if out, err := exec.Command("ip", "netns", "exec", f.NodeNetNSName("a"), "ip", "-o", "link", "show", "eth1").CombinedOutput(); err != nil ||
@@ -755,8 +763,8 @@ func TestTeardown(t *testing.T) {
 		must(t, err)
 		must(t, f.AddNode("a"))
 		must(t, f.AttachENI("a", eniA0))
-		if left, _ := Leftovers(runID); len(left) != 3 {
-			t.Fatalf("Leftovers = %v, want 3 namespaces", left)
+		if left, _ := Leftovers(runID); len(left) != 4 {
+			t.Fatalf("Leftovers = %v, want 3 network namespaces and a UTS namespace", left)
 		}
 		// Drop our fds/handles as a dead process would, without deleting.
 		f.mu.Lock()

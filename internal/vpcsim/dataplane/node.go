@@ -60,8 +60,9 @@ func (f *Fabric) addSubnetLocked(cidr netip.Prefix) error {
 	return nil
 }
 
-// AddNode creates the namespace of an EC2 instance: lo up, ip_forward=1,
-// rp_filter=2 (loose) on conf/all and conf/default. It has no ENI yet.
+// AddNode creates the namespaces of an EC2 instance: its network namespace
+// (lo up, ip_forward=1, rp_filter=2 (loose) on conf/all and conf/default;
+// no ENI yet) and its UTS namespace, whose hostname is the node's name.
 func (f *Fabric) AddNode(name string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -88,6 +89,10 @@ func (f *Fabric) AddNode(name string) error {
 	if n.h, err = netlink.NewHandleAt(n.ns); err != nil {
 		return fail(err)
 	}
+	if err := createUTS(f.NodeUTSNSPath(name), name); err != nil {
+		return fail(err)
+	}
+	n.utsPath = f.NodeUTSNSPath(name)
 	if err := linkUpByName(n.h, "lo"); err != nil {
 		return fail(err)
 	}
@@ -147,7 +152,11 @@ func (n *node) teardown() error {
 		_ = n.ns.Close()
 		n.ns = netns.None()
 	}
-	return namedns.Delete(n.nsName)
+	var errs []error
+	if n.utsPath != "" {
+		errs = append(errs, deleteUTS(n.utsPath))
+	}
+	return errors.Join(append(errs, namedns.Delete(n.nsName))...)
 }
 
 // ListenTCP opens a TCP listener inside the node's namespace. If addr's IP is
