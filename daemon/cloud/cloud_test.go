@@ -318,7 +318,7 @@ func TestCreateAndAttachENI(t *testing.T) {
 
 func TestDescribeENINotFound(t *testing.T) {
 	e := newEnv(t)
-	_, err := e.c.DescribeENI(context.Background(), "eni-0000000000000000")
+	_, err := e.c.DescribeENI(context.Background(), "eni-0000000000000000f")
 	if !IsNotFound(err) {
 		t.Errorf("DescribeENI of a missing ENI: %v, want IsNotFound", err)
 	}
@@ -618,7 +618,7 @@ func TestAddressErrors(t *testing.T) {
 		{"prefix in a /28 subnet", func() error { _, err := e.c.AssignPrefixes(ctx, small.ID, 1); return err }, IsSubnetFull, "InsufficientCidrBlocks"},
 		{"more IPs than the /28 has", func() error { _, err := e.c.AssignIPs(ctx, loose, 20); return err }, IsSubnetFull, "InsufficientFreeAddressesInSubnet"},
 		{"more IPs than an m5.large ENI holds", func() error { _, err := e.c.AssignIPs(ctx, big.ID, 10); return err }, IsLimitExceeded, "PrivateIpAddressLimitExceeded"},
-		{"unknown ENI", func() error { _, err := e.c.AssignIPs(ctx, "eni-0000000000000000", 1); return err }, IsNotFound, "InvalidNetworkInterfaceID.NotFound"},
+		{"unknown ENI", func() error { _, err := e.c.AssignIPs(ctx, "eni-0000000000000000f", 1); return err }, IsNotFound, "InvalidNetworkInterfaceID.NotFound"},
 	}
 	for _, tt := range tests {
 		err := tt.do()

@@ -157,6 +157,9 @@ func writeError(w http.ResponseWriter, e *APIError) {
 }
 
 func (h *EC2Handler) dispatch(action string, q query) (any, *APIError) {
+	if aerr := q.checkIDs(); aerr != nil {
+		return nil, aerr
+	}
 	switch action {
 	case "DescribeNetworkInterfaces":
 		return h.describeNetworkInterfaces(q)
@@ -180,11 +183,17 @@ func (h *EC2Handler) dispatch(action string, q query) (any, *APIError) {
 		}
 		return xAttach{XMLNS: ec2XMLNS, RequestID: requestID(), AttachmentID: id, NetworkCardIndex: card}, nil
 	case "DetachNetworkInterface":
+		if aerr := q.required("AttachmentId"); aerr != nil {
+			return nil, aerr
+		}
 		if aerr := h.cloud.DetachNetworkInterface(q.str("AttachmentId")); aerr != nil {
 			return nil, aerr
 		}
 		return ok(action), nil
 	case "DeleteNetworkInterface":
+		if aerr := q.required("NetworkInterfaceId"); aerr != nil {
+			return nil, aerr
+		}
 		if aerr := h.cloud.DeleteNetworkInterface(q.str("NetworkInterfaceId")); aerr != nil {
 			return nil, aerr
 		}
@@ -194,6 +203,9 @@ func (h *EC2Handler) dispatch(action string, q query) (any, *APIError) {
 	case "AssignPrivateIpAddresses":
 		return h.assignPrivateIPs(q)
 	case "UnassignPrivateIpAddresses":
+		if aerr := q.required("NetworkInterfaceId"); aerr != nil {
+			return nil, aerr
+		}
 		ips, aerr := parseAddrs(q.list("PrivateIpAddress"))
 		if aerr != nil {
 			return nil, aerr
