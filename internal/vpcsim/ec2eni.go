@@ -23,6 +23,9 @@ func (h *EC2Handler) createNetworkInterface(q query) (any, *APIError) {
 	if in.SecondaryCount > 0 && in.PrefixCount > 0 {
 		return nil, apiErr("InvalidParameterCombination", "SecondaryPrivateIpAddressCount cannot be combined with Ipv4PrefixCount")
 	}
+	if aerr := in.readPrivateAddresses(q); aerr != nil {
+		return nil, aerr
+	}
 	for i := 1; ; i++ {
 		rt := q.str(fmt.Sprintf("TagSpecification.%d.ResourceType", i))
 		if rt == "" {
@@ -44,6 +47,41 @@ func (h *EC2Handler) createNetworkInterface(q query) (any, *APIError) {
 		d.AZ = s.AZ
 	}
 	return xCreateNetworkInterface{XMLNS: ec2XMLNS, RequestID: requestID(), ENI: h.xmlENI(d), ClientToken: in.ClientToken}, nil
+}
+
+// readPrivateAddresses reads PrivateIpAddress (the primary) and
+// PrivateIpAddresses.N (PrivateIpAddress, Primary), which EC2 takes
+// neither with a count of addresses or prefixes nor with two primaries.
+func (in *createENIInput) readPrivateAddresses(q query) *APIError {
+	if s := q.str("PrivateIpAddress"); s != "" {
+		a, aerr := parseAddrs([]string{s})
+		if aerr != nil {
+			return aerr
+		}
+		in.PrimaryIP = a[0]
+	}
+	for i := 1; ; i++ {
+		s := q.str(fmt.Sprintf("PrivateIpAddresses.%d.PrivateIpAddress", i))
+		if s == "" {
+			break
+		}
+		a, aerr := parseAddrs([]string{s})
+		if aerr != nil {
+			return aerr
+		}
+		if in.SecondaryCount > 0 || in.PrefixCount > 0 {
+			return apiErr("InvalidParameterCombination", "PrivateIpAddresses cannot be combined with SecondaryPrivateIpAddressCount or Ipv4PrefixCount")
+		}
+		if q.str(fmt.Sprintf("PrivateIpAddresses.%d.Primary", i)) != "true" {
+			in.PrivateIPs = append(in.PrivateIPs, a[0])
+			continue
+		}
+		if in.PrimaryIP.IsValid() {
+			return apiErr("InvalidParameterCombination", "Only one primary private IP address can be specified")
+		}
+		in.PrimaryIP = a[0]
+	}
+	return nil
 }
 
 func (h *EC2Handler) subnet(id string) (SubnetView, bool) {
@@ -109,6 +147,9 @@ func (h *EC2Handler) assignPrivateIPs(q query) (any, *APIError) {
 	explicit, aerr := parseAddrs(q.list("PrivateIpAddress"))
 	if aerr != nil {
 		return nil, aerr
+	}
+	if len(explicit) > 0 && count > 0 {
+		return nil, apiErr("InvalidParameterCombination", "PrivateIpAddress cannot be combined with SecondaryPrivateIpAddressCount")
 	}
 	if len(q.list("Ipv4Prefix")) > 0 {
 		return nil, apiErr("InvalidParameterValue", "explicit Ipv4Prefix values are not supported by the simulator; use Ipv4PrefixCount")

@@ -14,7 +14,8 @@ type createENIInput struct {
 	Groups         []string
 	Description    string
 	SecondaryCount int
-	PrivateIPs     []netip.Addr
+	PrimaryIP      netip.Addr   // invalid: one picked from the subnet
+	PrivateIPs     []netip.Addr // secondary addresses asked for
 	PrefixCount    int
 	Tags           map[string]string
 	ClientToken    string
@@ -62,11 +63,18 @@ func (c *Cloud) createENILocked(in createENIInput) (*ENI, *APIError) {
 			}
 		}
 	}
-	pips, aerr := s.takeIPs(1, e.ID)
-	if aerr != nil {
-		return nil, aerr
+	if in.PrimaryIP.IsValid() {
+		if aerr := s.takeIP(in.PrimaryIP, e.ID); aerr != nil {
+			return nil, aerr
+		}
+		e.PrimaryIP = in.PrimaryIP
+	} else {
+		pips, aerr := s.takeIPs(1, e.ID)
+		if aerr != nil {
+			return nil, aerr
+		}
+		e.PrimaryIP = pips[0]
 	}
-	e.PrimaryIP = pips[0]
 	for _, a := range in.PrivateIPs {
 		if aerr := s.takeIP(a, e.ID); aerr != nil {
 			rollback()

@@ -2,6 +2,7 @@ package vpcsim
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -119,5 +120,75 @@ func TestMalformedAndMissingIDs(t *testing.T) {
 	// The ENI and its attachment are as they were.
 	if v, ok := r.sim.Cloud.ENI(eni); !ok || v.AttachmentID != att {
 		t.Errorf("ENI %s after the refused calls: %+v", eni, v)
+	}
+}
+
+// The private address parameters of CreateNetworkInterface and
+// AssignPrivateIpAddresses, as EC2's API reference gives them.
+// CreateNetworkInterface: PrivateIpAddress is "the primary private IPv4
+// address of the network interface"; PrivateIpAddresses "can't" be given
+// with "a count of private IPv4 addresses ... or a count of IPv4
+// prefixes"; "if you specify an IP address, you cannot indicate any IP
+// addresses specified in privateIpAddresses as primary (only one IP address
+// can be designated as primary)". AssignPrivateIpAddresses:
+// PrivateIpAddress.N "can't" be given "when also specifying a number of
+// secondary IP addresses". A combination EC2 refuses is
+// InvalidParameterCombination ("an incorrect combination of parameters").
+func TestPrivateAddressParameters(t *testing.T) {
+	r := newRegion(t, "10.0.12.0/24", Options{})
+	ctx := context.Background()
+	spec := func(a string, primary bool) types.PrivateIpAddressSpecification {
+		return types.PrivateIpAddressSpecification{PrivateIpAddress: aws.String(a), Primary: aws.Bool(primary)}
+	}
+	tests := []struct {
+		name               string
+		in                 ec2.CreateNetworkInterfaceInput
+		code               string // "" = created
+		primary, secondary string
+	}{
+		{"PrivateIpAddress is the primary", ec2.CreateNetworkInterfaceInput{PrivateIpAddress: aws.String("10.0.12.20")}, "", "10.0.12.20", ""},
+		{"PrivateIpAddresses with one primary", ec2.CreateNetworkInterfaceInput{PrivateIpAddresses: []types.PrivateIpAddressSpecification{
+			spec("10.0.12.31", false), spec("10.0.12.30", true)}}, "", "10.0.12.30", "10.0.12.31"},
+		{"PrivateIpAddress and secondary PrivateIpAddresses", ec2.CreateNetworkInterfaceInput{PrivateIpAddress: aws.String("10.0.12.40"),
+			PrivateIpAddresses: []types.PrivateIpAddressSpecification{spec("10.0.12.41", false)}}, "", "10.0.12.40", "10.0.12.41"},
+		{"PrivateIpAddress and another primary", ec2.CreateNetworkInterfaceInput{PrivateIpAddress: aws.String("10.0.12.50"),
+			PrivateIpAddresses: []types.PrivateIpAddressSpecification{spec("10.0.12.51", true)}}, "InvalidParameterCombination", "", ""},
+		{"PrivateIpAddresses and a count of addresses", ec2.CreateNetworkInterfaceInput{SecondaryPrivateIpAddressCount: aws.Int32(2),
+			PrivateIpAddresses: []types.PrivateIpAddressSpecification{spec("10.0.12.60", false)}}, "InvalidParameterCombination", "", ""},
+		{"PrivateIpAddresses and a count of prefixes", ec2.CreateNetworkInterfaceInput{Ipv4PrefixCount: aws.Int32(1),
+			PrivateIpAddresses: []types.PrivateIpAddressSpecification{spec("10.0.12.61", false)}}, "InvalidParameterCombination", "", ""},
+		{"a primary address in use", ec2.CreateNetworkInterfaceInput{PrivateIpAddress: aws.String("10.0.12.20")}, "InvalidIPAddress.InUse", "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := tt.in
+			in.SubnetId = aws.String(r.subnet)
+			out, err := r.ec2.CreateNetworkInterface(ctx, &in)
+			if apiCode(err) != tt.code {
+				t.Fatalf("create: %v, want %q", err, tt.code)
+			}
+			if tt.code != "" {
+				return
+			}
+			ni := out.NetworkInterface
+			var primary, secondary []string
+			for _, a := range ni.PrivateIpAddresses {
+				if aws.ToBool(a.Primary) {
+					primary = append(primary, aws.ToString(a.PrivateIpAddress))
+				} else {
+					secondary = append(secondary, aws.ToString(a.PrivateIpAddress))
+				}
+			}
+			if aws.ToString(ni.PrivateIpAddress) != tt.primary || len(primary) != 1 || primary[0] != tt.primary ||
+				strings.Join(secondary, ",") != tt.secondary {
+				t.Errorf("primary %s %v, secondary %v; want %s, [%s]", aws.ToString(ni.PrivateIpAddress), primary, secondary, tt.primary, tt.secondary)
+			}
+		})
+	}
+	eni, _ := r.createAttach(t, 1)
+	_, err := r.ec2.AssignPrivateIpAddresses(ctx, &ec2.AssignPrivateIpAddressesInput{NetworkInterfaceId: aws.String(eni),
+		PrivateIpAddresses: []string{"10.0.12.70"}, SecondaryPrivateIpAddressCount: aws.Int32(1)})
+	if apiCode(err) != "InvalidParameterCombination" {
+		t.Errorf("assign addresses and a count: %v, want InvalidParameterCombination", err)
 	}
 }
