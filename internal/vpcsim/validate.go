@@ -57,4 +57,3 @@ func (q query) required(names ...string) *APIError {
 	}
 	return nil
 }
-
