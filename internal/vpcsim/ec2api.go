@@ -219,6 +219,12 @@ func (h *EC2Handler) dispatch(action string, q query) (any, *APIError) {
 		}
 		return ok(action), nil
 	case "CreateTags":
+		if aerr := q.required("ResourceId.1"); aerr != nil {
+			return nil, aerr
+		}
+		if _, given := q.v["Tag.1.Key"]; !given {
+			return nil, apiErr("MissingParameter", "The request must contain the parameter Tag")
+		}
 		if aerr := h.cloud.CreateTags(q.list("ResourceId"), q.tags("Tag")); aerr != nil {
 			return nil, aerr
 		}

@@ -38,6 +38,9 @@ func (h *EC2Handler) createNetworkInterface(q query) (any, *APIError) {
 			in.Tags[k] = v
 		}
 	}
+	if aerr := checkTags(in.Tags); aerr != nil {
+		return nil, aerr
+	}
 	v, aerr := h.cloud.CreateNetworkInterface(in)
 	if aerr != nil {
 		return nil, aerr

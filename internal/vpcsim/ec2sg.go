@@ -38,6 +38,7 @@ type xSecurityGroup struct {
 	VpcID       string        `xml:"vpcId"`
 	Ingress     []xPermission `xml:"ipPermissions>item"`
 	Egress      []xPermission `xml:"ipPermissionsEgress>item"`
+	TagSet      []xTag        `xml:"tagSet>item"`
 }
 
 type xDescribeSecurityGroups struct {
@@ -81,7 +82,7 @@ var sgFilters = filterTable[SecurityGroup]{
 		"group-name": func(g SecurityGroup) []string { return one(g.Name) },
 		"vpc-id":     func(g SecurityGroup) []string { return one(g.VPCID) },
 	},
-	tags: func(SecurityGroup) map[string]string { return nil },
+	tags: func(g SecurityGroup) map[string]string { return g.Tags },
 }
 
 func (h *EC2Handler) describeSecurityGroups(q query) (any, *APIError) {
@@ -105,7 +106,7 @@ func (h *EC2Handler) describeSecurityGroups(q query) (any, *APIError) {
 		if len(ids) > 0 && !matchAny(g.ID, ids) || !sgFilters.match(filters, g) {
 			continue
 		}
-		x := xSecurityGroup{OwnerID: h.cloud.account, GroupID: g.ID, GroupName: g.Name, Description: g.Description, VpcID: g.VPCID,
+		x := xSecurityGroup{OwnerID: h.cloud.account, GroupID: g.ID, GroupName: g.Name, Description: g.Description, VpcID: g.VPCID, TagSet: tagList(g.Tags),
 			Egress: []xPermission{{IPProtocol: "-1", IPRanges: []xIPRange{{CidrIP: "0.0.0.0/0"}}}}}
 		for _, p := range g.Ingress {
 			xp := xPermission{IPProtocol: p.Protocol}

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"unicode/utf8"
 )
 
 type createENIInput struct {
@@ -524,19 +525,61 @@ func (c *Cloud) UnassignPrivateIPs(eniID string, ips []netip.Addr, prefixes []ne
 	return nil
 }
 
-// CreateTags sets tags on ENIs, instances or subnets.
+// CreateTags sets tags on ENIs, instances, subnets or security groups,
+// within EC2's tag restrictions.
 func (c *Cloud) CreateTags(ids []string, tags map[string]string) *APIError {
-	return c.editTags(ids, func(m map[string]string) {
+	if aerr := checkTags(tags); aerr != nil {
+		return aerr
+	}
+	return c.editTags(ids, func(m map[string]string) *APIError {
+		n := len(m)
+		for k := range tags {
+			if _, ok := m[k]; !ok {
+				n++
+			}
+		}
+		if n > MaxTagsPerResource {
+			return apiErr("TagLimitExceeded", "The maximum number of tags (%d) for a resource has been reached.", MaxTagsPerResource)
+		}
+		return nil
+	}, func(m map[string]string) {
 		for k, v := range tags {
 			m[k] = v
 		}
 	})
 }
 
+// EC2's tag restrictions.
+const (
+	MaxTagsPerResource = 50
+	MaxTagKeyLength    = 128
+	MaxTagValueLength  = 256
+)
+
+// checkTags refuses tags EC2 refuses: an empty key, a key with the aws:
+// prefix (reserved), a key or value over EC2's lengths (in characters),
+// more tags than a resource takes.
+func checkTags(tags map[string]string) *APIError {
+	if len(tags) > MaxTagsPerResource {
+		return apiErr("TagLimitExceeded", "The maximum number of tags (%d) for a resource has been reached.", MaxTagsPerResource)
+	}
+	for k, v := range tags {
+		switch {
+		case k == "" || strings.HasPrefix(strings.ToLower(k), "aws:"):
+			return apiErr("InvalidTagKey.Malformed", "Tag keys cannot be empty or start with 'aws:': %q", k)
+		case utf8.RuneCountInString(k) > MaxTagKeyLength:
+			return apiErr("InvalidParameterValue", "Tag key exceeds the maximum length of %d characters", MaxTagKeyLength)
+		case utf8.RuneCountInString(v) > MaxTagValueLength:
+			return apiErr("InvalidParameterValue", "Tag value exceeds the maximum length of %d characters", MaxTagValueLength)
+		}
+	}
+	return nil
+}
+
 // DeleteTags removes tags; a tag given with a value is removed only if the
 // value matches, as EC2 does.
 func (c *Cloud) DeleteTags(ids []string, tags map[string]*string) *APIError {
-	return c.editTags(ids, func(m map[string]string) {
+	return c.editTags(ids, nil, func(m map[string]string) {
 		for k, v := range tags {
 			if v == nil || m[k] == *v {
 				delete(m, k)
@@ -545,7 +588,10 @@ func (c *Cloud) DeleteTags(ids []string, tags map[string]*string) *APIError {
 	})
 }
 
-func (c *Cloud) editTags(ids []string, f func(map[string]string)) *APIError {
+// editTags applies f to the tags of every resource of ids once check (if
+// any) accepts each; an ID of nothing is that resource type's NotFound,
+// and what is no resource ID InvalidID, as in EC2.
+func (c *Cloud) editTags(ids []string, check func(map[string]string) *APIError, f func(map[string]string)) *APIError {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	defer c.changedLocked()
@@ -558,12 +604,25 @@ func (c *Cloud) editTags(ids []string, f func(map[string]string)) *APIError {
 			maps = append(maps, c.instances[id].Tags)
 		case c.subnets[id] != nil:
 			maps = append(maps, c.subnets[id].Tags)
+		case c.sgs[id] != nil:
+			maps = append(maps, c.sgs[id].Tags)
+		case wellFormed(id, "eni"):
+			return apiErr("InvalidNetworkInterfaceID.NotFound", "The networkInterface ID '%s' does not exist", id)
+		case wellFormed(id, "i"):
+			return apiErr("InvalidInstanceID.NotFound", "The instance ID '%s' does not exist", id)
+		case wellFormed(id, "subnet"):
+			return apiErr("InvalidSubnetID.NotFound", "The subnet ID '%s' does not exist", id)
+		case wellFormed(id, "sg"):
+			return apiErr("InvalidGroup.NotFound", "The security group '%s' does not exist", id)
 		default:
-			kind := "resource"
-			if strings.HasPrefix(id, "eni-") {
-				return apiErr("InvalidNetworkInterfaceID.NotFound", "The networkInterface ID '%s' does not exist", id)
+			return apiErr("InvalidID", "The ID '%s' is not valid", id)
+		}
+	}
+	if check != nil {
+		for _, m := range maps {
+			if aerr := check(m); aerr != nil {
+				return aerr
 			}
-			return apiErr("InvalidID", "The ID '%s' is not a valid %s", id, kind)
 		}
 	}
 	for _, m := range maps {

@@ -15,6 +15,7 @@ import (
 type SecurityGroup struct {
 	ID, VPCID, Name, Description string
 	Ingress                      []Permission
+	Tags                         map[string]string
 }
 
 // Permission is one ingress permission: a protocol ("tcp", "udp", "icmp",
@@ -90,7 +91,7 @@ func (c *Cloud) createGroupLocked(vpcID, name, desc string) (*SecurityGroup, *AP
 			return nil, apiErr("InvalidGroup.Duplicate", "The security group '%s' already exists for VPC '%s'", name, vpcID)
 		}
 	}
-	sg := &SecurityGroup{ID: id, VPCID: vpcID, Name: name, Description: desc}
+	sg := &SecurityGroup{ID: id, VPCID: vpcID, Name: name, Description: desc, Tags: map[string]string{}}
 	c.sgs[sg.ID] = sg
 	return sg, nil
 }
@@ -193,7 +194,7 @@ func (c *Cloud) SecurityGroups() []SecurityGroup {
 	out := make([]SecurityGroup, 0, len(c.sgs))
 	for _, sg := range c.sgs {
 		cp := *sg
-		cp.Ingress = nil
+		cp.Ingress, cp.Tags = nil, copyTags(sg.Tags)
 		for _, p := range sg.Ingress {
 			cp.Ingress = append(cp.Ingress, p.clone())
 		}

@@ -2,6 +2,7 @@ package vpcsim
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -190,5 +191,72 @@ func TestPrivateAddressParameters(t *testing.T) {
 		PrivateIpAddresses: []string{"10.0.12.70"}, SecondaryPrivateIpAddressCount: aws.Int32(1)})
 	if apiCode(err) != "InvalidParameterCombination" {
 		t.Errorf("assign addresses and a count: %v, want InvalidParameterCombination", err)
+	}
+}
+
+// EC2's tag restrictions (User Guide, "Tag restrictions"): at most 50 tags
+// per resource, keys of at most 128 characters, values of at most 256, the
+// aws: prefix reserved; over the count EC2 answers TagLimitExceeded, a key
+// that is empty or starts with aws: InvalidTagKey.Malformed ("Tag keys
+// cannot be empty or null, and cannot start with aws:"). CreateTags on an
+// ID of nothing is that resource's NotFound; on something that is no
+// resource ID, InvalidID ("The specified ID for the resource you are
+// trying to tag is not valid"). Security groups take tags.
+func TestTagRestrictions(t *testing.T) {
+	r := newRegion(t, "10.0.13.0/24", Options{})
+	ctx := context.Background()
+	eni, _ := r.createAttach(t, 1) // holds one tag
+	sg, err := r.sim.Cloud.AddSecurityGroup(r.vpc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tags := func(n, keyLen, valLen int) []types.Tag {
+		var out []types.Tag
+		for i := range n {
+			k := fmt.Sprintf("k%d-", i)
+			out = append(out, types.Tag{Key: aws.String(k + strings.Repeat("x", max(0, keyLen-len(k)))), Value: aws.String(strings.Repeat("v", valLen))})
+		}
+		return out
+	}
+	tests := []struct {
+		name string
+		ids  []string
+		tags []types.Tag
+		code string
+	}{
+		{"49 more: 50 in all", []string{eni}, tags(49, 10, 10), ""},
+		{"the same keys again", []string{eni}, tags(49, 10, 10), ""},
+		{"a 51st", []string{eni}, []types.Tag{{Key: aws.String("one-more"), Value: aws.String("x")}}, "TagLimitExceeded"},
+		{"a 128-character key, a 256-character value", []string{sg}, tags(1, 128, 256), ""},
+		{"a 129-character key", []string{sg}, tags(1, 129, 1), "InvalidParameterValue"},
+		{"a 257-character value", []string{sg}, tags(1, 10, 257), "InvalidParameterValue"},
+		{"an aws: key", []string{sg}, []types.Tag{{Key: aws.String("aws:cloudformation:stack-name"), Value: aws.String("x")}}, "InvalidTagKey.Malformed"},
+		{"an empty key", []string{sg}, []types.Tag{{Key: aws.String(""), Value: aws.String("x")}}, "InvalidTagKey.Malformed"},
+		{"an unknown ENI", []string{"eni-0123456789abcdef0"}, tags(1, 5, 5), "InvalidNetworkInterfaceID.NotFound"},
+		{"an unknown instance", []string{"i-0123456789abcdef0"}, tags(1, 5, 5), "InvalidInstanceID.NotFound"},
+		{"an unknown subnet", []string{"subnet-0123456789abcdef0"}, tags(1, 5, 5), "InvalidSubnetID.NotFound"},
+		{"an unknown group", []string{"sg-0123456789abcdef0"}, tags(1, 5, 5), "InvalidGroup.NotFound"},
+		{"no resource ID", []string{"pods"}, tags(1, 5, 5), "InvalidID"},
+	}
+	for _, tt := range tests {
+		_, err := r.ec2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: tt.ids, Tags: tt.tags})
+		if apiCode(err) != tt.code {
+			t.Errorf("%s: %v, want %q", tt.name, err, tt.code)
+		}
+	}
+	if v, _ := r.sim.Cloud.ENI(eni); len(v.Tags) != 50 {
+		t.Errorf("ENI has %d tags, want 50", len(v.Tags))
+	}
+	// At creation, the same limits.
+	_, err = r.ec2.CreateNetworkInterface(ctx, &ec2.CreateNetworkInterfaceInput{SubnetId: aws.String(r.subnet),
+		TagSpecifications: []types.TagSpecification{{ResourceType: types.ResourceTypeNetworkInterface, Tags: tags(51, 5, 5)}}})
+	if apiCode(err) != "TagLimitExceeded" {
+		t.Errorf("create with 51 tags: %v, want TagLimitExceeded", err)
+	}
+	// A group's tags are described and filtered on.
+	out, err := r.ec2.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{Filters: []types.Filter{
+		{Name: aws.String("tag-key"), Values: []string{aws.ToString(tags(1, 128, 256)[0].Key)}}}})
+	if err != nil || len(out.SecurityGroups) != 1 || aws.ToString(out.SecurityGroups[0].GroupId) != sg || len(out.SecurityGroups[0].Tags) != 1 {
+		t.Errorf("groups by tag: %+v, %v; want %s with its tag", out, err, sg)
 	}
 }
