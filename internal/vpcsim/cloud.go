@@ -96,7 +96,10 @@ type ENI struct {
 	Tags          map[string]string
 	Attachment    *Attachment
 	Created       time.Time
-	clientToken   string
+	// NoSourceDestCheck is the source/destination check disabled (EC2
+	// enables it on every new ENI).
+	NoSourceDestCheck bool
+	clientToken       string
 }
 
 // Status is the EC2 status of the ENI.

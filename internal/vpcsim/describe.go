@@ -70,6 +70,7 @@ type eniDetail struct {
 	GroupNames          []string // by Groups' order
 	AZ                  string
 	Description         string
+	SourceDestCheck     bool
 	DeleteOnTermination bool
 	AttachTime          string
 }
@@ -91,7 +92,8 @@ func (c *Cloud) eniDetailsLocked(keep func(*ENI) bool) []eniDetail {
 		if keep != nil && !keep(e) {
 			continue
 		}
-		d := eniDetail{ENIView: c.viewLocked(e), GroupNames: c.groupNamesLocked(e.Groups), AZ: e.AZ, Description: e.Description}
+		d := eniDetail{ENIView: c.viewLocked(e), GroupNames: c.groupNamesLocked(e.Groups), AZ: e.AZ, Description: e.Description,
+			SourceDestCheck: !e.NoSourceDestCheck}
 		if e.Attachment != nil {
 			d.DeleteOnTermination = e.Attachment.DeleteOnTermination
 			d.AttachTime = e.Attachment.AttachTime.UTC().Format("2006-01-02T15:04:05.000Z")

@@ -178,7 +178,7 @@ func (h *EC2Handler) describeInstances(q query) (any, *APIError) {
 			xe := h.xmlENI(d)
 			x.ENIs = append(x.ENIs, xInstanceENI{NetworkInterfaceID: xe.NetworkInterfaceID, SubnetID: xe.SubnetID, VpcID: xe.VpcID,
 				OwnerID: xe.OwnerID, Status: xe.Status, MacAddress: xe.MacAddress, PrivateIPAddress: xe.PrivateIPAddress,
-				SourceDestCheck: true, InterfaceType: "interface", GroupSet: xe.GroupSet, Attachment: *xe.Attachment,
+				SourceDestCheck: xe.SourceDestCheck, InterfaceType: xe.InterfaceType, GroupSet: xe.GroupSet, Attachment: *xe.Attachment,
 				PrivateIPs: xe.PrivateIPs, IPv4Prefixes: xe.IPv4Prefixes})
 		}
 		res = append(res, xReservation{ReservationID: "r-" + strings.TrimPrefix(i.InstanceID, "i-"), OwnerID: h.cloud.account, Instances: []xInstance{x}})

@@ -45,7 +45,7 @@ func (h *EC2Handler) createNetworkInterface(q query) (any, *APIError) {
 	if aerr != nil {
 		return nil, aerr
 	}
-	d := eniDetail{ENIView: v, GroupNames: h.cloud.GroupNames(v.Groups), Description: in.Description}
+	d := eniDetail{ENIView: v, GroupNames: h.cloud.GroupNames(v.Groups), Description: in.Description, SourceDestCheck: true}
 	if s, found := h.subnet(v.SubnetID); found {
 		d.AZ = s.AZ
 	}
@@ -101,6 +101,16 @@ func (h *EC2Handler) modifyNetworkInterfaceAttribute(q query) (any, *APIError) {
 	if id == "" {
 		return nil, apiErr("MissingParameter", "The request must contain the parameter NetworkInterfaceId")
 	}
+	// EC2 changes one attribute per call.
+	given := 0
+	for _, k := range []string{"Attachment.AttachmentId", "SecurityGroupId.1", "Description.Value", "SourceDestCheck.Value"} {
+		if _, ok := q.v[k]; ok {
+			given++
+		}
+	}
+	if given > 1 {
+		return nil, apiErr("InvalidParameterCombination", "Only one attribute can be modified at a time")
+	}
 	changed := false
 	if att := q.str("Attachment.AttachmentId"); att != "" {
 		dot := q.str("Attachment.DeleteOnTermination")
@@ -119,11 +129,23 @@ func (h *EC2Handler) modifyNetworkInterfaceAttribute(q query) (any, *APIError) {
 		}
 		changed = true
 	}
-	if q.str("SourceDestCheck.Value") != "" || q.str("Description.Value") != "" {
-		if _, found := h.cloud.ENI(id); !found {
-			return nil, apiErr("InvalidNetworkInterfaceID.NotFound", "The networkInterface ID '%s' does not exist", id)
+	if v, ok := q.v["Description.Value"]; ok {
+		if aerr := h.cloud.ModifyDescription(id, v[0]); aerr != nil {
+			return nil, aerr
 		}
-		changed = true // accepted; the simulator always enforces the check
+		changed = true
+	}
+	if s := q.str("SourceDestCheck.Value"); s != "" {
+		v, err := strconv.ParseBool(s)
+		if err != nil {
+			return nil, apiErr("InvalidParameterValue", "Invalid value '%s' for SourceDestCheck", s)
+		}
+		// Described as set; the data plane delivers only an ENI's own
+		// addresses either way.
+		if aerr := h.cloud.ModifySourceDestCheck(id, v); aerr != nil {
+			return nil, aerr
+		}
+		changed = true
 	}
 	if !changed {
 		if _, found := h.cloud.ENI(id); !found {

@@ -79,7 +79,7 @@ func tagList(m map[string]string) []xTag {
 func (h *EC2Handler) xmlENI(d eniDetail) xENI {
 	x := xENI{NetworkInterfaceID: d.ID, SubnetID: d.SubnetID, VpcID: d.VPCID, AvailabilityZone: d.AZ,
 		Description: d.Description, OwnerID: h.cloud.account, Status: d.Status, MacAddress: d.MAC,
-		PrivateIPAddress: d.PrimaryIP.String(), SourceDestCheck: true, InterfaceType: d.InterfaceType, TagSet: tagList(d.Tags)}
+		PrivateIPAddress: d.PrimaryIP.String(), SourceDestCheck: d.SourceDestCheck, InterfaceType: d.InterfaceType, TagSet: tagList(d.Tags)}
 	for i, g := range d.Groups {
 		x.GroupSet = append(x.GroupSet, xGroup{GroupID: g, GroupName: d.GroupNames[i]})
 	}

@@ -346,6 +346,33 @@ func (c *Cloud) ModifyDeleteOnTermination(eniID, attachmentID string, v bool) *A
 	return nil
 }
 
+// ModifyDescription sets the ENI's description.
+func (c *Cloud) ModifyDescription(eniID, desc string) *APIError {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	defer c.changedLocked()
+	e, aerr := c.eniLocked(eniID)
+	if aerr != nil {
+		return aerr
+	}
+	e.Description = desc
+	return nil
+}
+
+// ModifySourceDestCheck sets whether the ENI's source/destination check is
+// enabled.
+func (c *Cloud) ModifySourceDestCheck(eniID string, enabled bool) *APIError {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	defer c.changedLocked()
+	e, aerr := c.eniLocked(eniID)
+	if aerr != nil {
+		return aerr
+	}
+	e.NoSourceDestCheck = !enabled
+	return nil
+}
+
 // ModifyGroups replaces the ENI's security groups.
 func (c *Cloud) ModifyGroups(eniID string, groups []string) *APIError {
 	c.mu.Lock()

@@ -98,6 +98,17 @@ func TestNetworkCardsAndInterfaceTypes(t *testing.T) {
 	if got[efa] != "efa card 0" || got[onCard1] != "interface card 1" {
 		t.Errorf("describe: %v; want efa on card 0 and interface on card 1", got)
 	}
+	// An instance's interfaces are described with their type too
+	// (InstanceNetworkInterface.InterfaceType).
+	di, err := r.ec2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{big.InstanceID}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ni := range di.Reservations[0].Instances[0].NetworkInterfaces {
+		if id := aws.ToString(ni.NetworkInterfaceId); id == efa && aws.ToString(ni.InterfaceType) != "efa" {
+			t.Errorf("DescribeInstances: %s has type %q, want efa", id, aws.ToString(ni.InterfaceType))
+		}
+	}
 	for _, f := range []struct {
 		name, value string
 		want        int

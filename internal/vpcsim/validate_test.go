@@ -260,3 +260,68 @@ func TestTagRestrictions(t *testing.T) {
 		t.Errorf("groups by tag: %+v, %v; want %s with its tag", out, err, sg)
 	}
 }
+
+// ModifyNetworkInterfaceAttribute "modifies the specified network
+// interface attribute. You can specify only one attribute at a time"; the
+// description and the source/destination check it sets are what
+// DescribeNetworkInterfaces then gives (NetworkInterface.Description,
+// NetworkInterface.SourceDestCheck "indicates whether source/destination
+// checking is enabled"). Two attributes at once are an incorrect
+// combination of parameters (InvalidParameterCombination).
+func TestModifyNetworkInterfaceAttribute(t *testing.T) {
+	r := newRegion(t, "10.0.14.0/24", Options{})
+	ctx := context.Background()
+	eni, att := r.createAttach(t, 1)
+	describe := func() types.NetworkInterface {
+		t.Helper()
+		out, err := r.ec2.DescribeNetworkInterfaces(ctx, &ec2.DescribeNetworkInterfacesInput{NetworkInterfaceIds: []string{eni}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out.NetworkInterfaces[0]
+	}
+	tests := []struct {
+		name  string
+		in    ec2.ModifyNetworkInterfaceAttributeInput
+		code  string
+		check func(types.NetworkInterface) bool
+	}{
+		{"description", ec2.ModifyNetworkInterfaceAttributeInput{Description: &types.AttributeValue{Value: aws.String("pods of n1")}}, "",
+			func(ni types.NetworkInterface) bool { return aws.ToString(ni.Description) == "pods of n1" }},
+		{"source/destination check off", ec2.ModifyNetworkInterfaceAttributeInput{SourceDestCheck: &types.AttributeBooleanValue{Value: aws.Bool(false)}}, "",
+			func(ni types.NetworkInterface) bool { return ni.SourceDestCheck != nil && !*ni.SourceDestCheck }},
+		{"description and groups at once", ec2.ModifyNetworkInterfaceAttributeInput{Description: &types.AttributeValue{Value: aws.String("x")},
+			Groups: []string{r.defaultGroup(t)}}, "InvalidParameterCombination",
+			func(ni types.NetworkInterface) bool { return aws.ToString(ni.Description) == "pods of n1" }},
+		{"attachment and source/destination check at once", ec2.ModifyNetworkInterfaceAttributeInput{
+			Attachment:      &types.NetworkInterfaceAttachmentChanges{AttachmentId: aws.String(att), DeleteOnTermination: aws.Bool(true)},
+			SourceDestCheck: &types.AttributeBooleanValue{Value: aws.Bool(true)}}, "InvalidParameterCombination",
+			func(ni types.NetworkInterface) bool {
+				return !*ni.SourceDestCheck && !aws.ToBool(ni.Attachment.DeleteOnTermination)
+			}},
+		{"source/destination check on", ec2.ModifyNetworkInterfaceAttributeInput{SourceDestCheck: &types.AttributeBooleanValue{Value: aws.Bool(true)}}, "",
+			func(ni types.NetworkInterface) bool { return ni.SourceDestCheck != nil && *ni.SourceDestCheck }},
+	}
+	for _, tt := range tests {
+		in := tt.in
+		in.NetworkInterfaceId = aws.String(eni)
+		if _, err := r.ec2.ModifyNetworkInterfaceAttribute(ctx, &in); apiCode(err) != tt.code {
+			t.Errorf("%s: %v, want %q", tt.name, err, tt.code)
+		}
+		if ni := describe(); !tt.check(ni) {
+			t.Errorf("%s: described as %q, source/dest check %v", tt.name, aws.ToString(ni.Description), aws.ToBool(ni.SourceDestCheck))
+		}
+	}
+}
+
+// defaultGroup is the ID of the region's VPC's default group.
+func (r *region) defaultGroup(t *testing.T) string {
+	t.Helper()
+	for _, g := range r.sim.Cloud.SecurityGroups() {
+		if g.VPCID == r.vpc && g.Name == "default" {
+			return g.ID
+		}
+	}
+	t.Fatal("no default group")
+	return ""
+}
