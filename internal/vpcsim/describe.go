@@ -68,6 +68,7 @@ func (c *Cloud) VPCCIDRs(vpcID string) []netip.Prefix {
 type eniDetail struct {
 	ENIView
 	GroupNames          []string // by Groups' order
+	Owner               string   // the account
 	AZ                  string
 	Description         string
 	SourceDestCheck     bool
@@ -92,7 +93,7 @@ func (c *Cloud) eniDetailsLocked(keep func(*ENI) bool) []eniDetail {
 		if keep != nil && !keep(e) {
 			continue
 		}
-		d := eniDetail{ENIView: c.viewLocked(e), GroupNames: c.groupNamesLocked(e.Groups), AZ: e.AZ, Description: e.Description,
+		d := eniDetail{ENIView: c.viewLocked(e), GroupNames: c.groupNamesLocked(e.Groups), Owner: c.account, AZ: e.AZ, Description: e.Description,
 			SourceDestCheck: !e.NoSourceDestCheck}
 		if e.Attachment != nil {
 			d.DeleteOnTermination = e.Attachment.DeleteOnTermination

@@ -27,16 +27,57 @@ var eniFilters = filterTable[eniDetail]{
 			}
 			return []string{strconv.Itoa(d.NetworkCard)}
 		},
-		"interface-type":       func(d eniDetail) []string { return one(d.InterfaceType) },
-		"status":               func(d eniDetail) []string { return one(d.Status) },
-		"vpc-id":               func(d eniDetail) []string { return one(d.VPCID) },
-		"subnet-id":            func(d eniDetail) []string { return one(d.SubnetID) },
-		"network-interface-id": func(d eniDetail) []string { return one(d.ID) },
-		"description":          func(d eniDetail) []string { return []string{d.Description} },
-		"mac-address":          func(d eniDetail) []string { return one(d.MAC) },
-		"availability-zone":    func(d eniDetail) []string { return one(d.AZ) },
+		"interface-type":               func(d eniDetail) []string { return one(d.InterfaceType) },
+		"status":                       func(d eniDetail) []string { return one(d.Status) },
+		"vpc-id":                       func(d eniDetail) []string { return one(d.VPCID) },
+		"subnet-id":                    func(d eniDetail) []string { return one(d.SubnetID) },
+		"network-interface-id":         func(d eniDetail) []string { return one(d.ID) },
+		"description":                  func(d eniDetail) []string { return []string{d.Description} },
+		"mac-address":                  func(d eniDetail) []string { return one(d.MAC) },
+		"availability-zone":            func(d eniDetail) []string { return one(d.AZ) },
+		"group-id":                     func(d eniDetail) []string { return d.Groups },
+		"group-name":                   func(d eniDetail) []string { return d.GroupNames },
+		"private-ip-address":           eniAddresses,
+		"addresses.private-ip-address": eniAddresses,
+		"ipv6-addresses.ipv6-address": func(d eniDetail) []string {
+			var out []string
+			for _, a := range d.IPv6s {
+				out = append(out, a.String())
+			}
+			return out
+		},
+		"owner-id":          func(d eniDetail) []string { return one(d.Owner) },
+		"requester-managed": func(eniDetail) []string { return []string{"false"} },
+		"source-dest-check": func(d eniDetail) []string { return []string{strconv.FormatBool(d.SourceDestCheck)} },
+		"attachment.status": func(d eniDetail) []string {
+			if d.AttachmentID == "" {
+				return nil
+			}
+			return []string{"attached"}
+		},
+		"attachment.delete-on-termination": func(d eniDetail) []string {
+			if d.AttachmentID == "" {
+				return nil
+			}
+			return []string{strconv.FormatBool(d.DeleteOnTermination)}
+		},
+		"attachment.instance-owner-id": func(d eniDetail) []string {
+			if d.AttachmentID == "" {
+				return nil
+			}
+			return one(d.Owner)
+		},
 	},
 	tags: func(d eniDetail) map[string]string { return d.Tags },
+}
+
+// eniAddresses are an ENI's private IPv4 addresses, the primary first.
+func eniAddresses(d eniDetail) []string {
+	out := []string{d.PrimaryIP.String()}
+	for _, a := range d.Secondary {
+		out = append(out, a.String())
+	}
+	return out
 }
 
 func (h *EC2Handler) describeNetworkInterfaces(q query) (any, *APIError) {

@@ -37,7 +37,7 @@ func (ft filterTable[T]) match(filters []filter, item T) bool {
 		var m bool
 		if get, ok := ft.fields[f.name]; ok {
 			for _, v := range get(item) {
-				if matchAny(v, f.values) {
+				if matchPatterns(v, f.values) {
 					m = true
 					break
 				}
@@ -61,27 +61,85 @@ func one(v string) []string {
 	return []string{v}
 }
 
+// matchAny reports whether v is one of vals (IDs asked for).
 func matchAny(v string, vals []string) bool {
 	for _, x := range vals {
-		if x == v || x == "*" {
+		if x == v {
 			return true
 		}
 	}
 	return false
 }
 
+// matchPatterns reports whether v matches any of a filter's values.
+func matchPatterns(v string, patterns []string) bool {
+	for _, p := range patterns {
+		if globMatch(p, v) {
+			return true
+		}
+	}
+	return false
+}
+
+// globMatch matches s against an EC2 filter value: * is any run of
+// characters, ? exactly one, and a backslash makes the next character
+// literal.
+func globMatch(pattern, s string) bool {
+	type tok struct {
+		r    rune
+		kind byte // 'l'iteral, '*', '?'
+	}
+	var toks []tok
+	pr := []rune(pattern)
+	for i := 0; i < len(pr); i++ {
+		switch {
+		case pr[i] == '\\' && i+1 < len(pr):
+			i++
+			toks = append(toks, tok{pr[i], 'l'})
+		case pr[i] == '*':
+			toks = append(toks, tok{kind: '*'})
+		case pr[i] == '?':
+			toks = append(toks, tok{kind: '?'})
+		default:
+			toks = append(toks, tok{pr[i], 'l'})
+		}
+	}
+	sr := []rune(s)
+	// Backtracking on the last star: linear in practice.
+	ti, si, starT, starS := 0, 0, -1, 0
+	for si < len(sr) {
+		switch {
+		case ti < len(toks) && (toks[ti].kind == '?' || toks[ti].kind == 'l' && toks[ti].r == sr[si]):
+			ti++
+			si++
+		case ti < len(toks) && toks[ti].kind == '*':
+			starT, starS = ti, si
+			ti++
+		case starT >= 0:
+			starS++
+			ti, si = starT+1, starS
+		default:
+			return false
+		}
+	}
+	for ti < len(toks) && toks[ti].kind == '*' {
+		ti++
+	}
+	return ti == len(toks)
+}
+
 func matchTags(f filter, tags map[string]string) (bool, bool) {
 	switch {
 	case f.name == "tag-key":
 		for k := range tags {
-			if matchAny(k, f.values) {
+			if matchPatterns(k, f.values) {
 				return true, true
 			}
 		}
 		return false, true
 	case strings.HasPrefix(f.name, "tag:"):
 		v, has := tags[strings.TrimPrefix(f.name, "tag:")]
-		return has && matchAny(v, f.values), true
+		return has && matchPatterns(v, f.values), true
 	}
 	return false, false
 }
@@ -110,14 +168,14 @@ func preselect(ids []string, filters []filter) func(*ENI) bool {
 		return nil
 	}
 	return func(e *ENI) bool {
-		if inst != nil && (e.Attachment == nil || !matchAny(e.Attachment.InstanceID, inst)) {
+		if inst != nil && (e.Attachment == nil || !matchPatterns(e.Attachment.InstanceID, inst)) {
 			return false
 		}
 		for k, vs := range tags {
-			if v, ok := e.Tags[k]; !ok || !matchAny(v, vs) {
+			if v, ok := e.Tags[k]; !ok || !matchPatterns(v, vs) {
 				return false
 			}
 		}
-		return status == nil || matchAny(e.Status(), status)
+		return status == nil || matchPatterns(e.Status(), status)
 	}
 }
