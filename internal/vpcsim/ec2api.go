@@ -300,8 +300,14 @@ func parsePrefixes(ss []string) ([]netip.Prefix, *APIError) {
 	return out, nil
 }
 
-// paginate applies MaxResults/NextToken (the token is an offset).
+// paginate applies MaxResults/NextToken (the token is an offset), with
+// MaxResults 5 to 1000, as most describe actions take it.
 func paginate[T any](q query, items []T) ([]T, string, *APIError) {
+	return paginateUpTo(q, items, 1000)
+}
+
+// paginateUpTo is paginate for an action whose MaxResults is 5 to most.
+func paginateUpTo[T any](q query, items []T, most int) ([]T, string, *APIError) {
 	start := 0
 	if tok := q.str("NextToken"); tok != "" {
 		n, err := strconv.Atoi(tok)
@@ -317,8 +323,8 @@ func paginate[T any](q query, items []T) ([]T, string, *APIError) {
 	if maxN == 0 {
 		return items[start:], "", nil
 	}
-	if maxN < 5 || maxN > 1000 {
-		return nil, "", apiErr("InvalidParameterValue", "Value (%d) for parameter maxResults is invalid. Expecting a value between 5 and 1000.", maxN)
+	if maxN < 5 || maxN > most {
+		return nil, "", apiErr("InvalidParameterValue", "Value (%d) for parameter maxResults is invalid. Expecting a value between 5 and %d.", maxN, most)
 	}
 	end := min(start+maxN, len(items))
 	next := ""

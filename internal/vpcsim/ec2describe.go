@@ -260,7 +260,7 @@ func (h *EC2Handler) describeInstanceTypes(q query) (any, *APIError) {
 		}
 		out = append(out, x)
 	}
-	page, next, aerr := paginate(q, out)
+	page, next, aerr := paginateUpTo(q, out, 100) // DescribeInstanceTypes' MaxResults is 5 to 100
 	if aerr != nil {
 		return nil, aerr
 	}

@@ -190,3 +190,21 @@ func TestDescribeInstanceTypesNetworkCards(t *testing.T) {
 		})
 	}
 }
+
+// DescribeInstanceTypes' MaxResults: "Valid Range: Minimum value of 5.
+// Maximum value of 100." (EC2 API reference).
+func TestDescribeInstanceTypesMaxResults(t *testing.T) {
+	r := newRegion(t, "10.0.16.0/24", Options{})
+	for _, tt := range []struct {
+		max  int32
+		code string
+	}{{5, ""}, {100, ""}, {101, "InvalidParameterValue"}, {1000, "InvalidParameterValue"}, {4, "InvalidParameterValue"}} {
+		out, err := r.ec2.DescribeInstanceTypes(context.Background(), &ec2.DescribeInstanceTypesInput{MaxResults: aws.Int32(tt.max)})
+		if apiCode(err) != tt.code {
+			t.Errorf("MaxResults %d: %v, want %q", tt.max, err, tt.code)
+		}
+		if err == nil && len(out.InstanceTypes) != int(tt.max) {
+			t.Errorf("MaxResults %d: %d types", tt.max, len(out.InstanceTypes))
+		}
+	}
+}
