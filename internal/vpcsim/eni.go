@@ -244,7 +244,13 @@ func (c *Cloud) AttachNetworkInterface(eniID, instanceID string, deviceIndex, ne
 	if limit == 0 {
 		return "", apiErr("InvalidParameterValue", "Invalid value '%d' for networkCardIndex: %s has no such network card.", networkCard, inst.Type)
 	}
-	if deviceIndex < 1 || deviceIndex > 99 {
+	// Device 0 of card 0 is the primary's; on another card, EC2 documents
+	// device 0 for an EFA-only interface.
+	minDevice := 1
+	if networkCard > 0 && e.InterfaceType == "efa-only" {
+		minDevice = 0
+	}
+	if deviceIndex < minDevice || deviceIndex > 99 {
 		return "", apiErr("InvalidParameterValue", "Invalid value '%d' for deviceIndex.", deviceIndex)
 	}
 	slot := Slot{Card: networkCard, Device: deviceIndex}

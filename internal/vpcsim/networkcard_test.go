@@ -85,6 +85,19 @@ func TestNetworkCardsAndInterfaceTypes(t *testing.T) {
 	if err := attach(mustCreate("trunk"), big.InstanceID, 0, 9); err != nil {
 		t.Errorf("a trunk ENI on card 0 (2 of 8 used): %v", err)
 	}
+	// EC2's EFA guide: "For each additional network interface, use the
+	// next unused network card index, device index 0 for EFA-only network
+	// interface"; device index 0 of card 0 is the primary's.
+	if err := attach(mustCreate("efa-only"), big.InstanceID, 0, 0); apiCode(err) != "InvalidParameterValue" {
+		t.Errorf("an ENI at card 0 device 0: %v, want InvalidParameterValue", err)
+	}
+	big2, err := r.sim.LaunchNode(LaunchSpec{Name: "big2", InstanceType: "c6in.32xlarge", SubnetID: r.subnet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := attach(mustCreate("efa-only"), big2.InstanceID, 1, 0); err != nil {
+		t.Errorf("an EFA-only ENI at card 1 device 0: %v", err)
+	}
 
 	// Describe says the type and the card, and filters on them.
 	out, err := r.ec2.DescribeNetworkInterfaces(ctx, &ec2.DescribeNetworkInterfacesInput{NetworkInterfaceIds: []string{efa, onCard1}})
