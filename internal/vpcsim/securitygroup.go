@@ -5,9 +5,11 @@ package vpcsim
 
 import (
 	"net/netip"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 )
 
 // SecurityGroup is a VPC security group. Egress is EC2's default (all
@@ -87,7 +89,7 @@ func (c *Cloud) createGroupLocked(vpcID, name, desc string) (*SecurityGroup, *AP
 		}
 	}
 	for _, sg := range c.sgs {
-		if sg.VPCID == vpcID && sg.Name == name {
+		if sg.VPCID == vpcID && strings.EqualFold(sg.Name, name) {
 			return nil, apiErr("InvalidGroup.Duplicate", "The security group '%s' already exists for VPC '%s'", name, vpcID)
 		}
 	}
@@ -132,12 +134,35 @@ func (c *Cloud) GroupNames(ids []string) []string {
 	return c.groupNamesLocked(ids)
 }
 
+// groupText are the characters EC2 takes in a VPC security group's name
+// and description, up to 255 of them.
+var groupText = regexp.MustCompile(`^[a-zA-Z0-9 ._\-:/()#,@\[\]+=&;{}!$*]{0,255}$`)
+
+// checkGroupText refuses a name or description EC2 refuses: too long,
+// other characters, a name starting with sg- or the reserved "default".
+func checkGroupText(name, description string) *APIError {
+	switch {
+	case strings.EqualFold(name, "default"):
+		return apiErr("InvalidGroup.Reserved", "The security group name 'default' is reserved")
+	case strings.HasPrefix(strings.ToLower(name), "sg-"):
+		return apiErr("InvalidParameterValue", "Group names may not be in the format sg-*")
+	case !groupText.MatchString(name):
+		return apiErr("InvalidParameterValue", "Invalid group name: up to 255 of a-z, A-Z, 0-9, spaces and ._-:/()#,@[]+=&;{}!$*")
+	case !groupText.MatchString(description):
+		return apiErr("InvalidParameterValue", "Invalid group description: up to 255 of a-z, A-Z, 0-9, spaces and ._-:/()#,@[]+=&;{}!$*")
+	}
+	return nil
+}
+
 // CreateSecurityGroup creates a group with no ingress permission.
 func (c *Cloud) CreateSecurityGroup(vpcID, name, description string) (string, *APIError) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if name == "" {
 		return "", apiErr("MissingParameter", "The request must contain the parameter groupName")
+	}
+	if aerr := checkGroupText(name, description); aerr != nil {
+		return "", aerr
 	}
 	sg, aerr := c.createGroupLocked(vpcID, name, description)
 	if aerr != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"strings"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -239,6 +240,41 @@ func TestSecurityGroupsPerInterfaceQuotaRange(t *testing.T) {
 	for _, n := range []int{-1, 17} {
 		if _, err := Start(Options{SecurityGroupsPerInterface: n}); err == nil {
 			t.Errorf("quota %d accepted, want refused (EC2's is 1 to 16)", n)
+		}
+	}
+}
+
+// CreateSecurityGroup's GroupName: "Names are case-insensitive and must be
+// unique within the VPC. Constraints: Up to 255 characters in length.
+// Can't start with sg-. Valid characters: a-z, A-Z, 0-9, spaces, and
+// ._-:/()#,@[]+=&;{}!$*"; its Description: "Up to 255 characters in
+// length", the same characters. InvalidGroup.Reserved: "The name 'default'
+// is reserved, and cannot be used to create a new security group";
+// InvalidGroup.Duplicate: a group "with the same name as an existing
+// security group in the same VPC".
+func TestCreateSecurityGroupNames(t *testing.T) {
+	r := newRegion(t, "10.0.17.0/24", Options{})
+	ctx := context.Background()
+	tests := []struct {
+		name, desc, code string
+	}{
+		{"web tier", "HTTP from the ALB", ""},
+		{"WEB TIER", "the same name in capitals", "InvalidGroup.Duplicate"},
+		{"default", "x", "InvalidGroup.Reserved"},
+		{"sg-mine", "x", "InvalidParameterValue"},
+		{strings.Repeat("n", 255), "255 characters", ""},
+		{strings.Repeat("n", 256), "256 characters", "InvalidParameterValue"},
+		{"pods (custom networking) #1: a.b/c-d_e@f[g]+h=i&j;k{l}!m$n*o,", "every valid character", ""},
+		{"pods|x", "a bar", "InvalidParameterValue"},
+		{"pods<x>", "angle brackets", "InvalidParameterValue"},
+		{"ok name", strings.Repeat("d", 256), "InvalidParameterValue"},
+		{"ok name 2", "a description with a ~", "InvalidParameterValue"},
+	}
+	for _, tt := range tests {
+		_, err := r.ec2.CreateSecurityGroup(ctx, &ec2.CreateSecurityGroupInput{VpcId: aws.String(r.vpc), GroupName: aws.String(tt.name),
+			Description: aws.String(tt.desc)})
+		if apiCode(err) != tt.code {
+			t.Errorf("name %.40q, description %.40q: %v, want %q", tt.name, tt.desc, err, tt.code)
 		}
 	}
 }

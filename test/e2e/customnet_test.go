@@ -73,7 +73,7 @@ func TestCustomNetworking(t *testing.T) {
 	// AZ a's pods get their own group: TCP 8080 from AZ b's pod subnet,
 	// nothing else. The VPC's default group (the nodes', AZ b's pods')
 	// admits them, as an EKS cluster's group admits its pods' group.
-	podSG, aerr := cloud.CreateSecurityGroup(c.vpc, "pods-a", "AZ a's pods")
+	podSG, aerr := cloud.CreateSecurityGroup(c.vpc, "pods-a", "pods of AZ a")
 	if aerr != nil {
 		t.Fatal(aerr)
 	}
