@@ -2,6 +2,7 @@ package vpcsim
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"testing"
 
@@ -86,5 +87,66 @@ func TestDescribeNetworkInterfacesSelection(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// DescribeInstances as EC2's API reference has it: an instance's groupSet
+// ("the security groups for the instance"); the filters subnet-id,
+// availability-zone, private-ip-address ("the private IPv4 address of the
+// instance") and instance.group-id; MaxResults (5 to 1000, "You cannot
+// specify this parameter and the instance IDs parameter in the same
+// request") with NextToken.
+func TestDescribeInstances(t *testing.T) {
+	r := newRegion(t, "10.0.18.0/24", Options{})
+	ctx := context.Background()
+	for i := range 5 {
+		if _, err := r.sim.LaunchNode(LaunchSpec{Name: fmt.Sprintf("more%d", i), InstanceType: "m5.large", SubnetID: r.subnet}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	def := r.defaultGroup(t)
+	out, err := r.ec2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{r.node.InstanceID}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst := out.Reservations[0].Instances[0]
+	if len(inst.SecurityGroups) != 1 || aws.ToString(inst.SecurityGroups[0].GroupId) != def || aws.ToString(inst.SecurityGroups[0].GroupName) != "default" {
+		t.Errorf("instance groups %+v, want the default group %s", inst.SecurityGroups, def)
+	}
+	tests := []struct {
+		filter, value string
+		want          int
+	}{
+		{"subnet-id", r.subnet, 6},
+		{"availability-zone", "us-west-2a", 6},
+		{"private-ip-address", aws.ToString(inst.PrivateIpAddress), 1},
+		{"instance.group-id", def, 6},
+	}
+	for _, tt := range tests {
+		out, err := r.ec2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{Filters: []types.Filter{{Name: aws.String(tt.filter), Values: []string{tt.value}}}})
+		if err != nil {
+			t.Errorf("%s: %v", tt.filter, err)
+			continue
+		}
+		if n := len(out.Reservations); n != tt.want {
+			t.Errorf("%s=%s: %d instances, want %d", tt.filter, tt.value, n, tt.want)
+		}
+	}
+	p := ec2.NewDescribeInstancesPaginator(r.ec2, &ec2.DescribeInstancesInput{MaxResults: aws.Int32(5)})
+	pages, seen := 0, 0
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		seen += len(page.Reservations)
+	}
+	if pages != 2 || seen != 6 {
+		t.Errorf("%d pages of %d instances, want 2 pages of 6", pages, seen)
+	}
+	if _, err := r.ec2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{r.node.InstanceID},
+		MaxResults: aws.Int32(5)}); apiCode(err) != "InvalidParameterCombination" {
+		t.Errorf("InstanceIds with MaxResults: %v, want InvalidParameterCombination", err)
 	}
 }

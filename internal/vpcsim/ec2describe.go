@@ -177,12 +177,30 @@ var instanceFilters = filterTable[InstanceView]{
 		"instance-type":       func(i InstanceView) []string { return one(i.InstanceType) },
 		"vpc-id":              func(i InstanceView) []string { return one(i.VPCID) },
 		"instance-state-name": func(InstanceView) []string { return []string{"running"} },
+		"subnet-id":           func(i InstanceView) []string { return one(i.SubnetID) },
+		"availability-zone":   func(i InstanceView) []string { return one(i.AZ) },
+		"private-ip-address":  func(i InstanceView) []string { return one(i.PrimaryIP.String()) },
+		"instance.group-id":   func(i InstanceView) []string { return primaryENI(i).Groups },
 	},
 	tags: func(i InstanceView) map[string]string { return i.Tags },
 }
 
+// primaryENI is an instance's interface at device 0 of card 0, whose
+// groups are the instance's.
+func primaryENI(i InstanceView) ENIView {
+	for _, e := range i.ENIs {
+		if e.DeviceIndex == 0 && e.NetworkCard == 0 {
+			return e
+		}
+	}
+	return ENIView{}
+}
+
 func (h *EC2Handler) describeInstances(q query) (any, *APIError) {
 	ids := q.list("InstanceId")
+	if len(ids) > 0 && q.str("MaxResults") != "" {
+		return nil, apiErr("InvalidParameterCombination", "The parameter instancesSet cannot be used with the parameter maxResults")
+	}
 	filters := q.filters()
 	if aerr := instanceFilters.check(filters); aerr != nil {
 		return nil, aerr
@@ -213,6 +231,11 @@ func (h *EC2Handler) describeInstances(q query) (any, *APIError) {
 			InstanceType: i.InstanceType, LaunchTime: i.Launched.UTC().Format("2006-01-02T15:04:05.000Z"),
 			SubnetID: i.SubnetID, VpcID: i.VPCID, Architecture: "x86_64", Hypervisor: hypervisorName(i.Hypervisor), TagSet: tagList(i.Tags)}
 		x.InstanceState.Code, x.InstanceState.Name = 16, "running"
+		if p := details[primaryENI(i).ID]; p.ID != "" {
+			for n, g := range p.Groups {
+				x.GroupSet = append(x.GroupSet, xGroup{GroupID: g, GroupName: p.GroupNames[n]})
+			}
+		}
 		x.Placement.AvailabilityZone = i.AZ
 		for _, e := range i.ENIs {
 			d := details[e.ID]
@@ -224,7 +247,11 @@ func (h *EC2Handler) describeInstances(q query) (any, *APIError) {
 		}
 		res = append(res, xReservation{ReservationID: "r-" + strings.TrimPrefix(i.InstanceID, "i-"), OwnerID: h.cloud.account, Instances: []xInstance{x}})
 	}
-	return xDescribeInstances{XMLNS: ec2XMLNS, RequestID: requestID(), Reservations: res}, nil
+	page, next, aerr := paginate(q, res)
+	if aerr != nil {
+		return nil, aerr
+	}
+	return xDescribeInstances{XMLNS: ec2XMLNS, RequestID: requestID(), Reservations: page, NextToken: next}, nil
 }
 
 func hypervisorName(h string) string {

@@ -238,6 +238,7 @@ type xInstance struct {
 	VpcID        string         `xml:"vpcId"`
 	Architecture string         `xml:"architecture"`
 	Hypervisor   string         `xml:"hypervisor"`
+	GroupSet     []xGroup       `xml:"groupSet>item"`
 	TagSet       []xTag         `xml:"tagSet>item"`
 	ENIs         []xInstanceENI `xml:"networkInterfaceSet>item"`
 }
@@ -253,4 +254,5 @@ type xDescribeInstances struct {
 	XMLNS        string         `xml:"xmlns,attr"`
 	RequestID    string         `xml:"requestId"`
 	Reservations []xReservation `xml:"reservationSet>item"`
+	NextToken    string         `xml:"nextToken,omitempty"`
 }
