@@ -35,6 +35,8 @@ func apiErr(code, format string, args ...any) *APIError {
 		status = http.StatusServiceUnavailable
 	case "UnauthorizedOperation", "AuthFailure":
 		status = http.StatusForbidden
+	case "DryRunOperation":
+		status = http.StatusPreconditionFailed
 	}
 	return &APIError{Code: code, Message: fmt.Sprintf(format, args...), Status: status}
 }

@@ -160,6 +160,11 @@ func (h *EC2Handler) dispatch(action string, q query) (any, *APIError) {
 	if aerr := q.checkIDs(); aerr != nil {
 		return nil, aerr
 	}
+	// Permission was granted (admit refuses a denied action): a dry run
+	// stops here, as on EC2, having changed nothing.
+	if q.str("DryRun") == "true" {
+		return nil, apiErr("DryRunOperation", "Request would have succeeded, but DryRun flag is set.")
+	}
 	switch action {
 	case "DescribeNetworkInterfaces":
 		return h.describeNetworkInterfaces(q)

@@ -325,3 +325,25 @@ func (r *region) defaultGroup(t *testing.T) string {
 	t.Fatal("no default group")
 	return ""
 }
+
+// DryRun "checks whether you have the required permissions for the
+// action, without actually making the request ... If you have the
+// required permissions, the error response is DryRunOperation. Otherwise,
+// it is UnauthorizedOperation."
+func TestDryRun(t *testing.T) {
+	r := newRegion(t, "10.0.19.0/24", Options{})
+	ctx := context.Background()
+	before := len(r.sim.Cloud.ENIs())
+	_, err := r.ec2.CreateNetworkInterface(ctx, &ec2.CreateNetworkInterfaceInput{SubnetId: aws.String(r.subnet), DryRun: aws.Bool(true)})
+	if apiCode(err) != "DryRunOperation" {
+		t.Errorf("dry run: %v, want DryRunOperation", err)
+	}
+	if n := len(r.sim.Cloud.ENIs()); n != before {
+		t.Errorf("a dry run made an ENI: %d ENIs, had %d", n, before)
+	}
+	r.sim.Faults.Deny("CreateNetworkInterface", true)
+	_, err = r.ec2.CreateNetworkInterface(ctx, &ec2.CreateNetworkInterfaceInput{SubnetId: aws.String(r.subnet), DryRun: aws.Bool(true)})
+	if apiCode(err) != "UnauthorizedOperation" {
+		t.Errorf("dry run without permission: %v, want UnauthorizedOperation", err)
+	}
+}
