@@ -193,13 +193,18 @@ type Cloud struct {
 	now       func() time.Time
 	describes *describeHistory // what an eventually consistent describe sees
 	sgPerENI  int              // the quota of security groups per network interface
+	rulesPerG int              // the quota of inbound rules per security group
 }
 
 // Amazon VPC's quota of security groups per network interface: 5 unless
-// the account has it raised, to 16 at most.
+// the account has it raised, to 16 at most; of inbound rules per security
+// group (IPv4 and IPv6 apart), 60 unless raised. The two multiplied cannot
+// exceed 1,000.
 const (
 	DefaultSecurityGroupsPerInterface = 5
 	MaxSecurityGroupsPerInterface     = 16
+	DefaultRulesPerSecurityGroup      = 60
+	MaxRulesTimesGroups               = 1000
 )
 
 // NewCloud makes an empty region.
@@ -208,7 +213,7 @@ func NewCloud(region string) *Cloud {
 		region: region, account: "123456789012",
 		vpcs: map[string]*VPC{}, subnets: map[string]*Subnet{}, instances: map[string]*Instance{},
 		enis: map[string]*ENI{}, sgs: map[string]*SecurityGroup{}, tokens: map[string]ENIView{},
-		now: time.Now, sgPerENI: DefaultSecurityGroupsPerInterface,
+		now: time.Now, sgPerENI: DefaultSecurityGroupsPerInterface, rulesPerG: DefaultRulesPerSecurityGroup,
 	}
 	c.describes = newDescribeHistory(c)
 	return c
@@ -233,7 +238,23 @@ func (c *Cloud) SetSecurityGroupsPerInterface(n int) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if n*c.rulesPerG > MaxRulesTimesGroups {
+		return fmt.Errorf("security groups per network interface: %d times %d rules per group exceeds EC2's %d", n, c.rulesPerG, MaxRulesTimesGroups)
+	}
 	c.sgPerENI = n
+	return nil
+}
+
+// SetRulesPerSecurityGroup sets the account's quota of inbound rules per
+// security group, as a quota increase does; times the groups per network
+// interface it stays within 1,000.
+func (c *Cloud) SetRulesPerSecurityGroup(n int) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n < 1 || n*c.sgPerENI > MaxRulesTimesGroups {
+		return fmt.Errorf("rules per security group: %d (times %d groups per network interface) is outside EC2's 1 to %d", n, c.sgPerENI, MaxRulesTimesGroups)
+	}
+	c.rulesPerG = n
 	return nil
 }
 

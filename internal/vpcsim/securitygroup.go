@@ -203,6 +203,9 @@ func (c *Cloud) AuthorizeIngress(groupID string, perms []Permission) *APIError {
 		}
 		next = append(next, p)
 	}
+	if v4, v6 := countRules(next); v4 > c.rulesPerG || v6 > c.rulesPerG {
+		return apiErr("RulesPerSecurityGroupLimitExceeded", "The maximum number of rules per security group (%d) has been reached.", c.rulesPerG)
+	}
 	old := sg.Ingress
 	sg.Ingress = next
 	if aerr := c.pushSecurityLocked(); aerr != nil {
@@ -210,6 +213,23 @@ func (c *Cloud) AuthorizeIngress(groupID string, perms []Permission) *APIError {
 		return aerr
 	}
 	return nil
+}
+
+// countRules counts a group's rules as EC2's quota does, IPv4 and IPv6
+// apart: one per CIDR, and one of each per referenced group.
+func countRules(perms []Permission) (v4, v6 int) {
+	for _, p := range perms {
+		for _, c := range p.CIDRs {
+			if c.Addr().Is4() {
+				v4++
+			} else {
+				v6++
+			}
+		}
+		v4 += len(p.Groups)
+		v6 += len(p.Groups)
+	}
+	return v4, v6
 }
 
 // SecurityGroups returns copies of every group, sorted by ID.

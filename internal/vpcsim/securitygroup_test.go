@@ -3,6 +3,7 @@ package vpcsim
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"strings"
 	"testing"
@@ -276,5 +277,73 @@ func TestCreateSecurityGroupNames(t *testing.T) {
 		if apiCode(err) != tt.code {
 			t.Errorf("name %.40q, description %.40q: %v, want %q", tt.name, tt.desc, err, tt.code)
 		}
+	}
+}
+
+// Amazon VPC quotas: "Inbound or outbound rules per security group: 60 ...
+// This quota is enforced separately for IPv4 rules and IPv6 rules ... A
+// rule that references a security group or prefix list ID counts as one
+// rule for IPv4 and one rule for IPv6"; "the quota for inbound or outbound
+// rules per security group multiplied by the quota for security groups per
+// network interface cannot exceed 1,000". Over it, EC2 answers
+// RulesPerSecurityGroupLimitExceeded.
+func TestRulesPerSecurityGroup(t *testing.T) {
+	r := newRegion(t, "10.0.20.0/24", Options{})
+	ctx := context.Background()
+	sg, err := r.sim.Cloud.AddSecurityGroup(r.vpc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cidrs4 := func(from, n int) []types.IpRange {
+		var out []types.IpRange
+		for i := from; i < from+n; i++ {
+			out = append(out, types.IpRange{CidrIp: aws.String(fmt.Sprintf("10.%d.%d.0/24", i/256, i%256))})
+		}
+		return out
+	}
+	cidrs6 := func(n int) []types.Ipv6Range {
+		var out []types.Ipv6Range
+		for i := range n {
+			out = append(out, types.Ipv6Range{CidrIpv6: aws.String(fmt.Sprintf("2600:1f00:%x::/48", i))})
+		}
+		return out
+	}
+	tcp := func(port int32) types.IpPermission {
+		return types.IpPermission{IpProtocol: aws.String("tcp"), FromPort: aws.Int32(port), ToPort: aws.Int32(port)}
+	}
+	p1, p2, p3, p4, p5 := tcp(1), tcp(2), tcp(3), tcp(4), tcp(5)
+	p1.IpRanges = cidrs4(0, 59)
+	p2.IpRanges = cidrs4(100, 1)
+	p3.IpRanges = cidrs4(200, 1)
+	p4.Ipv6Ranges = cidrs6(60)
+	p5.UserIdGroupPairs = []types.UserIdGroupPair{{GroupId: aws.String(sg)}}
+	tests := []struct {
+		name string
+		perm types.IpPermission
+		code string
+	}{
+		{"59 IPv4 rules", p1, ""},
+		{"the 60th", p2, ""},
+		{"a 61st", p3, "RulesPerSecurityGroupLimitExceeded"},
+		{"60 IPv6 rules besides", p4, ""},
+		{"a group reference (one more of each)", p5, "RulesPerSecurityGroupLimitExceeded"},
+	}
+	for _, tt := range tests {
+		_, err := r.ec2.AuthorizeSecurityGroupIngress(ctx, &ec2.AuthorizeSecurityGroupIngressInput{GroupId: aws.String(sg),
+			IpPermissions: []types.IpPermission{tt.perm}})
+		if apiCode(err) != tt.code {
+			t.Errorf("%s: %v, want %q", tt.name, err, tt.code)
+		}
+	}
+	// The two quotas' product stays within 1,000.
+	c := r.sim.Cloud
+	if err := c.SetSecurityGroupsPerInterface(16); err != nil {
+		t.Errorf("16 groups per interface with 60 rules per group (960): %v", err)
+	}
+	if err := c.SetRulesPerSecurityGroup(63); err == nil {
+		t.Error("63 rules per group with 16 groups per interface (1,008) accepted")
+	}
+	if err := c.SetRulesPerSecurityGroup(62); err != nil {
+		t.Errorf("62 rules per group with 16 groups per interface (992): %v", err)
 	}
 }

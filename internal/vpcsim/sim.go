@@ -43,6 +43,10 @@ type Options struct {
 	// security groups per network interface: 0 is EC2's default (5); an
 	// account can have it raised to 16.
 	SecurityGroupsPerInterface int
+	// RulesPerSecurityGroup is the account's quota of inbound rules per
+	// security group (IPv4 and IPv6 counted apart): 0 is EC2's default
+	// (60); times SecurityGroupsPerInterface it stays within 1,000.
+	RulesPerSecurityGroup int
 	// Listen is the root-namespace address of the EC2 and control API
 	// (default 127.0.0.1:0).
 	Listen string
@@ -103,6 +107,11 @@ func Start(opts Options) (*Sim, error) {
 	}
 	s := &Sim{Cloud: NewCloud(opts.Region), Faults: newFaults(), IMDS: imds.New(imds.Options{Lag: opts.IMDSLag}),
 		nodes: map[string]Node{}}
+	if opts.RulesPerSecurityGroup != 0 {
+		if err := s.Cloud.SetRulesPerSecurityGroup(opts.RulesPerSecurityGroup); err != nil {
+			return nil, err
+		}
+	}
 	if opts.SecurityGroupsPerInterface != 0 {
 		if err := s.Cloud.SetSecurityGroupsPerInterface(opts.SecurityGroupsPerInterface); err != nil {
 			return nil, err
