@@ -202,6 +202,8 @@ func (c *Cloud) AssignIPv6(eniID string, count int, explicit []netip.Addr, prefi
 		return nil, nil, apiErr("InvalidParameterValue", "Ipv6AddressCount, Ipv6Addresses or Ipv6PrefixCount must ask for at least one")
 	case prefixCount > 0 && (count > 0 || len(explicit) > 0):
 		return nil, nil, apiErr("InvalidParameterCombination", "Ipv6PrefixCount cannot be combined with IPv6 addresses")
+	case count > 0 && len(explicit) > 0:
+		return nil, nil, apiErr("InvalidParameterCombination", "Ipv6AddressCount cannot be combined with Ipv6Addresses")
 	case !s.IPv6CIDR.IsValid():
 		return nil, nil, apiErr("InvalidParameterValue", "The subnet %s has no IPv6 CIDR block", s.ID)
 	case prefixCount > 0 && e.Attachment != nil && !c.instances[e.Attachment.InstanceID].Limits.SupportsPrefixDelegation():

@@ -151,3 +151,25 @@ func TestIPv6PrefixNitroOnly(t *testing.T) {
 		t.Errorf("a /80 on an m4.large (Xen): %v, want InvalidParameterValue", err)
 	}
 }
+
+// AssignIpv6Addresses' Ipv6AddressCount: "You can't use this option if
+// specifying specific IPv6 addresses" (EC2 API reference): both at once is
+// an incorrect combination of parameters.
+func TestAssignIPv6CountAndAddresses(t *testing.T) {
+	r := newRegion(t, "10.0.21.0/24", Options{})
+	vpc6, aerr := r.sim.Cloud.AssociateVPCIPv6(r.vpc)
+	if aerr != nil {
+		t.Fatal(aerr)
+	}
+	sub6 := netip.PrefixFrom(vpc6.Addr(), 64)
+	if aerr := r.sim.Cloud.AssociateSubnetIPv6(r.subnet, sub6); aerr != nil {
+		t.Fatal(aerr)
+	}
+	inet, _ := r.sim.Cloud.InstanceNetwork(r.node.InstanceID)
+	explicit := netip.AddrFrom16(sub6.Addr().As16()).Next().Next().Next().Next().Next().String()
+	_, err := r.ec2.AssignIpv6Addresses(context.Background(), &ec2.AssignIpv6AddressesInput{NetworkInterfaceId: aws.String(inet.ENIs[0].ID),
+		Ipv6AddressCount: aws.Int32(1), Ipv6Addresses: []string{explicit}})
+	if apiCode(err) != "InvalidParameterCombination" {
+		t.Errorf("a count and an address: %v, want InvalidParameterCombination", err)
+	}
+}
