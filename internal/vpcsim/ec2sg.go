@@ -192,6 +192,9 @@ func (h *EC2Handler) authorizeIngress(q query) (any, *APIError) {
 			if g == "" {
 				break
 			}
+			if !wellFormed(g, "sg") {
+				return nil, apiErr("InvalidGroupId.Malformed", "Invalid id: \"%s\" (expecting \"sg-...\")", g)
+			}
 			p.Groups = append(p.Groups, g)
 		}
 		perms = append(perms, p)

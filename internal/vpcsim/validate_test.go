@@ -107,6 +107,11 @@ func TestMalformedAndMissingIDs(t *testing.T) {
 				PrivateIpAddresses: []string{"10.0.11.9"}})
 			return err
 		}, "MissingParameter"},
+		{"authorize from a malformed source group ID", func() error {
+			_, err := r.ec2.AuthorizeSecurityGroupIngress(ctx, &ec2.AuthorizeSecurityGroupIngressInput{GroupId: aws.String(r.defaultGroup(t)),
+				IpPermissions: []types.IpPermission{{IpProtocol: aws.String("-1"), UserIdGroupPairs: []types.UserIdGroupPair{{GroupId: aws.String("sg-peers")}}}}})
+			return err
+		}, "InvalidGroupId.Malformed"},
 		{"modify delete-on-termination with a malformed attachment ID", func() error {
 			_, err := r.ec2.ModifyNetworkInterfaceAttribute(ctx, &ec2.ModifyNetworkInterfaceAttributeInput{NetworkInterfaceId: aws.String(eni),
 				Attachment: &types.NetworkInterfaceAttachmentChanges{AttachmentId: aws.String("att-1"), DeleteOnTermination: aws.Bool(true)}})
