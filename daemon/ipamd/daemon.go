@@ -274,7 +274,19 @@ func (d *Daemon) discover(ctx context.Context) error {
 	d.noteForeignInIMDSLocked(md.ENIs)
 	d.mu.Unlock()
 	for _, e := range ours {
-		if err := d.adoptENI(ctx, e); err != nil {
+		err := d.adoptENI(ctx, e)
+		if errors.Is(err, hostnet.ErrLinkNotFound) {
+			// EC2's describe may lag a detach made just before the
+			// restart: a node without the ENI's link is no reason to
+			// crash-loop. A reconcile adopts it once it is there (its
+			// pods' allocations wait for it, restore below).
+			d.mu.Lock()
+			d.ledger.disagree("eni:"+e.ID, "%s (device %d) is attached in EC2's describe, but the node has no link for it: not adopted now (%v)", e.ID, e.DeviceNumber, err)
+			d.counters["start_eni_without_link"]++
+			d.mu.Unlock()
+			continue
+		}
+		if err != nil {
 			return err
 		}
 	}

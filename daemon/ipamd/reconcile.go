@@ -158,6 +158,7 @@ func (d *Daemon) matches(md []cloud.ENI) bool {
 		nIPs, nPfx := 0, 0
 		for _, ip := range e.IPs {
 			if d.ledger.isGone(ip.String(), now) {
+				d.ledger.disagree("gone:"+ip.String(), "%s on %s was released and EC2 accepted; IMDS still lists it: ignored", ip, e.ID)
 				continue
 			}
 			if !st.ips[ip] {
@@ -167,6 +168,7 @@ func (d *Daemon) matches(md []cloud.ENI) bool {
 		}
 		for _, p := range e.Prefixes {
 			if d.ledger.isGone(p.String(), now) {
+				d.ledger.disagree("gone:"+p.String(), "%s on %s was released and EC2 accepted; IMDS still lists it: ignored", p, e.ID)
 				continue
 			}
 			if !st.prefixes[p] {

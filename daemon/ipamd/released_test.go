@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vpcchain/vpcchain/daemon/hostnet"
 )
 
 // addAll adds n pods named prefix0..; every address handed out must be on
@@ -285,5 +287,60 @@ func TestLostIPv6PrefixGetsNoNewPods(t *testing.T) {
 	b, err := d.Add(key("c2"), "default", "db", "")
 	if err != nil || !now[0].Contains(b.IP) {
 		t.Errorf("next pod got %v (%v), want an address of the new %v", b.IP, err, now[0])
+	}
+}
+
+// A restart whose describe lists a secondary ENI the node has no link for
+// (EC2's describe lagging a detach made just before the restart) comes up
+// without it instead of crash-looping; its pods keep their records, and a
+// reconcile adopts the ENI once its link is there.
+func TestStartWithoutAnENILink(t *testing.T) {
+	f := newFixture(t, map[string]string{"WARM_ENI_TARGET": "0", "WARM_IP_TARGET": "1", "MINIMUM_IP_TARGET": "12"})
+	d := f.start()
+	settle(t, d)
+	var second Allocation
+	var secondKey string
+	for i := 0; i < 12; i++ {
+		a, err := d.Add(key(fmt.Sprint("p", i)), "default", "p", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.DeviceNumber == 1 {
+			second, secondKey = a, fmt.Sprint("p", i)
+		}
+		settle(t, d)
+	}
+	if second.ENIID == "" {
+		t.Fatal("no pod on the second ENI: the test did not exercise the path")
+	}
+	d.Close()
+	f.host.mu.Lock()
+	f.host.eniErr = map[int]error{1: fmt.Errorf("no link with MAC: %w", hostnet.ErrLinkNotFound)}
+	f.host.mu.Unlock()
+	d = f.start()
+	defer d.Close()
+	if c := d.Counters(); c["start_eni_without_link"] != 1 {
+		t.Errorf("counters %v, want one ENI without a link at start", c)
+	}
+	for _, e := range d.Introspect().Enis {
+		if e.Id == second.ENIID {
+			t.Fatalf("%s adopted without its link", e.Id)
+		}
+	}
+	f.host.mu.Lock()
+	f.host.eniErr = nil
+	f.host.mu.Unlock()
+	if err := d.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := d.Get(key(secondKey)); !ok || got.IP != second.IP || got.RouteTable != second.RouteTable {
+		t.Errorf("pod %s after the link came: %+v %v, want %s in table %d", secondKey, got, ok, second.IP, second.RouteTable)
+	}
+	found := false
+	for _, e := range d.Introspect().Enis {
+		found = found || e.Id == second.ENIID
+	}
+	if !found {
+		t.Errorf("%s not adopted once its link is there", second.ENIID)
 	}
 }
