@@ -267,6 +267,11 @@ func TestGetMetadataPaths(t *testing.T) {
 		{"instance-type", "m5.large"},
 		{"ami-id", "ami-0123456789abcdef0"},
 		{"local-ipv4", "10.0.1.10"},
+		// IP-based naming, EC2's default: the primary private IPv4 address
+		// in the region's internal domain.
+		{"local-hostname", "ip-10-0-1-10.us-west-2.compute.internal"},
+		{"hostname", "ip-10-0-1-10.us-west-2.compute.internal"},
+		{eni1 + "local-hostname", "ip-100-64-0-5.us-west-2.compute.internal"},
 		{"mac", macA0},
 		{"placement/availability-zone", "us-west-2a"},
 		{"placement/region", "us-west-2"},
@@ -293,13 +298,13 @@ func TestGetMetadataPaths(t *testing.T) {
 		{eni1 + "subnet-ipv4-cidr-block", "100.64.0.0/24"},
 		{eni1 + "network-card", "0"},
 		// Directory listings.
-		{"", "ami-id\ninstance-id\ninstance-type\nlocal-ipv4\nmac\nnetwork/\nplacement/"},
-		{"/", "ami-id\ninstance-id\ninstance-type\nlocal-ipv4\nmac\nnetwork/\nplacement/"},
+		{"", "ami-id\nhostname\ninstance-id\ninstance-type\nlocal-hostname\nlocal-ipv4\nmac\nnetwork/\nplacement/"},
+		{"/", "ami-id\nhostname\ninstance-id\ninstance-type\nlocal-hostname\nlocal-ipv4\nmac\nnetwork/\nplacement/"},
 		{"placement/", "availability-zone\nregion"},
 		{"network/", "interfaces/"},
 		{"network/interfaces/", "macs/"},
-		{eni0, "device-number\ninterface-id\nlocal-ipv4s\nmac\nnetwork-card\nowner-id\nsecurity-group-ids\nsubnet-id\nsubnet-ipv4-cidr-block\nvpc-id\nvpc-ipv4-cidr-block\nvpc-ipv4-cidr-blocks"},
-		{eni1, "device-number\ninterface-id\nipv4-prefix\nlocal-ipv4s\nmac\nnetwork-card\nowner-id\nsecurity-group-ids\nsubnet-id\nsubnet-ipv4-cidr-block\nvpc-id\nvpc-ipv4-cidr-block\nvpc-ipv4-cidr-blocks"},
+		{eni0, "device-number\ninterface-id\nlocal-hostname\nlocal-ipv4s\nmac\nnetwork-card\nowner-id\nsecurity-group-ids\nsubnet-id\nsubnet-ipv4-cidr-block\nvpc-id\nvpc-ipv4-cidr-block\nvpc-ipv4-cidr-blocks"},
+		{eni1, "device-number\ninterface-id\nipv4-prefix\nlocal-hostname\nlocal-ipv4s\nmac\nnetwork-card\nowner-id\nsecurity-group-ids\nsubnet-id\nsubnet-ipv4-cidr-block\nvpc-id\nvpc-ipv4-cidr-block\nvpc-ipv4-cidr-blocks"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.path, func(t *testing.T) {

@@ -70,6 +70,17 @@ func (n *node) lookup(path string) *node {
 	return n
 }
 
+// privateDNSName is EC2's IP-based private DNS name of a private IPv4
+// address (the default hostname type of a subnet): ip-10-0-0-5.ec2.internal
+// in us-east-1, ip-10-0-0-5.<region>.compute.internal elsewhere.
+func privateDNSName(ip, region string) string {
+	host := "ip-" + strings.ReplaceAll(ip, ".", "-")
+	if region == "us-east-1" {
+		return host + ".ec2.internal"
+	}
+	return host + "." + region + ".compute.internal"
+}
+
 // identityDocument is the shape of /latest/dynamic/instance-identity/document.
 type identityDocument struct {
 	AccountID               string    `json:"accountId"`
@@ -132,6 +143,9 @@ func buildTree(m *Metadata) *node {
 		if len(m.VPCIPv6CIDRs) > 0 {
 			d.add("vpc-ipv6-cidr-blocks", lines(m.VPCIPv6CIDRs))
 		}
+		if len(e.LocalIPv4s) > 0 {
+			d.add("local-hostname", leaf(privateDNSName(e.LocalIPv4s[0], m.Region)))
+		}
 		d.add("local-ipv4s", lines(e.LocalIPv4s)).
 			add("mac", leaf(e.MAC)).
 			add("network-card", leaf(strconv.Itoa(e.NetworkCard))).
@@ -149,8 +163,10 @@ func buildTree(m *Metadata) *node {
 
 	metaData := dir().
 		add("ami-id", leaf(m.ImageID)).
+		add("hostname", leaf(privateDNSName(m.LocalIPv4, m.Region))).
 		add("instance-id", leaf(m.InstanceID)).
 		add("instance-type", leaf(m.InstanceType)).
+		add("local-hostname", leaf(privateDNSName(m.LocalIPv4, m.Region))).
 		add("local-ipv4", leaf(m.LocalIPv4)).
 		add("mac", leaf(m.MAC)).
 		add("network", dir().add("interfaces", dir().add("macs", macs))).
