@@ -14,7 +14,7 @@ TESTFLAGS ?= -count=1 -timeout 40m
 CMDS    := $(wildcard cmd/*)
 PLUGINS := $(wildcard plugins/*)
 
-.PHONY: all build tools heavy-tools node-tools cluster-tools conformance-tools conformance cluster cluster-down node-test test unit e2e bench scale demo image image-lock lint clean deps proto fuzz
+.PHONY: all build tools heavy-tools node-tools cluster-tools peer-tools conformance-tools conformance cluster cluster-down node-test test unit e2e bench scale demo image image-lock lint clean deps proto fuzz
 
 all: build
 
@@ -88,6 +88,23 @@ $(CTRD2)/containerd $(CTRD2)/containerd-shim-runc-v2 $(CTRD2)/ctr: $(CTRD2)/%: t
 	cd test/tools/containerd && CGO_ENABLED=0 $(GO) build $(GOFLAGS) -trimpath -tags no_btrfs \
 	  -ldflags='-s -w -X github.com/containerd/containerd/v2/version.Version=$(CTRD2_VERSION)' \
 	  -o $@.tmp github.com/containerd/containerd/v2/cmd/$*
+	mv $@.tmp $@
+
+# The unmodified AWS VPC CNI v1.23.2 as a peer (TestAWSVPCCNIPeer): ipamd
+# and its two plugins, named as its image installs them. Its own module
+# (test/tools/awscni); the version is stamped as its release build does,
+# because ipamd refuses a plugin whose version differs from its own.
+AWSCNI_VERSION := v1.23.2
+AWSCNI_PKG := github.com/aws/amazon-vpc-cni-k8s
+peer-tools: $(BIN)/tools/aws-k8s-agent $(BIN)/tools/aws-cni $(BIN)/tools/egress-cni
+$(BIN)/tools/aws-k8s-agent: CMD := aws-k8s-agent
+$(BIN)/tools/aws-cni: CMD := routed-eni-cni-plugin
+$(BIN)/tools/egress-cni: CMD := egress-cni-plugin
+$(BIN)/tools/aws-k8s-agent $(BIN)/tools/aws-cni $(BIN)/tools/egress-cni: test/tools/awscni/go.mod
+	@mkdir -p $(BIN)/tools
+	cd test/tools/awscni && CGO_ENABLED=0 $(GO) build $(GOFLAGS) -trimpath \
+	  -ldflags='-s -w -X $(AWSCNI_PKG)/pkg/version.Version=$(AWSCNI_VERSION)' \
+	  -o $@.tmp $(AWSCNI_PKG)/cmd/$(CMD)
 	mv $@.tmp $@
 
 # containerd's CRI plugin always runs the upstream loopback plugin from its CNI
