@@ -92,8 +92,9 @@ $(CTRD2)/containerd $(CTRD2)/containerd-shim-runc-v2 $(CTRD2)/ctr: $(CTRD2)/%: t
 
 # The unmodified AWS VPC CNI v1.23.2 as a peer (TestAWSVPCCNIPeer): ipamd
 # and its two plugins, named as its image installs them. Its own module
-# (test/tools/awscni); the version is stamped as its release build does,
-# because ipamd refuses a plugin whose version differs from its own.
+# (test/tools/awscni). The version is stamped where each binary reads it
+# (ipamd: pkg/version; the plugins: main.version): ipamd refuses a plugin
+# whose version differs from its own.
 AWSCNI_VERSION := v1.23.2
 AWSCNI_PKG := github.com/aws/amazon-vpc-cni-k8s
 peer-tools: $(BIN)/tools/aws-k8s-agent $(BIN)/tools/aws-cni $(BIN)/tools/egress-cni
@@ -103,7 +104,7 @@ $(BIN)/tools/egress-cni: CMD := egress-cni-plugin
 $(BIN)/tools/aws-k8s-agent $(BIN)/tools/aws-cni $(BIN)/tools/egress-cni: test/tools/awscni/go.mod
 	@mkdir -p $(BIN)/tools
 	cd test/tools/awscni && CGO_ENABLED=0 $(GO) build $(GOFLAGS) -trimpath \
-	  -ldflags='-s -w -X $(AWSCNI_PKG)/pkg/version.Version=$(AWSCNI_VERSION)' \
+	  -ldflags='-s -w -X $(AWSCNI_PKG)/pkg/version.Version=$(AWSCNI_VERSION) -X main.version=$(AWSCNI_VERSION)' \
 	  -o $@.tmp $(AWSCNI_PKG)/cmd/$(CMD)
 	mv $@.tmp $@
 
