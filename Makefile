@@ -14,7 +14,7 @@ TESTFLAGS ?= -count=1 -timeout 40m
 CMDS    := $(wildcard cmd/*)
 PLUGINS := $(wildcard plugins/*)
 
-.PHONY: all build tools heavy-tools node-tools cluster-tools peer-tools conformance-tools conformance cluster cluster-down node-test test unit e2e bench scale demo image image-lock lint clean deps proto fuzz
+.PHONY: all build tools heavy-tools node-tools cluster-tools peer-tools peer-test conformance-tools conformance cluster cluster-down node-test test unit e2e bench scale demo image image-lock lint clean deps proto fuzz
 
 all: build
 
@@ -125,6 +125,12 @@ $(BIN)/tools/loopback: test/tools/go.mod
 KUBELET_TEST = VPCCHAIN_BIN=$(BIN) $(GO) test $(GOFLAGS) $(TESTFLAGS) -tags kubelet -v -run 'TestKubeletNode|TestCluster' ./test/e2e/
 node-test: deps build tools cluster-tools image
 	$(KUBELET_TEST)
+
+# The unmodified AWS VPC CNI on the simulator (TestAWSVPCCNIPeer, build tag
+# peer): its ipamd and plugins on two simulated nodes against a minimal
+# control plane, measuring the simulator against a client written by others.
+peer-test: deps build tools heavy-tools peer-tools
+	VPCCHAIN_BIN=$(BIN) $(GO) test $(GOFLAGS) $(TESTFLAGS) -tags peer -v -run TestAWSVPCCNIPeer ./test/e2e/
 
 # Kubernetes' own e2e suite (the e2e.test binary of k8s.io/kubernetes
 # v1.33.13) and its agnhost, for `make conformance`; cached like the others.

@@ -1,0 +1,463 @@
+//go:build peer
+
+package e2e
+
+// The unmodified AWS VPC CNI v1.23.2 (`make peer-tools`) run on simulated
+// nodes as its aws-node DaemonSet runs it on EKS: ipamd in the node's host
+// network with the manifest's environment, its CNI plugins run by a runtime
+// (libcni) from the conflist its entrypoint writes. It measures the
+// simulator against a client written by others: where the peer fails, the
+// simulator is what gets fixed.
+//
+//	make peer-test
+//
+// VPCCHAIN_PEER_LOGS=<dir> keeps each node's peer files (ipamd's log, the
+// plugins' logs, ipamd's checkpoint) there.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/version"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/vpcchain/vpcchain/internal/vpcsim"
+	"github.com/vpcchain/vpcchain/internal/vpcsim/dataplane"
+)
+
+// The peer's fixed host paths: its socket and checkpoint directory, and the
+// directory its plugins log to.
+const (
+	peerRunDir = "/run/aws-node"
+	peerLogDir = "/var/log"
+)
+
+type peerBins struct {
+	agent, cni, egress, portmap, hostLocal string
+	apiserver, kubectl, etcd               string
+}
+
+func peerBinaries(t *testing.T) peerBins {
+	t.Helper()
+	requireRoot(t)
+	tools := filepath.Join(binDir(t), "tools")
+	b := peerBins{
+		agent: filepath.Join(tools, "aws-k8s-agent"), cni: filepath.Join(tools, "aws-cni"),
+		egress: filepath.Join(tools, "egress-cni"), portmap: filepath.Join(tools, "portmap"),
+		hostLocal: filepath.Join(tools, "host-local"), apiserver: filepath.Join(tools, "kube-apiserver"),
+		kubectl: filepath.Join(tools, "kubectl"), etcd: "/usr/bin/etcd",
+	}
+	for _, p := range []string{b.agent, b.cni, b.egress, b.portmap, b.hostLocal, b.apiserver, b.kubectl, b.etcd} {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("%s missing: run `make tools heavy-tools peer-tools` and `make deps`: %v", p, err)
+		}
+	}
+	return b
+}
+
+// awsCNIModule is the peer's module directory in the module cache, at the
+// version test/tools/awscni pins; depModule is one of its dependencies.
+func awsCNIModule(t *testing.T, path string) string {
+	t.Helper()
+	mod, err := os.ReadFile("../tools/awscni/go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^\s*` + regexp.QuoteMeta(path) + ` (v\S+)`).FindSubmatch(mod)
+	if m == nil {
+		t.Fatalf("test/tools/awscni/go.mod does not require %s", path)
+	}
+	out, err := exec.Command("go", "env", "GOMODCACHE").Output()
+	if err != nil {
+		t.Fatalf("go env GOMODCACHE: %v", err)
+	}
+	d := filepath.Join(strings.TrimSpace(string(out)), path+"@"+string(m[1]))
+	if _, err := os.Stat(d); err != nil {
+		t.Fatalf("%s is not in the module cache: run `make peer-tools`: %v", path, err)
+	}
+	return d
+}
+
+// peerNode is one node running the peer: ipamd, and the directories that
+// stand for the node's own /run/aws-node and /var/log (each node is a host
+// of its own, but they share this machine's file system).
+type peerNode struct {
+	*node
+	dir     string
+	agent   *bgProc
+	plugins string // the runtime's CNI bin dir
+	conf    *libcni.NetworkConfigList
+}
+
+// startPeer starts ipamd on n with the manifest's environment.
+//
+// NETWORK_POLICY_ENFORCING_MODE is left unset rather than the manifest's
+// "standard": with it set, every ADD asks the network policy agent (a second
+// container of the DaemonSet, on npa.sock) and fails without it. Unset, ipamd
+// answers an empty mode and the plugin skips the agent, which is how the
+// plugin behaves when that container has been removed from the DaemonSet.
+func startPeer(t *testing.T, b peerBins, k *kube, server string, n *node) *peerNode {
+	t.Helper()
+	p := &peerNode{node: n, dir: filepath.Join(n.c.dir, "peer-"+n.name)}
+	for _, d := range []string{"run", "log/aws-routed-eni", "bin", "cni-cache"} {
+		if err := os.MkdirAll(filepath.Join(p.dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The mount point, as the DaemonSet's hostPath (DirectoryOrCreate).
+	if err := os.MkdirAll(peerRunDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{
+		"PATH=" + os.Getenv("PATH"),
+		"KUBECONFIG=" + k.kubeconfigFor("admin", server),
+		"AWS_ACCESS_KEY_ID=AKIDE2E", "AWS_SECRET_ACCESS_KEY=secret",
+		"AWS_EC2_ENDPOINT=" + n.vn.EC2Endpoint,
+		"AWS_EC2_METADATA_SERVICE_ENDPOINT=" + n.vn.IMDSEndpoint,
+		"CLUSTER_NAME=peer",
+		"MY_NODE_NAME=" + n.name, "MY_POD_NAME=aws-node-" + n.name,
+		"ADDITIONAL_ENI_TAGS={}",
+		"AWS_VPC_CNI_NODE_PORT_SUPPORT=true",
+		"AWS_VPC_ENI_MTU=9001",
+		"AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG=false",
+		"AWS_VPC_K8S_CNI_EXTERNALSNAT=false",
+		"AWS_VPC_K8S_CNI_LOGLEVEL=DEBUG",
+		// The manifest's /host/var/log/... is a path of the container's
+		// mounts; stdout lands in the test's log of ipamd.
+		"AWS_VPC_K8S_CNI_LOG_FILE=stdout",
+		"AWS_VPC_K8S_CNI_RANDOMIZESNAT=prng",
+		"AWS_VPC_K8S_CNI_VETHPREFIX=eni",
+		"AWS_VPC_K8S_PLUGIN_LOG_FILE=/var/log/aws-routed-eni/plugin.log",
+		"AWS_VPC_K8S_PLUGIN_LOG_LEVEL=DEBUG",
+		"DISABLE_INTROSPECTION=false",
+		"DISABLE_METRICS=false",
+		"DISABLE_NETWORK_RESOURCE_PROVISIONING=false",
+		"ENABLE_IMDS_ONLY_MODE=false",
+		"ENABLE_IPv4=true",
+		"ENABLE_IPv6=false",
+		"ENABLE_MULTI_NIC=false",
+		"ENABLE_POD_ENI=false",
+		"ENABLE_PREFIX_DELEGATION=false",
+		"ENABLE_SUBNET_DISCOVERY=true",
+		"VPC_CNI_VERSION=v1.23.2",
+		"WARM_ENI_TARGET=1",
+		"WARM_PREFIX_TARGET=1",
+	}
+	// A mount namespace of the node's own: the peer's paths are fixed, and
+	// two nodes on this machine must not share them. Each exec keeps the PID,
+	// so the agent's PID names the namespace the plugins must enter.
+	p.agent = startInNode(t, n, p.dir, "aws-k8s-agent", env, "unshare", "--mount", "--propagation", "slave", "sh", "-c",
+		`mount --bind "$1" `+peerRunDir+` && mount --bind "$2" `+peerLogDir+` && shift 2 && exec "$@"`, "sh",
+		filepath.Join(p.dir, "run"), filepath.Join(p.dir, "log"), b.agent)
+	t.Cleanup(func() {
+		if d := os.Getenv("VPCCHAIN_PEER_LOGS"); d != "" {
+			_ = exec.Command("cp", "-r", p.dir, filepath.Join(d, n.name)).Run()
+		}
+		if t.Failed() || os.Getenv("VPCCHAIN_E2E_LOGS") != "" {
+			for _, f := range []string{"plugin.log", "egress-v6-plugin.log"} {
+				t.Logf("%s of %s:\n%s", f, n.name, tailFile(filepath.Join(p.dir, "log/aws-routed-eni", f), 40))
+			}
+		}
+	})
+
+	// The runtime's CNI bin dir: the peer's plugins enter the node's mount
+	// namespace (its host's, where ipamd's socket is); the upstream plugins
+	// its image ships (portmap, host-local) run as they are.
+	pid := p.agent.cmd.Process.Pid
+	for name, bin := range map[string]string{"aws-cni": b.cni, "egress-cni": b.egress} {
+		script := fmt.Sprintf("#!/bin/sh\nexec nsenter --mount=/proc/%d/ns/mnt -- %s\n", pid, bin)
+		if err := os.WriteFile(filepath.Join(p.dir, "bin", name), []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, bin := range map[string]string{"portmap": b.portmap, "host-local": b.hostLocal} {
+		if err := os.Symlink(bin, filepath.Join(p.dir, "bin", name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.plugins = filepath.Join(p.dir, "bin")
+	p.conf = peerConflist(t)
+	return p
+}
+
+// peerConflist is the peer's misc/10-aws.conflist rendered as its entrypoint
+// (cmd/aws-vpc-cni generateJSON) renders it for an IPv4 cluster with the
+// manifest's environment: IPv6 egress off, so no node IPv6 address.
+func peerConflist(t *testing.T) *libcni.NetworkConfigList {
+	t.Helper()
+	tmpl, err := os.ReadFile(filepath.Join(awsCNIModule(t, "github.com/aws/amazon-vpc-cni-k8s"), "misc/10-aws.conflist"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := strings.NewReplacer(
+		"__VETHPREFIX__", "eni", "__MTU__", "9001", "__PODSGENFORCINGMODE__", "strict",
+		"__PLUGINLOGFILE__", "/var/log/aws-routed-eni/plugin.log", "__PLUGINLOGLEVEL__", "DEBUG",
+		"__EGRESSPLUGINLOGFILE__", "/var/log/aws-routed-eni/egress-v6-plugin.log", "__EGRESSPLUGINENABLED__", "false",
+		"__EGRESSPLUGINIPAMSUBNET__", "fd00::ac:00/118", "__EGRESSPLUGINIPAMDST__", "::/0",
+		"__EGRESSPLUGINIPAMDATADIR__", "/run/cni/v4pd/egress-v6-ipam", "__RANDOMIZESNAT__", "prng", "__NODEIP__", "")
+	l, err := libcni.ConfListFromBytes([]byte(r.Replace(string(tmpl))))
+	if err != nil {
+		t.Fatalf("the peer's conflist: %v", err)
+	}
+	return l
+}
+
+// newPod is a sandbox on the node whose runtime runs the peer's plugins.
+func (p *peerNode) newPod(name string) *pod {
+	pd := p.node.newPod("default", name)
+	exec := &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: p.pluginLog()}, PluginDecoder: version.PluginDecoder{}}
+	pd.cni = libcni.NewCNIConfigWithCacheDir([]string{p.plugins}, filepath.Join(p.dir, "cni-cache"), exec)
+	return pd
+}
+
+// addAsKubelet runs ADD as kubelet creates a sandbox: a failed ADD is
+// cleaned up with DEL and tried again. The peer answers "failed to assign an
+// IP address" (no retry code) while ipamd is still attaching an ENI.
+func addAsKubelet(pd *pod, l *libcni.NetworkConfigList, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		_, err := pd.add(l)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		if derr := pd.del(l); derr != nil {
+			return fmt.Errorf("DEL after failed ADD (%v): %w", err, derr)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// waitReady waits for what the DaemonSet's readiness probe and the
+// entrypoint wait for (gRPC health on ipamd.sock) and for introspection.
+func (p *peerNode) waitReady(t *testing.T, within time.Duration) {
+	t.Helper()
+	sock := filepath.Join(p.dir, "run", "ipamd.sock")
+	waitFor(t, within, "ipamd on "+p.name, p.agent.running, func() error {
+		if _, err := os.Stat(sock); err != nil {
+			return err
+		}
+		conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		r, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+		if err != nil {
+			return err
+		}
+		if r.Status != healthpb.HealthCheckResponse_SERVING {
+			return fmt.Errorf("health: %v", r.Status)
+		}
+		_, err = httpGetIn(p.node, "127.0.0.1:61679", "/v1/enis")
+		return err
+	})
+}
+
+// peerENIs is ipamd's own view of network card 0 (introspection /v1/enis,
+// keyed by card).
+type peerENIs struct {
+	TotalIPs, AssignedIPs int
+	ENIs                  map[string]json.RawMessage
+}
+
+func (p *peerNode) enis(t *testing.T) peerENIs {
+	t.Helper()
+	body, err := httpGetIn(p.node, "127.0.0.1:61679", "/v1/enis")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v map[string]peerENIs
+	if err := json.Unmarshal([]byte(body[strings.Index(body, "{"):]), &v); err != nil {
+		t.Fatalf("introspection /v1/enis: %v: %s", err, body)
+	}
+	return v["0"]
+}
+
+// installPeerObjects makes the API objects the peer reads: its CRDs
+// (ENIConfig from its chart, CNINode from the resource controller's module
+// it builds against), each Node as kubelet registers it (with the pod
+// capacity ipamd takes maxPods from), and each node's aws-node Pod, which
+// ipamd looks up to attach its events to.
+func installPeerObjects(t *testing.T, k *kube, nodes ...*node) {
+	t.Helper()
+	crds := []string{
+		filepath.Join(awsCNIModule(t, "github.com/aws/amazon-vpc-cni-k8s"), "charts/aws-vpc-cni/crds/customresourcedefinition.yaml"),
+		filepath.Join(awsCNIModule(t, "github.com/aws/amazon-vpc-resource-controller-k8s"), "config/crd/bases/vpcresources.k8s.aws_cninodes.yaml"),
+	}
+	for _, f := range crds {
+		if _, err := k.kubectl("", "apply", "--server-side", "-f", f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := k.kubectl("", "wait", "--for", "condition=established", "--timeout=60s", "crd", "--all"); err != nil {
+		t.Fatal(err)
+	}
+	k.retry(t, 30*time.Second, "", "-n", "kube-system", "create", "serviceaccount", "aws-node")
+	for _, n := range nodes {
+		inet, ok := n.c.sim.Cloud.InstanceNetwork(n.vn.InstanceID)
+		if !ok {
+			t.Fatalf("node %s unknown to EC2", n.name)
+		}
+		k.apply(t, fmt.Sprintf(`apiVersion: v1
+kind: Node
+metadata:
+  name: %[1]s
+  labels: {kubernetes.io/hostname: %[1]s, kubernetes.io/os: linux, node.kubernetes.io/instance-type: %[2]s, topology.kubernetes.io/zone: %[3]s}
+spec: {providerID: "aws:///%[3]s/%[4]s"}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: aws-node-%[1]s, namespace: kube-system, labels: {k8s-app: aws-node}}
+spec:
+  nodeName: %[1]s
+  hostNetwork: true
+  serviceAccountName: aws-node
+  automountServiceAccountToken: false
+  containers: [{name: aws-node, image: "amazon-k8s-cni:v1.23.2"}]
+`, n.name, inet.InstanceType, inet.AZ, n.vn.InstanceID))
+		// m5.large's max pods (EKS's eni-max-pods.txt), as kubelet reports it.
+		if _, err := k.kubectl("", "patch", "node", n.name, "--subresource=status", "--type=merge", "-p",
+			`{"status":{"capacity":{"pods":"29","cpu":"2","memory":"8Gi"},"allocatable":{"pods":"29","cpu":"2","memory":"8Gi"}}}`); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestAWSVPCCNIPeer(t *testing.T) {
+	b := peerBinaries(t)
+	c := newSimVPC(t, "10.0.0.0/20")
+	n1, n2 := c.addNode("m5.large", "peer-1"), c.addNode("m5.large", "peer-2")
+	// The API server on node 1's primary address: node 2 reaches it
+	// through the VPC, as nodes reach EKS's endpoint.
+	api := primaryIP(t, c, n1)
+	k := startControlPlaneWith(t, n1, b.etcd, b.apiserver, b.kubectl, controlPlaneOpts{advertise: api})
+	installPeerObjects(t, k, n1, n2)
+
+	start := time.Now()
+	p1 := startPeer(t, b, k, k.remoteServer, n1)
+	p2 := startPeer(t, b, k, k.remoteServer, n2)
+	p1.waitReady(t, 90*time.Second)
+	p2.waitReady(t, 90*time.Second)
+	t.Logf("ipamd ready on both nodes after %v", time.Since(start).Round(time.Millisecond))
+
+	// 12 pods on node 1: more than the 9 secondary addresses an m5.large
+	// ENI holds, so ipamd must attach a second ENI for them.
+	var pods []*pod
+	for i := range 12 {
+		pd := p1.newPod(fmt.Sprintf("web-%d", i))
+		if err := addAsKubelet(pd, p1.conf, 60*time.Second); err != nil {
+			t.Fatalf("ADD %s: %v", pd.name, err)
+		}
+		pods = append(pods, pd)
+	}
+	remote := p2.newPod("remote")
+	if err := addAsKubelet(remote, p2.conf, 60*time.Second); err != nil {
+		t.Fatalf("ADD %s: %v", remote.name, err)
+	}
+
+	// Every address is one EC2 lists on the node's ENIs (a secondary
+	// address, never an ENI's primary), each pod its own.
+	onENI := map[netip.Addr]vpcsim.ENIView{}
+	inet, _ := c.sim.Cloud.InstanceNetwork(n1.vn.InstanceID)
+	for _, e := range inet.ENIs {
+		for _, a := range e.Secondary {
+			onENI[a] = e
+		}
+	}
+	seen := map[netip.Addr]string{}
+	eniOf := map[string][]*pod{}
+	for _, pd := range pods {
+		e, ok := onENI[pd.ip]
+		if !ok {
+			t.Fatalf("pod %s got %s, which EC2 does not list on %s's ENIs", pd.name, pd.ip, n1.name)
+		}
+		if other, dup := seen[pd.ip]; dup {
+			t.Fatalf("pods %s and %s both got %s", other, pd.name, pd.ip)
+		}
+		seen[pd.ip] = pd.name
+		eniOf[e.ID] = append(eniOf[e.ID], pd)
+	}
+	if len(inet.ENIs) < 2 || len(eniOf) < 2 {
+		t.Fatalf("node %s has %d ENIs, pods on %d: want a second ENI in use", n1.name, len(inet.ENIs), len(eniOf))
+	}
+	// ipamd's view agrees with EC2's: the same ENIs, the pods' addresses
+	// assigned.
+	view := p1.enis(t)
+	for _, e := range inet.ENIs {
+		if _, ok := view.ENIs[e.ID]; !ok {
+			t.Errorf("ipamd does not list %s's ENI %s: %v", n1.name, e.ID, slices.Collect(maps.Keys(view.ENIs)))
+		}
+	}
+	if len(view.ENIs) != len(inet.ENIs) || view.AssignedIPs != len(pods) {
+		t.Fatalf("ipamd: %d ENIs, %d of %d addresses assigned; EC2: %d ENIs; %d pods", len(view.ENIs), view.AssignedIPs,
+			view.TotalIPs, len(inet.ENIs), len(pods))
+	}
+	t.Logf("node %s: %d ENIs, pods on %d; ipamd holds %d addresses, %d assigned", n1.name, len(inet.ENIs), len(eniOf),
+		view.TotalIPs, view.AssignedIPs)
+
+	// One pod on the primary ENI and one on another.
+	var prim, sec *pod
+	for id, ps := range eniOf {
+		if slices.ContainsFunc(inet.ENIs, func(e vpcsim.ENIView) bool { return e.ID == id && e.DeviceIndex == 0 }) {
+			prim = ps[0]
+		} else {
+			sec = ps[0]
+		}
+	}
+	if prim == nil || sec == nil {
+		t.Fatalf("want pods on the primary ENI and on another: %v", eniOf)
+	}
+
+	// Across nodes, pod to pod, both ways, with the pods' own addresses.
+	echoServer(t, remote.doIn, netip.AddrPortFrom(remote.ip, 8080), "remote")
+	for _, pd := range []*pod{prim, sec} {
+		echoServer(t, pd.doIn, netip.AddrPortFrom(pd.ip, 8080), pd.name)
+		out, err := dialEcho(pd.doIn, netip.AddrPortFrom(remote.ip, 8080))
+		if err != nil || !strings.HasPrefix(out, "remote "+pd.ip.String()+":") {
+			t.Fatalf("%s (%s) to the pod on %s: %q, %v", pd.name, pd.ip, n2.name, out, err)
+		}
+		out, err = dialEcho(remote.doIn, netip.AddrPortFrom(pd.ip, 8080))
+		if err != nil || !strings.HasPrefix(out, pd.name+" "+remote.ip.String()+":") {
+			t.Fatalf("the pod on %s to %s (%s): %q, %v", n2.name, pd.name, pd.ip, out, err)
+		}
+	}
+
+	// To the internet through the peer's SNAT: the internet host sees the
+	// node's primary address, from either ENI's pods.
+	internet := netip.MustParseAddrPort(dataplane.OutsideAddr + ":80")
+	echoServer(t, c.sim.Fabric.DoInOutside, internet, "outside")
+	nodeIP := inet.PrimaryIP
+	for _, pd := range []*pod{prim, sec} {
+		out, err := dialEcho(pd.doIn, internet)
+		if err != nil || !strings.HasPrefix(out, "outside "+nodeIP.String()+":") {
+			t.Fatalf("%s (%s) to the internet: %q, %v (want SNAT to %s)", pd.name, pd.ip, out, err, nodeIP)
+		}
+	}
+
+	// DEL gives every address back to ipamd.
+	for _, pd := range append(pods, remote) {
+		if err := pd.del(p1.conf); err != nil {
+			t.Fatalf("DEL %s: %v", pd.name, err)
+		}
+	}
+}
