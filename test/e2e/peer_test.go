@@ -119,9 +119,13 @@ func startPeer(t *testing.T, b peerBins, k *kube, server string, n *node) *peerN
 			t.Fatal(err)
 		}
 	}
-	// The mount point, as the DaemonSet's hostPath (DirectoryOrCreate).
-	if err := os.MkdirAll(peerRunDir, 0o755); err != nil {
-		t.Fatal(err)
+	// The mount point, as the DaemonSet's hostPath (DirectoryOrCreate);
+	// it stays empty on this machine, and goes if this test made it.
+	if _, err := os.Stat(peerRunDir); os.IsNotExist(err) {
+		if err := os.Mkdir(peerRunDir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = os.Remove(peerRunDir) })
 	}
 	env := []string{
 		"PATH=" + os.Getenv("PATH"),
@@ -454,10 +458,42 @@ func TestAWSVPCCNIPeer(t *testing.T) {
 		}
 	}
 
+	// The ENIs ipamd created carry its description and ownership tags.
+	for _, e := range inet.ENIs {
+		if e.DeviceIndex == 0 {
+			continue
+		}
+		if e.Tags["node.k8s.amazonaws.com/instance_id"] != n1.vn.InstanceID || e.Tags["cluster.k8s.amazonaws.com/name"] != "peer" {
+			t.Errorf("ENI %s of %s: tags %v", e.ID, n1.name, e.Tags)
+		}
+	}
+
 	// DEL gives every address back to ipamd.
 	for _, pd := range append(pods, remote) {
 		if err := pd.del(p1.conf); err != nil {
 			t.Fatalf("DEL %s: %v", pd.name, err)
 		}
 	}
+
+	// With no pods, the primary ENI alone meets WARM_ENI_TARGET=1: once the
+	// addresses' cool-down (30 s) and the ENIs' minimum life (1 min) are
+	// over, ipamd detaches and deletes the others.
+	var extra []string
+	for _, e := range inet.ENIs {
+		if e.DeviceIndex != 0 {
+			extra = append(extra, e.ID)
+		}
+	}
+	waitFor(t, 4*time.Minute, "ipamd to free "+strings.Join(extra, ", "), p1.agent.running, func() error {
+		for _, id := range extra {
+			if e, ok := c.sim.Cloud.ENI(id); ok {
+				return fmt.Errorf("ENI %s still exists (%s, instance %q)", id, e.Status, e.InstanceID)
+			}
+		}
+		return nil
+	})
+	if view := p1.enis(t); len(view.ENIs) != 1 || view.AssignedIPs != 0 {
+		t.Fatalf("ipamd after the pods left: %d ENIs, %d addresses assigned", len(view.ENIs), view.AssignedIPs)
+	}
+	t.Logf("ipamd freed %d ENIs after the pods left", len(extra))
 }
