@@ -130,7 +130,7 @@ node-test: deps build tools cluster-tools image
 # peer): its ipamd and plugins on two simulated nodes against a minimal
 # control plane, measuring the simulator against a client written by others.
 peer-test: deps build tools heavy-tools peer-tools
-	VPCCHAIN_BIN=$(BIN) $(GO) test $(GOFLAGS) $(TESTFLAGS) -tags peer -v -run TestAWSVPCCNIPeer ./test/e2e/
+	VPCCHAIN_BIN=$(BIN) $(GO) test $(GOFLAGS) $(TESTFLAGS) -tags peer -v -run 'TestAWSVPCCNIPeer' ./test/e2e/
 
 # Kubernetes' own e2e suite (the e2e.test binary of k8s.io/kubernetes
 # v1.33.13) and its agnhost, for `make conformance`; cached like the others.

@@ -104,14 +104,15 @@ type peerNode struct {
 	conf    *libcni.NetworkConfigList
 }
 
-// startPeer starts ipamd on n with the manifest's environment.
+// startPeer starts ipamd on n with the manifest's environment (plus env,
+// later values win).
 //
 // NETWORK_POLICY_ENFORCING_MODE is left unset rather than the manifest's
 // "standard": with it set, every ADD asks the network policy agent (a second
 // container of the DaemonSet, on npa.sock) and fails without it. Unset, ipamd
 // answers an empty mode and the plugin skips the agent, which is how the
 // plugin behaves when that container has been removed from the DaemonSet.
-func startPeer(t *testing.T, b peerBins, k *kube, server string, n *node) *peerNode {
+func startPeer(t *testing.T, b peerBins, k *kube, server string, n *node, extra ...string) *peerNode {
 	t.Helper()
 	p := &peerNode{node: n, dir: filepath.Join(n.c.dir, "peer-"+n.name)}
 	for _, d := range []string{"run", "log/aws-routed-eni", "bin", "cni-cache"} {
@@ -162,6 +163,7 @@ func startPeer(t *testing.T, b peerBins, k *kube, server string, n *node) *peerN
 		"WARM_ENI_TARGET=1",
 		"WARM_PREFIX_TARGET=1",
 	}
+	env = append(env, extra...)
 	// A mount namespace of the node's own: the peer's paths are fixed, and
 	// two nodes on this machine must not share them. Each exec keeps the PID,
 	// so the agent's PID names the namespace the plugins must enter.
@@ -496,4 +498,50 @@ func TestAWSVPCCNIPeer(t *testing.T) {
 		t.Fatalf("ipamd after the pods left: %d ENIs, %d addresses assigned", len(view.ENIs), view.AssignedIPs)
 	}
 	t.Logf("ipamd freed %d ENIs after the pods left", len(extra))
+}
+
+// TestAWSVPCCNIPeerPrefixes runs the peer in prefix delegation mode (an
+// m5.large is Nitro): ipamd asks EC2 for /28 prefixes and hands out their
+// addresses, which must lie in the prefixes EC2 lists on the node's ENIs.
+func TestAWSVPCCNIPeerPrefixes(t *testing.T) {
+	b := peerBinaries(t)
+	c := newSimVPC(t, "10.0.0.0/20")
+	n := c.addNode("m5.large", "peer-pd")
+	k := startControlPlane(t, n, b.etcd, b.apiserver, b.kubectl)
+	installPeerObjects(t, k, n)
+	p := startPeer(t, b, k, k.server, n, "ENABLE_PREFIX_DELEGATION=true")
+	p.waitReady(t, 90*time.Second)
+
+	var pods []*pod
+	for i := range 20 {
+		pd := p.newPod(fmt.Sprintf("pd-%d", i))
+		if err := addAsKubelet(pd, p.conf, 60*time.Second); err != nil {
+			t.Fatalf("ADD %s: %v", pd.name, err)
+		}
+		pods = append(pods, pd)
+	}
+	inet, _ := c.sim.Cloud.InstanceNetwork(n.vn.InstanceID)
+	var prefixes []netip.Prefix
+	for _, e := range inet.ENIs {
+		prefixes = append(prefixes, e.Prefixes...)
+	}
+	if len(prefixes) < 2 {
+		t.Fatalf("EC2 lists %d prefixes on %s's ENIs, want at least 2 for 20 pods: %v", len(prefixes), n.name, inet.ENIs)
+	}
+	for _, pd := range pods {
+		if !slices.ContainsFunc(prefixes, func(pf netip.Prefix) bool { return pf.Bits() == 28 && pf.Contains(pd.ip) }) {
+			t.Fatalf("pod %s got %s, in none of the /28 prefixes EC2 lists: %v", pd.name, pd.ip, prefixes)
+		}
+	}
+	internet := netip.MustParseAddrPort(dataplane.OutsideAddr + ":80")
+	echoServer(t, c.sim.Fabric.DoInOutside, internet, "outside")
+	if out, err := dialEcho(pods[len(pods)-1].doIn, internet); err != nil || !strings.HasPrefix(out, "outside "+inet.PrimaryIP.String()+":") {
+		t.Fatalf("a pod to the internet: %q, %v", out, err)
+	}
+	t.Logf("20 pods on %d /28 prefixes: %v", len(prefixes), prefixes)
+	for _, pd := range pods {
+		if err := pd.del(p.conf); err != nil {
+			t.Fatalf("DEL %s: %v", pd.name, err)
+		}
+	}
 }
