@@ -129,8 +129,9 @@ node-test: deps build tools cluster-tools image
 # The unmodified AWS VPC CNI on the simulator (TestAWSVPCCNIPeer, build tag
 # peer): its ipamd and plugins on two simulated nodes against a minimal
 # control plane, measuring the simulator against a client written by others.
+PEER_TEST = VPCCHAIN_BIN=$(BIN) $(GO) test $(GOFLAGS) $(TESTFLAGS) -tags peer -v -run 'TestAWSVPCCNIPeer' ./test/e2e/
 peer-test: deps build tools heavy-tools peer-tools
-	VPCCHAIN_BIN=$(BIN) $(GO) test $(GOFLAGS) $(TESTFLAGS) -tags peer -v -run 'TestAWSVPCCNIPeer' ./test/e2e/
+	$(PEER_TEST)
 
 # Kubernetes' own e2e suite (the e2e.test binary of k8s.io/kubernetes
 # v1.33.13) and its agnhost, for `make conformance`; cached like the others.
@@ -173,9 +174,10 @@ cluster-down:
 	  while kill -0 $$pid 2>/dev/null; do sleep 1; done; echo "stopped"
 
 # All tests: unit + end-to-end (needs root; installs missing Debian packages).
-test: deps lint build tools conformance-tools image
+test: deps lint build tools conformance-tools image peer-tools
 	VPCCHAIN_BIN=$(BIN) $(GO) test $(GOFLAGS) $(TESTFLAGS) ./...
 	cd test/tools && $(GO) test $(GOFLAGS) $(TESTFLAGS) ./...
+	$(PEER_TEST)
 	$(KUBELET_TEST)
 	$(CONFORMANCE_TEST)
 	$(MAKE) fuzz FUZZTIME=5000x
@@ -234,6 +236,7 @@ lint:
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags kubelet ./test/e2e/
+	$(GO) vet -tags peer ./test/e2e/
 
 # Regenerate the checked-in protobuf and ttrpc code: protoc from Debian
 # (3.21.12), the generators at the versions go.mod pins.

@@ -58,6 +58,10 @@ type chaosRound struct {
 	answers string
 	// off undoes what on did beyond the EC2 faults (describe and IMDS lag).
 	off func()
+	// drain, if set, makes the workers only delete pods for that long at
+	// the round's start: the pools shrink and give addresses back while
+	// the round's faults hold.
+	drain time.Duration
 	// logs are daemon log lines of which at least one must appear during
 	// the round: proof that a fault without an error code (a lag) reached
 	// the daemons.
@@ -146,12 +150,13 @@ func chaosRounds(c *cluster) []chaosRound {
 			},
 			logs: []string{"EC2 disagrees", "which EC2 does not show", "an ENI EC2 does not show"}},
 		// Describes and IMDS lag while the pools give addresses back (no
-		// other fault): each release EC2 accepted is still shown for a few
-		// seconds, and both daemons restart inside that lag. No address
+		// other fault; the workers first delete their burst pods, so the
+		// pools shrink): each release EC2 accepted is still shown for a
+		// few seconds, and both daemons restart inside that lag. No address
 		// EC2 took back may reach a pod (the invariants check every live
 		// pod's address against EC2), and the log shows the daemons met
 		// such answers.
-		{name: "lag after releases", kills: []string{"ca", "cb"},
+		{name: "lag after releases", kills: []string{"ca", "cb"}, drain: 3 * time.Second,
 			on: func(*vpcsim.Faults) {
 				metBefore = countLines(logLinesWith(c, releasedShown))
 				sim.Cloud.SetDescribeLag(chaosDescribeLag)
@@ -398,12 +403,13 @@ func runChaosRound(t *testing.T, c *cluster, nodes []*chaosNode, ri int, r chaos
 		errs = append(errs, err)
 		emu.Unlock()
 	}
+	drainUntil := time.Now().Add(r.drain)
 	for _, cn := range nodes {
 		for w := 0; w < chaosWorkers; w++ {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				chaosWorker(cn, ri, w, stop, register, fail)
+				chaosWorker(cn, ri, w, drainUntil, stop, register, fail)
 			}()
 		}
 	}
@@ -466,16 +472,17 @@ func runChaosRound(t *testing.T, c *cluster, nodes []*chaosNode, ri int, r chaos
 // chaosWorker adds pods and deletes live burst pods of its node until stop,
 // as a busy kubelet would: ADD retried on "try again later" (DEL first),
 // DEL retried until it succeeds.
-func chaosWorker(cn *chaosNode, ri, w int, stop <-chan struct{}, register func(*pod), fail func(error)) {
+func chaosWorker(cn *chaosNode, ri, w int, drainUntil time.Time, stop <-chan struct{}, register func(*pod), fail func(error)) {
 	for {
 		select {
 		case <-stop:
 			return
 		default:
 		}
+		draining := time.Now().Before(drainUntil)
 		cn.mu.Lock()
 		var victim *pod
-		if len(cn.burst) >= chaosBurstCap || len(cn.burst) > 0 && rand.IntN(3) == 0 {
+		if len(cn.burst) >= chaosBurstCap || len(cn.burst) > 0 && (draining || rand.IntN(3) == 0) {
 			i := rand.IntN(len(cn.burst))
 			victim = cn.burst[i]
 			cn.burst = append(cn.burst[:i], cn.burst[i+1:]...)
@@ -483,6 +490,10 @@ func chaosWorker(cn *chaosNode, ri, w int, stop <-chan struct{}, register func(*
 		cn.seq++
 		seq := cn.seq
 		cn.mu.Unlock()
+		if victim == nil && draining {
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
 
 		if victim != nil {
 			if err := delRetrying(victim, cn.l, time.Minute, &cn.delFailed); err != nil {
