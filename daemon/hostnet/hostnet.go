@@ -28,30 +28,15 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vpcchain/vpcchain/internal/netlinkutil"
+	"github.com/vpcchain/vpcchain/internal/routing"
 )
 
-// MainTable is the kernel's main routing table, the primary ENI's table.
-const MainTable = netlinkutil.MainTable
+// MainTable and RouteTable are daemon/ipamd's names for routing.MainTable
+// and routing.ENITable.
+const MainTable = routing.MainTable
 
-// tableBase offsets the per-ENI route tables of secondary ENIs.
-//
-// Why not the reference's device+1: Calico Felix owns a range of route
-// tables (default 1-250, 65-99 as the operator configures it on EKS) and
-// always claims the lowest index of it for WireGuard; with WireGuard off it
-// deletes every ip rule that looks up that table. Tables 1001.. stay clear
-// of both ranges, of the reserved 253-255, and of the reference's 10000+
-// tables for other network cards, so Felix never touches our rules whatever
-// range it is given below 1000.
-const tableBase = 1000
-
-// RouteTable is the policy-routing table of the ENI at deviceNumber: main
-// for the primary ENI (device 0), 1000+deviceNumber for the others.
-func RouteTable(deviceNumber int) int {
-	if deviceNumber == 0 {
-		return MainTable
-	}
-	return tableBase + deviceNumber
-}
+// RouteTable is routing.ENITable.
+func RouteTable(deviceNumber int) int { return routing.ENITable(deviceNumber) }
 
 // ENI is what host networking needs to know about one attached ENI.
 type ENI struct {
@@ -359,7 +344,7 @@ func (e ENI) subnetNet() *net.IPNet {
 // the hot-plugged link with e.MAC, sets its MTU and loose rp_filter and
 // brings it up, gives it
 // e.PrimaryIP/<subnet bits> (dropping other global addresses), fills table
-// RouteTable(e.DeviceNumber) with "<gw>/32 dev <link> scope link" and
+// routing.ENITable(e.DeviceNumber) with "<gw>/32 dev <link> scope link" and
 // "default via <gw> dev <link>", and adds "from <primary IP> lookup <table>"
 // at priority 32765. Stale routes in that table and stale 32765 rules for
 // the table or the address (an earlier ENI at the same device index) are
@@ -497,7 +482,7 @@ func ensureAddr(link netlink.Link, e ENI) error {
 func deleteMainSubnetRoute(link netlink.Link, e ENI) error {
 	subnet := e.subnetNet()
 	routes, err := netlinkutil.RouteListFiltered(netlink.FAMILY_V4,
-		&netlink.Route{Table: MainTable, LinkIndex: link.Attrs().Index, Dst: subnet},
+		&netlink.Route{Table: routing.MainTable, LinkIndex: link.Attrs().Index, Dst: subnet},
 		netlink.RT_FILTER_TABLE|netlink.RT_FILTER_OIF|netlink.RT_FILTER_DST)
 	if err != nil {
 		return fmt.Errorf("list main-table routes to %s: %w", subnet, err)
@@ -511,7 +496,7 @@ func deleteMainSubnetRoute(link netlink.Link, e ENI) error {
 }
 
 func tableRoutes(link netlink.Link, e ENI) []netlink.Route {
-	table, gw, idx := RouteTable(e.DeviceNumber), e.gateway(), link.Attrs().Index
+	table, gw, idx := routing.ENITable(e.DeviceNumber), e.gateway(), link.Attrs().Index
 	return []netlink.Route{
 		{LinkIndex: idx, Dst: &net.IPNet{IP: gw, Mask: net.CIDRMask(32, 32)}, Scope: netlink.SCOPE_LINK, Table: table},
 		{LinkIndex: idx, Dst: &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, Gw: gw, Table: table},
@@ -533,7 +518,7 @@ func sameRoute(a, b *netlink.Route) bool {
 // from an earlier ENI at that index and would misroute this one's traffic.
 func ensureTableRoutes(link netlink.Link, e ENI) error {
 	want := tableRoutes(link, e)
-	table := RouteTable(e.DeviceNumber)
+	table := routing.ENITable(e.DeviceNumber)
 	existing, err := listTable(table)
 	if err != nil {
 		return err
@@ -569,9 +554,9 @@ func listTable(table int) ([]netlink.Route, error) {
 func primaryRule(e ENI) *netlink.Rule {
 	r := netlink.NewRule()
 	r.Family = netlink.FAMILY_V4
-	r.Priority = netlinkutil.PrioENIPrimary
+	r.Priority = routing.PrioENIPrimary
 	r.Src = netlinkutil.HostNet(net.IP(e.PrimaryIP.AsSlice()))
-	r.Table = RouteTable(e.DeviceNumber)
+	r.Table = routing.ENITable(e.DeviceNumber)
 	return r
 }
 
@@ -605,7 +590,7 @@ func TeardownENI(e ENI) error {
 	if e.DeviceNumber < 1 {
 		return fmt.Errorf("tear down %s: device number %d is not a secondary ENI", e, e.DeviceNumber)
 	}
-	table := RouteTable(e.DeviceNumber)
+	table := routing.ENITable(e.DeviceNumber)
 	var errs []error
 	routes, err := listTable(table)
 	if err != nil {
@@ -622,9 +607,9 @@ func TeardownENI(e ENI) error {
 	}
 	if _, err := netlinkutil.DeleteRules(netlink.FAMILY_V4, func(r *netlink.Rule) bool {
 		switch r.Priority {
-		case netlinkutil.PrioENIPrimary:
+		case routing.PrioENIPrimary:
 			return r.Table == table || (src != nil && srcIs(r, src))
-		case netlinkutil.PrioFromPod:
+		case routing.PrioFromPod:
 			return r.Table == table
 		}
 		return false

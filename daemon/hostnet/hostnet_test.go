@@ -16,6 +16,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/vpcchain/vpcchain/internal/netlinkutil"
+	"github.com/vpcchain/vpcchain/internal/routing"
 )
 
 // Every test works inside a network namespace of its own (ns.Do locks the
@@ -81,25 +82,6 @@ func readSysctl(key string) (string, error) {
 
 func writeTestSysctl(key, v string) error {
 	return os.WriteFile("/proc/sys/"+key, []byte(v), 0o644)
-}
-
-func TestRouteTable(t *testing.T) {
-	tests := []struct{ dev, want int }{
-		{0, 254}, {1, 1001}, {2, 1002}, {15, 1015}, {99, 1099},
-	}
-	for _, tc := range tests {
-		if got := RouteTable(tc.dev); got != tc.want {
-			t.Errorf("RouteTable(%d) = %d, want %d", tc.dev, got, tc.want)
-		}
-	}
-	// Secondary ENIs (the reference allows device indexes below 100) never
-	// land in Felix's ranges (default 1-250, EKS 65-99) or the reserved
-	// tables 253-255.
-	for dev := 1; dev < 100; dev++ {
-		if tb := RouteTable(dev); tb <= 255 {
-			t.Errorf("RouteTable(%d) = %d: inside Felix's or the kernel's table range", dev, tb)
-		}
-	}
 }
 
 func TestSetupNode(t *testing.T) {
@@ -180,7 +162,7 @@ func TestSetupNode(t *testing.T) {
 					return fmt.Errorf("addresses = %v, want only %s", addrs, addr.IPNet)
 				}
 				routes, err := netlinkutil.RouteListFiltered(netlink.FAMILY_V4,
-					&netlink.Route{Table: MainTable, LinkIndex: l.Attrs().Index}, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_OIF)
+					&netlink.Route{Table: routing.MainTable, LinkIndex: l.Attrs().Index}, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_OIF)
 				if err != nil {
 					return err
 				}
@@ -211,7 +193,7 @@ type eniState struct {
 func observe(t *testing.T, e ENI) (eniState, error) {
 	t.Helper()
 	var st eniState
-	table := RouteTable(e.DeviceNumber)
+	table := routing.ENITable(e.DeviceNumber)
 	routes, err := netlinkutil.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: table}, netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return st, err
@@ -221,7 +203,7 @@ func observe(t *testing.T, e ENI) (eniState, error) {
 	}
 	src := netlinkutil.HostNet(net.IP(e.PrimaryIP.AsSlice()))
 	rules, err := netlinkutil.FindRules(netlink.FAMILY_V4, func(r *netlink.Rule) bool {
-		return r.Priority == netlinkutil.PrioENIPrimary && (r.Table == table || srcIs(r, src))
+		return r.Priority == routing.PrioENIPrimary && (r.Table == table || srcIs(r, src))
 	})
 	if err != nil {
 		return st, err
@@ -231,7 +213,7 @@ func observe(t *testing.T, e ENI) (eniState, error) {
 	}
 	if l, err := LinkByMAC(e.MAC); err == nil {
 		main, err := netlinkutil.RouteListFiltered(netlink.FAMILY_V4,
-			&netlink.Route{Table: MainTable, LinkIndex: l.Attrs().Index, Dst: e.subnetNet()},
+			&netlink.Route{Table: routing.MainTable, LinkIndex: l.Attrs().Index, Dst: e.subnetNet()},
 			netlink.RT_FILTER_TABLE|netlink.RT_FILTER_OIF|netlink.RT_FILTER_DST)
 		if err != nil {
 			return st, err
@@ -281,7 +263,7 @@ func checkWired(t *testing.T, e ENI, wantName, wantRPFilter string) error {
 	}
 	wantRoutes := map[string]bool{"10.0.2.1/32 <nil> link": true, "0.0.0.0/0 10.0.2.1 universe": true}
 	if len(st.routes) != 2 || !wantRoutes[st.routes[0]] || !wantRoutes[st.routes[1]] || st.routes[0] == st.routes[1] {
-		return fmt.Errorf("table %d routes %q, want %v", RouteTable(e.DeviceNumber), st.routes, wantRoutes)
+		return fmt.Errorf("table %d routes %q, want %v", routing.ENITable(e.DeviceNumber), st.routes, wantRoutes)
 	}
 	if len(st.rules) != 1 || st.rules[0] != "32765: from 10.0.2.10/32 lookup 1002" {
 		return fmt.Errorf("ENI rules %q, want exactly 32765: from 10.0.2.10/32 lookup 1002", st.rules)
@@ -331,7 +313,7 @@ func TestSetupENI(t *testing.T) {
 				table int
 			}{{"10.0.2.99", 1002}, {"10.0.2.10", 1005}} {
 				rule := netlink.NewRule()
-				rule.Priority, rule.Table = netlinkutil.PrioENIPrimary, r.table
+				rule.Priority, rule.Table = routing.PrioENIPrimary, r.table
 				rule.Src = netlinkutil.HostNet(net.ParseIP(r.src))
 				if err := netlink.RuleAdd(rule); err != nil {
 					return err

@@ -9,6 +9,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/vpcchain/vpcchain/internal/netlinkutil"
+	"github.com/vpcchain/vpcchain/internal/routing"
 	"github.com/vpcchain/vpcchain/internal/snat"
 )
 
@@ -17,11 +18,11 @@ import (
 // table, out of the primary ENI, whatever ENI the pod's address is on.
 func connmarkRule(mark uint32) *netlink.Rule {
 	r := netlink.NewRule()
-	r.Priority = netlinkutil.PrioConnmark
+	r.Priority = routing.PrioConnmark
 	r.Mark = mark
 	m := mark
 	r.Mask = &m
-	r.Table = MainTable
+	r.Table = routing.MainTable
 	r.Family = netlink.FAMILY_V4
 	return r
 }
@@ -33,7 +34,7 @@ func RemoveSNATPod(ip netip.Addr) error { return snat.DelPod(ip) }
 func PruneSNATPods(keep func(netip.Addr) bool) error { return snat.PrunePods(keep) }
 
 func isConnmarkRule(r *netlink.Rule) bool {
-	return r.Priority == netlinkutil.PrioConnmark && r.Table == MainTable && r.Mark != 0
+	return r.Priority == routing.PrioConnmark && r.Table == routing.MainTable && r.Mark != 0
 }
 
 // backendMu guards backend: the iptables backend our rules were last put in.

@@ -29,20 +29,15 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/types/create"
+
+	"github.com/vpcchain/vpcchain/internal/routing"
 )
 
 // Key is the top-level JSON key of the extension in an IPAM result.
 const Key = "vpcchain"
 
-// MainTable is the kernel's main routing table (RT_TABLE_MAIN).
-const MainTable = 254
-
-// Reserved kernel tables that can never hold an ENI's routes.
-const (
-	tableUnspec  = 0   // RT_TABLE_UNSPEC: means "main" in the extension
-	tableDefault = 253 // RT_TABLE_DEFAULT
-	tableLocal   = 255 // RT_TABLE_LOCAL
-)
+// tableUnspec (RT_TABLE_UNSPEC) means "main" in the extension.
+const tableUnspec = 0
 
 // ErrDaemonUnreachable is the CNI error code (plugin-specific range, >= 100)
 // by which an IPAM plugin may report on DEL that its daemon cannot be reached
@@ -65,18 +60,18 @@ type Ext struct {
 	DeviceNumber int `json:"deviceNumber"`
 }
 
-// Table returns the effective route table: MainTable when the extension is
-// nil or RouteTable is 0.
+// Table returns the effective route table: the main table when the
+// extension is nil or RouteTable is 0.
 func (e *Ext) Table() int {
 	if e == nil || e.RouteTable == tableUnspec {
-		return MainTable
+		return routing.MainTable
 	}
 	return e.RouteTable
 }
 
 // UsesMainTable reports whether the pod's traffic uses the main table, i.e.
 // no from-pod rule is needed.
-func (e *Ext) UsesMainTable() bool { return e.Table() == MainTable }
+func (e *Ext) UsesMainTable() bool { return e.Table() == routing.MainTable }
 
 // Validate checks the extension's values; a nil extension is valid.
 func (e *Ext) Validate() error {
@@ -86,7 +81,7 @@ func (e *Ext) Validate() error {
 	switch t := e.RouteTable; {
 	case t < 0 || int64(t) > 0xffffffff:
 		return fmt.Errorf("%s.routeTable %d is out of range: allowed 0 (main), 254 (main) or another table 1..4294967295", Key, t)
-	case t == tableDefault || t == tableLocal:
+	case t == routing.DefaultTable || t == routing.LocalTable:
 		return fmt.Errorf("%s.routeTable %d is a reserved kernel table (253 default, 255 local): use 254/0 for main or an ENI table", Key, t)
 	}
 	if e.ENIID != "" && !strings.HasPrefix(e.ENIID, "eni-") {

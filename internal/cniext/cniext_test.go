@@ -10,6 +10,8 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	types040 "github.com/containernetworking/cni/pkg/types/040"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/vpcchain/vpcchain/internal/routing"
 )
 
 func TestParse(t *testing.T) {
@@ -33,26 +35,26 @@ func TestParse(t *testing.T) {
 			raw:       `{"cniVersion":"1.0.0","ips":[{"address":"10.0.0.9/24"}],"vpcchain":{"routeTable":254,"eniID":"eni-1","deviceNumber":0}}`,
 			wantIP:    "10.0.0.9/24",
 			wantExt:   &Ext{RouteTable: 254, ENIID: "eni-1"},
-			wantTable: MainTable,
+			wantTable: routing.MainTable,
 		},
 		{
 			name:      "routeTable 0 means main",
 			raw:       `{"cniVersion":"1.0.0","ips":[{"address":"10.0.0.9/24"}],"vpcchain":{"routeTable":0}}`,
 			wantIP:    "10.0.0.9/24",
 			wantExt:   &Ext{},
-			wantTable: MainTable,
+			wantTable: routing.MainTable,
 		},
 		{
 			name:      "host-local style, no extension",
 			raw:       `{"cniVersion":"1.0.0","ips":[{"address":"10.22.0.2/16","gateway":"10.22.0.1"}],"dns":{}}`,
 			wantIP:    "10.22.0.2/16",
-			wantTable: MainTable,
+			wantTable: routing.MainTable,
 		},
 		{
 			name:      "null extension",
 			raw:       `{"cniVersion":"1.0.0","ips":[{"address":"10.22.0.2/16"}],"vpcchain":null}`,
 			wantIP:    "10.22.0.2/16",
-			wantTable: MainTable,
+			wantTable: routing.MainTable,
 		},
 		{
 			name:      "0.4.0 result is converted",
@@ -65,7 +67,7 @@ func TestParse(t *testing.T) {
 			name:      "0.3.1 result is converted",
 			raw:       `{"cniVersion":"0.3.1","ips":[{"version":"4","address":"10.1.0.6/32"}]}`,
 			wantIP:    "10.1.0.6/32",
-			wantTable: MainTable,
+			wantTable: routing.MainTable,
 		},
 		{name: "not JSON", raw: `{"cniVersion":`, wantErr: "cannot decode IPAM result"},
 		{name: "unknown version", raw: `{"cniVersion":"9.9.9","ips":[]}`, wantErr: "cannot decode IPAM result"},
@@ -101,7 +103,7 @@ func TestParse(t *testing.T) {
 			if got := ext.Table(); got != tt.wantTable {
 				t.Fatalf("Table() = %d, want %d", got, tt.wantTable)
 			}
-			if ext.UsesMainTable() != (tt.wantTable == MainTable) {
+			if ext.UsesMainTable() != (tt.wantTable == routing.MainTable) {
 				t.Fatalf("UsesMainTable() = %v for table %d", ext.UsesMainTable(), tt.wantTable)
 			}
 		})

@@ -1,8 +1,7 @@
 // Package netlinkutil holds small, idempotent netlink helpers for the policy
-// routing that vpcchain installs on a node: the rule priority map
-// (docs/design.md, "Routing"), ensure/find/delete for ip rules, per-address
-// host routes, a random locally administered MAC, and the sync of a hash:net
-// ipset. Every function works on the network namespace of the calling OS
+// routing that vpcchain installs on a node (its numbers are package
+// routing's): ensure/find/delete for ip rules, per-address host routes, a
+// random locally administered MAC, and the sync of a hash:net ipset. Every function works on the network namespace of the calling OS
 // thread (lock the thread, e.g. via ns.Do, to target another namespace),
 // except where it takes a netlink handle.
 package netlinkutil
@@ -15,25 +14,9 @@ import (
 	"syscall"
 
 	"github.com/vishvananda/netlink"
-)
 
-// Rule priorities, as in the AWS VPC CNI.
-const (
-	// PrioToPod: "to <pod ip>/32 lookup main", so traffic to a pod is routed
-	// by the main table's /32 route to its veth whatever the source.
-	PrioToPod = 512
-	// PrioConnmark: "fwmark <mark>/<mask> lookup main" for connmarked replies
-	// and NodePort flows that must use the primary ENI.
-	PrioConnmark = 1024
-	// PrioFromPod: "from <pod ip>/32 lookup <ENI table>" for pods whose
-	// address belongs to a secondary ENI.
-	PrioFromPod = 1536
-	// PrioENIPrimary: "from <secondary ENI primary ip> lookup <ENI table>".
-	PrioENIPrimary = 32765
+	"github.com/vpcchain/vpcchain/internal/routing"
 )
-
-// MainTable is the kernel's main routing table.
-const MainTable = 254
 
 // HostNet returns ip as a single-host network (/32 or /128).
 func HostNet(ip net.IP) *net.IPNet {
@@ -51,21 +34,21 @@ func Family(ip net.IP) int {
 	return netlink.FAMILY_V6
 }
 
-// ToPodRule is "to <ip>/32 lookup main" at PrioToPod.
+// ToPodRule is "to <ip>/32 lookup main" at routing.PrioToPod.
 func ToPodRule(ip net.IP) *netlink.Rule {
 	r := netlink.NewRule()
 	r.Family = Family(ip)
-	r.Priority = PrioToPod
+	r.Priority = routing.PrioToPod
 	r.Dst = HostNet(ip)
-	r.Table = MainTable
+	r.Table = routing.MainTable
 	return r
 }
 
-// FromPodRule is "from <ip>/32 lookup <table>" at PrioFromPod.
+// FromPodRule is "from <ip>/32 lookup <table>" at routing.PrioFromPod.
 func FromPodRule(ip net.IP, table int) *netlink.Rule {
 	r := netlink.NewRule()
 	r.Family = Family(ip)
-	r.Priority = PrioFromPod
+	r.Priority = routing.PrioFromPod
 	r.Src = HostNet(ip)
 	r.Table = table
 	return r
@@ -101,11 +84,11 @@ func RuleString(r *netlink.Rule) string {
 
 func tableName(t int) string {
 	switch t {
-	case MainTable:
+	case routing.MainTable:
 		return "main"
-	case 255:
+	case routing.LocalTable:
 		return "local"
-	case 253:
+	case routing.DefaultTable:
 		return "default"
 	}
 	return fmt.Sprint(t)
@@ -221,26 +204,26 @@ func DeleteRules(family int, match func(*netlink.Rule) bool) (int, error) {
 	return n, errors.Join(errs...)
 }
 
-// IsToPodRule matches "to <ip>/32 lookup main" at PrioToPod.
+// IsToPodRule matches "to <ip>/32 lookup main" at routing.PrioToPod.
 func IsToPodRule(ip net.IP) func(*netlink.Rule) bool {
 	dst := HostNet(ip)
 	return func(r *netlink.Rule) bool {
-		return r.Priority == PrioToPod && r.Src == nil && netEqual(r.Dst, dst)
+		return r.Priority == routing.PrioToPod && r.Src == nil && netEqual(r.Dst, dst)
 	}
 }
 
-// IsFromPodRule matches "from <ip>/32 lookup <any table>" at PrioFromPod.
+// IsFromPodRule matches "from <ip>/32 lookup <any table>" at routing.PrioFromPod.
 func IsFromPodRule(ip net.IP) func(*netlink.Rule) bool {
 	src := HostNet(ip)
 	return func(r *netlink.Rule) bool {
-		return r.Priority == PrioFromPod && r.Dst == nil && netEqual(r.Src, src)
+		return r.Priority == routing.PrioFromPod && r.Dst == nil && netEqual(r.Src, src)
 	}
 }
 
 // HostRoutes returns the routes "<ip>/32 ..." in table (0 = main).
 func HostRoutes(ip net.IP, table int) ([]netlink.Route, error) {
 	if table == 0 {
-		table = MainTable
+		table = routing.MainTable
 	}
 	filter := &netlink.Route{Dst: HostNet(ip), Table: table}
 	routes, err := RouteListFiltered(Family(ip), filter, netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)

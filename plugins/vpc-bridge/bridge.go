@@ -41,6 +41,7 @@ import (
 	"github.com/vpcchain/vpcchain/internal/cniext"
 	"github.com/vpcchain/vpcchain/internal/naming"
 	"github.com/vpcchain/vpcchain/internal/netlinkutil"
+	"github.com/vpcchain/vpcchain/internal/routing"
 )
 
 // GatewayIP and GatewayIP6 are the pod's link-local default gateways,
@@ -194,7 +195,7 @@ func cmdAdd(args *skel.CmdArgs) (retErr error) {
 		LinkIndex: hostLink.Attrs().Index,
 		Dst:       netlinkutil.HostNet(podIP),
 		Scope:     netlink.SCOPE_LINK,
-		Table:     netlinkutil.MainTable,
+		Table:     routing.MainTable,
 	}
 	if err := netlink.RouteReplace(route); err != nil {
 		return fmt.Errorf("vpc-bridge: add host route %s dev %s scope link: %w", route.Dst, hostVeth, err)
@@ -325,7 +326,7 @@ func checkAddressFree(ip net.IP, owner naming.VethOwner) error {
 // routedElsewhere returns a description of the interface that the main table
 // routes ip/32 to, when that interface is not this attachment's; "" if none.
 func routedElsewhere(ip net.IP, owner naming.VethOwner) (string, error) {
-	routes, err := netlinkutil.HostRoutes(ip, netlinkutil.MainTable)
+	routes, err := netlinkutil.HostRoutes(ip, routing.MainTable)
 	if err != nil {
 		return "", err
 	}
@@ -479,14 +480,14 @@ func ensurePodRules(ip net.IP, table int) error {
 	family := netlinkutil.Family(ip)
 	isFrom := netlinkutil.IsFromPodRule(ip)
 	if _, err := netlinkutil.DeleteRules(family, func(r *netlink.Rule) bool {
-		return isFrom(r) && (table == netlinkutil.MainTable || r.Table != table)
+		return isFrom(r) && (table == routing.MainTable || r.Table != table)
 	}); err != nil {
 		return fmt.Errorf("vpc-bridge: remove stale from-pod rules for %s: %w", ip, err)
 	}
 	if _, err := netlinkutil.EnsureRule(netlinkutil.ToPodRule(ip)); err != nil {
 		return fmt.Errorf("vpc-bridge: %w", err)
 	}
-	if table != netlinkutil.MainTable {
+	if table != routing.MainTable {
 		if _, err := netlinkutil.EnsureRule(netlinkutil.FromPodRule(ip, table)); err != nil {
 			return fmt.Errorf("vpc-bridge: %w", err)
 		}
@@ -620,7 +621,7 @@ func ipsRoutedTo(link netlink.Link) ([]net.IP, error) {
 	var out []net.IP
 	for _, family := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
 		routes, err := netlinkutil.RouteListFiltered(family,
-			&netlink.Route{LinkIndex: link.Attrs().Index, Table: netlinkutil.MainTable},
+			&netlink.Route{LinkIndex: link.Attrs().Index, Table: routing.MainTable},
 			netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
 		if err != nil {
 			return nil, fmt.Errorf("vpc-bridge: list routes of %s: %w", link.Attrs().Name, err)
@@ -651,7 +652,7 @@ func releaseHostIP(ip net.IP, owner naming.VethOwner) (skipped bool, err error) 
 		return true, nil
 	}
 	var errs []error
-	routes, err := netlinkutil.HostRoutes(ip, netlinkutil.MainTable)
+	routes, err := netlinkutil.HostRoutes(ip, routing.MainTable)
 	if err != nil {
 		return false, err
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/vpcchain/vpcchain/internal/naming"
 	"github.com/vpcchain/vpcchain/internal/netlinkutil"
+	"github.com/vpcchain/vpcchain/internal/routing"
 )
 
 // cmdCheck verifies every piece that ADD built and reports each difference.
@@ -105,7 +106,7 @@ func expectedFromResult(r *types100.Result, args *skel.CmdArgs) (*expected, erro
 // checkHost checks the host side and returns the host veth's MAC (nil if absent).
 func checkHost(e *expected, conf *NetConf, args *skel.CmdArgs, problems *[]string) net.HardwareAddr {
 	bad := func(format string, a ...any) { *problems = append(*problems, fmt.Sprintf(format, a...)) }
-	owner := naming.VethOwner{ContainerID: args.ContainerID, IfName: args.IfName, RouteTable: netlinkutil.MainTable}
+	owner := naming.VethOwner{ContainerID: args.ContainerID, IfName: args.IfName, RouteTable: routing.MainTable}
 
 	var hostMAC net.HardwareAddr
 	link, err := netlinkutil.LinkByName(e.hostName)
@@ -141,7 +142,7 @@ func checkHost(e *expected, conf *NetConf, args *skel.CmdArgs, problems *[]strin
 			bad("host veth %s has address(es) %s, it must have none", e.hostName, strings.Join(s, ", "))
 		}
 
-		routes, err := netlinkutil.HostRoutes(e.ip, netlinkutil.MainTable)
+		routes, err := netlinkutil.HostRoutes(e.ip, routing.MainTable)
 		if err != nil {
 			bad("%v", err)
 		}
@@ -169,7 +170,7 @@ func checkHost(e *expected, conf *NetConf, args *skel.CmdArgs, problems *[]strin
 	} else {
 		ok := false
 		for i := range rules {
-			if rules[i].Table == netlinkutil.MainTable {
+			if rules[i].Table == routing.MainTable {
 				ok = true
 			} else {
 				bad("unexpected rule %q", netlinkutil.RuleString(&rules[i]))
@@ -182,9 +183,9 @@ func checkHost(e *expected, conf *NetConf, args *skel.CmdArgs, problems *[]strin
 	if rules, err := netlinkutil.FindRules(family, netlinkutil.IsFromPodRule(e.ip)); err != nil {
 		bad("%v", err)
 	} else {
-		ok := owner.RouteTable == netlinkutil.MainTable
+		ok := owner.RouteTable == routing.MainTable
 		for i := range rules {
-			if owner.RouteTable != netlinkutil.MainTable && rules[i].Table == owner.RouteTable {
+			if owner.RouteTable != routing.MainTable && rules[i].Table == owner.RouteTable {
 				ok = true
 			} else {
 				bad("unexpected rule %q (the pod's route table is %d)", netlinkutil.RuleString(&rules[i]), owner.RouteTable)
@@ -237,7 +238,7 @@ func checkPod(e *expected, conf *NetConf, hostMAC net.HardwareAddr, problems *[]
 
 	gw := gatewayFor(e.ip)
 	routes, err := netlinkutil.RouteListFiltered(family,
-		&netlink.Route{LinkIndex: a.Index, Table: netlinkutil.MainTable}, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
+		&netlink.Route{LinkIndex: a.Index, Table: routing.MainTable}, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
 	if err != nil {
 		bad("list routes of pod interface %s: %v", e.podName, err)
 	} else {

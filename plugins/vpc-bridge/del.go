@@ -43,6 +43,7 @@ import (
 
 	"github.com/vpcchain/vpcchain/internal/naming"
 	"github.com/vpcchain/vpcchain/internal/netlinkutil"
+	"github.com/vpcchain/vpcchain/internal/routing"
 )
 
 func cmdDel(args *skel.CmdArgs) error {
@@ -253,7 +254,7 @@ func verifyUnrouted(ips []net.IP) error {
 		for i := range rules {
 			left = append(left, "rule "+netlinkutil.RuleString(&rules[i]))
 		}
-		routes, err := netlinkutil.HostRoutes(ip, netlinkutil.MainTable)
+		routes, err := netlinkutil.HostRoutes(ip, routing.MainTable)
 		if err != nil {
 			return err
 		}

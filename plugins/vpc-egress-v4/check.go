@@ -13,6 +13,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/vpcchain/vpcchain/internal/netlinkutil"
+	"github.com/vpcchain/vpcchain/internal/routing"
 )
 
 // cmdCheck verifies what ADD built and names every difference. The egress
@@ -56,7 +57,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 	case l.Attrs().Flags&net.FlagUp == 0:
 		bad("host veth %s is down", att.hostVeth())
 	case podIP != nil:
-		routes, err := netlinkutil.HostRoutes(podIP, netlinkutil.MainTable)
+		routes, err := netlinkutil.HostRoutes(podIP, routing.MainTable)
 		if err != nil || len(routes) != 1 || routes[0].LinkIndex != l.Attrs().Index {
 			bad("host route %s/32 dev %s missing (%v)", podIP, att.hostVeth(), err)
 		}
@@ -87,7 +88,7 @@ func checkPod(ifName string, bad func(string, ...any)) (net.IP, string) {
 		bad("pod interface %s has IPv4 addresses %v (%v), want one", ifName, addrs, err)
 		return nil, ""
 	}
-	routes, err := netlinkutil.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{LinkIndex: l.Attrs().Index, Table: netlinkutil.MainTable},
+	routes, err := netlinkutil.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{LinkIndex: l.Attrs().Index, Table: routing.MainTable},
 		netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
 	var gw net.IP
 	for _, r := range routes {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/vpcchain/vpcchain/internal/naming"
 	"github.com/vpcchain/vpcchain/internal/netlinkutil"
+	"github.com/vpcchain/vpcchain/internal/routing"
 	"github.com/vpcchain/vpcchain/internal/snat"
 )
 
@@ -70,7 +71,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 // otherwise, including when it cannot tell (the entry is then removed, as
 // before: DEL must not fail on a lookup).
 func routedToOther(ip netip.Addr, me naming.VethOwner) string {
-	routes, err := netlinkutil.HostRoutes(net.IP(ip.AsSlice()), netlinkutil.MainTable)
+	routes, err := netlinkutil.HostRoutes(net.IP(ip.AsSlice()), routing.MainTable)
 	if err != nil {
 		return ""
 	}

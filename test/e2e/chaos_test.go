@@ -23,7 +23,7 @@ import (
 
 	ipamv1 "github.com/vpcchain/vpcchain/api/ipam/v1"
 	"github.com/vpcchain/vpcchain/daemon/cloud"
-	"github.com/vpcchain/vpcchain/internal/netlinkutil"
+	"github.com/vpcchain/vpcchain/internal/routing"
 	"github.com/vpcchain/vpcchain/internal/snat"
 	"github.com/vpcchain/vpcchain/internal/vpcsim"
 )
@@ -912,7 +912,7 @@ func nodeKernel(t *testing.T, n *node) kernelState {
 				names[l.Attrs().Index] = l.Attrs().Name
 			}
 		}
-		routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: netlinkutil.MainTable}, netlink.RT_FILTER_TABLE)
+		routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: routing.MainTable}, netlink.RT_FILTER_TABLE)
 		if err != nil {
 			return err
 		}
@@ -930,10 +930,10 @@ func nodeKernel(t *testing.T, n *node) kernelState {
 		}
 		for _, r := range rules {
 			switch {
-			case r.Priority == netlinkutil.PrioToPod && r.Dst != nil:
+			case r.Priority == routing.PrioToPod && r.Dst != nil:
 				a, _ := netip.AddrFromSlice(r.Dst.IP.To4())
 				k.rules512[a] = true
-			case r.Priority == netlinkutil.PrioFromPod && r.Src != nil:
+			case r.Priority == routing.PrioFromPod && r.Src != nil:
 				a, _ := netip.AddrFromSlice(r.Src.IP.To4())
 				k.rules1536[a] = r.Table
 			}

@@ -1,0 +1,54 @@
+// Package routing is the policy-routing contract of a vpcchain node
+// (docs/design.md, "Routing"): the route table of each ENI and the
+// priorities of the ip rules that send traffic to and from pods. The daemon
+// builds the ENIs' tables and rules to it, vpc-ipam reports a pod's table
+// in its result, and vpc-bridge installs the pod's rules by it.
+//
+// It holds numbers only, no netlink code, so that vpc-ipam (which never
+// touches the host's network) can share it without linking netlink.
+package routing
+
+// Kernel route tables (RT_TABLE_*).
+const (
+	// MainTable is the kernel's main table: the primary ENI's table.
+	MainTable = 254
+	// DefaultTable and LocalTable are reserved by the kernel; no ENI's
+	// routes may go there.
+	DefaultTable = 253
+	LocalTable   = 255
+)
+
+// Rule priorities, as in the AWS VPC CNI.
+const (
+	// PrioToPod: "to <pod ip>/32 lookup main", so traffic to a pod is routed
+	// by the main table's /32 route to its veth whatever the source.
+	PrioToPod = 512
+	// PrioConnmark: "fwmark <mark>/<mask> lookup main" for connmarked replies
+	// and NodePort flows that must use the primary ENI.
+	PrioConnmark = 1024
+	// PrioFromPod: "from <pod ip>/32 lookup <ENI table>" for pods whose
+	// address belongs to a secondary ENI.
+	PrioFromPod = 1536
+	// PrioENIPrimary: "from <secondary ENI primary ip> lookup <ENI table>".
+	PrioENIPrimary = 32765
+)
+
+// tableBase offsets the per-ENI route tables of secondary ENIs.
+//
+// Why not the reference's device+1: Calico Felix owns a range of route
+// tables (default 1-250, 65-99 as the operator configures it on EKS) and
+// always claims the lowest index of it for WireGuard; with WireGuard off it
+// deletes every ip rule that looks up that table. Tables 1001.. stay clear
+// of both ranges, of the reserved 253-255, and of the reference's 10000+
+// tables for other network cards, so Felix never touches our rules whatever
+// range it is given below 1000.
+const tableBase = 1000
+
+// ENITable is the policy-routing table of the ENI at deviceNumber: main for
+// the primary ENI (device 0), 1000+deviceNumber for the others.
+func ENITable(deviceNumber int) int {
+	if deviceNumber == 0 {
+		return MainTable
+	}
+	return tableBase + deviceNumber
+}
