@@ -75,12 +75,12 @@ type topLevel struct {
 // ipamFields are the keys the ipam section may have.
 var ipamFields = []string{"socket", "timeout", "type"}
 
-// parseConfig decodes and validates stdin. Errors are *types.Error:
+// ParseConfig decodes and validates stdin. Errors are *types.Error:
 // ErrDecodingFailure (6) for JSON that does not decode (including a field of
 // the wrong JSON type), ErrUnsupportedField (2) for an unknown ipam field,
 // ErrInvalidNetworkConfig (7) for a decoded but invalid value. Messages name
 // the field, the value and what is allowed.
-func parseConfig(stdin []byte) (*Config, error) {
+func ParseConfig(stdin []byte) (*Config, error) {
 	var top topLevel
 	if err := json.Unmarshal(stdin, &top); err != nil {
 		return nil, types.NewError(types.ErrDecodingFailure,
@@ -236,9 +236,9 @@ type PodArgs struct {
 	K8S_POD_NAME      types.UnmarshallableString //nolint:revive,stylecheck // CNI_ARGS key
 }
 
-// parsePodArgs parses CNI_ARGS; a malformed value is
+// ParsePodArgs parses CNI_ARGS; a malformed value is
 // ErrInvalidEnvironmentVariables (4).
-func parsePodArgs(cniArgs string) (*PodArgs, error) {
+func ParsePodArgs(cniArgs string) (*PodArgs, error) {
 	a := &PodArgs{}
 	a.IgnoreUnknown = true
 	if err := cniargs.Load(cniArgs, a); err != nil {

@@ -76,7 +76,7 @@ func TestParseConfig(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			conf, err := parseConfig([]byte(tt.json))
+			conf, err := ParseConfig([]byte(tt.json))
 			if tt.wantCode == 0 {
 				if err != nil {
 					t.Fatalf("unexpected error: %v", err)
@@ -127,7 +127,7 @@ func TestParseConfigAttachments(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			conf, err := parseConfig([]byte(tt.json))
+			conf, err := ParseConfig([]byte(tt.json))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -146,7 +146,7 @@ func TestParseConfigAttachments(t *testing.T) {
 }
 
 func TestParsePodArgs(t *testing.T) {
-	a, err := parsePodArgs("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=nginx;K8S_POD_UID=123;K8S_POD_INFRA_CONTAINER_ID=abc")
+	a, err := ParsePodArgs("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=nginx;K8S_POD_UID=123;K8S_POD_INFRA_CONTAINER_ID=abc")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,14 +154,14 @@ func TestParsePodArgs(t *testing.T) {
 		t.Errorf("got %q/%q", a.K8S_POD_NAMESPACE, a.K8S_POD_NAME)
 	}
 	// Unknown keys are ignored even without IgnoreUnknown (not every runtime sends it).
-	if _, err := parsePodArgs("FOO=bar;K8S_POD_NAME=x"); err != nil {
+	if _, err := ParsePodArgs("FOO=bar;K8S_POD_NAME=x"); err != nil {
 		t.Errorf("unknown key without IgnoreUnknown: %v", err)
 	}
-	if a, err := parsePodArgs(""); err != nil || a.K8S_POD_NAME != "" {
+	if a, err := ParsePodArgs(""); err != nil || a.K8S_POD_NAME != "" {
 		t.Errorf("empty CNI_ARGS: %v %v", a, err)
 	}
 	var e *types.Error
-	if _, err := parsePodArgs("K8S_POD_NAME"); !errors.As(err, &e) || e.Code != types.ErrInvalidEnvironmentVariables {
+	if _, err := ParsePodArgs("K8S_POD_NAME"); !errors.As(err, &e) || e.Code != types.ErrInvalidEnvironmentVariables {
 		t.Errorf("malformed CNI_ARGS: got %v, want code 4", err)
 	}
 }

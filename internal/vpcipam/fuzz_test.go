@@ -24,7 +24,7 @@ func FuzzParseConfig(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, stdin []byte) {
-		conf, err := parseConfig(stdin)
+		conf, err := ParseConfig(stdin)
 		if err != nil {
 			var ce *types.Error
 			if !errors.As(err, &ce) || ce.Code == 0 || ce.Msg == "" {
@@ -45,6 +45,6 @@ func FuzzParsePodArgs(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, args string) {
-		_, _ = parsePodArgs(args)
+		_, _ = ParsePodArgs(args)
 	})
 }

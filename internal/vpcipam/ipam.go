@@ -1,7 +1,10 @@
 // Package vpcipam is the vpc-ipam IPAM plugin: the verbs, its configuration
-// and its error codes. The vpc-ipam command runs it as a plugin; vpc-bridge
+// and its error codes. The vpc-ipam command runs it as a plugin (CmdAdd,
+// CmdDel, ...: parse stdin and CNI_ARGS, then run the verb); vpc-bridge
 // calls it in-process when its ipam.type is vpc-ipam (Type), which saves a
-// process start per ADD and DEL and behaves exactly as the command does.
+// process start per ADD and DEL and behaves exactly as the command does. The
+// verbs (Add, Del, ...) take the parsed configuration and pod, so that a
+// caller parses them once per invocation.
 package vpcipam
 
 // The verbs. Every one parses the configuration, dials the daemon and makes
@@ -94,7 +97,15 @@ const Type = "vpc-ipam"
 // CmdAdd is ADD: it writes the result, with the vpcchain extension, to
 // stdout.
 func CmdAdd(args *skel.CmdArgs) error {
-	raw, err := Add(args)
+	conf, err := ParseConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	pod, err := ParsePodArgs(args.Args)
+	if err != nil {
+		return err
+	}
+	raw, err := Add(conf, pod, args)
 	if err != nil {
 		return err
 	}
@@ -104,17 +115,11 @@ func CmdAdd(args *skel.CmdArgs) error {
 	return nil
 }
 
-// Add is ADD without output: it returns the result with the vpcchain
-// extension, in the configuration's CNI version, as the plugin prints it.
-func Add(args *skel.CmdArgs) ([]byte, error) {
-	conf, err := parseConfig(args.StdinData)
-	if err != nil {
-		return nil, err
-	}
-	pod, err := parsePodArgs(args.Args)
-	if err != nil {
-		return nil, err
-	}
+// Add is ADD without output, for the configuration and pod that the caller
+// parsed (ParseConfig, ParsePodArgs): it returns the result with the
+// vpcchain extension, in the configuration's CNI version, as the plugin
+// prints it.
+func Add(conf *Config, pod *PodArgs, args *skel.CmdArgs) ([]byte, error) {
 	key := attachmentKey(conf, args)
 	if err := checkKey(key); err != nil {
 		return nil, err
@@ -123,7 +128,7 @@ func Add(args *skel.CmdArgs) ([]byte, error) {
 		return nil, types.NewError(types.ErrInvalidNetNS, "vpc-ipam: "+err.Error(), "")
 	}
 	var alloc *ipamv1.Allocation
-	err = withDaemon(conf, func(ctx context.Context, c *ipamclient.Client) error {
+	err := withDaemon(conf, func(ctx context.Context, c *ipamclient.Client) error {
 		reply, err := c.Add(ctx, &ipamv1.AddRequest{
 			Key:          key,
 			PodNamespace: string(pod.K8S_POD_NAMESPACE),
@@ -180,17 +185,22 @@ func resultFromAllocation(a *ipamv1.Allocation) (*types100.Result, *cniext.Ext, 
 
 // CmdDel is DEL.
 func CmdDel(args *skel.CmdArgs) error {
-	conf, err := parseConfig(args.StdinData)
+	conf, err := ParseConfig(args.StdinData)
 	if err != nil {
 		return err
 	}
+	return Del(conf, args)
+}
+
+// Del is DEL for a parsed configuration.
+func Del(conf *Config, args *skel.CmdArgs) error {
 	key := attachmentKey(conf, args)
 	if err := checkKey(key); err != nil {
 		// ADD refuses such a key, so it holds nothing to release.
 		logf("DEL: %v; nothing to release", err)
 		return nil
 	}
-	err = withDaemon(conf, func(ctx context.Context, c *ipamclient.Client) error {
+	err := withDaemon(conf, func(ctx context.Context, c *ipamclient.Client) error {
 		_, err := c.Del(ctx, &ipamv1.DelRequest{Key: key})
 		return err
 	})
@@ -211,10 +221,15 @@ func CmdDel(args *skel.CmdArgs) error {
 
 // CmdCheck is CHECK.
 func CmdCheck(args *skel.CmdArgs) error {
-	conf, err := parseConfig(args.StdinData)
+	conf, err := ParseConfig(args.StdinData)
 	if err != nil {
 		return err
 	}
+	return Check(conf, args)
+}
+
+// Check is CHECK for a parsed configuration.
+func Check(conf *Config, args *skel.CmdArgs) error {
 	if conf.PrevResult == nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, "vpc-ipam: CHECK needs prevResult (the attachment's ADD result) in the configuration", "")
 	}
@@ -274,12 +289,17 @@ func singleAddress(r *types100.Result) (net.IP, error) {
 
 // CmdStatus is STATUS.
 func CmdStatus(args *skel.CmdArgs) error {
-	conf, err := parseConfig(args.StdinData)
+	conf, err := ParseConfig(args.StdinData)
 	if err != nil {
 		return err
 	}
+	return Status(conf)
+}
+
+// Status is STATUS for a parsed configuration.
+func Status(conf *Config) error {
 	var notReady string
-	err = withDaemon(conf, func(ctx context.Context, c *ipamclient.Client) error {
+	err := withDaemon(conf, func(ctx context.Context, c *ipamclient.Client) error {
 		reply, err := c.Status(ctx)
 		if err != nil {
 			return err
@@ -309,10 +329,15 @@ func CmdStatus(args *skel.CmdArgs) error {
 
 // CmdGC is GC.
 func CmdGC(args *skel.CmdArgs) error {
-	conf, err := parseConfig(args.StdinData)
+	conf, err := ParseConfig(args.StdinData)
 	if err != nil {
 		return err
 	}
+	return GC(conf)
+}
+
+// GC is GC for a parsed configuration.
+func GC(conf *Config) error {
 	if !conf.HasValidAttachments {
 		// Without the list every allocation of the network would look
 		// stale; releasing the addresses of live pods is the one thing an
@@ -325,7 +350,7 @@ func CmdGC(args *skel.CmdArgs) error {
 		req.Valid = append(req.Valid, &ipamv1.Key{Network: conf.Name, ContainerId: a.ContainerID, Ifname: a.IfName})
 	}
 	var released []*ipamv1.Key
-	err = withDaemon(conf, func(ctx context.Context, c *ipamclient.Client) error {
+	err := withDaemon(conf, func(ctx context.Context, c *ipamclient.Client) error {
 		reply, err := c.GC(ctx, req)
 		released = reply.GetReleased()
 		return err

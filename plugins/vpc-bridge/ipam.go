@@ -40,7 +40,15 @@ func findIPAM(conf *NetConf) (string, error) {
 // plugin's own *types.Error (code and message preserved).
 func ipamAddRaw(ctx context.Context, conf *NetConf, args *skel.CmdArgs) ([]byte, error) {
 	if conf.IPAM.Type == vpcipam.Type {
-		return vpcipam.Add(args)
+		ipamConf, err := vpcipam.ParseConfig(args.StdinData)
+		if err != nil {
+			return nil, err
+		}
+		pod, err := vpcipam.ParsePodArgs(args.Args)
+		if err != nil {
+			return nil, err
+		}
+		return vpcipam.Add(ipamConf, pod, args)
 	}
 	path, err := findIPAM(conf)
 	if err != nil {
