@@ -14,7 +14,7 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/vpcchain/vpcchain/internal/cniargs"
-	"github.com/vpcchain/vpcchain/internal/naming"
+	"github.com/vpcchain/vpcchain/internal/veth"
 )
 
 // DefaultEndpointStatusDir is where Felix (EndpointStatusPathPrefix
@@ -79,9 +79,9 @@ func parseConfig(stdin []byte) (*NetConf, error) {
 	}
 	var errs []string
 	if conf.VethPrefix == "" {
-		conf.VethPrefix = naming.DefaultPrefix
+		conf.VethPrefix = veth.DefaultPrefix
 	}
-	if err := naming.ValidatePrefix(conf.VethPrefix); err != nil {
+	if err := veth.ValidatePrefix(conf.VethPrefix); err != nil {
 		errs = append(errs, "vethPrefix: "+err.Error())
 	}
 	conf.publish = conf.PublishPodIP == nil || *conf.PublishPodIP
@@ -195,7 +195,7 @@ func loadPod(cniArgs string) (podRef, error) {
 // checkName is the naming contract: the host veth in prevResult must be the
 // name Felix computes for the pod. Code 7 otherwise.
 func checkName(prefix string, pod podRef, hostIfs []string) (string, error) {
-	want := naming.HostVethName(prefix, pod.Namespace, pod.Name)
+	want := veth.HostName(prefix, pod.Namespace, pod.Name)
 	for _, n := range hostIfs {
 		if n == want {
 			return want, nil

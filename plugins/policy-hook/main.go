@@ -4,7 +4,7 @@
 // it
 //
 //  1. checks that the host veth in prevResult has the name Felix computes for
-//     the pod (<prefix><sha1("ns.pod")[:11]>, internal/naming);
+//     the pod (<prefix><sha1("ns.pod")[:11]>, internal/veth);
 //  2. publishes the pod's addresses on the Pod as annotations
 //     (cni.projectcalico.org/podIP, cni.projectcalico.org/podIPs,
 //     vpc.amazonaws.com/pod-ips), so Felix builds the workload endpoint before

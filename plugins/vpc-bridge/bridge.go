@@ -39,9 +39,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vpcchain/vpcchain/internal/cniext"
-	"github.com/vpcchain/vpcchain/internal/naming"
 	"github.com/vpcchain/vpcchain/internal/netlinkutil"
 	"github.com/vpcchain/vpcchain/internal/routing"
+	"github.com/vpcchain/vpcchain/internal/veth"
 )
 
 // GatewayIP and GatewayIP6 are the pod's link-local default gateways,
@@ -85,12 +85,6 @@ func openNetNS(path string) (ns.NetNS, error) {
 	return n, nil
 }
 
-// ownedBy reports whether link carries the alias of this attachment.
-func ownedBy(link netlink.Link, owner naming.VethOwner) bool {
-	o, ok := naming.ParseVethAlias(link.Attrs().Alias)
-	return ok && o.SameAttachment(owner)
-}
-
 func cmdAdd(args *skel.CmdArgs) (retErr error) {
 	ctx := context.Background()
 	conf, err := parseConfig(args.StdinData)
@@ -105,7 +99,7 @@ func cmdAdd(args *skel.CmdArgs) (retErr error) {
 		return err
 	}
 	hostVeth := hostVethName(conf.VethPrefix, k8s, args.ContainerID, args.IfName)
-	owner := naming.VethOwner{ContainerID: args.ContainerID, IfName: args.IfName}
+	owner := veth.Owner{ContainerID: args.ContainerID, IfName: args.IfName}
 
 	podNS, err := openNetNS(args.Netns)
 	if err != nil {
@@ -311,7 +305,7 @@ func defaultNet(ip net.IP) *net.IPNet {
 
 // checkAddressFree refuses an address that the main table already routes to
 // an interface of another attachment: the IPAM handed out a live address.
-func checkAddressFree(ip net.IP, owner naming.VethOwner) error {
+func checkAddressFree(ip net.IP, owner veth.Owner) error {
 	other, err := routedElsewhere(ip, owner)
 	if err != nil {
 		return err
@@ -325,7 +319,7 @@ func checkAddressFree(ip net.IP, owner naming.VethOwner) error {
 
 // routedElsewhere returns a description of the interface that the main table
 // routes ip/32 to, when that interface is not this attachment's; "" if none.
-func routedElsewhere(ip net.IP, owner naming.VethOwner) (string, error) {
+func routedElsewhere(ip net.IP, owner veth.Owner) (string, error) {
 	routes, err := netlinkutil.HostRoutes(ip, routing.MainTable)
 	if err != nil {
 		return "", err
@@ -341,9 +335,9 @@ func routedElsewhere(ip net.IP, owner naming.VethOwner) (string, error) {
 			}
 			return "", fmt.Errorf("vpc-bridge: look up link %d of route %s: %w", r.LinkIndex, r.Dst, err)
 		}
-		if !ownedBy(l, owner) {
+		if !owner.Owns(l) {
 			desc := fmt.Sprintf("interface %s", l.Attrs().Name)
-			if o, ok := naming.ParseVethAlias(l.Attrs().Alias); ok {
+			if o, ok := veth.ParseAlias(l.Attrs().Alias); ok {
 				desc += fmt.Sprintf(" (%s)", o)
 			}
 			return desc, nil
@@ -383,7 +377,7 @@ func uniqueHostMAC() (net.HardwareAddr, error) {
 // expects: for an IPv4 pod IPv6 is off on it; for an IPv6 pod IPv6 is on
 // (to forward) but makes no link-local address, does no DAD and takes no
 // router advertisement.
-func setupHostVeth(name string, owner naming.VethOwner, ipv6 bool) (netlink.Link, error) {
+func setupHostVeth(name string, owner veth.Owner, ipv6 bool) (netlink.Link, error) {
 	link, err := netlinkutil.LinkByName(name)
 	if err != nil {
 		return nil, fmt.Errorf("vpc-bridge: look up host veth %s: %w", name, err)
@@ -500,7 +494,7 @@ type addUndo struct {
 	podNS       ns.NetNS
 	ifName      string
 	hostVeth    string
-	owner       naming.VethOwner
+	owner       veth.Owner
 	ip          net.IP
 	vethCreated bool
 }
@@ -543,7 +537,7 @@ func (u *addUndo) run() error {
 // held by another attachment (an older sandbox of the same pod whose DEL has
 // not run yet) is ErrTryAgainLater; one held by a foreign interface is an
 // error; so is an existing ifname in the pod netns.
-func clearStaleAttachment(hostVeth string, owner naming.VethOwner, podNS ns.NetNS, ifName string) error {
+func clearStaleAttachment(hostVeth string, owner veth.Owner, podNS ns.NetNS, ifName string) error {
 	podPeerIdx, podHasIf := -1, false
 	err := podNS.Do(func(ns.NetNS) error {
 		l, err := netlinkutil.LinkByName(ifName)
@@ -570,7 +564,7 @@ func clearStaleAttachment(hostVeth string, owner naming.VethOwner, podNS ns.NetN
 	case err != nil && !netlinkutil.IsNotFound(err):
 		return fmt.Errorf("vpc-bridge: look up host veth %s: %w", hostVeth, err)
 	case err == nil:
-		prev, aliased := naming.ParseVethAlias(link.Attrs().Alias)
+		prev, aliased := veth.ParseAlias(link.Attrs().Alias)
 		paired := podHasIf && podPeerIdx == link.Attrs().Index
 		switch {
 		case paired || (aliased && prev.SameAttachment(owner)):
@@ -642,7 +636,7 @@ func ipsRoutedTo(link netlink.Link) ([]net.IP, error) {
 // pod address, unless the address is now routed to an interface of another
 // attachment (it was handed to a new pod): then it touches nothing and
 // returns skipped=true, so a late or repeated DEL cannot break a live pod.
-func releaseHostIP(ip net.IP, owner naming.VethOwner) (skipped bool, err error) {
+func releaseHostIP(ip net.IP, owner veth.Owner) (skipped bool, err error) {
 	other, err := routedElsewhere(ip, owner)
 	if err != nil {
 		return false, err

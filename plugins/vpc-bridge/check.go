@@ -12,9 +12,9 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
-	"github.com/vpcchain/vpcchain/internal/naming"
 	"github.com/vpcchain/vpcchain/internal/netlinkutil"
 	"github.com/vpcchain/vpcchain/internal/routing"
+	"github.com/vpcchain/vpcchain/internal/veth"
 )
 
 // cmdCheck verifies every piece that ADD built and reports each difference.
@@ -106,7 +106,7 @@ func expectedFromResult(r *types100.Result, args *skel.CmdArgs) (*expected, erro
 // checkHost checks the host side and returns the host veth's MAC (nil if absent).
 func checkHost(e *expected, conf *NetConf, args *skel.CmdArgs, problems *[]string) net.HardwareAddr {
 	bad := func(format string, a ...any) { *problems = append(*problems, fmt.Sprintf(format, a...)) }
-	owner := naming.VethOwner{ContainerID: args.ContainerID, IfName: args.IfName, RouteTable: routing.MainTable}
+	owner := veth.Owner{ContainerID: args.ContainerID, IfName: args.IfName, RouteTable: routing.MainTable}
 
 	var hostMAC net.HardwareAddr
 	link, err := netlinkutil.LinkByName(e.hostName)
@@ -127,7 +127,7 @@ func checkHost(e *expected, conf *NetConf, args *skel.CmdArgs, problems *[]strin
 		if a.MTU != conf.MTU {
 			bad("host veth %s has MTU %d, want %d", e.hostName, a.MTU, conf.MTU)
 		}
-		if o, ok := naming.ParseVethAlias(a.Alias); !ok || !o.SameAttachment(owner) {
+		if o, ok := veth.ParseAlias(a.Alias); !ok || !o.SameAttachment(owner) {
 			bad("host veth %s has alias %q, want %q", e.hostName, a.Alias, owner.Alias())
 		} else {
 			owner.RouteTable = o.RouteTable

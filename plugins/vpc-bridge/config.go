@@ -10,7 +10,7 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/vpcchain/vpcchain/internal/cniargs"
-	"github.com/vpcchain/vpcchain/internal/naming"
+	"github.com/vpcchain/vpcchain/internal/veth"
 )
 
 // Defaults and limits of the configuration.
@@ -37,7 +37,7 @@ type NetConf struct {
 	types.NetConf
 
 	// VethPrefix is the host veth name prefix; default "eni". 1..4
-	// characters, not "eth", "lo" or "vlan" (naming.ValidatePrefix). It must
+	// characters, not "eth", "lo" or "vlan" (veth.ValidatePrefix). It must
 	// match Felix's interfacePrefix when Calico enforces policy.
 	VethPrefix string `json:"vethPrefix,omitempty"`
 	// MTU of both veth ends; default 9001, allowed 576..9001.
@@ -69,9 +69,9 @@ func parseConfig(stdin []byte) (*NetConf, error) {
 func (c *NetConf) applyDefaultsAndValidate() error {
 	var errs []error
 	if c.VethPrefix == "" {
-		c.VethPrefix = naming.DefaultPrefix
-	} else if err := naming.ValidatePrefix(c.VethPrefix); err != nil {
-		errs = append(errs, fmt.Errorf("vethPrefix: %w (default %q)", err, naming.DefaultPrefix))
+		c.VethPrefix = veth.DefaultPrefix
+	} else if err := veth.ValidatePrefix(c.VethPrefix); err != nil {
+		errs = append(errs, fmt.Errorf("vethPrefix: %w (default %q)", err, veth.DefaultPrefix))
 	}
 	switch {
 	case c.MTU == 0:
@@ -114,19 +114,19 @@ func loadK8sArgs(cniArgs string) (*K8sArgs, error) {
 	return a, nil
 }
 
-// hostVethName is naming.HostVethName for a Kubernetes pod, or the documented
-// fallback (naming.FallbackHostVethName) when the runtime passes no pod
+// hostVethName is veth.HostName for a Kubernetes pod, or the documented
+// fallback (veth.FallbackHostName) when the runtime passes no pod
 // namespace/name.
 func hostVethName(prefix string, k *K8sArgs, containerID, ifName string) string {
 	if k != nil && k.K8S_POD_NAMESPACE != "" && k.K8S_POD_NAME != "" {
-		return naming.HostVethName(prefix, string(k.K8S_POD_NAMESPACE), string(k.K8S_POD_NAME))
+		return veth.HostName(prefix, string(k.K8S_POD_NAMESPACE), string(k.K8S_POD_NAME))
 	}
-	return naming.FallbackHostVethName(prefix, containerID, ifName)
+	return veth.FallbackHostName(prefix, containerID, ifName)
 }
 
 // checkIfName validates CNI_IFNAME; ErrInvalidEnvironmentVariables (4).
 func checkIfName(ifName string) error {
-	if err := naming.ValidateIfName(ifName); err != nil {
+	if err := veth.ValidateIfName(ifName); err != nil {
 		return types.NewError(types.ErrInvalidEnvironmentVariables, "vpc-bridge: invalid CNI_IFNAME: "+err.Error(), "")
 	}
 	return nil

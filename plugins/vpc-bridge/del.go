@@ -41,9 +41,9 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
-	"github.com/vpcchain/vpcchain/internal/naming"
 	"github.com/vpcchain/vpcchain/internal/netlinkutil"
 	"github.com/vpcchain/vpcchain/internal/routing"
+	"github.com/vpcchain/vpcchain/internal/veth"
 )
 
 func cmdDel(args *skel.CmdArgs) error {
@@ -62,7 +62,7 @@ func cmdDel(args *skel.CmdArgs) error {
 		logf("DEL: %v; using prevResult and the container-ID veth name", err)
 		k8s = nil
 	}
-	owner := naming.VethOwner{ContainerID: args.ContainerID, IfName: args.IfName}
+	owner := veth.Owner{ContainerID: args.ContainerID, IfName: args.IfName}
 	names := []string{hostVethName(conf.VethPrefix, k8s, args.ContainerID, args.IfName)}
 	var ips []net.IP
 	if conf.PrevResult != nil {
@@ -107,7 +107,7 @@ func cmdDel(args *skel.CmdArgs) error {
 // unroute finds the attachment's host veths and addresses, removes each
 // address's host route and rules and verifies them gone. It returns the
 // host veths that belong to the attachment.
-func unroute(args *skel.CmdArgs, names []string, owner naming.VethOwner, ips []net.IP) ([]netlink.Link, error) {
+func unroute(args *skel.CmdArgs, names []string, owner veth.Owner, ips []net.IP) ([]netlink.Link, error) {
 	var owned []netlink.Link
 	for _, name := range names {
 		l, err := netlinkutil.LinkByName(name)
@@ -117,7 +117,7 @@ func unroute(args *skel.CmdArgs, names []string, owner naming.VethOwner, ips []n
 			}
 			return nil, fmt.Errorf("look up host veth %s: %w", name, err)
 		}
-		if !ownedBy(l, owner) {
+		if !owner.Owns(l) {
 			logf("DEL: leaving %s alone: it does not belong to %s (alias %q)", name, owner, l.Attrs().Alias)
 			continue
 		}
@@ -155,7 +155,7 @@ func unroute(args *skel.CmdArgs, names []string, owner naming.VethOwner, ips []n
 
 // deleteLinks deletes the pod ifname (and with it its peer) and the owned
 // host veths, and verifies that none of the attachment's veths is left.
-func deleteLinks(args *skel.CmdArgs, names []string, owner naming.VethOwner, owned []netlink.Link) error {
+func deleteLinks(args *skel.CmdArgs, names []string, owner veth.Owner, owned []netlink.Link) error {
 	if args.Netns != "" {
 		if err := deletePodIf(args.Netns, args.IfName); err != nil {
 			return err
@@ -172,7 +172,7 @@ func deleteLinks(args *skel.CmdArgs, names []string, owner naming.VethOwner, own
 	}
 	var left []string
 	for _, name := range names {
-		if l, err := netlinkutil.LinkByName(name); err == nil && ownedBy(l, owner) {
+		if l, err := netlinkutil.LinkByName(name); err == nil && owner.Owns(l) {
 			left = append(left, "host veth "+name)
 		}
 	}

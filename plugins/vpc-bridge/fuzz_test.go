@@ -41,7 +41,7 @@ func FuzzParseConfig(f *testing.F) {
 }
 
 // documentedPrefix is the vethPrefix rule, written out independently of
-// package naming (which parseConfig calls): 1 to 4 bytes so that prefix + 11
+// package veth (which parseConfig calls): 1 to 4 bytes so that prefix + 11
 // hash characters fit the kernel's 15-byte interface names; not "eth", "lo"
 // or "vlan" (refused as the AWS VPC CNI refuses them); printable ASCII
 // without whitespace, '/' and ':' (the kernel's dev_valid_name), '%'

@@ -50,7 +50,7 @@ func vethOf(t *testing.T, namespace, name string) string {
 }
 
 // ownerAlias is the host veth's alias as docs/design.md writes it
-// (internal/naming/owner.go): vpcchain:v1:<container ID>:<ifname>:<table>.
+// (internal/veth/owner.go): vpcchain:v1:<container ID>:<ifname>:<table>.
 func ownerAlias(containerID, ifName string, table int) string {
 	return fmt.Sprintf("vpcchain:v1:%s:%s:%d", containerID, ifName, table)
 }

@@ -13,10 +13,10 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/vpcchain/vpcchain/internal/naming"
 	"github.com/vpcchain/vpcchain/internal/netlinkutil"
 	"github.com/vpcchain/vpcchain/internal/routing"
 	"github.com/vpcchain/vpcchain/internal/snat"
+	"github.com/vpcchain/vpcchain/internal/veth"
 )
 
 // nodeConfig reads the daemon's file. Missing means the daemon has not
@@ -67,10 +67,10 @@ func cmdAdd(args *skel.CmdArgs) error {
 }
 
 // routedToOther names the attachment whose host veth (vpc-bridge's alias,
-// internal/naming) the main table routes ip/32 to, when that is not me; ""
+// internal/veth) the main table routes ip/32 to, when that is not me; ""
 // otherwise, including when it cannot tell (the entry is then removed, as
 // before: DEL must not fail on a lookup).
-func routedToOther(ip netip.Addr, me naming.VethOwner) string {
+func routedToOther(ip netip.Addr, me veth.Owner) string {
 	routes, err := netlinkutil.HostRoutes(net.IP(ip.AsSlice()), routing.MainTable)
 	if err != nil {
 		return ""
@@ -80,7 +80,7 @@ func routedToOther(ip netip.Addr, me naming.VethOwner) string {
 		if err != nil {
 			continue
 		}
-		if o, ok := naming.ParseVethAlias(l.Attrs().Alias); ok && !o.SameAttachment(me) {
+		if o, ok := veth.ParseAlias(l.Attrs().Alias); ok && !o.SameAttachment(me) {
 			return o.String()
 		}
 	}
@@ -122,7 +122,7 @@ func cmdDel(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	me := naming.VethOwner{ContainerID: args.ContainerID, IfName: args.IfName}
+	me := veth.Owner{ContainerID: args.ContainerID, IfName: args.IfName}
 	for _, ip := range ips {
 		if other := routedToOther(ip, me); other != "" {
 			// A late or repeated DEL: the address was released and handed

@@ -1,4 +1,4 @@
-package naming
+package veth
 
 import (
 	"crypto/sha1"
@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/vishvananda/netlink"
 )
 
 // The host veth carries an interface alias (IFLA_IFALIAS, `ip link show`
@@ -28,8 +30,8 @@ const aliasPrefix = "vpcchain:v1:"
 // '#' cannot occur in a CNI container ID, so the two forms never collide.
 const maxAliasContainerID = 128
 
-// VethOwner identifies the CNI attachment that owns a host veth.
-type VethOwner struct {
+// Owner identifies the CNI attachment that owns a host veth.
+type Owner struct {
 	ContainerID string
 	IfName      string
 	// RouteTable is the table of the pod's from-pod rule (254 = main, no rule).
@@ -37,17 +39,23 @@ type VethOwner struct {
 }
 
 // Alias renders the owner as the interface alias to set on the host veth.
-func (o VethOwner) Alias() string {
+func (o Owner) Alias() string {
 	return aliasPrefix + aliasContainerID(o.ContainerID) + ":" + o.IfName + ":" + strconv.Itoa(o.RouteTable)
 }
 
 // SameAttachment reports whether other names the same (container ID, ifname)
 // attachment as o; the route table is not compared.
-func (o VethOwner) SameAttachment(other VethOwner) bool {
+func (o Owner) SameAttachment(other Owner) bool {
 	return aliasContainerID(o.ContainerID) == aliasContainerID(other.ContainerID) && o.IfName == other.IfName
 }
 
-func (o VethOwner) String() string {
+// Owns reports whether link carries the alias of o's attachment.
+func (o Owner) Owns(link netlink.Link) bool {
+	other, ok := ParseAlias(link.Attrs().Alias)
+	return ok && other.SameAttachment(o)
+}
+
+func (o Owner) String() string {
 	return fmt.Sprintf("container %s ifname %s", o.ContainerID, o.IfName)
 }
 
@@ -59,21 +67,21 @@ func aliasContainerID(id string) string {
 	return "#sha1-" + hex.EncodeToString(sum[:])
 }
 
-// ParseVethAlias parses an alias written by VethOwner.Alias. ok is false for
+// ParseAlias parses an alias written by Owner.Alias. ok is false for
 // any other alias (empty, or set by someone else). ContainerID may be the
 // "#sha1-<hex>" form for very long IDs; compare with SameAttachment.
-func ParseVethAlias(alias string) (owner VethOwner, ok bool) {
+func ParseAlias(alias string) (owner Owner, ok bool) {
 	rest, found := strings.CutPrefix(alias, aliasPrefix)
 	if !found {
-		return VethOwner{}, false
+		return Owner{}, false
 	}
 	parts := strings.Split(rest, ":")
 	if len(parts) != 3 || parts[0] == "" || parts[1] == "" {
-		return VethOwner{}, false
+		return Owner{}, false
 	}
 	table, err := strconv.Atoi(parts[2])
 	if err != nil || table < 0 {
-		return VethOwner{}, false
+		return Owner{}, false
 	}
-	return VethOwner{ContainerID: parts[0], IfName: parts[1], RouteTable: table}, true
+	return Owner{ContainerID: parts[0], IfName: parts[1], RouteTable: table}, true
 }

@@ -1,4 +1,4 @@
-package naming
+package veth
 
 import (
 	"strings"
@@ -8,7 +8,7 @@ import (
 // Calico's workload interface rule; every expected name is the prefix plus the
 // first 11 characters of `printf %s <namespace>.<pod> | sha1sum`, computed
 // with coreutils, not with this package.
-func TestHostVethName(t *testing.T) {
+func TestHostName(t *testing.T) {
 	tests := []struct {
 		prefix, ns, pod, want string
 	}{
@@ -19,17 +19,17 @@ func TestHostVethName(t *testing.T) {
 		{"x", "default", "nginx", "xc440f455693"},
 	}
 	for _, tt := range tests {
-		got := HostVethName(tt.prefix, tt.ns, tt.pod)
+		got := HostName(tt.prefix, tt.ns, tt.pod)
 		if got != tt.want {
-			t.Errorf("HostVethName(%q, %q, %q) = %q, want %q", tt.prefix, tt.ns, tt.pod, got, tt.want)
+			t.Errorf("HostName(%q, %q, %q) = %q, want %q", tt.prefix, tt.ns, tt.pod, got, tt.want)
 		}
 		if len(got) > MaxIfNameLen {
-			t.Errorf("HostVethName(%q, %q, %q) = %q is longer than %d bytes", tt.prefix, tt.ns, tt.pod, got, MaxIfNameLen)
+			t.Errorf("HostName(%q, %q, %q) = %q is longer than %d bytes", tt.prefix, tt.ns, tt.pod, got, MaxIfNameLen)
 		}
 	}
 }
 
-func TestFallbackHostVethName(t *testing.T) {
+func TestFallbackHostName(t *testing.T) {
 	// Expected values from outside the code: printf %s abc123.eth0 | sha1sum
 	// gives 4d89c3aad85..., printf %s abc123.eth1 | sha1sum gives 63bbe57fe6a...
 	for _, tt := range []struct{ prefix, id, ifname, want string }{
@@ -37,12 +37,12 @@ func TestFallbackHostVethName(t *testing.T) {
 		{"eni", "abc123", "eth1", "eni63bbe57fe6a"},
 		{"cali", "abc123", "eth0", "cali4d89c3aad85"},
 	} {
-		if got := FallbackHostVethName(tt.prefix, tt.id, tt.ifname); got != tt.want {
-			t.Errorf("FallbackHostVethName(%q, %q, %q) = %q, want %q", tt.prefix, tt.id, tt.ifname, got, tt.want)
+		if got := FallbackHostName(tt.prefix, tt.id, tt.ifname); got != tt.want {
+			t.Errorf("FallbackHostName(%q, %q, %q) = %q, want %q", tt.prefix, tt.id, tt.ifname, got, tt.want)
 		}
 	}
 	// It must not collide with the pod rule for the same strings.
-	if FallbackHostVethName("eni", "default", "nginx") != HostVethName("eni", "default", "nginx") {
+	if FallbackHostName("eni", "default", "nginx") != HostName("eni", "default", "nginx") {
 		t.Fatalf("both rules hash \"<a>.<b>\"; they are expected to agree for equal inputs")
 	}
 }
@@ -113,15 +113,15 @@ func TestValidateIfName(t *testing.T) {
 	}
 }
 
-func TestVethOwnerAlias(t *testing.T) {
+func TestOwnerAlias(t *testing.T) {
 	long := strings.Repeat("c", 300)
 	tests := []struct {
 		name  string
-		owner VethOwner
+		owner Owner
 		want  string
 	}{
-		{"main table", VethOwner{"abc", "eth0", 254}, "vpcchain:v1:abc:eth0:254"},
-		{"secondary ENI", VethOwner{"0123456789abcdef", "net1", 3}, "vpcchain:v1:0123456789abcdef:net1:3"},
+		{"main table", Owner{"abc", "eth0", 254}, "vpcchain:v1:abc:eth0:254"},
+		{"secondary ENI", Owner{"0123456789abcdef", "net1", 3}, "vpcchain:v1:0123456789abcdef:net1:3"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -129,9 +129,9 @@ func TestVethOwnerAlias(t *testing.T) {
 			if got != tt.want {
 				t.Fatalf("Alias() = %q, want %q", got, tt.want)
 			}
-			back, ok := ParseVethAlias(got)
+			back, ok := ParseAlias(got)
 			if !ok || back != tt.owner {
-				t.Fatalf("ParseVethAlias(%q) = %+v, %v; want %+v", got, back, ok, tt.owner)
+				t.Fatalf("ParseAlias(%q) = %+v, %v; want %+v", got, back, ok, tt.owner)
 			}
 			if !back.SameAttachment(tt.owner) {
 				t.Fatalf("SameAttachment false for round trip")
@@ -140,39 +140,39 @@ func TestVethOwnerAlias(t *testing.T) {
 	}
 
 	t.Run("long container ID is hashed", func(t *testing.T) {
-		o := VethOwner{ContainerID: long, IfName: "eth0", RouteTable: 254}
+		o := Owner{ContainerID: long, IfName: "eth0", RouteTable: 254}
 		a := o.Alias()
 		if len(a) > 255 {
 			t.Fatalf("alias is %d bytes, kernel limit is 255", len(a))
 		}
-		back, ok := ParseVethAlias(a)
+		back, ok := ParseAlias(a)
 		if !ok {
-			t.Fatalf("ParseVethAlias(%q) failed", a)
+			t.Fatalf("ParseAlias(%q) failed", a)
 		}
 		if !back.SameAttachment(o) || !o.SameAttachment(back) {
 			t.Fatalf("long container ID does not round-trip as the same attachment")
 		}
-		if back.SameAttachment(VethOwner{ContainerID: long + "x", IfName: "eth0"}) {
+		if back.SameAttachment(Owner{ContainerID: long + "x", IfName: "eth0"}) {
 			t.Fatalf("different long IDs compare equal")
 		}
 	})
 
 	t.Run("different attachments", func(t *testing.T) {
-		a := VethOwner{"abc", "eth0", 254}
-		for _, b := range []VethOwner{{"abd", "eth0", 254}, {"abc", "eth1", 254}} {
+		a := Owner{"abc", "eth0", 254}
+		for _, b := range []Owner{{"abd", "eth0", 254}, {"abc", "eth1", 254}} {
 			if a.SameAttachment(b) {
 				t.Errorf("%v and %v reported as same attachment", a, b)
 			}
 		}
-		if !a.SameAttachment(VethOwner{"abc", "eth0", 3}) {
+		if !a.SameAttachment(Owner{"abc", "eth0", 3}) {
 			t.Errorf("route table must not matter for SameAttachment")
 		}
 	})
 
 	t.Run("foreign aliases", func(t *testing.T) {
 		for _, s := range []string{"", "calico", "vpcchain:v1:", "vpcchain:v1:abc:eth0", "vpcchain:v1:abc:eth0:x", "vpcchain:v1::eth0:254", "vpcchain:v2:abc:eth0:254", "vpcchain:v1:abc:eth0:-1"} {
-			if o, ok := ParseVethAlias(s); ok {
-				t.Errorf("ParseVethAlias(%q) = %+v, true; want false", s, o)
+			if o, ok := ParseAlias(s); ok {
+				t.Errorf("ParseAlias(%q) = %+v, true; want false", s, o)
 			}
 		}
 	})
