@@ -28,7 +28,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -36,7 +35,6 @@ import (
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/vpcchain/vpcchain/internal/cniext"
 	"github.com/vpcchain/vpcchain/internal/netlinkutil"
@@ -60,30 +58,8 @@ func gatewayFor(ip net.IP) net.IP {
 	return GatewayIP6
 }
 
-func logf(format string, a ...any) {
-	fmt.Fprintf(os.Stderr, "vpc-bridge: "+format+"\n", a...)
-}
-
-// openNetNS opens the container netns; a missing or invalid path is
-// ErrInvalidNetNS (8) naming the path.
-func openNetNS(path string) (ns.NetNS, error) {
-	if path == "" {
-		return nil, types.NewError(types.ErrInvalidNetNS, "vpc-bridge: CNI_NETNS is empty", "")
-	}
-	n, err := ns.GetNS(path)
-	if err != nil {
-		var notExist ns.NSPathNotExistErr
-		var notNS ns.NSPathNotNSErr
-		switch {
-		case errors.As(err, &notExist):
-			return nil, types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("vpc-bridge: CNI_NETNS %q does not exist", path), err.Error())
-		case errors.As(err, &notNS):
-			return nil, types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("vpc-bridge: CNI_NETNS %q is not a network namespace", path), err.Error())
-		}
-		return nil, types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("vpc-bridge: cannot open CNI_NETNS %q: %v", path, err), "")
-	}
-	return n, nil
-}
+// plugin names vpc-bridge in its errors and log lines.
+const plugin veth.Plugin = "vpc-bridge"
 
 func cmdAdd(args *skel.CmdArgs) (retErr error) {
 	ctx := context.Background()
@@ -101,7 +77,7 @@ func cmdAdd(args *skel.CmdArgs) (retErr error) {
 	hostVeth := hostVethName(conf.VethPrefix, k8s, args.ContainerID, args.IfName)
 	owner := veth.Owner{ContainerID: args.ContainerID, IfName: args.IfName}
 
-	podNS, err := openNetNS(args.Netns)
+	podNS, err := plugin.OpenNetNS(args.Netns)
 	if err != nil {
 		return err
 	}
@@ -128,12 +104,13 @@ func cmdAdd(args *skel.CmdArgs) (retErr error) {
 		ipamDone <- ipamReply{raw, err}
 	}()
 	undo := &addUndo{podNS: podNS, ifName: args.IfName, hostVeth: hostVeth, owner: owner}
-	hostMAC, podMAC, vethErr := createVethPair(podNS, hostNS, args.IfName, hostVeth, conf.MTU, undo)
+	hostMAC, podMAC, vethErr := createPair(podNS, hostNS, args.IfName, hostVeth, conf.MTU)
+	undo.vethCreated = vethErr == nil
 	reply := <-ipamDone
 	if reply.err != nil {
 		// No address was assigned: only the pair (if made) is undone.
 		if err := undo.run(); err != nil {
-			logf("rollback after failed IPAM ADD: %v", err)
+			plugin.Logf("rollback after failed IPAM ADD: %v", err)
 		}
 		return reply.err
 	}
@@ -144,10 +121,10 @@ func cmdAdd(args *skel.CmdArgs) (retErr error) {
 			return
 		}
 		if err := undo.run(); err != nil {
-			logf("rollback after failed ADD: %v", err)
+			plugin.Logf("rollback after failed ADD: %v", err)
 		}
 		if err := ipamDelegate(ctx, "DEL", conf, args); err != nil {
-			logf("rollback after failed ADD: IPAM DEL: %v", err)
+			plugin.Logf("rollback after failed ADD: IPAM DEL: %v", err)
 		}
 	}()
 	if vethErr != nil {
@@ -173,32 +150,25 @@ func cmdAdd(args *skel.CmdArgs) (retErr error) {
 		return err
 	}
 
-	hostLink, err := setupHostVeth(hostVeth, owner, podIP.To4() == nil)
+	hostLink, err := veth.SetupHost(hostVeth, owner.Alias(), podIP.To4() == nil)
 	if err != nil {
-		return err
+		return fmt.Errorf("vpc-bridge: %w", err)
 	}
-
-	if err := podNS.Do(func(ns.NetNS) error { return setupPodSide(args.IfName, podIP, hostMAC) }); err != nil {
-		return err
+	gw := gatewayFor(podIP)
+	if err := podNS.Do(func(ns.NetNS) error { return veth.SetupPod(args.IfName, podIP, gw, hostMAC) }); err != nil {
+		return fmt.Errorf("vpc-bridge: %w", err)
 	}
 	if err := injectFault("pod"); err != nil {
 		return err
 	}
 
-	route := &netlink.Route{
-		LinkIndex: hostLink.Attrs().Index,
-		Dst:       netlinkutil.HostNet(podIP),
-		Scope:     netlink.SCOPE_LINK,
-		Table:     routing.MainTable,
-	}
-	if err := netlink.RouteReplace(route); err != nil {
-		return fmt.Errorf("vpc-bridge: add host route %s dev %s scope link: %w", route.Dst, hostVeth, err)
+	if err := veth.AddHostRoute(hostLink, podIP); err != nil {
+		return fmt.Errorf("vpc-bridge: %w", err)
 	}
 	if podIP.To4() == nil {
 		// No NDP: the host knows the pod's MAC as the pod knows the host's.
-		if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: hostLink.Attrs().Index, Family: netlink.FAMILY_V6,
-			State: netlink.NUD_PERMANENT, IP: podIP, HardwareAddr: podMAC}); err != nil {
-			return fmt.Errorf("vpc-bridge: add host neighbour %s lladdr %s dev %s nud permanent: %w", podIP, podMAC, hostVeth, err)
+		if err := veth.SetHostNeighbour(hostLink, podIP, podMAC); err != nil {
+			return fmt.Errorf("vpc-bridge: %w", err)
 		}
 	}
 	if err := injectFault("route"); err != nil {
@@ -221,9 +191,9 @@ func cmdAdd(args *skel.CmdArgs) (retErr error) {
 		IPs: []*types100.IPConfig{{
 			Interface: types100.Int(1),
 			Address:   *netlinkutil.HostNet(podIP),
-			Gateway:   gatewayFor(podIP),
+			Gateway:   gw,
 		}},
-		Routes: []*types.Route{{Dst: *defaultNet(podIP), GW: gatewayFor(podIP)}},
+		Routes: []*types.Route{{Dst: *veth.DefaultNet(podIP), GW: gw}},
 		DNS:    ipamResult.DNS,
 	}
 	if !conf.DNS.IsEmpty() {
@@ -235,38 +205,17 @@ func cmdAdd(args *skel.CmdArgs) (retErr error) {
 	return types.PrintResult(result, conf.CNIVersion)
 }
 
-// createVethPair creates the pair from inside the pod netns with the peer
-// placed directly in the host netns (no link moved between namespaces), the
-// host end with a random MAC no host link uses. It returns the host and pod
-// MACs and records the creation in undo.
-func createVethPair(podNS, hostNS ns.NetNS, ifName, hostVeth string, mtu int, undo *addUndo) (hostMAC, podMAC net.HardwareAddr, err error) {
-	hostMAC, err = uniqueHostMAC()
-	if err != nil {
-		return nil, nil, err
+// createPair creates the veth pair, the host end with a random MAC that no
+// host link uses. It returns the host and pod MACs.
+func createPair(podNS, hostNS ns.NetNS, ifName, hostVeth string, mtu int) (hostMAC, podMAC net.HardwareAddr, err error) {
+	hostMAC, err = veth.UniqueHostMAC()
+	if err == nil {
+		podMAC, err = veth.Create(podNS, hostNS, ifName, hostVeth, mtu, hostMAC)
 	}
-	err = podNS.Do(func(ns.NetNS) error {
-		la := netlink.NewLinkAttrs()
-		la.Name = ifName
-		la.MTU = mtu
-		veth := &netlink.Veth{
-			LinkAttrs:        la,
-			PeerName:         hostVeth,
-			PeerNamespace:    netlink.NsFd(int(hostNS.Fd())),
-			PeerHardwareAddr: hostMAC,
-			PeerMTU:          uint32(mtu),
-		}
-		if err := netlink.LinkAdd(veth); err != nil {
-			return fmt.Errorf("vpc-bridge: create veth pair %s (pod) / %s (host): %w", ifName, hostVeth, err)
-		}
-		undo.vethCreated = true
-		l, err := netlinkutil.LinkByName(ifName)
-		if err != nil {
-			return fmt.Errorf("vpc-bridge: look up new pod interface %s: %w", ifName, err)
-		}
-		podMAC = l.Attrs().HardwareAddr
-		return nil
-	})
-	return hostMAC, podMAC, err
+	if err != nil {
+		return nil, nil, fmt.Errorf("vpc-bridge: %w", err)
+	}
+	return hostMAC, podMAC, nil
 }
 
 // singleAddress returns the one address of an IPAM result: IPv4, or IPv6
@@ -293,14 +242,6 @@ func singleAddress(r *types100.Result, ipamType string) (net.IP, error) {
 			fmt.Sprintf("vpc-bridge: IPAM plugin %q returned %s: a pod address must be a global unicast address", ipamType, all[0]), "")
 	}
 	return ip, nil
-}
-
-// defaultNet is the default route's destination of ip's family.
-func defaultNet(ip net.IP) *net.IPNet {
-	if ip.To4() != nil {
-		return &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
-	}
-	return &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
 }
 
 // checkAddressFree refuses an address that the main table already routes to
@@ -346,127 +287,6 @@ func routedElsewhere(ip net.IP, owner veth.Owner) (string, error) {
 	return "", nil
 }
 
-// uniqueHostMAC returns a random locally administered MAC that no link in
-// the host netns uses.
-func uniqueHostMAC() (net.HardwareAddr, error) {
-	links, err := netlinkutil.LinkList()
-	if err != nil {
-		return nil, fmt.Errorf("vpc-bridge: list host links: %w", err)
-	}
-	for i := 0; i < 10; i++ {
-		mac, err := netlinkutil.RandomLAAMAC()
-		if err != nil {
-			return nil, err
-		}
-		clash := false
-		for _, l := range links {
-			if l.Attrs().HardwareAddr.String() == mac.String() {
-				clash = true
-				break
-			}
-		}
-		if !clash {
-			return mac, nil
-		}
-	}
-	return nil, errors.New("vpc-bridge: could not find an unused MAC address for the host veth")
-}
-
-// setupHostVeth labels the new host end with its owner, sets its IPv6 up
-// and brings it up. The host veth carries no address at all, as Felix
-// expects: for an IPv4 pod IPv6 is off on it; for an IPv6 pod IPv6 is on
-// (to forward) but makes no link-local address, does no DAD and takes no
-// router advertisement.
-func setupHostVeth(name string, owner veth.Owner, ipv6 bool) (netlink.Link, error) {
-	link, err := netlinkutil.LinkByName(name)
-	if err != nil {
-		return nil, fmt.Errorf("vpc-bridge: look up host veth %s: %w", name, err)
-	}
-	if err := netlink.LinkSetAlias(link, owner.Alias()); err != nil {
-		return nil, fmt.Errorf("vpc-bridge: set alias of host veth %s: %w", name, err)
-	}
-	settings := [][2]string{{"accept_ra", "0"}, {"disable_ipv6", "1"}}
-	if ipv6 {
-		settings = [][2]string{{"accept_ra", "0"}, {"accept_dad", "0"}, {"addr_gen_mode", "1"}, {"disable_ipv6", "0"}}
-	}
-	if err := ipv6Sysctls(name, !ipv6, settings); err != nil {
-		return nil, err
-	}
-	if err := netlink.LinkSetUp(link); err != nil {
-		return nil, fmt.Errorf("vpc-bridge: set host veth %s up: %w", name, err)
-	}
-	return netlinkutil.LinkByName(name)
-}
-
-// ipv6Sysctls writes net.ipv6.conf.<name>.* in the current netns. A kernel
-// without IPv6 is fine when optional (nothing to turn off), an error when
-// the pod needs IPv6.
-func ipv6Sysctls(name string, optional bool, settings [][2]string) error {
-	dir := "/proc/sys/net/ipv6/conf/" + name
-	if _, err := os.Stat(dir); err != nil {
-		if optional {
-			return nil
-		}
-		return fmt.Errorf("vpc-bridge: IPv6 pod on %s, but the kernel has no IPv6 there: %w", name, err)
-	}
-	for _, kv := range settings {
-		if err := os.WriteFile(dir+"/"+kv[0], []byte(kv[1]), 0o644); err != nil {
-			return fmt.Errorf("vpc-bridge: sysctl net.ipv6.conf.%s.%s=%s: %w", name, kv[0], kv[1], err)
-		}
-	}
-	return nil
-}
-
-// setupPodSide runs inside the pod netns.
-func setupPodSide(ifName string, ip net.IP, hostMAC net.HardwareAddr) error {
-	link, err := netlinkutil.LinkByName(ifName)
-	if err != nil {
-		return fmt.Errorf("vpc-bridge: look up pod interface %s: %w", ifName, err)
-	}
-	v6 := ip.To4() == nil
-	if v6 {
-		// The address is the VPC's and unique: no DAD delay before use.
-		if err := ipv6Sysctls(ifName, false, [][2]string{{"accept_dad", "0"}, {"accept_ra", "0"}, {"disable_ipv6", "0"}}); err != nil {
-			return err
-		}
-	}
-	if err := netlink.LinkSetUp(link); err != nil {
-		return fmt.Errorf("vpc-bridge: set pod interface %s up: %w", ifName, err)
-	}
-	addr := &netlink.Addr{IPNet: netlinkutil.HostNet(ip)}
-	if v6 {
-		addr.Flags = unix.IFA_F_NODAD
-	}
-	if err := netlink.AddrAdd(link, addr); err != nil && !errors.Is(err, os.ErrExist) {
-		return fmt.Errorf("vpc-bridge: add address %s to pod interface %s: %w", addr.IPNet, ifName, err)
-	}
-	idx := link.Attrs().Index
-	gw := gatewayFor(ip)
-	if !v6 {
-		// IPv4 needs an on-link route to a link-local gateway; IPv6's
-		// fe80::/64 is on-link by definition.
-		gwRoute := &netlink.Route{LinkIndex: idx, Dst: netlinkutil.HostNet(gw), Scope: netlink.SCOPE_LINK}
-		if err := netlink.RouteReplace(gwRoute); err != nil {
-			return fmt.Errorf("vpc-bridge: add pod route %s dev %s scope link: %w", gwRoute.Dst, ifName, err)
-		}
-	}
-	defRoute := &netlink.Route{LinkIndex: idx, Dst: defaultNet(ip), Gw: gw, Scope: netlink.SCOPE_UNIVERSE}
-	if err := netlink.RouteReplace(defRoute); err != nil {
-		return fmt.Errorf("vpc-bridge: add pod route default via %s dev %s: %w", gw, ifName, err)
-	}
-	neigh := &netlink.Neigh{
-		LinkIndex:    idx,
-		Family:       netlinkutil.Family(ip),
-		State:        netlink.NUD_PERMANENT,
-		IP:           gw,
-		HardwareAddr: hostMAC,
-	}
-	if err := netlink.NeighSet(neigh); err != nil {
-		return fmt.Errorf("vpc-bridge: add pod neighbour %s lladdr %s dev %s nud permanent: %w", gw, hostMAC, ifName, err)
-	}
-	return nil
-}
-
 // ensurePodRules installs rule 512 (to pod, main) and, for an address of a
 // secondary ENI, rule 1536 (from pod, ENI table); it removes 1536 rules for
 // the address that point at another table (leaked by an earlier owner).
@@ -503,21 +323,11 @@ func (u *addUndo) run() error {
 	var errs []error
 	if u.vethCreated {
 		// Deleting one end of a veth pair deletes both.
-		err := u.podNS.Do(func(ns.NetNS) error {
-			l, err := netlinkutil.LinkByName(u.ifName)
-			if err != nil {
-				if netlinkutil.IsNotFound(err) {
-					return nil
-				}
-				return err
-			}
-			return netlink.LinkDel(l)
-		})
-		if err != nil {
-			errs = append(errs, fmt.Errorf("delete pod interface %s: %w", u.ifName, err))
+		if err := veth.DeletePodLink(u.podNS, u.ifName); err != nil {
+			errs = append(errs, err)
 		}
 		if l, err := netlinkutil.LinkByName(u.hostVeth); err == nil {
-			if err := netlink.LinkDel(l); err != nil && !netlinkutil.IsNotFound(err) {
+			if err := veth.DeleteLink(l); err != nil {
 				errs = append(errs, fmt.Errorf("delete host veth %s: %w", u.hostVeth, err))
 			}
 		}
@@ -538,42 +348,21 @@ func (u *addUndo) run() error {
 // not run yet) is ErrTryAgainLater; one held by a foreign interface is an
 // error; so is an existing ifname in the pod netns.
 func clearStaleAttachment(hostVeth string, owner veth.Owner, podNS ns.NetNS, ifName string) error {
-	podPeerIdx, podHasIf := -1, false
-	err := podNS.Do(func(ns.NetNS) error {
-		l, err := netlinkutil.LinkByName(ifName)
-		if err != nil {
-			if netlinkutil.IsNotFound(err) {
-				return nil
-			}
-			return err
-		}
-		podHasIf = true
-		if v, ok := l.(*netlink.Veth); ok {
-			if idx, err := netlink.VethPeerIndex(v); err == nil {
-				podPeerIdx = idx
-			}
-		}
-		return nil
-	})
+	left, err := veth.FindLeftover(podNS, ifName, hostVeth)
 	if err != nil {
-		return fmt.Errorf("vpc-bridge: inspect pod netns: %w", err)
+		return fmt.Errorf("vpc-bridge: %w", err)
 	}
-
-	link, err := netlinkutil.LinkByName(hostVeth)
-	switch {
-	case err != nil && !netlinkutil.IsNotFound(err):
-		return fmt.Errorf("vpc-bridge: look up host veth %s: %w", hostVeth, err)
-	case err == nil:
+	podHasIf := left.PodIf
+	if link := left.Host; link != nil {
 		prev, aliased := veth.ParseAlias(link.Attrs().Alias)
-		paired := podHasIf && podPeerIdx == link.Attrs().Index
 		switch {
-		case paired || (aliased && prev.SameAttachment(owner)):
+		case left.Paired || (aliased && prev.SameAttachment(owner)):
 			ips, err := ipsRoutedTo(link)
 			if err != nil {
 				return err
 			}
-			logf("replacing host veth %s left by an earlier attempt of %s", hostVeth, owner)
-			if err := netlink.LinkDel(link); err != nil && !netlinkutil.IsNotFound(err) {
+			plugin.Logf("replacing host veth %s left by an earlier attempt of %s", hostVeth, owner)
+			if err := veth.DeleteLink(link); err != nil {
 				return fmt.Errorf("vpc-bridge: delete stale host veth %s: %w", hostVeth, err)
 			}
 			for _, ip := range ips {
@@ -581,7 +370,7 @@ func clearStaleAttachment(hostVeth string, owner veth.Owner, podNS ns.NetNS, ifN
 					return err
 				}
 			}
-			if paired {
+			if left.Paired {
 				podHasIf = false
 			}
 		case aliased:
@@ -592,19 +381,9 @@ func clearStaleAttachment(hostVeth string, owner veth.Owner, podNS ns.NetNS, ifN
 				fmt.Sprintf("vpc-bridge: host veth name %q is taken by an interface that vpc-bridge did not create (alias %q); remove it or use another vethPrefix", hostVeth, link.Attrs().Alias), "")
 		}
 	}
-
-	if podHasIf {
-		// Re-check: the stale pair may just have been removed.
-		exists := false
-		_ = podNS.Do(func(ns.NetNS) error {
-			_, err := netlinkutil.LinkByName(ifName)
-			exists = err == nil
-			return nil
-		})
-		if exists {
-			return types.NewError(types.ErrInternal,
-				fmt.Sprintf("vpc-bridge: interface %q already exists in network namespace %q", ifName, podNS.Path()), "")
-		}
+	// Re-check: the stale pair may just have been removed.
+	if podHasIf && veth.HasLink(podNS, ifName) {
+		return plugin.IfExistsError(ifName, podNS)
 	}
 	return nil
 }
@@ -642,7 +421,7 @@ func releaseHostIP(ip net.IP, owner veth.Owner) (skipped bool, err error) {
 		return false, err
 	}
 	if other != "" {
-		logf("not removing rules for %s: the address is now routed to %s", ip, other)
+		plugin.Logf("not removing rules for %s: the address is now routed to %s", ip, other)
 		return true, nil
 	}
 	var errs []error

@@ -28,7 +28,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if err := checkIfName(args.IfName); err != nil {
 		return err
 	}
-	podNS, err := openNetNS(args.Netns)
+	podNS, err := plugin.OpenNetNS(args.Netns)
 	if err != nil {
 		return err
 	}
@@ -243,7 +243,7 @@ func checkPod(e *expected, conf *NetConf, hostMAC net.HardwareAddr, problems *[]
 		bad("list routes of pod interface %s: %v", e.podName, err)
 	} else {
 		gwRoute, defRoute := family == netlink.FAMILY_V6, false // IPv6: fe80::/64 is on-link anyway
-		def := defaultNet(e.ip).String()
+		def := veth.DefaultNet(e.ip).String()
 		for _, r := range routes {
 			if r.Dst != nil && r.Dst.String() == netlinkutil.HostNet(gw).String() && r.Scope == netlink.SCOPE_LINK {
 				gwRoute = true

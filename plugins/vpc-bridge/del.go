@@ -59,7 +59,7 @@ func cmdDel(args *skel.CmdArgs) error {
 	if err != nil {
 		// ADD would have failed on the same CNI_ARGS; fall back to the
 		// container-ID name and prevResult rather than refusing to clean up.
-		logf("DEL: %v; using prevResult and the container-ID veth name", err)
+		plugin.Logf("DEL: %v; using prevResult and the container-ID veth name", err)
 		k8s = nil
 	}
 	owner := veth.Owner{ContainerID: args.ContainerID, IfName: args.IfName}
@@ -68,7 +68,7 @@ func cmdDel(args *skel.CmdArgs) error {
 	if conf.PrevResult != nil {
 		prev, err := types100.NewResultFromResult(conf.PrevResult)
 		if err != nil {
-			logf("DEL: ignoring unusable prevResult: %v", err)
+			plugin.Logf("DEL: ignoring unusable prevResult: %v", err)
 		} else {
 			for _, itf := range prev.Interfaces {
 				if itf != nil && itf.Sandbox == "" && itf.Name != "" {
@@ -96,7 +96,7 @@ func cmdDel(args *skel.CmdArgs) error {
 	}
 	if ipamErr != nil {
 		if isDaemonUnreachable(ipamErr) {
-			logf("DEL: IPAM daemon unreachable (%v); host side is clean, the daemon reclaims the address when it reconciles", ipamErr)
+			plugin.Logf("DEL: IPAM daemon unreachable (%v); host side is clean, the daemon reclaims the address when it reconciles", ipamErr)
 			return nil
 		}
 		return ipamErr
@@ -118,7 +118,7 @@ func unroute(args *skel.CmdArgs, names []string, owner veth.Owner, ips []net.IP)
 			return nil, fmt.Errorf("look up host veth %s: %w", name, err)
 		}
 		if !owner.Owns(l) {
-			logf("DEL: leaving %s alone: it does not belong to %s (alias %q)", name, owner, l.Attrs().Alias)
+			plugin.Logf("DEL: leaving %s alone: it does not belong to %s (alias %q)", name, owner, l.Attrs().Alias)
 			continue
 		}
 		owned = append(owned, l)
@@ -163,7 +163,7 @@ func deleteLinks(args *skel.CmdArgs, names []string, owner veth.Owner, owned []n
 	}
 	var errs []error
 	for _, l := range owned {
-		if err := netlink.LinkDel(l); err != nil && !netlinkutil.IsNotFound(err) {
+		if err := veth.DeleteLink(l); err != nil {
 			errs = append(errs, fmt.Errorf("delete host veth %s: %w", l.Attrs().Name, err))
 		}
 	}
@@ -182,62 +182,47 @@ func deleteLinks(args *skel.CmdArgs, names []string, owner veth.Owner, owned []n
 	return nil
 }
 
-// podNSDo runs f in the pod netns at netnsPath. A netns that no longer
+// podNSDo runs f with the pod netns at netnsPath. A netns that no longer
 // exists (or is no longer a netns) is not an error: f does not run.
-func podNSDo(netnsPath string, f func() error) error {
-	podNS, err := ns.GetNS(netnsPath)
-	if err != nil {
-		var notExist ns.NSPathNotExistErr
-		var notNS ns.NSPathNotNSErr
-		if errors.As(err, &notExist) || errors.As(err, &notNS) {
-			return nil
-		}
-		return fmt.Errorf("open netns %q: %w", netnsPath, err)
+func podNSDo(netnsPath string, f func(ns.NetNS) error) error {
+	podNS, err := veth.OpenNetNSIfExists(netnsPath)
+	if err != nil || podNS == nil {
+		return err
 	}
 	defer podNS.Close()
-	return podNS.Do(func(ns.NetNS) error { return f() })
+	return f(podNS)
 }
 
 // podIfAddrs returns the global addresses of ifName in the pod netns.
 func podIfAddrs(netnsPath, ifName string) ([]net.IP, error) {
 	var ips []net.IP
-	err := podNSDo(netnsPath, func() error {
-		l, err := netlinkutil.LinkByName(ifName)
-		if err != nil {
-			if netlinkutil.IsNotFound(err) {
-				return nil
+	err := podNSDo(netnsPath, func(podNS ns.NetNS) error {
+		return podNS.Do(func(ns.NetNS) error {
+			l, err := netlinkutil.LinkByName(ifName)
+			if err != nil {
+				if netlinkutil.IsNotFound(err) {
+					return nil
+				}
+				return fmt.Errorf("look up pod interface %s: %w", ifName, err)
 			}
-			return fmt.Errorf("look up pod interface %s: %w", ifName, err)
-		}
-		addrs, err := netlinkutil.AddrList(l, netlink.FAMILY_ALL)
-		if err != nil {
-			return fmt.Errorf("list addresses of pod interface %s: %w", ifName, err)
-		}
-		for _, a := range addrs {
-			if a.IPNet != nil && a.IP.IsGlobalUnicast() {
-				ips = append(ips, a.IP)
+			addrs, err := netlinkutil.AddrList(l, netlink.FAMILY_ALL)
+			if err != nil {
+				return fmt.Errorf("list addresses of pod interface %s: %w", ifName, err)
 			}
-		}
-		return nil
+			for _, a := range addrs {
+				if a.IPNet != nil && a.IP.IsGlobalUnicast() {
+					ips = append(ips, a.IP)
+				}
+			}
+			return nil
+		})
 	})
 	return ips, err
 }
 
 // deletePodIf deletes ifName in the pod netns, if both still exist.
 func deletePodIf(netnsPath, ifName string) error {
-	return podNSDo(netnsPath, func() error {
-		l, err := netlinkutil.LinkByName(ifName)
-		if err != nil {
-			if netlinkutil.IsNotFound(err) {
-				return nil
-			}
-			return fmt.Errorf("look up pod interface %s: %w", ifName, err)
-		}
-		if err := netlink.LinkDel(l); err != nil && !netlinkutil.IsNotFound(err) {
-			return fmt.Errorf("delete pod interface %s: %w", ifName, err)
-		}
-		return nil
-	})
+	return podNSDo(netnsPath, func(podNS ns.NetNS) error { return veth.DeletePodLink(podNS, ifName) })
 }
 
 // verifyUnrouted reports the routes and rules of the addresses that are

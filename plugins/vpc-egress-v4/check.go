@@ -31,7 +31,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if hasIPv4(prev) {
 		return nil
 	}
-	podNS, err := openNetNS(args.Netns)
+	podNS, err := plugin.OpenNetNS(args.Netns)
 	if err != nil {
 		return err
 	}

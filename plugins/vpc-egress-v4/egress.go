@@ -39,15 +39,15 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/ip"
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/vishvananda/netlink"
 
 	"github.com/vpcchain/vpcchain/internal/netlinkutil"
+	"github.com/vpcchain/vpcchain/internal/veth"
 )
 
-func logf(format string, a ...any) {
-	fmt.Fprintf(os.Stderr, "vpc-egress-v4: "+format+"\n", a...)
-}
+// plugin names vpc-egress-v4 in its errors and log lines.
+const plugin veth.Plugin = "vpc-egress-v4"
 
 // attachment names what one (container, ifname) gets on the host.
 type attachment struct {
@@ -108,14 +108,6 @@ func hasIPv4(r *types100.Result) bool {
 	return false
 }
 
-func openNetNS(path string) (ns.NetNS, error) {
-	n, err := ns.GetNS(path)
-	if err != nil {
-		return nil, types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("vpc-egress-v4: CNI_NETNS %q: %v", path, err), "")
-	}
-	return n, nil
-}
-
 func cmdAdd(args *skel.CmdArgs) (retErr error) {
 	conf, err := parseConfig(args.StdinData)
 	if err != nil {
@@ -132,7 +124,7 @@ func cmdAdd(args *skel.CmdArgs) (retErr error) {
 		return types.NewError(types.ErrInvalidNetworkConfig,
 			fmt.Sprintf("vpc-egress-v4: ifName %q is the pod's main interface (CNI_IFNAME): pick another", conf.IfName), "")
 	}
-	podNS, err := openNetNS(args.Netns)
+	podNS, err := plugin.OpenNetNS(args.Netns)
 	if err != nil {
 		return err
 	}
@@ -160,10 +152,10 @@ func cmdAdd(args *skel.CmdArgs) (retErr error) {
 			return
 		}
 		if err := teardown(att, podNS, conf.IfName); err != nil {
-			logf("rollback after failed ADD: %v", err)
+			plugin.Logf("rollback after failed ADD: %v", err)
 		}
 		if err := invoke.DelegateDel(context.Background(), conf.IPAM.Type, conf.raw, nil); err != nil {
-			logf("rollback after failed ADD: IPAM DEL: %v", err)
+			plugin.Logf("rollback after failed ADD: IPAM DEL: %v", err)
 		}
 	}()
 	addr, gw, err := egressAddress(r, conf.IPAM.Type)
@@ -174,30 +166,19 @@ func cmdAdd(args *skel.CmdArgs) (retErr error) {
 	if err != nil {
 		return fmt.Errorf("vpc-egress-v4: %w", err)
 	}
-	var podMAC net.HardwareAddr
-	err = podNS.Do(func(ns.NetNS) error {
-		la := netlink.NewLinkAttrs()
-		la.Name, la.MTU = conf.IfName, conf.MTU
-		veth := &netlink.Veth{LinkAttrs: la, PeerName: att.hostVeth(), PeerNamespace: netlink.NsFd(int(hostNS.Fd())),
-			PeerHardwareAddr: hostMAC, PeerMTU: uint32(conf.MTU)}
-		if err := netlink.LinkAdd(veth); err != nil {
-			return fmt.Errorf("vpc-egress-v4: create veth pair %s (pod) / %s (host): %w", conf.IfName, att.hostVeth(), err)
-		}
-		l, err := netlinkutil.LinkByName(conf.IfName)
-		if err != nil {
-			return fmt.Errorf("vpc-egress-v4: look up %s: %w", conf.IfName, err)
-		}
-		podMAC = l.Attrs().HardwareAddr
-		return setupPodSide(l, addr, gw, hostMAC)
-	})
+	podMAC, err := veth.Create(podNS, hostNS, conf.IfName, att.hostVeth(), conf.MTU, hostMAC)
 	if err != nil {
-		return err
+		return fmt.Errorf("vpc-egress-v4: %w", err)
+	}
+	if err := podNS.Do(func(ns.NetNS) error { return veth.SetupPod(conf.IfName, addr.IP, gw, hostMAC) }); err != nil {
+		return fmt.Errorf("vpc-egress-v4: %w", err)
 	}
 	if err := setupHostSide(att, addr.IP, podMAC); err != nil {
 		return err
 	}
-	if err := enableIPv4Forwarding(); err != nil {
-		return err
+	// A node in IPv6 mode may have had no IPv4 pods to forward for.
+	if err := ip.EnableIP4Forward(); err != nil {
+		return fmt.Errorf("vpc-egress-v4: enable IPv4 forwarding: %w", err)
 	}
 	if err := setupRules(att, addr); err != nil {
 		return err
@@ -238,103 +219,38 @@ func egressAddress(r types.Result, ipamType string) (*net.IPNet, net.IP, error) 
 	return addr, gw, nil
 }
 
-// setupPodSide runs in the pod netns on the new interface.
-func setupPodSide(l netlink.Link, addr *net.IPNet, gw net.IP, hostMAC net.HardwareAddr) error {
-	name := l.Attrs().Name
-	if err := netlink.LinkSetUp(l); err != nil {
-		return fmt.Errorf("vpc-egress-v4: set %s up: %w", name, err)
-	}
-	if err := netlink.AddrAdd(l, &netlink.Addr{IPNet: netlinkutil.HostNet(addr.IP)}); err != nil {
-		return fmt.Errorf("vpc-egress-v4: add %s/32 to %s: %w", addr.IP, name, err)
-	}
-	idx := l.Attrs().Index
-	if err := netlink.RouteReplace(&netlink.Route{LinkIndex: idx, Dst: netlinkutil.HostNet(gw), Scope: netlink.SCOPE_LINK}); err != nil {
-		return fmt.Errorf("vpc-egress-v4: route %s/32 dev %s: %w", gw, name, err)
-	}
-	def := &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
-	if err := netlink.RouteReplace(&netlink.Route{LinkIndex: idx, Dst: def, Gw: gw}); err != nil {
-		return fmt.Errorf("vpc-egress-v4: route default via %s dev %s: %w", gw, name, err)
-	}
-	if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: idx, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT,
-		IP: gw, HardwareAddr: hostMAC}); err != nil {
-		return fmt.Errorf("vpc-egress-v4: neighbour %s lladdr %s dev %s: %w", gw, hostMAC, name, err)
-	}
-	return nil
-}
-
-// setupHostSide labels, configures and routes the host end.
+// setupHostSide labels, configures and routes the host end, and answers
+// the pod's address with a permanent neighbour entry.
 func setupHostSide(att attachment, podIP net.IP, podMAC net.HardwareAddr) error {
-	name := att.hostVeth()
-	l, err := netlinkutil.LinkByName(name)
+	l, err := veth.SetupHost(att.hostVeth(), att.alias(), false)
+	if err == nil {
+		err = veth.AddHostRoute(l, podIP)
+	}
+	if err == nil {
+		err = veth.SetHostNeighbour(l, podIP, podMAC)
+	}
 	if err != nil {
-		return fmt.Errorf("vpc-egress-v4: look up host veth %s: %w", name, err)
-	}
-	if err := netlink.LinkSetAlias(l, att.alias()); err != nil {
-		return fmt.Errorf("vpc-egress-v4: alias of %s: %w", name, err)
-	}
-	// No address of any family on the host end (no IPv6 link-local either).
-	if dir := "/proc/sys/net/ipv6/conf/" + name; exists(dir) {
-		for _, kv := range [][2]string{{"accept_ra", "0"}, {"disable_ipv6", "1"}} {
-			if err := os.WriteFile(dir+"/"+kv[0], []byte(kv[1]), 0o644); err != nil {
-				return fmt.Errorf("vpc-egress-v4: sysctl net.ipv6.conf.%s.%s: %w", name, kv[0], err)
-			}
-		}
-	}
-	if err := netlink.LinkSetUp(l); err != nil {
-		return fmt.Errorf("vpc-egress-v4: set %s up: %w", name, err)
-	}
-	idx := l.Attrs().Index
-	if err := netlink.RouteReplace(&netlink.Route{LinkIndex: idx, Dst: netlinkutil.HostNet(podIP), Scope: netlink.SCOPE_LINK}); err != nil {
-		return fmt.Errorf("vpc-egress-v4: host route %s/32 dev %s: %w", podIP, name, err)
-	}
-	if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: idx, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT,
-		IP: podIP, HardwareAddr: podMAC}); err != nil {
-		return fmt.Errorf("vpc-egress-v4: host neighbour %s lladdr %s dev %s: %w", podIP, podMAC, name, err)
+		return fmt.Errorf("vpc-egress-v4: %w", err)
 	}
 	return nil
-}
-
-// enableIPv4Forwarding turns on forwarding in the host netns (a node in
-// IPv6 mode may have had no IPv4 pods to forward for).
-func enableIPv4Forwarding() error {
-	const key = "/proc/sys/net/ipv4/ip_forward"
-	if b, err := os.ReadFile(key); err == nil && strings.TrimSpace(string(b)) == "1" {
-		return nil
-	}
-	if err := os.WriteFile(key, []byte("1"), 0o644); err != nil {
-		return fmt.Errorf("vpc-egress-v4: enable IPv4 forwarding: %w", err)
-	}
-	return nil
-}
-
-func exists(path string) bool {
-	_, err := os.Stat(path)
-	return err == nil
 }
 
 // clearStale removes what an earlier, interrupted ADD of the same
 // attachment left; a host veth of that name that is not ours is an error.
 func clearStale(att attachment, podNS ns.NetNS, ifName string) error {
-	l, err := netlinkutil.LinkByName(att.hostVeth())
+	left, err := veth.FindLeftover(podNS, ifName, att.hostVeth())
 	switch {
-	case err != nil && !netlinkutil.IsNotFound(err):
-		return fmt.Errorf("vpc-egress-v4: look up %s: %w", att.hostVeth(), err)
-	case err == nil && l.Attrs().Alias != att.alias():
-		return types.NewError(types.ErrInternal, fmt.Sprintf("vpc-egress-v4: host interface %s exists and is not this attachment's (alias %q)", att.hostVeth(), l.Attrs().Alias), "")
-	case err == nil:
-		logf("replacing %s left by an earlier attempt of %s", att.hostVeth(), att.containerID)
+	case err != nil:
+		return fmt.Errorf("vpc-egress-v4: %w", err)
+	case left.Host != nil && left.Host.Attrs().Alias != att.alias():
+		return types.NewError(types.ErrInternal, fmt.Sprintf("vpc-egress-v4: host interface %s exists and is not this attachment's (alias %q)", att.hostVeth(), left.Host.Attrs().Alias), "")
+	case left.Host != nil:
+		plugin.Logf("replacing %s left by an earlier attempt of %s", att.hostVeth(), att.containerID)
 		return teardown(att, podNS, ifName)
-	}
-	exists := false
-	_ = podNS.Do(func(ns.NetNS) error {
-		_, err := netlinkutil.LinkByName(ifName)
-		exists = err == nil
-		return nil
-	})
-	if exists && err != nil {
+	case left.PodIf:
 		// The pod has the interface but the host has no end of ours: not
 		// something an earlier attempt of ours leaves.
-		return types.NewError(types.ErrInternal, fmt.Sprintf("vpc-egress-v4: interface %q already exists in %s", ifName, podNS.Path()), "")
+		return plugin.IfExistsError(ifName, podNS)
 	}
 	// No host end: at most the chains of an attempt that died before the
 	// veth; ADD's restore rewrites them and DEL removes them.
@@ -346,22 +262,12 @@ func clearStale(att attachment, podNS ns.NetNS, ifName string) error {
 func teardown(att attachment, podNS ns.NetNS, ifName string) error {
 	var errs []error
 	if l, err := netlinkutil.LinkByName(att.hostVeth()); err == nil && l.Attrs().Alias == att.alias() {
-		if err := netlink.LinkDel(l); err != nil && !netlinkutil.IsNotFound(err) {
+		if err := veth.DeleteLink(l); err != nil {
 			errs = append(errs, fmt.Errorf("delete %s: %w", att.hostVeth(), err))
 		}
 	}
 	if podNS != nil {
-		err := podNS.Do(func(ns.NetNS) error {
-			l, err := netlinkutil.LinkByName(ifName)
-			if err != nil {
-				return nil
-			}
-			if err := netlink.LinkDel(l); err != nil && !netlinkutil.IsNotFound(err) {
-				return fmt.Errorf("delete %s in the pod: %w", ifName, err)
-			}
-			return nil
-		})
-		if err != nil {
+		if err := veth.DeletePodLink(podNS, ifName); err != nil {
 			errs = append(errs, err)
 		}
 	}
