@@ -21,11 +21,8 @@ import (
 // IPAM CHECK runs first; an IPAM error is returned as the IPAM plugin gave it.
 func cmdCheck(args *skel.CmdArgs) error {
 	ctx := context.Background()
-	conf, err := parseConfig(args.StdinData)
+	a, err := load(args, "CHECK")
 	if err != nil {
-		return err
-	}
-	if err := checkIfName(args.IfName); err != nil {
 		return err
 	}
 	podNS, err := plugin.OpenNetNS(args.Netns)
@@ -34,14 +31,14 @@ func cmdCheck(args *skel.CmdArgs) error {
 	}
 	defer podNS.Close()
 
-	if err := ipamDelegate(ctx, "CHECK", conf, args); err != nil {
+	if err := a.ipam.run(ctx, "CHECK"); err != nil {
 		return err
 	}
 
-	if conf.PrevResult == nil {
+	if a.conf.PrevResult == nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, "vpc-bridge: CHECK needs prevResult (the ADD result)", "")
 	}
-	prev, err := types100.NewResultFromResult(conf.PrevResult)
+	prev, err := types100.NewResultFromResult(a.conf.PrevResult)
 	if err != nil {
 		return types.NewError(types.ErrDecodingFailure, fmt.Sprintf("vpc-bridge: cannot convert prevResult: %v", err), "")
 	}
@@ -51,9 +48,9 @@ func cmdCheck(args *skel.CmdArgs) error {
 	}
 
 	var problems []string
-	hostMAC := checkHost(exp, conf, args, &problems)
+	hostMAC := checkHost(exp, a.conf, a.owner, &problems)
 	if err := podNS.Do(func(ns.NetNS) error {
-		checkPod(exp, conf, hostMAC, &problems)
+		checkPod(exp, a.conf, hostMAC, &problems)
 		return nil
 	}); err != nil {
 		return fmt.Errorf("vpc-bridge: CHECK: enter pod netns: %w", err)
@@ -104,9 +101,9 @@ func expectedFromResult(r *types100.Result, args *skel.CmdArgs) (*expected, erro
 }
 
 // checkHost checks the host side and returns the host veth's MAC (nil if absent).
-func checkHost(e *expected, conf *NetConf, args *skel.CmdArgs, problems *[]string) net.HardwareAddr {
+func checkHost(e *expected, conf *NetConf, owner veth.Owner, problems *[]string) net.HardwareAddr {
 	bad := func(format string, a ...any) { *problems = append(*problems, fmt.Sprintf(format, a...)) }
-	owner := veth.Owner{ContainerID: args.ContainerID, IfName: args.IfName, RouteTable: routing.MainTable}
+	owner.RouteTable = routing.MainTable
 
 	var hostMAC net.HardwareAddr
 	link, err := netlinkutil.LinkByName(e.hostName)
@@ -269,20 +266,20 @@ func checkPod(e *expected, conf *NetConf, hostMAC net.HardwareAddr, problems *[]
 // cmdStatus (CNI 1.1) reports whether the plugin can serve ADD: that is the
 // IPAM plugin's (and its daemon's) readiness.
 func cmdStatus(args *skel.CmdArgs) error {
-	conf, err := parseConfig(args.StdinData)
+	a, err := load(args, "STATUS")
 	if err != nil {
 		return err
 	}
-	return ipamDelegate(context.Background(), "STATUS", conf, args)
+	return a.ipam.run(context.Background(), "STATUS")
 }
 
 // cmdGC (CNI 1.1) forwards GC to the IPAM plugin so that it can release
 // addresses of attachments the runtime no longer knows. Host-side leftovers
 // are not collected here (see caveats in the package docs of del.go).
 func cmdGC(args *skel.CmdArgs) error {
-	conf, err := parseConfig(args.StdinData)
+	a, err := load(args, "GC")
 	if err != nil {
 		return err
 	}
-	return ipamDelegate(context.Background(), "GC", conf, args)
+	return a.ipam.run(context.Background(), "GC")
 }

@@ -48,25 +48,14 @@ import (
 
 func cmdDel(args *skel.CmdArgs) error {
 	ctx := context.Background()
-	conf, err := parseConfig(args.StdinData)
+	a, err := load(args, "DEL")
 	if err != nil {
 		return err
 	}
-	if err := checkIfName(args.IfName); err != nil {
-		return err
-	}
-	k8s, err := loadK8sArgs(args.Args)
-	if err != nil {
-		// ADD would have failed on the same CNI_ARGS; fall back to the
-		// container-ID name and prevResult rather than refusing to clean up.
-		plugin.Logf("DEL: %v; using prevResult and the container-ID veth name", err)
-		k8s = nil
-	}
-	owner := veth.Owner{ContainerID: args.ContainerID, IfName: args.IfName}
-	names := []string{hostVethName(conf.VethPrefix, k8s, args.ContainerID, args.IfName)}
+	names := []string{a.hostVeth}
 	var ips []net.IP
-	if conf.PrevResult != nil {
-		prev, err := types100.NewResultFromResult(conf.PrevResult)
+	if a.conf.PrevResult != nil {
+		prev, err := types100.NewResultFromResult(a.conf.PrevResult)
 		if err != nil {
 			plugin.Logf("DEL: ignoring unusable prevResult: %v", err)
 		} else {
@@ -82,14 +71,14 @@ func cmdDel(args *skel.CmdArgs) error {
 	}
 
 	names = uniqueStrings(names)
-	owned, err := unroute(args, names, owner, ips)
+	owned, err := unroute(args, names, a.owner, ips)
 	if err != nil {
 		return types.NewError(types.ErrInternal, "vpc-bridge: DEL could not clean the host side, IPAM DEL not attempted: "+err.Error(), "")
 	}
 
 	ipamDone := make(chan error, 1)
-	go func() { ipamDone <- ipamDelegate(ctx, "DEL", conf, args) }()
-	linkErr := deleteLinks(args, names, owner, owned)
+	go func() { ipamDone <- a.ipam.run(ctx, "DEL") }()
+	linkErr := deleteLinks(args, names, a.owner, owned)
 	ipamErr := <-ipamDone
 	if linkErr != nil {
 		return types.NewError(types.ErrInternal, "vpc-bridge: DEL could not delete the veth pair: "+linkErr.Error(), "")

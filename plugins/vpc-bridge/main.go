@@ -1,5 +1,5 @@
 // Command vpc-bridge is the interface plugin of the vpcchain CNI chain: the
-// routed veth that joins a pod to the VPC (see bridge.go for what it builds,
+// routed veth that joins a pod to the VPC (see add.go for what it builds,
 // del.go for DEL semantics).
 package main
 

@@ -18,6 +18,9 @@ package main
 //  5. host end: owner alias, IPv6 off, up; pod end: up, /32, routes, neighbour;
 //  6. host /32 route, rule 512, rule 1536.
 //
+// The veth steps are internal/veth's; the rules and the address checks are
+// vpc-bridge's own (routes.go).
+//
 // An IPv6 pod (IPv6 mode) gets the same shape with <ip>/128, default via
 // fe80::1 (permanent neighbour, no on-link route needed), DAD off on both
 // ends, a permanent host-side neighbour for the pod, IPv6 on but no address
@@ -34,49 +37,18 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/vishvananda/netlink"
 
 	"github.com/vpcchain/vpcchain/internal/cniext"
 	"github.com/vpcchain/vpcchain/internal/netlinkutil"
-	"github.com/vpcchain/vpcchain/internal/routing"
 	"github.com/vpcchain/vpcchain/internal/veth"
 )
 
-// GatewayIP and GatewayIP6 are the pod's link-local default gateways,
-// answered by a permanent neighbour entry (the host veth MAC); no host
-// interface owns them.
-var (
-	GatewayIP  = net.IPv4(169, 254, 1, 1).To4()
-	GatewayIP6 = net.ParseIP("fe80::1")
-)
-
-// gatewayFor is the pod gateway of ip's family.
-func gatewayFor(ip net.IP) net.IP {
-	if ip.To4() != nil {
-		return GatewayIP
-	}
-	return GatewayIP6
-}
-
-// plugin names vpc-bridge in its errors and log lines.
-const plugin veth.Plugin = "vpc-bridge"
-
 func cmdAdd(args *skel.CmdArgs) (retErr error) {
 	ctx := context.Background()
-	conf, err := parseConfig(args.StdinData)
+	a, err := load(args, "ADD")
 	if err != nil {
 		return err
 	}
-	if err := checkIfName(args.IfName); err != nil {
-		return err
-	}
-	k8s, err := loadK8sArgs(args.Args)
-	if err != nil {
-		return err
-	}
-	hostVeth := hostVethName(conf.VethPrefix, k8s, args.ContainerID, args.IfName)
-	owner := veth.Owner{ContainerID: args.ContainerID, IfName: args.IfName}
-
 	podNS, err := plugin.OpenNetNS(args.Netns)
 	if err != nil {
 		return err
@@ -88,7 +60,7 @@ func cmdAdd(args *skel.CmdArgs) (retErr error) {
 	}
 	defer hostNS.Close()
 
-	if err := clearStaleAttachment(hostVeth, owner, podNS, args.IfName); err != nil {
+	if err := clearStaleAttachment(a, podNS); err != nil {
 		return err
 	}
 
@@ -100,11 +72,11 @@ func cmdAdd(args *skel.CmdArgs) (retErr error) {
 	}
 	ipamDone := make(chan ipamReply, 1)
 	go func() {
-		raw, err := ipamAddRaw(ctx, conf, args)
+		raw, err := a.ipam.add(ctx)
 		ipamDone <- ipamReply{raw, err}
 	}()
-	undo := &addUndo{podNS: podNS, ifName: args.IfName, hostVeth: hostVeth, owner: owner}
-	hostMAC, podMAC, vethErr := createPair(podNS, hostNS, args.IfName, hostVeth, conf.MTU)
+	undo := &addUndo{podNS: podNS, ifName: args.IfName, hostVeth: a.hostVeth, owner: a.owner}
+	hostMAC, podMAC, vethErr := createPair(podNS, hostNS, a)
 	undo.vethCreated = vethErr == nil
 	reply := <-ipamDone
 	if reply.err != nil {
@@ -123,7 +95,7 @@ func cmdAdd(args *skel.CmdArgs) (retErr error) {
 		if err := undo.run(); err != nil {
 			plugin.Logf("rollback after failed ADD: %v", err)
 		}
-		if err := ipamDelegate(ctx, "DEL", conf, args); err != nil {
+		if err := a.ipam.run(ctx, "DEL"); err != nil {
 			plugin.Logf("rollback after failed ADD: IPAM DEL: %v", err)
 		}
 	}()
@@ -136,13 +108,14 @@ func cmdAdd(args *skel.CmdArgs) (retErr error) {
 
 	ipamResult, ext, err := cniext.Parse(reply.raw)
 	if err != nil {
-		return types.NewError(types.ErrInternal, fmt.Sprintf("vpc-bridge: IPAM plugin %q returned an unusable result: %v", conf.IPAM.Type, err), "")
+		return types.NewError(types.ErrInternal, fmt.Sprintf("vpc-bridge: IPAM plugin %q returned an unusable result: %v", a.conf.IPAM.Type, err), "")
 	}
-	podIP, err := singleAddress(ipamResult, conf.IPAM.Type)
+	podIP, err := singleAddress(ipamResult, a.conf.IPAM.Type)
 	if err != nil {
 		return err
 	}
 	table := ext.Table()
+	owner := a.owner
 	owner.RouteTable = table
 	undo.owner = owner
 	undo.ip = podIP
@@ -150,7 +123,7 @@ func cmdAdd(args *skel.CmdArgs) (retErr error) {
 		return err
 	}
 
-	hostLink, err := veth.SetupHost(hostVeth, owner.Alias(), podIP.To4() == nil)
+	hostLink, err := veth.SetupHost(a.hostVeth, owner.Alias(), podIP.To4() == nil)
 	if err != nil {
 		return fmt.Errorf("vpc-bridge: %w", err)
 	}
@@ -185,7 +158,7 @@ func cmdAdd(args *skel.CmdArgs) (retErr error) {
 	result := &types100.Result{
 		CNIVersion: types100.ImplementedSpecVersion,
 		Interfaces: []*types100.Interface{
-			{Name: hostVeth, Mac: hostMAC.String()},
+			{Name: a.hostVeth, Mac: hostMAC.String()},
 			{Name: args.IfName, Mac: podMAC.String(), Sandbox: args.Netns},
 		},
 		IPs: []*types100.IPConfig{{
@@ -196,21 +169,21 @@ func cmdAdd(args *skel.CmdArgs) (retErr error) {
 		Routes: []*types.Route{{Dst: *veth.DefaultNet(podIP), GW: gw}},
 		DNS:    ipamResult.DNS,
 	}
-	if !conf.DNS.IsEmpty() {
-		result.DNS = conf.DNS
+	if !a.conf.DNS.IsEmpty() {
+		result.DNS = a.conf.DNS
 	}
 	if err := injectFault("result"); err != nil {
 		return err
 	}
-	return types.PrintResult(result, conf.CNIVersion)
+	return types.PrintResult(result, a.conf.CNIVersion)
 }
 
 // createPair creates the veth pair, the host end with a random MAC that no
 // host link uses. It returns the host and pod MACs.
-func createPair(podNS, hostNS ns.NetNS, ifName, hostVeth string, mtu int) (hostMAC, podMAC net.HardwareAddr, err error) {
+func createPair(podNS, hostNS ns.NetNS, a *attachment) (hostMAC, podMAC net.HardwareAddr, err error) {
 	hostMAC, err = veth.UniqueHostMAC()
 	if err == nil {
-		podMAC, err = veth.Create(podNS, hostNS, ifName, hostVeth, mtu, hostMAC)
+		podMAC, err = veth.Create(podNS, hostNS, a.args.IfName, a.hostVeth, a.conf.MTU, hostMAC)
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("vpc-bridge: %w", err)
@@ -242,71 +215,6 @@ func singleAddress(r *types100.Result, ipamType string) (net.IP, error) {
 			fmt.Sprintf("vpc-bridge: IPAM plugin %q returned %s: a pod address must be a global unicast address", ipamType, all[0]), "")
 	}
 	return ip, nil
-}
-
-// checkAddressFree refuses an address that the main table already routes to
-// an interface of another attachment: the IPAM handed out a live address.
-func checkAddressFree(ip net.IP, owner veth.Owner) error {
-	other, err := routedElsewhere(ip, owner)
-	if err != nil {
-		return err
-	}
-	if other != "" {
-		return types.NewError(types.ErrInternal,
-			fmt.Sprintf("vpc-bridge: address %s from IPAM is already in use on this node: it is routed to %s", ip, other), "")
-	}
-	return nil
-}
-
-// routedElsewhere returns a description of the interface that the main table
-// routes ip/32 to, when that interface is not this attachment's; "" if none.
-func routedElsewhere(ip net.IP, owner veth.Owner) (string, error) {
-	routes, err := netlinkutil.HostRoutes(ip, routing.MainTable)
-	if err != nil {
-		return "", err
-	}
-	for _, r := range routes {
-		if r.LinkIndex <= 0 {
-			return fmt.Sprintf("a %s route without interface", r.Dst), nil
-		}
-		l, err := netlink.LinkByIndex(r.LinkIndex)
-		if err != nil {
-			if netlinkutil.IsNotFound(err) {
-				continue
-			}
-			return "", fmt.Errorf("vpc-bridge: look up link %d of route %s: %w", r.LinkIndex, r.Dst, err)
-		}
-		if !owner.Owns(l) {
-			desc := fmt.Sprintf("interface %s", l.Attrs().Name)
-			if o, ok := veth.ParseAlias(l.Attrs().Alias); ok {
-				desc += fmt.Sprintf(" (%s)", o)
-			}
-			return desc, nil
-		}
-	}
-	return "", nil
-}
-
-// ensurePodRules installs rule 512 (to pod, main) and, for an address of a
-// secondary ENI, rule 1536 (from pod, ENI table); it removes 1536 rules for
-// the address that point at another table (leaked by an earlier owner).
-func ensurePodRules(ip net.IP, table int) error {
-	family := netlinkutil.Family(ip)
-	isFrom := netlinkutil.IsFromPodRule(ip)
-	if _, err := netlinkutil.DeleteRules(family, func(r *netlink.Rule) bool {
-		return isFrom(r) && (table == routing.MainTable || r.Table != table)
-	}); err != nil {
-		return fmt.Errorf("vpc-bridge: remove stale from-pod rules for %s: %w", ip, err)
-	}
-	if _, err := netlinkutil.EnsureRule(netlinkutil.ToPodRule(ip)); err != nil {
-		return fmt.Errorf("vpc-bridge: %w", err)
-	}
-	if table != routing.MainTable {
-		if _, err := netlinkutil.EnsureRule(netlinkutil.FromPodRule(ip, table)); err != nil {
-			return fmt.Errorf("vpc-bridge: %w", err)
-		}
-	}
-	return nil
 }
 
 // addUndo removes what a failed ADD created.
@@ -347,7 +255,8 @@ func (u *addUndo) run() error {
 // held by another attachment (an older sandbox of the same pod whose DEL has
 // not run yet) is ErrTryAgainLater; one held by a foreign interface is an
 // error; so is an existing ifname in the pod netns.
-func clearStaleAttachment(hostVeth string, owner veth.Owner, podNS ns.NetNS, ifName string) error {
+func clearStaleAttachment(a *attachment, podNS ns.NetNS) error {
+	ifName, hostVeth, owner := a.args.IfName, a.hostVeth, a.owner
 	left, err := veth.FindLeftover(podNS, ifName, hostVeth)
 	if err != nil {
 		return fmt.Errorf("vpc-bridge: %w", err)
@@ -386,60 +295,4 @@ func clearStaleAttachment(hostVeth string, owner veth.Owner, podNS ns.NetNS, ifN
 		return plugin.IfExistsError(ifName, podNS)
 	}
 	return nil
-}
-
-// ipsRoutedTo returns the destinations of the single-host routes in the main
-// table that go out of link (the pod addresses behind a host veth).
-func ipsRoutedTo(link netlink.Link) ([]net.IP, error) {
-	var out []net.IP
-	for _, family := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		routes, err := netlinkutil.RouteListFiltered(family,
-			&netlink.Route{LinkIndex: link.Attrs().Index, Table: routing.MainTable},
-			netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
-		if err != nil {
-			return nil, fmt.Errorf("vpc-bridge: list routes of %s: %w", link.Attrs().Name, err)
-		}
-		for _, r := range routes {
-			if r.Dst == nil {
-				continue
-			}
-			if ones, bits := r.Dst.Mask.Size(); ones == bits {
-				out = append(out, r.Dst.IP)
-			}
-		}
-	}
-	return out, nil
-}
-
-// releaseHostIP removes the main-table /32 route and the 512/1536 rules of a
-// pod address, unless the address is now routed to an interface of another
-// attachment (it was handed to a new pod): then it touches nothing and
-// returns skipped=true, so a late or repeated DEL cannot break a live pod.
-func releaseHostIP(ip net.IP, owner veth.Owner) (skipped bool, err error) {
-	other, err := routedElsewhere(ip, owner)
-	if err != nil {
-		return false, err
-	}
-	if other != "" {
-		plugin.Logf("not removing rules for %s: the address is now routed to %s", ip, other)
-		return true, nil
-	}
-	var errs []error
-	routes, err := netlinkutil.HostRoutes(ip, routing.MainTable)
-	if err != nil {
-		return false, err
-	}
-	for i := range routes {
-		if err := netlink.RouteDel(&routes[i]); err != nil && !netlinkutil.IsNotFound(err) {
-			errs = append(errs, fmt.Errorf("delete route %s: %w", routes[i].Dst, err))
-		}
-	}
-	family := netlinkutil.Family(ip)
-	if _, err := netlinkutil.DeleteRules(family, netlinkutil.IsToPodRule(ip)); err != nil {
-		errs = append(errs, err)
-	}
-	if _, err := netlinkutil.DeleteRules(family, netlinkutil.IsFromPodRule(ip)); err != nil {
-		errs = append(errs, err)
-	}
-	return false, errors.Join(errs...)
 }
