@@ -76,17 +76,27 @@ func DeleteLink(link netlink.Link) error {
 	return nil
 }
 
+// PodLink looks up the pod end ifName; run it in the pod netns. An
+// interface that is not there is nil, not an error.
+func PodLink(ifName string) (netlink.Link, error) {
+	l, err := netlinkutil.LinkByName(ifName)
+	if err != nil {
+		if netlinkutil.IsNotFound(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("look up pod interface %s: %w", ifName, err)
+	}
+	return l, nil
+}
+
 // DeletePodLink deletes ifName in podNS, if it is there. pkg/ip's
 // DelLinkByName would fail when the link goes between its look-up and the
 // delete, as a veth's pod end does when its host end is deleted.
 func DeletePodLink(podNS ns.NetNS, ifName string) error {
 	return podNS.Do(func(ns.NetNS) error {
-		l, err := netlinkutil.LinkByName(ifName)
-		if err != nil {
-			if netlinkutil.IsNotFound(err) {
-				return nil
-			}
-			return fmt.Errorf("look up pod interface %s: %w", ifName, err)
+		l, err := PodLink(ifName)
+		if l == nil {
+			return err
 		}
 		if err := DeleteLink(l); err != nil {
 			return fmt.Errorf("delete pod interface %s: %w", ifName, err)

@@ -121,10 +121,16 @@ func UniqueHostMAC() (net.HardwareAddr, error) {
 }
 
 // Create creates the pair from inside podNS with the peer placed directly
-// in hostNS (no link moves between namespaces): podIf in the pod, hostIf
-// with hostMAC in the host, both with mtu. It returns the pod end's MAC. A
-// pair it made but cannot look up is deleted again.
-func Create(podNS, hostNS ns.NetNS, podIf, hostIf string, mtu int, hostMAC net.HardwareAddr) (podMAC net.HardwareAddr, err error) {
+// in the calling thread's netns, the host's (no link moves between
+// namespaces): podIf in the pod, hostIf with hostMAC in the host, both with
+// mtu. It returns the pod end's MAC. A pair it made but cannot look up is
+// deleted again.
+func Create(podNS ns.NetNS, podIf, hostIf string, mtu int, hostMAC net.HardwareAddr) (podMAC net.HardwareAddr, err error) {
+	hostNS, err := ns.GetCurrentNS()
+	if err != nil {
+		return nil, fmt.Errorf("open host network namespace: %w", err)
+	}
+	defer hostNS.Close()
 	err = podNS.Do(func(ns.NetNS) error {
 		la := netlink.NewLinkAttrs()
 		la.Name = podIf

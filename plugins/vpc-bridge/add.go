@@ -49,18 +49,9 @@ func cmdAdd(args *skel.CmdArgs) (retErr error) {
 	if err != nil {
 		return err
 	}
-	podNS, err := plugin.OpenNetNS(args.Netns)
-	if err != nil {
-		return err
-	}
-	defer podNS.Close()
-	hostNS, err := ns.GetCurrentNS()
-	if err != nil {
-		return fmt.Errorf("vpc-bridge: open host network namespace: %w", err)
-	}
-	defer hostNS.Close()
+	defer a.close()
 
-	if err := clearStaleAttachment(a, podNS); err != nil {
+	if err := clearStaleAttachment(a); err != nil {
 		return err
 	}
 
@@ -75,8 +66,8 @@ func cmdAdd(args *skel.CmdArgs) (retErr error) {
 		raw, err := a.ipam.add(ctx)
 		ipamDone <- ipamReply{raw, err}
 	}()
-	undo := &addUndo{podNS: podNS, ifName: args.IfName, hostVeth: a.hostVeth, owner: a.owner}
-	hostMAC, podMAC, vethErr := createPair(podNS, hostNS, a)
+	undo := &addUndo{podNS: a.podNS, ifName: args.IfName, hostVeth: a.hostVeth, owner: a.owner}
+	hostMAC, podMAC, vethErr := createPair(a)
 	undo.vethCreated = vethErr == nil
 	reply := <-ipamDone
 	if reply.err != nil {
@@ -128,7 +119,7 @@ func cmdAdd(args *skel.CmdArgs) (retErr error) {
 		return fmt.Errorf("vpc-bridge: %w", err)
 	}
 	gw := gatewayFor(podIP)
-	if err := podNS.Do(func(ns.NetNS) error { return veth.SetupPod(args.IfName, podIP, gw, hostMAC) }); err != nil {
+	if err := a.podNS.Do(func(ns.NetNS) error { return veth.SetupPod(args.IfName, podIP, gw, hostMAC) }); err != nil {
 		return fmt.Errorf("vpc-bridge: %w", err)
 	}
 	if err := injectFault("pod"); err != nil {
@@ -180,10 +171,10 @@ func cmdAdd(args *skel.CmdArgs) (retErr error) {
 
 // createPair creates the veth pair, the host end with a random MAC that no
 // host link uses. It returns the host and pod MACs.
-func createPair(podNS, hostNS ns.NetNS, a *attachment) (hostMAC, podMAC net.HardwareAddr, err error) {
+func createPair(a *attachment) (hostMAC, podMAC net.HardwareAddr, err error) {
 	hostMAC, err = veth.UniqueHostMAC()
 	if err == nil {
-		podMAC, err = veth.Create(podNS, hostNS, a.args.IfName, a.hostVeth, a.conf.MTU, hostMAC)
+		podMAC, err = veth.Create(a.podNS, a.args.IfName, a.hostVeth, a.conf.MTU, hostMAC)
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("vpc-bridge: %w", err)
@@ -255,8 +246,8 @@ func (u *addUndo) run() error {
 // held by another attachment (an older sandbox of the same pod whose DEL has
 // not run yet) is ErrTryAgainLater; one held by a foreign interface is an
 // error; so is an existing ifname in the pod netns.
-func clearStaleAttachment(a *attachment, podNS ns.NetNS) error {
-	ifName, hostVeth, owner := a.args.IfName, a.hostVeth, a.owner
+func clearStaleAttachment(a *attachment) error {
+	podNS, ifName, hostVeth, owner := a.podNS, a.args.IfName, a.hostVeth, a.owner
 	left, err := veth.FindLeftover(podNS, ifName, hostVeth)
 	if err != nil {
 		return fmt.Errorf("vpc-bridge: %w", err)

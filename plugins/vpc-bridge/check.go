@@ -25,11 +25,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	podNS, err := plugin.OpenNetNS(args.Netns)
-	if err != nil {
-		return err
-	}
-	defer podNS.Close()
+	defer a.close()
 
 	if err := a.ipam.run(ctx, "CHECK"); err != nil {
 		return err
@@ -49,7 +45,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 
 	var problems []string
 	hostMAC := checkHost(exp, a.conf, a.owner, &problems)
-	if err := podNS.Do(func(ns.NetNS) error {
+	if err := a.podNS.Do(func(ns.NetNS) error {
 		checkPod(exp, a.conf, hostMAC, &problems)
 		return nil
 	}); err != nil {

@@ -187,12 +187,9 @@ func podIfAddrs(netnsPath, ifName string) ([]net.IP, error) {
 	var ips []net.IP
 	err := podNSDo(netnsPath, func(podNS ns.NetNS) error {
 		return podNS.Do(func(ns.NetNS) error {
-			l, err := netlinkutil.LinkByName(ifName)
-			if err != nil {
-				if netlinkutil.IsNotFound(err) {
-					return nil
-				}
-				return fmt.Errorf("look up pod interface %s: %w", ifName, err)
+			l, err := veth.PodLink(ifName)
+			if l == nil {
+				return err
 			}
 			addrs, err := netlinkutil.AddrList(l, netlink.FAMILY_ALL)
 			if err != nil {

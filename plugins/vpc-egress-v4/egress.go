@@ -129,11 +129,6 @@ func cmdAdd(args *skel.CmdArgs) (retErr error) {
 		return err
 	}
 	defer podNS.Close()
-	hostNS, err := ns.GetCurrentNS()
-	if err != nil {
-		return fmt.Errorf("vpc-egress-v4: open host network namespace: %w", err)
-	}
-	defer hostNS.Close()
 	att := attachment{containerID: args.ContainerID, ifName: args.IfName}
 	if _, err := invoke.FindInPath(conf.IPAM.Type, filepath.SplitList(os.Getenv("CNI_PATH"))); err != nil {
 		return types.NewError(types.ErrInvalidNetworkConfig,
@@ -166,7 +161,7 @@ func cmdAdd(args *skel.CmdArgs) (retErr error) {
 	if err != nil {
 		return fmt.Errorf("vpc-egress-v4: %w", err)
 	}
-	podMAC, err := veth.Create(podNS, hostNS, conf.IfName, att.hostVeth(), conf.MTU, hostMAC)
+	podMAC, err := veth.Create(podNS, conf.IfName, att.hostVeth(), conf.MTU, hostMAC)
 	if err != nil {
 		return fmt.Errorf("vpc-egress-v4: %w", err)
 	}
