@@ -1,12 +1,15 @@
 // Package routing is the policy-routing contract of a vpcchain node
-// (docs/design.md, "Routing"): the route table of each ENI and the
-// priorities of the ip rules that send traffic to and from pods. The daemon
-// builds the ENIs' tables and rules to it, vpc-ipam reports a pod's table
-// in its result, and vpc-bridge installs the pod's rules by it.
+// (docs/design.md, "Routing"): the route table of each ENI, the priorities
+// of the ip rules that send traffic to and from pods, and the pods' default
+// gateway. The daemon builds the ENIs' tables and rules to it, vpc-ipam
+// reports a pod's table and gateway in its result, and vpc-bridge installs
+// the pod's routes and rules by it.
 //
 // It holds numbers only, no netlink code, so that vpc-ipam (which never
 // touches the host's network) can share it without linking netlink.
 package routing
+
+import "net"
 
 // Kernel route tables (RT_TABLE_*).
 const (
@@ -51,4 +54,22 @@ func ENITable(deviceNumber int) int {
 		return MainTable
 	}
 	return tableBase + deviceNumber
+}
+
+// PodGateway4 and PodGateway6 are the pods' default gateways: link-local
+// next hops that no host interface owns. vpc-bridge answers them in the pod
+// with a permanent neighbour entry for the host veth's MAC; vpc-ipam
+// writes them into its result (the ENI subnet's gateway would be wrong: a
+// pod with a /32 or /128 has no on-link route to it).
+var (
+	PodGateway4 = net.IPv4(169, 254, 1, 1).To4()
+	PodGateway6 = net.ParseIP("fe80::1")
+)
+
+// PodGateway is the gateway of a pod whose address is ip.
+func PodGateway(ip net.IP) net.IP {
+	if ip.To4() != nil {
+		return PodGateway4
+	}
+	return PodGateway6
 }

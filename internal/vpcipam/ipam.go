@@ -39,15 +39,7 @@ import (
 	ipamv1 "github.com/vpcchain/vpcchain/api/ipam/v1"
 	"github.com/vpcchain/vpcchain/internal/cniext"
 	"github.com/vpcchain/vpcchain/internal/ipamclient"
-)
-
-// podGateway and podGateway6 are the gateways written into the result:
-// the link-local next hops that vpc-bridge gives every pod (answered by a
-// permanent neighbour entry). The ENI subnet's gateway would be wrong: a
-// pod with a /32 (/128) address has no on-link route to it.
-var (
-	podGateway  = net.IPv4(169, 254, 1, 1).To4()
-	podGateway6 = net.ParseIP("fe80::1")
+	"github.com/vpcchain/vpcchain/internal/routing"
 )
 
 func logf(format string, a ...any) {
@@ -168,9 +160,9 @@ func resultFromAllocation(a *ipamv1.Allocation) (*types100.Result, *cniext.Ext, 
 		return nil, nil, fmt.Errorf("address %q is not an IP address", a.GetIp())
 	}
 	addr := net.IPNet{IP: ip.To4(), Mask: net.CIDRMask(32, 32)}
-	gw := podGateway
+	gw := routing.PodGateway4
 	if addr.IP == nil { // IPv6 mode: a /128 of the node's /80
-		addr, gw = net.IPNet{IP: ip, Mask: net.CIDRMask(128, 128)}, podGateway6
+		addr, gw = net.IPNet{IP: ip, Mask: net.CIDRMask(128, 128)}, routing.PodGateway6
 	}
 	ext := &cniext.Ext{RouteTable: int(a.GetRouteTable()), ENIID: a.GetEniId(), DeviceNumber: int(a.GetDeviceNumber())}
 	if err := ext.Validate(); err != nil {

@@ -40,6 +40,7 @@ import (
 
 	"github.com/vpcchain/vpcchain/internal/cniext"
 	"github.com/vpcchain/vpcchain/internal/netlinkutil"
+	"github.com/vpcchain/vpcchain/internal/routing"
 	"github.com/vpcchain/vpcchain/internal/veth"
 )
 
@@ -118,7 +119,7 @@ func cmdAdd(args *skel.CmdArgs) (retErr error) {
 	if err != nil {
 		return fmt.Errorf("vpc-bridge: %w", err)
 	}
-	gw := gatewayFor(podIP)
+	gw := routing.PodGateway(podIP)
 	if err := a.podNS.Do(func(ns.NetNS) error { return veth.SetupPod(args.IfName, podIP, gw, hostMAC) }); err != nil {
 		return fmt.Errorf("vpc-bridge: %w", err)
 	}

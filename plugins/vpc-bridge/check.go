@@ -229,7 +229,7 @@ func checkPod(e *expected, conf *NetConf, hostMAC net.HardwareAddr, problems *[]
 		}
 	}
 
-	gw := gatewayFor(e.ip)
+	gw := routing.PodGateway(e.ip)
 	routes, err := netlinkutil.RouteListFiltered(family,
 		&netlink.Route{LinkIndex: a.Index, Table: routing.MainTable}, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
 	if err != nil {

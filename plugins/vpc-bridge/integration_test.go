@@ -15,6 +15,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/vpcchain/vpcchain/internal/cniext"
+	"github.com/vpcchain/vpcchain/internal/routing"
 )
 
 func podIPOf(t *testing.T, r types.Result) net.IP {
@@ -75,11 +76,11 @@ func assertPodWired(t *testing.T, h *host, p *pod, r types.Result, wantTable int
 	}
 	ip := podIPOf(t, r)
 	ipc := res.IPs[0]
-	if ipc.Interface == nil || *ipc.Interface != 1 || ipc.Address.String() != ip.String()+"/32" || !ipc.Gateway.Equal(GatewayIP) {
-		t.Errorf("result IP config = %+v, want %s/32 on interface 1 gateway %s", ipc, ip, GatewayIP)
+	if ipc.Interface == nil || *ipc.Interface != 1 || ipc.Address.String() != ip.String()+"/32" || !ipc.Gateway.Equal(routing.PodGateway4) {
+		t.Errorf("result IP config = %+v, want %s/32 on interface 1 gateway %s", ipc, ip, routing.PodGateway4)
 	}
-	if len(res.Routes) != 1 || res.Routes[0].Dst.String() != "0.0.0.0/0" || !res.Routes[0].GW.Equal(GatewayIP) {
-		t.Errorf("result routes = %v, want default via %s", res.Routes, GatewayIP)
+	if len(res.Routes) != 1 || res.Routes[0].Dst.String() != "0.0.0.0/0" || !res.Routes[0].GW.Equal(routing.PodGateway4) {
+		t.Errorf("result routes = %v, want default via %s", res.Routes, routing.PodGateway4)
 	}
 
 	// Host side.
@@ -167,7 +168,7 @@ func assertPodWired(t *testing.T, h *host, p *pod, r types.Result, wantTable int
 			if r.Dst != nil && r.Dst.String() == "169.254.1.1/32" && r.Scope == netlink.SCOPE_LINK {
 				gw = true
 			}
-			if (r.Dst == nil || r.Dst.String() == "0.0.0.0/0") && r.Gw.Equal(GatewayIP) {
+			if (r.Dst == nil || r.Dst.String() == "0.0.0.0/0") && r.Gw.Equal(routing.PodGateway4) {
 				def = true
 			}
 		}
@@ -180,7 +181,7 @@ func assertPodWired(t *testing.T, h *host, p *pod, r types.Result, wantTable int
 		}
 		found := false
 		for _, n := range neighs {
-			if n.IP.Equal(GatewayIP) && n.State == netlink.NUD_PERMANENT && n.HardwareAddr.String() == hl.Attrs().HardwareAddr.String() {
+			if n.IP.Equal(routing.PodGateway4) && n.State == netlink.NUD_PERMANENT && n.HardwareAddr.String() == hl.Attrs().HardwareAddr.String() {
 				found = true
 			}
 		}
@@ -248,7 +249,7 @@ func TestTwoPodsAddCheckConnectDel(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		return netlink.NeighDel(&netlink.Neigh{LinkIndex: l.Attrs().Index, Family: netlink.FAMILY_V4, IP: GatewayIP})
+		return netlink.NeighDel(&netlink.Neigh{LinkIndex: l.Attrs().Index, Family: netlink.FAMILY_V4, IP: routing.PodGateway4})
 	})
 	err = h.check(list, a)
 	if err == nil {

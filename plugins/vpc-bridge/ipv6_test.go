@@ -11,6 +11,8 @@ import (
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/vpcchain/vpcchain/internal/routing"
 )
 
 var nodeIP6 = net.ParseIP("2001:db8:ff::10")
@@ -86,10 +88,10 @@ func TestIPv6Pods(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(res.IPs) != 1 || res.IPs[0].Address.IP.To4() != nil || res.IPs[0].Address.Mask.String() != net.CIDRMask(128, 128).String() ||
-		!res.IPs[0].Gateway.Equal(GatewayIP6) {
+		!res.IPs[0].Gateway.Equal(routing.PodGateway6) {
 		t.Fatalf("result IPs %v, want one IPv6 /128 with gateway fe80::1", res.IPs)
 	}
-	if len(res.Routes) != 1 || res.Routes[0].Dst.String() != "::/0" || !res.Routes[0].GW.Equal(GatewayIP6) {
+	if len(res.Routes) != 1 || res.Routes[0].Dst.String() != "::/0" || !res.Routes[0].GW.Equal(routing.PodGateway6) {
 		t.Errorf("result routes %v, want ::/0 via fe80::1", res.Routes)
 	}
 	ipA := res.IPs[0].Address.IP
@@ -165,7 +167,7 @@ func TestIPv6Pods(t *testing.T) {
 		}
 		def := false
 		for _, r := range routes {
-			def = def || (r.Dst == nil || r.Dst.String() == "::/0") && r.Gw.Equal(GatewayIP6)
+			def = def || (r.Dst == nil || r.Dst.String() == "::/0") && r.Gw.Equal(routing.PodGateway6)
 		}
 		if !def {
 			t.Errorf("pod routes %v: want default via fe80::1", routes)
@@ -195,7 +197,7 @@ func TestIPv6Pods(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		return netlink.NeighDel(&netlink.Neigh{LinkIndex: l.Attrs().Index, Family: netlink.FAMILY_V6, IP: GatewayIP6})
+		return netlink.NeighDel(&netlink.Neigh{LinkIndex: l.Attrs().Index, Family: netlink.FAMILY_V6, IP: routing.PodGateway6})
 	})
 	if err := h.check(list, a); err == nil || !strings.Contains(cniCode(t, err).Msg, "pod interface eth0 has no neighbour entry for fe80::1") {
 		t.Errorf("CHECK after deleting the pod's gateway neighbour: %v", err)

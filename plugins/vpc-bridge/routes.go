@@ -1,9 +1,8 @@
 package main
 
 // vpc-bridge's own routing on top of the veth (internal/veth builds that):
-// the pod's link-local gateway, rules 512 and 1536, and the checks that keep
-// an ADD or a late DEL from touching the routing of an address that another
-// attachment holds.
+// rules 512 and 1536, and the checks that keep an ADD or a late DEL from
+// touching the routing of an address that another attachment holds.
 
 import (
 	"errors"
@@ -17,22 +16,6 @@ import (
 	"github.com/vpcchain/vpcchain/internal/routing"
 	"github.com/vpcchain/vpcchain/internal/veth"
 )
-
-// GatewayIP and GatewayIP6 are the pod's link-local default gateways,
-// answered by a permanent neighbour entry (the host veth MAC); no host
-// interface owns them.
-var (
-	GatewayIP  = net.IPv4(169, 254, 1, 1).To4()
-	GatewayIP6 = net.ParseIP("fe80::1")
-)
-
-// gatewayFor is the pod gateway of ip's family.
-func gatewayFor(ip net.IP) net.IP {
-	if ip.To4() != nil {
-		return GatewayIP
-	}
-	return GatewayIP6
-}
 
 // checkAddressFree refuses an address that the main table already routes to
 // an interface of another attachment: the IPAM handed out a live address.
