@@ -21,6 +21,9 @@ package main
 // DEL) when a later one fails. The result is the chain's result before
 // this plugin, unchanged: the pod's address stays its IPv6 one, and the
 // egress address never shows in Kubernetes.
+//
+// The veth, its routes and neighbours are internal/veth's; the rules are
+// this plugin's own (nat.go).
 
 import (
 	"context"
