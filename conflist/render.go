@@ -27,8 +27,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/vpcchain/vpcchain/internal/naming"
 	"github.com/vpcchain/vpcchain/internal/nodeconf"
+	"github.com/vpcchain/vpcchain/internal/vethname"
 )
 
 // Defaults of Options; they equal the daemon's and the plugins' defaults.
@@ -222,7 +222,7 @@ func (o Options) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("cniVersion %q is not supported: want 1.1.0 or 1.0.0", o.CNIVersion))
 	}
-	if err := naming.ValidatePrefix(o.VethPrefix); err != nil {
+	if err := vethname.ValidatePrefix(o.VethPrefix); err != nil {
 		errs = append(errs, err)
 	}
 	if o.MTU < MinMTU || o.MTU > MaxMTU {

@@ -13,7 +13,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/vpcchain/vpcchain/internal/naming"
+	"github.com/vpcchain/vpcchain/internal/vethname"
 )
 
 // The variables Parse reads (the AWS VPC CNI's names where it has them).
@@ -86,7 +86,7 @@ func Parse(get Lookup) (s Settings, errs []error) {
 	}
 	s = Settings{VethPrefix: DefaultVethPrefix, MTU: DefaultMTU, StateDir: DefaultStateDir}
 	if v, ok := raw(EnvVethPrefix); ok {
-		if err := naming.ValidatePrefix(v); err != nil {
+		if err := vethname.ValidatePrefix(v); err != nil {
 			bad(EnvVethPrefix, v, err.Error())
 		} else {
 			s.VethPrefix = v

@@ -14,7 +14,7 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/vpcchain/vpcchain/internal/cniargs"
-	"github.com/vpcchain/vpcchain/internal/veth"
+	"github.com/vpcchain/vpcchain/internal/vethname"
 )
 
 // DefaultEndpointStatusDir is where Felix (EndpointStatusPathPrefix
@@ -79,9 +79,9 @@ func parseConfig(stdin []byte) (*NetConf, error) {
 	}
 	var errs []string
 	if conf.VethPrefix == "" {
-		conf.VethPrefix = veth.DefaultPrefix
+		conf.VethPrefix = vethname.DefaultPrefix
 	}
-	if err := veth.ValidatePrefix(conf.VethPrefix); err != nil {
+	if err := vethname.ValidatePrefix(conf.VethPrefix); err != nil {
 		errs = append(errs, "vethPrefix: "+err.Error())
 	}
 	conf.publish = conf.PublishPodIP == nil || *conf.PublishPodIP
@@ -195,7 +195,7 @@ func loadPod(cniArgs string) (podRef, error) {
 // checkName is the naming contract: the host veth in prevResult must be the
 // name Felix computes for the pod. Code 7 otherwise.
 func checkName(prefix string, pod podRef, hostIfs []string) (string, error) {
-	want := veth.HostName(prefix, pod.Namespace, pod.Name)
+	want := vethname.HostName(prefix, pod.Namespace, pod.Name)
 	for _, n := range hostIfs {
 		if n == want {
 			return want, nil

@@ -10,7 +10,7 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/vpcchain/vpcchain/internal/cniargs"
-	"github.com/vpcchain/vpcchain/internal/veth"
+	"github.com/vpcchain/vpcchain/internal/vethname"
 )
 
 // Defaults and limits of the configuration.
@@ -37,7 +37,7 @@ type NetConf struct {
 	types.NetConf
 
 	// VethPrefix is the host veth name prefix; default "eni". 1..4
-	// characters, not "eth", "lo" or "vlan" (veth.ValidatePrefix). It must
+	// characters, not "eth", "lo" or "vlan" (vethname.ValidatePrefix). It must
 	// match Felix's interfacePrefix when Calico enforces policy.
 	VethPrefix string `json:"vethPrefix,omitempty"`
 	// MTU of both veth ends; default 9001, allowed 576..9001.
@@ -69,9 +69,9 @@ func parseConfig(stdin []byte) (*NetConf, error) {
 func (c *NetConf) applyDefaultsAndValidate() error {
 	var errs []error
 	if c.VethPrefix == "" {
-		c.VethPrefix = veth.DefaultPrefix
-	} else if err := veth.ValidatePrefix(c.VethPrefix); err != nil {
-		errs = append(errs, fmt.Errorf("vethPrefix: %w (default %q)", err, veth.DefaultPrefix))
+		c.VethPrefix = vethname.DefaultPrefix
+	} else if err := vethname.ValidatePrefix(c.VethPrefix); err != nil {
+		errs = append(errs, fmt.Errorf("vethPrefix: %w (default %q)", err, vethname.DefaultPrefix))
 	}
 	switch {
 	case c.MTU == 0:
@@ -114,19 +114,19 @@ func loadK8sArgs(cniArgs string) (*K8sArgs, error) {
 	return a, nil
 }
 
-// hostVethName is veth.HostName for a Kubernetes pod, or the documented
-// fallback (veth.FallbackHostName) when the runtime passes no pod
+// hostVethName is vethname.HostName for a Kubernetes pod, or the documented
+// fallback (vethname.FallbackHostName) when the runtime passes no pod
 // namespace/name.
 func hostVethName(prefix string, k *K8sArgs, containerID, ifName string) string {
 	if k != nil && k.K8S_POD_NAMESPACE != "" && k.K8S_POD_NAME != "" {
-		return veth.HostName(prefix, string(k.K8S_POD_NAMESPACE), string(k.K8S_POD_NAME))
+		return vethname.HostName(prefix, string(k.K8S_POD_NAMESPACE), string(k.K8S_POD_NAME))
 	}
-	return veth.FallbackHostName(prefix, containerID, ifName)
+	return vethname.FallbackHostName(prefix, containerID, ifName)
 }
 
 // checkIfName validates CNI_IFNAME; ErrInvalidEnvironmentVariables (4).
 func checkIfName(ifName string) error {
-	if err := veth.ValidateIfName(ifName); err != nil {
+	if err := vethname.ValidateIfName(ifName); err != nil {
 		return types.NewError(types.ErrInvalidEnvironmentVariables, "vpc-bridge: invalid CNI_IFNAME: "+err.Error(), "")
 	}
 	return nil

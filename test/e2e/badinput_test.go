@@ -16,7 +16,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
-	"github.com/vpcchain/vpcchain/internal/veth"
+	"github.com/vpcchain/vpcchain/internal/vethname"
 )
 
 // runPlugin executes a plugin binary inside the node's namespace exactly as a
@@ -60,7 +60,7 @@ func nodeState(t *testing.T, n *node) []string {
 		}
 		for _, l := range links {
 			a := l.Attrs()
-			if strings.HasPrefix(a.Name, veth.DefaultPrefix) || strings.HasPrefix(a.Alias, "vpcchain") {
+			if strings.HasPrefix(a.Name, vethname.DefaultPrefix) || strings.HasPrefix(a.Alias, "vpcchain") {
 				out = append(out, fmt.Sprintf("link %s alias %q", a.Name, a.Alias))
 			}
 		}

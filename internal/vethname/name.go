@@ -1,4 +1,4 @@
-package veth
+package vethname
 
 // The rule that names a pod's host-side veth, shared by vpc-bridge (which
 // creates the link), policy-hook (which checks it matches Calico's
