@@ -120,6 +120,8 @@ func checkENI(t *testing.T, e *env, got ENI) {
 
 // norm makes empty and nil slices compare equal.
 func norm(e ENI) ENI {
+	// AttachNetworkInterface answers no attach time: only describes have it.
+	e.AttachTime = time.Time{}
 	if len(e.IPs) == 0 {
 		e.IPs = nil
 	}

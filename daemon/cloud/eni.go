@@ -37,6 +37,8 @@ type ENI struct {
 	SubnetIPv6CIDR netip.Prefix
 	Tags           map[string]string
 	AttachmentID   string
+	// AttachTime is when EC2 attached it (zero if unknown).
+	AttachTime time.Time
 	// DeleteOnTermination: the attachment goes with the instance (from
 	// EC2's describe; IMDS does not say, and reads false).
 	DeleteOnTermination bool
@@ -83,6 +85,7 @@ func toENI(ni types.NetworkInterface, cidrs map[string]netip.Prefix) (ENI, error
 	if ni.Attachment != nil {
 		e.AttachmentID = aws.ToString(ni.Attachment.AttachmentId)
 		e.DeleteOnTermination = aws.ToBool(ni.Attachment.DeleteOnTermination)
+		e.AttachTime = aws.ToTime(ni.Attachment.AttachTime)
 		e.DeviceNumber = int(aws.ToInt32(ni.Attachment.DeviceIndex))
 		e.NetworkCard = int(aws.ToInt32(ni.Attachment.NetworkCardIndex))
 		e.Primary = e.DeviceNumber == 0 && e.NetworkCard == 0

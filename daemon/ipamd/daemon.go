@@ -337,7 +337,7 @@ func (d *Daemon) adoptENI(ctx context.Context, e cloud.ENI) error {
 	st := d.ledger.newENI(e, now)
 	d.mu.Unlock()
 	if !st.primary {
-		_, err := d.host.SetupENI(ctx, st.hostENI(d.cfg.MTU), d.cfg.ENIAttachTimeout)
+		_, err := d.host.SetupENI(ctx, st.hostENI(d.cfg.MTU), d.linkWait(e.AttachTime))
 		if err := d.noteSysctls(e.ID, eniWhat(e.ID, e.DeviceNumber), err, false); err != nil {
 			return fmt.Errorf("set up host networking for %s (device %d): %w", e.ID, e.DeviceNumber, err)
 		}
@@ -349,6 +349,18 @@ func (d *Daemon) adoptENI(ctx context.Context, e cloud.ENI) error {
 	}
 	d.mu.Unlock()
 	return nil
+}
+
+// linkWait is how long to wait for the link of an ENI attached at t: the
+// kernel shows a new ENI's link within seconds of the attach, so one EC2
+// attached long ago and still without a link is not coming (a describe
+// lagging its detach). EC2's clock, not the daemon's: wall time.
+func (d *Daemon) linkWait(t time.Time) time.Duration {
+	const least = 2 * time.Second
+	if t.IsZero() {
+		return d.cfg.ENIAttachTimeout
+	}
+	return max(d.cfg.ENIAttachTimeout-time.Since(t), least)
 }
 
 // loadReleased reads what EC2 took back before a restart; records older

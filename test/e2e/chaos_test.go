@@ -87,8 +87,9 @@ func chaosRounds(c *cluster) []chaosRound {
 	var slowSeen map[string]time.Time
 	var slowMu sync.Mutex // tick runs in its own goroutine, done in the test's
 	var pend *oneAtATime
-	// The daemon's log line for a released address a describe still shows.
-	const releasedShown = "was released and EC2 accepted"
+	// The daemon's log line for a released address or freed ENI that a
+	// describe or IMDS still shows.
+	const releasedShown = "and EC2 accepted"
 	var metBefore int
 	return []chaosRound{
 		{name: "throttled", kills: []string{"ca"}, answers: "RequestLimitExceeded", on: func(f *vpcsim.Faults) {
