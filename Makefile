@@ -13,6 +13,9 @@ TESTFLAGS ?= -count=1 -timeout 40m
 
 CMDS    := $(wildcard cmd/*)
 PLUGINS := $(wildcard plugins/*)
+# The test bed's commands (sim/cmd: vpcsim, which the demo and the e2e tests
+# run): not part of the product, built into bin/ with it.
+SIMCMDS := $(wildcard sim/cmd/*)
 
 .PHONY: all build tools heavy-tools node-tools cluster-tools peer-tools peer-test conformance-tools conformance cluster cluster-down node-test test unit e2e bench scale demo image image-lock lint clean deps proto fuzz
 
@@ -21,10 +24,10 @@ all: build
 deps:
 	@./scripts/install-deps.sh
 
-# Every binary into bin/: commands and the CNI plugins that exist so far.
+# Every binary into bin/: commands, the CNI plugins and the simulator.
 build:
 	@mkdir -p $(BIN)
-	@for d in $(CMDS) $(PLUGINS); do \
+	@for d in $(CMDS) $(PLUGINS) $(SIMCMDS); do \
 	  if ls $$d/*.go >/dev/null 2>&1; then \
 	    echo "go build $$d"; $(GO) build $(GOFLAGS) $(BUILDFLAGS) -o $(BIN)/$$(basename $$d) ./$$d || exit 1; \
 	  fi; \

@@ -21,7 +21,7 @@ import (
 	"github.com/vpcchain/vpcchain/daemon/cloud"
 	"github.com/vpcchain/vpcchain/daemon/config"
 	"github.com/vpcchain/vpcchain/daemon/pool"
-	"github.com/vpcchain/vpcchain/internal/vpcsim"
+	"github.com/vpcchain/vpcchain/sim/vpcsim"
 )
 
 // Steady churn (docs/benchmarks.md, "Steady churn"): one m5.large node (control-plane

@@ -19,7 +19,7 @@ import (
 	"github.com/vpcchain/vpcchain/daemon/hostnet"
 	"github.com/vpcchain/vpcchain/daemon/store"
 	"github.com/vpcchain/vpcchain/internal/snat"
-	"github.com/vpcchain/vpcchain/internal/vpcsim"
+	"github.com/vpcchain/vpcchain/sim/vpcsim"
 )
 
 // fakeHost records host-networking calls; the daemon's logic is under test

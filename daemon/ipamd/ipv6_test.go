@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vpcchain/vpcchain/internal/vpcsim"
+	"github.com/vpcchain/vpcchain/sim/vpcsim"
 )
 
 var ipv6Env = map[string]string{"ENABLE_IPv4": "false", "ENABLE_IPv6": "true"}

@@ -14,7 +14,7 @@ import (
 
 	ipamv1 "github.com/vpcchain/vpcchain/api/ipam/v1"
 	"github.com/vpcchain/vpcchain/internal/instancelimits"
-	"github.com/vpcchain/vpcchain/internal/vpcsim"
+	"github.com/vpcchain/vpcchain/sim/vpcsim"
 )
 
 // BenchmarkBurstFreshNode measures a burst of pods on a node that has just

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vpcchain/vpcchain/internal/vpcsim/dataplane"
+	"github.com/vpcchain/vpcchain/sim/vpcsim/dataplane"
 )
 
 // TestCalicoPolicyIPv6 is TestCalicoPolicy on an IPv6 node: the same

@@ -25,7 +25,7 @@ import (
 	"github.com/vpcchain/vpcchain/daemon/cloud"
 	"github.com/vpcchain/vpcchain/internal/routing"
 	"github.com/vpcchain/vpcchain/internal/snat"
-	"github.com/vpcchain/vpcchain/internal/vpcsim"
+	"github.com/vpcchain/vpcchain/sim/vpcsim"
 )
 
 // The pool settings of the chaos test: small warm targets and short

@@ -27,8 +27,8 @@ import (
 
 	ipamv1 "github.com/vpcchain/vpcchain/api/ipam/v1"
 	"github.com/vpcchain/vpcchain/internal/ipamclient"
-	"github.com/vpcchain/vpcchain/internal/vpcsim"
-	"github.com/vpcchain/vpcchain/internal/vpcsim/dataplane"
+	"github.com/vpcchain/vpcchain/sim/vpcsim"
+	"github.com/vpcchain/vpcchain/sim/vpcsim/dataplane"
 )
 
 // binDir is where `make build` put the binaries (VPCCHAIN_BIN), else ../../bin.

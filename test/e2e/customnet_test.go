@@ -11,8 +11,8 @@ import (
 	"time"
 
 	ipamv1 "github.com/vpcchain/vpcchain/api/ipam/v1"
-	"github.com/vpcchain/vpcchain/internal/vpcsim"
-	"github.com/vpcchain/vpcchain/internal/vpcsim/dataplane"
+	"github.com/vpcchain/vpcchain/sim/vpcsim"
+	"github.com/vpcchain/vpcchain/sim/vpcsim/dataplane"
 )
 
 // manifestDoc returns the document of kind and name from one of our

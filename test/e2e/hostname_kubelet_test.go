@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vpcchain/vpcchain/internal/vpcsim"
+	"github.com/vpcchain/vpcchain/sim/vpcsim"
 )
 
 // containerd and the kubelet of a node (started with nodeNSArgs) have the

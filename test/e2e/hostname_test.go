@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/vpcchain/vpcchain/internal/vpcsim"
+	"github.com/vpcchain/vpcchain/sim/vpcsim"
 )
 
 // hostnameNodes launches two nodes and checks, with run giving what

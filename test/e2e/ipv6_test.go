@@ -12,7 +12,7 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	"github.com/vishvananda/netlink"
 
-	"github.com/vpcchain/vpcchain/internal/vpcsim/dataplane"
+	"github.com/vpcchain/vpcchain/sim/vpcsim/dataplane"
 )
 
 var ipv6Mode = []string{"ENABLE_IPv4=false", "ENABLE_IPv6=true"}

@@ -27,7 +27,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 
-	"github.com/vpcchain/vpcchain/internal/vpcsim"
+	"github.com/vpcchain/vpcchain/sim/vpcsim"
 )
 
 func podManifest(name, nodeName, ports string) string {

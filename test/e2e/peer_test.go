@@ -36,8 +36,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"github.com/vpcchain/vpcchain/internal/vpcsim"
-	"github.com/vpcchain/vpcchain/internal/vpcsim/dataplane"
+	"github.com/vpcchain/vpcchain/sim/vpcsim"
+	"github.com/vpcchain/vpcchain/sim/vpcsim/dataplane"
 )
 
 // The peer's fixed host paths: its socket and checkpoint directory, and the

@@ -20,8 +20,8 @@ import (
 	"github.com/aws/smithy-go"
 	"github.com/vishvananda/netlink"
 
-	"github.com/vpcchain/vpcchain/internal/vpcsim"
-	"github.com/vpcchain/vpcchain/internal/vpcsim/dataplane"
+	"github.com/vpcchain/vpcchain/sim/vpcsim"
+	"github.com/vpcchain/vpcchain/sim/vpcsim/dataplane"
 )
 
 // inNodeHTTP is an HTTP client whose connections are opened from inside a

@@ -25,7 +25,7 @@ import (
 	"github.com/vpcchain/vpcchain/daemon/ipamd"
 	"github.com/vpcchain/vpcchain/daemon/store"
 	"github.com/vpcchain/vpcchain/internal/snat"
-	"github.com/vpcchain/vpcchain/internal/vpcsim"
+	"github.com/vpcchain/vpcchain/sim/vpcsim"
 )
 
 // fakeHost stands in for the node's kernel: the scale run measures the

@@ -25,7 +25,7 @@ import (
 	"time"
 
 	"github.com/vpcchain/vpcchain/daemon/store"
-	"github.com/vpcchain/vpcchain/internal/vpcsim"
+	"github.com/vpcchain/vpcchain/sim/vpcsim"
 )
 
 // Knobs of the opt-in run (all optional but the first):

@@ -12,8 +12,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/vpcchain/vpcchain/internal/vpcsim/dataplane"
-	"github.com/vpcchain/vpcchain/internal/vpcsim/imds"
+	"github.com/vpcchain/vpcchain/sim/vpcsim/dataplane"
+	"github.com/vpcchain/vpcchain/sim/vpcsim/imds"
 )
 
 // Addresses the simulator serves inside every node namespace, as EC2 does.

@@ -17,7 +17,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/vpcchain/vpcchain/internal/vpcsim"
+	"github.com/vpcchain/vpcchain/sim/vpcsim"
 )
 
 type ready struct {

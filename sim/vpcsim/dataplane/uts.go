@@ -14,7 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/vpcchain/vpcchain/internal/namedns"
+	"github.com/vpcchain/vpcchain/sim/namednetns"
 )
 
 // UTSNSDir is where the nodes' UTS namespaces are bind-mounted, named as
@@ -35,7 +35,7 @@ func (f *Fabric) NodeUTSNSPath(name string) string {
 // unlocked: the runtime destroys the thread when the goroutine ends, so no
 // other goroutine ever runs with the node's hostname.
 func createUTS(path, hostname string) error {
-	if err := namedns.PrepareDir(UTSNSDir); err != nil {
+	if err := namednetns.PrepareDir(UTSNSDir); err != nil {
 		return fmt.Errorf("uts namespace %s: %w", path, err)
 	}
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)

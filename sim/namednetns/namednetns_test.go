@@ -1,4 +1,4 @@
-package namedns
+package namednetns
 
 import (
 	"bufio"
@@ -74,7 +74,7 @@ func mountOf(dir string) ([]string, error) {
 // /run/netns is on a machine where no namespace was ever named.
 func freshDir() (string, error) {
 	base := os.Getenv(dirEnv)
-	if err := unix.Mount("namedns-test", base, "tmpfs", 0, "mode=0755"); err != nil {
+	if err := unix.Mount("namednetns-test", base, "tmpfs", 0, "mode=0755"); err != nil {
 		return "", fmt.Errorf("mount tmpfs: %w", err)
 	}
 	dir := filepath.Join(base, "netns")
@@ -135,13 +135,13 @@ var childCases = map[string]func() error{
 	// Create and Delete in a fresh /var/run/netns: the namespace is mounted
 	// at its path and gone after Delete; Delete of a missing name is fine.
 	"create-delete": func() error {
-		if err := unix.Mount("namedns-test", "/run", "tmpfs", 0, "mode=0755"); err != nil {
+		if err := unix.Mount("namednetns-test", "/run", "tmpfs", 0, "mode=0755"); err != nil {
 			return fmt.Errorf("mount tmpfs on /run: %w", err)
 		}
 		if err := os.Mkdir(Dir, 0o755); err != nil {
 			return err
 		}
-		name := fmt.Sprintf("namedns-test-%d", os.Getpid())
+		name := fmt.Sprintf("namednetns-test-%d", os.Getpid())
 		h, err := Create(name)
 		if err != nil {
 			return err

@@ -1,4 +1,4 @@
-// Package namedns creates and removes named network namespaces (bind mounts
+// Package namednetns creates and removes named network namespaces (bind mounts
 // under /var/run/netns) exactly as iproute2's `ip netns add` and `ip netns
 // del` do, so that our namespaces, `ip netns`, the CNI test utilities and
 // container runtimes share one consistent directory whoever mounts first.
@@ -10,7 +10,7 @@
 // cannot be unmounted through their paths, and copies of them held by the
 // mount namespaces of `ip netns exec` keep the namespaces alive. Making it
 // shared first also lets an unmount propagate into those copies.
-package namedns
+package namednetns
 
 import (
 	"errors"

@@ -14,7 +14,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"github.com/vpcchain/vpcchain/internal/namedns"
+	"github.com/vpcchain/vpcchain/sim/namednetns"
 )
 
 // AddSubnet makes the router the gateway (.1) of cidr. Addresses of the subnet
@@ -77,7 +77,7 @@ func (f *Fabric) AddNode(name string) error {
 	}
 	n := &node{name: name, nsName: f.NodeNetNSName(name), ns: netns.None(), enis: map[string]string{}}
 	var err error
-	if n.ns, err = namedns.Create(n.nsName); err != nil {
+	if n.ns, err = namednetns.Create(n.nsName); err != nil {
 		return fmt.Errorf("create node netns: %w", err)
 	}
 	fail := func(err error) error {
@@ -156,7 +156,7 @@ func (n *node) teardown() error {
 	if n.utsPath != "" {
 		errs = append(errs, deleteUTS(n.utsPath))
 	}
-	return errors.Join(append(errs, namedns.Delete(n.nsName))...)
+	return errors.Join(append(errs, namednetns.Delete(n.nsName))...)
 }
 
 // ListenTCP opens a TCP listener inside the node's namespace. If addr's IP is

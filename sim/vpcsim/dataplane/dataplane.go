@@ -14,7 +14,7 @@
 //     (see ipv6.go).
 //
 // All namespaces are named (bind-mounted under /var/run/netns, made a shared
-// mount point first as iproute2 does; see internal/namedns) and carry the
+// mount point first as iproute2 does; see sim/namednetns) and carry the
 // fabric's RunID, so binaries can be run in them with `ip netns exec` and two
 // runs never collide. Nothing is created in, or changed in, the root network
 // namespace.
@@ -37,7 +37,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
-	"github.com/vpcchain/vpcchain/internal/namedns"
+	"github.com/vpcchain/vpcchain/sim/namednetns"
 )
 
 const (
@@ -56,7 +56,7 @@ const (
 	ENIMTU = 9001
 
 	// NetNSDir is where the named namespaces are bind-mounted.
-	NetNSDir = namedns.Dir
+	NetNSDir = namednetns.Dir
 
 	// RouterOutsideLink is the router-namespace end of the router<->outside link.
 	RouterOutsideLink = "outside"
@@ -185,11 +185,11 @@ func New(opts Options) (*Fabric, error) {
 
 func (f *Fabric) setup() error {
 	var err error
-	if f.rtrNS, err = namedns.Create(f.rtrName); err != nil {
+	if f.rtrNS, err = namednetns.Create(f.rtrName); err != nil {
 		return fmt.Errorf("create router netns: %w", err)
 	}
 	f.nsCreated = append(f.nsCreated, f.rtrName)
-	if f.outNS, err = namedns.Create(f.outName); err != nil {
+	if f.outNS, err = namednetns.Create(f.outName); err != nil {
 		return fmt.Errorf("create outside netns: %w", err)
 	}
 	f.nsCreated = append(f.nsCreated, f.outName)
@@ -319,11 +319,11 @@ func (f *Fabric) NodeNetNSName(name string) string { return nsPrefix(f.runID) + 
 
 // NodeNetNSPath is the bind-mount path of node's namespace, e.g. for libcni.
 func (f *Fabric) NodeNetNSPath(name string) string {
-	return namedns.Path(f.NodeNetNSName(name))
+	return namednetns.Path(f.NodeNetNSName(name))
 }
 
 // NetNSPath returns the bind-mount path of the named namespace.
-func NetNSPath(nsName string) string { return namedns.Path(nsName) }
+func NetNSPath(nsName string) string { return namednetns.Path(nsName) }
 
 // RouterLinkName returns the router-side link name of an attached ENI.
 func (f *Fabric) RouterLinkName(eniID string) (string, bool) {
@@ -371,7 +371,7 @@ func (f *Fabric) Close() error {
 		}
 	}
 	for i := len(f.nsCreated) - 1; i >= 0; i-- {
-		if err := namedns.Delete(f.nsCreated[i]); err != nil {
+		if err := namednetns.Delete(f.nsCreated[i]); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -439,7 +439,7 @@ func RemoveLeftovers(runID string) error {
 	}
 	var errs []error
 	for _, n := range names {
-		if err := namedns.Delete(n); err != nil {
+		if err := namednetns.Delete(n); err != nil {
 			errs = append(errs, err)
 		}
 	}
