@@ -1,6 +1,7 @@
-// The EC2 Query API endpoint: request parsing, faults, dispatch and EC2's
-// error document. The XML shapes are in ec2xml.go, the actions in
-// ec2describe.go and ec2eni.go, filters in filters.go.
+// The EC2 Query API endpoint: request parsing, faults, dispatch (the table
+// ec2Actions) and EC2's error document. The XML shapes are in ec2xml.go, the
+// actions in ec2describe.go, ec2eni.go, ec2sg.go and ec2ipv6.go, filters in
+// filters.go.
 
 package vpcsim
 
@@ -156,6 +157,36 @@ func writeError(w http.ResponseWriter, e *APIError) {
 	_, _ = w.Write(out)
 }
 
+// ec2Actions is the endpoint's dispatch table: every action served, by name,
+// to the method that serves it; any other action gets InvalidAction. The
+// actions are in ec2describe.go, ec2eni.go, ec2sg.go and ec2ipv6.go. Whether
+// an action is throttled as mutating or as a describe is IsMutating's rule on
+// its name, which also covers the actions not served (they are admitted,
+// counted and throttled before dispatch refuses them).
+var ec2Actions = map[string]func(*EC2Handler, query) (any, *APIError){
+	"DescribeNetworkInterfaces":       (*EC2Handler).describeNetworkInterfaces,
+	"CreateNetworkInterface":          (*EC2Handler).createNetworkInterface,
+	"AttachNetworkInterface":          (*EC2Handler).attachNetworkInterface,
+	"DetachNetworkInterface":          (*EC2Handler).detachNetworkInterface,
+	"DeleteNetworkInterface":          (*EC2Handler).deleteNetworkInterface,
+	"ModifyNetworkInterfaceAttribute": (*EC2Handler).modifyNetworkInterfaceAttribute,
+	"AssignPrivateIpAddresses":        (*EC2Handler).assignPrivateIPs,
+	"UnassignPrivateIpAddresses":      (*EC2Handler).unassignPrivateIPs,
+	"CreateTags":                      (*EC2Handler).createTags,
+	"DeleteTags":                      (*EC2Handler).deleteTags,
+	"DescribeSecurityGroups":          (*EC2Handler).describeSecurityGroups,
+	"CreateSecurityGroup":             (*EC2Handler).createSecurityGroup,
+	"AuthorizeSecurityGroupIngress":   (*EC2Handler).authorizeIngress,
+	"AssociateVpcCidrBlock":           (*EC2Handler).associateVpcCidrBlock,
+	"AssociateSubnetCidrBlock":        (*EC2Handler).associateSubnetCidrBlock,
+	"AssignIpv6Addresses":             (*EC2Handler).assignIPv6,
+	"UnassignIpv6Addresses":           (*EC2Handler).unassignIPv6,
+	"CreateSubnet":                    (*EC2Handler).createSubnet,
+	"DescribeSubnets":                 (*EC2Handler).describeSubnets,
+	"DescribeInstances":               (*EC2Handler).describeInstances,
+	"DescribeInstanceTypes":           (*EC2Handler).describeInstanceTypes,
+}
+
 func (h *EC2Handler) dispatch(action string, q query) (any, *APIError) {
 	if aerr := q.checkIDs(); aerr != nil {
 		return nil, aerr
@@ -165,118 +196,8 @@ func (h *EC2Handler) dispatch(action string, q query) (any, *APIError) {
 	if q.str("DryRun") == "true" {
 		return nil, apiErr("DryRunOperation", "Request would have succeeded, but DryRun flag is set.")
 	}
-	switch action {
-	case "DescribeNetworkInterfaces":
-		return h.describeNetworkInterfaces(q)
-	case "CreateNetworkInterface":
-		return h.createNetworkInterface(q)
-	case "AttachNetworkInterface":
-		dev, aerr := q.intv("DeviceIndex")
-		if aerr != nil {
-			return nil, aerr
-		}
-		card, aerr := q.intv("NetworkCardIndex")
-		if aerr != nil {
-			return nil, aerr
-		}
-		if q.str("NetworkInterfaceId") == "" || q.str("InstanceId") == "" || q.str("DeviceIndex") == "" {
-			return nil, apiErr("MissingParameter", "NetworkInterfaceId, InstanceId and DeviceIndex are required")
-		}
-		id, aerr := h.cloud.AttachNetworkInterface(q.str("NetworkInterfaceId"), q.str("InstanceId"), dev, card)
-		if aerr != nil {
-			return nil, aerr
-		}
-		return xAttach{XMLNS: ec2XMLNS, RequestID: requestID(), AttachmentID: id, NetworkCardIndex: card}, nil
-	case "DetachNetworkInterface":
-		if aerr := q.required("AttachmentId"); aerr != nil {
-			return nil, aerr
-		}
-		if aerr := h.cloud.DetachNetworkInterface(q.str("AttachmentId")); aerr != nil {
-			return nil, aerr
-		}
-		return ok(action), nil
-	case "DeleteNetworkInterface":
-		if aerr := q.required("NetworkInterfaceId"); aerr != nil {
-			return nil, aerr
-		}
-		if aerr := h.cloud.DeleteNetworkInterface(q.str("NetworkInterfaceId")); aerr != nil {
-			return nil, aerr
-		}
-		return ok(action), nil
-	case "ModifyNetworkInterfaceAttribute":
-		return h.modifyNetworkInterfaceAttribute(q)
-	case "AssignPrivateIpAddresses":
-		return h.assignPrivateIPs(q)
-	case "UnassignPrivateIpAddresses":
-		if aerr := q.required("NetworkInterfaceId"); aerr != nil {
-			return nil, aerr
-		}
-		ips, aerr := parseAddrs(q.list("PrivateIpAddress"))
-		if aerr != nil {
-			return nil, aerr
-		}
-		pfx, aerr := parsePrefixes(q.list("Ipv4Prefix"))
-		if aerr != nil {
-			return nil, aerr
-		}
-		if aerr := h.cloud.UnassignPrivateIPs(q.str("NetworkInterfaceId"), ips, pfx); aerr != nil {
-			return nil, aerr
-		}
-		return ok(action), nil
-	case "CreateTags":
-		if aerr := q.required("ResourceId.1"); aerr != nil {
-			return nil, aerr
-		}
-		if _, given := q.v["Tag.1.Key"]; !given {
-			return nil, apiErr("MissingParameter", "The request must contain the parameter Tag")
-		}
-		if aerr := h.cloud.CreateTags(q.list("ResourceId"), q.tags("Tag")); aerr != nil {
-			return nil, aerr
-		}
-		return ok(action), nil
-	case "DeleteTags":
-		tags := map[string]*string{}
-		for i := 1; ; i++ {
-			k, found := q.v[fmt.Sprintf("Tag.%d.Key", i)]
-			if !found {
-				break
-			}
-			if v, hasV := q.v[fmt.Sprintf("Tag.%d.Value", i)]; hasV {
-				val := v[0]
-				tags[k[0]] = &val
-			} else {
-				tags[k[0]] = nil
-			}
-		}
-		if aerr := h.cloud.DeleteTags(q.list("ResourceId"), tags); aerr != nil {
-			return nil, aerr
-		}
-		return ok(action), nil
-	case "DescribeSecurityGroups":
-		return h.describeSecurityGroups(q)
-	case "CreateSecurityGroup":
-		return h.createSecurityGroup(q)
-	case "AuthorizeSecurityGroupIngress":
-		return h.authorizeIngress(q)
-	case "AssociateVpcCidrBlock":
-		if q.str("AmazonProvidedIpv6CidrBlock") == "true" {
-			return h.associateVPCIPv6(q)
-		}
-		return h.associateVpcCidrBlock(q)
-	case "AssociateSubnetCidrBlock":
-		return h.associateSubnetCidrBlock(q)
-	case "AssignIpv6Addresses":
-		return h.assignIPv6(q)
-	case "UnassignIpv6Addresses":
-		return h.unassignIPv6(q)
-	case "CreateSubnet":
-		return h.createSubnet(q)
-	case "DescribeSubnets":
-		return h.describeSubnets(q)
-	case "DescribeInstances":
-		return h.describeInstances(q)
-	case "DescribeInstanceTypes":
-		return h.describeInstanceTypes(q)
+	if serve, found := ec2Actions[action]; found {
+		return serve(h, q)
 	}
 	return nil, apiErr("InvalidAction", "The action %s is not valid for this web service.", action)
 }

@@ -1,4 +1,4 @@
-// The EC2 actions that create and change ENIs.
+// The EC2 actions that create and change ENIs, and the tag actions.
 
 package vpcsim
 
@@ -156,6 +156,45 @@ func (h *EC2Handler) modifyNetworkInterfaceAttribute(q query) (any, *APIError) {
 	return ok("ModifyNetworkInterfaceAttribute"), nil
 }
 
+func (h *EC2Handler) attachNetworkInterface(q query) (any, *APIError) {
+	dev, aerr := q.intv("DeviceIndex")
+	if aerr != nil {
+		return nil, aerr
+	}
+	card, aerr := q.intv("NetworkCardIndex")
+	if aerr != nil {
+		return nil, aerr
+	}
+	if q.str("NetworkInterfaceId") == "" || q.str("InstanceId") == "" || q.str("DeviceIndex") == "" {
+		return nil, apiErr("MissingParameter", "NetworkInterfaceId, InstanceId and DeviceIndex are required")
+	}
+	id, aerr := h.cloud.AttachNetworkInterface(q.str("NetworkInterfaceId"), q.str("InstanceId"), dev, card)
+	if aerr != nil {
+		return nil, aerr
+	}
+	return xAttach{XMLNS: ec2XMLNS, RequestID: requestID(), AttachmentID: id, NetworkCardIndex: card}, nil
+}
+
+func (h *EC2Handler) detachNetworkInterface(q query) (any, *APIError) {
+	if aerr := q.required("AttachmentId"); aerr != nil {
+		return nil, aerr
+	}
+	if aerr := h.cloud.DetachNetworkInterface(q.str("AttachmentId")); aerr != nil {
+		return nil, aerr
+	}
+	return ok("DetachNetworkInterface"), nil
+}
+
+func (h *EC2Handler) deleteNetworkInterface(q query) (any, *APIError) {
+	if aerr := q.required("NetworkInterfaceId"); aerr != nil {
+		return nil, aerr
+	}
+	if aerr := h.cloud.DeleteNetworkInterface(q.str("NetworkInterfaceId")); aerr != nil {
+		return nil, aerr
+	}
+	return ok("DeleteNetworkInterface"), nil
+}
+
 func (h *EC2Handler) assignPrivateIPs(q query) (any, *APIError) {
 	id := q.str("NetworkInterfaceId")
 	if id == "" {
@@ -193,4 +232,57 @@ func (h *EC2Handler) assignPrivateIPs(q query) (any, *APIError) {
 		out.Prefixes = append(out.Prefixes, xPrefix{IPv4Prefix: p.String()})
 	}
 	return out, nil
+}
+
+func (h *EC2Handler) unassignPrivateIPs(q query) (any, *APIError) {
+	if aerr := q.required("NetworkInterfaceId"); aerr != nil {
+		return nil, aerr
+	}
+	ips, aerr := parseAddrs(q.list("PrivateIpAddress"))
+	if aerr != nil {
+		return nil, aerr
+	}
+	pfx, aerr := parsePrefixes(q.list("Ipv4Prefix"))
+	if aerr != nil {
+		return nil, aerr
+	}
+	if aerr := h.cloud.UnassignPrivateIPs(q.str("NetworkInterfaceId"), ips, pfx); aerr != nil {
+		return nil, aerr
+	}
+	return ok("UnassignPrivateIpAddresses"), nil
+}
+
+func (h *EC2Handler) createTags(q query) (any, *APIError) {
+	if aerr := q.required("ResourceId.1"); aerr != nil {
+		return nil, aerr
+	}
+	if _, given := q.v["Tag.1.Key"]; !given {
+		return nil, apiErr("MissingParameter", "The request must contain the parameter Tag")
+	}
+	if aerr := h.cloud.CreateTags(q.list("ResourceId"), q.tags("Tag")); aerr != nil {
+		return nil, aerr
+	}
+	return ok("CreateTags"), nil
+}
+
+// deleteTags reads Tag.N.Key with an optional Tag.N.Value: without a value
+// the tag goes whatever its value, with one only if it matches.
+func (h *EC2Handler) deleteTags(q query) (any, *APIError) {
+	tags := map[string]*string{}
+	for i := 1; ; i++ {
+		k, found := q.v[fmt.Sprintf("Tag.%d.Key", i)]
+		if !found {
+			break
+		}
+		if v, hasV := q.v[fmt.Sprintf("Tag.%d.Value", i)]; hasV {
+			val := v[0]
+			tags[k[0]] = &val
+		} else {
+			tags[k[0]] = nil
+		}
+	}
+	if aerr := h.cloud.DeleteTags(q.list("ResourceId"), tags); aerr != nil {
+		return nil, aerr
+	}
+	return ok("DeleteTags"), nil
 }

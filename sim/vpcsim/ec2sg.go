@@ -208,7 +208,17 @@ func (h *EC2Handler) authorizeIngress(q query) (any, *APIError) {
 	return ok("AuthorizeSecurityGroupIngress"), nil
 }
 
+// associateVpcCidrBlock serves AssociateVpcCidrBlock: an Amazon-provided
+// IPv6 /56 (ec2ipv6.go) or a secondary IPv4 CIDR.
 func (h *EC2Handler) associateVpcCidrBlock(q query) (any, *APIError) {
+	if q.str("AmazonProvidedIpv6CidrBlock") == "true" {
+		return h.associateVPCIPv6(q)
+	}
+	return h.associateVPCIPv4(q)
+}
+
+// associateVPCIPv4 is AssociateVpcCidrBlock with a CidrBlock.
+func (h *EC2Handler) associateVPCIPv4(q query) (any, *APIError) {
 	vpc, cidr := q.str("VpcId"), q.str("CidrBlock")
 	if vpc == "" || cidr == "" {
 		return nil, apiErr("MissingParameter", "VpcId and CidrBlock are required")
