@@ -274,7 +274,9 @@ func (d *Daemon) discover(ctx context.Context) error {
 	d.noteForeignInIMDSLocked(md.ENIs)
 	d.mu.Unlock()
 	for _, e := range ours {
-		err := d.adoptENI(ctx, e)
+		// A short wait: every link should be there at a restart; one
+		// that is not is adopted by a reconcile, which waits longer.
+		err := d.adoptENI(ctx, e, startLinkWait)
 		if errors.Is(err, hostnet.ErrLinkNotFound) {
 			// EC2's describe may lag a detach made just before the
 			// restart: a node without the ENI's link is no reason to
@@ -331,13 +333,13 @@ func parseMAC(s string) net.HardwareAddr {
 // without what EC2 took back from it (a describe may still show that). A
 // sysctl of its link that is wrong and cannot be set does not keep it out
 // (noteSysctls).
-func (d *Daemon) adoptENI(ctx context.Context, e cloud.ENI) error {
+func (d *Daemon) adoptENI(ctx context.Context, e cloud.ENI, linkWait time.Duration) error {
 	now := d.now()
 	d.mu.Lock()
 	st := d.ledger.newENI(e, now)
 	d.mu.Unlock()
 	if !st.primary {
-		_, err := d.host.SetupENI(ctx, st.hostENI(d.cfg.MTU), d.linkWait(e.AttachTime))
+		_, err := d.host.SetupENI(ctx, st.hostENI(d.cfg.MTU), linkWait)
 		if err := d.noteSysctls(e.ID, eniWhat(e.ID, e.DeviceNumber), err, false); err != nil {
 			return fmt.Errorf("set up host networking for %s (device %d): %w", e.ID, e.DeviceNumber, err)
 		}
@@ -356,12 +358,14 @@ func (d *Daemon) adoptENI(ctx context.Context, e cloud.ENI) error {
 // attached long ago and still without a link is not coming (a describe
 // lagging its detach). EC2's clock, not the daemon's: wall time.
 func (d *Daemon) linkWait(t time.Time) time.Duration {
-	const least = 2 * time.Second
 	if t.IsZero() {
 		return d.cfg.ENIAttachTimeout
 	}
-	return max(d.cfg.ENIAttachTimeout-time.Since(t), least)
+	return max(d.cfg.ENIAttachTimeout-time.Since(t), startLinkWait)
 }
+
+// startLinkWait is how long start waits for an attached ENI's link.
+const startLinkWait = 2 * time.Second
 
 // loadReleased reads what EC2 took back before a restart; records older
 // than the consistency grace are dropped.

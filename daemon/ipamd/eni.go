@@ -61,7 +61,7 @@ func (d *Daemon) createENI(ctx context.Context, dec pool.Decision) error {
 	if err != nil {
 		return d.growFailed(ctx, err, "")
 	}
-	if err := d.adoptENI(ctx, e); err != nil {
+	if err := d.adoptENI(ctx, e, d.cfg.ENIAttachTimeout); err != nil {
 		// An ENI we cannot wire is worse than none: give it back.
 		if ferr := d.cloud.FreeENI(ctx, e.ID, e.AttachmentID); ferr != nil {
 			err = errors.Join(err, fmt.Errorf("free %s: %w", e.ID, ferr))

@@ -123,7 +123,7 @@ func (d *Daemon) Reconcile(ctx context.Context) error {
 	var errs []error
 	for _, e := range adopt {
 		d.logf("reconcile: adopting %s (device %d) attached outside the daemon", e.ID, e.DeviceNumber)
-		if err := d.adoptENI(ctx, e); err != nil {
+		if err := d.adoptENI(ctx, e, d.linkWait(e.AttachTime)); err != nil {
 			errs = append(errs, err)
 			continue
 		}

@@ -157,7 +157,7 @@ func chaosRounds(c *cluster) []chaosRound {
 		// EC2 took back may reach a pod (the invariants check every live
 		// pod's address against EC2), and the log shows the daemons met
 		// such answers.
-		{name: "lag after releases", kills: []string{"ca", "cb"}, drain: 3 * time.Second,
+		{name: "lag after releases", kills: []string{"ca", "cb"}, drain: 4 * time.Second,
 			on: func(*vpcsim.Faults) {
 				metBefore = countLines(logLinesWith(c, releasedShown))
 				sim.Cloud.SetDescribeLag(chaosDescribeLag)
