@@ -39,6 +39,7 @@ const (
 	chaosWorkers    = 3 // per node
 	chaosRoundTime  = 5 * time.Second
 	chaosEchoPort   = 8080
+	chaosDrainTo    = 2 // live burst pods per node a drain leaves
 )
 
 // chaosRound is one fault mode of the simulator, on for the round, plus the
@@ -58,9 +59,11 @@ type chaosRound struct {
 	answers string
 	// off undoes what on did beyond the EC2 faults (describe and IMDS lag).
 	off func()
-	// drain, if set, makes the workers only delete pods for that long at
-	// the round's start: the pools shrink and give addresses back while
-	// the round's faults hold.
+	// drain, if set, makes the workers only delete pods, down to
+	// chaosDrainTo per node, for that long at the round's start: the pools
+	// shrink and give addresses back while the round's faults hold (some
+	// burst pods stay, so ENIs keep pods and give back addresses rather
+	// than being freed whole).
 	drain time.Duration
 	// logs are daemon log lines of which at least one must appear during
 	// the round: proof that a fault without an error code (a lag) reached
@@ -483,7 +486,7 @@ func chaosWorker(cn *chaosNode, ri, w int, drainUntil time.Time, stop <-chan str
 		draining := time.Now().Before(drainUntil)
 		cn.mu.Lock()
 		var victim *pod
-		if len(cn.burst) >= chaosBurstCap || len(cn.burst) > 0 && (draining || rand.IntN(3) == 0) {
+		if len(cn.burst) >= chaosBurstCap || len(cn.burst) > chaosDrainTo && draining || len(cn.burst) > 0 && !draining && rand.IntN(3) == 0 {
 			i := rand.IntN(len(cn.burst))
 			victim = cn.burst[i]
 			cn.burst = append(cn.burst[:i], cn.burst[i+1:]...)
