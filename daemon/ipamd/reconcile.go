@@ -154,29 +154,7 @@ func (d *Daemon) matches(md []cloud.ENI) bool {
 		if st == nil {
 			return false
 		}
-		// What EC2 took back and IMDS still lists does not count.
-		nIPs, nPfx := 0, 0
-		for _, ip := range e.IPs {
-			if d.ledger.isGone(ip.String(), now) {
-				d.ledger.disagree("gone:"+ip.String(), "%s on %s was released and EC2 accepted; IMDS still lists it: ignored", ip, e.ID)
-				continue
-			}
-			if !st.ips[ip] {
-				return false
-			}
-			nIPs++
-		}
-		for _, p := range e.Prefixes {
-			if d.ledger.isGone(p.String(), now) {
-				d.ledger.disagree("gone:"+p.String(), "%s on %s was released and EC2 accepted; IMDS still lists it: ignored", p, e.ID)
-				continue
-			}
-			if !st.prefixes[p] {
-				return false
-			}
-			nPfx++
-		}
-		if nIPs != len(st.ips) || nPfx != len(st.prefixes) {
+		if !sameAsIMDS(d.ledger, e.ID, e.IPs, st.ips, now) || !sameAsIMDS(d.ledger, e.ID, e.Prefixes, st.prefixes, now) {
 			return false
 		}
 		n++
@@ -192,6 +170,27 @@ func (d *Daemon) matches(md []cloud.ENI) bool {
 	// A lost prefix is watched by a describe.
 	return n == len(d.ledger.enis) && len(d.ledger.unconfirmed) == 0 && len(d.ledger.unconfirmedPrefixes) == 0 &&
 		len(d.ledger.lost) == 0
+}
+
+// sameAsIMDS reports whether IMDS's list of an ENI's addresses (or
+// prefixes) equals the daemon's set; what EC2 took back and IMDS still
+// lists does not count.
+func sameAsIMDS[T interface {
+	comparable
+	String() string
+}](l *ledger, eniID string, listed []T, have map[T]bool, now time.Time) bool {
+	n := 0
+	for _, x := range listed {
+		if l.isGone(x.String(), now) {
+			l.disagree("gone:"+x.String(), "%s on %s was released and EC2 accepted; IMDS still lists it: ignored", x, eniID)
+			continue
+		}
+		if !have[x] {
+			return false
+		}
+		n++
+	}
+	return n == len(have)
 }
 
 // releaseOrphans releases allocations whose pod sandbox the container
