@@ -423,9 +423,9 @@ func TestManifests(t *testing.T) {
 	}
 	hook := s.clusterRoles["vpcchain-policy-hook"]
 	want := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get"}},
-		{APIGroups: []string{""}, Resources: []string{"pods/status"}, Verbs: []string{"patch"}}}
+		{APIGroups: []string{""}, Resources: []string{"pods/status"}, Verbs: []string{"get", "patch"}}}
 	if hook == nil || !reflect.DeepEqual(hook.Rules, want) {
-		t.Errorf("ClusterRole vpcchain-policy-hook: %+v, want exactly get pods and patch pods/status", hook)
+		t.Errorf("ClusterRole vpcchain-policy-hook: %+v, want exactly get pods and get and patch pods/status", hook)
 	}
 	if sa := s.serviceAccounts["vpcchain-policy-hook"]; sa == nil || sa.AutomountServiceAccountToken == nil || *sa.AutomountServiceAccountToken {
 		t.Error("ServiceAccount vpcchain-policy-hook: missing, or its token is mounted into pods")
