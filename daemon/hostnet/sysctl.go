@@ -125,4 +125,3 @@ func sysctlInt(key string) (int, error) {
 	}
 	return n, nil
 }
-
