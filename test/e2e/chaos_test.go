@@ -51,6 +51,8 @@ type chaosRound struct {
 	// faults. Either may be nil.
 	on   func(*vpcsim.Faults)
 	tick func(*vpcsim.Faults)
+	// length, if set, replaces chaosRoundTime for the round.
+	length time.Duration
 	// done, if set, keeps the round going past chaosRoundTime until it
 	// reports true, for faults that take a while to play out.
 	done func(*vpcsim.Faults) bool
@@ -160,7 +162,10 @@ func chaosRounds(c *cluster) []chaosRound {
 		// EC2 took back may reach a pod (the invariants check every live
 		// pod's address against EC2), and the log shows the daemons met
 		// such answers.
-		{name: "lag after releases", kills: []string{"ca", "cb"}, drain: 4 * time.Second,
+		// The drain's releases come 2-3 s in (cooldown, then a whole
+		// scale-down interval of surplus); the kills at 4 and 8 s restart
+		// each daemon inside the lag after them.
+		{name: "lag after releases", kills: []string{"ca", "cb"}, length: 12 * time.Second, drain: 10 * time.Second,
 			on: func(*vpcsim.Faults) {
 				metBefore = countLines(logLinesWith(c, releasedShown))
 				sim.Cloud.SetDescribeLag(chaosDescribeLag)
@@ -434,11 +439,15 @@ func runChaosRound(t *testing.T, c *cluster, nodes []*chaosNode, ri int, r chaos
 		}
 	}()
 
+	length := chaosRoundTime
+	if r.length > 0 {
+		length = r.length
+	}
 	// The kills, spread over the round; each daemon comes back at once, as
 	// the DaemonSet's restart would bring it.
 	begin := time.Now()
 	for i, name := range r.kills {
-		at := begin.Add(chaosRoundTime * time.Duration(i+1) / time.Duration(len(r.kills)+1))
+		at := begin.Add(length * time.Duration(i+1) / time.Duration(len(r.kills)+1))
 		time.Sleep(time.Until(at))
 		n := c.nodes[name]
 		n.kill9()
@@ -449,7 +458,7 @@ func runChaosRound(t *testing.T, c *cluster, nodes []*chaosNode, ri int, r chaos
 		t.Logf("round %q: daemon of %s killed with SIGKILL at %s, serving again after %s", r.name, name,
 			killed.UTC().Format("15:04:05.000"), time.Since(killed).Round(100*time.Millisecond))
 	}
-	time.Sleep(time.Until(begin.Add(chaosRoundTime)))
+	time.Sleep(time.Until(begin.Add(length)))
 	if r.done != nil {
 		deadline := time.Now().Add(30 * time.Second)
 		for !r.done(f) && time.Now().Before(deadline) {
