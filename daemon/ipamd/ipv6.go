@@ -162,11 +162,7 @@ func (d *Daemon) reconcileIPv6(ctx context.Context) error {
 	for _, p := range e.IPv6Prefixes {
 		shown[p] = true
 		st.prefixes6[p] = true
-		delete(d.ledger.disagreements, "prefix:"+p.String())
-		if d.ledger.lost[p] {
-			delete(d.ledger.lost, p)
-			d.logf("reconcile: EC2 shows IPv6 prefix %s on %s again: new pods may use it", p, st.id)
-		}
+		d.ledger.prefixShown(p, st.id)
 	}
 	usable := false
 	for p := range st.prefixes6 {

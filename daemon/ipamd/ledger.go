@@ -246,7 +246,8 @@ func (l *ledger) poolENIs(skipPrimary bool) []pool.ENI {
 	return out
 }
 
-// nextCooled is when the first cooling address no pod holds is free again.
+// firstCooling is when the earliest cooling address no pod holds was
+// released (zero if none).
 func (l *ledger) firstCooling() time.Time {
 	var first time.Time
 	for ip, t := range l.cooling {

@@ -140,12 +140,7 @@ func (l *ledger) syncENI(st *eniState, e cloud.ENI, now time.Time) (lostPrefix b
 			l.disagree("gone:"+p.String(), "%s on %s was released and EC2 accepted; a describe still shows it: ignored", p, st.id)
 			continue
 		}
-		delete(l.unconfirmedPrefixes, p)
-		delete(l.disagreements, "prefix:"+p.String())
-		if l.lost[p] {
-			delete(l.lost, p)
-			l.logf("reconcile: EC2 shows %s on %s again: new pods may use it", p, st.id)
-		}
+		l.prefixShown(p, st.id)
 		if !st.prefixes[p] {
 			st.prefixes[p] = true
 			l.learnedPrefix[p] = now
@@ -178,6 +173,17 @@ func (l *ledger) syncENI(st *eniState, e cloud.ENI, now time.Time) (lostPrefix b
 		}
 	}
 	return lostPrefix
+}
+
+// prefixShown: a describe shows p on eniID: confirmed, no disagreement,
+// and no longer lost.
+func (l *ledger) prefixShown(p netip.Prefix, eniID string) {
+	delete(l.unconfirmedPrefixes, p)
+	delete(l.disagreements, "prefix:"+p.String())
+	if l.lost[p] {
+		delete(l.lost, p)
+		l.logf("reconcile: EC2 shows %s on %s again: new pods may use it", p, eniID)
+	}
 }
 
 // prefixMissing handles a prefix of ENI eniID that EC2's describe does not
@@ -320,10 +326,9 @@ func (l *ledger) pendingReleases() []pendingReleaseView {
 }
 
 // released records that EC2 took ips and pfx back from eniID: off the ENI,
-// out of the retry set, remembered as gone from now. It returns the
-// cooldown records to forget.
-func (l *ledger) released(eniID string, ips []netip.Addr, pfx []netip.Prefix, now time.Time) []netip.Addr {
-	var forget []netip.Addr
+// out of the retry set, its cooldowns dropped, remembered as gone from now
+// (the store's records are the caller's: forgetReleased).
+func (l *ledger) released(eniID string, ips []netip.Addr, pfx []netip.Prefix, now time.Time) {
 	e := l.enis[eniID]
 	for _, ip := range ips {
 		if e != nil {
@@ -334,7 +339,6 @@ func (l *ledger) released(eniID string, ips []netip.Addr, pfx []netip.Prefix, no
 		delete(l.learned, ip)
 		delete(l.unconfirmed, ip)
 		l.gone[ip.String()] = now
-		forget = append(forget, ip)
 	}
 	for _, p := range pfx {
 		if e != nil {
@@ -347,11 +351,9 @@ func (l *ledger) released(eniID string, ips []netip.Addr, pfx []netip.Prefix, no
 		l.gone[p.String()] = now
 		for ip := p.Addr(); p.Contains(ip); ip = ip.Next() {
 			delete(l.cooling, ip)
-			forget = append(forget, ip)
 		}
 	}
 	l.settleRetries()
-	return forget
 }
 
 // settleRetries drops the retry schedule of ENIs with nothing left to
