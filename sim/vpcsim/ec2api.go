@@ -6,6 +6,7 @@
 package vpcsim
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/xml"
@@ -86,6 +87,18 @@ func (q query) tags(prefix string) map[string]string {
 	}
 }
 
+// nodeKey is the request context's key for the node whose endpoint a
+// request came through.
+type nodeKey struct{}
+
+// forNode is h serving node's own endpoint: its calls are counted for the
+// node as well.
+func (h *EC2Handler) forNode(node string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), nodeKey{}, node)))
+	})
+}
+
 func (h *EC2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err := r.ParseForm(); err != nil {
 		writeError(w, apiErr("MalformedQueryString", "%v", err))
@@ -102,7 +115,8 @@ func (h *EC2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apiErr("AuthFailure", "AWS was not able to validate the provided access credentials"))
 		return
 	}
-	aerr, lose := h.faults.admit(action)
+	node, _ := r.Context().Value(nodeKey{}).(string)
+	aerr, lose := h.faults.admit(node, action)
 	if aerr != nil {
 		h.faults.countError(aerr.Code)
 		writeError(w, aerr)

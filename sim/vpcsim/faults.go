@@ -20,9 +20,14 @@ type Faults struct {
 	errors  map[string]int64
 	// throttled counts RequestLimitExceeded answers by action.
 	throttled map[string]int64
-	now       func() time.Time
-	sleep     func(time.Duration)
+	// byNode holds the same two counts per node whose endpoint a request
+	// came through (the accounting of one system among several).
+	byNode map[string]*nodeCounts
+	now    func() time.Time
+	sleep  func(time.Duration)
 }
+
+type nodeCounts struct{ calls, throttled map[string]int64 }
 
 type injection struct {
 	code  string
@@ -54,7 +59,8 @@ func (b *bucket) take(now time.Time) bool {
 func newFaults() *Faults {
 	return &Faults{latency: map[string]time.Duration{}, buckets: map[string]*bucket{},
 		inject: map[string][]injection{}, lose: map[string]int{}, deny: map[string]bool{},
-		calls: map[string]int64{}, errors: map[string]int64{}, throttled: map[string]int64{}, now: time.Now, sleep: time.Sleep}
+		calls: map[string]int64{}, errors: map[string]int64{}, throttled: map[string]int64{}, byNode: map[string]*nodeCounts{},
+		now: time.Now, sleep: time.Sleep}
 }
 
 // IsMutating reports whether an action changes state (EC2 throttles
@@ -142,6 +148,27 @@ func withTotal(counts map[string]int64) map[string]int64 {
 	return out
 }
 
+// CallsFrom is Calls for the requests that came through node's endpoint.
+func (f *Faults) CallsFrom(node string) map[string]int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c := f.byNode[node]; c != nil {
+		return withTotal(c.calls)
+	}
+	return withTotal(nil)
+}
+
+// ThrottledFrom is Throttled for the requests that came through node's
+// endpoint.
+func (f *Faults) ThrottledFrom(node string) map[string]int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c := f.byNode[node]; c != nil {
+		return withTotal(c.throttled)
+	}
+	return withTotal(nil)
+}
+
 // Throttled returns how many requests of each action the rate limit
 // refused; key "" sums all.
 func (f *Faults) Throttled() map[string]int64 {
@@ -170,9 +197,17 @@ func (f *Faults) countError(code string) {
 // admit runs the pre-call faults for one request: latency, throttling,
 // denial and injected errors. lose says the response must be dropped after
 // the call is applied.
-func (f *Faults) admit(action string) (aerr *APIError, lose bool) {
+func (f *Faults) admit(node, action string) (aerr *APIError, lose bool) {
 	f.mu.Lock()
 	f.calls[action]++
+	var nc *nodeCounts
+	if node != "" {
+		if nc = f.byNode[node]; nc == nil {
+			nc = &nodeCounts{calls: map[string]int64{}, throttled: map[string]int64{}}
+			f.byNode[node] = nc
+		}
+		nc.calls[action]++
+	}
 	d, ok := f.latency[action]
 	if !ok {
 		d = f.latency["*"]
@@ -189,6 +224,9 @@ func (f *Faults) admit(action string) (aerr *APIError, lose bool) {
 	}
 	if b := f.buckets[class]; b != nil && !b.take(f.now()) {
 		f.throttled[action]++
+		if nc != nil {
+			nc.throttled[action]++
+		}
 		return apiErr("RequestLimitExceeded", "Request limit exceeded."), false
 	}
 	if f.deny[action] || f.deny["*"] {

@@ -178,7 +178,7 @@ func (s *Sim) LaunchNode(spec LaunchSpec) (Node, error) {
 			_ = s.Cloud.TerminateInstance(id)
 			return Node{}, fmt.Errorf("EC2 listener in node %s: %w", name, err)
 		}
-		s.serve(eln, s.ec2)
+		s.serve(eln, s.ec2.forNode(name))
 		n.IMDSEndpoint = "http://" + IMDSAddr.String()
 		n.EC2Endpoint = "http://" + EC2Addr.String()
 	} else {

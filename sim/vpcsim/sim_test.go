@@ -3,6 +3,7 @@ package vpcsim
 import (
 	"context"
 	"errors"
+	"net/http/httptest"
 	"net/netip"
 	"sort"
 	"testing"
@@ -566,5 +567,43 @@ func TestInstanceProfileCredentials(t *testing.T) {
 	out, err := client.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{r.node.InstanceID}})
 	if err != nil || len(out.Reservations) != 1 {
 		t.Fatalf("DescribeInstances with the instance role's credentials: %+v, %v", out, err)
+	}
+}
+
+// TestCallsCountedPerNode: requests through a node's own endpoint count for
+// that node, throttled ones too, while the account-wide bucket and totals
+// see them all.
+func TestCallsCountedPerNode(t *testing.T) {
+	r := newRegion(t, "10.0.7.0/24", Options{})
+	ctx := context.Background()
+	a := httptest.NewServer(r.sim.ec2.forNode("a"))
+	defer a.Close()
+	b := httptest.NewServer(r.sim.ec2.forNode("b"))
+	defer b.Close()
+	ca, cb := sdkClient(a.URL, 1), sdkClient(b.URL, 1)
+	// One account bucket of 3 describes, never refilled: two of a's and
+	// one of b's pass, b's second is throttled.
+	r.sim.Faults.SetRateLimit("describe", 0.0001, 3)
+	for _, c := range []*ec2.Client{ca, ca, cb} {
+		if _, err := c.DescribeSubnets(ctx, &ec2.DescribeSubnetsInput{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := cb.DescribeSubnets(ctx, &ec2.DescribeSubnetsInput{}); apiCode(err) != "RequestLimitExceeded" {
+		t.Fatalf("4th describe of a bucket of 3: %v", err)
+	}
+	for _, tc := range []struct {
+		node            string
+		calls, throttle int64
+	}{{"a", 2, 0}, {"b", 2, 1}, {"c", 0, 0}} {
+		if got := r.sim.Faults.CallsFrom(tc.node); got["DescribeSubnets"] != tc.calls || got[""] != tc.calls {
+			t.Errorf("calls from %s: %v, want %d DescribeSubnets", tc.node, got, tc.calls)
+		}
+		if got := r.sim.Faults.ThrottledFrom(tc.node)["DescribeSubnets"]; got != tc.throttle {
+			t.Errorf("throttled from %s: %d, want %d", tc.node, got, tc.throttle)
+		}
+	}
+	if got := r.sim.Faults.Calls()["DescribeSubnets"]; got < 4 {
+		t.Errorf("account-wide DescribeSubnets = %d, want at least the 4 of a and b", got)
 	}
 }

@@ -304,7 +304,7 @@ type bgProc struct {
 	exited chan struct{}
 }
 
-func startInNode(t *testing.T, n *node, dir, name string, env []string, args ...string) *bgProc {
+func startInNode(t testing.TB, n *node, dir, name string, env []string, args ...string) *bgProc {
 	t.Helper()
 	log := filepath.Join(dir, name+".log")
 	logf, err := os.Create(log)
@@ -384,7 +384,7 @@ type controlPlaneOpts struct {
 	users     map[string]string // user -> comma-separated groups
 }
 
-func startControlPlane(t *testing.T, n *node, etcdBin, apiserverBin, kubectlBin string) *kube {
+func startControlPlane(t testing.TB, n *node, etcdBin, apiserverBin, kubectlBin string) *kube {
 	t.Helper()
 	return startControlPlaneWith(t, n, etcdBin, apiserverBin, kubectlBin, controlPlaneOpts{})
 }
@@ -411,7 +411,7 @@ current-context: e2e
 	return f
 }
 
-func startControlPlaneWith(t *testing.T, n *node, etcdBin, apiserverBin, kubectlBin string, o controlPlaneOpts) *kube {
+func startControlPlaneWith(t testing.TB, n *node, etcdBin, apiserverBin, kubectlBin string, o controlPlaneOpts) *kube {
 	t.Helper()
 	dir := t.TempDir()
 	k := &kube{n: n, dir: dir, kubectlBin: kubectlBin, kubeconfig: filepath.Join(dir, "kubeconfig"),
@@ -534,14 +534,14 @@ func (k *kube) kubectl(stdin string, args ...string) (string, error) {
 	return out.String(), nil
 }
 
-func (k *kube) apply(t *testing.T, manifest string) {
+func (k *kube) apply(t testing.TB, manifest string) {
 	t.Helper()
 	if _, err := k.kubectl(manifest, "apply", "-f", "-"); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func (k *kube) retry(t *testing.T, within time.Duration, stdin string, args ...string) {
+func (k *kube) retry(t testing.TB, within time.Duration, stdin string, args ...string) {
 	t.Helper()
 	waitFor(t, within, "kubectl "+strings.Join(args, " "), k.apiserver.running, func() error {
 		_, err := k.kubectl(stdin, args...)
@@ -682,7 +682,7 @@ func startFelixFamilies(t *testing.T, n *node, k *kube, felixBin, statusPrefix s
 
 // waitFor polls ok until it succeeds, failing early when alive reports the
 // process died.
-func waitFor(t *testing.T, within time.Duration, what string, alive, ok func() error) {
+func waitFor(t testing.TB, within time.Duration, what string, alive, ok func() error) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
@@ -824,7 +824,7 @@ func checkStatusFile(t *testing.T, path, iface string, ip netip.Addr) {
 
 // kubeletClientPKI makes a CA (k.kubeletCA) and the API server's kubelet
 // client certificate signed by it; it returns the certificate and key files.
-func (k *kube) kubeletClientPKI(t *testing.T) (string, string) {
+func (k *kube) kubeletClientPKI(t testing.TB) (string, string) {
 	t.Helper()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

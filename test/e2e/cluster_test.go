@@ -531,7 +531,7 @@ func dialEcho(doIn func(func() error) error, dst netip.AddrPort) (string, error)
 func (p *pod) doIn(f func() error) error { return p.netns.Do(func(ns.NetNS) error { return f() }) }
 
 // primaryIP is the node's primary address, as EC2 has it.
-func primaryIP(t *testing.T, c *cluster, n *node) netip.Addr {
+func primaryIP(t testing.TB, c *cluster, n *node) netip.Addr {
 	t.Helper()
 	inet, ok := c.sim.Cloud.InstanceNetwork(n.vn.InstanceID)
 	if !ok {

@@ -24,6 +24,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -32,10 +33,12 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/version"
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/vpcchain/vpcchain/internal/instancelimits"
 	"github.com/vpcchain/vpcchain/sim/vpcsim"
 	"github.com/vpcchain/vpcchain/sim/vpcsim/dataplane"
 )
@@ -52,7 +55,7 @@ type peerBins struct {
 	apiserver, kubectl, etcd               string
 }
 
-func peerBinaries(t *testing.T) peerBins {
+func peerBinaries(t testing.TB) peerBins {
 	t.Helper()
 	requireRoot(t)
 	tools := filepath.Join(binDir(t), "tools")
@@ -72,7 +75,7 @@ func peerBinaries(t *testing.T) peerBins {
 
 // awsCNIModule is the peer's module directory in the module cache, at the
 // version test/tools/awscni pins; depModule is one of its dependencies.
-func awsCNIModule(t *testing.T, path string) string {
+func awsCNIModule(t testing.TB, path string) string {
 	t.Helper()
 	mod, err := os.ReadFile("../tools/awscni/go.mod")
 	if err != nil {
@@ -112,7 +115,7 @@ type peerNode struct {
 // container of the DaemonSet, on npa.sock) and fails without it. Unset, ipamd
 // answers an empty mode and the plugin skips the agent, which is how the
 // plugin behaves when that container has been removed from the DaemonSet.
-func startPeer(t *testing.T, b peerBins, k *kube, server string, n *node, extra ...string) *peerNode {
+func startPeer(t testing.TB, b peerBins, k *kube, server string, n *node, extra ...string) *peerNode {
 	t.Helper()
 	p := &peerNode{node: n, dir: filepath.Join(n.c.dir, "peer-"+n.name)}
 	for _, d := range []string{"run", "log/aws-routed-eni", "bin", "cni-cache"} {
@@ -142,9 +145,9 @@ func startPeer(t *testing.T, b peerBins, k *kube, server string, n *node, extra 
 		"AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG=false",
 		"AWS_VPC_K8S_CNI_EXTERNALSNAT=false",
 		"AWS_VPC_K8S_CNI_LOGLEVEL=DEBUG",
-		// The manifest's /host/var/log/... is a path of the container's
-		// mounts; stdout lands in the test's log of ipamd.
-		"AWS_VPC_K8S_CNI_LOG_FILE=stdout",
+		// The manifest's /host/var/log/... is the host's /var/log seen
+		// from the container.
+		"AWS_VPC_K8S_CNI_LOG_FILE=/var/log/aws-routed-eni/ipamd.log",
 		"AWS_VPC_K8S_CNI_RANDOMIZESNAT=prng",
 		"AWS_VPC_K8S_CNI_VETHPREFIX=eni",
 		"AWS_VPC_K8S_PLUGIN_LOG_FILE=/var/log/aws-routed-eni/plugin.log",
@@ -175,23 +178,15 @@ func startPeer(t *testing.T, b peerBins, k *kube, server string, n *node, extra 
 			_ = exec.Command("cp", "-r", p.dir, filepath.Join(d, n.name)).Run()
 		}
 		if t.Failed() || os.Getenv("VPCCHAIN_E2E_LOGS") != "" {
-			for _, f := range []string{"plugin.log", "egress-v6-plugin.log"} {
+			for _, f := range []string{"ipamd.log", "plugin.log", "egress-v6-plugin.log"} {
 				t.Logf("%s of %s:\n%s", f, n.name, tailFile(filepath.Join(p.dir, "log/aws-routed-eni", f), 40))
 			}
 		}
 	})
 
-	// The runtime's CNI bin dir: the peer's plugins enter the node's mount
-	// namespace (its host's, where ipamd's socket is); the upstream plugins
-	// its image ships (portmap, host-local) run as they are.
-	pid := p.agent.cmd.Process.Pid
-	for name, bin := range map[string]string{"aws-cni": b.cni, "egress-cni": b.egress} {
-		script := fmt.Sprintf("#!/bin/sh\nexec nsenter --mount=/proc/%d/ns/mnt -- %s\n", pid, bin)
-		if err := os.WriteFile(filepath.Join(p.dir, "bin", name), []byte(script), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for name, bin := range map[string]string{"portmap": b.portmap, "host-local": b.hostLocal} {
+	// The runtime's CNI bin dir: the plugins its image installs on the
+	// host, run (by newPod's runtime) in the node's mount namespace.
+	for name, bin := range map[string]string{"aws-cni": b.cni, "egress-cni": b.egress, "portmap": b.portmap, "host-local": b.hostLocal} {
 		if err := os.Symlink(bin, filepath.Join(p.dir, "bin", name)); err != nil {
 			t.Fatal(err)
 		}
@@ -204,7 +199,7 @@ func startPeer(t *testing.T, b peerBins, k *kube, server string, n *node, extra 
 // peerConflist is the peer's misc/10-aws.conflist rendered as its entrypoint
 // (cmd/aws-vpc-cni generateJSON) renders it for an IPv4 cluster with the
 // manifest's environment: IPv6 egress off, so no node IPv6 address.
-func peerConflist(t *testing.T) *libcni.NetworkConfigList {
+func peerConflist(t testing.TB) *libcni.NetworkConfigList {
 	t.Helper()
 	tmpl, err := os.ReadFile(filepath.Join(awsCNIModule(t, "github.com/aws/amazon-vpc-cni-k8s"), "misc/10-aws.conflist"))
 	if err != nil {
@@ -226,9 +221,65 @@ func peerConflist(t *testing.T) *libcni.NetworkConfigList {
 // newPod is a sandbox on the node whose runtime runs the peer's plugins.
 func (p *peerNode) newPod(name string) *pod {
 	pd := p.node.newPod("default", name)
-	exec := &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: p.pluginLog()}, PluginDecoder: version.PluginDecoder{}}
-	pd.cni = libcni.NewCNIConfigWithCacheDir([]string{p.plugins}, filepath.Join(p.dir, "cni-cache"), exec)
+	pd.cni = libcni.NewCNIConfigWithCacheDir([]string{p.plugins}, filepath.Join(p.dir, "cni-cache"), p.exec())
 	return pd
+}
+
+// exec runs plugins as the runtime on the peer's node does: in the node's
+// host mount namespace (the one ipamd runs in, which holds its socket and
+// the plugins' log directory), in the network namespace of the caller.
+func (p *peerNode) exec() invoke.Exec {
+	return &mountNSExec{
+		DefaultExec: &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: p.pluginLog()}, PluginDecoder: version.PluginDecoder{}},
+		mntNS:       func() string { return fmt.Sprintf("/proc/%d/ns/mnt", p.agent.cmd.Process.Pid) },
+	}
+}
+
+// mountNSExec is libcni's exec with each plugin started from a thread that
+// has entered a mount namespace: a process starts in its parent thread's
+// namespaces, so the plugin pays no extra exec (nsenter) for it.
+type mountNSExec struct {
+	*invoke.DefaultExec
+	mntNS func() string
+}
+
+func (e *mountNSExec) ExecPlugin(ctx context.Context, path string, stdin []byte, environ []string) ([]byte, error) {
+	// The caller's thread is in the node's network namespace (ns.Do).
+	netNS, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		return nil, err
+	}
+	defer netNS.Close()
+	mntNS, err := os.Open(e.mntNS())
+	if err != nil {
+		return nil, fmt.Errorf("the node's mount namespace: %w", err)
+	}
+	defer mntNS.Close()
+	type result struct {
+		out []byte
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		// Never unlocked: the thread leaves with the goroutine, and its
+		// namespaces with it. Entering a mount namespace needs a thread
+		// that shares no file system state with the others.
+		runtime.LockOSThread()
+		for _, step := range []func() error{
+			func() error { return unix.Unshare(unix.CLONE_FS) },
+			func() error { return unix.Setns(int(mntNS.Fd()), unix.CLONE_NEWNS) },
+			func() error { return unix.Setns(int(netNS.Fd()), unix.CLONE_NEWNET) },
+		} {
+			if err := step(); err != nil {
+				done <- result{err: fmt.Errorf("enter the node's namespaces: %w", err)}
+				return
+			}
+		}
+		out, err := e.DefaultExec.ExecPlugin(ctx, path, stdin, environ)
+		done <- result{out, err}
+	}()
+	r := <-done
+	return r.out, r.err
 }
 
 // addAsKubelet runs ADD as kubelet creates a sandbox: a failed ADD is
@@ -253,7 +304,7 @@ func addAsKubelet(pd *pod, l *libcni.NetworkConfigList, within time.Duration) er
 
 // waitReady waits for what the DaemonSet's readiness probe and the
 // entrypoint wait for (gRPC health on ipamd.sock) and for introspection.
-func (p *peerNode) waitReady(t *testing.T, within time.Duration) {
+func (p *peerNode) waitReady(t testing.TB, within time.Duration) {
 	t.Helper()
 	sock := filepath.Join(p.dir, "run", "ipamd.sock")
 	waitFor(t, within, "ipamd on "+p.name, p.agent.running, func() error {
@@ -286,7 +337,7 @@ type peerENIs struct {
 	ENIs                  map[string]json.RawMessage
 }
 
-func (p *peerNode) enis(t *testing.T) peerENIs {
+func (p *peerNode) enis(t testing.TB) peerENIs {
 	t.Helper()
 	body, err := httpGetIn(p.node, "127.0.0.1:61679", "/v1/enis")
 	if err != nil {
@@ -304,7 +355,7 @@ func (p *peerNode) enis(t *testing.T) peerENIs {
 // it builds against), each Node as kubelet registers it (with the pod
 // capacity ipamd takes maxPods from), and each node's aws-node Pod, which
 // ipamd looks up to attach its events to.
-func installPeerObjects(t *testing.T, k *kube, nodes ...*node) {
+func installPeerObjects(t testing.TB, k *kube, nodes ...*node) {
 	t.Helper()
 	crds := []string{
 		filepath.Join(awsCNIModule(t, "github.com/aws/amazon-vpc-cni-k8s"), "charts/aws-vpc-cni/crds/customresourcedefinition.yaml"),
@@ -341,9 +392,15 @@ spec:
   automountServiceAccountToken: false
   containers: [{name: aws-node, image: "amazon-k8s-cni:v1.23.2"}]
 `, n.name, inet.InstanceType, inet.AZ, n.vn.InstanceID))
-		// m5.large's max pods (EKS's eni-max-pods.txt), as kubelet reports it.
+		// The type's max pods as EKS's bootstrap sets kubelet's (its
+		// eni-max-pods.txt: ENIs x (addresses per ENI - 1) + 2).
+		lim, ok := instancelimits.Lookup(inet.InstanceType)
+		if !ok {
+			t.Fatalf("no limits for %s", inet.InstanceType)
+		}
+		maxPods := lim.MaxENIs*(lim.IPv4PerENI-1) + 2
 		if _, err := k.kubectl("", "patch", "node", n.name, "--subresource=status", "--type=merge", "-p",
-			`{"status":{"capacity":{"pods":"29","cpu":"2","memory":"8Gi"},"allocatable":{"pods":"29","cpu":"2","memory":"8Gi"}}}`); err != nil {
+			fmt.Sprintf(`{"status":{"capacity":{"pods":"%[1]d","cpu":"2","memory":"8Gi"},"allocatable":{"pods":"%[1]d","cpu":"2","memory":"8Gi"}}}`, maxPods)); err != nil {
 			t.Fatal(err)
 		}
 	}
