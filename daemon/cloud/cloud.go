@@ -134,7 +134,7 @@ func (o Options) withDefaults() Options {
 type Client struct {
 	o        Options
 	region   string
-	ec2      *ec2.Client
+	ec2      ec2Ops
 	imds     *imds.Client
 	mutating *bucket
 	describe *bucket
@@ -193,12 +193,12 @@ func New(ctx context.Context, o Options) (*Client, error) {
 	cfg.Region = c.region
 	cfg.HTTPClient = httpClient
 	cfg.Retryer = retryer
-	c.ec2 = ec2.NewFromConfig(cfg, func(eo *ec2.Options) {
+	c.ec2 = opsOf(ec2.NewFromConfig(cfg, func(eo *ec2.Options) {
 		if o.EC2Endpoint != "" {
 			eo.BaseEndpoint = aws.String(o.EC2Endpoint)
 		}
 		eo.APIOptions = append(eo.APIOptions, c.addMiddleware)
-	})
+	}))
 	return c, nil
 }
 

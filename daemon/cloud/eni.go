@@ -195,17 +195,22 @@ func (c *Client) toENIs(ctx context.Context, nis []types.NetworkInterface) ([]EN
 
 // describeENIs pages through DescribeNetworkInterfaces with filters.
 func (c *Client) describeENIs(ctx context.Context, filters ...types.Filter) ([]types.NetworkInterface, error) {
-	p := ec2.NewDescribeNetworkInterfacesPaginator(c.ec2, &ec2.DescribeNetworkInterfacesInput{
-		Filters: filters, MaxResults: aws.Int32(1000)})
+	// Paged by hand: the SDK's paginator takes the client as an interface,
+	// which keeps every EC2 operation in the binary (docs/benchmarks.md,
+	// "Against the AWS VPC CNI").
+	in := &ec2.DescribeNetworkInterfacesInput{Filters: filters, MaxResults: aws.Int32(1000)}
 	var out []types.NetworkInterface
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
+	for {
+		page, err := c.ec2.DescribeNetworkInterfaces(ctx, in)
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, page.NetworkInterfaces...)
+		if aws.ToString(page.NextToken) == "" {
+			return out, nil
+		}
+		in.NextToken = page.NextToken
 	}
-	return out, nil
 }
 
 func filter(name string, values ...string) types.Filter {
@@ -254,14 +259,16 @@ func (c *Client) DescribeENI(ctx context.Context, id string) (ENI, error) {
 
 // Subnets lists the VPC's subnets in one availability zone.
 func (c *Client) Subnets(ctx context.Context, vpcID, az string) ([]Subnet, error) {
-	p := ec2.NewDescribeSubnetsPaginator(c.ec2, &ec2.DescribeSubnetsInput{
-		Filters: []types.Filter{filter("vpc-id", vpcID), filter("availability-zone", az)}, MaxResults: aws.Int32(1000)})
+	in := &ec2.DescribeSubnetsInput{
+		Filters: []types.Filter{filter("vpc-id", vpcID), filter("availability-zone", az)}, MaxResults: aws.Int32(1000)}
 	var out []Subnet
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
+	for more := true; more; {
+		page, err := c.ec2.DescribeSubnets(ctx, in)
 		if err != nil {
 			return nil, fmt.Errorf("describe subnets of %s in %s: %w", vpcID, az, err)
 		}
+		in.NextToken = page.NextToken
+		more = aws.ToString(page.NextToken) != ""
 		for _, s := range page.Subnets {
 			cidr, err := netip.ParsePrefix(aws.ToString(s.CidrBlock))
 			if err != nil {

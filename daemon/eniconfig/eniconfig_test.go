@@ -16,7 +16,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
-	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 )
 
@@ -136,11 +135,9 @@ func (r *reports) waitFor(t *testing.T, what string, ok func(Selection) bool) Se
 func TestWatcherFollowsNodeAndENIConfigs(t *testing.T) {
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1", UID: "uid-n1",
 		Labels: map[string]string{"topology.kubernetes.io/zone": "us-west-2a"}}}
-	kube := fake.NewSimpleClientset(node)
-	scheme := runtime.NewScheme()
-	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(scheme, map[schema.GroupVersionResource]string{GVR: "ENIConfigList"})
+	dyn := fakeAPI(t, node)
 	var r reports
-	w := newWatcher(kube, dyn, Options{NodeName: "n1", LabelDef: "topology.kubernetes.io/zone", Poll: 20 * time.Millisecond}, r.add, t.Logf)
+	w := newWatcher(dyn, Options{NodeName: "n1", LabelDef: "topology.kubernetes.io/zone", Poll: 20 * time.Millisecond}, r.add, t.Logf)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- w.Run(ctx) }()
@@ -165,7 +162,7 @@ func TestWatcherFollowsNodeAndENIConfigs(t *testing.T) {
 		t.Fatal(err)
 	}
 	node.Annotations = map[string]string{DefaultKey: "bad"}
-	if _, err := kube.CoreV1().Nodes().Update(ctx, node, metav1.UpdateOptions{}); err != nil {
+	if _, err := dyn.Resource(nodesGVR).Update(ctx, toUnstructured(t, node), metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	r.waitFor(t, "malformed ENIConfig", func(s Selection) bool {
@@ -186,17 +183,34 @@ func TestWatcherFollowsNodeAndENIConfigs(t *testing.T) {
 	w.Event(corev1.EventTypeWarning, "ENIConfigNotUsable", "ENIConfig \"bad\": no")
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		evs, err := kube.CoreV1().Events("").List(ctx, metav1.ListOptions{})
+		evs, err := dyn.Resource(eventsGVR).Namespace("").List(ctx, metav1.ListOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		found := false
-		for _, e := range evs.Items {
-			if e.InvolvedObject.Kind == "Node" && e.InvolvedObject.Name == "n1" && e.Reason == "ENIConfigNotUsable" && e.Type == corev1.EventTypeWarning {
+		for _, u := range evs.Items {
+			// The object the API server gets must be a core/v1 Event.
+			var e corev1.Event
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(u.Object, &e, true); err != nil {
+				t.Fatalf("the event is no core/v1 Event: %v: %v", err, u.Object)
+			}
+			if e.InvolvedObject.Kind == "Node" && e.InvolvedObject.Name == "n1" && e.InvolvedObject.UID == "uid-n1" &&
+				e.Namespace == metav1.NamespaceDefault && e.Reason == "ENIConfigNotUsable" && e.Type == corev1.EventTypeWarning &&
+				e.Source.Component == "vpcchaind" && e.Count == 1 {
 				found = true
 			}
 		}
 		if found {
+			// The same Event again soon after is not posted twice.
+			w.Event(corev1.EventTypeWarning, "ENIConfigNotUsable", "ENIConfig \"bad\": no")
+			time.Sleep(100 * time.Millisecond)
+			again, err := dyn.Resource(eventsGVR).Namespace("").List(ctx, metav1.ListOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(again.Items) != len(evs.Items) {
+				t.Errorf("a repeated Event was posted again: %d events, then %d", len(evs.Items), len(again.Items))
+			}
 			break
 		}
 		if time.Now().After(deadline) {
@@ -207,8 +221,7 @@ func TestWatcherFollowsNodeAndENIConfigs(t *testing.T) {
 }
 
 func TestWatcherWithoutTheCRD(t *testing.T) {
-	kube := fake.NewSimpleClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}})
-	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{GVR: "ENIConfigList"})
+	dyn := fakeAPI(t, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}})
 	// As an API server without the CRD answers: 404 on the list, until the
 	// CRD is installed.
 	var mu sync.Mutex
@@ -222,7 +235,7 @@ func TestWatcherWithoutTheCRD(t *testing.T) {
 		return true, nil, apierrors.NewNotFound(GVR.GroupResource(), "")
 	})
 	var r reports
-	w := newWatcher(kube, dyn, Options{NodeName: "n1", Poll: 20 * time.Millisecond}, r.add, nil)
+	w := newWatcher(dyn, Options{NodeName: "n1", Poll: 20 * time.Millisecond}, r.add, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- w.Run(ctx) }()
@@ -240,10 +253,9 @@ func TestWatcherWithoutTheCRD(t *testing.T) {
 // would show it, does not undo the newer spec already reported; a newer
 // generation, or the ENIConfig recreated, is followed.
 func TestWatcherDoesNotGoBackToAnOlderGeneration(t *testing.T) {
-	kube := fake.NewSimpleClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}})
-	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{GVR: "ENIConfigList"})
+	dyn := fakeAPI(t, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}})
 	var r reports
-	w := newWatcher(kube, dyn, Options{NodeName: "n1", Poll: time.Hour}, r.add, t.Logf)
+	w := newWatcher(dyn, Options{NodeName: "n1", Poll: time.Hour}, r.add, t.Logf)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- w.Run(ctx) }()
@@ -299,4 +311,27 @@ func TestWatcherDoesNotGoBackToAnOlderGeneration(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.waitFor(t, "recreated", func(s Selection) bool { return s.Spec != nil && s.Spec.Subnet == "subnet-0000000d" })
+}
+
+// fakeAPI is an API server (client-go's fake dynamic client) holding nodes.
+func fakeAPI(t *testing.T, nodes ...*corev1.Node) *dynamicfake.FakeDynamicClient {
+	t.Helper()
+	var objs []runtime.Object
+	for _, n := range nodes {
+		objs = append(objs, toUnstructured(t, n))
+	}
+	return dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{
+		GVR: "ENIConfigList", nodesGVR: "NodeList", eventsGVR: "EventList"}, objs...)
+}
+
+func toUnstructured(t *testing.T, n *corev1.Node) *unstructured.Unstructured {
+	t.Helper()
+	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &unstructured.Unstructured{Object: m}
+	u.SetAPIVersion("v1")
+	u.SetKind("Node")
+	return u
 }

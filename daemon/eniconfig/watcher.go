@@ -7,21 +7,25 @@ import (
 	"sync"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/dynamic/dynamicinformer"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/record"
+)
+
+// The core resources the Watcher reads and writes, through the dynamic
+// client: client-go's typed clientset and informers register every API
+// group at start, which cost the daemon about 20 MiB of resident memory
+// for two resources (docs/benchmarks.md, "Against the AWS VPC CNI").
+var (
+	nodesGVR  = schema.GroupVersionResource{Version: "v1", Resource: "nodes"}
+	eventsGVR = schema.GroupVersionResource{Version: "v1", Resource: "events"}
 )
 
 // Options configure a Watcher.
@@ -39,14 +43,10 @@ type Options struct {
 
 // Watcher follows the node's ENIConfig.
 type Watcher struct {
-	kube     kubernetes.Interface
 	dyn      dynamic.Interface
 	o        Options
 	onChange func(Selection)
 	logf     func(string, ...any)
-
-	broadcaster record.EventBroadcaster
-	recorder    record.EventRecorder
 
 	reportMu   sync.Mutex // held across onChange
 	mu         sync.Mutex
@@ -54,26 +54,32 @@ type Watcher struct {
 	reported   bool
 	crdMissing bool
 	nodeUID    string
+	lastEvent  sentEvent
 	nodes      cache.SharedIndexInformer
 	configs    cache.SharedIndexInformer
 }
+
+// sentEvent is the last Event posted, to drop repeats.
+type sentEvent struct {
+	typ, reason, message string
+	at                   time.Time
+}
+
+// eventRepeat is how long an identical Event is not posted again.
+const eventRepeat = 5 * time.Minute
 
 // New builds a Watcher on the API server cfg points at; onChange is
 // called (from the Watcher's goroutines, one call at a time) with each
 // new Selection.
 func New(cfg *rest.Config, o Options, onChange func(Selection), logf func(string, ...any)) (*Watcher, error) {
-	kube, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes client: %w", err)
-	}
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("dynamic client: %w", err)
 	}
-	return newWatcher(kube, dyn, o, onChange, logf), nil
+	return newWatcher(dyn, o, onChange, logf), nil
 }
 
-func newWatcher(kube kubernetes.Interface, dyn dynamic.Interface, o Options, onChange func(Selection), logf func(string, ...any)) *Watcher {
+func newWatcher(dyn dynamic.Interface, o Options, onChange func(Selection), logf func(string, ...any)) *Watcher {
 	if o.LabelDef == "" {
 		o.LabelDef = DefaultKey
 	}
@@ -89,28 +95,38 @@ func newWatcher(kube kubernetes.Interface, dyn dynamic.Interface, o Options, onC
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	b := record.NewBroadcaster()
-	return &Watcher{kube: kube, dyn: dyn, o: o, onChange: onChange, logf: logf, broadcaster: b,
-		recorder: b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "vpcchaind", Host: o.NodeName})}
+	return &Watcher{dyn: dyn, o: o, onChange: onChange, logf: logf}
+}
+
+// informer is a shared informer of one cluster-scoped resource, as
+// unstructured objects; tweak narrows its list and watch.
+func (w *Watcher) informer(gvr schema.GroupVersionResource, tweak func(*metav1.ListOptions)) cache.SharedIndexInformer {
+	res := w.dyn.Resource(gvr)
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, lo metav1.ListOptions) (runtime.Object, error) {
+			tweak(&lo)
+			return res.List(ctx, lo)
+		},
+		WatchFuncWithContext: func(ctx context.Context, lo metav1.ListOptions) (watch.Interface, error) {
+			tweak(&lo)
+			return res.Watch(ctx, lo)
+		},
+	}
+	return cache.NewSharedIndexInformer(lw, &unstructured.Unstructured{}, w.o.Resync, cache.Indexers{})
 }
 
 // Run watches until ctx ends.
 func (w *Watcher) Run(ctx context.Context) error {
-	w.broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: w.kube.CoreV1().Events("")})
-	defer w.broadcaster.Shutdown()
-
-	nf := informers.NewSharedInformerFactoryWithOptions(w.kube, w.o.Resync,
-		informers.WithTweakListOptions(func(lo *metav1.ListOptions) {
-			lo.FieldSelector = fields.OneTermEqualSelector("metadata.name", w.o.NodeName).String()
-		}))
-	df := dynamicinformer.NewDynamicSharedInformerFactory(w.dyn, w.o.Resync)
+	nodes := w.informer(nodesGVR, func(lo *metav1.ListOptions) {
+		lo.FieldSelector = fields.OneTermEqualSelector("metadata.name", w.o.NodeName).String()
+	})
+	configs := w.informer(GVR, func(*metav1.ListOptions) {})
 	w.mu.Lock()
-	w.nodes = nf.Core().V1().Nodes().Informer()
-	w.configs = df.ForResource(GVR).Informer()
+	w.nodes, w.configs = nodes, configs
 	w.mu.Unlock()
 	// A missing CRD shows as list errors of the ENIConfig informer, which
 	// keeps retrying: the selection says so until the CRD is installed.
-	if err := w.configs.SetWatchErrorHandler(func(_ *cache.Reflector, err error) {
+	if err := configs.SetWatchErrorHandler(func(_ *cache.Reflector, err error) {
 		w.mu.Lock()
 		w.crdMissing = apierrors.IsNotFound(err)
 		w.mu.Unlock()
@@ -128,10 +144,21 @@ func (w *Watcher) Run(ctx context.Context) error {
 			return fmt.Errorf("informer handler: %w", err)
 		}
 	}
-	nf.Start(ctx.Done())
-	df.Start(ctx.Done())
-	defer nf.Shutdown()
-	defer df.Shutdown()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for _, inf := range []cache.SharedIndexInformer{nodes, configs} {
+		wg.Add(1)
+		go func() { defer wg.Done(); inf.RunWithContext(ctx) }()
+	}
+	// An empty list brings no event: the selection is computed again once
+	// both caches hold their first lists.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if cache.WaitForCacheSync(ctx.Done(), nodes.HasSynced, configs.HasSynced) {
+			w.recompute()
+		}
+	}()
 	t := time.NewTicker(w.o.Poll)
 	defer t.Stop()
 	for {
@@ -182,9 +209,9 @@ func (w *Watcher) selectLocked() Selection {
 	if err != nil || !ok {
 		return Selection{Err: fmt.Sprintf("node %q is not in the Kubernetes API (MY_NODE_NAME)", w.o.NodeName)}
 	}
-	node := obj.(*corev1.Node)
-	w.nodeUID = string(node.UID)
-	name, from := ChooseName(node.Labels, node.Annotations, w.o.LabelDef, w.o.AnnotationDef)
+	node := obj.(*unstructured.Unstructured)
+	w.nodeUID = string(node.GetUID())
+	name, from := ChooseName(node.GetLabels(), node.GetAnnotations(), w.o.LabelDef, w.o.AnnotationDef)
 	sel := Selection{Name: name, From: from}
 	if !w.configs.HasSynced() {
 		sel.Err = "waiting for the ENIConfigs from the Kubernetes API"
@@ -210,11 +237,48 @@ func (w *Watcher) selectLocked() Selection {
 	return sel
 }
 
-// Event records a Kubernetes Event on the node.
+// Event records a Kubernetes Event on the node ("Normal" or "Warning"),
+// in the background: the caller never waits for the API server. An Event
+// identical to the last one within eventRepeat is dropped.
 func (w *Watcher) Event(eventType, reason, message string) {
+	now := time.Now()
 	w.mu.Lock()
 	uid := w.nodeUID
+	last := w.lastEvent
+	if last.typ == eventType && last.reason == reason && last.message == message && now.Sub(last.at) < eventRepeat {
+		w.mu.Unlock()
+		return
+	}
+	w.lastEvent = sentEvent{typ: eventType, reason: reason, message: message, at: now}
 	w.mu.Unlock()
-	ref := &corev1.ObjectReference{Kind: "Node", APIVersion: "v1", Name: w.o.NodeName, UID: types.UID(uid)}
-	w.recorder.Event(ref, eventType, reason, message)
+	ev := nodeEvent(w.o.NodeName, uid, eventType, reason, message, now)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := w.dyn.Resource(eventsGVR).Namespace(metav1.NamespaceDefault).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
+			w.logf("custom networking: recording event %s on node %s: %v", reason, w.o.NodeName, err)
+		}
+	}()
+}
+
+// nodeEvent is a core/v1 Event about the node, as client-go's recorder
+// writes one: in the default namespace (a Node has none), named after
+// the object and the time.
+func nodeEvent(node, uid, eventType, reason, message string, at time.Time) *unstructured.Unstructured {
+	ts := at.UTC().Format(time.RFC3339)
+	return &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion":         "v1",
+		"kind":               "Event",
+		"metadata":           map[string]any{"name": fmt.Sprintf("%s.%x", node, at.UnixNano()), "namespace": metav1.NamespaceDefault},
+		"involvedObject":     map[string]any{"kind": "Node", "apiVersion": "v1", "name": node, "uid": uid},
+		"type":               eventType,
+		"reason":             reason,
+		"message":            message,
+		"source":             map[string]any{"component": "vpcchaind", "host": node},
+		"firstTimestamp":     ts,
+		"lastTimestamp":      ts,
+		"count":              int64(1),
+		"reportingComponent": "vpcchaind",
+		"reportingInstance":  node,
+	}}
 }
