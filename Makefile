@@ -17,7 +17,7 @@ PLUGINS := $(wildcard plugins/*)
 # run): not part of the product, built into bin/ with it.
 SIMCMDS := $(wildcard sim/cmd/*)
 
-.PHONY: all build tools heavy-tools node-tools cluster-tools peer-tools peer-test conformance-tools conformance cluster cluster-down node-test test unit e2e bench scale demo image image-lock lint clean deps proto fuzz
+.PHONY: all build tools heavy-tools node-tools cluster-tools peer-tools peer-test conformance-tools conformance cluster cluster-down node-test test unit e2e bench bench-peer scale demo image image-lock lint clean deps proto fuzz
 
 all: build
 
@@ -212,6 +212,17 @@ bench: deps build
 	$(E2EBENCH) -bench Throughput -benchtime 5x ./test/e2e/
 	$(E2EBENCH) -bench DaemonResources -benchtime 1x ./test/e2e/
 	$(GO) test $(GOFLAGS) -count=1 -run '^$$' -bench ChurnSteady -benchtime 1x ./daemon/ipamd/
+
+# Side by side with the unmodified AWS VPC CNI (docs/benchmarks.md, "Against
+# the AWS VPC CNI"): both systems in each run, on the same simulator.
+PEERBENCH = $(E2EBENCH) -tags peer
+bench-peer: deps build tools heavy-tools peer-tools
+	$(PEERBENCH) -bench PeerAddDel -benchtime 100x ./test/e2e/
+	$(PEERBENCH) -bench PeerBurst -benchtime 3x ./test/e2e/
+	$(PEERBENCH) -bench PeerChurn -benchtime 1x ./test/e2e/
+	$(PEERBENCH) -bench PeerResources -benchtime 1x ./test/e2e/
+	$(PEERBENCH) -bench PeerScaleOut -benchtime 1x ./test/e2e/
+	$(PEERBENCH) -bench PeerThroughput -benchtime 5x ./test/e2e/
 
 # 1,000 simulated nodes' daemons against one rate-limited simulator, then a
 # rolling restart (docs/benchmarks.md; `go test ./test/scale/` runs 40 nodes).

@@ -295,14 +295,7 @@ func (n *node) waitStatus(within, poll time.Duration, what string, done func(*ip
 		default:
 		}
 		last = func() error {
-			cl, err := ipamclient.Dial(context.Background(), n.socket)
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			st, err := cl.Status(ctx)
+			st, err := n.status()
 			if err != nil {
 				return err
 			}
@@ -315,6 +308,18 @@ func (n *node) waitStatus(within, poll time.Duration, what string, done func(*ip
 	}
 	log, _ := os.ReadFile(n.logPath)
 	n.c.t.Fatalf("daemon of %s %s: %v\n%s", n.name, what, last, tail(string(log), 40))
+}
+
+// status is the daemon's answer to Status on its socket.
+func (n *node) status() (*ipamv1.StatusReply, error) {
+	cl, err := ipamclient.Dial(context.Background(), n.socket)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	return cl.Status(ctx)
 }
 
 func (n *node) introspect() *ipamv1.IntrospectReply {

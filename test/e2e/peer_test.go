@@ -27,6 +27,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -192,14 +193,15 @@ func startPeer(t testing.TB, b peerBins, k *kube, server string, n *node, extra 
 		}
 	}
 	p.plugins = filepath.Join(p.dir, "bin")
-	p.conf = peerConflist(t)
+	p.conf = peerConflist(t, envValue(env, "AWS_VPC_K8S_PLUGIN_LOG_LEVEL"))
 	return p
 }
 
 // peerConflist is the peer's misc/10-aws.conflist rendered as its entrypoint
 // (cmd/aws-vpc-cni generateJSON) renders it for an IPv4 cluster with the
-// manifest's environment: IPv6 egress off, so no node IPv6 address.
-func peerConflist(t testing.TB) *libcni.NetworkConfigList {
+// manifest's environment: IPv6 egress off, so no node IPv6 address; the
+// plugins log at pluginLogLevel.
+func peerConflist(t testing.TB, pluginLogLevel string) *libcni.NetworkConfigList {
 	t.Helper()
 	tmpl, err := os.ReadFile(filepath.Join(awsCNIModule(t, "github.com/aws/amazon-vpc-cni-k8s"), "misc/10-aws.conflist"))
 	if err != nil {
@@ -207,7 +209,7 @@ func peerConflist(t testing.TB) *libcni.NetworkConfigList {
 	}
 	r := strings.NewReplacer(
 		"__VETHPREFIX__", "eni", "__MTU__", "9001", "__PODSGENFORCINGMODE__", "strict",
-		"__PLUGINLOGFILE__", "/var/log/aws-routed-eni/plugin.log", "__PLUGINLOGLEVEL__", "DEBUG",
+		"__PLUGINLOGFILE__", "/var/log/aws-routed-eni/plugin.log", "__PLUGINLOGLEVEL__", pluginLogLevel,
 		"__EGRESSPLUGINLOGFILE__", "/var/log/aws-routed-eni/egress-v6-plugin.log", "__EGRESSPLUGINENABLED__", "false",
 		"__EGRESSPLUGINIPAMSUBNET__", "fd00::ac:00/118", "__EGRESSPLUGINIPAMDST__", "::/0",
 		"__EGRESSPLUGINIPAMDATADIR__", "/run/cni/v4pd/egress-v6-ipam", "__RANDOMIZESNAT__", "prng", "__NODEIP__", "")
@@ -218,11 +220,28 @@ func peerConflist(t testing.TB) *libcni.NetworkConfigList {
 	return l
 }
 
+// envValue is the value a process started with env sees for key (the last
+// one given).
+func envValue(env []string, key string) string {
+	v := ""
+	for _, kv := range env {
+		if k, val, ok := strings.Cut(kv, "="); ok && k == key {
+			v = val
+		}
+	}
+	return v
+}
+
 // newPod is a sandbox on the node whose runtime runs the peer's plugins.
 func (p *peerNode) newPod(name string) *pod {
 	pd := p.node.newPod("default", name)
-	pd.cni = libcni.NewCNIConfigWithCacheDir([]string{p.plugins}, filepath.Join(p.dir, "cni-cache"), p.exec())
+	pd.cni = p.runtime()
 	return pd
+}
+
+// runtime is the node's runtime (libcni) with the peer's plugins.
+func (p *peerNode) runtime() *libcni.CNIConfig {
+	return libcni.NewCNIConfigWithCacheDir([]string{p.plugins}, filepath.Join(p.dir, "cni-cache"), p.exec())
 }
 
 // exec runs plugins as the runtime on the peer's node does: in the node's
@@ -306,28 +325,49 @@ func addAsKubelet(pd *pod, l *libcni.NetworkConfigList, within time.Duration) er
 // entrypoint wait for (gRPC health on ipamd.sock) and for introspection.
 func (p *peerNode) waitReady(t testing.TB, within time.Duration) {
 	t.Helper()
-	sock := filepath.Join(p.dir, "run", "ipamd.sock")
 	waitFor(t, within, "ipamd on "+p.name, p.agent.running, func() error {
-		if _, err := os.Stat(sock); err != nil {
+		if err := p.health(); err != nil {
 			return err
 		}
-		conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		defer cancel()
-		r, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
-		if err != nil {
-			return err
-		}
-		if r.Status != healthpb.HealthCheckResponse_SERVING {
-			return fmt.Errorf("health: %v", r.Status)
-		}
-		_, err = httpGetIn(p.node, "127.0.0.1:61679", "/v1/enis")
+		_, err := httpGetIn(p.node, "127.0.0.1:61679", "/v1/enis")
 		return err
 	})
+}
+
+// health is ipamd's gRPC health on its socket: the readiness probe's check,
+// and what the entrypoint waits for before it writes the conflist.
+func (p *peerNode) health() error {
+	sock := filepath.Join(p.dir, "run", "ipamd.sock")
+	if _, err := os.Stat(sock); err != nil {
+		return err
+	}
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	r, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		return err
+	}
+	if r.Status != healthpb.HealthCheckResponse_SERVING {
+		return fmt.Errorf("health: %v", r.Status)
+	}
+	return nil
+}
+
+// stop ends ipamd as kubelet stops its container (SIGTERM, then SIGKILL).
+func (p *peerNode) stop() {
+	pgid := p.agent.cmd.Process.Pid
+	_ = syscall.Kill(-pgid, syscall.SIGTERM)
+	select {
+	case <-p.agent.exited:
+	case <-time.After(10 * time.Second):
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		<-p.agent.exited
+	}
 }
 
 // peerENIs is ipamd's own view of network card 0 (introspection /v1/enis,
@@ -357,6 +397,16 @@ func (p *peerNode) enis(t testing.TB) peerENIs {
 // ipamd looks up to attach its events to.
 func installPeerObjects(t testing.TB, k *kube, nodes ...*node) {
 	t.Helper()
+	installPeerCRDs(t, k)
+	for _, n := range nodes {
+		registerPeerNode(t, k, n)
+	}
+}
+
+// installPeerCRDs makes the cluster-wide objects: the CRDs and the
+// DaemonSet's service account.
+func installPeerCRDs(t testing.TB, k *kube) {
+	t.Helper()
 	crds := []string{
 		filepath.Join(awsCNIModule(t, "github.com/aws/amazon-vpc-cni-k8s"), "charts/aws-vpc-cni/crds/customresourcedefinition.yaml"),
 		filepath.Join(awsCNIModule(t, "github.com/aws/amazon-vpc-resource-controller-k8s"), "config/crd/bases/vpcresources.k8s.aws_cninodes.yaml"),
@@ -370,12 +420,17 @@ func installPeerObjects(t testing.TB, k *kube, nodes ...*node) {
 		t.Fatal(err)
 	}
 	k.retry(t, 30*time.Second, "", "-n", "kube-system", "create", "serviceaccount", "aws-node")
-	for _, n := range nodes {
-		inet, ok := n.c.sim.Cloud.InstanceNetwork(n.vn.InstanceID)
-		if !ok {
-			t.Fatalf("node %s unknown to EC2", n.name)
-		}
-		k.apply(t, fmt.Sprintf(`apiVersion: v1
+}
+
+// registerPeerNode makes n's Node (as kubelet registers it) and its
+// aws-node Pod.
+func registerPeerNode(t testing.TB, k *kube, n *node) {
+	t.Helper()
+	inet, ok := n.c.sim.Cloud.InstanceNetwork(n.vn.InstanceID)
+	if !ok {
+		t.Fatalf("node %s unknown to EC2", n.name)
+	}
+	k.apply(t, fmt.Sprintf(`apiVersion: v1
 kind: Node
 metadata:
   name: %[1]s
@@ -392,17 +447,16 @@ spec:
   automountServiceAccountToken: false
   containers: [{name: aws-node, image: "amazon-k8s-cni:v1.23.2"}]
 `, n.name, inet.InstanceType, inet.AZ, n.vn.InstanceID))
-		// The type's max pods as EKS's bootstrap sets kubelet's (its
-		// eni-max-pods.txt: ENIs x (addresses per ENI - 1) + 2).
-		lim, ok := instancelimits.Lookup(inet.InstanceType)
-		if !ok {
-			t.Fatalf("no limits for %s", inet.InstanceType)
-		}
-		maxPods := lim.MaxENIs*(lim.IPv4PerENI-1) + 2
-		if _, err := k.kubectl("", "patch", "node", n.name, "--subresource=status", "--type=merge", "-p",
-			fmt.Sprintf(`{"status":{"capacity":{"pods":"%[1]d","cpu":"2","memory":"8Gi"},"allocatable":{"pods":"%[1]d","cpu":"2","memory":"8Gi"}}}`, maxPods)); err != nil {
-			t.Fatal(err)
-		}
+	// The type's max pods as EKS's bootstrap sets kubelet's (its
+	// eni-max-pods.txt: ENIs x (addresses per ENI - 1) + 2).
+	lim, ok := instancelimits.Lookup(inet.InstanceType)
+	if !ok {
+		t.Fatalf("no limits for %s", inet.InstanceType)
+	}
+	maxPods := lim.MaxENIs*(lim.IPv4PerENI-1) + 2
+	if _, err := k.kubectl("", "patch", "node", n.name, "--subresource=status", "--type=merge", "-p",
+		fmt.Sprintf(`{"status":{"capacity":{"pods":"%[1]d","cpu":"2","memory":"8Gi"},"allocatable":{"pods":"%[1]d","cpu":"2","memory":"8Gi"}}}`, maxPods)); err != nil {
+		t.Fatal(err)
 	}
 }
 

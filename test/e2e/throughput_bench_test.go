@@ -318,9 +318,15 @@ func procMem(b *testing.B, pid int) (rss, hwm float64) {
 // churnPods adds and deletes pods with two workers until stop; it returns
 // the number of pod events (each ADD and each DEL counts one).
 func churnPods(b *testing.B, n *node, l *libcni.NetworkConfigList, stop <-chan struct{}) int {
-	counts := make(chan int, 2)
-	for w := 0; w < 2; w++ {
-		p := n.newPod("churn", fmt.Sprintf("w%d", w))
+	return churn(b, [2]*pod{n.newPod("churn", "w0"), n.newPod("churn", "w1")},
+		func(p *pod) error { return p.addRetrying(l, time.Minute) }, func(p *pod) error { return p.del(l) }, stop)
+}
+
+// churn runs ADD then DEL of each worker's pod (a new container ID each
+// time) until stop, and returns the number of pod events.
+func churn(b *testing.B, workers [2]*pod, add, del func(*pod) error, stop <-chan struct{}) int {
+	counts := make(chan int, len(workers))
+	for _, p := range workers {
 		go func() {
 			events := 0
 			base := p.id
@@ -332,12 +338,12 @@ func churnPods(b *testing.B, n *node, l *libcni.NetworkConfigList, stop <-chan s
 				default:
 				}
 				p.id = fmt.Sprintf("%s-%d", base, i)
-				if err := p.addRetrying(l, time.Minute); err != nil {
+				if err := add(p); err != nil {
 					b.Errorf("churn ADD: %v", err)
 					counts <- events
 					return
 				}
-				if err := p.del(l); err != nil {
+				if err := del(p); err != nil {
 					b.Errorf("churn DEL: %v", err)
 					counts <- events
 					return
@@ -346,5 +352,9 @@ func churnPods(b *testing.B, n *node, l *libcni.NetworkConfigList, stop <-chan s
 			}
 		}()
 	}
-	return <-counts + <-counts
+	total := 0
+	for range workers {
+		total += <-counts
+	}
+	return total
 }
