@@ -23,7 +23,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"slices"
 	"strings"
@@ -39,6 +38,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/vpcchain/vpcchain/internal/awscnipeer"
 	"github.com/vpcchain/vpcchain/internal/instancelimits"
 	"github.com/vpcchain/vpcchain/sim/vpcsim"
 	"github.com/vpcchain/vpcchain/sim/vpcsim/dataplane"
@@ -78,21 +78,9 @@ func peerBinaries(t testing.TB) peerBins {
 // version test/tools/awscni pins; depModule is one of its dependencies.
 func awsCNIModule(t testing.TB, path string) string {
 	t.Helper()
-	mod, err := os.ReadFile("../tools/awscni/go.mod")
+	d, err := awscnipeer.ModuleDir(path)
 	if err != nil {
 		t.Fatal(err)
-	}
-	m := regexp.MustCompile(`(?m)^\s*` + regexp.QuoteMeta(path) + ` (v\S+)`).FindSubmatch(mod)
-	if m == nil {
-		t.Fatalf("test/tools/awscni/go.mod does not require %s", path)
-	}
-	out, err := exec.Command("go", "env", "GOMODCACHE").Output()
-	if err != nil {
-		t.Fatalf("go env GOMODCACHE: %v", err)
-	}
-	d := filepath.Join(strings.TrimSpace(string(out)), path+"@"+string(m[1]))
-	if _, err := os.Stat(d); err != nil {
-		t.Fatalf("%s is not in the module cache: run `make peer-tools`: %v", path, err)
 	}
 	return d
 }
