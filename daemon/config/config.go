@@ -37,7 +37,7 @@ type Config struct {
 	// EC2's measured latency, within the static targets; ipamd/adaptive.go).
 	WarmPoolMode            string
 	EnablePrefixDelegation  bool          // ENABLE_PREFIX_DELEGATION (false)
-	MaxENI                  int           // MAX_ENI (-1 = instance limit)
+	MaxENI                  int           // MAX_ENI (-1 = instance limit; set to 0 or lower too)
 	IPCooldownPeriod        time.Duration // IP_COOLDOWN_PERIOD, seconds (30)
 	MaxPods                 int           // MAX_PODS (0 = from the instance type's formula)
 	MTU                     int           // AWS_VPC_ENI_MTU (9001)
@@ -131,9 +131,9 @@ func Load(get Lookup) (Config, error) {
 	p.errs = append(p.errs, errs...)
 	c := Config{
 		WarmENITarget:           p.intAtLeast("WARM_ENI_TARGET", 1, 0),
-		WarmIPTarget:            p.intAtLeast("WARM_IP_TARGET", 0, 0),
-		MinimumIPTarget:         p.intAtLeast("MINIMUM_IP_TARGET", 0, 0),
-		WarmPrefixTarget:        p.intAtLeast("WARM_PREFIX_TARGET", 1, 0),
+		WarmIPTarget:            p.target("WARM_IP_TARGET", 0),
+		MinimumIPTarget:         p.target("MINIMUM_IP_TARGET", 0),
+		WarmPrefixTarget:        p.target("WARM_PREFIX_TARGET", 1),
 		WarmPoolMode:            p.oneOf("WARM_POOL_MODE", WarmPoolStatic, WarmPoolStatic, WarmPoolAdaptive),
 		EnablePrefixDelegation:  p.boolean("ENABLE_PREFIX_DELEGATION", false),
 		MaxENI:                  p.maxENI(),
@@ -253,6 +253,23 @@ func (p *parser) intAtLeast(name string, def, lo int) int {
 	return n
 }
 
+// target parses a pool target the AWS VPC CNI documents as "a non-positive
+// value is the same as 0" (WARM_IP_TARGET, MINIMUM_IP_TARGET,
+// WARM_PREFIX_TARGET): a migrated -1 keeps that meaning rather than being
+// refused; a non-integer is refused.
+func (p *parser) target(name string, def int) int {
+	v, ok := p.raw(name)
+	if !ok {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		p.bad(name, v, "want an integer (0 or lower: no target)")
+		return def
+	}
+	return max(n, 0)
+}
+
 // mark parses a connmark bit pattern (decimal or 0x hex, as the reference:
 // strconv base 0), 1 to 2^32-1.
 func (p *parser) mark(name string, def uint32) uint32 {
@@ -268,14 +285,19 @@ func (p *parser) mark(name string, def uint32) uint32 {
 	return uint32(n)
 }
 
+// maxENI parses MAX_ENI: as the AWS VPC CNI documents, 0 or lower means
+// the instance type's limit (-1 here).
 func (p *parser) maxENI() int {
 	v, ok := p.raw("MAX_ENI")
 	if !ok {
 		return -1
 	}
 	n, err := strconv.Atoi(v)
-	if err != nil || n == 0 || n < -1 {
-		p.bad("MAX_ENI", v, "want -1 (the instance type's limit) or an integer >= 1")
+	if err != nil {
+		p.bad("MAX_ENI", v, "want an integer: at most this many ENIs, or 0 or lower for the instance type's limit")
+		return -1
+	}
+	if n < 1 {
 		return -1
 	}
 	return n

@@ -115,7 +115,8 @@ func TestInvalid(t *testing.T) {
 	}{
 		{"WARM_ENI_TARGET", "-1", `WARM_ENI_TARGET="-1" is invalid: want an integer >= 0`},
 		{"WARM_IP_TARGET", "abc", `WARM_IP_TARGET="abc" is invalid`},
-		{"MAX_ENI", "0", `MAX_ENI="0" is invalid: want -1`},
+		{"MAX_ENI", "two", `MAX_ENI="two" is invalid: want an integer`},
+		{"MINIMUM_IP_TARGET", "1.5", `MINIMUM_IP_TARGET="1.5" is invalid: want an integer`},
 		{"ENABLE_PREFIX_DELEGATION", "yes please", `ENABLE_PREFIX_DELEGATION="yes please" is invalid: want true or false`},
 		{"AWS_VPC_ENI_MTU", "70000", `AWS_VPC_ENI_MTU="70000" is invalid: want an integer from 576 to 9001`},
 		{"AWS_VPC_K8S_CNI_VETHPREFIX", "vlan", `AWS_VPC_K8S_CNI_VETHPREFIX="vlan" is invalid`},
@@ -143,7 +144,7 @@ func TestInvalid(t *testing.T) {
 		}
 	}
 	// Every problem is reported at once.
-	_, err := Load(env(map[string]string{"WARM_IP_TARGET": "x", "MAX_ENI": "-5"}))
+	_, err := Load(env(map[string]string{"WARM_IP_TARGET": "x", "MAX_ENI": "-5x"}))
 	if err == nil || !strings.Contains(err.Error(), "WARM_IP_TARGET") || !strings.Contains(err.Error(), "MAX_ENI") {
 		t.Errorf("both errors: %v", err)
 	}
@@ -200,6 +201,35 @@ func TestObservability(t *testing.T) {
 		_, err := Load(env(map[string]string{tt.name: tt.val}))
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s=%s: error %v, want it to contain %q", tt.name, tt.val, err, tt.want)
+		}
+	}
+}
+
+// Values the AWS VPC CNI's README gives a meaning to keep it: "Setting this
+// to a non-positive value is the same as setting this to 0 or not setting
+// the variable" (WARM_IP_TARGET, MINIMUM_IP_TARGET, WARM_PREFIX_TARGET);
+// "When MAX_ENI is unset or 0 (or lower), the setting is not used".
+func TestNonPositiveTargets(t *testing.T) {
+	for _, tt := range []struct {
+		name, val string
+		got       func(Config) int
+		want      int
+	}{
+		{"WARM_IP_TARGET", "-1", func(c Config) int { return c.WarmIPTarget }, 0},
+		{"MINIMUM_IP_TARGET", "-20", func(c Config) int { return c.MinimumIPTarget }, 0},
+		{"WARM_PREFIX_TARGET", "-1", func(c Config) int { return c.WarmPrefixTarget }, 0},
+		{"WARM_PREFIX_TARGET", "0", func(c Config) int { return c.WarmPrefixTarget }, 0},
+		{"MAX_ENI", "0", func(c Config) int { return c.MaxENI }, -1},
+		{"MAX_ENI", "-4", func(c Config) int { return c.MaxENI }, -1},
+		{"MAX_ENI", "2", func(c Config) int { return c.MaxENI }, 2},
+	} {
+		c, err := Load(env(map[string]string{tt.name: tt.val}))
+		if err != nil {
+			t.Errorf("%s=%s: %v", tt.name, tt.val, err)
+			continue
+		}
+		if got := tt.got(c); got != tt.want {
+			t.Errorf("%s=%s: %d, want %d", tt.name, tt.val, got, tt.want)
 		}
 	}
 }

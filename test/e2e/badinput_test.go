@@ -575,12 +575,12 @@ func TestBadInputLeavesNothingBehind(t *testing.T) {
 	// The daemon refuses bad configuration at start, naming the variable.
 	t.Run("daemon refuses invalid environment", func(t *testing.T) {
 		cmd := exec.Command(filepath.Join(n.c.bin, "vpcchaind"))
-		cmd.Env = []string{"WARM_IP_TARGET=-3", "AWS_VPC_ENI_MTU=100000", "VPCCHAIN_STATE_DIR=" + t.TempDir()}
+		cmd.Env = []string{"WARM_IP_TARGET=3x", "AWS_VPC_ENI_MTU=100000", "VPCCHAIN_STATE_DIR=" + t.TempDir()}
 		out, err := cmd.CombinedOutput()
 		if err == nil {
 			t.Fatalf("daemon started with invalid configuration: %s", out)
 		}
-		for _, want := range []string{"WARM_IP_TARGET", "-3", "AWS_VPC_ENI_MTU", "100000"} {
+		for _, want := range []string{"WARM_IP_TARGET", "3x", "AWS_VPC_ENI_MTU", "100000"} {
 			if !strings.Contains(string(out), want) {
 				t.Errorf("refusal %q does not name %q", out, want)
 			}
