@@ -33,7 +33,10 @@ const (
 	DefaultMTU        = 9001
 	MinMTU            = 576
 	MaxMTU            = 9001
-	DefaultStateDir   = StateDir("/var/run/vpcchain")
+	// MinMTUIPv6 is IPv6's minimum link MTU (RFC 8200), the AWS VPC CNI's
+	// lower bound in IPv6 mode.
+	MinMTUIPv6      = 1280
+	DefaultStateDir = StateDir("/var/run/vpcchain")
 	// DefaultSocket and DefaultSNATConfig are DefaultStateDir's Socket()
 	// and SNATConfig(), as constants for the plugins' defaults.
 	DefaultSocket     = string(DefaultStateDir) + "/ipamd.sock"
@@ -144,6 +147,18 @@ func Parse(get Lookup) (s Settings, errs []error) {
 		errs = append(errs, errors.New("ENABLE_IPv4=false ENABLE_IPv6=false: pods would get no address; enable one family"))
 	default:
 		s.IPv6 = v6
+	}
+	if s.IPv6 {
+		low := func(name string, mtu int) {
+			if mtu < MinMTUIPv6 {
+				errs = append(errs, fmt.Errorf("%s=%d with ENABLE_IPv6=true is invalid: IPv6 needs an MTU from %d to %d", name, mtu, MinMTUIPv6, MaxMTU))
+			}
+		}
+		low(EnvMTU, s.MTU)
+		// An unset POD_MTU is the ENI MTU: one message for both.
+		if _, set := raw(EnvPodMTU); set {
+			low(EnvPodMTU, s.PodMTU)
+		}
 	}
 	return s, errs
 }

@@ -28,6 +28,12 @@ func TestParse(t *testing.T) {
 			"VPCCHAIN_SOCKET": "s.sock", "AWS_VPC_K8S_CNI_VETHPREFIX": "eth", "ENABLE_IPv6": "maybe"}, Settings{},
 			[]string{`AWS_VPC_ENI_MTU="70000"`, `POD_MTU="x"`, `VPCCHAIN_STATE_DIR="run/x"`, `VPCCHAIN_SOCKET="s.sock"`,
 				`AWS_VPC_K8S_CNI_VETHPREFIX="eth"`, `ENABLE_IPv6="maybe"`}},
+		{"IPv6 pods at IPv6's minimum MTU", map[string]string{"ENABLE_IPv4": "false", "ENABLE_IPv6": "true", "AWS_VPC_ENI_MTU": "1280"},
+			Settings{VethPrefix: "eni", MTU: 1280, PodMTU: 1280, StateDir: "/var/run/vpcchain", Socket: "/var/run/vpcchain/ipamd.sock", IPv6: true}, nil},
+		{"IPv6 below 1280 refused", map[string]string{"ENABLE_IPv4": "false", "ENABLE_IPv6": "true", "AWS_VPC_ENI_MTU": "1500", "POD_MTU": "1279"},
+			Settings{}, []string{"POD_MTU=1279 with ENABLE_IPv6=true is invalid: IPv6 needs an MTU from 1280"}},
+		{"IPv6 pods follow a low ENI MTU, refused", map[string]string{"ENABLE_IPv4": "false", "ENABLE_IPv6": "true", "AWS_VPC_ENI_MTU": "1000"},
+			Settings{}, []string{"AWS_VPC_ENI_MTU=1000 with ENABLE_IPv6=true"}},
 		{"dual stack refused", map[string]string{"ENABLE_IPv6": "true"}, Settings{}, []string{"dual-stack pods are not supported"}},
 		{"no family refused", map[string]string{"ENABLE_IPv4": "false"}, Settings{}, []string{"pods would get no address"}},
 	}
