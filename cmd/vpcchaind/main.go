@@ -115,6 +115,7 @@ func run() error {
 	}
 	// Also routes the standard library's log package (gRPC, net/http) here.
 	slog.SetDefault(logger)
+	cfg.WarnIgnored(logger)
 	logf := logfFor(logger)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

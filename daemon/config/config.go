@@ -97,9 +97,13 @@ type Config struct {
 	// describe omits it (EC2's describes are eventually consistent).
 	ConsistencyGrace time.Duration
 
-	MetricsAddr string     // VPCCHAIN_METRICS_ADDR host:port of /metrics (127.0.0.1:61678); "" = no metrics
+	MetricsAddr string     // VPCCHAIN_METRICS_ADDR host:port of /metrics (127.0.0.1:61678); "" = no metrics (also DISABLE_METRICS=true)
 	LogLevel    slog.Level // VPCCHAIN_LOG_LEVEL debug|info|warn|error (info)
 	LogFile     string     // VPCCHAIN_LOG_FILE "stderr" or an absolute path (stderr); never stdout
+
+	// Ignored are the AWS VPC CNI's settings found set that have no effect
+	// here (PeerSettings); WarnIgnored logs them.
+	Ignored []IgnoredSetting
 }
 
 // Defaults of the observability settings.
@@ -173,7 +177,7 @@ func Load(get Lookup) (Config, error) {
 		CRISocket:               p.criSocket("VPCCHAIN_CRI_SOCKET", DefaultCRISocket),
 		ConsistencyGrace:        p.duration("VPCCHAIN_EC2_CONSISTENCY_GRACE", 2*time.Minute),
 		ENIAttachTimeout:        p.duration("VPCCHAIN_ENI_ATTACH_TIMEOUT", 30*time.Second),
-		MetricsAddr:             p.listenAddr("VPCCHAIN_METRICS_ADDR", DefaultMetricsAddr),
+		MetricsAddr:             p.metricsAddr(),
 		LogLevel:                p.logLevel("VPCCHAIN_LOG_LEVEL", slog.LevelInfo),
 		LogFile:                 p.logFile("VPCCHAIN_LOG_FILE"),
 	}
@@ -189,6 +193,7 @@ func Load(get Lookup) (Config, error) {
 	if (c.PodName == "") != (c.PodNamespace == "") {
 		p.errs = append(p.errs, fmt.Errorf("MY_POD_NAME=%q MY_POD_NAMESPACE=%q: set both (the daemon's own pod, from the downward API) or neither", c.PodName, c.PodNamespace))
 	}
+	p.checkPeerSettings(&c)
 	if len(p.errs) > 0 {
 		return Config{}, fmt.Errorf("invalid configuration:\n  %w", errors.Join(p.errs...))
 	}
@@ -420,6 +425,19 @@ func (p *parser) listenAddr(name, def string) string {
 		return def
 	}
 	return v
+}
+
+// metricsAddr is VPCCHAIN_METRICS_ADDR, or "" (no metrics) with the AWS VPC
+// CNI's DISABLE_METRICS=true, which contradicts an address set.
+func (p *parser) metricsAddr() string {
+	addr := p.listenAddr("VPCCHAIN_METRICS_ADDR", DefaultMetricsAddr)
+	if !p.boolean("DISABLE_METRICS", false) {
+		return addr
+	}
+	if v, ok := p.raw("VPCCHAIN_METRICS_ADDR"); ok {
+		p.errs = append(p.errs, fmt.Errorf("DISABLE_METRICS=true with VPCCHAIN_METRICS_ADDR=%q: unset one (VPCCHAIN_METRICS_ADDR empty disables metrics too)", v))
+	}
+	return ""
 }
 
 // validHost accepts an IP literal or a DNS name.

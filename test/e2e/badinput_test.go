@@ -589,6 +589,20 @@ func TestBadInputLeavesNothingBehind(t *testing.T) {
 			t.Error("refused daemon created its socket")
 		}
 	})
+	// A setting of the AWS VPC CNI asking for a feature vpcchain lacks is
+	// refused by name and reason, not ignored.
+	t.Run("daemon refuses a feature it lacks", func(t *testing.T) {
+		state := t.TempDir()
+		cmd := exec.Command(filepath.Join(n.c.bin, "vpcchaind"))
+		cmd.Env = []string{"ENABLE_POD_ENI=true", "VPCCHAIN_STATE_DIR=" + state}
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), `ENABLE_POD_ENI=\"true\" is not supported: security groups for pods`) {
+			t.Fatalf("daemon with ENABLE_POD_ENI=true: %v: %s; want a refusal naming it and why", err, out)
+		}
+		if _, err := os.Stat(filepath.Join(state, "ipamd.sock")); err == nil {
+			t.Error("refused daemon created its socket")
+		}
+	})
 	t.Run("daemon refuses dual-stack pods", func(t *testing.T) {
 		cmd := exec.Command(filepath.Join(n.c.bin, "vpcchaind"))
 		cmd.Env = []string{"ENABLE_IPv6=true", "VPCCHAIN_STATE_DIR=" + t.TempDir()}
