@@ -176,6 +176,11 @@ func run() error {
 	if err := m.RegisterPool(d); err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
+	// "primary:<port>" is the node's address, known now that d found the node.
+	metricsAddr, err := config.MetricsListenAddr(cfg.MetricsAddr, d.NodeAddress())
+	if err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
 
 	ln, err := ipamclient.Listen(cfg.Socket)
 	if err != nil {
@@ -189,7 +194,7 @@ func run() error {
 	done := make(chan struct{})
 	go func() { defer close(done); d.Run(ctx) }()
 	metricsDone := make(chan struct{})
-	go func() { defer close(metricsDone); serveMetrics(ctx, logger, cfg.MetricsAddr, m.Handler()) }()
+	go func() { defer close(metricsDone); serveMetrics(ctx, logger, metricsAddr, m.Handler()) }()
 	go func() {
 		<-ctx.Done()
 		srv.Stop()

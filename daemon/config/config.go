@@ -97,20 +97,47 @@ type Config struct {
 	// describe omits it (EC2's describes are eventually consistent).
 	ConsistencyGrace time.Duration
 
-	MetricsAddr string     // VPCCHAIN_METRICS_ADDR host:port of /metrics (127.0.0.1:61678); "" = no metrics (also DISABLE_METRICS=true)
-	LogLevel    slog.Level // VPCCHAIN_LOG_LEVEL debug|info|warn|error (info)
-	LogFile     string     // VPCCHAIN_LOG_FILE "stderr" or an absolute path (stderr); never stdout
+	// MetricsAddr (VPCCHAIN_METRICS_ADDR, 127.0.0.1:61678) is the host:port
+	// of /metrics; "" = no metrics (also DISABLE_METRICS=true). The host
+	// MetricsPrimaryHost stands for the node's own address, known only once
+	// the daemon has discovered the node (MetricsListenAddr).
+	MetricsAddr string
+
+	LogLevel slog.Level // VPCCHAIN_LOG_LEVEL debug|info|warn|error (info)
+	LogFile  string     // VPCCHAIN_LOG_FILE "stderr" or an absolute path (stderr); never stdout
 
 	// Ignored are the AWS VPC CNI's settings found set that have no effect
 	// here (PeerSettings); WarnIgnored logs them.
 	Ignored []IgnoredSetting
 }
 
-// Defaults of the observability settings.
+// Defaults of the observability settings. Metrics stay on loopback unless
+// asked: /metrics shows the node's pool and EC2 activity to whoever can
+// reach it.
 const (
 	DefaultMetricsAddr = "127.0.0.1:61678"
 	LogToStderr        = "stderr"
+	// MetricsPrimaryHost as VPCCHAIN_METRICS_ADDR's host ("primary:61678")
+	// is the node's own address, the one Prometheus's Kubernetes discovery
+	// scrapes (a host-network pod's IP is its node's), and no other: not
+	// the secondary ENIs' addresses, not loopback. It is never looked up in
+	// DNS.
+	MetricsPrimaryHost = "primary"
 )
+
+// MetricsListenAddr is the address to listen on for VPCCHAIN_METRICS_ADDR
+// addr: addr itself, or with the host MetricsPrimaryHost, node (the node's
+// address, which the daemon learns from IMDS) with addr's port.
+func MetricsListenAddr(addr string, node netip.Addr) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host != MetricsPrimaryHost {
+		return addr, nil // Load validated it
+	}
+	if !node.IsValid() {
+		return "", fmt.Errorf("VPCCHAIN_METRICS_ADDR=%q: the node's address is not known", addr)
+	}
+	return net.JoinHostPort(node.String(), port), nil
+}
 
 // DefaultENIConfigKey is the label and annotation naming a node's
 // ENIConfig unless ENI_CONFIG_LABEL_DEF / ENI_CONFIG_ANNOTATION_DEF say
@@ -410,7 +437,7 @@ func (p *parser) listenAddr(name, def string) string {
 	if v == "" {
 		return ""
 	}
-	const allowed = "want host:port to listen on, such as 127.0.0.1:61678 or :61678 (all interfaces), with a port from 1 to 65535; or the empty string to disable"
+	const allowed = "want host:port to listen on, such as 127.0.0.1:61678, primary:61678 (the node's own address) or :61678 (all interfaces), with a port from 1 to 65535; or the empty string to disable"
 	host, port, err := net.SplitHostPort(v)
 	if err != nil {
 		p.bad(name, raw, allowed)

@@ -2,6 +2,7 @@ package config
 
 import (
 	"log/slog"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -172,6 +173,7 @@ func TestObservability(t *testing.T) {
 		{map[string]string{"VPCCHAIN_METRICS_ADDR": ":9100"}, ":9100", "stderr", slog.LevelInfo},
 		{map[string]string{"VPCCHAIN_METRICS_ADDR": "[::1]:9100"}, "[::1]:9100", "stderr", slog.LevelInfo},
 		{map[string]string{"VPCCHAIN_METRICS_ADDR": "localhost:9100"}, "localhost:9100", "stderr", slog.LevelInfo},
+		{map[string]string{"VPCCHAIN_METRICS_ADDR": "primary:61678"}, "primary:61678", "stderr", slog.LevelInfo},
 		{map[string]string{"VPCCHAIN_LOG_LEVEL": "debug", "VPCCHAIN_LOG_FILE": "/var/log/vpcchain/ipamd.log"},
 			"127.0.0.1:61678", "/var/log/vpcchain/ipamd.log", slog.LevelDebug},
 		{map[string]string{"VPCCHAIN_LOG_LEVEL": "WARN", "VPCCHAIN_LOG_FILE": "stderr"}, "127.0.0.1:61678", "stderr", slog.LevelWarn},
@@ -189,6 +191,8 @@ func TestObservability(t *testing.T) {
 	for _, tt := range []struct{ name, val, want string }{
 		{"VPCCHAIN_METRICS_ADDR", "61678", `VPCCHAIN_METRICS_ADDR="61678" is invalid: want host:port`},
 		{"VPCCHAIN_METRICS_ADDR", "127.0.0.1:0", `VPCCHAIN_METRICS_ADDR="127.0.0.1:0" is invalid: want host:port`},
+		{"VPCCHAIN_METRICS_ADDR", "primary", `VPCCHAIN_METRICS_ADDR="primary" is invalid: want host:port`},
+		{"VPCCHAIN_METRICS_ADDR", "primary:", `VPCCHAIN_METRICS_ADDR="primary:" is invalid`},
 		{"VPCCHAIN_METRICS_ADDR", "127.0.0.1:http", `VPCCHAIN_METRICS_ADDR="127.0.0.1:http" is invalid`},
 		{"VPCCHAIN_METRICS_ADDR", "127.0.0.1:70000", `port from 1 to 65535`},
 		{"VPCCHAIN_METRICS_ADDR", "bad host:80", `VPCCHAIN_METRICS_ADDR="bad host:80" is invalid`},
@@ -230,6 +234,36 @@ func TestNonPositiveTargets(t *testing.T) {
 		}
 		if got := tt.got(c); got != tt.want {
 			t.Errorf("%s=%s: %d, want %d", tt.name, tt.val, got, tt.want)
+		}
+	}
+}
+
+// The metrics listener's address: "primary" is the node's own address (in
+// its family), any other host is kept as configured.
+func TestMetricsListenAddr(t *testing.T) {
+	v4, v6 := netip.MustParseAddr("10.0.3.17"), netip.MustParseAddr("2600:1f14:abc:de00::4")
+	for _, tt := range []struct {
+		addr string
+		node netip.Addr
+		want string // "" = an error
+	}{
+		{"primary:61678", v4, "10.0.3.17:61678"},
+		{"primary:9100", v6, "[2600:1f14:abc:de00::4]:9100"},
+		{"primary:61678", netip.Addr{}, ""},
+		{"127.0.0.1:61678", v4, "127.0.0.1:61678"},
+		{":61678", v4, ":61678"},
+		{"[::1]:61678", netip.Addr{}, "[::1]:61678"},
+		{"metrics.internal:61678", v4, "metrics.internal:61678"},
+	} {
+		got, err := MetricsListenAddr(tt.addr, tt.node)
+		if tt.want == "" {
+			if err == nil || !strings.Contains(err.Error(), "VPCCHAIN_METRICS_ADDR") {
+				t.Errorf("%s with node %v: %q, %v; want an error naming VPCCHAIN_METRICS_ADDR", tt.addr, tt.node, got, err)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("%s with node %v: %q, %v; want %q", tt.addr, tt.node, got, err, tt.want)
 		}
 	}
 }

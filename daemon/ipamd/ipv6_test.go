@@ -189,3 +189,28 @@ func TestIPv6PrefixLost(t *testing.T) {
 		t.Errorf("next pod got %v (%v), want an address of the new %v", a.IP, err, now[0])
 	}
 }
+
+// The node's address for "primary:<port>" listeners: the primary ENI's
+// primary IPv4 address as EC2 has it; in IPv6 mode its IPv6 address when it
+// has one (an EKS IPv6 node's), else still the IPv4 one.
+func TestNodeAddress(t *testing.T) {
+	f := newFixture(t, nil)
+	if got, want := f.start().NodeAddress(), f.primaryENI().PrimaryIP; got != want || !got.Is4() {
+		t.Errorf("IPv4 mode: NodeAddress %v, want the primary ENI's %v", got, want)
+	}
+
+	f = newFixture(t, ipv6Env)
+	prim := f.withIPv6()
+	if got, want := f.start().NodeAddress(), f.primaryENI().PrimaryIP; got != want {
+		t.Errorf("IPv6 mode, no IPv6 address on the primary ENI: NodeAddress %v, want its IPv4 %v", got, want)
+	}
+	f = newFixture(t, ipv6Env)
+	prim = f.withIPv6()
+	addrs, _, aerr := f.sim.Cloud.AssignIPv6(prim.ID, 1, nil, 0)
+	if aerr != nil || len(addrs) != 1 {
+		t.Fatalf("assign an IPv6 address to %s: %v %v", prim.ID, addrs, aerr)
+	}
+	if got := f.start().NodeAddress(); got != addrs[0] {
+		t.Errorf("IPv6 mode: NodeAddress %v, want the primary ENI's IPv6 address %v", got, addrs[0])
+	}
+}

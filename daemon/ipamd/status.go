@@ -2,6 +2,7 @@ package ipamd
 
 import (
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/vpcchain/vpcchain/daemon/pool"
@@ -52,6 +53,22 @@ func (d *Daemon) Stats() pool.Stats {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return pool.ComputeStats(d.pcfg, d.snapshotLocked())
+}
+
+// NodeAddress is the node's own address, as IMDS showed it at start: the
+// primary ENI's primary IPv4 address; in IPv6 mode the primary ENI's first
+// IPv6 address (an EKS IPv6 node's address), or the IPv4 one if it has none.
+func (d *Daemon) NodeAddress() netip.Addr {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cfg.IPv6 {
+		for _, e := range d.node.ENIs {
+			if e.Primary && len(e.IPv6s) > 0 {
+				return e.IPv6s[0]
+			}
+		}
+	}
+	return d.node.PrimaryIP
 }
 
 // Ready reports whether the daemon can serve an ADD at all, and why not,

@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -199,4 +200,50 @@ func grepLines(s, substr string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestMetricsOnPrimaryAddress: with VPCCHAIN_METRICS_ADDR=primary:<port>
+// the daemon serves /metrics on its node's primary address only, so another
+// machine in the VPC (here the other node, as a Prometheus server would)
+// scrapes it, and loopback does not answer.
+func TestMetricsOnPrimaryAddress(t *testing.T) {
+	const port = "61697"
+	c := newCluster(t, "m5.large", []string{"ma", "mb"}, "VPCCHAIN_METRICS_ADDR=primary:"+port)
+	a, b := c.nodes["ma"], c.nodes["mb"]
+	addr := net.JoinHostPort(primaryIP(t, c, a).String(), port)
+
+	// From the other node: the address EC2 gave the node's primary ENI.
+	var body string
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := inNodeHTTP(c.sim, b.name).Get("http://" + addr + "/metrics")
+		if err == nil {
+			bb, rerr := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if rerr == nil && resp.StatusCode == 200 {
+				body = string(bb)
+				break
+			}
+			err = fmt.Errorf("status %d, %v", resp.StatusCode, rerr)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET http://%s/metrics from node %s: %v", addr, b.name, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if got := parseMetrics(t, body); got["vpcchain_enis"] < 1 {
+		t.Errorf("metrics scraped from node %s: vpcchain_enis = %v, want the node's ENIs", b.name, got["vpcchain_enis"])
+	}
+	// Not on loopback: only the address asked for.
+	if resp, err := inNodeHTTP(c.sim, a.name).Get("http://127.0.0.1:" + port + "/metrics"); err == nil {
+		resp.Body.Close()
+		t.Errorf("node %s answers /metrics on 127.0.0.1:%s too, want the primary address only", a.name, port)
+	}
+	logs, err := os.ReadFile(a.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `msg="serving metrics" addr=` + addr; !strings.Contains(string(logs), want) {
+		t.Errorf("log lacks %q:\n%s", want, tail(string(logs), 20))
+	}
 }
