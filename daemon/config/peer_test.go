@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/vpcchain/vpcchain/conflist"
-	"github.com/vpcchain/vpcchain/internal/awscnipeer"
 	"github.com/vpcchain/vpcchain/internal/nodeconf"
+	"github.com/vpcchain/vpcchain/test/awscnipeer"
 )
 
 // peerVar is one variable of the AWS VPC CNI's README.

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vpcchain/vpcchain/internal/awscnipeer"
+	"github.com/vpcchain/vpcchain/test/awscnipeer"
 )
 
 // The README's table of the AWS VPC CNI's metrics has a row for every

@@ -38,10 +38,10 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"github.com/vpcchain/vpcchain/internal/awscnipeer"
 	"github.com/vpcchain/vpcchain/internal/instancelimits"
 	"github.com/vpcchain/vpcchain/sim/vpcsim"
 	"github.com/vpcchain/vpcchain/sim/vpcsim/dataplane"
+	"github.com/vpcchain/vpcchain/test/awscnipeer"
 )
 
 // The peer's fixed host paths: its socket and checkpoint directory, and the
