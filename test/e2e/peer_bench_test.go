@@ -28,6 +28,7 @@ import (
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
+	"github.com/containernetworking/plugins/pkg/testutils"
 
 	"github.com/vpcchain/vpcchain/internal/instancelimits"
 	"github.com/vpcchain/vpcchain/sim/vpcsim"
@@ -139,10 +140,22 @@ func BenchmarkPeerAddDel(b *testing.B) {
 						sides[0].pods = append(sides[0].pods, op)
 						sides[1].pods = append(sides[1].pods, theirs.newPod(fmt.Sprintf("pod%d", w)))
 					}
-					benchSidesAddDel(b, sides, withPortmap)
+					benchSidesAddDel(b, sides, withPortmap, false)
 				})
 			}
 		}
+		if logs.name != "info" {
+			continue
+		}
+		// A pod deleted and created again under the same name at once, as a
+		// StatefulSet's pod is: the peer's next ADD meets the veth of the
+		// one before, which the kernel is still removing with its namespace.
+		b.Run("logs=info/same-pod-name", func(b *testing.B) {
+			sides := [2]benchSide{{name: "ours", list: ours.chain(nil)}, {name: "theirs", list: withoutPortmap(b, theirs.conf)}}
+			sides[0].pods = []*pod{ours.newPod("bench", "web-0")}
+			sides[1].pods = []*pod{theirs.newPod("web-0")}
+			benchSidesAddDel(b, sides, false, true)
+		})
 	}
 }
 
@@ -155,7 +168,14 @@ type benchSide struct {
 // benchSidesAddDel runs b.N ADD+DELs on each side, its pods at once,
 // alternating the sides' order round by round so drift on a shared machine
 // hits both alike, and reports both sides' percentiles and ours/theirs.
-func benchSidesAddDel(b *testing.B, sides [2]benchSide, hostPort bool) {
+//
+// Every ADD gets a new sandbox namespace, removed after its DEL, as a
+// runtime does (outside the timing, like the runtime's own work): the
+// peer's DEL leaves the pod's veth to the namespace's removal, and a
+// namespace used again would have its next ADD delete the old one. Each
+// round's pods have new names (a Deployment's), unless sameName: then a
+// failed ADD is counted (and cleaned up with DEL) instead of failing.
+func benchSidesAddDel(b *testing.B, sides [2]benchSide, hostPort, sameName bool) {
 	for _, sd := range sides {
 		for w, p := range sd.pods {
 			if hostPort {
@@ -167,6 +187,7 @@ func benchSidesAddDel(b *testing.B, sides [2]benchSide, hostPort bool) {
 	conc := len(sides[0].pods)
 	type sample struct{ add, addDel time.Duration }
 	samples := [2][]sample{}
+	var failed [2]int
 	var mu sync.Mutex
 	b.ResetTimer()
 	for round := 0; round*conc < b.N; round++ {
@@ -179,9 +200,30 @@ func benchSidesAddDel(b *testing.B, sides [2]benchSide, hostPort bool) {
 				go func() {
 					defer wg.Done()
 					p.id = fmt.Sprintf("bench-%d-%d-%d", si, round, w)
+					if !sameName {
+						p.name = fmt.Sprintf("pod%d-%d", w, round)
+					}
+					sandbox, err := testutils.NewNS()
+					if err != nil {
+						errs <- err
+						return
+					}
+					p.netns = sandbox
+					unregister := onInterrupt(func() { _ = testutils.UnmountNS(sandbox) })
+					defer func() { unregister(); _ = sandbox.Close(); _ = testutils.UnmountNS(sandbox) }()
 					start := time.Now()
 					if _, err := p.add(sides[si].list); err != nil {
-						errs <- fmt.Errorf("%s ADD: %w", sides[si].name, err)
+						if !sameName {
+							errs <- fmt.Errorf("%s ADD: %w", sides[si].name, err)
+							return
+						}
+						b.Logf("%s ADD of %s: %v", sides[si].name, p.name, err)
+						mu.Lock()
+						failed[si]++
+						mu.Unlock()
+						if err := p.del(sides[si].list); err != nil {
+							errs <- fmt.Errorf("%s DEL after a failed ADD: %w", sides[si].name, err)
+						}
 						return
 					}
 					mid := time.Now()
@@ -209,10 +251,17 @@ func benchSidesAddDel(b *testing.B, sides [2]benchSide, hostPort bool) {
 			add = append(add, s.add)
 			addDel = append(addDel, s.addDel)
 		}
+		if len(addDel) == 0 {
+			b.Errorf("%s: no ADD succeeded", sd.name)
+			return
+		}
 		p50[si], p99[si] = percentile(addDel, 0.50), percentile(addDel, 0.99)
 		b.ReportMetric(ms(p50[si]), sd.name+"-p50-ms")
 		b.ReportMetric(ms(p99[si]), sd.name+"-p99-ms")
 		b.ReportMetric(ms(percentile(add, 0.50)), sd.name+"-add-p50-ms")
+		if sameName {
+			b.ReportMetric(float64(failed[si]), sd.name+"-failed-adds")
+		}
 	}
 	b.ReportMetric(float64(p50[0])/float64(p50[1]), "ratio-p50")
 	b.ReportMetric(float64(p99[0])/float64(p99[1]), "ratio-p99")

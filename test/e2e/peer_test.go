@@ -112,14 +112,22 @@ func startPeer(t testing.TB, b peerBins, k *kube, server string, n *node, extra 
 			t.Fatal(err)
 		}
 	}
-	// The mount point, as the DaemonSet's hostPath (DirectoryOrCreate);
-	// it stays empty on this machine, and goes if this test made it.
-	if _, err := os.Stat(peerRunDir); os.IsNotExist(err) {
-		if err := os.Mkdir(peerRunDir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = os.Remove(peerRunDir) })
+	// The mount point, as the DaemonSet's hostPath (DirectoryOrCreate).
+	// Removing a directory detaches what is mounted on it in every mount
+	// namespace, so while a node of any run uses it, it holds a file named
+	// after that node's namespace: the directory can only be removed
+	// (rmdir) once no node uses it, and the last one out removes it.
+	if err := os.MkdirAll(peerRunDir, 0o755); err != nil {
+		t.Fatal(err)
 	}
+	inUse := filepath.Join(peerRunDir, ".in-use-"+n.vn.NetNS)
+	if err := os.WriteFile(inUse, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = os.Remove(inUse)
+		_ = os.Remove(peerRunDir)
+	})
 	env := []string{
 		"PATH=" + os.Getenv("PATH"),
 		"KUBECONFIG=" + k.kubeconfigFor("admin", server),
