@@ -97,14 +97,22 @@ $(CTRD2)/containerd $(CTRD2)/containerd-shim-runc-v2 $(CTRD2)/ctr: $(CTRD2)/%: t
 # and its two plugins, named as its image installs them. Its own module
 # (test/tools/awscni). The version is stamped where each binary reads it
 # (ipamd: pkg/version; the plugins: main.version): ipamd refuses a plugin
-# whose version differs from its own.
+# whose version differs from its own. The rest of its two images, for the
+# cluster tier's migration test (TestClusterMigrateFromAWSVPCCNI): the
+# aws-node container's entrypoint (aws-vpc-cni, which starts ipamd and
+# writes the conflist) and grpc-health-probe (the entrypoint's wait and the
+# DaemonSet's probes), and the init container's aws-vpc-cni-init.
 AWSCNI_VERSION := v1.23.2
 AWSCNI_PKG := github.com/aws/amazon-vpc-cni-k8s
-peer-tools: $(BIN)/tools/aws-k8s-agent $(BIN)/tools/aws-cni $(BIN)/tools/egress-cni
+AWSCNI_TOOLS := $(addprefix $(BIN)/tools/,aws-k8s-agent aws-cni egress-cni aws-vpc-cni aws-vpc-cni-init grpc-health-probe)
+peer-tools: $(AWSCNI_TOOLS)
 $(BIN)/tools/aws-k8s-agent: CMD := aws-k8s-agent
 $(BIN)/tools/aws-cni: CMD := routed-eni-cni-plugin
 $(BIN)/tools/egress-cni: CMD := egress-cni-plugin
-$(BIN)/tools/aws-k8s-agent $(BIN)/tools/aws-cni $(BIN)/tools/egress-cni: test/tools/awscni/go.mod
+$(BIN)/tools/aws-vpc-cni: CMD := aws-vpc-cni
+$(BIN)/tools/aws-vpc-cni-init: CMD := aws-vpc-cni-init
+$(BIN)/tools/grpc-health-probe: CMD := grpc-health-probe
+$(AWSCNI_TOOLS): test/tools/awscni/go.mod
 	@mkdir -p $(BIN)/tools
 	cd test/tools/awscni && CGO_ENABLED=0 $(GO) build $(GOFLAGS) -trimpath \
 	  -ldflags='-s -w -X $(AWSCNI_PKG)/pkg/version.Version=$(AWSCNI_VERSION) -X main.version=$(AWSCNI_VERSION)' \
@@ -126,7 +134,7 @@ $(BIN)/tools/loopback: test/tools/go.mod
 # `make image` built, and Calico's policy-only manifest, with kubectl on a
 # control plane and its nodes.
 KUBELET_TEST = VPCCHAIN_BIN=$(BIN) $(GO) test $(GOFLAGS) $(TESTFLAGS) -tags kubelet -v -run 'TestKubeletNode|TestCluster' ./test/e2e/
-node-test: deps build tools cluster-tools image
+node-test: deps build tools cluster-tools peer-tools image
 	$(KUBELET_TEST)
 
 # The unmodified AWS VPC CNI on the simulator (TestAWSVPCCNIPeer, build tag
