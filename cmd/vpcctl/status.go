@@ -70,15 +70,15 @@ func printStatus(w io.Writer, r *ipamv1.IntrospectReply, st *ipamv1.StatusReply)
 	}
 	fmt.Fprintf(w, "\nENIs (%d):\n", len(r.GetEnis()))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "DEVICE\tENI\tPRIMARY-IP\tROUTE-TABLE\tSUBNET\tADDRESSES\tUNASSIGNED")
+	fmt.Fprintln(tw, "DEVICE\tENI\tPRIMARY-IP\tROUTE-TABLE\tSUBNET\tADDRESSES\tUNASSIGNED\tORIGIN")
 	for _, e := range r.GetEnis() {
 		addrs := eniAddresses(e)
 		id := e.GetId()
 		if e.GetPrimary() {
 			id += " (primary)"
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%d\t%d\n", e.GetDeviceNumber(), id, orDash(e.GetPrimaryIp()),
-			e.GetRouteTable(), orDash(e.GetSubnetCidr()), addrs, max(addrs-used[e.GetId()], 0))
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%d\t%d\t%s\n", e.GetDeviceNumber(), id, orDash(e.GetPrimaryIp()),
+			e.GetRouteTable(), orDash(e.GetSubnetCidr()), addrs, max(addrs-used[e.GetId()], 0), orDash(e.GetOrigin()))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

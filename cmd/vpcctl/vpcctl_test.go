@@ -112,9 +112,12 @@ func sampleReply() *ipamv1.IntrospectReply {
 		LastDecision: "pool within warm target",
 		Enis: []*ipamv1.IntrospectENI{
 			{Id: "eni-0aaa", DeviceNumber: 0, Primary: true, PrimaryIp: "10.0.1.10",
-				Ips: []string{"10.0.1.11", "10.0.1.12", "10.0.1.13"}, RouteTable: 254, SubnetCidr: "10.0.1.0/24"},
+				Ips: []string{"10.0.1.11", "10.0.1.12", "10.0.1.13"}, RouteTable: 254, SubnetCidr: "10.0.1.0/24",
+				Origin: "the node's primary ENI"},
 			{Id: "eni-0bbb", DeviceNumber: 1, PrimaryIp: "10.0.2.10",
-				Prefixes: []string{"10.0.2.16/28"}, RouteTable: 1001, SubnetCidr: "10.0.2.0/24"},
+				Prefixes: []string{"10.0.2.16/28"}, RouteTable: 1001, SubnetCidr: "10.0.2.0/24", Origin: "created by vpcchain"},
+			{Id: "eni-0eee", DeviceNumber: 3, PrimaryIp: "10.0.2.20", Ips: []string{"10.0.2.21"}, RouteTable: 1003,
+				SubnetCidr: "10.0.2.0/24", Origin: "adopted: created by the AWS VPC CNI"},
 		},
 		Allocations: []*ipamv1.IntrospectAllocation{
 			{Key: &ipamv1.Key{ContainerId: "c1"}, Ip: "10.0.1.11", EniId: "eni-0aaa",
@@ -131,10 +134,11 @@ func sampleReply() *ipamv1.IntrospectReply {
 const wantStatus = `mode secondary-ip  total 18  assigned 2  cooling 1  available 15  max-pods 29
 last decision: pool within warm target
 
-ENIs (2):
-DEVICE  ENI                 PRIMARY-IP  ROUTE-TABLE  SUBNET       ADDRESSES  UNASSIGNED
-0       eni-0aaa (primary)  10.0.1.10   254          10.0.1.0/24  3          2
-1       eni-0bbb            10.0.2.10   1001         10.0.2.0/24  16         15
+ENIs (3):
+DEVICE  ENI                 PRIMARY-IP  ROUTE-TABLE  SUBNET       ADDRESSES  UNASSIGNED  ORIGIN
+0       eni-0aaa (primary)  10.0.1.10   254          10.0.1.0/24  3          2           the node's primary ENI
+1       eni-0bbb            10.0.2.10   1001         10.0.2.0/24  16         15          created by vpcchain
+3       eni-0eee            10.0.2.20   1003         10.0.2.0/24  1          1           adopted: created by the AWS VPC CNI
 
 ENIs left alone (2):
 CARD  DEVICE  ENI       WHY

@@ -110,8 +110,8 @@ func checkENI(t *testing.T, e *env, got ENI) {
 	}
 	want := ENI{ID: v.ID, MAC: v.MAC, DeviceNumber: v.DeviceIndex, NetworkCard: v.NetworkCard, InterfaceType: v.InterfaceType,
 		SubnetID: v.SubnetID, SubnetCIDR: v.SubnetCIDR,
-		PrimaryIP: v.PrimaryIP, IPs: v.Secondary, Prefixes: v.Prefixes, Tags: v.Tags, AttachmentID: v.AttachmentID,
-		Primary: v.DeviceIndex == 0, Status: v.Status}
+		PrimaryIP: v.PrimaryIP, IPs: v.Secondary, Prefixes: v.Prefixes, Tags: v.Tags, Description: v.Description,
+		AttachmentID: v.AttachmentID, Primary: v.DeviceIndex == 0, Status: v.Status}
 	got.DeleteOnTermination = false // the tests check it against the instance's attachments
 	if !reflect.DeepEqual(norm(got), norm(want)) {
 		t.Errorf("ENI\n got %+v\nwant %+v", got, want)

@@ -36,7 +36,9 @@ type ENI struct {
 	IPv6Prefixes   []netip.Prefix
 	SubnetIPv6CIDR netip.Prefix
 	Tags           map[string]string
-	AttachmentID   string
+	// Description is EC2's (empty when IMDS is the source).
+	Description  string
+	AttachmentID string
 	// AttachTime is when EC2 attached it (zero if unknown).
 	AttachTime time.Time
 	// DeleteOnTermination: the attachment goes with the instance (from
@@ -80,7 +82,8 @@ func tagMap(ts []types.Tag) map[string]string {
 // toENI converts EC2's view; the subnet CIDR comes from cidrs.
 func toENI(ni types.NetworkInterface, cidrs map[string]netip.Prefix) (ENI, error) {
 	e := ENI{ID: aws.ToString(ni.NetworkInterfaceId), MAC: aws.ToString(ni.MacAddress), SubnetID: aws.ToString(ni.SubnetId),
-		Tags: tagMap(ni.TagSet), Status: string(ni.Status), DeviceNumber: -1, InterfaceType: string(ni.InterfaceType)}
+		Tags: tagMap(ni.TagSet), Status: string(ni.Status), DeviceNumber: -1, InterfaceType: string(ni.InterfaceType),
+		Description: aws.ToString(ni.Description)}
 	e.SubnetCIDR = cidrs[e.SubnetID]
 	if ni.Attachment != nil {
 		e.AttachmentID = aws.ToString(ni.Attachment.AttachmentId)

@@ -53,6 +53,8 @@ type eniState struct {
 	// IPv6 mode: the primary ENI's /80s and its subnet's /64.
 	prefixes6 map[netip.Prefix]bool
 	subnet6   netip.Prefix
+	// adopted: created by the AWS VPC CNI (fromAWSVPCCNI), not the daemon.
+	adopted bool
 }
 
 func (e *eniState) table() int { return hostnet.RouteTable(e.dev) }

@@ -29,6 +29,7 @@ func (l *ledger) newENI(e cloud.ENI, now time.Time) *eniState {
 	st := &eniState{id: e.ID, mac: parseMAC(e.MAC), dev: e.DeviceNumber, primary: e.DeviceNumber == 0 || e.Primary,
 		primaryIP: e.PrimaryIP, subnetID: e.SubnetID, subnet: e.SubnetCIDR, attachmentID: e.AttachmentID,
 		created: now, learned: now, ips: map[netip.Addr]bool{}, prefixes: map[netip.Prefix]bool{}}
+	st.adopted = !st.primary && e.Tags[cloud.TagCreateToken] == "" && fromAWSVPCCNI(e)
 	if t, err := time.Parse(time.RFC3339, e.Tags["node.k8s.amazonaws.com/createdAt"]); err == nil {
 		st.created = t
 	}

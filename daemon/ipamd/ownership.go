@@ -34,14 +34,50 @@ func (d *Daemon) foreignReason(e cloud.ENI) string {
 		return fmt.Sprintf("interface type %q (only %q ENIs carry pods)", e.InterfaceType, "interface")
 	case e.Tags[cloud.TagNoManage] == "true":
 		return "tagged " + cloud.TagNoManage + "=true"
-	case e.Tags[cloud.TagCreateToken] == "":
+	}
+	by := "vpcchain"
+	switch {
+	case e.Tags[cloud.TagCreateToken] != "":
+	case fromAWSVPCCNI(e):
+		by = "the AWS VPC CNI"
+	default:
 		return "not created by vpcchain (no " + cloud.TagCreateToken + " tag)"
+	}
+	switch {
 	case e.Tags[cloud.TagInstanceID] != d.node.InstanceID:
-		return fmt.Sprintf("created by vpcchain for instance %q, not this one", e.Tags[cloud.TagInstanceID])
+		return fmt.Sprintf("created by %s for instance %q, not this one", by, e.Tags[cloud.TagInstanceID])
 	case d.cfg.ClusterName != "" && e.Tags[cloud.TagClusterName] != "" && e.Tags[cloud.TagClusterName] != d.cfg.ClusterName:
-		return fmt.Sprintf("created by vpcchain of cluster %q, not %q", e.Tags[cloud.TagClusterName], d.cfg.ClusterName)
+		return fmt.Sprintf("created by %s of cluster %q, not %q", by, e.Tags[cloud.TagClusterName], d.cfg.ClusterName)
 	}
 	return ""
+}
+
+// awsVPCCNIDescription prefixes the description the AWS VPC CNI's ipamd
+// gives the ENIs it creates ("aws-K8S-<instance id>"; its leaked-ENI sweep
+// goes by the same prefix).
+const awsVPCCNIDescription = "aws-K8S-"
+
+// fromAWSVPCCNI: e was created by the AWS VPC CNI's ipamd for the instance
+// its tag names. On a node moved from the AWS VPC CNI (drained first, so no
+// pod holds its addresses) the daemon adopts them like its own: left
+// alone, they would keep their attachment slots and their secondary
+// addresses assigned in EC2 with nobody using them until the node is
+// replaced. The AWS VPC CNI treats every ENI on a node it did not find
+// tagged no_manage the same way, so a rollback adopts the daemon's.
+func fromAWSVPCCNI(e cloud.ENI) bool {
+	id := e.Tags[cloud.TagInstanceID]
+	return id != "" && e.Description == awsVPCCNIDescription+id
+}
+
+// eniOrigin says where a managed ENI came from, for status.
+func eniOrigin(e *eniState) string {
+	switch {
+	case e.primary:
+		return "the node's primary ENI"
+	case e.adopted:
+		return "adopted: created by the AWS VPC CNI"
+	}
+	return "created by vpcchain"
 }
 
 // sortOwnedLocked splits EC2's view of the node's ENIs into the daemon's

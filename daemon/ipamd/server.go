@@ -271,7 +271,8 @@ func (d *Daemon) Introspect() *ipamv1.IntrospectReply {
 	}
 	for _, e := range d.ledger.enis {
 		ie := &ipamv1.IntrospectENI{Id: e.id, DeviceNumber: int32(e.dev), Primary: e.primary,
-			PrimaryIp: e.primaryIP.String(), RouteTable: int32(e.table()), SubnetCidr: e.subnet.String()}
+			PrimaryIp: e.primaryIP.String(), RouteTable: int32(e.table()), SubnetCidr: e.subnet.String(),
+			Origin: eniOrigin(e)}
 		for ip := range e.ips {
 			ie.Ips = append(ie.Ips, ip.String())
 		}

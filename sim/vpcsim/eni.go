@@ -138,6 +138,7 @@ type ENIView struct {
 	IPv6Prefixes  []netip.Prefix
 	SubnetIPv6    netip.Prefix
 	Tags          map[string]string
+	Description   string
 	Status        string
 	AttachmentID  string
 	InstanceID    string
@@ -147,7 +148,7 @@ func (c *Cloud) viewLocked(e *ENI) ENIView {
 	v := ENIView{ID: e.ID, MAC: e.MAC, SubnetID: e.SubnetID, VPCID: e.VPCID,
 		Groups: append([]string(nil), e.Groups...), PrimaryIP: e.PrimaryIP,
 		Secondary: append([]netip.Addr(nil), e.Secondary...), Prefixes: append([]netip.Prefix(nil), e.Prefixes...),
-		Tags: copyTags(e.Tags), Status: e.Status(), DeviceIndex: -1, InterfaceType: e.InterfaceType,
+		Tags: copyTags(e.Tags), Description: e.Description, Status: e.Status(), DeviceIndex: -1, InterfaceType: e.InterfaceType,
 		IPv6s: slices.Clone(e.IPv6s), IPv6Prefixes: slices.Clone(e.IPv6Prefixes)}
 	if s := c.subnets[e.SubnetID]; s != nil {
 		v.SubnetCIDR, v.SubnetIPv6 = s.CIDR, s.IPv6CIDR

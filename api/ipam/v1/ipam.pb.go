@@ -762,15 +762,19 @@ func (x *IntrospectRequest) GetApiVersion() uint32 {
 }
 
 type IntrospectENI struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	DeviceNumber  int32                  `protobuf:"varint,2,opt,name=device_number,json=deviceNumber,proto3" json:"device_number,omitempty"`
-	Primary       bool                   `protobuf:"varint,3,opt,name=primary,proto3" json:"primary,omitempty"`
-	PrimaryIp     string                 `protobuf:"bytes,4,opt,name=primary_ip,json=primaryIp,proto3" json:"primary_ip,omitempty"`
-	Ips           []string               `protobuf:"bytes,5,rep,name=ips,proto3" json:"ips,omitempty"`
-	Prefixes      []string               `protobuf:"bytes,6,rep,name=prefixes,proto3" json:"prefixes,omitempty"`
-	RouteTable    int32                  `protobuf:"varint,7,opt,name=route_table,json=routeTable,proto3" json:"route_table,omitempty"`
-	SubnetCidr    string                 `protobuf:"bytes,8,opt,name=subnet_cidr,json=subnetCidr,proto3" json:"subnet_cidr,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Id           string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	DeviceNumber int32                  `protobuf:"varint,2,opt,name=device_number,json=deviceNumber,proto3" json:"device_number,omitempty"`
+	Primary      bool                   `protobuf:"varint,3,opt,name=primary,proto3" json:"primary,omitempty"`
+	PrimaryIp    string                 `protobuf:"bytes,4,opt,name=primary_ip,json=primaryIp,proto3" json:"primary_ip,omitempty"`
+	Ips          []string               `protobuf:"bytes,5,rep,name=ips,proto3" json:"ips,omitempty"`
+	Prefixes     []string               `protobuf:"bytes,6,rep,name=prefixes,proto3" json:"prefixes,omitempty"`
+	RouteTable   int32                  `protobuf:"varint,7,opt,name=route_table,json=routeTable,proto3" json:"route_table,omitempty"`
+	SubnetCidr   string                 `protobuf:"bytes,8,opt,name=subnet_cidr,json=subnetCidr,proto3" json:"subnet_cidr,omitempty"`
+	// Where the ENI came from: the node's primary ENI, created by the
+	// daemon, or adopted (attached by the AWS VPC CNI on a node moved from
+	// it).
+	Origin        string `protobuf:"bytes,9,opt,name=origin,proto3" json:"origin,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -857,6 +861,13 @@ func (x *IntrospectENI) GetRouteTable() int32 {
 func (x *IntrospectENI) GetSubnetCidr() string {
 	if x != nil {
 		return x.SubnetCidr
+	}
+	return ""
+}
+
+func (x *IntrospectENI) GetOrigin() string {
+	if x != nil {
+		return x.Origin
 	}
 	return ""
 }
@@ -1380,7 +1391,7 @@ const file_api_ipam_v1_ipam_proto_rawDesc = "" +
 	"\breleased\x18\x01 \x03(\v2\x15.vpcchain.ipam.v1.KeyR\breleased\"4\n" +
 	"\x11IntrospectRequest\x12\x1f\n" +
 	"\vapi_version\x18\x01 \x01(\rR\n" +
-	"apiVersion\"\xed\x01\n" +
+	"apiVersion\"\x85\x02\n" +
 	"\rIntrospectENI\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12#\n" +
 	"\rdevice_number\x18\x02 \x01(\x05R\fdeviceNumber\x12\x18\n" +
@@ -1392,7 +1403,8 @@ const file_api_ipam_v1_ipam_proto_rawDesc = "" +
 	"\vroute_table\x18\a \x01(\x05R\n" +
 	"routeTable\x12\x1f\n" +
 	"\vsubnet_cidr\x18\b \x01(\tR\n" +
-	"subnetCidr\"\x88\x01\n" +
+	"subnetCidr\x12\x16\n" +
+	"\x06origin\x18\t \x01(\tR\x06origin\"\x88\x01\n" +
 	"\x16IntrospectUnmanagedENI\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12#\n" +
 	"\rdevice_number\x18\x02 \x01(\x05R\fdeviceNumber\x12!\n" +
