@@ -63,7 +63,7 @@ func run(args []string) int {
 		conflistOnly = fs.Bool("conflist-only", false, "only wait for the daemon and write the conflist (binaries must be in --cni-bin-dir)")
 		keepRunning  = fs.Duration("keep-running", 0, "after installing, stay up and re-assert the install every this long (0: exit)")
 		uninstall    = fs.Bool("uninstall", false, "put back the network configurations the install set aside (*.vpcchain-disabled), remove our conflist and policy-hook's kubeconfig (nothing else), and exit")
-		ifDeleted    = fs.String("uninstall-if-deleted", "", "uninstall as --uninstall only if this DaemonSet (in the pod's namespace) is deleted or being deleted, then exit: the sidecar's preStop, so kubectl delete of the manifest uninstalls and a rolling update does not")
+		ifDeleted    = fs.String("uninstall-if-deleted", "", "uninstall as --uninstall only if this DaemonSet (in the pod's namespace) is deleted or being deleted, or no longer selects this node (MY_NODE_NAME), then exit: the sidecar's preStop, so kubectl delete of the manifest uninstalls and a rolling update does not")
 		removeBins   = fs.Bool("remove-binaries", false, "with --uninstall: also remove our plugin binaries (never portmap/bandwidth/loopback)")
 		checkHealth  = fs.Bool("check-health", false, "exit 0 if the daemon reports SERVING, 1 otherwise (readiness probe)")
 		checkLive    = fs.Bool("check-live", false, "exit 0 if the daemon answers its health service at all, SERVING or not (liveness probe)")
@@ -110,7 +110,7 @@ func run(args []string) int {
 		}
 		cctx, cancel := context.WithTimeout(ctx, *timeout)
 		defer cancel()
-		gone, err := c.daemonSetGone(cctx, ns, *ifDeleted)
+		gone, err := c.daemonSetGone(cctx, ns, *ifDeleted, os.Getenv(envNodeName))
 		if err != nil {
 			// Keep the node's network: an install we cannot prove removed stays.
 			log.Printf("keeping %s/%s: %v", *confDir, *confName, err)
@@ -124,7 +124,7 @@ func run(args []string) int {
 			log.Print(err)
 			return 1
 		}
-		log.Printf("DaemonSet %s/%s deleted: removed %s/%s", ns, *ifDeleted, *confDir, *confName)
+		log.Printf("DaemonSet %s/%s deleted or no longer on this node: removed %s/%s", ns, *ifDeleted, *confDir, *confName)
 		return 0
 	case *uninstall:
 		if err := conflist.Uninstall(ctx, conflist.UninstallOptions{

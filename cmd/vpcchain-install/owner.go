@@ -53,11 +53,15 @@ func inClusterClient() (*apiClient, string, error) {
 }
 
 // daemonSetGone reports whether the DaemonSet ns/name is deleted or being
-// deleted (or the pod's ServiceAccount is, which the same manifest holds):
-// then the pod stops because the install is being removed (kubectl delete of
-// our manifest), not because of a rolling update (the DaemonSet stays) or a
-// node going away.
-func (c *apiClient) daemonSetGone(ctx context.Context, ns, name string) (bool, error) {
+// deleted (or the pod's ServiceAccount is, which the same manifest holds),
+// or no longer places its pods on node (its nodeSelector or required node
+// affinity does not select the node's labels now; node "" skips this):
+// then the pod stops because the install is being removed from the node
+// (kubectl delete of our manifest, or a node switched back to another CNI
+// by its label, README "Migrating from the AWS VPC CNI"), not because of a
+// rolling update (the DaemonSet stays and still selects the node) or a node
+// going away.
+func (c *apiClient) daemonSetGone(ctx context.Context, ns, name, node string) (bool, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet,
 		c.host+"/apis/apps/v1/namespaces/"+ns+"/daemonsets/"+name, nil)
 	if err != nil {
@@ -85,9 +89,21 @@ func (c *apiClient) daemonSetGone(ctx context.Context, ns, name string) (bool, e
 		Metadata struct {
 			DeletionTimestamp *string `json:"deletionTimestamp"`
 		} `json:"metadata"`
+		Spec struct {
+			Template struct {
+				Spec podPlacement `json:"spec"`
+			} `json:"template"`
+		} `json:"spec"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&ds); err != nil {
 		return false, fmt.Errorf("get DaemonSet %s/%s: %w", ns, name, err)
 	}
-	return ds.Metadata.DeletionTimestamp != nil, nil
+	if ds.Metadata.DeletionTimestamp != nil || node == "" {
+		return ds.Metadata.DeletionTimestamp != nil, nil
+	}
+	labels, err := c.nodeLabels(ctx, node)
+	if err != nil {
+		return false, err
+	}
+	return !ds.Spec.Template.Spec.selects(node, labels), nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -37,10 +38,81 @@ func TestDaemonSetGone(t *testing.T) {
 			}))
 			defer srv.Close()
 			c := &apiClient{host: srv.URL, http: srv.Client()}
-			gone, err := c.daemonSetGone(context.Background(), "kube-system", "vpcchain")
+			gone, err := c.daemonSetGone(context.Background(), "kube-system", "vpcchain", "")
 			if gone != tc.gone || (err != nil) != tc.err {
 				t.Fatalf("gone=%v err=%v; want gone=%v, error %v", gone, err, tc.gone, tc.err)
 			}
 		})
+	}
+}
+
+// A node taken off the DaemonSet by its labels (a migration's node switched
+// back to another CNI) is an uninstall for that node; a DaemonSet that
+// still selects it (a rolling update) keeps the install, and so does a node
+// the installer cannot read.
+func TestDaemonSetGoneFromNode(t *testing.T) {
+	const affinity = `{"kind":"DaemonSet","metadata":{"name":"vpcchain"},"spec":{"template":{"spec":{` +
+		`"nodeSelector":{"kubernetes.io/os":"linux"},"affinity":{"nodeAffinity":{"requiredDuringSchedulingIgnoredDuringExecution":` +
+		`{"nodeSelectorTerms":[{"matchExpressions":[{"key":"eks.amazonaws.com/compute-type","operator":"NotIn","values":["fargate"]},` +
+		`{"key":"vpcchain.io/cni","operator":"In","values":["vpcchain"]}]}]}}}}}}}`
+	cases := []struct {
+		name       string
+		nodeStatus int
+		node       string
+		gone, err  bool
+	}{
+		{"still selected", http.StatusOK, `{"metadata":{"name":"n1","labels":{"kubernetes.io/os":"linux","vpcchain.io/cni":"vpcchain"}}}`, false, false},
+		{"label removed", http.StatusOK, `{"metadata":{"name":"n1","labels":{"kubernetes.io/os":"linux"}}}`, true, false},
+		{"nodeSelector no longer met", http.StatusOK, `{"metadata":{"name":"n1","labels":{"vpcchain.io/cni":"vpcchain"}}}`, true, false},
+		{"node unreadable", http.StatusForbidden, `{"kind":"Status","code":403}`, false, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				switch r.URL.Path {
+				case "/apis/apps/v1/namespaces/kube-system/daemonsets/vpcchain":
+					_, _ = w.Write([]byte(affinity))
+				case "/api/v1/nodes/n1":
+					w.WriteHeader(tc.nodeStatus)
+					_, _ = w.Write([]byte(tc.node))
+				default:
+					http.Error(w, "unexpected path "+r.URL.Path, http.StatusBadRequest)
+				}
+			}))
+			defer srv.Close()
+			c := &apiClient{host: srv.URL, http: srv.Client()}
+			gone, err := c.daemonSetGone(context.Background(), "kube-system", "vpcchain", "n1")
+			if gone != tc.gone || (err != nil) != tc.err {
+				t.Fatalf("gone=%v err=%v; want gone=%v, error %v", gone, err, tc.gone, tc.err)
+			}
+		})
+	}
+}
+
+func TestNodeSelectorOperators(t *testing.T) {
+	labels := map[string]string{"a": "1", "n": "5"}
+	for _, tc := range []struct {
+		r    selectorRequirement
+		want bool
+	}{
+		{selectorRequirement{"a", "In", []string{"1", "2"}}, true},
+		{selectorRequirement{"a", "NotIn", []string{"1"}}, false},
+		{selectorRequirement{"b", "NotIn", []string{"1"}}, true},
+		{selectorRequirement{"a", "Exists", nil}, true},
+		{selectorRequirement{"b", "DoesNotExist", nil}, true},
+		{selectorRequirement{"n", "Gt", []string{"4"}}, true},
+		{selectorRequirement{"n", "Lt", []string{"4"}}, false},
+		{selectorRequirement{"a", "Whatever", nil}, true},
+	} {
+		if got := tc.r.matches(labels); got != tc.want {
+			t.Errorf("%+v on %v: %v, want %v", tc.r, labels, got, tc.want)
+		}
+	}
+	var p podPlacement
+	if err := json.Unmarshal([]byte(`{"affinity":{"podAntiAffinity":{}}}`), &p); err != nil {
+		t.Fatal(err)
+	}
+	if !p.selects("n1", labels) {
+		t.Error("an affinity without node affinity must select every node")
 	}
 }
