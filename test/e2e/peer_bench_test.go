@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -597,6 +598,7 @@ func BenchmarkPeerThroughput(b *testing.B) {
 
 // BenchmarkPeerChurn is the steady churn of BenchmarkChurnSteady
 // (daemon/ipamd), run in real time on real processes: both systems at once
+// (after 90 s of warm-up events, past a fresh node's start-up),
 // on two m5.large nodes at default knobs (WARM_ENI_TARGET=1, 30 s
 // cooldown), each with a population of 15 pods. At every interval one pod
 // is created and a random live one (seeded, the same sequence on both
@@ -614,7 +616,7 @@ func BenchmarkPeerChurn(b *testing.B) {
 	for _, iv := range []struct {
 		interval        time.Duration
 		warmup, measure int
-	}{{time.Second, 15, 120}, {5 * time.Second, 4, 30}} {
+	}{{time.Second, 90, 120}, {5 * time.Second, 18, 30}} {
 		b.Run(fmt.Sprintf("interval=%v", iv.interval), func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				tag := fmt.Sprintf("%ds-%d", int(iv.interval.Seconds()), i)
@@ -799,11 +801,17 @@ func (sd *churnSide) run(b *testing.B, c *cluster, interval time.Duration, popul
 	time.Sleep(time.Until(next))
 	measuring.Store(false)
 	after := c.sim.Faults.CallsFrom(sd.n.name)
+	var calls []string
 	for a, v := range after {
 		if a != "" && vpcsim.IsMutating(a) {
 			sd.mutating += v - before[a]
 		}
+		if a != "" && v > before[a] {
+			calls = append(calls, fmt.Sprintf("%s=%d", a, v-before[a]))
+		}
 	}
+	sort.Strings(calls)
+	b.Logf("%s: EC2 calls while measured: %v", sd.name, calls)
 	wg.Wait()
 }
 
