@@ -130,10 +130,11 @@ $(BIN)/tools/loopback: test/tools/go.mod
 # DaemonSet's binaries. It runs alone, after the other tests: a containerd
 # starved of CPU while it restarts can give up on a pod's shim and recreate
 # the sandbox, which the test would rightly report as a disturbed pod.
-# The cluster tier (TestClusterInstall, TestClusterCalico) installs the image
-# `make image` built, and Calico's policy-only manifest, with kubectl on a
-# control plane and its nodes.
-KUBELET_TEST = VPCCHAIN_BIN=$(BIN) $(GO) test $(GOFLAGS) $(TESTFLAGS) -tags kubelet -v -run 'TestKubeletNode|TestCluster' ./test/e2e/
+# The cluster tier (TestClusterInstall, TestClusterCalico,
+# TestClusterMigrateFromAWSVPCCNI) installs the image `make image` built,
+# Calico's policy-only manifest and the AWS VPC CNI's (images from
+# peer-tools), with kubectl on a control plane and its nodes.
+KUBELET_TEST = VPCCHAIN_BIN=$(BIN) $(GO) test $(GOFLAGS) $(TESTFLAGS) -tags kubelet -v -run 'TestKubeletNode|TestCluster|TestClusterMigrateFromAWSVPCCNI' ./test/e2e/
 node-test: deps build tools cluster-tools peer-tools image
 	$(KUBELET_TEST)
 

@@ -195,6 +195,7 @@ func TestClusterMigrateFromAWSVPCCNI(t *testing.T) {
 	sent, failed := prober.report()
 	for _, kn := range kc.nodes {
 		kc.logEC2(t, kn, "after the rollback")
+		kc.checkIpamdHasAll(t, kn)
 	}
 	t.Logf("migration and rollback: %d requests to the Service, %d failed", sent, failed)
 }
@@ -436,4 +437,25 @@ func (kc *k8sCluster) checkAdopted(t *testing.T, bin string, awsENIs map[string]
 		t.Logf("vpcctl status on %s:\n%s", kn.n.name, out)
 		kc.logEC2(t, kn, "on vpcchain")
 	}
+}
+
+// checkIpamdHasAll: after the rollback the AWS VPC CNI's ipamd manages
+// every ENI EC2 has on the node (ours included: it takes every ENI not
+// tagged no_manage), as its introspection (/v1/enis on 127.0.0.1:61679,
+// DISABLE_INTROSPECTION=false in its manifest) lists them.
+func (kc *k8sCluster) checkIpamdHasAll(t *testing.T, kn *kubeNode) {
+	t.Helper()
+	inet, _ := kc.c.sim.Cloud.InstanceNetwork(kn.n.vn.InstanceID)
+	waitFor(t, 60*time.Second, "ipamd of "+kn.n.name+" managing every ENI", kc.alive, func() error {
+		body, err := httpGetIn(kn.n, "127.0.0.1:61679", "/v1/enis")
+		if err != nil {
+			return err
+		}
+		for _, e := range inet.ENIs {
+			if !strings.Contains(body, e.ID) {
+				return fmt.Errorf("ipamd does not list %s (device %d): %s", e.ID, e.DeviceIndex, tail(body, 5))
+			}
+		}
+		return nil
+	})
 }
