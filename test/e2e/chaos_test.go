@@ -1,13 +1,10 @@
 package e2e
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"os"
-	"os/exec"
 	"sort"
 	"strings"
 	"sync"
@@ -15,16 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/containernetworking/cni/libcni"
-	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/testutils"
-	"github.com/vishvananda/netlink"
 
-	ipamv1 "github.com/vpcchain/vpcchain/api/ipam/v1"
 	"github.com/vpcchain/vpcchain/daemon/cloud"
-	"github.com/vpcchain/vpcchain/internal/routing"
-	"github.com/vpcchain/vpcchain/internal/snat"
 	"github.com/vpcchain/vpcchain/sim/vpcsim"
 )
 
@@ -43,10 +34,12 @@ const (
 )
 
 // chaosRound is one fault mode of the simulator, on for the round, plus the
-// daemons killed with SIGKILL (and restarted) during it.
+// daemons killed with SIGKILL (and restarted) and the nodes rebooted during
+// it.
 type chaosRound struct {
-	name  string
-	kills []string // node names, in order, spread over the round
+	name    string
+	kills   []string // node names, in order, spread over the round
+	reboots []string // node names, spread over the round after the kills
 	// on turns the faults on; tick (every 500 ms) re-arms count-limited
 	// faults. Either may be nil.
 	on   func(*vpcsim.Faults)
@@ -185,6 +178,12 @@ func chaosRounds(c *cluster) []chaosRound {
 			pend.inject(f, "InternalError")
 			pend.lose(f, mutatingENIActions...)
 		}},
+		// A node reboots while the other node's pods come and go: its
+		// pods' sandboxes, its kernel's pod state and /run are gone; the
+		// daemon starts on a node whose ENIs EC2 still has attached, with
+		// their addresses, and the runtime deletes the old sandboxes and
+		// creates every pod anew (chaos_reboot_test.go).
+		{name: "node reboot", reboots: []string{"cb"}},
 	}
 }
 
@@ -237,19 +236,161 @@ type chaosNode struct {
 	n      *node
 	l      *libcni.NetworkConfigList
 	steady []*pod
-	first  map[*pod]netip.Addr // steady pods' addresses at the start
+	first  map[*pod]netip.Addr // steady pods' addresses since they were created
 
-	mu    sync.Mutex
-	burst []*pod // live burst pods
-	seq   int
+	// newPod makes a sandbox on the node and add runs ADD for it as the
+	// node's kubelet does; nil means ours: n.newPod and addRetrying.
+	newPod func(name string) *pod
+	add    func(p *pod) error
+
+	// up is read-held by every step of the node's workers and held by a
+	// reboot: while the node is down its runtime makes no CNI call.
+	up sync.RWMutex
+
+	mu       sync.Mutex
+	burst    []*pod // live burst pods
+	seq      int
+	problems []chaosProblem
 
 	delFailed atomic.Int64 // DEL attempts that failed (and were retried)
+}
+
+// What a pod met on a node, as the runtime saw it.
+const (
+	probADD     = "ADD failed"               // even after the kubelet's retries
+	probDEL     = "DEL failed"               // for a minute
+	probTwice   = "address handed out twice" // an ADD returned a live pod's address
+	probNotEC2  = "address not in EC2"       // an ADD returned an address EC2 has not assigned to the node
+	probServing = "daemon not serving"       // after a restart or a reboot
+)
+
+type chaosProblem struct {
+	kind string
+	err  error
+}
+
+func (cn *chaosNode) problem(kind string, err error) {
+	cn.mu.Lock()
+	cn.problems = append(cn.problems, chaosProblem{kind, err})
+	cn.mu.Unlock()
+}
+
+// takeProblems returns the problems met since the last call.
+func (cn *chaosNode) takeProblems() []chaosProblem {
+	cn.mu.Lock()
+	defer cn.mu.Unlock()
+	p := cn.problems
+	cn.problems = nil
+	return p
 }
 
 func (cn *chaosNode) live() []*pod {
 	cn.mu.Lock()
 	defer cn.mu.Unlock()
 	return append(append([]*pod(nil), cn.steady...), cn.burst...)
+}
+
+func (cn *chaosNode) makePod(name string) *pod {
+	if cn.newPod != nil {
+		return cn.newPod(name)
+	}
+	return cn.n.newPod("chaos", name)
+}
+
+func (cn *chaosNode) addPod(p *pod) error {
+	if cn.add != nil {
+		return cn.add(p)
+	}
+	return p.addRetrying(cn.l, 90*time.Second)
+}
+
+// startSteady adds a pod that lives through the test (or until its node
+// reboots) and runs an echo server in it, the other nodes' target.
+func (cn *chaosNode) startSteady(pods *chaosPods, name string) (*pod, error) {
+	p := cn.makePod(name)
+	pods.register(p)
+	if err := cn.addPod(p); err != nil {
+		return nil, fmt.Errorf("ADD steady pod %s on %s: %w", name, cn.n.name, err)
+	}
+	pods.added(cn, p)
+	stop, err := startEcho(p.doIn, netip.AddrPortFrom(p.ip, chaosEchoPort), p.name)
+	if err != nil {
+		return nil, err
+	}
+	p.closeEcho = stop
+	cn.n.c.t.Cleanup(stop)
+	return p, nil
+}
+
+// chaosPods is every pod of a run and the addresses live pods hold,
+// checked as each ADD returns: an address handed out twice, or one EC2 has
+// not assigned to the node, counts even if the pod is gone by the round's
+// end.
+type chaosPods struct {
+	sim  *vpcsim.Sim
+	mu   sync.Mutex
+	all  map[string]*pod // by CNI container ID, to name offenders
+	live map[netip.Addr]*pod
+}
+
+func newChaosPods(sim *vpcsim.Sim) *chaosPods {
+	return &chaosPods{sim: sim, all: map[string]*pod{}, live: map[netip.Addr]*pod{}}
+}
+
+func (cp *chaosPods) register(p *pod) {
+	cp.mu.Lock()
+	cp.all[p.id] = p
+	cp.mu.Unlock()
+}
+
+// added records p's successful ADD on cn.
+func (cp *chaosPods) added(cn *chaosNode, p *pod) {
+	cp.mu.Lock()
+	other, dup := cp.live[p.ip]
+	cp.live[p.ip] = p
+	cp.mu.Unlock()
+	if dup && other != p {
+		cn.problem(probTwice, fmt.Errorf("%s on %s got %s, which live pod %s on %s holds", p.name, cn.n.name, p.ip, other.name, other.n.name))
+	}
+	if !onENIs(cp.sim, cn.n, p.ip) {
+		cn.problem(probNotEC2, fmt.Errorf("%s on %s got %s, which EC2 has not assigned to the node", p.name, cn.n.name, p.ip))
+	}
+}
+
+// gone records that p's DEL starts or its sandbox died: from now on its
+// address may go to another pod.
+func (cp *chaosPods) gone(p *pod) {
+	cp.mu.Lock()
+	if cp.live[p.ip] == p {
+		delete(cp.live, p.ip)
+	}
+	cp.mu.Unlock()
+}
+
+// onENIs: EC2 has a assigned to one of n's ENIs (a secondary address or one
+// of a prefix).
+func onENIs(sim *vpcsim.Sim, n *node, a netip.Addr) bool {
+	inet, _ := sim.Cloud.InstanceNetwork(n.vn.InstanceID)
+	for _, e := range inet.ENIs {
+		for _, s := range e.Secondary {
+			if s == a {
+				return true
+			}
+		}
+		for _, p := range e.Prefixes {
+			if p.Contains(a) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// chaosHooks are what a round does to the nodes it names: kill the daemon
+// with SIGKILL and bring it back, reboot the node.
+type chaosHooks struct {
+	kill   func(name string)
+	reboot func(name string)
 }
 
 // TestChaos runs concurrent ADD/DEL bursts on two nodes while the simulator
@@ -270,34 +411,25 @@ func (cn *chaosNode) live() []*pod {
 //
 // and that every live pod still reaches the other node's pods.
 func TestChaos(t *testing.T) {
-	c := newCluster(t, "m5.large", []string{"ca", "cb"},
-		fmt.Sprintf("WARM_IP_TARGET=%d", chaosWarmIPs), fmt.Sprintf("MINIMUM_IP_TARGET=%d", chaosMinimumIPs),
-		"IP_COOLDOWN_PERIOD=1", "VPCCHAIN_SCALE_DOWN_INTERVAL=1s", "VPCCHAIN_MIN_ENI_AGE=2s")
+	c := newCluster(t, "m5.large", []string{"ca", "cb"}, ourChaosEnv()...)
 	sweeper := newSweeper(t, c)
-	all := map[string]*pod{} // every pod ever made, by CNI container ID, to name offenders
-	var allMu sync.Mutex
-	register := func(p *pod) {
-		allMu.Lock()
-		all[p.id] = p
-		allMu.Unlock()
-	}
+	pods := newChaosPods(c.sim)
 
 	var nodes []*chaosNode
+	byName := map[string]*chaosNode{}
 	for _, name := range []string{"ca", "cb"} {
 		n := c.nodes[name]
-		cn := &chaosNode{n: n, first: map[*pod]netip.Addr{},
-			l: n.chain(nil, map[string]any{"type": "vpc-snat", "nodeConfig": n.state + "/snat.json"})}
+		cn := &chaosNode{n: n, first: map[*pod]netip.Addr{}, l: n.chain(nil, n.snatConf())}
 		for i := 0; i < chaosSteady; i++ {
-			p := n.newPod("chaos", fmt.Sprintf("steady-%s-%d", name, i))
-			register(p)
-			if err := p.addRetrying(cn.l, time.Minute); err != nil {
-				t.Fatalf("steady pod %s: %v", p.name, err)
+			p, err := cn.startSteady(pods, fmt.Sprintf("steady-%s-%d", name, i))
+			if err != nil {
+				t.Fatal(err)
 			}
 			cn.steady = append(cn.steady, p)
 			cn.first[p] = p.ip
-			echoServer(t, p.doIn, netip.AddrPortFrom(p.ip, chaosEchoPort), p.name)
 		}
 		nodes = append(nodes, cn)
+		byName[name] = cn
 	}
 	// The rules SNAT mode installs do not depend on the pods: every check
 	// compares with the rules of the start.
@@ -305,18 +437,38 @@ func TestChaos(t *testing.T) {
 	for _, cn := range nodes {
 		baseline[cn] = ourRules(t, cn.n)
 	}
+	hooks := chaosHooks{
+		kill: func(name string) {
+			n := c.nodes[name]
+			n.kill9()
+			killed := time.Now()
+			time.Sleep(time.Duration(100+rand.IntN(400)) * time.Millisecond)
+			n.start()
+			n.waitReady()
+			t.Logf("daemon of %s killed with SIGKILL at %s, serving again after %s", name,
+				killed.UTC().Format("15:04:05.000"), time.Since(killed).Round(100*time.Millisecond))
+		},
+		reboot: func(name string) {
+			start := time.Now()
+			if err := rebootChaosNode(byName[name], pods, ourDaemonOps(byName[name].n)); err != nil {
+				t.Fatalf("reboot %s: %v", name, err)
+			}
+			t.Logf("node %s rebooted at %s, its pods back after %s", name, start.UTC().Format("15:04:05.000"),
+				time.Since(start).Round(100*time.Millisecond))
+		},
+	}
 
 	for ri, r := range chaosRounds(c) {
 		start := time.Now()
 		before := c.sim.Snapshot()
 		logsBefore := countLines(logLinesWith(c, r.logs...))
-		errs := runChaosRound(t, c, nodes, ri, r, register)
+		runChaosRound(t, c.sim, nodes, ri, r, pods, hooks)
 		after := c.sim.Snapshot()
-		for _, err := range errs {
-			t.Errorf("round %q: %v", r.name, err)
-		}
 		var delFailed int64
 		for _, cn := range nodes {
+			for _, p := range cn.takeProblems() {
+				t.Errorf("round %q: %s: %v", r.name, p.kind, p.err)
+			}
 			delFailed += cn.delFailed.Swap(0)
 		}
 		t.Logf("round %q: %s of chaos, EC2 calls %d, errors %s; %d DEL attempts failed and were retried", r.name,
@@ -339,11 +491,23 @@ func TestChaos(t *testing.T) {
 			t.Logf("round %q: leaked %s (tags %v); the daemons logged of it and of creating ENIs:\n%s", r.name, e.ID, e.Tags,
 				logLinesWith(c, e.ID, "CreateENI", "create ENI"))
 		}
-		checkChaosInvariants(t, c, nodes, all, baseline, r.name)
+		checkChaosInvariants(t, c, nodes, pods.all, baseline, r.name)
 		if t.Failed() {
 			t.FailNow() // later rounds would only repeat the damage
 		}
 	}
+}
+
+// ourChaosEnv is our daemon's pool settings in the chaos tests.
+func ourChaosEnv() []string {
+	return append(sharedChaosEnv(), "VPCCHAIN_SCALE_DOWN_INTERVAL=1s", "VPCCHAIN_MIN_ENI_AGE=2s")
+}
+
+// sharedChaosEnv is the pool settings our daemon and the AWS VPC CNI both
+// read, by the same names.
+func sharedChaosEnv() []string {
+	return []string{fmt.Sprintf("WARM_IP_TARGET=%d", chaosWarmIPs), fmt.Sprintf("MINIMUM_IP_TARGET=%d", chaosMinimumIPs),
+		"IP_COOLDOWN_PERIOD=1"}
 }
 
 func countLines(s string) int {
@@ -394,31 +558,25 @@ func countsDiff(before, after map[string]int64) string {
 }
 
 // runChaosRound turns the round's faults on, runs the workers, kills and
-// restarts the daemons, then turns the faults off and waits for the
-// workers. It returns what went wrong for the runtime (an ADD that failed
-// other than with "try again later", a DEL that never succeeded).
-func runChaosRound(t *testing.T, c *cluster, nodes []*chaosNode, ri int, r chaosRound, register func(*pod)) []error {
+// restarts the daemons and reboots the nodes the round names, then turns the
+// faults off and waits for the workers. What went wrong for the runtime (an
+// ADD that failed other than with "try again later", a DEL that never
+// succeeded) is left in each node's problems.
+func runChaosRound(t *testing.T, sim *vpcsim.Sim, nodes []*chaosNode, ri int, r chaosRound, pods *chaosPods, h chaosHooks) {
 	t.Helper()
-	f := c.sim.Faults
+	f := sim.Faults
 	if r.on != nil {
 		r.on(f)
 	}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	var emu sync.Mutex
-	var errs []error
-	fail := func(err error) {
-		emu.Lock()
-		errs = append(errs, err)
-		emu.Unlock()
-	}
 	drainUntil := time.Now().Add(r.drain)
 	for _, cn := range nodes {
 		for w := 0; w < chaosWorkers; w++ {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				chaosWorker(cn, ri, w, drainUntil, stop, register, fail)
+				chaosWorker(cn, ri, w, drainUntil, stop, pods)
 			}()
 		}
 	}
@@ -443,20 +601,24 @@ func runChaosRound(t *testing.T, c *cluster, nodes []*chaosNode, ri int, r chaos
 	if r.length > 0 {
 		length = r.length
 	}
-	// The kills, spread over the round; each daemon comes back at once, as
-	// the DaemonSet's restart would bring it.
+	// The kills, then the reboots, spread over the round; each daemon
+	// comes back at once, as the DaemonSet's restart would bring it.
+	type act struct {
+		do   func(string)
+		node string
+	}
+	var acts []act
+	for _, name := range r.kills {
+		acts = append(acts, act{h.kill, name})
+	}
+	for _, name := range r.reboots {
+		acts = append(acts, act{h.reboot, name})
+	}
 	begin := time.Now()
-	for i, name := range r.kills {
-		at := begin.Add(length * time.Duration(i+1) / time.Duration(len(r.kills)+1))
+	for i, a := range acts {
+		at := begin.Add(length * time.Duration(i+1) / time.Duration(len(acts)+1))
 		time.Sleep(time.Until(at))
-		n := c.nodes[name]
-		n.kill9()
-		killed := time.Now()
-		time.Sleep(time.Duration(100+rand.IntN(400)) * time.Millisecond)
-		n.start()
-		n.waitReady()
-		t.Logf("round %q: daemon of %s killed with SIGKILL at %s, serving again after %s", r.name, name,
-			killed.UTC().Format("15:04:05.000"), time.Since(killed).Round(100*time.Millisecond))
+		a.do(a.node)
 	}
 	time.Sleep(time.Until(begin.Add(length)))
 	if r.done != nil {
@@ -465,74 +627,82 @@ func runChaosRound(t *testing.T, c *cluster, nodes []*chaosNode, ri int, r chaos
 			time.Sleep(200 * time.Millisecond)
 		}
 		if !r.done(f) {
-			fail(errors.New("the round's fault never hit a call"))
+			t.Errorf("round %q: the round's fault never hit a call", r.name)
 		}
 	}
 	close(stop)
 	<-tickDone
 	// Faults off before waiting: a worker may be retrying an ADD that only
 	// the pool's recovery can satisfy.
-	if err := c.sim.Apply(vpcsim.FaultRequest{Reset: true}); err != nil {
+	if err := sim.Apply(vpcsim.FaultRequest{Reset: true}); err != nil {
 		t.Fatal(err)
 	}
 	if r.off != nil {
 		r.off()
 	}
 	wg.Wait()
-	return errs
 }
 
 // chaosWorker adds pods and deletes live burst pods of its node until stop,
-// as a busy kubelet would: ADD retried on "try again later" (DEL first),
-// DEL retried until it succeeds.
-func chaosWorker(cn *chaosNode, ri, w int, drainUntil time.Time, stop <-chan struct{}, register func(*pod), fail func(error)) {
+// as a busy kubelet would: ADD retried as the node's kubelet retries it
+// (DEL first), DEL retried until it succeeds.
+func chaosWorker(cn *chaosNode, ri, w int, drainUntil time.Time, stop <-chan struct{}, pods *chaosPods) {
 	for {
 		select {
 		case <-stop:
 			return
 		default:
 		}
-		draining := time.Now().Before(drainUntil)
-		cn.mu.Lock()
-		var victim *pod
-		if len(cn.burst) >= chaosBurstCap || len(cn.burst) > chaosDrainTo && draining || len(cn.burst) > 0 && !draining && rand.IntN(3) == 0 {
-			i := rand.IntN(len(cn.burst))
-			victim = cn.burst[i]
-			cn.burst = append(cn.burst[:i], cn.burst[i+1:]...)
-		}
-		cn.seq++
-		seq := cn.seq
-		cn.mu.Unlock()
-		if victim == nil && draining {
-			time.Sleep(100 * time.Millisecond)
-			continue
-		}
-
-		if victim != nil {
-			if err := delRetrying(victim, cn.l, time.Minute, &cn.delFailed); err != nil {
-				fail(fmt.Errorf("DEL %s (%s) on %s: %w", victim.name, victim.ip, cn.n.name, err))
-				continue
-			}
-			// The runtime removes the sandbox after DEL.
-			_ = victim.netns.Close()
-			_ = testutils.UnmountNS(victim.netns)
-			continue
-		}
-		p := cn.n.newPod("chaos", fmt.Sprintf("%s-r%d-w%d-%d", cn.n.name, ri, w, seq))
-		register(p)
-		if err := p.addRetrying(cn.l, 90*time.Second); err != nil {
-			fail(fmt.Errorf("ADD %s on %s: %w", p.name, cn.n.name, err))
-			// As kubelet does after a failed ADD.
-			if derr := delRetrying(p, cn.l, time.Minute, &cn.delFailed); derr != nil {
-				fail(fmt.Errorf("DEL %s after a failed ADD: %w", p.name, derr))
-			}
-			continue
-		}
-		cn.mu.Lock()
-		cn.burst = append(cn.burst, p)
-		cn.mu.Unlock()
-		time.Sleep(time.Duration(rand.IntN(100)) * time.Millisecond)
+		cn.up.RLock()
+		chaosStep(cn, ri, w, drainUntil, pods)
+		cn.up.RUnlock()
 	}
+}
+
+// chaosStep is one step of a worker: a DEL or an ADD.
+func chaosStep(cn *chaosNode, ri, w int, drainUntil time.Time, pods *chaosPods) {
+	draining := time.Now().Before(drainUntil)
+	cn.mu.Lock()
+	var victim *pod
+	if len(cn.burst) >= chaosBurstCap || len(cn.burst) > chaosDrainTo && draining || len(cn.burst) > 0 && !draining && rand.IntN(3) == 0 {
+		i := rand.IntN(len(cn.burst))
+		victim = cn.burst[i]
+		cn.burst = append(cn.burst[:i], cn.burst[i+1:]...)
+	}
+	cn.seq++
+	seq := cn.seq
+	cn.mu.Unlock()
+	if victim == nil && draining {
+		time.Sleep(100 * time.Millisecond)
+		return
+	}
+
+	if victim != nil {
+		pods.gone(victim)
+		if err := delRetrying(victim, cn.l, time.Minute, &cn.delFailed); err != nil {
+			cn.problem(probDEL, fmt.Errorf("DEL %s (%s) on %s: %w", victim.name, victim.ip, cn.n.name, err))
+			return
+		}
+		// The runtime removes the sandbox after DEL.
+		_ = victim.netns.Close()
+		_ = testutils.UnmountNS(victim.netns)
+		return
+	}
+	p := cn.makePod(fmt.Sprintf("%s-r%d-w%d-%d", cn.n.name, ri, w, seq))
+	pods.register(p)
+	if err := cn.addPod(p); err != nil {
+		cn.problem(probADD, fmt.Errorf("ADD %s on %s: %w", p.name, cn.n.name, err))
+		// As kubelet does after a failed ADD.
+		if derr := delRetrying(p, cn.l, time.Minute, &cn.delFailed); derr != nil {
+			cn.problem(probDEL, fmt.Errorf("DEL %s after a failed ADD: %w", p.name, derr))
+		}
+		return
+	}
+	pods.added(cn, p)
+	cn.mu.Lock()
+	cn.burst = append(cn.burst, p)
+	cn.mu.Unlock()
+	time.Sleep(time.Duration(rand.IntN(100)) * time.Millisecond)
 }
 
 // delRetrying retries DEL until it succeeds, as kubelet does, counting
@@ -547,428 +717,4 @@ func delRetrying(p *pod, l *libcni.NetworkConfigList, within time.Duration, fail
 		failed.Add(1)
 		time.Sleep(200 * time.Millisecond)
 	}
-}
-
-// sweeper runs the product's leaked-ENI sweep (cloud.SweepLeakedENIs, what
-// the daemon's sweep loop runs) against the simulator: the daemon's own
-// loop waits up to a minute before its first sweep, too long for a test.
-type sweeper struct {
-	c  *cluster
-	cl *cloud.Client
-}
-
-func newSweeper(t *testing.T, c *cluster) *sweeper {
-	t.Helper()
-	creds := aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
-		return aws.Credentials{AccessKeyID: "AKIDE2E", SecretAccessKey: "secret", Source: "e2e"}, nil
-	})
-	cl, err := cloud.New(context.Background(), cloud.Options{EC2Endpoint: c.sim.EC2URL, Region: "us-west-2", Credentials: creds})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &sweeper{c: c, cl: cl}
-}
-
-func (s *sweeper) sweep() ([]string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	// Age 0: the sweep runs only once every daemon is idle, so no ENI is
-	// between its create and its attach.
-	return s.cl.SweepLeakedENIs(ctx, s.c.vpc, 0)
-}
-
-// settleChaos runs the runtime's CNI GC on every node, then waits until
-// each pool is idle within its targets and agrees with EC2, sweeping
-// leaked ENIs once the daemons are idle. Whatever has not settled by the
-// deadline is reported by the invariant checks.
-func settleChaos(t *testing.T, c *cluster, nodes []*chaosNode, sw *sweeper) []vpcsim.ENIView {
-	t.Helper()
-	for _, cn := range nodes {
-		var valid []types.GCAttachment
-		for _, p := range cn.live() {
-			valid = append(valid, types.GCAttachment{ContainerID: p.id, IfName: "eth0"})
-		}
-		if err := cn.n.do(func() error {
-			return cn.n.cni().GCNetworkList(context.Background(), cn.l, &libcni.GCArgs{ValidAttachments: valid})
-		}); err != nil {
-			t.Errorf("CNI GC on %s: %v", cn.n.name, err)
-		}
-	}
-	var swept []vpcsim.ENIView
-	deadline := time.Now().Add(45 * time.Second)
-	for time.Now().Before(deadline) {
-		idle := true
-		for _, cn := range nodes {
-			if !poolSettled(c, cn, cn.n.introspect()) {
-				idle = false
-			}
-		}
-		if idle {
-			enis := map[string]vpcsim.ENIView{}
-			for _, e := range c.sim.Cloud.ENIs() {
-				enis[e.ID] = e
-			}
-			deleted, err := sw.sweep()
-			if err != nil {
-				t.Errorf("leaked-ENI sweep: %v", err)
-			}
-			for _, id := range deleted {
-				swept = append(swept, enis[id])
-			}
-			if len(deleted) == 0 {
-				return swept
-			}
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-	return swept
-}
-
-// poolSettled: nothing cooling, the pool within targets and idle, the
-// daemon's ENIs and addresses exactly EC2's, and only live pods holding
-// addresses.
-func poolSettled(c *cluster, cn *chaosNode, r *ipamv1.IntrospectReply) bool {
-	if r.Cooling != 0 || !strings.HasPrefix(r.LastDecision, "pool within targets") {
-		return false
-	}
-	if len(r.Allocations) != len(cn.live()) {
-		return false
-	}
-	if extra := len(secondaryOf(c, cn)) - len(cn.live()); extra > max(chaosWarmIPs, chaosMinimumIPs-len(cn.live())) {
-		return false
-	}
-	return len(eniDiff(c, cn, r)) == 0
-}
-
-// secondaryOf lists the addresses EC2 has assigned to the node's ENIs
-// beyond their primary IPs (secondary IPs and addresses of prefixes).
-func secondaryOf(c *cluster, cn *chaosNode) []netip.Addr {
-	inet, _ := c.sim.Cloud.InstanceNetwork(cn.n.vn.InstanceID)
-	var out []netip.Addr
-	for _, e := range inet.ENIs {
-		out = append(out, e.Secondary...)
-		for _, p := range e.Prefixes {
-			for a := p.Addr(); p.Contains(a); a = a.Next() {
-				out = append(out, a)
-			}
-		}
-	}
-	return out
-}
-
-// eniDiff lists where the daemon's view of the node's ENIs differs from
-// EC2's.
-func eniDiff(c *cluster, cn *chaosNode, r *ipamv1.IntrospectReply) []string {
-	inet, _ := c.sim.Cloud.InstanceNetwork(cn.n.vn.InstanceID)
-	var out []string
-	ec2 := map[string]vpcsim.ENIView{}
-	for _, e := range inet.ENIs {
-		ec2[e.ID] = e
-	}
-	for _, e := range r.Enis {
-		v, ok := ec2[e.Id]
-		if !ok {
-			out = append(out, fmt.Sprintf("daemon manages %s (device %d), which EC2 has not attached to the node", e.Id, e.DeviceNumber))
-			continue
-		}
-		delete(ec2, e.Id)
-		var want []string
-		for _, a := range v.Secondary {
-			want = append(want, a.String())
-		}
-		sort.Strings(want)
-		if got := append([]string(nil), e.Ips...); strings.Join(got, ",") != strings.Join(want, ",") {
-			out = append(out, fmt.Sprintf("%s: the daemon knows addresses %v, EC2 has %v", e.Id, got, want))
-		}
-		var wantP []string
-		for _, p := range v.Prefixes {
-			wantP = append(wantP, p.String())
-		}
-		sort.Strings(wantP)
-		if strings.Join(e.Prefixes, ",") != strings.Join(wantP, ",") {
-			out = append(out, fmt.Sprintf("%s: the daemon knows prefixes %v, EC2 has %v", e.Id, e.Prefixes, wantP))
-		}
-	}
-	for id, v := range ec2 {
-		out = append(out, fmt.Sprintf("EC2 attached %s at device %d, unknown to the daemon", id, v.DeviceIndex))
-	}
-	sort.Strings(out)
-	return out
-}
-
-// checkChaosInvariants checks the three sides and the packet path. Every
-// failure names the side, the node, the pod and the address.
-func checkChaosInvariants(t *testing.T, c *cluster, nodes []*chaosNode, all map[string]*pod, baseline map[*chaosNode][]string, round string) {
-	t.Helper()
-	errorf := func(format string, args ...any) {
-		t.Errorf("after round %q: "+format, append([]any{round}, args...)...)
-	}
-	podName := func(id string) string {
-		if p, ok := all[id]; ok {
-			return p.namespace + "/" + p.name
-		}
-		return "unknown container " + id
-	}
-	byAddr := map[netip.Addr]string{} // every address to the pod of any node configured with it
-	onSecondary := 0
-
-	for _, cn := range nodes {
-		n := cn.n
-		live := cn.live()
-		r := n.introspect()
-		inet, _ := c.sim.Cloud.InstanceNetwork(n.vn.InstanceID)
-		eniOf := map[netip.Addr]vpcsim.ENIView{}
-		for _, e := range inet.ENIs {
-			for _, a := range e.Secondary {
-				eniOf[a] = e
-			}
-			for _, p := range e.Prefixes {
-				for a := p.Addr(); p.Contains(a); a = a.Next() {
-					eniOf[a] = e
-				}
-			}
-		}
-
-		// The daemon: exactly the live pods hold allocations, one address each.
-		held := map[string]*ipamv1.IntrospectAllocation{}
-		holder := map[string]string{}
-		for _, a := range r.Allocations {
-			if o, dup := holder[a.Ip]; dup {
-				errorf("daemon of %s: %s is held by %s and by %s", n.name, a.Ip, podName(o), podName(a.Key.ContainerId))
-			}
-			holder[a.Ip] = a.Key.ContainerId
-			held[a.Key.ContainerId] = a
-		}
-		liveIDs := map[string]bool{}
-		for _, p := range live {
-			liveIDs[p.id] = true
-		}
-		for _, a := range r.Allocations {
-			if !liveIDs[a.Key.ContainerId] {
-				errorf("daemon of %s: %s still holds %s after its DEL and GC (leaked allocation)", n.name, podName(a.Key.ContainerId), a.Ip)
-			}
-		}
-		for _, d := range eniDiff(c, cn, r) {
-			errorf("daemon of %s vs EC2: %s", n.name, d)
-		}
-
-		// Kernel state of the node, gathered once.
-		k := nodeKernel(t, n)
-
-		wantVeths := map[string]bool{}
-		wantRoutes := map[netip.Addr]string{}
-		want512 := map[netip.Addr]bool{}
-		want1536 := map[netip.Addr]int{}
-		for _, p := range live {
-			who := fmt.Sprintf("%s on %s", p.namespace+"/"+p.name, n.name)
-			got, err := p.podAddr()
-			if err != nil {
-				errorf("pod side: live pod %s: %v", who, err)
-				continue
-			}
-			if o, dup := byAddr[got]; dup {
-				errorf("pod side: %s is configured in live pods %s and %s", got, o, who)
-			}
-			byAddr[got] = who
-			if first, ok := cn.first[p]; ok && got != first {
-				errorf("pod side: steady pod %s had %s at the start, now %s", who, first, got)
-			}
-			a := held[p.id]
-			switch {
-			case a == nil:
-				errorf("daemon of %s: live pod %s (%s) holds no allocation", n.name, who, got)
-			case a.Ip != got.String():
-				errorf("daemon of %s: live pod %s uses %s but the daemon holds %s for it", n.name, who, got, a.Ip)
-			}
-			e, ok := eniOf[got]
-			switch {
-			case !ok:
-				errorf("EC2: live pod %s uses %s, which EC2 has not assigned to any ENI of %s", who, got, n.name)
-			case a != nil && a.EniId != e.ID:
-				errorf("EC2: live pod %s's %s is on %s, the daemon says %s", who, got, e.ID, a.EniId)
-			}
-			// The name Felix expects (calicoVethName: sha1 of
-			// "<namespace>.<pod>"), and the table of the ENI EC2 has the
-			// address on: main for device 0, 1000+device for the others
-			// (the layout daemon/hostnet's TestRouteTable pins), rather
-			// than what the daemon reports.
-			veth := calicoVethName(p.namespace, p.name)
-			wantVeths[veth] = true
-			wantRoutes[got] = veth
-			want512[got] = true
-			if e, ok := eniOf[got]; ok && e.DeviceIndex != 0 {
-				want1536[got] = 1000 + e.DeviceIndex
-				onSecondary++
-			}
-		}
-		if extra := len(secondaryOf(c, cn)) - len(live); extra > max(chaosWarmIPs, chaosMinimumIPs-len(live)) {
-			errorf("EC2: %s holds %d addresses for %d live pods: %d idle, above the pool's targets (WARM_IP_TARGET=%d, MINIMUM_IP_TARGET=%d)",
-				n.name, len(secondaryOf(c, cn)), len(live), extra, chaosWarmIPs, chaosMinimumIPs)
-		}
-
-		// Kernel: exactly the live pods' veths, routes, rules and SNAT entries.
-		owner := func(a netip.Addr) string {
-			for id, p := range all {
-				if p.ip == a {
-					return podName(id)
-				}
-			}
-			return "no pod of this test"
-		}
-		for v := range k.veths {
-			if !wantVeths[v] {
-				errorf("node %s: veth %s left behind (no live pod has it)", n.name, v)
-			}
-		}
-		for v := range wantVeths {
-			if !k.veths[v] {
-				errorf("node %s: live pod's veth %s is missing", n.name, v)
-			}
-		}
-		for a, dev := range k.routes {
-			if want, ok := wantRoutes[a]; !ok {
-				errorf("node %s: route %s/32 dev %s left behind (last held by %s)", n.name, a, dev, owner(a))
-			} else if want != dev {
-				errorf("node %s: route %s/32 goes to %s, the pod's veth is %s", n.name, a, dev, want)
-			}
-		}
-		for a, veth := range wantRoutes {
-			if _, ok := k.routes[a]; !ok {
-				errorf("node %s: live pod address %s has no /32 route to %s", n.name, a, veth)
-			}
-		}
-		for a := range k.rules512 {
-			if !want512[a] {
-				errorf("node %s: rule 512 to %s left behind (last held by %s)", n.name, a, owner(a))
-			}
-		}
-		for a := range want512 {
-			if !k.rules512[a] {
-				errorf("node %s: live pod address %s has no rule 512", n.name, a)
-			}
-		}
-		for a, table := range k.rules1536 {
-			if want, ok := want1536[a]; !ok {
-				errorf("node %s: rule 1536 from %s lookup %d left behind (last held by %s)", n.name, a, table, owner(a))
-			} else if want != table {
-				errorf("node %s: rule 1536 from %s looks up table %d, its ENI's table is %d", n.name, a, table, want)
-			}
-		}
-		for a, table := range want1536 {
-			if _, ok := k.rules1536[a]; !ok {
-				errorf("node %s: live secondary-ENI pod address %s has no rule 1536 (table %d)", n.name, a, table)
-			}
-		}
-		for a := range k.snatPods {
-			if _, ok := wantRoutes[a]; !ok {
-				errorf("node %s: ipset %s still has %s (last held by %s)", n.name, snat.PodSet, a, owner(a))
-			}
-		}
-		for a := range wantRoutes {
-			if !k.snatPods[a] {
-				errorf("node %s: live pod address %s is missing from ipset %s", n.name, a, snat.PodSet)
-			}
-		}
-		if got := ourRules(t, n); strings.Join(got, "\n") != strings.Join(baseline[cn], "\n") {
-			errorf("node %s: SNAT rules changed:\n%s\nwant:\n%s", n.name, strings.Join(got, "\n"), strings.Join(baseline[cn], "\n"))
-		}
-	}
-
-	// EC2: no ENI left unattached (leaked) once the sweep ran.
-	for _, e := range c.sim.Cloud.ENIs() {
-		if e.Status != "in-use" || e.InstanceID == "" {
-			errorf("EC2: %s is %s, attached to no instance (leaked ENI, tags %v)", e.ID, e.Status, e.Tags)
-		}
-	}
-
-	// Packets: every live pod reaches a steady pod on the other node, with
-	// its own address (inside the VPC: no SNAT).
-	for i, cn := range nodes {
-		peer := nodes[(i+1)%len(nodes)].steady[0]
-		dst := netip.AddrPortFrom(peer.ip, chaosEchoPort)
-		for _, p := range cn.live() {
-			got, err := dialEcho(p.doIn, dst)
-			if err != nil {
-				errorf("packets: %s on %s (%s) cannot reach %s at %s: %v", p.name, cn.n.name, p.ip, peer.name, dst, err)
-				continue
-			}
-			if f := strings.Fields(got); len(f) != 2 || netip.MustParseAddrPort(f[1]).Addr() != p.ip {
-				errorf("packets: %s (%s) reached %s, which saw %q", p.name, p.ip, peer.name, got)
-			}
-		}
-	}
-	t.Logf("after round %q: %d live pods (%d on secondary ENIs) checked from EC2, the daemons and the nodes", round, len(byAddr), onSecondary)
-}
-
-// kernelState is what a node's kernel holds for pods.
-type kernelState struct {
-	veths     map[string]bool
-	routes    map[netip.Addr]string // main-table /32 routes to pod veths: address -> veth
-	rules512  map[netip.Addr]bool
-	rules1536 map[netip.Addr]int
-	snatPods  map[netip.Addr]bool
-}
-
-func nodeKernel(t *testing.T, n *node) kernelState {
-	t.Helper()
-	k := kernelState{veths: map[string]bool{}, routes: map[netip.Addr]string{}, rules512: map[netip.Addr]bool{},
-		rules1536: map[netip.Addr]int{}, snatPods: map[netip.Addr]bool{}}
-	err := n.do(func() error {
-		links, err := netlink.LinkList()
-		if err != nil {
-			return err
-		}
-		names := map[int]string{}
-		for _, l := range links {
-			if strings.HasPrefix(l.Attrs().Name, "eni") {
-				k.veths[l.Attrs().Name] = true
-				names[l.Attrs().Index] = l.Attrs().Name
-			}
-		}
-		routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: routing.MainTable}, netlink.RT_FILTER_TABLE)
-		if err != nil {
-			return err
-		}
-		for _, r := range routes {
-			if name, ok := names[r.LinkIndex]; ok && r.Dst != nil {
-				if ones, _ := r.Dst.Mask.Size(); ones == 32 {
-					a, _ := netip.AddrFromSlice(r.Dst.IP.To4())
-					k.routes[a] = name
-				}
-			}
-		}
-		rules, err := netlink.RuleList(netlink.FAMILY_V4)
-		if err != nil {
-			return err
-		}
-		for _, r := range rules {
-			switch {
-			case r.Priority == routing.PrioToPod && r.Dst != nil:
-				a, _ := netip.AddrFromSlice(r.Dst.IP.To4())
-				k.rules512[a] = true
-			case r.Priority == routing.PrioFromPod && r.Src != nil:
-				a, _ := netip.AddrFromSlice(r.Src.IP.To4())
-				k.rules1536[a] = r.Table
-			}
-		}
-		out, err := exec.Command("ipset", "save", snat.PodSet).Output()
-		if err != nil {
-			return fmt.Errorf("ipset save %s: %w", snat.PodSet, err)
-		}
-		for _, l := range strings.Split(string(out), "\n") {
-			f := strings.Fields(l)
-			if len(f) >= 3 && f[0] == "add" && f[1] == snat.PodSet {
-				a, err := netip.ParseAddr(f[2])
-				if err != nil {
-					return fmt.Errorf("ipset entry %q: %w", l, err)
-				}
-				k.snatPods[a] = true
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("node %s kernel state: %v", n.name, err)
-	}
-	return k
 }

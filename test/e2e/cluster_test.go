@@ -269,7 +269,14 @@ func (n *node) client() *ipamclient.Client {
 // waitReady waits until the daemon serves and has addresses to give.
 func (n *node) waitReady() {
 	n.c.t.Helper()
-	n.waitStatus(90*time.Second, 100*time.Millisecond, "not ready", func(st *ipamv1.StatusReply) error {
+	if err := n.pollReady(); err != nil {
+		n.c.t.Fatal(err)
+	}
+}
+
+// pollReady is waitReady returning what went wrong.
+func (n *node) pollReady() error {
+	return n.pollStatus(90*time.Second, 100*time.Millisecond, "not ready", func(st *ipamv1.StatusReply) error {
 		if !st.Ready {
 			return errors.New(st.Reason)
 		}
@@ -282,6 +289,14 @@ func (n *node) waitReady() {
 // passes.
 func (n *node) waitStatus(within, poll time.Duration, what string, done func(*ipamv1.StatusReply) error) {
 	n.c.t.Helper()
+	if err := n.pollStatus(within, poll, what, done); err != nil {
+		n.c.t.Fatal(err)
+	}
+}
+
+// pollStatus is waitStatus returning what went wrong, for callers off the
+// test's goroutine.
+func (n *node) pollStatus(within, poll time.Duration, what string, done func(*ipamv1.StatusReply) error) error {
 	deadline := time.Now().Add(within)
 	var last error
 	for time.Now().Before(deadline) {
@@ -291,7 +306,7 @@ func (n *node) waitStatus(within, poll time.Duration, what string, done func(*ip
 		select {
 		case <-exited:
 			log, _ := os.ReadFile(n.logPath)
-			n.c.t.Fatalf("daemon of %s exited:\n%s", n.name, tail(string(log), 40))
+			return fmt.Errorf("daemon of %s exited:\n%s", n.name, tail(string(log), 40))
 		default:
 		}
 		last = func() error {
@@ -302,12 +317,12 @@ func (n *node) waitStatus(within, poll time.Duration, what string, done func(*ip
 			return done(st)
 		}()
 		if last == nil {
-			return
+			return nil
 		}
 		time.Sleep(poll)
 	}
 	log, _ := os.ReadFile(n.logPath)
-	n.c.t.Fatalf("daemon of %s %s: %v\n%s", n.name, what, last, tail(string(log), 40))
+	return fmt.Errorf("daemon of %s %s: %v\n%s", n.name, what, last, tail(string(log), 40))
 }
 
 // status is the daemon's answer to Status on its socket.
@@ -398,6 +413,13 @@ type pod struct {
 	// upstream plugins) and the capability args kubelet would pass.
 	cni  *libcni.CNIConfig
 	caps map[string]any
+
+	// gone: the sandbox's network namespace no longer exists (the node
+	// rebooted); the runtime's DEL then passes no netns, as containerd does.
+	gone bool
+	// closeEcho stops the pod's echo server, if it runs one (its sockets
+	// would keep a gone sandbox's namespace alive).
+	closeEcho func()
 }
 
 func (n *node) newPod(namespace, name string) *pod {
@@ -419,7 +441,11 @@ func newNetNS(t testing.TB) ns.NetNS {
 }
 
 func (p *pod) rt() *libcni.RuntimeConf {
-	return &libcni.RuntimeConf{ContainerID: p.id, NetNS: p.netns.Path(), IfName: "eth0",
+	netns := p.netns.Path()
+	if p.gone {
+		netns = ""
+	}
+	return &libcni.RuntimeConf{ContainerID: p.id, NetNS: netns, IfName: "eth0",
 		Args: [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", p.namespace}, {"K8S_POD_NAME", p.name},
 			{"K8S_POD_INFRA_CONTAINER_ID", p.id}}, CapabilityArgs: p.caps}
 }
@@ -491,15 +517,23 @@ func (p *pod) check(l *libcni.NetworkConfigList) error {
 // are accepted in the namespace the listener was created in.
 func echoServer(t testing.TB, doIn func(func() error) error, a netip.AddrPort, name string) {
 	t.Helper()
+	stop, err := startEcho(doIn, a, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+}
+
+// startEcho is echoServer returning its error and what stops it.
+func startEcho(doIn func(func() error) error, a netip.AddrPort, name string) (stop func(), err error) {
 	var ln net.Listener
 	if err := doIn(func() error {
 		var err error
 		ln, err = net.Listen("tcp", a.String())
 		return err
 	}); err != nil {
-		t.Fatalf("listen %s in %s: %v", a, name, err)
+		return nil, fmt.Errorf("listen %s in %s: %w", a, name, err)
 	}
-	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -513,6 +547,7 @@ func echoServer(t testing.TB, doIn func(func() error) error, a netip.AddrPort, n
 			}()
 		}
 	}()
+	return func() { ln.Close() }, nil
 }
 
 // dialEcho opens a TCP connection from inside a namespace and returns what
