@@ -306,10 +306,21 @@ type bgProc struct {
 
 func startInNode(t testing.TB, n *node, dir, name string, env []string, args ...string) *bgProc {
 	t.Helper()
-	log := filepath.Join(dir, name+".log")
-	logf, err := os.Create(log)
+	p, err := startBg(t, n, dir, name, env, args...)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return p
+}
+
+// startBg is startInNode returning its error, for callers off the test's
+// goroutine. A process started again under the same name appends to the
+// same log.
+func startBg(t testing.TB, n *node, dir, name string, env []string, args ...string) (*bgProc, error) {
+	log := filepath.Join(dir, name+".log")
+	logf, err := os.OpenFile(log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
 	}
 	cmd := inNode(n.vn, args...)
 	cmd.Env = env
@@ -319,7 +330,8 @@ func startInNode(t testing.TB, n *node, dir, name string, env []string, args ...
 	// started) is killed at the end.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
+		logf.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	p := &bgProc{name: name, cmd: cmd, log: log, exited: make(chan struct{})}
 	pgid := cmd.Process.Pid
@@ -339,7 +351,13 @@ func startInNode(t testing.TB, n *node, dir, name string, env []string, args ...
 			t.Logf("log of %s:\n%s", name, tailFile(log, 40))
 		}
 	})
-	return p
+	return p, nil
+}
+
+// kill9 kills the process's group with SIGKILL and waits for it.
+func (p *bgProc) kill9() {
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	<-p.exited
 }
 
 func (p *bgProc) running() error {

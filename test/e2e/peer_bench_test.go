@@ -117,7 +117,7 @@ func BenchmarkPeerAddDel(b *testing.B) {
 		theirs := startPeer(b, s.bins, s.k, s.k.remoteServer, s.theirs("m5.xlarge", "theirs-"+logs.name), append(pool, logs.env...)...)
 		theirs.waitReady(b, 90*time.Second)
 		waitServing(ours, 40)
-		waitFor(b, 2*time.Minute, "40 addresses in ipamd's pool", theirs.agent.running, func() error {
+		waitFor(b, 2*time.Minute, "40 addresses in ipamd's pool", theirs.currentAgent().running, func() error {
 			if a := theirs.available(b); a < 40 {
 				return fmt.Errorf("%d available", a)
 			}
@@ -485,7 +485,7 @@ func BenchmarkPeerResources(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	pids := [2]int{ours.cmd.Process.Pid, theirs.agent.cmd.Process.Pid}
+	pids := [2]int{ours.cmd.Process.Pid, theirs.currentAgent().cmd.Process.Pid}
 	loads := [2]func(stop <-chan struct{}) int{
 		func(stop <-chan struct{}) int { return churnPods(b, ours, ol, stop) },
 		func(stop <-chan struct{}) int {

@@ -26,6 +26,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -90,10 +91,19 @@ func awsCNIModule(t testing.TB, path string) string {
 // of its own, but they share this machine's file system).
 type peerNode struct {
 	*node
+	t       testing.TB
 	dir     string
-	agent   *bgProc
-	plugins string // the runtime's CNI bin dir
+	env     []string
+	bin     string  // aws-k8s-agent
+	mounts  *bgProc // holds the node's mount namespace, where those directories are
+	plugins string  // the runtime's CNI bin dir
 	conf    *libcni.NetworkConfigList
+
+	mu      sync.Mutex
+	agent   *bgProc
+	killed  map[*bgProc]bool // exits the test caused
+	crashes int              // exits it did not cause, which kubelet restarts with back-off
+	closed  bool
 }
 
 // startPeer starts ipamd on n with the manifest's environment (plus env,
@@ -106,7 +116,7 @@ type peerNode struct {
 // plugin behaves when that container has been removed from the DaemonSet.
 func startPeer(t testing.TB, b peerBins, k *kube, server string, n *node, extra ...string) *peerNode {
 	t.Helper()
-	p := &peerNode{node: n, dir: filepath.Join(n.c.dir, "peer-"+n.name)}
+	p := &peerNode{node: n, t: t, dir: filepath.Join(n.c.dir, "peer-"+n.name), bin: b.agent, killed: map[*bgProc]bool{}}
 	for _, d := range []string{"run", "log/aws-routed-eni", "bin", "cni-cache"} {
 		if err := os.MkdirAll(filepath.Join(p.dir, d), 0o755); err != nil {
 			t.Fatal(err)
@@ -128,7 +138,7 @@ func startPeer(t testing.TB, b peerBins, k *kube, server string, n *node, extra 
 		_ = os.Remove(inUse)
 		_ = os.Remove(peerRunDir)
 	})
-	env := []string{
+	p.env = []string{
 		"PATH=" + os.Getenv("PATH"),
 		"KUBECONFIG=" + k.kubeconfigFor("admin", server),
 		"AWS_ACCESS_KEY_ID=AKIDE2E", "AWS_SECRET_ACCESS_KEY=secret",
@@ -163,14 +173,29 @@ func startPeer(t testing.TB, b peerBins, k *kube, server string, n *node, extra 
 		"WARM_ENI_TARGET=1",
 		"WARM_PREFIX_TARGET=1",
 	}
-	env = append(env, extra...)
-	// A mount namespace of the node's own: the peer's paths are fixed, and
-	// two nodes on this machine must not share them. Each exec keeps the PID,
-	// so the agent's PID names the namespace the plugins must enter.
-	p.agent = startInNode(t, n, p.dir, "aws-k8s-agent", env, "unshare", "--mount", "--propagation", "slave", "sh", "-c",
-		`mount --bind "$1" `+peerRunDir+` && mount --bind "$2" `+peerLogDir+` && shift 2 && exec "$@"`, "sh",
-		filepath.Join(p.dir, "run"), filepath.Join(p.dir, "log"), b.agent)
+	p.env = append(p.env, extra...)
+	// A mount namespace of the node's own, as the node's host file system:
+	// the peer's paths are fixed, and two nodes on this machine must not
+	// share them. A process holds it for the test (each exec keeps the
+	// PID, so its PID names the namespace); ipamd, each time it starts,
+	// and the plugins enter it.
+	p.mounts = startInNode(t, n, p.dir, "mounts", []string{"PATH=" + os.Getenv("PATH")}, "unshare", "--mount", "--propagation", "slave", "sh", "-c",
+		`mount --bind "$1" `+peerRunDir+` && mount --bind "$2" `+peerLogDir+` && exec sleep infinity`, "sh",
+		filepath.Join(p.dir, "run"), filepath.Join(p.dir, "log"))
+	waitFor(t, 10*time.Second, "the mount namespace of "+n.name, p.mounts.running, func() error {
+		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", p.mounts.cmd.Process.Pid))
+		if err != nil || strings.TrimSpace(string(comm)) != "sleep" {
+			return fmt.Errorf("mounts not in place yet (%q, %v)", comm, err)
+		}
+		return nil
+	})
+	if err := p.startAgent(); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
+		p.mu.Lock()
+		p.closed = true
+		p.mu.Unlock()
 		if d := os.Getenv("VPCCHAIN_PEER_LOGS"); d != "" {
 			_ = exec.Command("cp", "-r", p.dir, filepath.Join(d, n.name)).Run()
 		}
@@ -189,8 +214,86 @@ func startPeer(t testing.TB, b peerBins, k *kube, server string, n *node, extra 
 		}
 	}
 	p.plugins = filepath.Join(p.dir, "bin")
-	p.conf = peerConflist(t, envValue(env, "AWS_VPC_K8S_PLUGIN_LOG_LEVEL"))
+	p.conf = peerConflist(t, envValue(p.env, "AWS_VPC_K8S_PLUGIN_LOG_LEVEL"))
 	return p
+}
+
+// startAgent starts ipamd in the node's mount namespace, with the same
+// environment each time. If it exits by itself it is started again as
+// kubelet restarts a container: at once the first time, then after 10 s,
+// 20 s, 40 s ... (at most 5 min).
+func (p *peerNode) startAgent() error {
+	a, err := startBg(p.t, p.node, p.dir, "aws-k8s-agent", p.env,
+		"nsenter", "--mount="+p.mountNS(), "--", p.bin)
+	if err != nil {
+		return fmt.Errorf("start ipamd on %s: %w", p.name, err)
+	}
+	p.mu.Lock()
+	p.agent = a
+	p.mu.Unlock()
+	go func() {
+		<-a.exited
+		p.mu.Lock()
+		if p.killed[a] || p.closed || p.agent != a {
+			p.mu.Unlock()
+			return
+		}
+		p.crashes++
+		backoff := time.Duration(0)
+		if p.crashes > 1 {
+			backoff = min(10*time.Second<<(p.crashes-2), 5*time.Minute)
+		}
+		p.mu.Unlock()
+		time.Sleep(backoff)
+		p.mu.Lock()
+		again := !p.closed && p.agent == a
+		p.mu.Unlock()
+		if again {
+			_ = p.startAgent()
+		}
+	}()
+	return nil
+}
+
+// mountsIntact fails if the node's mount namespace lost its mounts: its
+// ipamd would share this machine's directories with other nodes'.
+func (p *peerNode) mountsIntact() error {
+	info, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", p.mounts.cmd.Process.Pid))
+	if err != nil {
+		return fmt.Errorf("mounts of %s: %w", p.name, err)
+	}
+	for _, dir := range []string{peerRunDir, peerLogDir} {
+		if !strings.Contains(string(info), " "+dir+" ") {
+			return fmt.Errorf("the mount namespace of %s lost its %s mount", p.name, dir)
+		}
+	}
+	return nil
+}
+
+// mountNS is the node's mount namespace (its host's file system).
+func (p *peerNode) mountNS() string { return fmt.Sprintf("/proc/%d/ns/mnt", p.mounts.cmd.Process.Pid) }
+
+// currentAgent is the ipamd process started last.
+func (p *peerNode) currentAgent() *bgProc {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.agent
+}
+
+// kill9 kills ipamd with SIGKILL; the caller starts it again.
+func (p *peerNode) kill9() {
+	p.mu.Lock()
+	a := p.agent
+	p.killed[a] = true
+	p.mu.Unlock()
+	a.kill9()
+}
+
+// exits returns how often ipamd exited by itself.
+func (p *peerNode) exits() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.crashes
 }
 
 // peerConflist is the peer's misc/10-aws.conflist rendered as its entrypoint
@@ -229,8 +332,10 @@ func envValue(env []string, key string) string {
 }
 
 // newPod is a sandbox on the node whose runtime runs the peer's plugins.
-func (p *peerNode) newPod(name string) *pod {
-	pd := p.node.newPod("default", name)
+func (p *peerNode) newPod(name string) *pod { return p.newPodIn("default", name) }
+
+func (p *peerNode) newPodIn(namespace, name string) *pod {
+	pd := p.node.newPod(namespace, name)
 	pd.cni = p.runtime()
 	return pd
 }
@@ -246,7 +351,7 @@ func (p *peerNode) runtime() *libcni.CNIConfig {
 func (p *peerNode) exec() invoke.Exec {
 	return &mountNSExec{
 		DefaultExec: &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: p.pluginLog()}, PluginDecoder: version.PluginDecoder{}},
-		mntNS:       func() string { return fmt.Sprintf("/proc/%d/ns/mnt", p.agent.cmd.Process.Pid) },
+		mntNS:       p.mountNS,
 	}
 }
 
@@ -321,13 +426,32 @@ func addAsKubelet(pd *pod, l *libcni.NetworkConfigList, within time.Duration) er
 // entrypoint wait for (gRPC health on ipamd.sock) and for introspection.
 func (p *peerNode) waitReady(t testing.TB, within time.Duration) {
 	t.Helper()
-	waitFor(t, within, "ipamd on "+p.name, p.agent.running, func() error {
-		if err := p.health(); err != nil {
-			return err
+	waitFor(t, within, "ipamd on "+p.name, p.currentAgent().running, p.serving)
+}
+
+// waitServing is waitReady returning what went wrong; ipamd may exit and
+// be restarted meanwhile.
+func (p *peerNode) waitServing(within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		err := p.serving()
+		if err == nil {
+			return nil
 		}
-		_, err := httpGetIn(p.node, "127.0.0.1:61679", "/v1/enis")
+		if time.Now().After(deadline) {
+			return fmt.Errorf("ipamd on %s not serving after %v (%d exits): %w", p.name, within, p.exits(), err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// serving: ipamd answers gRPC health SERVING and introspection.
+func (p *peerNode) serving() error {
+	if err := p.health(); err != nil {
 		return err
-	})
+	}
+	_, err := httpGetIn(p.node, "127.0.0.1:61679", "/v1/enis")
+	return err
 }
 
 // health is ipamd's gRPC health on its socket: the readiness probe's check,
@@ -354,15 +478,19 @@ func (p *peerNode) health() error {
 	return nil
 }
 
-// stop ends ipamd as kubelet stops its container (SIGTERM, then SIGKILL).
+// stop ends ipamd as kubelet stops its container for good (SIGTERM, then
+// SIGKILL): it is not started again.
 func (p *peerNode) stop() {
-	pgid := p.agent.cmd.Process.Pid
-	_ = syscall.Kill(-pgid, syscall.SIGTERM)
+	p.mu.Lock()
+	p.closed = true
+	a := p.agent
+	p.mu.Unlock()
+	_ = a.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-p.agent.exited:
+	case <-a.exited:
 	case <-time.After(10 * time.Second):
-		_ = syscall.Kill(-pgid, syscall.SIGKILL)
-		<-p.agent.exited
+		a.kill9()
+		<-a.exited
 	}
 }
 
