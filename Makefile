@@ -140,8 +140,9 @@ node-test: deps build tools cluster-tools peer-tools image
 
 # The unmodified AWS VPC CNI on the simulator (TestAWSVPCCNIPeer, build tag
 # peer): its ipamd and plugins on two simulated nodes against a minimal
-# control plane, measuring the simulator against a client written by others.
-PEER_TEST = VPCCHAIN_BIN=$(BIN) $(GO) test $(GOFLAGS) $(TESTFLAGS) -tags peer -v -run 'TestAWSVPCCNIPeer' ./test/e2e/
+# control plane, measuring the simulator against a client written by others;
+# and TestChaosSideBySide: TestChaos's fault rounds against both CNIs at once.
+PEER_TEST = VPCCHAIN_BIN=$(BIN) $(GO) test $(GOFLAGS) $(TESTFLAGS) -tags peer -v -run 'TestAWSVPCCNIPeer|TestChaosSideBySide' ./test/e2e/
 peer-test: deps build tools heavy-tools peer-tools
 	$(PEER_TEST)
 

@@ -561,8 +561,9 @@ func countsDiff(before, after map[string]int64) string {
 // restarts the daemons and reboots the nodes the round names, then turns the
 // faults off and waits for the workers. What went wrong for the runtime (an
 // ADD that failed other than with "try again later", a DEL that never
-// succeeded) is left in each node's problems.
-func runChaosRound(t *testing.T, sim *vpcsim.Sim, nodes []*chaosNode, ri int, r chaosRound, pods *chaosPods, h chaosHooks) {
+// succeeded) is left in each node's problems. It returns when the faults
+// were turned off.
+func runChaosRound(t *testing.T, sim *vpcsim.Sim, nodes []*chaosNode, ri int, r chaosRound, pods *chaosPods, h chaosHooks) time.Time {
 	t.Helper()
 	f := sim.Faults
 	if r.on != nil {
@@ -640,7 +641,9 @@ func runChaosRound(t *testing.T, sim *vpcsim.Sim, nodes []*chaosNode, ri int, r 
 	if r.off != nil {
 		r.off()
 	}
+	off := time.Now()
 	wg.Wait()
+	return off
 }
 
 // chaosWorker adds pods and deletes live burst pods of its node until stop,

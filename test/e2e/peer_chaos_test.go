@@ -1,0 +1,713 @@
+//go:build peer
+
+package e2e
+
+// The same faults, both systems: TestChaos's rounds run against our daemon
+// and the unmodified AWS VPC CNI at once, on one simulator, with the same
+// warm settings, each system's losses measured the same way.
+//
+//	VPCCHAIN_BIN=$PWD/bin go test -count=1 -tags peer -v -run 'TestChaosSideBySide$' ./test/e2e/
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"text/tabwriter"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/vpcchain/vpcchain/daemon/cloud"
+	"github.com/vpcchain/vpcchain/internal/ipamclient"
+	"github.com/vpcchain/vpcchain/sim/vpcsim"
+)
+
+// How long recovery is measured after each round and after the last: the
+// peer reconciles with EC2 every 60 s and gives surplus addresses back at
+// most every 30 s (its fixed intervals), so a round's measure may end
+// before it settles; what is still off after the last, longer wait stays
+// off.
+const (
+	sideRecoverWait = 25 * time.Second
+	sideFinalWait   = 100 * time.Second
+	// ourSettleWait is TestChaos's: our side must settle within it.
+	ourSettleWait = 45 * time.Second
+)
+
+// chaosSystem is one CNI's nodes in the side-by-side test.
+type chaosSystem struct {
+	name  string
+	ours  bool
+	nodes []*chaosNode
+	// view is the daemon's own view of a node's ENIs and allocations.
+	view func(cn *chaosNode) (daemonView, error)
+	// runtime is the node's libcni; nil: ours, cn.n.cni().
+	runtime func(cn *chaosNode) *libcni.CNIConfig
+	// holder is how the daemon's view names the holder of p's address.
+	holder func(p *pod) string
+
+	leaked map[string]bool // unattached ENIs counted so far
+	lost   map[string]bool // pods counted as having lost their address or connectivity so far ("kind id")
+}
+
+// daemonView is a daemon's view of its node: addresses by ENI (sorted)
+// and who holds each assigned address (chaosSystem.holder).
+type daemonView struct {
+	enis     map[string][]string
+	assigned map[string]string // address -> holder
+}
+
+// chaosTally is what one system lost in a round, or in all of them.
+type chaosTally struct {
+	addFailed, delFailed, notServing int // what the runtime met
+	twice, notInEC2                  int // addresses handed out wrongly
+	lostAddr, lostConn               int
+	leakedENIs, idleAbove, viewDiff  int
+	exits                            int // the daemon exited by itself
+	// recovered is how long after the faults ended the system settled,
+	// if it did within waited.
+	recovered, waited time.Duration
+	settled           bool
+}
+
+func TestChaosSideBySide(t *testing.T) {
+	b := peerBinaries(t)
+	c := newSimVPC(t, "10.0.0.0/20")
+	// The API server the peer's ipamd needs runs on a node of its own, as
+	// EKS's control plane does: no fault round touches it.
+	cp := c.addNode("m5.large", "cp")
+	k := startControlPlaneWith(t, cp, b.etcd, b.apiserver, b.kubectl, controlPlaneOpts{advertise: primaryIP(t, c, cp)})
+
+	pods := newChaosPods(c.sim)
+	ours := &chaosSystem{name: "vpcchain", ours: true, leaked: map[string]bool{}, lost: map[string]bool{},
+		view:   func(cn *chaosNode) (daemonView, error) { return ourView(cn.n) },
+		holder: func(p *pod) string { return p.id }}
+	peer := &chaosSystem{name: "aws-vpc-cni", leaked: map[string]bool{}, lost: map[string]bool{},
+		holder: func(p *pod) string { return p.namespace + "/" + p.name }}
+	byName := map[string]*chaosNode{}
+	peers := map[string]*peerNode{}
+	for _, name := range []string{"ca", "cb"} {
+		n := c.addNode("m5.large", name, ourChaosEnv()...)
+		n.start()
+		t.Cleanup(n.stop)
+		cn := &chaosNode{n: n, first: map[*pod]netip.Addr{}, l: n.chain(nil, n.snatConf())}
+		ours.nodes = append(ours.nodes, cn)
+		byName[name] = cn
+	}
+	var peerNodes []*node
+	for _, name := range []string{"pa", "pb"} {
+		peerNodes = append(peerNodes, c.addNode("m5.large", name))
+	}
+	installPeerObjects(t, k, peerNodes...)
+	for _, n := range peerNodes {
+		pn := startPeer(t, b, k, k.remoteServer, n, sharedChaosEnv()...)
+		peers[n.name] = pn
+		cn := &chaosNode{n: n, first: map[*pod]netip.Addr{}, l: pn.conf,
+			newPod: func(name string) *pod { return pn.newPodIn("chaos", name) },
+			add:    func(p *pod) error { return addAsKubelet(p, pn.conf, 90*time.Second) }}
+		peer.nodes = append(peer.nodes, cn)
+		byName[n.name] = cn
+	}
+	peer.view = func(cn *chaosNode) (daemonView, error) { return peerView(peers[cn.n.name]) }
+	peer.runtime = func(cn *chaosNode) *libcni.CNIConfig { return peers[cn.n.name].runtime() }
+	for _, cn := range ours.nodes {
+		cn.n.waitReady()
+	}
+	for _, pn := range peers {
+		pn.waitReady(t, 90*time.Second)
+	}
+	for _, sys := range []*chaosSystem{ours, peer} {
+		for _, cn := range sys.nodes {
+			for i := 0; i < chaosSteady; i++ {
+				p, err := cn.startSteady(pods, fmt.Sprintf("steady-%s-%d", cn.n.name, i))
+				if err != nil {
+					t.Fatal(err)
+				}
+				cn.steady = append(cn.steady, p)
+				cn.first[p] = p.ip
+			}
+		}
+	}
+	baseline := map[*chaosNode][]string{}
+	for _, cn := range ours.nodes {
+		baseline[cn] = ourRules(t, cn.n)
+	}
+
+	// Each node of ours has a twin of the peer's: a round's kill or reboot
+	// of "ca" hits "pa" at the same moment.
+	twin := map[string]string{"ca": "pa", "cb": "pb"}
+	hooks := chaosHooks{
+		kill: func(name string) {
+			delay := time.Duration(100+rand.IntN(400)) * time.Millisecond
+			killed := time.Now()
+			var oursBack, peerBack time.Duration
+			var oursErr error
+			var wg sync.WaitGroup
+			wg.Add(2)
+			go func() {
+				defer wg.Done()
+				n := c.nodes[name]
+				n.kill9()
+				time.Sleep(delay)
+				n.start()
+				oursErr = n.pollReady()
+				oursBack = time.Since(killed)
+			}()
+			go func() {
+				defer wg.Done()
+				pn := peers[twin[name]]
+				pn.kill9()
+				time.Sleep(delay)
+				err := pn.startAgent()
+				if err == nil {
+					err = pn.waitServing(90 * time.Second)
+				}
+				if err != nil {
+					byName[twin[name]].problem(probServing, err)
+				}
+				peerBack = time.Since(killed)
+			}()
+			wg.Wait()
+			if oursErr != nil {
+				t.Errorf("daemon of %s after SIGKILL: %v", name, oursErr)
+			}
+			t.Logf("daemon of %s and ipamd of %s killed with SIGKILL at %s: serving again after %s and %s", name, twin[name],
+				killed.UTC().Format("15:04:05.000"), oursBack.Round(100*time.Millisecond), peerBack.Round(100*time.Millisecond))
+		},
+		reboot: func(name string) {
+			start := time.Now()
+			var oursBack, peerBack time.Duration
+			var oursErr, peerErr error
+			var wg sync.WaitGroup
+			wg.Add(2)
+			go func() {
+				defer wg.Done()
+				oursErr = rebootChaosNode(byName[name], pods, ourDaemonOps(c.nodes[name]))
+				oursBack = time.Since(start)
+			}()
+			go func() {
+				defer wg.Done()
+				peerErr = rebootChaosNode(byName[twin[name]], pods, peerDaemonOps(peers[twin[name]]))
+				peerBack = time.Since(start)
+			}()
+			wg.Wait()
+			for _, err := range []error{oursErr, peerErr} {
+				if err != nil {
+					t.Errorf("reboot: %v", err)
+				}
+			}
+			t.Logf("nodes %s and %s rebooted at %s: their pods back after %s and %s", name, twin[name],
+				start.UTC().Format("15:04:05.000"), oursBack.Round(100*time.Millisecond), peerBack.Round(100*time.Millisecond))
+		},
+	}
+
+	sweeper := newSweeper(t, c)
+	all := append(append([]*chaosNode(nil), ours.nodes...), peer.nodes...)
+	var rows []tallyRow
+	totals := map[*chaosSystem]*chaosTally{ours: {settled: true}, peer: {settled: true}}
+	// What each daemon logs when it creates an ENI: how often a kill can
+	// land between the create and the attach.
+	enisMade := func() (int, int) {
+		o, p := 0, 0
+		for _, cn := range ours.nodes {
+			o += countLines(linesIn(cn.n.logPath, "pool: CreateENI"))
+		}
+		for _, pn := range peers {
+			p += countLines(linesIn(filepath.Join(pn.dir, "aws-k8s-agent.log"), "Created a new ENI"))
+		}
+		return o, p
+	}
+	exitsBefore := 0
+	for ri, r := range chaosRounds(c) {
+		start := time.Now()
+		before := c.sim.Snapshot()
+		oursMade, peerMade := enisMade()
+		faultsOff := runChaosRound(t, c.sim, all, ri, r, pods, hooks)
+		after := c.sim.Snapshot()
+		oursNow, peerNow := enisMade()
+		t.Logf("round %q: %s of chaos, EC2 calls %d, errors %s; ENIs created by vpcchain %d, by aws-vpc-cni %d", r.name,
+			time.Since(start).Round(100*time.Millisecond), after.Calls[""]-before.Calls[""], countsDiff(before.Errors, after.Errors),
+			oursNow-oursMade, peerNow-peerMade)
+		checkFaultsBit(t, r, before, after)
+		for _, pn := range peers {
+			if err := pn.mountsIntact(); err != nil {
+				t.Fatal(err)
+			}
+		}
+
+		tallies := map[*chaosSystem]*chaosTally{ours: {}, peer: {}}
+		for _, sys := range []*chaosSystem{ours, peer} {
+			for _, cn := range sys.nodes {
+				for _, p := range cn.takeProblems() {
+					tallies[sys].count(p.kind)
+					if sys.ours {
+						t.Errorf("round %q: %s: %s: %v", r.name, sys.name, p.kind, p.err)
+					} else {
+						t.Logf("round %q: %s: %s: %v", r.name, sys.name, p.kind, p.err)
+					}
+				}
+			}
+		}
+		swept := recoverSideBySide(t, c, sweeper, tallies, faultsOff, sideRecoverWait)
+		exits := 0
+		for _, pn := range peers {
+			exits += pn.exits()
+		}
+		tallies[peer].exits, exitsBefore = exits-exitsBefore, exits
+		tallies[ours].leakedENIs += len(swept)
+		for _, e := range swept {
+			t.Logf("round %q: vpcchain leaked %s (tags %v); our daemons logged of it and of creating ENIs:\n%s", r.name, e.ID, e.Tags,
+				logLinesWith(c, e.ID, "CreateENI", "create ENI"))
+		}
+		for _, sys := range []*chaosSystem{ours, peer} {
+			measureSystem(t, c, all, sys, tallies[sys], r.name)
+			totals[sys].add(tallies[sys])
+			rows = append(rows, tallyRow{r.name, sys.name, tallies[sys]})
+		}
+		logTallies(t, "round "+r.name, rows[len(rows)-2:])
+		checkChaosInvariants(t, c, ours.nodes, pods.all, baseline, r.name)
+		if t.Failed() {
+			t.FailNow() // later rounds would only repeat the damage
+		}
+	}
+
+	// The last wait, long enough for the peer's own reconcile and
+	// scale-down intervals: what is still off now stays off.
+	final := map[*chaosSystem]*chaosTally{ours: {}, peer: {}}
+	swept := recoverSideBySide(t, c, sweeper, final, time.Now(), sideFinalWait)
+	final[ours].leakedENIs += len(swept)
+	for _, sys := range []*chaosSystem{ours, peer} {
+		measureSystem(t, c, all, sys, final[sys], "final")
+		totals[sys].add(final[sys])
+		// What is off after the last wait stays off.
+		totals[sys].idleAbove, totals[sys].viewDiff = final[sys].idleAbove, final[sys].viewDiff
+		rows = append(rows, tallyRow{"after the last wait", sys.name, final[sys]})
+	}
+	checkChaosInvariants(t, c, ours.nodes, pods.all, baseline, "final")
+	for _, sys := range []*chaosSystem{ours, peer} {
+		rows = append(rows, tallyRow{"total", sys.name, totals[sys]})
+	}
+	logTallies(t, "every round", rows)
+}
+
+// peerDaemonOps: the peer keeps its checkpoint in /var/run/aws-node.
+func peerDaemonOps(pn *peerNode) daemonOps {
+	return daemonOps{
+		kill:    func() error { pn.kill9(); return nil },
+		wipeRun: func() error { return wipeDir(filepath.Join(pn.dir, "run")) },
+		start: func() error {
+			if err := pn.startAgent(); err != nil {
+				return err
+			}
+			return pn.waitServing(90 * time.Second)
+		},
+	}
+}
+
+func (ct *chaosTally) count(kind string) {
+	switch kind {
+	case probADD:
+		ct.addFailed++
+	case probDEL:
+		ct.delFailed++
+	case probTwice:
+		ct.twice++
+	case probNotEC2:
+		ct.notInEC2++
+	case probServing:
+		ct.notServing++
+	}
+}
+
+// add sums the counts of a round into a total; its recovery is the
+// slowest.
+func (ct *chaosTally) add(o *chaosTally) {
+	ct.recovered, ct.waited = max(ct.recovered, o.recovered), max(ct.waited, o.waited)
+	ct.settled = ct.settled && o.settled
+	ct.addFailed += o.addFailed
+	ct.delFailed += o.delFailed
+	ct.notServing += o.notServing
+	ct.twice += o.twice
+	ct.notInEC2 += o.notInEC2
+	ct.lostAddr += o.lostAddr
+	ct.lostConn += o.lostConn
+	ct.leakedENIs += o.leakedENIs
+	ct.exits += o.exits
+}
+
+// recoverSideBySide runs the runtime's CNI GC on every node, then
+// measures, for each system, how long after faultsOff every node's
+// pool settled (within its targets, the daemon's view EC2's, exactly the
+// live pods holding addresses) with every live pod reaching the next
+// node's steady pod. It waits until both recovered, at most within (our
+// side at least ourSettleWait, as TestChaos). Our leaked-ENI sweep runs
+// once our pools are idle, as in TestChaos; it returns the ENIs it
+// deleted.
+func recoverSideBySide(t *testing.T, c *cluster, sw *sweeper, tallies map[*chaosSystem]*chaosTally, faultsOff time.Time, within time.Duration) []vpcsim.ENIView {
+	t.Helper()
+	start := time.Now()
+	var systems []*chaosSystem
+	for sys := range tallies {
+		systems = append(systems, sys)
+		for _, cn := range sys.nodes {
+			var valid []types.GCAttachment
+			for _, p := range cn.live() {
+				valid = append(valid, types.GCAttachment{ContainerID: p.id, IfName: "eth0"})
+			}
+			rt := cn.n.cni()
+			if sys.runtime != nil {
+				rt = sys.runtime(cn)
+			}
+			if err := cn.n.do(func() error {
+				return rt.GCNetworkList(t.Context(), cn.l, &libcni.GCArgs{ValidAttachments: valid})
+			}); err != nil {
+				if sys.ours {
+					t.Errorf("CNI GC on %s: %v", cn.n.name, err)
+				} else {
+					t.Logf("CNI GC on %s: %v", cn.n.name, err)
+				}
+			}
+		}
+	}
+	for sys, ct := range tallies {
+		ct.waited = within
+		if sys.ours {
+			ct.waited = max(within, ourSettleWait)
+		}
+	}
+	var swept []vpcsim.ENIView
+	sweptDone := false
+	for {
+		pending := 0
+		for _, sys := range systems {
+			ct := tallies[sys]
+			if ct.settled {
+				continue
+			}
+			if time.Since(start) > ct.waited {
+				continue
+			}
+			pending++
+			if !systemSettled(c, sys) || len(unreachable(sys.nodes, time.Second)) > 0 {
+				continue
+			}
+			if sys.ours && !sweptDone {
+				enis := map[string]vpcsim.ENIView{}
+				for _, e := range c.sim.Cloud.ENIs() {
+					enis[e.ID] = e
+				}
+				deleted, err := sw.sweep()
+				if err != nil {
+					t.Errorf("leaked-ENI sweep: %v", err)
+				}
+				for _, id := range deleted {
+					swept = append(swept, enis[id])
+				}
+				if len(deleted) > 0 {
+					continue // settle again without them
+				}
+				sweptDone = true
+			}
+			ct.settled, ct.recovered = true, time.Since(faultsOff)
+		}
+		if pending == 0 {
+			return swept
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// systemSettled: every node's pool within its targets and idle, the
+// daemon's view EC2's, exactly the live pods holding addresses.
+func systemSettled(c *cluster, sys *chaosSystem) bool {
+	for _, cn := range sys.nodes {
+		if sys.ours {
+			if !poolSettled(c, cn, cn.n.introspect()) {
+				return false
+			}
+			continue
+		}
+		v, err := sys.view(cn)
+		if err != nil || len(viewDiff(c, cn, v)) > 0 || idleAbove(c, cn) > 0 {
+			return false
+		}
+		live := cn.live()
+		if len(v.assigned) != len(live) {
+			return false
+		}
+		for _, p := range live {
+			if v.assigned[p.ip.String()] != sys.holder(p) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// idleAbove is how many addresses EC2 has assigned to the node beyond its
+// live pods and the pool's targets (both systems keep
+// max(WARM_IP_TARGET, MINIMUM_IP_TARGET - pods) idle).
+func idleAbove(c *cluster, cn *chaosNode) int {
+	live := len(cn.live())
+	return max(0, len(secondaryOf(c, cn))-live-max(chaosWarmIPs, chaosMinimumIPs-live))
+}
+
+// measureSystem fills a tally with what the system's pods and pools show
+// now: pods whose address is gone (from the pod or from the daemon) or
+// that reach nothing, addresses on two live pods or not on their node's
+// ENIs, ENIs left unattached, addresses idle above target, where the
+// daemon's view is not EC2's. Pods and ENIs already counted in an earlier
+// round are not counted again; each finding is logged.
+func measureSystem(t *testing.T, c *cluster, everyone []*chaosNode, sys *chaosSystem, ct *chaosTally, round string) {
+	t.Helper()
+	logf := func(format string, args ...any) {
+		t.Logf("round %q: %s: "+format, append([]any{round, sys.name}, args...)...)
+	}
+	firstTime := func(key string) bool {
+		if sys.lost[key] {
+			return false
+		}
+		sys.lost[key] = true
+		return true
+	}
+	holders := map[netip.Addr][]*pod{}
+	for _, cn := range everyone {
+		for _, p := range cn.live() {
+			holders[p.ip] = append(holders[p.ip], p)
+		}
+	}
+	instances := map[string]bool{}
+	for _, cn := range sys.nodes {
+		instances[cn.n.vn.InstanceID] = true
+		v, verr := sys.view(cn)
+		for _, p := range cn.live() {
+			got, err := p.podAddr()
+			switch {
+			case err != nil || got != p.ip:
+				if firstTime("addr " + p.id) {
+					ct.lostAddr++
+				}
+				logf("%s on %s: ADD gave %s, the pod has %s (%v)", p.name, cn.n.name, p.ip, got, err)
+			case verr == nil && v.assigned[p.ip.String()] != sys.holder(p):
+				if firstTime("addr " + p.id) {
+					ct.lostAddr++
+				}
+				logf("%s on %s uses %s, which the daemon holds for %q", p.name, cn.n.name, p.ip, v.assigned[p.ip.String()])
+			}
+			if len(holders[p.ip]) > 1 && firstTime("twice "+p.id) {
+				ct.twice++
+				logf("%s on %s uses %s, as do %d other live pods", p.name, cn.n.name, p.ip, len(holders[p.ip])-1)
+			}
+			if !onENIs(c.sim, cn.n, p.ip) && firstTime("ec2 "+p.id) {
+				ct.notInEC2++
+				logf("%s on %s uses %s, which EC2 has not assigned to the node", p.name, cn.n.name, p.ip)
+			}
+		}
+		if verr != nil {
+			ct.viewDiff++
+			logf("no view of %s's daemon: %v", cn.n.name, verr)
+		} else {
+			d := viewDiff(c, cn, v)
+			ct.viewDiff += len(d)
+			for _, s := range d {
+				logf("%s: %s", cn.n.name, s)
+			}
+		}
+		if extra := idleAbove(c, cn); extra > 0 {
+			ct.idleAbove += extra
+			logf("EC2 has %d addresses on %s for %d live pods: %d idle above the targets", len(secondaryOf(c, cn)), cn.n.name,
+				len(cn.live()), extra)
+		}
+	}
+	for _, u := range unreachable(sys.nodes, 3*time.Second) {
+		if firstTime("conn " + strings.Fields(u)[0]) {
+			ct.lostConn++
+		}
+		logf("%s", u)
+	}
+	for _, e := range c.sim.Cloud.ENIs() {
+		if (e.Status != "in-use" || e.InstanceID == "") && instances[e.Tags[cloud.TagInstanceID]] && !sys.leaked[e.ID] {
+			sys.leaked[e.ID] = true
+			ct.leakedENIs++
+			logf("%s is %s, attached to no instance (tags %v)", e.ID, e.Status, e.Tags)
+		}
+	}
+}
+
+// viewDiff lists where the daemon's view of the node's ENIs and addresses
+// differs from EC2's.
+func viewDiff(c *cluster, cn *chaosNode, v daemonView) []string {
+	inet, _ := c.sim.Cloud.InstanceNetwork(cn.n.vn.InstanceID)
+	var out []string
+	ec2 := map[string][]string{}
+	for _, e := range inet.ENIs {
+		var want []string
+		for _, a := range e.Secondary {
+			want = append(want, a.String())
+		}
+		for _, p := range e.Prefixes {
+			for a := p.Addr(); p.Contains(a); a = a.Next() {
+				want = append(want, a.String())
+			}
+		}
+		sort.Strings(want)
+		ec2[e.ID] = want
+	}
+	for id, got := range v.enis {
+		want, ok := ec2[id]
+		if !ok {
+			out = append(out, fmt.Sprintf("the daemon manages %s, which EC2 has not attached to the node", id))
+			continue
+		}
+		if strings.Join(got, ",") != strings.Join(want, ",") {
+			out = append(out, fmt.Sprintf("%s: the daemon knows addresses %v, EC2 has %v", id, got, want))
+		}
+	}
+	for id := range ec2 {
+		if _, ok := v.enis[id]; !ok {
+			out = append(out, fmt.Sprintf("EC2 attached %s, unknown to the daemon", id))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// ourView is our daemon's introspection as a daemonView.
+func ourView(n *node) (daemonView, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cl, err := ipamclient.Dial(ctx, n.socket)
+	if err != nil {
+		return daemonView{}, fmt.Errorf("dial %s's daemon: %w", n.name, err)
+	}
+	defer cl.Close()
+	r, err := cl.Introspect(ctx)
+	if err != nil {
+		return daemonView{}, fmt.Errorf("introspect %s: %w", n.name, err)
+	}
+	v := daemonView{enis: map[string][]string{}, assigned: map[string]string{}}
+	for _, e := range r.Enis {
+		addrs := append([]string(nil), e.Ips...)
+		for _, p := range e.Prefixes {
+			pf, err := netip.ParsePrefix(p)
+			if err != nil {
+				return daemonView{}, fmt.Errorf("introspect %s: prefix %q: %w", n.name, p, err)
+			}
+			for a := pf.Addr(); pf.Contains(a); a = a.Next() {
+				addrs = append(addrs, a.String())
+			}
+		}
+		sort.Strings(addrs)
+		v.enis[e.Id] = addrs
+	}
+	for _, a := range r.Allocations {
+		v.assigned[a.Ip] = a.Key.ContainerId
+	}
+	return v, nil
+}
+
+// peerView is the peer's introspection (/v1/enis) as a daemonView.
+func peerView(pn *peerNode) (daemonView, error) {
+	body, err := httpGetIn(pn.node, "127.0.0.1:61679", "/v1/enis")
+	if err != nil {
+		return daemonView{}, fmt.Errorf("ipamd introspection on %s: %w", pn.name, err)
+	}
+	i := strings.Index(body, "{")
+	if i < 0 {
+		return daemonView{}, fmt.Errorf("ipamd introspection on %s: %q", pn.name, body)
+	}
+	var cards map[string]struct {
+		ENIs map[string]struct {
+			AvailableIPv4Cidrs map[string]struct {
+				IPAddresses map[string]struct {
+					Address string
+					// Introspection blanks the container ID: the pod's
+					// name tells the holder instead. An assigned
+					// address's key names its network.
+					IPAMKey struct {
+						NetworkName string `json:"networkName"`
+					}
+					IPAMMetadata struct {
+						Namespace string `json:"k8sPodNamespace"`
+						Name      string `json:"k8sPodName"`
+					}
+				}
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(body[i:]), &cards); err != nil {
+		return daemonView{}, fmt.Errorf("ipamd introspection on %s: %w", pn.name, err)
+	}
+	card, ok := cards["0"]
+	if !ok {
+		return daemonView{}, errors.New("ipamd introspection: no network card 0")
+	}
+	v := daemonView{enis: map[string][]string{}, assigned: map[string]string{}}
+	for id, e := range card.ENIs {
+		addrs := []string{}
+		for key, cidr := range e.AvailableIPv4Cidrs {
+			// An address has an entry once assigned; the key is the
+			// secondary address (/32) or prefix.
+			pf, err := netip.ParsePrefix(key)
+			if err != nil {
+				return daemonView{}, fmt.Errorf("ipamd introspection on %s: %q: %w", pn.name, key, err)
+			}
+			for a := pf.Masked().Addr(); pf.Contains(a); a = a.Next() {
+				addrs = append(addrs, a.String())
+			}
+			for _, a := range cidr.IPAddresses {
+				if a.IPAMKey.NetworkName != "" {
+					v.assigned[a.Address] = a.IPAMMetadata.Namespace + "/" + a.IPAMMetadata.Name
+				}
+			}
+		}
+		sort.Strings(addrs)
+		v.enis[id] = addrs
+	}
+	return v, nil
+}
+
+type tallyRow struct {
+	round, system string
+	t             *chaosTally
+}
+
+// logTallies logs rows as a table.
+func logTallies(t *testing.T, title string, rows []tallyRow) {
+	t.Helper()
+	var b strings.Builder
+	w := tabwriter.NewWriter(&b, 0, 0, 1, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "round\tsystem\tADD failed\tDEL failed\tnot serving\tdaemon exits\thanded twice\tnot in EC2\tlost address\tlost connectivity\tleaked ENIs\tidle above target\tview != EC2\trecovered in\t")
+	for _, r := range rows {
+		rec := fmt.Sprintf("> %s", r.t.waited)
+		if r.t.settled {
+			rec = r.t.recovered.Round(100 * time.Millisecond).String()
+		}
+		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t\n", r.round, r.system, r.t.addFailed, r.t.delFailed,
+			r.t.notServing, r.t.exits, r.t.twice, r.t.notInEC2, r.t.lostAddr, r.t.lostConn, r.t.leakedENIs, r.t.idleAbove, r.t.viewDiff, rec)
+	}
+	w.Flush()
+	t.Logf("%s:\n%s", title, b.String())
+}
+
+// linesIn returns the lines of the file at path that contain s.
+func linesIn(path, s string) string {
+	b, _ := os.ReadFile(path)
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, s) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
