@@ -874,6 +874,45 @@ func TestSweepLeakedENIs(t *testing.T) {
 	}
 }
 
+// A daemon killed between creating an ENI and attaching it (or between
+// detaching and deleting one) leaves it available; its successor on the
+// node deletes it at once, whatever its age, and nothing else: not another
+// node's, not one created after the successor started.
+func TestSweepNodeENIs(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	leak := func() string {
+		eni := e.createAttach(t, e.c, 1, 1)
+		if aerr := e.sim.Cloud.DetachNetworkInterface(eni.AttachmentID); aerr != nil {
+			t.Fatal(aerr)
+		}
+		return eni.ID
+	}
+	leaked := leak()
+	started := time.Now().Add(2 * time.Second) // after leaked was created, in whole seconds
+	young := leak()
+	if aerr := e.sim.Cloud.CreateTags([]string{young}, map[string]string{TagCreatedAt: started.Add(time.Minute).UTC().Format(time.RFC3339)}); aerr != nil {
+		t.Fatal(aerr)
+	}
+	otherNode := leak()
+	if aerr := e.sim.Cloud.CreateTags([]string{otherNode}, map[string]string{TagInstanceID: "i-0123456789abcdef0"}); aerr != nil {
+		t.Fatal(aerr)
+	}
+
+	deleted, err := e.c.SweepNodeENIs(ctx, e.vpc, e.node.InstanceID, started)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(deleted, []string{leaked}) {
+		t.Errorf("deleted %v, want only %s", deleted, leaked)
+	}
+	for id, what := range map[string]string{young: "created after the start", otherNode: "another node's"} {
+		if _, ok := e.sim.Cloud.ENI(id); !ok {
+			t.Errorf("%s ENI %s was deleted", what, id)
+		}
+	}
+}
+
 func TestInstanceLimits(t *testing.T) {
 	// The rows of internal/instancelimits/instance-limits.tsv, read as data:
 	//	m5.large	3	10	nitro	false	0	0:3	...

@@ -674,9 +674,33 @@ func (c *Client) freeENI(ctx context.Context, eniID, attachmentID string, known 
 // for a later sweep. It returns the IDs it deleted; errors on single ENIs
 // do not stop the sweep and are returned joined.
 func (c *Client) SweepLeakedENIs(ctx context.Context, vpcID string, minAge time.Duration) ([]string, error) {
+	now := c.now()
+	return c.sweep(ctx, vpcID, "", func(created time.Time) bool { return now.Sub(created) >= minAge })
+}
+
+// SweepNodeENIs deletes the ENIs that an earlier run of this node's daemon
+// left detached when it was killed between creating an ENI and attaching
+// it, or between detaching and deleting one: available in vpcID, tagged
+// as SweepLeakedENIs wants and with instanceID, created before
+// createdBefore (the caller's start, on this client's clock, so no ENI the
+// caller is creating itself). Their age does not matter: only a daemon of
+// this node makes such ENIs, and the one that made them is gone.
+func (c *Client) SweepNodeENIs(ctx context.Context, vpcID, instanceID string, createdBefore time.Time) ([]string, error) {
+	// Creation times are tagged in whole seconds.
+	before := createdBefore.Truncate(time.Second)
+	return c.sweep(ctx, vpcID, instanceID, func(created time.Time) bool { return created.Before(before) })
+}
+
+// sweep deletes the available ENIs of vpcID that carry the create token,
+// this cluster's tag and, if instanceID is set, that instance's tag, and
+// whose creation time old accepts.
+func (c *Client) sweep(ctx context.Context, vpcID, instanceID string, old func(created time.Time) bool) ([]string, error) {
 	filters := []types.Filter{filter("vpc-id", vpcID), filter("status", "available"), filter("tag-key", TagCreateToken)}
 	if c.o.ClusterName != "" {
 		filters = append(filters, filter("tag:"+TagClusterName, c.o.ClusterName))
+	}
+	if instanceID != "" {
+		filters = append(filters, filter("tag:"+TagInstanceID, instanceID))
 	}
 	nis, err := c.describeENIs(ctx, filters...)
 	if err != nil {
@@ -690,7 +714,7 @@ func (c *Client) SweepLeakedENIs(ctx context.Context, vpcID string, minAge time.
 		if ni.Status != types.NetworkInterfaceStatusAvailable || ni.Attachment != nil {
 			continue
 		}
-		if _, ours := tags[TagInstanceID]; !ours || tags[TagClusterName] != c.o.ClusterName {
+		if node, ours := tags[TagInstanceID]; !ours || tags[TagClusterName] != c.o.ClusterName || instanceID != "" && node != instanceID {
 			continue
 		}
 		created, err := time.Parse(time.RFC3339, tags[TagCreatedAt])
@@ -702,7 +726,7 @@ func (c *Client) SweepLeakedENIs(ctx context.Context, vpcID string, minAge time.
 			}
 			continue
 		}
-		if now.Sub(created) < minAge {
+		if !old(created) {
 			continue
 		}
 		_, err = c.ec2.DeleteNetworkInterface(ctx, &ec2.DeleteNetworkInterfaceInput{NetworkInterfaceId: aws.String(id)})

@@ -46,6 +46,9 @@ type Cloud interface {
 	// AssignIPv6Prefix gives an ENI one IPv6 /80 (IPv6 mode only).
 	AssignIPv6Prefix(ctx context.Context, eniID string) (netip.Prefix, error)
 	SweepLeakedENIs(ctx context.Context, vpcID string, minAge time.Duration) ([]string, error)
+	// SweepNodeENIs deletes the ENIs an earlier run on this node left
+	// detached (created before createdBefore, on the client's clock).
+	SweepNodeENIs(ctx context.Context, vpcID, instanceID string, createdBefore time.Time) ([]string, error)
 	// Throttles counts the attempts EC2 answered with throttling so far.
 	Throttles() int64
 }
@@ -76,6 +79,10 @@ type Daemon struct {
 	store *store.Store
 	now   func() time.Time
 	logf  func(string, ...any)
+	// started is when New began, on the wall clock (EC2 clients tag ENIs
+	// with it, whatever now says): ENIs created before are an earlier
+	// run's.
+	started time.Time
 	// observeAdd is Options.ObserveAdd (never nil).
 	observeAdd func(time.Duration)
 
@@ -175,7 +182,7 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 	if o.StorePath == "" {
 		o.StorePath = nodeconf.StateDir(o.Config.StateDir).Store()
 	}
-	d := &Daemon{cfg: o.Config, cloud: o.Cloud, host: o.Host, now: o.Now, logf: o.Logf, observeAdd: o.ObserveAdd, events: o.Events,
+	d := &Daemon{cfg: o.Config, cloud: o.Cloud, host: o.Host, now: o.Now, logf: o.Logf, started: time.Now(), observeAdd: o.ObserveAdd, events: o.Events,
 		live: o.Liveness, inflight: map[store.Key]chan struct{}{},
 		counters: map[string]int64{}, foreign: map[string]*foreignENI{}, grow: newGrowth(), kick: make(chan struct{}, 1),
 		sysctls: map[string]sysctlProblem{}}

@@ -240,3 +240,46 @@ func fillNode(t *testing.T, d *Daemon, from, max int) int {
 	}
 	return max
 }
+
+// A daemon killed between creating an ENI and attaching it (or between
+// detaching and deleting one) leaves the ENI available. The next run on
+// the node deletes it as it starts, even with the cluster's leaked-ENI
+// sweep off, rather than leaving it for that sweep's minimum age.
+func TestRunDeletesENIsAnEarlierRunLeftDetached(t *testing.T) {
+	f := newFixture(t, map[string]string{"DISABLE_LEAKED_ENI_CLEANUP": "true"})
+	inet, _ := f.sim.Cloud.InstanceNetwork(f.node.InstanceID)
+	// What the killed run left: created and attached (or about to be
+	// deleted), then detached, a minute ago.
+	eni, err := f.cloud.CreateAndAttachENI(context.Background(), cloud.CreateENIInput{SubnetID: inet.ENIs[0].SubnetID,
+		InstanceID: f.node.InstanceID, DeviceIndex: 1, IPCount: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if aerr := f.sim.Cloud.DetachNetworkInterface(eni.AttachmentID); aerr != nil {
+		t.Fatal(aerr)
+	}
+	if aerr := f.sim.Cloud.CreateTags([]string{eni.ID}, map[string]string{
+		cloud.TagCreatedAt: time.Now().Add(-time.Minute).UTC().Format(time.RFC3339)}); aerr != nil {
+		t.Fatal(aerr)
+	}
+
+	d := f.start()
+	defer d.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { defer close(ran); d.Run(ctx) }()
+	defer func() { cancel(); <-ran }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, ok := f.sim.Cloud.ENI(eni.ID); !ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s, left detached by an earlier run, still exists", eni.ID)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := d.Counters()["leaked_enis_deleted"]; n != 1 {
+		t.Errorf("leaked_enis_deleted = %d, want 1", n)
+	}
+}

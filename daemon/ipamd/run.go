@@ -15,10 +15,12 @@ func (d *Daemon) kickLocked() {
 }
 
 // Run drives the pool, reconciliation and the leaked-ENI sweep until ctx
-// ends.
+// ends; first, in the background, it deletes the ENIs an earlier run on
+// this node left detached.
 func (d *Daemon) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
+	go func() { defer wg.Done(); d.sweepNode(ctx) }()
 	go func() { defer wg.Done(); d.reconcileLoop(ctx) }()
 	if !d.cfg.IPv6 { // IPv6 mode's /80 is the pool: nothing to grow or shrink
 		wg.Add(1)
@@ -45,6 +47,36 @@ func (d *Daemon) poolLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		case <-d.kick:
+		}
+	}
+}
+
+// sweepNode deletes the ENIs an earlier run of the daemon on this node
+// left detached: killed between creating an ENI and attaching it, or
+// between detaching and deleting one. Nothing else makes such ENIs (tagged
+// with this instance and the create token, created before this run), so
+// they need not wait for the cluster's leaked-ENI sweep and its minimum
+// age; this is the run's own recovery, done even when that sweep is off.
+// It is tried a few times; what is left is the sweep's.
+func (d *Daemon) sweepNode(ctx context.Context) {
+	for attempt := 0; attempt < 3; attempt++ {
+		cctx, cancel := context.WithTimeout(ctx, time.Minute)
+		deleted, err := d.cloud.SweepNodeENIs(cctx, d.node.VPCID, d.node.InstanceID, d.started)
+		cancel()
+		if len(deleted) > 0 {
+			d.logf("deleted %v, which an earlier run on this node left detached", deleted)
+			d.mu.Lock()
+			d.counters["leaked_enis_deleted"] += int64(len(deleted))
+			d.mu.Unlock()
+		}
+		if err == nil {
+			return
+		}
+		d.logf("deleting the ENIs an earlier run on this node left detached: %v", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Duration(5<<attempt) * time.Second):
 		}
 	}
 }
