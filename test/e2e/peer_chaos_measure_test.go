@@ -246,14 +246,18 @@ func logTallies(t *testing.T, title string, rows []tallyRow) {
 	t.Helper()
 	var b strings.Builder
 	w := tabwriter.NewWriter(&b, 0, 0, 1, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "round\tsystem\tADD failed\tDEL failed\tnot serving\tdaemon exits\thanded twice\tnot in EC2\tlost address\tlost connectivity\tleaked ENIs\tidle above target\tview != EC2\trecovered in\t")
+	fmt.Fprintln(w, "round\tsystem\tADD failed\tDEL failed\tnot serving\tdaemon exits\tback after kill\thanded twice\tnot in EC2\tlost address\tlost connectivity\tleaked ENIs\tidle above target\tview != EC2\trecovered in\t")
 	for _, r := range rows {
 		rec := fmt.Sprintf("> %s", r.t.waited)
 		if r.t.settled {
 			rec = r.t.recovered.Round(100 * time.Millisecond).String()
 		}
-		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t\n", r.round, r.system, r.t.addFailed, r.t.delFailed,
-			r.t.notServing, r.t.exits, r.t.twice, r.t.notInEC2, r.t.lostAddr, r.t.lostConn, r.t.leakedENIs, r.t.idleAbove, r.t.viewDiff, rec)
+		back := "-"
+		if r.t.restart > 0 {
+			back = r.t.restart.Round(100 * time.Millisecond).String()
+		}
+		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t\n", r.round, r.system, r.t.addFailed, r.t.delFailed,
+			r.t.notServing, r.t.exits, back, r.t.twice, r.t.notInEC2, r.t.lostAddr, r.t.lostConn, r.t.leakedENIs, r.t.idleAbove, r.t.viewDiff, rec)
 	}
 	w.Flush()
 	t.Logf("%s:\n%s", title, b.String())

@@ -65,6 +65,8 @@ type chaosTally struct {
 	lostAddr, lostConn               int
 	leakedENIs, idleAbove, viewDiff  int
 	exits                            int // the daemon exited by itself
+	// restart is the slowest time from a SIGKILL to serving again.
+	restart time.Duration
 	// recovered is how long after the faults ended the system settled,
 	// if it did within waited.
 	recovered, waited time.Duration
@@ -137,6 +139,13 @@ func TestChaosSideBySide(t *testing.T) {
 	// Each node of ours has a twin of the peer's: a round's kill or reboot
 	// of "ca" hits "pa" at the same moment.
 	twin := map[string]string{"ca": "pa", "cb": "pb"}
+	var slowMu sync.Mutex
+	slowest := map[*chaosSystem]time.Duration{}
+	noteBack := func(sys *chaosSystem, d time.Duration) {
+		slowMu.Lock()
+		slowest[sys] = max(slowest[sys], d)
+		slowMu.Unlock()
+	}
 	hooks := chaosHooks{
 		kill: func(name string) {
 			delay := time.Duration(100+rand.IntN(400)) * time.Millisecond
@@ -169,6 +178,8 @@ func TestChaosSideBySide(t *testing.T) {
 				peerBack = time.Since(killed)
 			}()
 			wg.Wait()
+			noteBack(ours, oursBack)
+			noteBack(peer, peerBack)
 			if oursErr != nil {
 				t.Errorf("daemon of %s after SIGKILL: %v", name, oursErr)
 			}
@@ -256,6 +267,10 @@ func TestChaosSideBySide(t *testing.T) {
 		}
 		tallies[peer].exits, exitsBefore = exits-exitsBefore, exits
 		tallies[ours].leakedENIs += len(swept)
+		slowMu.Lock()
+		tallies[ours].restart, tallies[peer].restart = slowest[ours], slowest[peer]
+		clear(slowest)
+		slowMu.Unlock()
 		for _, e := range swept {
 			t.Logf("round %q: vpcchain leaked %s (tags %v); our daemons logged of it and of creating ENIs:\n%s", r.name, e.ID, e.Tags,
 				logLinesWith(c, e.ID, "CreateENI", "create ENI"))
@@ -279,7 +294,10 @@ func TestChaosSideBySide(t *testing.T) {
 	final[ours].leakedENIs += len(swept)
 	for _, sys := range []*chaosSystem{ours, peer} {
 		measureSystem(t, c, all, sys, final[sys], "final")
+		// The total's recovery is the slowest round's.
+		rec, waited, settled := totals[sys].recovered, totals[sys].waited, totals[sys].settled
 		totals[sys].add(final[sys])
+		totals[sys].recovered, totals[sys].waited, totals[sys].settled = rec, waited, settled
 		// What is off after the last wait stays off.
 		totals[sys].idleAbove, totals[sys].viewDiff = final[sys].idleAbove, final[sys].viewDiff
 		rows = append(rows, tallyRow{"after the last wait", sys.name, final[sys]})
@@ -324,6 +342,7 @@ func (ct *chaosTally) count(kind string) {
 // slowest.
 func (ct *chaosTally) add(o *chaosTally) {
 	ct.recovered, ct.waited = max(ct.recovered, o.recovered), max(ct.waited, o.waited)
+	ct.restart = max(ct.restart, o.restart)
 	ct.settled = ct.settled && o.settled
 	ct.addFailed += o.addFailed
 	ct.delFailed += o.delFailed
