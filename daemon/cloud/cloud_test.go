@@ -375,6 +375,52 @@ func TestCreateAndAttachENIRecovers(t *testing.T) {
 	}
 }
 
+// An ENI made a moment ago may be missing from EC2's describe (eventual
+// consistency). Freeing it must not take "not found" for "deleted": that
+// left it detached, for the leak sweep. With its attachment known, it is
+// detached and deleted; without, it is deleted if detached, and an
+// attached one is reported, not taken for freed.
+func TestFreeENINotDescribedYet(t *testing.T) {
+	ctx := context.Background()
+	for _, tt := range []struct {
+		name     string
+		known    bool
+		detached bool
+	}{{"attachment known", true, false}, {"attachment unknown, attached", false, false}, {"attachment unknown, detached", false, true}} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t)
+			e.sim.Cloud.SetDescribeLag(time.Hour)
+			eni := e.createAttach(t, e.c, 1, 2)
+			if tt.detached {
+				if aerr := e.sim.Cloud.DetachNetworkInterface(eni.AttachmentID); aerr != nil {
+					t.Fatal(aerr)
+				}
+			}
+			att := eni.AttachmentID
+			if !tt.known {
+				att = ""
+			}
+			err := e.c.FreeENI(ctx, eni.ID, att)
+			if !tt.known && !tt.detached {
+				if err == nil {
+					t.Fatal("FreeENI of an attached ENI EC2 does not describe yet, attachment unknown: no error")
+				}
+				if v, ok := e.sim.Cloud.ENI(eni.ID); !ok || v.Status != "in-use" {
+					t.Fatalf("ENI %v (exists %v), want it left attached", v.Status, ok)
+				}
+				e.sim.Cloud.SetDescribeLag(0)
+				err = e.c.FreeENI(ctx, eni.ID, att)
+			}
+			if err != nil {
+				t.Fatalf("FreeENI: %v", err)
+			}
+			if v, ok := e.sim.Cloud.ENI(eni.ID); ok {
+				t.Errorf("ENI still exists (%s)", v.Status)
+			}
+		})
+	}
+}
+
 // A create whose every answer was lost, with EC2's describe not showing
 // the new ENI yet (so its create-token tag finds nothing): one more create
 // with the same ClientToken gets that same ENI back, as EC2 promises for a

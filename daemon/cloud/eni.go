@@ -594,7 +594,9 @@ func texts[T fmt.Stringer](list []T) []string {
 
 // FreeENI detaches the ENI (if attachmentID is set, or if EC2 shows it
 // attached when attachmentID is ""), waits until it is available and
-// deletes it. An ENI that is already gone counts as freed.
+// deletes it. An ENI that is already gone counts as freed. A describe
+// that does not find the ENI proves nothing (it may lag behind an ENI made
+// a moment ago): only the delete's answer says it is gone.
 func (c *Client) FreeENI(ctx context.Context, eniID, attachmentID string) error {
 	return c.freeENI(ctx, eniID, attachmentID, attachmentID != "")
 }
@@ -604,7 +606,14 @@ func (c *Client) freeENI(ctx context.Context, eniID, attachmentID string, known 
 	if !known {
 		ni, err := c.describeENI(ctx, eniID)
 		if IsNotFound(err) {
-			return nil
+			// Gone, or too new for the describe: the delete tells, and
+			// refuses an ENI still attached, whose attachment we cannot
+			// learn yet.
+			_, err := c.ec2.DeleteNetworkInterface(ctx, &ec2.DeleteNetworkInterfaceInput{NetworkInterfaceId: aws.String(eniID)})
+			if err == nil || IsNotFound(err) {
+				return nil
+			}
+			return fmt.Errorf("free ENI %s, which EC2's describe does not show yet: %w", eniID, err)
 		}
 		if err != nil {
 			return fmt.Errorf("free ENI %s: %w", eniID, err)
@@ -633,13 +642,13 @@ func (c *Client) freeENI(ctx context.Context, eniID, attachmentID string, known 
 			ni, err := c.describeENI(ctx, eniID)
 			switch {
 			case IsNotFound(err):
-				return nil
+				// Not described yet, or gone: the delete tells (and
+				// answers InUse while it is still detaching).
 			case err != nil:
 				return fmt.Errorf("free ENI %s: wait for detach: %w", eniID, err)
 			case ni.Attachment != nil && aws.ToString(ni.Attachment.AttachmentId) != attachmentID:
 				return fmt.Errorf("free ENI %s: attached again meanwhile (%s)", eniID, aws.ToString(ni.Attachment.AttachmentId))
-			}
-			if ni.Status != types.NetworkInterfaceStatusAvailable {
+			case ni.Status != types.NetworkInterfaceStatusAvailable:
 				if c.now().After(deadline) {
 					return fmt.Errorf("free ENI %s: still %s %s after detaching", eniID, ni.Status, c.o.DetachTimeout)
 				}
