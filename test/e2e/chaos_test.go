@@ -234,7 +234,7 @@ func (o *oneAtATime) inject(f *vpcsim.Faults, code string) {
 // TestChaos runs concurrent ADD/DEL bursts on two nodes while the simulator
 // throttles, fails with 5xx, loses responses after making the change and
 // answers after the client gave up, and while the daemons are killed with
-// SIGKILL and restarted. After each round (faults off, CNI GC, the pool
+// SIGKILL and restarted; in the last round a node reboots. After each round (faults off, CNI GC, the pool
 // settled, the leaked-ENI sweep) it checks from three sides that users get
 // what they rely on:
 //   - EC2: every live pod's address is assigned to an ENI of its node, no
