@@ -227,4 +227,3 @@ func (p *peerNode) exits() int {
 	defer p.mu.Unlock()
 	return p.crashes
 }
-
