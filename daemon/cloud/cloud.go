@@ -51,6 +51,10 @@ const (
 	DefaultDescribeBurst = 20
 	DefaultMaxAttempts   = 10
 	DefaultMaxBackoff    = 10 * time.Second
+	// TransientMaxBackoff caps one backoff after an error that is not
+	// throttling (5xx, a timeout, a dropped connection): nothing asks the
+	// client to slow down, and a daemon starting waits on its describes.
+	TransientMaxBackoff  = time.Second
 	DefaultDetachTimeout = time.Minute
 )
 
@@ -173,6 +177,7 @@ func New(ctx context.Context, o Options) (*Client, error) {
 			ao.StandardOptions = append(ao.StandardOptions, func(so *retry.StandardOptions) {
 				so.MaxAttempts = o.MaxAttempts
 				so.MaxBackoff = o.MaxBackoff
+				so.Backoff = newBackoff(o.MaxBackoff)
 			})
 		})
 	}
