@@ -83,6 +83,9 @@ type Daemon struct {
 	// with it, whatever now says): ENIs created before are an earlier
 	// run's.
 	started time.Time
+	// sweepNodeUntil: until then (wall clock) reconciles sweep the node's
+	// detached ENIs, after a failed ENI call (enisMayBeLeft). Under mu.
+	sweepNodeUntil time.Time
 	// observeAdd is Options.ObserveAdd (never nil).
 	observeAdd func(time.Duration)
 

@@ -59,11 +59,13 @@ func (d *Daemon) createENI(ctx context.Context, dec pool.Decision) error {
 	}
 	e, err := d.cloud.CreateAndAttachENI(ctx, in)
 	if err != nil {
+		d.enisMayBeLeft()
 		return d.growFailed(ctx, err, "")
 	}
 	if err := d.adoptENI(ctx, e, d.cfg.ENIAttachTimeout); err != nil {
 		// An ENI we cannot wire is worse than none: give it back.
 		if ferr := d.cloud.FreeENI(ctx, e.ID, e.AttachmentID); ferr != nil {
+			d.enisMayBeLeft()
 			err = errors.Join(err, fmt.Errorf("free %s: %w", e.ID, ferr))
 		}
 		return d.growFailed(ctx, err, "")
@@ -162,6 +164,8 @@ func (d *Daemon) deleteENI(ctx context.Context, eni eniState) error {
 	}
 	if err := d.cloud.FreeENI(ctx, eni.id, eni.attachmentID); err != nil {
 		// Still attached: put it back so the reconciler and pool see it.
+		// Or detached and not deleted: the reconciles' sweep deletes it.
+		d.enisMayBeLeft()
 		d.mu.Lock()
 		d.ledger.enis[eni.id] = &eni
 		d.mu.Unlock()

@@ -283,3 +283,39 @@ func TestRunDeletesENIsAnEarlierRunLeftDetached(t *testing.T) {
 		t.Errorf("leaked_enis_deleted = %d, want 1", n)
 	}
 }
+
+// An ENI call of this run that fails after EC2 made an ENI (here: the
+// attach refused, then the delete of the unwired ENI refused too) leaves
+// it detached; the next reconcile deletes it, even with the cluster's
+// leaked-ENI sweep off, rather than leaving it for that sweep's minimum age.
+func TestReconcileDeletesENIsAFailedCallLeft(t *testing.T) {
+	f := newFixture(t, map[string]string{"DISABLE_LEAKED_ENI_CLEANUP": "true"})
+	d := f.start()
+	defer d.Close()
+	settle(t, d)
+	left := func() []string {
+		var ids []string
+		for _, e := range f.sim.Cloud.ENIs() {
+			if e.Status == "available" && e.Tags[cloud.TagInstanceID] == f.node.InstanceID {
+				ids = append(ids, e.ID)
+			}
+		}
+		return ids
+	}
+	f.sim.Faults.Inject("AttachNetworkInterface", "AttachmentLimitExceeded", 1)
+	f.sim.Faults.Deny("DeleteNetworkInterface", true)
+	fillNode(t, d, 0, 30)
+	if len(left()) == 0 {
+		t.Fatal("the faults left no detached ENI: the test shows nothing")
+	}
+	f.sim.Faults.Deny("DeleteNetworkInterface", false)
+	if err := d.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if ids := left(); len(ids) > 0 {
+		t.Fatalf("detached ENIs of this node after a reconcile: %v", ids)
+	}
+	if n := d.Counters()["leaked_enis_deleted"]; n < 1 {
+		t.Errorf("leaked_enis_deleted = %d, want at least 1", n)
+	}
+}

@@ -59,6 +59,7 @@ func (d *Daemon) Reconcile(ctx context.Context) error {
 	defer d.opMu.Unlock()
 	d.grow.mu.Lock() // wait for growth in flight: no ENI half-created
 	defer d.grow.mu.Unlock()
+	d.sweepAfterFailedENIOp(ctx)
 	md, err := d.cloud.MetadataNode(ctx)
 	if err == nil {
 		d.noteVPCCIDRs(md.VPCCIDRs)

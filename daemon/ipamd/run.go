@@ -81,6 +81,41 @@ func (d *Daemon) sweepNode(ctx context.Context) {
 	}
 }
 
+// enisMayBeLeft notes that an ENI call of this run failed in a way that may
+// have left an ENI detached (a create EC2 made but never answered, an ENI
+// that could not be wired and then not be freed): until EC2's describes
+// have caught up, each reconcile sweeps the node's detached ENIs.
+func (d *Daemon) enisMayBeLeft() {
+	d.mu.Lock()
+	d.sweepNodeUntil = time.Now().Add(d.cfg.ConsistencyGrace)
+	d.mu.Unlock()
+}
+
+// sweepAfterFailedENIOp deletes the node's detached ENIs while a failed
+// ENI call may have left one. The caller holds grow.mu for writing, so no
+// create is between its create and attach, nor starts during the sweep:
+// every detached ENI of this node is left over (one being freed is deleted
+// either way), including one made this second (the creation tags are in
+// whole seconds of the wall clock).
+func (d *Daemon) sweepAfterFailedENIOp(ctx context.Context) {
+	d.mu.Lock()
+	due := time.Now().Before(d.sweepNodeUntil)
+	d.mu.Unlock()
+	if !due {
+		return
+	}
+	deleted, err := d.cloud.SweepNodeENIs(ctx, d.node.VPCID, d.node.InstanceID, time.Now().Add(time.Second))
+	if len(deleted) > 0 {
+		d.logf("deleted %v, left detached by a failed ENI call of this run", deleted)
+		d.mu.Lock()
+		d.counters["leaked_enis_deleted"] += int64(len(deleted))
+		d.mu.Unlock()
+	}
+	if err != nil {
+		d.logf("deleting ENIs a failed ENI call left detached: %v", err)
+	}
+}
+
 func (d *Daemon) sweepLoop(ctx context.Context) {
 	// Spread first sweeps (within one interval, at most a minute) so a
 	// fleet restart does not sweep at once.
