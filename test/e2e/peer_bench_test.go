@@ -613,27 +613,42 @@ func BenchmarkPeerThroughput(b *testing.B) {
 //	VPCCHAIN_BIN=$PWD/bin go test -tags peer -run '^$' -bench PeerChurn -benchtime 1x ./test/e2e/
 func BenchmarkPeerChurn(b *testing.B) {
 	s := newSideBySide(b)
+	// Pool settings, each a pair of nodes running at once: the defaults
+	// (WARM_ENI_TARGET=1), the same WARM_IP_TARGET=2 on both, and each
+	// side's best at this rate by the simulated churn (ours adaptive,
+	// theirs WARM_IP_TARGET=2). At 1 event/s every setting holds all an
+	// m5.large has (the cooldown keeps them), so only the defaults run.
+	type knobs struct{ name, ours, theirs string }
+	all := []knobs{{"default", "", ""}, {"warm-ip-target-2", "WARM_IP_TARGET=2", "WARM_IP_TARGET=2"},
+		{"ours-adaptive", "WARM_POOL_MODE=adaptive", "WARM_IP_TARGET=2"}}
 	for _, iv := range []struct {
 		interval        time.Duration
 		warmup, measure int
-	}{{time.Second, 90, 120}, {5 * time.Second, 18, 30}} {
+		knobs           []knobs
+	}{{time.Second, 90, 120, all[:1]}, {5 * time.Second, 18, 30, all}} {
 		b.Run(fmt.Sprintf("interval=%v", iv.interval), func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
-				tag := fmt.Sprintf("%ds-%d", int(iv.interval.Seconds()), i)
-				ours := s.ours("m5.large", "churn-ours-"+tag)
-				ours.start()
-				b.Cleanup(ours.stop)
-				ours.waitReady()
-				theirs := startPeer(b, s.bins, s.k, s.k.remoteServer, s.theirs("m5.large", "churn-theirs-"+tag))
-				theirs.waitReady(b, 90*time.Second)
-				ol := ours.chain(nil)
-				sides := [2]*churnSide{
-					{name: "ours", n: ours, newPod: func(name string) *pod { return ours.newPod("churn", name) },
-						add: func(p *pod) error { _, err := p.add(ol); return err }, del: func(p *pod) error { return p.del(ol) },
-						retry: func(err error) bool { return isTryAgain(err) }},
-					{name: "theirs", n: theirs.node, newPod: theirs.newPod,
-						add: func(p *pod) error { _, err := p.add(theirs.conf); return err }, del: func(p *pod) error { return p.del(theirs.conf) },
-						retry: func(error) bool { return true }},
+				var sides []*churnSide
+				for _, k := range iv.knobs {
+					tag := fmt.Sprintf("%ds-%s-%d", int(iv.interval.Seconds()), k.name, i)
+					var oursEnv, theirsEnv []string
+					if k.ours != "" {
+						oursEnv, theirsEnv = []string{k.ours}, []string{k.theirs}
+					}
+					ours := s.ours("m5.large", "c-ours-"+tag, oursEnv...)
+					ours.start()
+					b.Cleanup(ours.stop)
+					ours.waitReady()
+					theirs := startPeer(b, s.bins, s.k, s.k.remoteServer, s.theirs("m5.large", "c-theirs-"+tag), theirsEnv...)
+					theirs.waitReady(b, 90*time.Second)
+					ol := ours.chain(nil)
+					sides = append(sides,
+						&churnSide{name: k.name + "/ours", n: ours, newPod: func(name string) *pod { return ours.newPod("churn", name) },
+							add: func(p *pod) error { _, err := p.add(ol); return err }, del: func(p *pod) error { return p.del(ol) },
+							retry: func(err error) bool { return isTryAgain(err) }},
+						&churnSide{name: k.name + "/theirs", n: theirs.node, newPod: theirs.newPod,
+							add: func(p *pod) error { _, err := p.add(theirs.conf); return err }, del: func(p *pod) error { return p.del(theirs.conf) },
+							retry: func(error) bool { return true }})
 				}
 				var wg sync.WaitGroup
 				for _, sd := range sides {
