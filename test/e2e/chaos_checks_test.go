@@ -45,12 +45,22 @@ func newSweeper(t *testing.T, c *cluster) *sweeper {
 	return &sweeper{c: c, cl: cl}
 }
 
-func (s *sweeper) sweep() ([]string, error) {
+// sweep returns the ENIs it deleted as EC2 had them before.
+func (s *sweeper) sweep() ([]vpcsim.ENIView, error) {
+	enis := map[string]vpcsim.ENIView{}
+	for _, e := range s.c.sim.Cloud.ENIs() {
+		enis[e.ID] = e
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	// Age 0: the sweep runs only once every daemon is idle, so no ENI is
 	// between its create and its attach.
-	return s.cl.SweepLeakedENIs(ctx, s.c.vpc, 0)
+	deleted, err := s.cl.SweepLeakedENIs(ctx, s.c.vpc, 0)
+	var views []vpcsim.ENIView
+	for _, id := range deleted {
+		views = append(views, enis[id])
+	}
+	return views, err
 }
 
 // settleChaos runs the runtime's CNI GC on every node, then waits until
@@ -80,17 +90,11 @@ func settleChaos(t *testing.T, c *cluster, nodes []*chaosNode, sw *sweeper) []vp
 			}
 		}
 		if idle {
-			enis := map[string]vpcsim.ENIView{}
-			for _, e := range c.sim.Cloud.ENIs() {
-				enis[e.ID] = e
-			}
 			deleted, err := sw.sweep()
 			if err != nil {
 				t.Errorf("leaked-ENI sweep: %v", err)
 			}
-			for _, id := range deleted {
-				swept = append(swept, enis[id])
-			}
+			swept = append(swept, deleted...)
 			if len(deleted) == 0 {
 				return swept
 			}

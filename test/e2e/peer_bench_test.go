@@ -18,8 +18,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -999,23 +997,6 @@ func (s *sideBySide) scaleOut(b *testing.B, system, tag, typ string, nodes, pods
 // procRSSKinds splits pid's resident memory into anonymous (heap, stacks)
 // and file-backed (the binary's pages) in MiB, from smaps_rollup.
 func procRSSKinds(b *testing.B, pid int) (anon, file float64) {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
-	if err != nil {
-		b.Fatal(err)
-	}
-	var rss float64
-	for _, line := range strings.Split(string(raw), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		kb, _ := strconv.ParseFloat(f[1], 64)
-		switch f[0] {
-		case "Rss:":
-			rss = kb / 1024
-		case "Anonymous:":
-			anon = kb / 1024
-		}
-	}
-	return anon, rss - anon
+	f := procMiB(b, fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	return f["Anonymous"], f["Rss"] - f["Anonymous"]
 }

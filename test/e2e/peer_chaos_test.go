@@ -412,17 +412,11 @@ func recoverSideBySide(t *testing.T, c *cluster, sw *sweeper, tallies map[*chaos
 				continue
 			}
 			if sys.ours && !sweptDone {
-				enis := map[string]vpcsim.ENIView{}
-				for _, e := range c.sim.Cloud.ENIs() {
-					enis[e.ID] = e
-				}
 				deleted, err := sw.sweep()
 				if err != nil {
 					t.Errorf("leaked-ENI sweep: %v", err)
 				}
-				for _, id := range deleted {
-					swept = append(swept, enis[id])
-				}
+				swept = append(swept, deleted...)
 				if len(deleted) > 0 {
 					continue // settle again without them
 				}

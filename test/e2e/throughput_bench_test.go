@@ -295,24 +295,25 @@ func procCPU(b *testing.B, pid int) float64 {
 
 // procMem is VmRSS and VmHWM of pid in MiB.
 func procMem(b *testing.B, pid int) (rss, hwm float64) {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	f := procMiB(b, fmt.Sprintf("/proc/%d/status", pid))
+	return f["VmRSS"], f["VmHWM"]
+}
+
+// procMiB reads a /proc file of "Name: <n> kB" lines into MiB by name.
+func procMiB(b *testing.B, path string) map[string]float64 {
+	raw, err := os.ReadFile(path)
 	if err != nil {
 		b.Fatal(err)
 	}
+	out := map[string]float64{}
 	for _, line := range strings.Split(string(raw), "\n") {
 		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		kb, _ := strconv.ParseFloat(f[1], 64)
-		switch f[0] {
-		case "VmRSS:":
-			rss = kb / 1024
-		case "VmHWM:":
-			hwm = kb / 1024
+		if len(f) == 3 && f[2] == "kB" {
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			out[strings.TrimSuffix(f[0], ":")] = kb / 1024
 		}
 	}
-	return rss, hwm
+	return out
 }
 
 // churnPods adds and deletes pods with two workers until stop; it returns
