@@ -17,7 +17,7 @@ PLUGINS := $(wildcard plugins/*)
 # run): not part of the product, built into bin/ with it.
 SIMCMDS := $(wildcard sim/cmd/*)
 
-.PHONY: all build tools heavy-tools node-tools cluster-tools peer-tools peer-test conformance-tools conformance cluster cluster-down node-test test unit e2e bench bench-peer scale demo image image-lock lint clean deps proto fuzz
+.PHONY: all build tools chart-test heavy-tools node-tools cluster-tools peer-tools peer-test conformance-tools conformance cluster cluster-down node-test test unit e2e bench bench-peer scale demo image image-lock lint clean deps proto fuzz
 
 all: build
 
@@ -64,7 +64,7 @@ node-tools: heavy-tools $(BIN)/tools/kubelet $(BIN)/tools/loopback $(CTRD2)/cont
 # Calico's calico-node (start-up, Felix, probes) for the image of Calico's
 # policy-only manifest that the tier applies.
 cluster-tools: node-tools $(BIN)/tools/kube-controller-manager $(BIN)/tools/kube-scheduler $(BIN)/tools/kube-proxy \
-  $(BIN)/tools/calico-node
+  $(BIN)/tools/calico-node $(BIN)/tools/helm
 
 $(BIN)/tools/calico-felix: test/tools/felix/go.mod
 	@mkdir -p $(BIN)/tools
@@ -83,6 +83,21 @@ $(BIN)/tools/kube-apiserver $(BIN)/tools/kubectl $(BIN)/tools/kubelet $(BIN)/too
 	@mkdir -p $(BIN)/tools
 	cd test/tools/kube && CGO_ENABLED=0 $(GO) build $(GOFLAGS) -trimpath -ldflags='$(KUBE_LDFLAGS)' -o $@.tmp k8s.io/kubernetes/cmd/$*
 	mv $@.tmp $@
+
+# Helm v4.3.2, for the cluster tier's TestClusterHelm (helm install, upgrade
+# and uninstall of charts/vpcchain), from its own module (test/tools/helm),
+# which also holds the chart's tests (chart-test: the chart rendered with
+# Helm's SDK against our kustomize manifest). The version is stamped where
+# `helm version` reads it.
+HELM_VERSION := v4.3.2
+$(BIN)/tools/helm: test/tools/helm/go.mod
+	@mkdir -p $(BIN)/tools
+	cd test/tools/helm && CGO_ENABLED=0 $(GO) build $(GOFLAGS) -trimpath \
+	  -ldflags='-s -w -X helm.sh/helm/v4/internal/version.version=$(HELM_VERSION)' -o $@.tmp helm.sh/helm/v4/cmd/helm
+	mv $@.tmp $@
+
+chart-test:
+	cd test/tools/helm && $(GO) test $(GOFLAGS) $(TESTFLAGS) ./...
 
 # containerd 2.x (which calls CNI STATUS from its CRI status) with its runc
 # shim and ctr, from their own module (test/tools/containerd), static.
@@ -190,6 +205,7 @@ cluster-down:
 test: deps lint build tools conformance-tools image peer-tools
 	VPCCHAIN_BIN=$(BIN) $(GO) test $(GOFLAGS) $(TESTFLAGS) ./...
 	cd test/tools && $(GO) test $(GOFLAGS) $(TESTFLAGS) ./...
+	$(MAKE) chart-test
 	$(PEER_TEST)
 	$(KUBELET_TEST)
 	$(CONFORMANCE_TEST)
