@@ -146,10 +146,11 @@ $(BIN)/tools/loopback: test/tools/go.mod
 # starved of CPU while it restarts can give up on a pod's shim and recreate
 # the sandbox, which the test would rightly report as a disturbed pod.
 # The cluster tier (TestClusterInstall, TestClusterCalico,
-# TestClusterMigrateFromAWSVPCCNI) installs the image `make image` built,
-# Calico's policy-only manifest and the AWS VPC CNI's (images from
-# peer-tools), with kubectl on a control plane and its nodes.
-KUBELET_TEST = VPCCHAIN_BIN=$(BIN) $(GO) test $(GOFLAGS) $(TESTFLAGS) -tags kubelet -v -run 'TestKubeletNode|TestCluster|TestClusterMigrateFromAWSVPCCNI' ./test/e2e/
+# TestClusterMigrateFromAWSVPCCNI, TestClusterHelm) installs the image
+# `make image` built, Calico's policy-only manifest and the AWS VPC CNI's
+# (images from peer-tools), with kubectl, and charts/vpcchain with helm, on
+# a control plane and its nodes.
+KUBELET_TEST = VPCCHAIN_BIN=$(BIN) $(GO) test $(GOFLAGS) $(TESTFLAGS) -tags kubelet -v -run 'TestKubeletNode|TestCluster|TestClusterMigrateFromAWSVPCCNI|TestClusterHelm' ./test/e2e/
 node-test: deps build tools cluster-tools peer-tools image
 	$(KUBELET_TEST)
 

@@ -249,7 +249,7 @@ spec:
 		ev, _ := kc.k.kubectl("", "-n", ns, "get", "events", "--sort-by=.lastTimestamp")
 		t.Fatalf("%v\n%s\n%s\n%s", err, out, pods, tail(ev, 40))
 	}
-	t.Logf("web pods on the AWS VPC CNI:\n%s", kc.kubectlOK("", "-n", ns, "get", "pods", "-o", "wide"))
+	t.Logf("web pods:\n%s", kc.kubectlOK("", "-n", ns, "get", "pods", "-o", "wide"))
 	ip := netip.MustParseAddr(kc.kubectlOK("", "-n", ns, "get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"))
 	return netip.AddrPortFrom(ip, 80)
 }
