@@ -1,19 +1,31 @@
 #!/bin/sh
-# rootfs.sh LOCK OUT [CACHE]: the image's userland in OUT, from exactly the
-# Debian packages LOCK pins (downloaded with apt-get into CACHE, default a
-# temporary directory, and checked against the pinned sha256). Both `make
-# image` and the Dockerfile run it, so both images hold the same files.
+# rootfs.sh LOCK OUT [CACHE [ARCH]]: the image's userland for Debian
+# architecture ARCH (default dpkg's own) in OUT, from exactly the Debian
+# packages LOCK pins for ARCH and "all" (downloaded with apt-get into CACHE,
+# default a temporary directory, and checked against the pinned sha256).
+# Both `make image` and the Dockerfile run it, so both images hold the same
+# files.
 set -eu
 lock=$1 out=$2
 cache=${3:-$(mktemp -d)}
+want=${4:-$(dpkg --print-architecture)}
 mkdir -p "$out" "$cache"
+if ! grep -v '^#' "$lock" | awk -v a="$want" '$3 == a { found = 1 } END { exit !found }'; then
+	echo "rootfs.sh: $lock pins no package for $want" >&2
+	exit 1
+fi
 grep -v '^#' "$lock" | while read -r pkg ver arch sum; do
 	[ -n "$pkg" ] || continue
+	[ "$arch" = "$want" ] || [ "$arch" = all ] || continue
 	deb="$cache/${pkg}_$(echo "$ver" | sed 's/:/%3a/')_${arch}.deb"
 	if ! echo "$sum  $deb" | sha256sum -c --status 2>/dev/null; then
 		rm -f "$deb"
-		if ! (cd "$cache" && apt-get download -q "$pkg=$ver" >/dev/null 2>&1); then
-			echo "rootfs.sh: apt cannot download $pkg=$ver (Debian replaced it, or the package lists are old: apt-get update); refresh the lock with make image-lock" >&2
+		# pkg:arch, so a foreign architecture's is fetched (an "all"
+		# package has no other).
+		spec="$pkg:$arch"
+		[ "$arch" != all ] || spec=$pkg
+		if ! (cd "$cache" && apt-get download -q "$spec=$ver" >/dev/null 2>&1); then
+			echo "rootfs.sh: apt cannot download $spec=$ver (Debian replaced it, or the package lists are old: apt-get update; for a foreign architecture, dpkg --add-architecture $arch first); refresh the lock with make image-lock" >&2
 			exit 1
 		fi
 		if ! echo "$sum  $deb" | sha256sum -c --status; then
