@@ -193,10 +193,37 @@ func FullName(ref string) string {
 	}
 }
 
+// Index assembles a multi-platform image: an OCI image index with one
+// manifest per image, each descriptor carrying its config's platform (what
+// a runtime matches its node against), in the order given.
+func Index(imgs ...v1.Image) (v1.ImageIndex, error) {
+	idx := mutate.IndexMediaType(empty.Index, types.OCIImageIndex)
+	for _, img := range imgs {
+		cf, err := img.ConfigFile()
+		if err != nil {
+			return nil, err
+		}
+		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{
+			Platform: &v1.Platform{OS: cf.OS, Architecture: cf.Architecture, Variant: cf.Variant}}})
+	}
+	return idx, nil
+}
+
 // WriteArchive writes img as an OCI image layout archive (a tar of
 // oci-layout, index.json and blobs/) naming it ref (its FullName),
 // deterministically.
 func WriteArchive(archive, ref string, img v1.Image) error {
+	return writeArchive(archive, func(p layout.Path, opt layout.Option) error { return p.AppendImage(img, opt) }, ref)
+}
+
+// WriteIndexArchive is WriteArchive for a multi-platform image (Index):
+// the layout's index.json names the image index, so `ctr images import`
+// keeps the manifest of its own platform.
+func WriteIndexArchive(archive, ref string, idx v1.ImageIndex) error {
+	return writeArchive(archive, func(p layout.Path, opt layout.Option) error { return p.AppendIndex(idx, opt) }, ref)
+}
+
+func writeArchive(archive string, add func(layout.Path, layout.Option) error, ref string) error {
 	ref = FullName(ref)
 	dir, err := os.MkdirTemp("", "ociimage")
 	if err != nil {
@@ -208,7 +235,7 @@ func WriteArchive(archive, ref string, img v1.Image) error {
 		return fmt.Errorf("OCI layout: %w", err)
 	}
 	// Both names: the OCI one, and containerd's (ctr import reads either).
-	if err := p.AppendImage(img, layout.WithAnnotations(map[string]string{
+	if err := add(p, layout.WithAnnotations(map[string]string{
 		"org.opencontainers.image.ref.name": ref, "io.containerd.image.name": ref})); err != nil {
 		return fmt.Errorf("OCI layout: %w", err)
 	}

@@ -193,3 +193,71 @@ func TestFullName(t *testing.T) {
 		}
 	}
 }
+
+// A multi-platform archive: index.json names one image index (with the
+// ref), which lists each platform's manifest with its platform, in order;
+// two builds give the same bytes.
+func TestIndexArchive(t *testing.T) {
+	write := func(dir string) string {
+		var imgs []v1.Image
+		for _, arch := range []string{"amd64", "arm64"} {
+			l, err := Layer([]File{{Path: "/app/run", Mode: 0o755, Data: []byte(arch)}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			img, err := Image([]v1.Layer{l}, v1.Platform{OS: "linux", Architecture: arch}, v1.Config{Entrypoint: []string{"/app/run"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			imgs = append(imgs, img)
+		}
+		idx, err := Index(imgs...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := filepath.Join(dir, "img.tar")
+		if err := WriteIndexArchive(out, "example.test/img:1", idx); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	a, b := write(t.TempDir()), write(t.TempDir())
+	ab, _ := os.ReadFile(a)
+	bb, _ := os.ReadFile(b)
+	if !bytes.Equal(ab, bb) {
+		t.Fatal("two builds of the same images differ")
+	}
+	blobs := readArchive(t, a)
+	type desc struct {
+		MediaType, Digest string
+		Annotations       map[string]string
+		Platform          struct{ OS, Architecture string }
+	}
+	var top struct{ Manifests []desc }
+	if err := json.Unmarshal(blobs["index.json"], &top); err != nil || len(top.Manifests) != 1 {
+		t.Fatalf("index.json: %s, %v", blobs["index.json"], err)
+	}
+	if d := top.Manifests[0]; d.MediaType != "application/vnd.oci.image.index.v1+json" ||
+		d.Annotations["io.containerd.image.name"] != "example.test/img:1" {
+		t.Fatalf("index.json names %+v", d)
+	}
+	var idx struct {
+		MediaType string
+		Manifests []desc
+	}
+	if err := json.Unmarshal(blobs["blobs/sha256/"+strings.TrimPrefix(top.Manifests[0].Digest, "sha256:")], &idx); err != nil {
+		t.Fatal(err)
+	}
+	if idx.MediaType != "application/vnd.oci.image.index.v1+json" || len(idx.Manifests) != 2 {
+		t.Fatalf("image index %+v", idx)
+	}
+	for i, arch := range []string{"amd64", "arm64"} {
+		m := idx.Manifests[i]
+		if m.MediaType != "application/vnd.oci.image.manifest.v1+json" || m.Platform.OS != "linux" || m.Platform.Architecture != arch {
+			t.Errorf("manifest %d: %+v, want linux/%s", i, m, arch)
+		}
+		if _, ok := blobs["blobs/sha256/"+strings.TrimPrefix(m.Digest, "sha256:")]; !ok {
+			t.Errorf("manifest %s is not in the archive", m.Digest)
+		}
+	}
+}
