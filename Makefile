@@ -17,7 +17,7 @@ PLUGINS := $(wildcard plugins/*)
 # run): not part of the product, built into bin/ with it.
 SIMCMDS := $(wildcard sim/cmd/*)
 
-.PHONY: all build tools chart-test heavy-tools node-tools cluster-tools peer-tools peer-test conformance-tools conformance cluster cluster-down node-test test unit e2e bench bench-peer scale demo image image-lock lint clean deps proto fuzz
+.PHONY: all build tools chart-test heavy-tools node-tools cluster-tools peer-tools peer-test conformance-tools conformance cluster cluster-down node-test test unit e2e bench bench-peer scale demo cross image image-lock lint clean deps proto fuzz
 
 all: build
 
@@ -260,13 +260,36 @@ scale:
 demo: deps build tools
 	@./scripts/demo.sh
 
+# The image's platforms (Graviton nodes are arm64). The host's binaries are
+# make build's in bin/; every other platform's are cross-compiled (static,
+# the same flags) into bin/linux_<arch>/ by make cross: the commands and
+# plugins, and in its tools/ the upstream plugins the image carries. One go
+# build per platform builds them in parallel; the build cache and go build's
+# up-to-date check make an unchanged rebuild take seconds.
+IMAGE_PLATFORMS := linux/amd64 linux/arm64
+IMAGE_ARCHS := $(patsubst linux/%,%,$(IMAGE_PLATFORMS))
+HOSTARCH := $(shell $(GO) env GOARCH)
+CROSS_ARCHS := $(filter-out $(HOSTARCH),$(IMAGE_ARCHS))
+PRODUCT_PKGS := $(addprefix ./,$(sort $(dir $(wildcard $(addsuffix /*.go,$(CMDS) $(PLUGINS))))))
+IMAGE_TOOLS := $(UPSTREAM)/ipam/host-local $(UPSTREAM)/meta/portmap $(UPSTREAM)/meta/bandwidth $(UPSTREAM)/main/loopback
+cross:
+	@for a in $(CROSS_ARCHS); do \
+	  echo "go build (linux/$$a) $(PRODUCT_PKGS) and the upstream plugins"; \
+	  mkdir -p $(BIN)/linux_$$a/tools && \
+	  GOOS=linux GOARCH=$$a $(GO) build $(GOFLAGS) $(BUILDFLAGS) -o $(BIN)/linux_$$a/ $(PRODUCT_PKGS) && \
+	  (cd test/tools && GOOS=linux GOARCH=$$a $(GO) build $(GOFLAGS) $(BUILDFLAGS) -o $(BIN)/linux_$$a/tools/ $(IMAGE_TOOLS)) || exit 1; \
+	done
+
 # The product's image, without a container engine and reproducibly (the same
 # binaries and lock give the same digest): an OCI image layout archive in
-# bin/image/ that `ctr images import` reads. build/image/Dockerfile builds
-# the same layout with a container builder.
+# bin/image/ that `ctr images import` reads, one manifest per platform of
+# IMAGE_PLATFORMS under an image index. The builder skips the work when its
+# inputs are those of the archive already there. build/image/Dockerfile
+# builds the same layout with a container builder.
 IMAGE ?= vpcchain/vpcchain:dev
-image: deps build tools $(BIN)/tools/loopback
-	$(GO) run $(GOFLAGS) ./build/image -bin $(BIN) -out $(BIN)/image/vpcchain.oci.tar -ref $(IMAGE)
+image: deps build tools $(BIN)/tools/loopback cross
+	$(GO) run $(GOFLAGS) ./build/image -bin $(BIN) -platforms '$(IMAGE_PLATFORMS)' \
+	  -out $(BIN)/image/vpcchain.oci.tar -ref $(IMAGE)
 
 # Re-pin the image's Debian packages to the versions apt offers now.
 image-lock:

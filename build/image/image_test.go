@@ -5,6 +5,8 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/sha256"
+	"debug/elf"
+	"encoding/hex"
 	"io"
 	"os"
 	"os/exec"
@@ -17,6 +19,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/testutils"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 // binDir is where make build put the binaries (VPCCHAIN_BIN, as for the
@@ -27,16 +30,27 @@ func binDir(t *testing.T) string {
 	if dir == "" {
 		dir, _ = filepath.Abs("../../bin")
 	}
-	for _, f := range appLayout {
-		if _, err := os.Stat(filepath.Join(dir, f.src)); err != nil {
-			t.Fatalf("%s missing: run make build tools node-tools (or make image)", filepath.Join(dir, f.src))
+	for _, p := range platforms {
+		for _, f := range appLayout {
+			if src := filepath.Join(binFor(dir, p.Architecture), f.src); !exists(src) {
+				t.Fatalf("%s missing: run make build tools cross (or make image)", src)
+			}
 		}
 	}
 	return dir
 }
 
-// readImage opens an OCI layout archive with go-containerregistry's reader.
-func readImage(t *testing.T, archive string) v1.Image {
+// platforms are the image's, as make image builds it.
+var platforms = []v1.Platform{{OS: "linux", Architecture: "amd64"}, {OS: "linux", Architecture: "arm64"}}
+
+func exists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// readImage opens an OCI layout archive with go-containerregistry's reader:
+// the image index index.json names, and each platform's image in it, in
+// the index's order. Every blob the index, manifests and configs name is
+// checked against its descriptor (the file is there, its size and sha256
+// are the descriptor's), and each manifest's platform against its config.
+func readImage(t *testing.T, archive string) (v1.Hash, []v1.Image) {
 	t.Helper()
 	dir := t.TempDir()
 	f, err := os.Open(archive)
@@ -64,22 +78,61 @@ func readImage(t *testing.T, archive string) v1.Image {
 			t.Fatal(err)
 		}
 	}
-	idx, err := layout.ImageIndexFromPath(dir)
+	blob := func(d v1.Descriptor) {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join(dir, "blobs", d.Digest.Algorithm, d.Digest.Hex))
+		if err != nil {
+			t.Fatalf("blob of %s %s: %v", d.MediaType, d.Digest, err)
+		}
+		if sum := sha256.Sum256(b); d.Digest.Algorithm != "sha256" || hex.EncodeToString(sum[:]) != d.Digest.Hex || int64(len(b)) != d.Size {
+			t.Errorf("blob %s (%s): sha256 %x, %d bytes; the descriptor says %d", d.Digest, d.MediaType, sum, len(b), d.Size)
+		}
+	}
+	top, err := layout.ImageIndexFromPath(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := idx.IndexManifest()
-	if err != nil || len(m.Manifests) != 1 {
-		t.Fatalf("index: %+v, %v", m, err)
+	m, err := top.IndexManifest()
+	if err != nil || len(m.Manifests) != 1 || m.Manifests[0].MediaType != types.OCIImageIndex {
+		t.Fatalf("index.json: %+v, %v; want one image index", m, err)
 	}
 	if got := m.Manifests[0].Annotations["org.opencontainers.image.ref.name"]; got != "docker.io/vpcchain/vpcchain:test" {
 		t.Errorf("image named %q", got)
 	}
-	img, err := idx.Image(m.Manifests[0].Digest)
+	blob(m.Manifests[0])
+	idx, err := top.ImageIndex(m.Manifests[0].Digest)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return img
+	im, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var imgs []v1.Image
+	for _, d := range im.Manifests {
+		blob(d)
+		img, err := idx.Image(d.Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mf, err := img.Manifest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		blob(mf.Config)
+		for _, l := range mf.Layers {
+			blob(l)
+		}
+		cf, err := img.ConfigFile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.MediaType != types.OCIManifestSchema1 || d.Platform == nil || d.Platform.OS != cf.OS || d.Platform.Architecture != cf.Architecture {
+			t.Errorf("manifest %s: %s, platform %+v; its config says %s/%s", d.Digest, d.MediaType, d.Platform, cf.OS, cf.Architecture)
+		}
+		imgs = append(imgs, img)
+	}
+	return m.Manifests[0].Digest, imgs
 }
 
 // entries lists a layer: path -> header, and regular files' contents.
@@ -111,7 +164,7 @@ func entries(t *testing.T, l v1.Layer) (map[string]*tar.Header, map[string][]byt
 func buildTo(t *testing.T, bin, cache string) (string, result) {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "vpcchain.oci.tar")
-	res, err := build(bin, ".", cache, out, "vpcchain/vpcchain:test")
+	res, err := build(bin, ".", cache, out, "vpcchain/vpcchain:test", platforms)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,13 +188,28 @@ func TestImage(t *testing.T) {
 	}
 	t.Logf("image %s: %d bytes compressed, %d uncompressed", res.digest, res.compressed, res.uncompressed)
 
-	img := readImage(t, a)
-	if d, _ := img.Digest(); d != res.digest {
-		t.Errorf("digest %s read back, %s built", d, res.digest)
+	digest, imgs := readImage(t, a)
+	if digest != res.digest {
+		t.Errorf("digest %s read back, %s built", digest, res.digest)
 	}
+	if len(imgs) != len(platforms) {
+		t.Fatalf("%d images in the index, want one for each of %v", len(imgs), platforms)
+	}
+	for i, p := range platforms {
+		t.Run(p.Architecture, func(t *testing.T) { checkImage(t, imgs[i], p, binFor(bin, p.Architecture), cache) })
+	}
+}
+
+// checkImage checks one platform's image: its config, its application
+// layer (the binaries of bin, built for its architecture per their ELF
+// header) and its userland (the lock's packages for its architecture).
+func checkImage(t *testing.T, img v1.Image, p v1.Platform, bin, cache string) {
 	cf, err := img.ConfigFile()
 	if err != nil {
 		t.Fatal(err)
+	}
+	if cf.OS != p.OS || cf.Architecture != p.Architecture {
+		t.Errorf("config for %s/%s, want %s", cf.OS, cf.Architecture, p)
 	}
 	if !slices.Equal(cf.Config.Entrypoint, []string{"/app/vpcchaind"}) || !slices.Contains(cf.Config.Env, "PATH=/usr/sbin:/usr/bin:/sbin:/bin") {
 		t.Errorf("config %+v", cf.Config)
@@ -167,6 +235,11 @@ func TestImage(t *testing.T) {
 		if sha256.Sum256(b) != sha256.Sum256(data[f.dest]) || app[f.dest].Mode != 0o755 {
 			t.Errorf("%s is not %s (mode %o)", f.dest, f.src, app[f.dest].Mode)
 		}
+		if e, err := elf.NewFile(bytes.NewReader(data[f.dest])); err != nil || e.Machine != elfMachine[p.Architecture] {
+			t.Errorf("%s is not an ELF binary for %s: %v", f.dest, p.Architecture, err)
+		} else if e.Class != elf.ELFCLASS64 || e.OSABI != elf.ELFOSABI_NONE && e.OSABI != elf.ELFOSABI_LINUX {
+			t.Errorf("%s: ELF class %s, OS ABI %s", f.dest, e.Class, e.OSABI)
+		}
 	}
 	slices.Sort(got)
 	slices.Sort(want)
@@ -185,7 +258,7 @@ func TestImage(t *testing.T) {
 	pkgs := 0
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
-		if len(f) != 4 || strings.HasPrefix(f[0], "#") {
+		if len(f) != 4 || strings.HasPrefix(f[0], "#") || f[2] != debianArch[p.Architecture] && f[2] != "all" {
 			continue
 		}
 		pkgs++
