@@ -4,12 +4,14 @@ package e2e
 
 import (
 	"bytes"
+	"debug/elf"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -35,8 +37,8 @@ patches:
 // the simulator: three nodes (Debian's containerd on two, containerd 2.2
 // on the third) join NotReady; `kubectl apply -k` of our manifest (the file
 // unchanged, in an overlay that only points the daemon at the simulator's
-// EC2) starts the DaemonSet from the image `make image` built; every node
-// turns Ready; a Deployment's pods spread over the nodes with addresses
+// EC2) starts the DaemonSet from the image `make image` built, each node's
+// runtime taking its own platform's manifest; every node turns Ready; a Deployment's pods spread over the nodes with addresses
 // EC2 has on their node's ENIs; Services and a hostPort work through
 // kube-proxy and portmap (checkServices).
 func TestClusterInstall(t *testing.T) {
@@ -65,6 +67,9 @@ func TestClusterInstall(t *testing.T) {
 		t.Errorf("node k2's CNI conf dir after the install: %v, want the AWS VPC CNI's set aside and ours", got)
 	}
 	t.Logf("DaemonSet rolled out and all %d nodes Ready %v after kubectl apply", len(kc.nodes), time.Since(start).Round(time.Second))
+	for _, kn := range kc.nodes {
+		checkDaemonArch(t, kn)
+	}
 
 	const replicas = 30
 	kc.kubectlOK(fmt.Sprintf(`apiVersion: apps/v1
@@ -443,4 +448,39 @@ func listDir(t *testing.T, dir string) []string {
 		out = append(out, e.Name())
 	}
 	return out
+}
+
+// checkDaemonArch checks that the node's runtime took the image's manifest
+// for the node's own platform from the multi-platform image: the daemon's
+// container runs /app/vpcchaind built for this machine, read through the
+// task's root (not its /proc exe, which under a binfmt emulator would be
+// the emulator).
+func checkDaemonArch(t *testing.T, kn *kubeNode) {
+	t.Helper()
+	want := map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64}[runtime.GOARCH]
+	out, err := kn.ctr("task", "ls")
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 3 || f[2] != "RUNNING" {
+			continue
+		}
+		e, err := elf.Open(filepath.Join("/proc", f[1], "root", "app", "vpcchaind"))
+		if err != nil {
+			continue // another container: no daemon in its image
+		}
+		found = true
+		if e.Machine != want {
+			t.Errorf("node %s runs vpcchaind built for %s, not this %s node", kn.n.name, e.Machine, runtime.GOARCH)
+		}
+		e.Close()
+	}
+	if found {
+		t.Logf("node %s (%s) runs the image's %s vpcchaind", kn.n.name, runtime.GOARCH, want)
+	} else {
+		t.Errorf("node %s: no running container with /app/vpcchaind among its tasks:\n%s", kn.n.name, out)
+	}
 }
