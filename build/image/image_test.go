@@ -392,3 +392,76 @@ func TestDockerfileMatchesLayout(t *testing.T) {
 		t.Errorf("Dockerfile: rootfs.sh run with the lock %v, rootfs copied to / %v, entrypoint %v, PATH %v", rootfsRun, rootfsCopy, entry, env)
 	}
 }
+
+// The builder refuses a binary built for another architecture than its
+// platform's (a stale bin/linux_arm64, a GOARCH left set).
+func TestCheckELF(t *testing.T) {
+	bin := binDir(t)
+	for _, p := range platforms {
+		own := filepath.Join(binFor(bin, p.Architecture), "vpcctl")
+		if err := checkELF(own, p.Architecture); err != nil {
+			t.Errorf("%s for %s: %v", own, p.Architecture, err)
+		}
+		for _, other := range platforms {
+			if other.Architecture != p.Architecture {
+				if err := checkELF(own, other.Architecture); err == nil {
+					t.Errorf("%s (%s) accepted for %s", own, p.Architecture, other.Architecture)
+				}
+			}
+		}
+	}
+	if err := checkELF("rootfs.sh", "amd64"); err == nil {
+		t.Error("a shell script accepted as a binary")
+	}
+}
+
+// An archive is kept only while every input is what it was built from: a
+// binary of either platform, the lock, rootfs.sh, the reference and the
+// platforms each change the key.
+func TestInputsKey(t *testing.T) {
+	bin, dir := t.TempDir(), t.TempDir()
+	write := func(p, data string) {
+		t.Helper()
+		_ = os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range platforms {
+		for _, f := range appLayout {
+			write(filepath.Join(binFor(bin, p.Architecture), f.src), p.Architecture+f.src)
+		}
+	}
+	write(filepath.Join(dir, "debian-packages.lock"), "lock")
+	write(filepath.Join(dir, "rootfs.sh"), "script")
+	key := func(ref string, plats []v1.Platform) string {
+		t.Helper()
+		k, err := inputsKey(bin, dir, ref, plats)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	base := key("r:1", platforms)
+	if key("r:1", platforms) != base {
+		t.Fatal("the same inputs give another key")
+	}
+	seen := map[string]string{base: "the original"}
+	differs := func(what, k string) {
+		t.Helper()
+		if prev, ok := seen[k]; ok {
+			t.Errorf("%s gives the key of %s", what, prev)
+		}
+		seen[k] = what
+	}
+	differs("another reference", key("r:2", platforms))
+	differs("one platform", key("r:1", platforms[:1]))
+	write(filepath.Join(binFor(bin, "arm64"), "tools/loopback"), "changed")
+	differs("a changed arm64 plugin", key("r:1", platforms))
+	write(filepath.Join(binFor(bin, "amd64"), "vpcchaind"), "changed")
+	differs("a changed amd64 daemon", key("r:1", platforms))
+	write(filepath.Join(dir, "debian-packages.lock"), "relocked")
+	differs("a re-pinned lock", key("r:1", platforms))
+	write(filepath.Join(dir, "rootfs.sh"), "edited")
+	differs("an edited rootfs.sh", key("r:1", platforms))
+}
