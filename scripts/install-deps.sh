@@ -21,17 +21,19 @@ command -v containerd >/dev/null || need+=(containerd)
 command -v runc >/dev/null || need+=(runc)
 [[ -x /bin/busybox ]] || need+=(busybox-static)
 # make image (and its test) downloads the pinned packages of the image's
-# userland with apt-get download, which needs the package lists, arm64's
-# too (the image is for linux/amd64 and linux/arm64): dpkg must know arm64
-# as a foreign architecture for apt to fetch its lists.
+# userland with apt-get download, which needs the package lists of both
+# the image's architectures (amd64 and arm64): dpkg must know the one that
+# is not the machine's as a foreign architecture for apt to fetch its lists.
 command -v dpkg-deb >/dev/null || need+=(dpkg)
 # The image test runs the arm64 binaries under qemu's user-mode emulator.
 command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
 update=
-if [[ $(dpkg --print-architecture) != arm64 ]] && ! dpkg --print-foreign-architectures | grep -qx arm64; then
-  dpkg --add-architecture arm64
-  update=1
-fi
+for arch in amd64 arm64; do
+  if [[ $(dpkg --print-architecture) != "$arch" ]] && ! dpkg --print-foreign-architectures | grep -qx "$arch"; then
+    dpkg --add-architecture "$arch"
+    update=1
+  fi
+done
 lists=$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' 2>/dev/null | head -1)
 if ((${#need[@]})) || [[ -z $lists || -n $update ]]; then
   export DEBIAN_FRONTEND=noninteractive
