@@ -63,12 +63,7 @@ func (d *Daemon) sweepNode(ctx context.Context) {
 		cctx, cancel := context.WithTimeout(ctx, time.Minute)
 		deleted, err := d.cloud.SweepNodeENIs(cctx, d.node.VPCID, d.node.InstanceID, d.started)
 		cancel()
-		if len(deleted) > 0 {
-			d.logf("deleted %v, which an earlier run on this node left detached", deleted)
-			d.mu.Lock()
-			d.counters["leaked_enis_deleted"] += int64(len(deleted))
-			d.mu.Unlock()
-		}
+		d.noteDeletedENIs(deleted, "which an earlier run on this node left detached")
 		if err == nil {
 			return
 		}
@@ -105,12 +100,7 @@ func (d *Daemon) sweepAfterFailedENIOp(ctx context.Context) {
 		return
 	}
 	deleted, err := d.cloud.SweepNodeENIs(ctx, d.node.VPCID, d.node.InstanceID, time.Now().Add(time.Second))
-	if len(deleted) > 0 {
-		d.logf("deleted %v, left detached by a failed ENI call of this run", deleted)
-		d.mu.Lock()
-		d.counters["leaked_enis_deleted"] += int64(len(deleted))
-		d.mu.Unlock()
-	}
+	d.noteDeletedENIs(deleted, "left detached by a failed ENI call of this run")
 	if err != nil {
 		d.logf("deleting ENIs a failed ENI call left detached: %v", err)
 	}
@@ -133,11 +123,17 @@ func (d *Daemon) sweepLoop(ctx context.Context) {
 		if err != nil {
 			d.logf("leaked ENI sweep: %v", err)
 		}
-		if len(deleted) > 0 {
-			d.logf("leaked ENI sweep deleted %v", deleted)
-			d.mu.Lock()
-			d.counters["leaked_enis_deleted"] += int64(len(deleted))
-			d.mu.Unlock()
-		}
+		d.noteDeletedENIs(deleted, "by the leaked ENI sweep")
 	}
+}
+
+// noteDeletedENIs logs and counts the leftover ENIs a sweep deleted.
+func (d *Daemon) noteDeletedENIs(deleted []string, why string) {
+	if len(deleted) == 0 {
+		return
+	}
+	d.logf("deleted %v, %s", deleted, why)
+	d.mu.Lock()
+	d.counters["leaked_enis_deleted"] += int64(len(deleted))
+	d.mu.Unlock()
 }

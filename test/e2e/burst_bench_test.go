@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -10,7 +9,6 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
-	"github.com/containernetworking/cni/pkg/types"
 
 	ipamv1 "github.com/vpcchain/vpcchain/api/ipam/v1"
 	"github.com/vpcchain/vpcchain/internal/instancelimits"
@@ -239,22 +237,15 @@ func waitServing(n *node, avail int) {
 // addLikeRuntime runs ADD until it succeeds; an ADD failing with code 11 is
 // cleaned up with DEL and retried after pause, for at most within.
 func addLikeRuntime(p *pod, l *libcni.NetworkConfigList, pause, within time.Duration) burstPod {
-	start := time.Now()
-	deadline := start.Add(within)
-	for attempts := 1; ; attempts++ {
-		_, err := p.add(l)
-		if err == nil {
-			return burstPod{wait: time.Since(start), attempts: attempts}
-		}
-		var ce *types.Error
-		if !errors.As(err, &ce) || ce.Code != types.ErrTryAgainLater || time.Now().After(deadline) {
-			return burstPod{wait: time.Since(start), attempts: attempts, err: fmt.Errorf("%s: ADD %d: %w", p.name, attempts, err)}
-		}
-		if err := p.del(l); err != nil {
-			return burstPod{wait: time.Since(start), attempts: attempts, err: fmt.Errorf("%s: DEL after failed ADD: %w", p.name, err)}
-		}
-		time.Sleep(pause)
+	return named(p, retryADD(p, l, pause, within, isTryAgain))
+}
+
+// named puts the pod's name and the attempt on a failed result.
+func named(p *pod, r burstPod) burstPod {
+	if r.err != nil {
+		r.err = fmt.Errorf("%s: ADD %d: %w", p.name, r.attempts, r.err)
 	}
+	return r
 }
 
 // ec2CallsSince counts the EC2 calls since before: all, and the mutating

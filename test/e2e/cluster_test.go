@@ -488,21 +488,33 @@ func (p *pod) add(l *libcni.NetworkConfigList) (*types100.Result, error) {
 // addRetrying behaves like kubelet: an ADD that fails with "try again later"
 // is cleaned up with DEL and retried.
 func (p *pod) addRetrying(l *libcni.NetworkConfigList, within time.Duration) error {
-	deadline := time.Now().Add(within)
-	for {
+	return retryADD(p, l, 200*time.Millisecond, within, isTryAgain).err
+}
+
+// retryADD runs ADD until it succeeds, as a runtime retries a sandbox: an
+// ADD whose error retry accepts is cleaned up with DEL and tried again
+// after pause, for at most within. The error is the last ADD's, or the DEL's.
+func retryADD(p *pod, l *libcni.NetworkConfigList, pause, within time.Duration, retry func(error) bool) burstPod {
+	start := time.Now()
+	for attempts := 1; ; attempts++ {
 		_, err := p.add(l)
 		if err == nil {
-			return nil
+			return burstPod{wait: time.Since(start), attempts: attempts}
 		}
-		var ce *types.Error
-		if !errors.As(err, &ce) || ce.Code != types.ErrTryAgainLater || time.Now().After(deadline) {
-			return err
+		if !retry(err) || time.Since(start) > within {
+			return burstPod{wait: time.Since(start), attempts: attempts, err: err}
 		}
 		if derr := p.del(l); derr != nil {
-			return fmt.Errorf("DEL after failed ADD: %w", derr)
+			return burstPod{wait: time.Since(start), attempts: attempts, err: fmt.Errorf("DEL after failed ADD: %w", derr)}
 		}
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(pause)
 	}
+}
+
+// isTryAgain: the plugin answered CNI code 11, try again later.
+func isTryAgain(err error) bool {
+	var ce *types.Error
+	return errors.As(err, &ce) && ce.Code == types.ErrTryAgainLater
 }
 
 func (p *pod) del(l *libcni.NetworkConfigList) error {

@@ -11,7 +11,6 @@ package e2e
 //	make bench-peer
 
 import (
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -25,7 +24,6 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/invoke"
-	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
 	"github.com/containernetworking/plugins/pkg/testutils"
 
@@ -442,21 +440,10 @@ func (s *sideBySide) burst(b *testing.B, system, name, typ string, pods int, env
 // try again: any failed ADD is cleaned up with DEL and retried after pause,
 // as kubelet retries a sandbox.
 func addAnyRetry(p *pod, l *libcni.NetworkConfigList, pause, within time.Duration) burstPod {
-	start := time.Now()
-	for attempts := 1; ; attempts++ {
-		_, err := p.add(l)
-		if err == nil {
-			return burstPod{wait: time.Since(start), attempts: attempts}
-		}
-		if time.Since(start) > within {
-			return burstPod{wait: time.Since(start), attempts: attempts, err: fmt.Errorf("%s: ADD %d: %w", p.name, attempts, err)}
-		}
-		if err := p.del(l); err != nil {
-			return burstPod{wait: time.Since(start), attempts: attempts, err: fmt.Errorf("%s: DEL after failed ADD: %w", p.name, err)}
-		}
-		time.Sleep(pause)
-	}
+	return named(p, retryADD(p, l, pause, within, anyError))
 }
+
+func anyError(error) bool { return true }
 
 // BenchmarkPeerResources is BenchmarkDaemonResources for both daemons at
 // once, on two m5.large nodes with the same pool settings
@@ -643,10 +630,10 @@ func BenchmarkPeerChurn(b *testing.B) {
 					sides = append(sides,
 						&churnSide{name: k.name + "/ours", n: ours, newPod: func(name string) *pod { return ours.newPod("churn", name) },
 							add: func(p *pod) error { _, err := p.add(ol); return err }, del: func(p *pod) error { return p.del(ol) },
-							retry: func(err error) bool { return isTryAgain(err) }},
+							retry: isTryAgain},
 						&churnSide{name: k.name + "/theirs", n: theirs.node, newPod: theirs.newPod,
 							add: func(p *pod) error { _, err := p.add(theirs.conf); return err }, del: func(p *pod) error { return p.del(theirs.conf) },
-							retry: func(error) bool { return true }})
+							retry: anyError})
 				}
 				var wg sync.WaitGroup
 				for _, sd := range sides {
@@ -691,11 +678,6 @@ type churnPod struct {
 	deleted bool
 	up      bool
 	done    chan struct{} // closed once the ADD loop has ended
-}
-
-func isTryAgain(err error) bool {
-	var ce *types.Error
-	return errors.As(err, &ce) && ce.Code == types.ErrTryAgainLater
 }
 
 func (sd *churnSide) sample(c *cluster, measuring bool) {

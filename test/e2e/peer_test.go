@@ -194,20 +194,7 @@ func (e *mountNSExec) ExecPlugin(ctx context.Context, path string, stdin []byte,
 // cleaned up with DEL and tried again. The peer answers "failed to assign an
 // IP address" (no retry code) while ipamd is still attaching an ENI.
 func addAsKubelet(pd *pod, l *libcni.NetworkConfigList, within time.Duration) error {
-	deadline := time.Now().Add(within)
-	for {
-		_, err := pd.add(l)
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return err
-		}
-		if derr := pd.del(l); derr != nil {
-			return fmt.Errorf("DEL after failed ADD (%v): %w", err, derr)
-		}
-		time.Sleep(time.Second)
-	}
+	return retryADD(pd, l, time.Second, within, anyError).err
 }
 
 // waitReady waits for what the DaemonSet's readiness probe and the
