@@ -76,10 +76,12 @@ func (c *apiClient) daemonSetGone(ctx context.Context, ns, name, node string) (b
 	switch resp.StatusCode {
 	case http.StatusNotFound:
 		return true, nil
-	case http.StatusUnauthorized:
+	case http.StatusUnauthorized, http.StatusForbidden:
 		// Our ServiceAccount is gone (its tokens are refused once it is
-		// deleted): only deleting our manifest removes it, and kubectl
-		// deletes it before the DaemonSet's pods have stopped.
+		// deleted), or our Role's grant to read our own DaemonSet is:
+		// only removing our install deletes them, and kubectl and helm
+		// delete them while the DaemonSet's pods are still stopping
+		// (helm deletes the RoleBinding before the ServiceAccount).
 		return true, nil
 	case http.StatusOK:
 	default:

@@ -23,7 +23,7 @@ func TestDaemonSetGone(t *testing.T) {
 		{"being deleted", http.StatusOK, `{"kind":"DaemonSet","metadata":{"name":"vpcchain","deletionTimestamp":"2026-12-02T17:00:00Z"}}`, true, false},
 		{"rolling update", http.StatusOK, `{"kind":"DaemonSet","metadata":{"name":"vpcchain"}}`, false, false},
 		{"our ServiceAccount deleted", http.StatusUnauthorized, `{"kind":"Status","code":401}`, true, false},
-		{"API error", http.StatusForbidden, `{"kind":"Status","code":403}`, false, true},
+		{"our read grant deleted", http.StatusForbidden, `{"kind":"Status","code":403}`, true, false},
 		{"API down", http.StatusServiceUnavailable, ``, false, true},
 	}
 	for _, tc := range cases {
