@@ -961,10 +961,10 @@ func TestSweepNodeENIs(t *testing.T) {
 
 func TestInstanceLimits(t *testing.T) {
 	// The rows of internal/instancelimits/instance-limits.tsv, read as data:
-	//	m5.large	3	10	nitro	false	0	0:3	...
-	//	t2.micro	2	2	xen	false	0	0:2	...
+	//	m5.large	3	10	nitro	false	0	0:3	true	9	...
+	//	t2.micro	2	2	xen	false	0	0:2	false	0	...
 	m5large := instancelimits.Limits{InstanceType: "m5.large", MaxENIs: 3, IPv4PerENI: 10, Hypervisor: "nitro",
-		NetworkCards: map[int]int{0: 3}}
+		NetworkCards: map[int]int{0: 3}, TrunkingCompatible: true, BranchInterfaces: 9}
 	t2micro := instancelimits.Limits{InstanceType: "t2.micro", MaxENIs: 2, IPv4PerENI: 2, Hypervisor: "xen",
 		NetworkCards: map[int]int{0: 2}}
 	tests := []struct {

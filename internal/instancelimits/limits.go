@@ -1,5 +1,5 @@
 // Package instancelimits holds EC2's per-instance-type network limits (max
-// ENIs, IPv4 addresses per ENI, hypervisor) as an embedded table, shared by
+// ENIs, IPv4 addresses per ENI, hypervisor, ENI trunking) as an embedded table, shared by
 // the VPC simulator, the daemon (which asks DescribeInstanceTypes only for a
 // type the table lacks) and the max-pods calculator.
 package instancelimits
@@ -35,6 +35,12 @@ type Limits struct {
 	DefaultNetworkCard int
 	// NetworkCards maps card index to its ENI limit.
 	NetworkCards map[int]int
+	// TrunkingCompatible is whether the type takes a trunk ENI with
+	// branch ENIs associated (EC2's ENI trunking); BranchInterfaces is how
+	// many branches one trunk takes. A type the trunking table does not
+	// list (an empty cell) is taken as not compatible, with none.
+	TrunkingCompatible bool
+	BranchInterfaces   int
 }
 
 // TotalENIs is the number of ENIs the instance can attach over all its
@@ -90,6 +96,14 @@ func load() {
 		}
 		l := Limits{InstanceType: f[0], MaxENIs: enis, IPv4PerENI: ips, Hypervisor: hv,
 			BareMetal: f[4] == "true", DefaultNetworkCard: def, NetworkCards: map[int]int{}}
+		if len(f) >= 9 && f[7] == "true" {
+			branches, err := strconv.Atoi(f[8])
+			if err != nil {
+				perr = fmt.Errorf("instance-limits.tsv line %d: bad branch_interface %q", line, f[8])
+				return
+			}
+			l.TrunkingCompatible, l.BranchInterfaces = true, branches
+		}
 		for _, c := range strings.Split(f[6], ";") {
 			idx, n, ok := strings.Cut(c, ":")
 			if !ok {

@@ -67,3 +67,33 @@ func TestNetworkCards(t *testing.T) {
 		}
 	}
 }
+
+// The table's is_trunking_compatible and branch_interface columns, read by
+// hand: m5.large "true 9", c5.large "true 9", m5.24xlarge "true 107",
+// c6in.32xlarge "true 106", t3.medium "false 0" (EKS: no t family type
+// takes security groups for pods), m4.large "false 0" (Xen), and
+// c7i.32xlarge with both cells empty (a type the trunking table lacks).
+func TestTrunking(t *testing.T) {
+	tests := []struct {
+		typ        string
+		compatible bool
+		branches   int
+	}{
+		{"m5.large", true, 9},
+		{"c5.large", true, 9},
+		{"m5.24xlarge", true, 107},
+		{"c6in.32xlarge", true, 106},
+		{"t3.medium", false, 0},
+		{"m4.large", false, 0},
+		{"c7i.32xlarge", false, 0},
+	}
+	for _, tt := range tests {
+		l, ok := Lookup(tt.typ)
+		if !ok {
+			t.Fatalf("%s: not found", tt.typ)
+		}
+		if l.TrunkingCompatible != tt.compatible || l.BranchInterfaces != tt.branches {
+			t.Errorf("%s: trunking %v with %d branches, want %v with %d", tt.typ, l.TrunkingCompatible, l.BranchInterfaces, tt.compatible, tt.branches)
+		}
+	}
+}
