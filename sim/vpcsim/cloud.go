@@ -102,11 +102,14 @@ type ENI struct {
 	// enables it on every new ENI).
 	NoSourceDestCheck bool
 	clientToken       string
+	// trunkAssoc is a branch ENI's trunk association ("" for none).
+	trunkAssoc string
 }
 
-// Status is the EC2 status of the ENI.
+// Status is the EC2 status of the ENI: a branch associated with a trunk is
+// in use, as an attached ENI is, though it has no attachment.
 func (e *ENI) Status() string {
-	if e.Attachment != nil {
+	if e.Attachment != nil || e.trunkAssoc != "" {
 		return "in-use"
 	}
 	return "available"
@@ -194,6 +197,11 @@ type Cloud struct {
 	describes *describeHistory // what an eventually consistent describe sees
 	sgPerENI  int              // the quota of security groups per network interface
 	rulesPerG int              // the quota of inbound rules per security group
+
+	// Trunk associations by ID, and the trunk actions' ClientTokens
+	// ("Action token") with their first requests (trunk.go).
+	assocs      map[string]*TrunkAssociation
+	trunkTokens map[string]trunkToken
 }
 
 // Amazon VPC's quota of security groups per network interface: 5 unless
@@ -213,6 +221,7 @@ func NewCloud(region string) *Cloud {
 		region: region, account: "123456789012",
 		vpcs: map[string]*VPC{}, subnets: map[string]*Subnet{}, instances: map[string]*Instance{},
 		enis: map[string]*ENI{}, sgs: map[string]*SecurityGroup{}, tokens: map[string]ENIView{},
+		assocs: map[string]*TrunkAssociation{}, trunkTokens: map[string]trunkToken{},
 		now: time.Now, sgPerENI: DefaultSecurityGroupsPerInterface, rulesPerG: DefaultRulesPerSecurityGroup,
 	}
 	c.describes = newDescribeHistory(c)

@@ -142,6 +142,9 @@ type ENIView struct {
 	Status        string
 	AttachmentID  string
 	InstanceID    string
+	// TrunkAssociationID is a branch ENI's association with its trunk
+	// ("" for none).
+	TrunkAssociationID string
 }
 
 func (c *Cloud) viewLocked(e *ENI) ENIView {
@@ -149,7 +152,7 @@ func (c *Cloud) viewLocked(e *ENI) ENIView {
 		Groups: append([]string(nil), e.Groups...), PrimaryIP: e.PrimaryIP,
 		Secondary: append([]netip.Addr(nil), e.Secondary...), Prefixes: append([]netip.Prefix(nil), e.Prefixes...),
 		Tags: copyTags(e.Tags), Description: e.Description, Status: e.Status(), DeviceIndex: -1, InterfaceType: e.InterfaceType,
-		IPv6s: slices.Clone(e.IPv6s), IPv6Prefixes: slices.Clone(e.IPv6Prefixes)}
+		IPv6s: slices.Clone(e.IPv6s), IPv6Prefixes: slices.Clone(e.IPv6Prefixes), TrunkAssociationID: e.trunkAssoc}
 	if s := c.subnets[e.SubnetID]; s != nil {
 		v.SubnetCIDR, v.SubnetIPv6 = s.CIDR, s.IPv6CIDR
 	}
@@ -307,6 +310,11 @@ func (c *Cloud) DetachNetworkInterface(attachmentID string) *APIError {
 		if e.Attachment.DeviceIndex == 0 && e.Attachment.NetworkCard == 0 {
 			return apiErr("OperationNotPermitted", "The network interface at device index 0 cannot be detached.")
 		}
+		// A trunk carries its branches only while attached; its
+		// associations go first.
+		if n := len(c.branchesLocked(e.ID)); n > 0 {
+			return apiErr("OperationNotPermitted", "Trunk interface %s has %d branch interfaces associated: disassociate them first.", e.ID, n)
+		}
 		inst := c.instances[e.Attachment.InstanceID]
 		if c.dp != nil {
 			if err := c.dp.DetachENI(e.ID); err != nil {
@@ -322,6 +330,8 @@ func (c *Cloud) DetachNetworkInterface(attachmentID string) *APIError {
 }
 
 // DeleteNetworkInterface deletes an available ENI and frees its addresses.
+// A branch ENI is deleted with its trunk association, as EC2 lets a branch
+// be deleted without a DisassociateTrunkInterface first.
 func (c *Cloud) DeleteNetworkInterface(id string) *APIError {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -332,6 +342,9 @@ func (c *Cloud) DeleteNetworkInterface(id string) *APIError {
 	}
 	if e.Attachment != nil {
 		return apiErr("InvalidNetworkInterface.InUse", "The network interface '%s' is currently in use.", id)
+	}
+	if a := c.assocs[e.trunkAssoc]; a != nil {
+		c.disassociateLocked(a)
 	}
 	c.deleteENILocked(e)
 	return nil

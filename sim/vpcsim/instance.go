@@ -111,6 +111,9 @@ func (c *Cloud) TerminateInstance(id string) error {
 	}
 	for _, eniID := range inst.ENIs {
 		e := c.enis[eniID]
+		// A trunk leaves with its instance: its branches are left
+		// available (and deleted with it under DeleteOnTermination).
+		c.disassociateTrunkLocked(e.ID)
 		if c.dp != nil {
 			_ = c.dp.DetachENI(e.ID)
 		}
