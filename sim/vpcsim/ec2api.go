@@ -1,7 +1,7 @@
 // The EC2 Query API endpoint: request parsing, faults, dispatch (the table
 // ec2Actions) and EC2's error document. The XML shapes are in ec2xml.go, the
-// actions in ec2describe.go, ec2eni.go, ec2sg.go and ec2ipv6.go, filters in
-// filters.go.
+// actions in ec2describe.go, ec2eni.go, ec2sg.go, ec2ipv6.go and ec2trunk.go,
+// filters in filters.go.
 
 package vpcsim
 
@@ -173,10 +173,10 @@ func writeError(w http.ResponseWriter, e *APIError) {
 
 // ec2Actions is the endpoint's dispatch table: every action served, by name,
 // to the method that serves it; any other action gets InvalidAction. The
-// actions are in ec2describe.go, ec2eni.go, ec2sg.go and ec2ipv6.go. Whether
-// an action is throttled as mutating or as a describe is IsMutating's rule on
-// its name, which also covers the actions not served (they are admitted,
-// counted and throttled before dispatch refuses them).
+// actions are in ec2describe.go, ec2eni.go, ec2sg.go, ec2ipv6.go and
+// ec2trunk.go. Whether an action is throttled as mutating or as a describe is
+// IsMutating's rule on its name, which also covers the actions not served
+// (they are admitted, counted and throttled before dispatch refuses them).
 var ec2Actions = map[string]func(*EC2Handler, query) (any, *APIError){
 	"DescribeNetworkInterfaces":       (*EC2Handler).describeNetworkInterfaces,
 	"CreateNetworkInterface":          (*EC2Handler).createNetworkInterface,
@@ -199,6 +199,10 @@ var ec2Actions = map[string]func(*EC2Handler, query) (any, *APIError){
 	"DescribeSubnets":                 (*EC2Handler).describeSubnets,
 	"DescribeInstances":               (*EC2Handler).describeInstances,
 	"DescribeInstanceTypes":           (*EC2Handler).describeInstanceTypes,
+
+	"AssociateTrunkInterface":            (*EC2Handler).associateTrunkInterface,
+	"DisassociateTrunkInterface":         (*EC2Handler).disassociateTrunkInterface,
+	"DescribeTrunkInterfaceAssociations": (*EC2Handler).describeTrunkInterfaceAssociations,
 }
 
 func (h *EC2Handler) dispatch(action string, q query) (any, *APIError) {

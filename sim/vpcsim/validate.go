@@ -11,6 +11,8 @@ type idParam struct{ param, prefix, code string }
 
 var idParams = []idParam{
 	{"NetworkInterfaceId", "eni", "InvalidNetworkInterfaceId.Malformed"},
+	{"BranchInterfaceId", "eni", "InvalidNetworkInterfaceId.Malformed"},
+	{"TrunkInterfaceId", "eni", "InvalidNetworkInterfaceId.Malformed"},
 	{"InstanceId", "i", "InvalidInstanceID.Malformed"},
 	{"SubnetId", "subnet", "InvalidSubnetID.Malformed"},
 	{"VpcId", "vpc", "InvalidVpcID.Malformed"},
