@@ -96,11 +96,15 @@ type State struct {
 	Calls     map[string]int64 `json:"calls"`
 	Errors    map[string]int64 `json:"errors"`
 	Nodes     map[string]Node  `json:"nodes"`
+
+	// Trunks are the trunk ENIs with their branches (VLAN ID or GRE key,
+	// the branch ENI).
+	Trunks []TrunkView `json:"trunks,omitempty"`
 }
 
 // Snapshot returns the region's state.
 func (s *Sim) Snapshot() State {
-	return State{Subnets: s.Cloud.Subnets(), Instances: s.Cloud.Instances(), ENIs: s.Cloud.ENIs(),
+	return State{Subnets: s.Cloud.Subnets(), Instances: s.Cloud.Instances(), ENIs: s.Cloud.ENIs(), Trunks: s.Cloud.Trunks(),
 		Calls: s.Faults.Calls(), Errors: s.Faults.Errors(), Nodes: s.Nodes()}
 }
 

@@ -2,6 +2,8 @@ package vpcsim
 
 import (
 	"context"
+	"encoding/json"
+	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"slices"
@@ -157,6 +159,18 @@ func TestTrunkAssociationLifecycle(t *testing.T) {
 	}
 	if n := len(r.sim.Cloud.Trunks()); n != 1 {
 		t.Errorf("%d trunks, want 1", n)
+	}
+	// And to another process, through the control API's state.
+	res, err := http.Get(r.sim.EC2URL + "/sim/state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st State
+	err = json.NewDecoder(res.Body).Decode(&st)
+	_ = res.Body.Close()
+	if err != nil || len(st.Trunks) != 1 || st.Trunks[0].ENI.ID != trunk || len(st.Trunks[0].Branches) != 2 ||
+		st.Trunks[0].Branches[0].VLANID != 1 || st.Trunks[0].Branches[0].ENI.MAC != bv.ENI.MAC {
+		t.Errorf("/sim/state trunks %+v, %v; want %s with VLAN 1 first", st.Trunks, err, trunk)
 	}
 
 	dis, err := r.ec2.DisassociateTrunkInterface(ctx, &ec2.DisassociateTrunkInterfaceInput{AssociationId: aws.String(assoc)})
