@@ -28,6 +28,9 @@ const (
 	MaxVLANID = 4094
 )
 
+// MaxGREKey is the largest GRE key: the key field is 32 bits (RFC 2890).
+const MaxGREKey = 1<<32 - 1
+
 // AssociateTrunkInput is AssociateTrunkInterface's request: the branch and
 // trunk ENIs and either a VLAN ID or a GRE key.
 type AssociateTrunkInput struct {
@@ -87,7 +90,7 @@ func (c *Cloud) AssociateTrunkInterface(in AssociateTrunkInput) (TrunkAssociatio
 		}
 		a.Protocol, a.VLANID = "VLAN", *in.VLANID
 	case in.GREKey != nil:
-		if *in.GREKey < 0 {
+		if *in.GREKey < 0 || int64(*in.GREKey) > MaxGREKey {
 			return TrunkAssociation{}, apiErr("InvalidParameterValue", "Value (%d) for parameter GreKey is invalid.", *in.GREKey)
 		}
 		a.Protocol, a.GREKey = "GRE", *in.GREKey

@@ -304,6 +304,8 @@ func TestTrunkRequestErrors(t *testing.T) {
 		{"associate without a trunk", url.Values{"Action": {"AssociateTrunkInterface"}, "BranchInterfaceId": {branch}, "VlanId": {"5"}}, "MissingParameter"},
 		{"associate with a VLAN ID not a number", url.Values{"Action": {"AssociateTrunkInterface"}, "BranchInterfaceId": {branch},
 			"TrunkInterfaceId": {trunk}, "VlanId": {"five"}}, "InvalidParameterValue"},
+		{"associate with a GRE key over 32 bits", url.Values{"Action": {"AssociateTrunkInterface"}, "BranchInterfaceId": {branch},
+			"TrunkInterfaceId": {trunk}, "GreKey": {"4294967296"}}, "InvalidParameterValue"},
 		{"associate, dry run", url.Values{"Action": {"AssociateTrunkInterface"}, "BranchInterfaceId": {branch},
 			"TrunkInterfaceId": {trunk}, "VlanId": {"5"}, "DryRun": {"true"}}, "DryRunOperation"},
 		{"disassociate without an association", url.Values{"Action": {"DisassociateTrunkInterface"}}, "MissingParameter"},
