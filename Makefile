@@ -17,7 +17,7 @@ PLUGINS := $(wildcard plugins/*)
 # run): not part of the product, built into bin/ with it.
 SIMCMDS := $(wildcard sim/cmd/*)
 
-.PHONY: all build tools chart-test heavy-tools node-tools cluster-tools peer-tools peer-test conformance-tools conformance cluster cluster-down node-test test unit e2e bench bench-peer scale demo cross image image-lock lint clean deps proto fuzz
+.PHONY: all build tools chart-test heavy-tools node-tools cluster-tools peer-tools peer-test conformance-tools conformance cluster cluster-e2e cluster-down node-test test unit e2e bench bench-peer scale demo cross image image-lock lint clean deps proto fuzz
 
 all: build
 
@@ -151,7 +151,7 @@ $(BIN)/tools/loopback: test/tools/go.mod
 # (images from peer-tools), with kubectl, and charts/vpcchain with helm, on
 # a control plane and its nodes.
 KUBELET_TEST = VPCCHAIN_BIN=$(BIN) $(GO) test $(GOFLAGS) $(TESTFLAGS) -tags kubelet -v -run 'TestKubeletNode|TestCluster|TestClusterMigrateFromAWSVPCCNI|TestClusterHelm' ./test/e2e/
-node-test: deps build tools cluster-tools peer-tools image
+node-test: deps build tools cluster-tools peer-tools image $(BIN)/tools/agnhost $(BIN)/tools/coredns
 	$(KUBELET_TEST)
 
 # The unmodified AWS VPC CNI on the simulator (TestAWSVPCCNIPeer, build tag
@@ -191,10 +191,24 @@ conformance: deps build tools conformance-tools image
 # or `make cluster-down`. The test binary runs directly (not under go test),
 # so the signal reaches it alone and it tears down in order.
 CLUSTER_DIR := $(BIN)/cluster
-cluster: deps build tools cluster-tools $(BIN)/tools/coredns image
+cluster: deps build tools cluster-tools $(BIN)/tools/coredns $(BIN)/tools/agnhost image
 	$(GO) test $(GOFLAGS) -c -tags kubelet -o $(BIN)/e2e-kubelet.test ./test/e2e/
 	cd test/e2e && VPCCHAIN_BIN=$(BIN) VPCCHAIN_CLUSTER_DIR=$(CLUSTER_DIR) \
 	  $(BIN)/e2e-kubelet.test -test.run '^TestClusterUp$$' -test.timeout 0 -test.v
+
+# Any of Kubernetes' e2e tests against the cluster `make cluster` keeps up,
+# from inside its control plane's network namespace (where the nodes' and
+# pods' addresses are reachable, as from a machine in the VPC):
+#   make cluster-e2e FOCUS='\[sig-network\] DNS' [SKIP='...']
+# The JUnit report lands in bin/cluster/e2e.
+FOCUS ?= \[sig-network\].*\[Conformance\]
+SKIP ?=
+cluster-e2e: $(BIN)/tools/k8s-e2e.test
+	@if [ ! -f $(CLUSTER_DIR)/netns ]; then echo "no cluster running: start one with make cluster"; exit 1; fi
+	@rm -rf $(CLUSTER_DIR)/e2e && mkdir -p $(CLUSTER_DIR)/e2e
+	cd $(CLUSTER_DIR)/e2e && ip netns exec $$(cat $(CLUSTER_DIR)/netns) $(BIN)/tools/k8s-e2e.test \
+	  --kubeconfig=$(CLUSTER_DIR)/kubeconfig-netns --provider=skeleton --kubectl-path=$(BIN)/tools/kubectl \
+	  --report-dir=$(CLUSTER_DIR)/e2e --ginkgo.focus='$(FOCUS)' --ginkgo.skip='$(SKIP)' --ginkgo.no-color --ginkgo.v
 
 cluster-down:
 	@if [ ! -f $(CLUSTER_DIR)/pid ]; then echo "no cluster running"; exit 0; fi; \

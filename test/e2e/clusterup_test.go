@@ -57,7 +57,11 @@ func TestClusterUp(t *testing.T) {
 	crds := calicoCRDs(t)
 	calicoArchive := buildCalicoNodeImage(t, bin, t.TempDir())
 	dnsArchive := buildCoreDNSImage(t, bin, t.TempDir())
-	kc := startK8sCluster(t, cb, []clusterNodeSpec{{"c1", false}, {"c2", false}, {"c3", true}}, archive, calicoArchive, dnsArchive)
+	// The images Kubernetes' e2e suite names, so any of its tests runs here
+	// (`make cluster-e2e`).
+	e2eArchives := buildE2EImages(t, bin, t.TempDir())
+	kc := startK8sCluster(t, cb, []clusterNodeSpec{{"c1", false}, {"c2", false}, {"c3", true}},
+		append([]string{archive, calicoArchive, dnsArchive}, e2eArchives...)...)
 	if stopped() {
 		return
 	}
@@ -92,6 +96,19 @@ current-context: vpcchain-sim
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.Remove(kubeconfig) })
+	// What `make cluster-e2e` needs to run Kubernetes' e2e suite where the
+	// API server and the nodes are reachable: the control plane's network
+	// namespace and a kubeconfig valid inside it.
+	e2eNetns, e2eKubeconfig := filepath.Join(dir, "netns"), filepath.Join(dir, "kubeconfig-netns")
+	if err := os.WriteFile(e2eNetns, []byte(kc.k.n.vn.NetNS+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if kcfg, err := os.ReadFile(kc.k.kubeconfig); err != nil {
+		t.Fatal(err)
+	} else if err := os.WriteFile(e2eKubeconfig, kcfg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(e2eNetns); os.Remove(e2eKubeconfig) })
 	ec2View := filepath.Join(dir, "ec2.txt")
 	t.Cleanup(func() { os.Remove(ec2View) })
 	kc.writeEC2View(ec2View)
@@ -100,7 +117,17 @@ current-context: vpcchain-sim
 	fmt.Fprintf(&b, "\nThe cluster is up: nodes c1, c2 (containerd 1.6) and c3 (containerd 2.2) on the simulated VPC,\n")
 	fmt.Fprintf(&b, "with vpcchain (policy hook on) and Calico policy-only installed by kubectl, and CoreDNS for cluster.local.\n\n")
 	fmt.Fprintf(&b, "  export KUBECONFIG=%s\n  kubectl get nodes,pods -A -o wide\n\n", kubeconfig)
-	fmt.Fprintf(&b, "Images on every node (use imagePullPolicy: Never): %s (a static busybox: sh, httpd, nc).\n", busyboxImage)
+	fmt.Fprintf(&b, "Images on every node (use imagePullPolicy: Never): %s (a static busybox: sh, httpd, nc),\n", busyboxImage)
+	fmt.Fprintf(&b, "and those Kubernetes' e2e suite names: %s.\n", strings.Join(e2eImageNames, ", "))
+	fmt.Fprintf(&b, "Run any of its tests here: make cluster-e2e FOCUS='\\[sig-network\\] DNS'\n")
+	fmt.Fprintf(&b, "Each node's containerd (namespace k8s.io):\n")
+	for _, kn := range kc.nodes {
+		ctr := "ctr"
+		if kn.ctrd2 != "" {
+			ctr = filepath.Join(kn.ctrd2, "ctr")
+		}
+		fmt.Fprintf(&b, "  %s: %s --address %s -n k8s.io containers ls\n", kn.n.name, ctr, kn.sock)
+	}
 	fmt.Fprintf(&b, "EC2's view of the nodes' ENIs and addresses, refreshed every 5 s: %s\n", ec2View)
 	fmt.Fprintf(&b, "Each node's daemon:\n")
 	for _, kn := range kc.nodes {

@@ -5,52 +5,40 @@ package e2e
 import (
 	"encoding/xml"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-
-	"github.com/vpcchain/vpcchain/internal/ociimage"
+	"sigs.k8s.io/yaml"
 )
 
-// The images Kubernetes' e2e suite v1.33.13 names (test/utils/image's
-// manifest), built offline here under those names so nothing is pulled.
-const (
-	agnhostImage     = "registry.k8s.io/e2e-test-images/agnhost:2.53"
-	e2ePauseImage    = "registry.k8s.io/pause:3.10"
-	conformanceFocus = `\[sig-network\] (Networking Granular Checks: Pods|Services) .*\[Conformance\]`
-)
+// conformanceFocus selects every [sig-network] test tagged [Conformance]
+// (43 in v1.33.13's test/conformance/testdata/conformance.yaml).
+const conformanceFocus = `\[sig-network\].*\[Conformance\]`
 
 // TestConformance runs Kubernetes' own network e2e tests (the e2e.test
 // binary of k8s.io/kubernetes v1.33.13, `make conformance-tools`) against the
 // cluster tier's cluster with our manifest and Calico's policy-only
-// manifest installed by kubectl: the Conformance tests of "[sig-network]
-// Networking Granular Checks: Pods" and "[sig-network] Services" but the
-// ExternalName ones. It lists every test that ran, passed and was skipped.
-// `make conformance` runs it (VPCCHAIN_CONFORMANCE=1); it is not part of
-// `make test`.
+// manifest installed by kubectl, and the e2e images (e2eimages_test.go):
+// every [sig-network] test tagged [Conformance]. It lists every test that
+// ran, passed and was skipped, and fails unless each test the release lists
+// as sig-network Conformance passed. `make conformance` runs it
+// (VPCCHAIN_CONFORMANCE=1), and `make test` last.
 func TestConformance(t *testing.T) {
 	if os.Getenv("VPCCHAIN_CONFORMANCE") == "" {
 		t.Skip("`make conformance` runs this (VPCCHAIN_CONFORMANCE unset)")
 	}
 	bin, cb, archive := clusterPrereqs(t)
 	e2eBin := filepath.Join(bin, "tools", "k8s-e2e.test")
-	agnhost := filepath.Join(bin, "tools", "agnhost")
-	for _, b := range []string{e2eBin, agnhost} {
-		if _, err := os.Stat(b); err != nil {
-			t.Fatalf("%s missing: run `make conformance-tools`: %v", b, err)
-		}
+	if _, err := os.Stat(e2eBin); err != nil {
+		t.Fatalf("%s missing: run `make conformance-tools`: %v", e2eBin, err)
 	}
 	dir := t.TempDir()
-	images := []string{archive, buildCalicoNodeImage(t, bin, dir), buildAgnhostImage(t, bin, agnhost, dir), buildE2EPauseImage(t, dir),
-		buildCoreDNSImage(t, bin, dir)}
+	images := append([]string{archive, buildCalicoNodeImage(t, bin, dir), buildCoreDNSImage(t, bin, dir)}, buildE2EImages(t, bin, dir)...)
 	kc := startK8sCluster(t, cb, []clusterNodeSpec{{"e1", false}, {"e2", true}}, images...)
 	kc.applyOverlay(t, "../../conflist/manifests/vpcchain.yaml", policyHookOverlay, "vpcchain")
 	kc.ready(120 * time.Second)
@@ -110,10 +98,50 @@ func TestConformance(t *testing.T) {
 	for _, n := range skipped {
 		fmt.Fprintf(&b, "  SKIP %s\n", n)
 	}
-	t.Log(b.String())
-	if len(failed) > 0 || len(passed) == 0 || runErr != nil {
-		t.Fatalf("Kubernetes' network conformance tests on our chain: %d passed, %d failed (%v); the log:\n%s", len(passed), len(failed), runErr, tailFile(logPath, 200))
+	// Every test the release itself lists as sig-network Conformance must
+	// have run and passed: a focus that matched fewer, or a test skipped
+	// for want of something, fails here.
+	var missing []string
+	for _, want := range upstreamNetworkConformance(t) {
+		if !slices.ContainsFunc(passed, func(n string) bool { return strings.Contains(n, want) }) {
+			missing = append(missing, want)
+		}
 	}
+	for _, n := range missing {
+		fmt.Fprintf(&b, "  NOT PASSED (listed by the release) %s\n", n)
+	}
+	t.Log(b.String())
+	if len(failed) > 0 || len(missing) > 0 || runErr != nil {
+		t.Fatalf("Kubernetes' network conformance tests on our chain: %d passed, %d failed, %d of the release's list not passed (%v); the log:\n%s",
+			len(passed), len(failed), len(missing), runErr, tailFile(logPath, 200))
+	}
+}
+
+// upstreamNetworkConformance is the codename of every [sig-network] test
+// the Kubernetes release lists as Conformance
+// (test/conformance/testdata/conformance.yaml of its module).
+func upstreamNetworkConformance(t *testing.T) []string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(kubernetesModule(t), "test", "conformance", "testdata", "conformance.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tests []struct {
+		Codename string `json:"codename"`
+	}
+	if err := yaml.Unmarshal(data, &tests); err != nil {
+		t.Fatalf("conformance.yaml: %v", err)
+	}
+	var out []string
+	for _, c := range tests {
+		if strings.HasPrefix(c.Codename, "[sig-network]") {
+			out = append(out, c.Codename)
+		}
+	}
+	if len(out) == 0 {
+		t.Fatal("conformance.yaml lists no [sig-network] test")
+	}
+	return out
 }
 
 // junitCase is one <testcase> of ginkgo's JUnit report.
@@ -156,53 +184,10 @@ func readJUnit(t *testing.T, dir string) []junitCase {
 				if !strings.Contains(c.Name, "[sig-network]") || !strings.Contains(c.Name, "[Conformance]") {
 					continue
 				}
-				if !(strings.Contains(c.Name, "Granular Checks: Pods") || strings.Contains(c.Name, "[sig-network] Services ")) {
-					continue
-				}
 				out = append(out, c)
 			}
 		}
 	}
 	slices.SortFunc(out, func(a, b junitCase) int { return strings.Compare(a.Name, b.Name) })
 	return out
-}
-
-// buildAgnhostImage builds the e2e suite's agnhost image: the agnhost binary
-// of the same Kubernetes release (`make conformance-tools`) as /agnhost, its
-// entrypoint, on a Debian userland from testdata/agnhost/packages.lock (sh,
-// coreutils, grep, curl, netcat, busybox's nslookup), unpacked by the product
-// image's rootfs.sh.
-func buildAgnhostImage(t *testing.T, bin, agnhost, dir string) string {
-	t.Helper()
-	// Debian's netcat-openbsd postinst makes nc an alternative; nslookup is
-	// busybox's, as in the upstream (Alpine) image.
-	files := debianUserland(t, bin, dir, "agnhost",
-		ociimage.File{Path: "/bin/nc", Mode: fs.ModeSymlink | 0o777, Link: "/bin/nc.openbsd"},
-		ociimage.File{Path: "/usr/bin/nslookup", Mode: fs.ModeSymlink | 0o777, Link: "/bin/busybox"})
-	base, err := ociimage.Layer(files)
-	if err != nil {
-		t.Fatal(err)
-	}
-	top, err := ociimage.Layer([]ociimage.File{{Path: "/agnhost", Mode: 0o755, Src: agnhost}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := ociimage.Image([]v1.Layer{base, top}, v1.Platform{OS: "linux", Architecture: runtime.GOARCH},
-		v1.Config{Entrypoint: []string{"/agnhost"}, Env: []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, "agnhost.oci.tar")
-	if err := ociimage.WriteArchive(path, agnhostImage, img); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-// buildE2EPauseImage is our pause under the name the e2e suite gives pods
-// that only need to exist.
-func buildE2EPauseImage(t *testing.T, dir string) string {
-	t.Helper()
-	pause := buildPause(t, dir)
-	return writeOCIImage(t, filepath.Join(dir, "e2e-pause.oci.tar"), e2ePauseImage, []string{"/pause"}, map[string]string{"/pause": pause})
 }
