@@ -276,21 +276,29 @@ func calicoCRDs(t *testing.T) string {
 // pins, in the module cache (`make heavy-tools` downloads it).
 func calicoModule(t *testing.T) string {
 	t.Helper()
-	mod, err := os.ReadFile("../tools/felix/go.mod")
+	return toolModule(t, "felix", "github.com/projectcalico/calico", "manifests/crds.yaml", "make heavy-tools")
+}
+
+// toolModule is the module cache's directory of the version of module mod
+// that test/tools/<tools>/go.mod requires; file, inside it, proves it was
+// downloaded (by the make target named).
+func toolModule(t *testing.T, tools, mod, file, target string) string {
+	t.Helper()
+	gomod, err := os.ReadFile(filepath.Join("../tools", tools, "go.mod"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := regexp.MustCompile(`(?m)^\s*github\.com/projectcalico/calico (v\S+)\s*$`).FindSubmatch(mod)
+	m := regexp.MustCompile(`(?m)^\s*(?:require\s+)?` + regexp.QuoteMeta(mod) + ` (v\S+)`).FindSubmatch(gomod)
 	if m == nil {
-		t.Fatal("test/tools/felix/go.mod does not require github.com/projectcalico/calico")
+		t.Fatalf("test/tools/%s/go.mod does not require %s", tools, mod)
 	}
 	out, err := exec.Command("go", "env", "GOMODCACHE").Output()
 	if err != nil {
 		t.Fatalf("go env GOMODCACHE: %v", err)
 	}
-	d := filepath.Join(strings.TrimSpace(string(out)), "github.com/projectcalico/calico@"+string(m[1]))
-	if _, err := os.Stat(filepath.Join(d, "manifests/crds.yaml")); err != nil {
-		t.Fatalf("the calico module is not in the module cache: run `make heavy-tools`: %v", err)
+	d := filepath.Join(strings.TrimSpace(string(out)), mod+"@"+string(m[1]))
+	if _, err := os.Stat(filepath.Join(d, file)); err != nil {
+		t.Fatalf("%s is not in the module cache: run `%s`: %v", mod, target, err)
 	}
 	return d
 }

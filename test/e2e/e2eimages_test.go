@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"strings"
 	"testing"
@@ -238,21 +237,5 @@ func writeImage(t *testing.T, path, name string, img v1.Image) string {
 // release test/tools/kube pins (its e2e suite's image sources).
 func kubernetesModule(t *testing.T) string {
 	t.Helper()
-	mod, err := os.ReadFile("../tools/kube/go.mod")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := regexp.MustCompile(`(?m)^\s*(?:require\s+)?k8s\.io/kubernetes (v\S+)`).FindSubmatch(mod)
-	if m == nil {
-		t.Fatal("test/tools/kube/go.mod does not require k8s.io/kubernetes")
-	}
-	out, err := exec.Command("go", "env", "GOMODCACHE").Output()
-	if err != nil {
-		t.Fatalf("go env GOMODCACHE: %v", err)
-	}
-	d := filepath.Join(strings.TrimSpace(string(out)), "k8s.io/kubernetes@"+string(m[1]))
-	if _, err := os.Stat(filepath.Join(d, "test/images/agnhost/porter/localhost.crt")); err != nil {
-		t.Fatalf("the kubernetes module is not in the module cache: run `make conformance-tools`: %v", err)
-	}
-	return d
+	return toolModule(t, "kube", "k8s.io/kubernetes", "test/images/agnhost/porter/localhost.crt", "make conformance-tools")
 }
