@@ -17,7 +17,7 @@ PLUGINS := $(wildcard plugins/*)
 # run): not part of the product, built into bin/ with it.
 SIMCMDS := $(wildcard sim/cmd/*)
 
-.PHONY: all build tools chart-test heavy-tools node-tools cluster-tools peer-tools peer-test conformance-tools conformance cluster cluster-e2e cluster-down node-test test unit e2e bench bench-peer scale demo cross image image-lock lint clean deps proto fuzz
+.PHONY: all build tools chart-test heavy-tools node-tools cluster-tools peer-tools peer-test kernel-tools kernel-test kernel-lock conformance-tools conformance cluster cluster-e2e cluster-down node-test test unit e2e bench bench-peer scale demo cross image image-lock lint clean deps proto fuzz
 
 all: build
 
@@ -162,6 +162,29 @@ PEER_TEST = VPCCHAIN_BIN=$(BIN) $(GO) test $(GOFLAGS) $(TESTFLAGS) -tags peer -v
 peer-test: deps build tools heavy-tools peer-tools
 	$(PEER_TEST)
 
+# The kernel tier: tests of kernel features the machine's kernel may lack
+# (802.1Q VLAN links, WireGuard, ESP) run in a qemu VM on Debian 12's kernel
+# (test/kernelvm), which mounts the host's root read-only and runs a test
+# binary from it. kernel-tools builds the guest into bin/kernelvm (vmlinuz
+# and an initramfs of busybox and only the modules test/kernelvm/guest/modules
+# names) from the packages test/kernelvm/packages.lock pins, the .deb files
+# kept in bin/kernelvm/debs; like the heavy tools it is kept while it is
+# newer than its inputs. kernel-test compiles the e2e tests with the kernel
+# tag and runs TestKernelVM, which boots the guest with that binary running
+# the TestGuest* tests; kernel-lock re-pins the packages.
+KERNELVM := $(BIN)/kernelvm
+kernel-tools: $(KERNELVM)/vmlinuz $(KERNELVM)/initramfs.cpio
+$(KERNELVM)/vmlinuz $(KERNELVM)/initramfs.cpio &: test/kernelvm/packages.lock test/kernelvm/build.sh \
+  test/kernelvm/guest/init test/kernelvm/guest/modules build/image/rootfs.sh
+	sh test/kernelvm/build.sh $(KERNELVM)
+KERNEL_TEST = $(GO) test $(GOFLAGS) -c -tags kernel -o $(BIN)/e2e-kernel.test ./test/e2e/ && \
+  cd test/e2e && VPCCHAIN_BIN=$(BIN) VPCCHAIN_KERNELVM_DIR=$(KERNELVM) \
+  $(BIN)/e2e-kernel.test -test.run '^TestKernelVM$$' -test.v -test.count=1 -test.timeout 20m
+kernel-test: deps kernel-tools
+	$(KERNEL_TEST)
+kernel-lock:
+	sh test/kernelvm/lock.sh test/kernelvm/packages.lock
+
 # Kubernetes' own e2e suite (the e2e.test binary of k8s.io/kubernetes
 # v1.33.13) and its agnhost, for `make conformance`; cached like the others.
 conformance-tools: cluster-tools $(BIN)/tools/k8s-e2e.test $(BIN)/tools/agnhost $(BIN)/tools/coredns
@@ -217,11 +240,12 @@ cluster-down:
 	  while kill -0 $$pid 2>/dev/null; do sleep 1; done; echo "stopped"
 
 # All tests: unit + end-to-end (needs root; installs missing Debian packages).
-test: deps lint build tools conformance-tools image peer-tools
+test: deps lint build tools conformance-tools image peer-tools kernel-tools
 	VPCCHAIN_BIN=$(BIN) $(GO) test $(GOFLAGS) $(TESTFLAGS) ./...
 	cd test/tools && $(GO) test $(GOFLAGS) $(TESTFLAGS) ./...
 	$(MAKE) chart-test
 	$(PEER_TEST)
+	$(KERNEL_TEST)
 	$(KUBELET_TEST)
 	$(CONFORMANCE_TEST)
 	$(MAKE) fuzz FUZZTIME=5000x
@@ -315,6 +339,7 @@ lint:
 	$(GO) vet ./...
 	$(GO) vet -tags kubelet ./test/e2e/
 	$(GO) vet -tags peer ./test/e2e/
+	$(GO) vet -tags kernel ./test/e2e/
 
 # Regenerate the checked-in protobuf and ttrpc code: protoc from Debian
 # (3.21.12), the generators at the versions go.mod pins.

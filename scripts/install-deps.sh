@@ -27,6 +27,12 @@ command -v runc >/dev/null || need+=(runc)
 command -v dpkg-deb >/dev/null || need+=(dpkg)
 # The image test runs the arm64 binaries under qemu's user-mode emulator.
 command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
+# The kernel tier (make kernel-test) boots Debian's kernel under qemu's
+# system emulator, packs the guest's initramfs with cpio, and its WireGuard
+# test sets keys with wg.
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+command -v cpio >/dev/null || need+=(cpio)
+command -v wg >/dev/null || need+=(wireguard-tools)
 update=
 for arch in amd64 arm64; do
   if [[ $(dpkg --print-architecture) != "$arch" ]] && ! dpkg --print-foreign-architectures | grep -qx "$arch"; then
