@@ -280,7 +280,8 @@ func (v *VM) supervise(ctx context.Context, c Config) {
 	defer boot.Stop()
 	total := time.NewTimer(c.Timeout)
 	defer total.Stop()
-	started := v.started
+	// Each fires once: a nil channel is never ready.
+	started, done := v.started, ctx.Done()
 	for {
 		select {
 		case <-v.exited:
@@ -292,8 +293,9 @@ func (v *VM) supervise(ctx context.Context, c Config) {
 			v.kill(fmt.Errorf("kernelvm: the guest did not start the command within %v (accelerator %s): qemu killed", c.BootTimeout, c.Accel))
 		case <-total.C:
 			v.kill(fmt.Errorf("kernelvm: the guest still ran after %v: qemu killed", c.Timeout))
-		case <-ctx.Done():
+		case <-done:
 			v.kill(fmt.Errorf("kernelvm: %w: qemu killed", ctx.Err()))
+			done = nil
 		}
 	}
 }
