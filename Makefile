@@ -120,7 +120,7 @@ $(CTRD2)/containerd $(CTRD2)/containerd-shim-runc-v2 $(CTRD2)/ctr: $(CTRD2)/%: t
 AWSCNI_VERSION := v1.23.2
 AWSCNI_PKG := github.com/aws/amazon-vpc-cni-k8s
 AWSCNI_TOOLS := $(addprefix $(BIN)/tools/,aws-k8s-agent aws-cni egress-cni aws-vpc-cni aws-vpc-cni-init grpc-health-probe)
-peer-tools: $(AWSCNI_TOOLS)
+peer-tools: $(AWSCNI_TOOLS) $(BIN)/tools/vpc-resource-controller
 $(BIN)/tools/aws-k8s-agent: CMD := aws-k8s-agent
 $(BIN)/tools/aws-cni: CMD := routed-eni-cni-plugin
 $(BIN)/tools/egress-cni: CMD := egress-cni-plugin
@@ -132,6 +132,18 @@ $(AWSCNI_TOOLS): test/tools/awscni/go.mod
 	cd test/tools/awscni && CGO_ENABLED=0 $(GO) build $(GOFLAGS) -trimpath \
 	  -ldflags='-s -w -X $(AWSCNI_PKG)/pkg/version.Version=$(AWSCNI_VERSION) -X main.version=$(AWSCNI_VERSION)' \
 	  -o $@.tmp $(AWSCNI_PKG)/cmd/$(CMD)
+	mv $@.tmp $@
+
+# The unmodified amazon-vpc-resource-controller-k8s v1.8.2, the controller
+# EKS runs for security groups for pods (TestPodENIController): its own
+# module (test/tools/vpcrc), the version stamped where it logs it.
+VPCRC_VERSION := v1.8.2
+VPCRC_PKG := github.com/aws/amazon-vpc-resource-controller-k8s
+$(BIN)/tools/vpc-resource-controller: test/tools/vpcrc/go.mod
+	@mkdir -p $(BIN)/tools
+	cd test/tools/vpcrc && CGO_ENABLED=0 $(GO) build $(GOFLAGS) -trimpath \
+	  -ldflags='-s -w -X $(VPCRC_PKG)/pkg/version.GitVersion=$(VPCRC_VERSION)' \
+	  -o $@.tmp $(VPCRC_PKG)
 	mv $@.tmp $@
 
 # containerd's CRI plugin always runs the upstream loopback plugin from its CNI
