@@ -104,6 +104,8 @@ type ENI struct {
 	clientToken       string
 	// trunkAssoc is a branch ENI's trunk association ("" for none).
 	trunkAssoc string
+	// permissions granted by CreateNetworkInterfacePermission.
+	permissions []InterfacePermission
 }
 
 // Status is the EC2 status of the ENI: a branch associated with a trunk is

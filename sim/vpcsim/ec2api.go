@@ -173,8 +173,8 @@ func writeError(w http.ResponseWriter, e *APIError) {
 
 // ec2Actions is the endpoint's dispatch table: every action served, by name,
 // to the method that serves it; any other action gets InvalidAction. The
-// actions are in ec2describe.go, ec2eni.go, ec2sg.go, ec2ipv6.go and
-// ec2trunk.go. Whether an action is throttled as mutating or as a describe is
+// actions are in ec2describe.go, ec2eni.go, ec2sg.go, ec2ipv6.go,
+// ec2trunk.go and ec2permission.go. Whether an action is throttled as mutating or as a describe is
 // IsMutating's rule on its name, which also covers the actions not served
 // (they are admitted, counted and throttled before dispatch refuses them).
 var ec2Actions = map[string]func(*EC2Handler, query) (any, *APIError){
@@ -203,6 +203,7 @@ var ec2Actions = map[string]func(*EC2Handler, query) (any, *APIError){
 	"AssociateTrunkInterface":            (*EC2Handler).associateTrunkInterface,
 	"DisassociateTrunkInterface":         (*EC2Handler).disassociateTrunkInterface,
 	"DescribeTrunkInterfaceAssociations": (*EC2Handler).describeTrunkInterfaceAssociations,
+	"CreateNetworkInterfacePermission":   (*EC2Handler).createNetworkInterfacePermission,
 }
 
 func (h *EC2Handler) dispatch(action string, q query) (any, *APIError) {
