@@ -31,6 +31,7 @@ import (
 	"github.com/vpcchain/vpcchain/daemon/ipamd"
 	"github.com/vpcchain/vpcchain/daemon/liveness"
 	"github.com/vpcchain/vpcchain/daemon/metrics"
+	"github.com/vpcchain/vpcchain/daemon/podeni"
 	"github.com/vpcchain/vpcchain/internal/ipamclient"
 )
 
@@ -160,12 +161,29 @@ func run() error {
 		}
 		events = watcher
 	}
+	// Security groups for pods: the pods' branch ENIs and the node's
+	// CNINode come from the Kubernetes API.
+	var podENI *podeni.Client
+	var ipamPodENI ipamd.PodENI
+	if cfg.EnablePodENI {
+		rc, err := kubeRESTConfig(cfg)
+		if err != nil {
+			return fmt.Errorf("refusing to start: ENABLE_POD_ENI: %w", err)
+		}
+		if podENI, err = podeni.New(rc, cfg.NodeName); err != nil {
+			return fmt.Errorf("refusing to start: ENABLE_POD_ENI: %w", err)
+		}
+		ipamPodENI = podENI
+	}
 	d, err = ipamd.New(ctx, ipamd.Options{Config: cfg, Cloud: c, Host: hostnet.Host{}, Logf: logf,
-		ObserveAdd: m.ObserveAllocation, Liveness: live, Events: events})
+		ObserveAdd: m.ObserveAllocation, Liveness: live, Events: events, PodENI: ipamPodENI})
 	if err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
 	defer d.Close()
+	if podENI != nil {
+		go podeni.DeclareLoop(ctx, podENI, podENIDeclareInterval, d.TrunkRoom, logf)
+	}
 	if watcher != nil {
 		go func() {
 			if err := watcher.Run(ctx); err != nil && ctx.Err() == nil {
@@ -310,9 +328,13 @@ func serveMetrics(ctx context.Context, logger *slog.Logger, addr string, h http.
 	}
 }
 
-// newENIConfigWatcher watches this node's ENIConfig through the Kubernetes
-// API: KUBECONFIG if set, else the pod's service account.
-func newENIConfigWatcher(cfg config.Config, onChange func(eniconfig.Selection), logf func(string, ...any)) (*eniconfig.Watcher, error) {
+// podENIDeclareInterval is how often the CNINode's feature is checked:
+// the controller makes the CNINode when it first sees the Node.
+const podENIDeclareInterval = 5 * time.Second
+
+// kubeRESTConfig reaches the Kubernetes API: KUBECONFIG if set, else the
+// pod's service account.
+func kubeRESTConfig(cfg config.Config) (*rest.Config, error) {
 	var rc *rest.Config
 	var err error
 	if cfg.Kubeconfig != "" {
@@ -324,6 +346,16 @@ func newENIConfigWatcher(cfg config.Config, onChange func(eniconfig.Selection), 
 		return nil, fmt.Errorf("Kubernetes API client: %w", err)
 	}
 	rc.UserAgent = "vpcchaind"
+	return rc, nil
+}
+
+// newENIConfigWatcher watches this node's ENIConfig through the Kubernetes
+// API.
+func newENIConfigWatcher(cfg config.Config, onChange func(eniconfig.Selection), logf func(string, ...any)) (*eniconfig.Watcher, error) {
+	rc, err := kubeRESTConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
 	return eniconfig.New(rc, eniconfig.Options{NodeName: cfg.NodeName, LabelDef: cfg.ENIConfigLabelDef,
 		AnnotationDef: cfg.ENIConfigAnnotationDef}, onChange, logf)
 }

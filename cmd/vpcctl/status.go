@@ -95,6 +95,12 @@ func printStatus(w io.Writer, r *ipamv1.IntrospectReply, st *ipamv1.StatusReply)
 		}
 	}
 
+	if pe := r.GetPodEni(); pe != nil {
+		if err := printPodENI(w, pe); err != nil {
+			return err
+		}
+	}
+
 	if pr := r.GetPendingReleases(); len(pr) > 0 {
 		fmt.Fprintf(w, "\nReleases EC2 has not confirmed (%d ENIs; out of the pool, retried with backoff):\n", len(pr))
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -154,4 +160,26 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// printPodENI is security groups for pods (ENABLE_POD_ENI): the trunk ENI
+// AWS's VPC resource controller attached and the branch ENIs it gave this
+// node's pods, which the daemon never manages.
+func printPodENI(w io.Writer, pe *ipamv1.IntrospectPodENI) error {
+	fmt.Fprintf(w, "\nSecurity groups for pods (trunk and branch ENIs of the VPC resource controller):\n")
+	if p := pe.GetProblem(); p != "" {
+		fmt.Fprintf(w, "  %s\n", p)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "DEVICE\tENI\tVLAN\tIP\tMAC\tORIGIN")
+	if t := pe.GetTrunk(); t != nil {
+		fmt.Fprintf(tw, "%d\t%s\t-\t-\t%s\t%s\n", t.GetDeviceNumber(), t.GetId(), orDash(pe.GetTrunkMac()), "trunk")
+	} else {
+		fmt.Fprintf(tw, "-\t-\t-\t-\t-\t%s\n", "trunk: not attached yet")
+	}
+	for _, b := range pe.GetBranches() {
+		fmt.Fprintf(tw, "-\t%s\t%d\t%s\t%s\tbranch of pod %s/%s\n", b.GetEniId(), b.GetVlanId(), orDash(b.GetIp()), orDash(b.GetMac()),
+			b.GetPodNamespace(), b.GetPodName())
+	}
+	return tw.Flush()
 }

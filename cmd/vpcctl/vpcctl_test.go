@@ -186,6 +186,41 @@ func TestPrintStatus(t *testing.T) {
 	}
 }
 
+// Security groups for pods: the trunk the controller attached and each
+// branch with the pod it belongs to; before the trunk, what is missing.
+func TestPrintPodENI(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		pe   *ipamv1.IntrospectPodENI
+		want string
+	}{
+		{"trunk and a branch", &ipamv1.IntrospectPodENI{
+			Trunk:    &ipamv1.IntrospectUnmanagedENI{Id: "eni-0t", DeviceNumber: 2, Reason: `interface type "trunk"`},
+			TrunkMac: "02:00:00:00:00:0t",
+			Branches: []*ipamv1.IntrospectBranch{{PodNamespace: "shop", PodName: "db-0", EniId: "eni-0b", VlanId: 1,
+				Ip: "10.0.1.40", Mac: "02:00:00:00:00:0b"}}}, `
+Security groups for pods (trunk and branch ENIs of the VPC resource controller):
+DEVICE  ENI     VLAN  IP         MAC                ORIGIN
+2       eni-0t  -     -          02:00:00:00:00:0t  trunk
+-       eni-0b  1     10.0.1.40  02:00:00:00:00:0b  branch of pod shop/db-0
+`},
+		{"no trunk yet", &ipamv1.IntrospectPodENI{Problem: "the instance type t2.micro does not support ENI trunking"}, `
+Security groups for pods (trunk and branch ENIs of the VPC resource controller):
+  the instance type t2.micro does not support ENI trunking
+DEVICE  ENI  VLAN  IP  MAC  ORIGIN
+-       -    -     -   -    trunk: not attached yet
+`},
+	} {
+		var b bytes.Buffer
+		if err := printStatus(&b, &ipamv1.IntrospectReply{PodEni: tc.pe}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(b.String(), tc.want) {
+			t.Errorf("%s: got\n%s\nwant it to contain\n%s", tc.name, b.String(), tc.want)
+		}
+	}
+}
+
 type fakeDaemon struct {
 	ipamclient.UnimplementedIPAM
 	reply  *ipamv1.IntrospectReply

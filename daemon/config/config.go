@@ -54,6 +54,13 @@ type Config struct {
 	// go to the subnet, with the security groups, of the node's ENIConfig,
 	// and the primary ENI carries no pods.
 	CustomNetworking bool
+	// EnablePodENI (ENABLE_POD_ENI): security groups for pods. The daemon
+	// declares the node's capability to AWS's VPC resource controller (the
+	// CNINode feature SecurityGroupsForPods), keeps one ENI slot of the
+	// default card free for the trunk ENI the controller attaches, and
+	// answers an ADD for a pod the controller gave a branch ENI with that
+	// branch instead of a pool address.
+	EnablePodENI bool
 	// IPv6 (ENABLE_IPv6=true with ENABLE_IPv4=false): pods get IPv6
 	// addresses from a /80 prefix on the primary ENI, as in an EKS IPv6
 	// cluster; the IPv4 warm-pool knobs do not apply.
@@ -181,6 +188,7 @@ func Load(get Lookup) (Config, error) {
 		ClusterName:             p.str("CLUSTER_NAME", ""),
 		DisableLeakedENICleanup: p.boolean("DISABLE_LEAKED_ENI_CLEANUP", false),
 		CustomNetworking:        p.boolean("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", false),
+		EnablePodENI:            p.boolean("ENABLE_POD_ENI", false),
 		ENIConfigLabelDef:       p.labelKey("ENI_CONFIG_LABEL_DEF", DefaultENIConfigKey),
 		ENIConfigAnnotationDef:  p.labelKey("ENI_CONFIG_ANNOTATION_DEF", DefaultENIConfigKey),
 		NodeName:                p.str("MY_NODE_NAME", ""),
@@ -216,6 +224,12 @@ func Load(get Lookup) (Config, error) {
 	}
 	if c.CustomNetworking && c.NodeName == "" {
 		p.errs = append(p.errs, errors.New("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG=true needs MY_NODE_NAME (the node's name, from the downward API): the daemon reads its Node to find its ENIConfig"))
+	}
+	if c.EnablePodENI && c.IPv6 {
+		p.errs = append(p.errs, errors.New("ENABLE_POD_ENI=true with ENABLE_IPv6=true: security groups for pods are supported for IPv4 pods only"))
+	}
+	if c.EnablePodENI && c.NodeName == "" {
+		p.errs = append(p.errs, errors.New("ENABLE_POD_ENI=true needs MY_NODE_NAME (the node's name, from the downward API): the daemon declares the capability on the node's CNINode and reads its pods' branch ENIs"))
 	}
 	if (c.PodName == "") != (c.PodNamespace == "") {
 		p.errs = append(p.errs, fmt.Errorf("MY_POD_NAME=%q MY_POD_NAMESPACE=%q: set both (the daemon's own pod, from the downward API) or neither", c.PodName, c.PodNamespace))

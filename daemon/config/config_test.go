@@ -38,6 +38,32 @@ func TestCustomNetworking(t *testing.T) {
 	}
 }
 
+// ENABLE_POD_ENI: security groups for pods, for IPv4 pods, on a node that
+// knows its name (its CNINode and its pods are looked up by it).
+func TestEnablePodENI(t *testing.T) {
+	for _, tc := range []struct {
+		env     map[string]string
+		want    bool
+		wantErr string
+	}{
+		{nil, false, ""},
+		{map[string]string{"ENABLE_POD_ENI": "false"}, false, ""},
+		{map[string]string{"ENABLE_POD_ENI": "true", "MY_NODE_NAME": "n1"}, true, ""},
+		{map[string]string{"ENABLE_POD_ENI": "true"}, false, "ENABLE_POD_ENI=true needs MY_NODE_NAME"},
+		{map[string]string{"ENABLE_POD_ENI": "yes", "MY_NODE_NAME": "n1"}, false, "ENABLE_POD_ENI"},
+		{map[string]string{"ENABLE_POD_ENI": "true", "MY_NODE_NAME": "n1", "ENABLE_IPv4": "false", "ENABLE_IPv6": "true"}, false,
+			"security groups for pods are supported for IPv4 pods only"},
+	} {
+		c, err := Load(env(tc.env))
+		switch {
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+			t.Errorf("%v: %v, want an error with %q", tc.env, err, tc.wantErr)
+		case tc.wantErr == "" && (err != nil || c.EnablePodENI != tc.want):
+			t.Errorf("%v: EnablePodENI %v, %v; want %v", tc.env, c.EnablePodENI, err, tc.want)
+		}
+	}
+}
+
 // The address family switches, as the AWS VPC CNI names them: IPv6 pods
 // need IPv4 off; dual stack, neither family, and IPv6 with custom
 // networking are refused.

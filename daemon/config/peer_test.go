@@ -198,8 +198,7 @@ func TestPeerOutcomes(t *testing.T) {
 		{map[string]string{"ADDITIONAL_ENI_TAGS": "{ }"}, "ADDITIONAL_ENI_TAGS", none},
 		{map[string]string{"AWS_VPC_K8S_CNI_CONFIGURE_RPFILTER": "false"}, "AWS_VPC_K8S_CNI_CONFIGURE_RPFILTER", Warned},
 		{map[string]string{"CLUSTER_ENDPOINT": "https://api.example.com"}, "CLUSTER_ENDPOINT", Warned},
-		{map[string]string{"ENABLE_POD_ENI": "true"}, "ENABLE_POD_ENI", Refused},
-		{map[string]string{"ENABLE_POD_ENI": "yes"}, "ENABLE_POD_ENI", Refused},
+		{map[string]string{"ENABLE_POD_ENI": "true", "MY_NODE_NAME": "n1"}, "ENABLE_POD_ENI", none},
 		{map[string]string{"ENABLE_POD_ENI": "false"}, "ENABLE_POD_ENI", none},
 		{map[string]string{"POD_SECURITY_GROUP_ENFORCING_MODE": "strict"}, "POD_SECURITY_GROUP_ENFORCING_MODE", Warned},
 		{map[string]string{"DISABLE_TCP_EARLY_DEMUX": "true"}, "DISABLE_TCP_EARLY_DEMUX", Warned},
@@ -276,8 +275,8 @@ func TestPeerOutcomes(t *testing.T) {
 	}
 	// Several at once: every refusal is reported, and nothing is refused
 	// for a warning.
-	_, err := Load(env(map[string]string{"ENABLE_POD_ENI": "true", "ENABLE_MULTI_NIC": "true", "AWS_VPC_K8S_CNI_LOGLEVEL": "INFO"}))
-	if err == nil || !strings.Contains(err.Error(), "ENABLE_POD_ENI") || !strings.Contains(err.Error(), "ENABLE_MULTI_NIC") ||
+	_, err := Load(env(map[string]string{"ENABLE_IMDS_ONLY_MODE": "true", "ENABLE_MULTI_NIC": "true", "AWS_VPC_K8S_CNI_LOGLEVEL": "INFO"}))
+	if err == nil || !strings.Contains(err.Error(), "ENABLE_IMDS_ONLY_MODE") || !strings.Contains(err.Error(), "ENABLE_MULTI_NIC") ||
 		strings.Contains(err.Error(), "AWS_VPC_K8S_CNI_LOGLEVEL") {
 		t.Errorf("two refusals and a warning: %v", err)
 	}
@@ -349,6 +348,7 @@ func TestPeerHonouredDefaults(t *testing.T) {
 	}
 	ours := map[string]string{
 		"AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG": strconv.FormatBool(c.CustomNetworking),
+		"ENABLE_POD_ENI":                     strconv.FormatBool(c.EnablePodENI),
 		"ENI_CONFIG_ANNOTATION_DEF":          c.ENIConfigAnnotationDef,
 		"ENI_CONFIG_LABEL_DEF":               c.ENIConfigLabelDef,
 		"AWS_VPC_ENI_MTU":                    strconv.Itoa(c.MTU),

@@ -90,6 +90,9 @@ func (d *Daemon) poolConfigLocked() pool.Config {
 	if d.cfg.CustomNetworking {
 		n++ // the primary ENI: attached, but not the pool's
 	}
+	if d.reservesTrunkSlotLocked() {
+		n++ // the trunk ENI's slot, until the controller attaches it
+	}
 	if n > 0 {
 		c.InstanceMaxENIs = max(c.InstanceMaxENIs-n, 1)
 		if c.MaxENI >= 1 {

@@ -135,6 +135,7 @@ type Daemon struct {
 	foreign       map[string]*foreignENI // attached ENIs the daemon leaves alone (ownership.go)
 	custom        customNet              // custom networking (customnet.go)
 	events        Events
+	podENI        PodENI // security groups for pods (podeni.go)
 
 	grow        growth
 	subnetCache subnetCache
@@ -157,6 +158,8 @@ type Options struct {
 	Logf      func(string, ...any)
 	// Events, if set, records Kubernetes Events on the node.
 	Events Events
+	// PodENI, with ENABLE_POD_ENI=true, finds a pod's branch ENI.
+	PodENI PodENI
 	// ObserveAdd, if set, is told how long each successful Add took (lock
 	// wait and the durable write included). It feeds the allocation latency
 	// metric; it must not block.
@@ -185,7 +188,7 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 	if o.StorePath == "" {
 		o.StorePath = nodeconf.StateDir(o.Config.StateDir).Store()
 	}
-	d := &Daemon{cfg: o.Config, cloud: o.Cloud, host: o.Host, now: o.Now, logf: o.Logf, started: time.Now(), observeAdd: o.ObserveAdd, events: o.Events,
+	d := &Daemon{cfg: o.Config, cloud: o.Cloud, host: o.Host, now: o.Now, logf: o.Logf, started: time.Now(), observeAdd: o.ObserveAdd, events: o.Events, podENI: o.PodENI,
 		live: o.Liveness, inflight: map[store.Key]chan struct{}{},
 		counters: map[string]int64{}, foreign: map[string]*foreignENI{}, grow: newGrowth(), kick: make(chan struct{}, 1),
 		sysctls: map[string]sysctlProblem{}}
@@ -261,6 +264,12 @@ func (d *Daemon) discover(ctx context.Context) error {
 		PrefixDelegationSupported: lim.SupportsPrefixDelegation(), MaxENI: d.cfg.MaxENI,
 		IPCooldownPeriod: d.cfg.IPCooldownPeriod, InstanceMaxENIs: lim.MaxENIs, IPv4PerENI: lim.IPv4PerENI,
 		MaxPods: d.maxPods(lim), MinENIAge: d.cfg.MinENIAge, ScaleDownInterval: d.cfg.ScaleDownInterval,
+	}
+	if d.cfg.EnablePodENI && !lim.TrunkingCompatible {
+		// As the AWS VPC CNI: no slot is kept for a trunk, pods still get
+		// pool addresses; a pod a SecurityGroupPolicy selects asks for a
+		// resource this node never advertises, and stays pending.
+		d.logf("ENABLE_POD_ENI=true but the instance type %s does not support ENI trunking: no trunk ENI, so no pod of this node gets a branch ENI", md.InstanceType)
 	}
 	if d.cfg.EnablePrefixDelegation && !lim.SupportsPrefixDelegation() {
 		d.logf("ENABLE_PREFIX_DELEGATION=true but %s is not Nitro-based: using secondary IPs", md.InstanceType)

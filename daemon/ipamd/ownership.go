@@ -12,6 +12,7 @@ type foreignENI struct {
 	id        string
 	dev, card int
 	reason    string
+	typ, mac  string // EC2's interface type and the ENI's MAC
 	logged    bool
 	inIMDS    bool // IMDS has listed it (reconcile's cheap check)
 }
@@ -102,7 +103,7 @@ func (d *Daemon) sortOwnedLocked(enis []cloud.ENI) []cloud.ENI {
 		}
 		f := d.foreign[e.ID]
 		if f == nil || f.reason != reason {
-			f = &foreignENI{id: e.ID, dev: e.DeviceNumber, card: e.NetworkCard, reason: reason}
+			f = &foreignENI{id: e.ID, dev: e.DeviceNumber, card: e.NetworkCard, reason: reason, typ: e.InterfaceType, mac: e.MAC}
 			d.foreign[e.ID] = f
 		}
 		if !f.logged {

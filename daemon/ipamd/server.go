@@ -143,7 +143,7 @@ func toProto(a Allocation) *ipamv1.Allocation {
 }
 
 // Add implements IPAM.Add.
-func (s *Server) Add(_ context.Context, r *ipamv1.AddRequest) (*ipamv1.AddReply, error) {
+func (s *Server) Add(ctx context.Context, r *ipamv1.AddRequest) (*ipamv1.AddReply, error) {
 	if err := ipamclient.CheckVersion(r.GetApiVersion()); err != nil {
 		return nil, err
 	}
@@ -153,6 +153,13 @@ func (s *Server) Add(_ context.Context, r *ipamv1.AddRequest) (*ipamv1.AddReply,
 	}
 	if err := ipamclient.ValidatePodInfo(r.GetPodNamespace(), r.GetPodName(), r.GetNetns()); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	// A pod with a branch ENI takes no pool address.
+	bctx, cancel := context.WithTimeout(ctx, branchLookupTimeout)
+	branch, requested, err := s.d.branchReply(bctx, r.GetPodNamespace(), r.GetPodName())
+	cancel()
+	if requested {
+		return branch, err
 	}
 	a, err := s.d.Add(k, r.GetPodNamespace(), r.GetPodName(), r.GetNetns())
 	var none *ErrNoAddress
@@ -248,11 +255,15 @@ func (s *Server) GC(_ context.Context, r *ipamv1.GCRequest) (*ipamv1.GCReply, er
 }
 
 // Introspect implements IPAM.Introspect.
-func (s *Server) Introspect(_ context.Context, r *ipamv1.IntrospectRequest) (*ipamv1.IntrospectReply, error) {
+func (s *Server) Introspect(ctx context.Context, r *ipamv1.IntrospectRequest) (*ipamv1.IntrospectReply, error) {
 	if err := ipamclient.CheckVersion(r.GetApiVersion()); err != nil {
 		return nil, err
 	}
-	return s.d.Introspect(), nil
+	out := s.d.Introspect()
+	pctx, cancel := context.WithTimeout(ctx, branchLookupTimeout)
+	out.PodEni = s.d.introspectPodENI(pctx)
+	cancel()
+	return out, nil
 }
 
 // Introspect dumps the pool: ENIs, their addresses, allocations, stats.

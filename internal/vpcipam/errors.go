@@ -23,6 +23,8 @@ import (
 //	                             address available
 //	101 ErrAPIVersionMismatch    plugin and daemon speak different IPAM API versions
 //	102 ErrAllocationNotFound    CHECK: the key does not hold prevResult's address
+//	103 ErrBranchENINotWired     ADD: the pod has a branch ENI (security groups
+//	                             for pods), whose VLAN wiring is not built yet
 //	999 ErrInternal              anything else, with context
 //
 // 100 is cniext.ErrDaemonUnreachable, reserved for the chain; vpc-ipam does
@@ -40,6 +42,13 @@ const (
 	// ErrAllocationNotFound: CHECK found that the daemon does not hold the
 	// attachment's address for its key.
 	ErrAllocationNotFound uint = 102
+	// ErrBranchENINotWired: the daemon answered with the pod's branch ENI
+	// (AWS's VPC resource controller gave it one) instead of an address,
+	// and the plugins cannot wire a pod through the trunk's VLAN yet. Not
+	// transient (retrying gets the same branch), and nothing was set up:
+	// the pod fails rather than get a pool address without its security
+	// groups.
+	ErrBranchENINotWired uint = 103
 )
 
 // daemonError turns an ipamclient error of verb into the CNI error the

@@ -120,6 +120,7 @@ func Add(conf *Config, pod *PodArgs, args *skel.CmdArgs) ([]byte, error) {
 		return nil, types.NewError(types.ErrInvalidNetNS, "vpc-ipam: "+err.Error(), "")
 	}
 	var alloc *ipamv1.Allocation
+	var branch *ipamv1.BranchENI
 	err := withDaemon(conf, func(ctx context.Context, c *ipamclient.Client) error {
 		reply, err := c.Add(ctx, &ipamv1.AddRequest{
 			Key:          key,
@@ -127,11 +128,17 @@ func Add(conf *Config, pod *PodArgs, args *skel.CmdArgs) ([]byte, error) {
 			PodName:      string(pod.K8S_POD_NAME),
 			Netns:        args.Netns,
 		})
-		alloc = reply.GetAllocation()
+		alloc, branch = reply.GetAllocation(), reply.GetBranch()
 		return err
 	})
 	if err != nil {
 		return nil, daemonError("ADD", conf, err)
+	}
+	if branch != nil {
+		return nil, types.NewError(ErrBranchENINotWired, fmt.Sprintf(
+			"vpc-ipam: ADD: pod %s/%s has branch ENI %s (%s, VLAN %d on trunk %s): branch ENI pods need the VLAN data plane, which is not built yet",
+			pod.K8S_POD_NAMESPACE, pod.K8S_POD_NAME, branch.GetEniId(), branch.GetIp(), branch.GetVlanId(), branch.GetTrunkEniId()),
+			"security groups for pods (ENABLE_POD_ENI=true): the pod was not wired; remove it from the SecurityGroupPolicy's selection to give it a pool address")
 	}
 	result, ext, err := resultFromAllocation(alloc)
 	if err != nil {

@@ -58,10 +58,11 @@ type fakeDaemon struct {
 	mu        sync.Mutex
 	free      []string
 	byKey     map[string]*ipamv1.Allocation
-	noAddress string // when set, Add answers NoAddressStatus(noAddress)
-	version   uint32 // the API version it speaks; 0 = ipamclient.APIVersion
-	block     bool   // every RPC waits for the caller's deadline
-	delErr    error  // Del answers this
+	noAddress string            // when set, Add answers NoAddressStatus(noAddress)
+	branch    *ipamv1.BranchENI // when set, Add answers with it (a branch-ENI pod)
+	version   uint32            // the API version it speaks; 0 = ipamclient.APIVersion
+	block     bool              // every RPC waits for the caller's deadline
+	delErr    error             // Del answers this
 	status    *ipamv1.StatusReply
 	adds      []*ipamv1.AddRequest
 	gcs       []*ipamv1.GCRequest
@@ -108,6 +109,9 @@ func (f *fakeDaemon) Add(ctx context.Context, r *ipamv1.AddRequest) (*ipamv1.Add
 	}
 	if f.noAddress != "" {
 		return nil, ipamclient.NoAddressStatus(f.noAddress)
+	}
+	if f.branch != nil {
+		return &ipamv1.AddReply{Branch: f.branch}, nil
 	}
 	if len(f.free) == 0 {
 		return nil, ipamclient.NoAddressStatus("no free address on this node: pool exhausted")
@@ -391,6 +395,20 @@ func TestAddNoAddress(t *testing.T) {
 	e.d.with(func(f *fakeDaemon) { f.noAddress = reason })
 	o := run(t, "ADD", "c1", podArgs, e.conf("1.1.0", nil, nil))
 	o.wantCode(t, "ADD with an empty pool", types.ErrTryAgainLater, reason)
+}
+
+// A pod with a branch ENI (security groups for pods) fails with its own
+// code, naming the branch, and gets no address: its VLAN wiring is not
+// built, and a pool address would bypass its security groups.
+func TestAddBranchENI(t *testing.T) {
+	e := newEnv(t)
+	e.d.with(func(f *fakeDaemon) {
+		f.branch = &ipamv1.BranchENI{EniId: "eni-0b1", Mac: "02:00:00:00:00:b1", Ip: "10.0.1.77", VlanId: 1,
+			SubnetCidr: "10.0.1.0/24", SubnetGateway: "10.0.1.1", TrunkEniId: "eni-0t1", TrunkMac: "02:00:00:00:00:01", TrunkDeviceNumber: 2}
+	})
+	o := run(t, "ADD", "c1", podArgs, e.conf("1.1.0", nil, nil))
+	o.wantCode(t, "ADD for a branch-ENI pod", vpcipam.ErrBranchENINotWired, "eni-0b1")
+	o.wantCode(t, "ADD for a branch-ENI pod", vpcipam.ErrBranchENINotWired, "VLAN data plane")
 }
 
 func TestDaemonDown(t *testing.T) {

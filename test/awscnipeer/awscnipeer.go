@@ -17,15 +17,25 @@ import (
 // Module is the peer's module path.
 const Module = "github.com/aws/amazon-vpc-cni-k8s"
 
-// toolsGoMod is the tools module that pins the peer, from the repository root.
-const toolsGoMod = "test/tools/awscni/go.mod"
+// toolsGoMod is the tools module that pins the peer, from the repository
+// root; ControllerGoMod the one that pins AWS's VPC resource controller.
+const (
+	toolsGoMod      = "test/tools/awscni/go.mod"
+	ControllerGoMod = "test/tools/vpcrc/go.mod"
+	// Controller is the VPC resource controller's module path.
+	Controller = "github.com/aws/amazon-vpc-resource-controller-k8s"
+)
 
 // ModuleDir is the directory of module path (the peer, or one of its
 // dependencies) in the module cache, at the version test/tools/awscni/go.mod
 // requires. It looks for that go.mod from the working directory upwards, so
 // it works from any package's test. The error says what to run when the
 // module is not in the cache.
-func ModuleDir(path string) (string, error) {
+func ModuleDir(path string) (string, error) { return ModuleDirIn(toolsGoMod, path) }
+
+// ModuleDirIn is ModuleDir at the version the tools module of go.mod
+// toolsGoMod (from the repository root) requires.
+func ModuleDirIn(toolsGoMod, path string) (string, error) {
 	gomod, err := findUp(toolsGoMod)
 	if err != nil {
 		return "", err

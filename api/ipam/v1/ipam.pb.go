@@ -258,8 +258,13 @@ func (x *Allocation) GetVpcCidrs() []string {
 }
 
 type AddReply struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Allocation    *Allocation            `protobuf:"bytes,1,opt,name=allocation,proto3" json:"allocation,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Allocation *Allocation            `protobuf:"bytes,1,opt,name=allocation,proto3" json:"allocation,omitempty"`
+	// Set instead of allocation when the pod has a branch ENI from AWS's VPC
+	// resource controller (security groups for pods, ENABLE_POD_ENI=true):
+	// the pod gets the branch's own address through the trunk ENI, tagged
+	// with the branch's VLAN ID, and no address of the pool is taken.
+	Branch        *BranchENI `protobuf:"bytes,2,opt,name=branch,proto3" json:"branch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -301,6 +306,156 @@ func (x *AddReply) GetAllocation() *Allocation {
 	return nil
 }
 
+func (x *AddReply) GetBranch() *BranchENI {
+	if x != nil {
+		return x.Branch
+	}
+	return nil
+}
+
+// BranchENI is a branch ENI as the controller's pod annotation
+// vpc.amazonaws.com/pod-eni gives it, with the node's trunk ENI it is
+// associated with.
+type BranchENI struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	EniId             string                 `protobuf:"bytes,1,opt,name=eni_id,json=eniId,proto3" json:"eni_id,omitempty"`
+	Mac               string                 `protobuf:"bytes,2,opt,name=mac,proto3" json:"mac,omitempty"`
+	Ip                string                 `protobuf:"bytes,3,opt,name=ip,proto3" json:"ip,omitempty"` // IPv4, used as /32 ("" for an IPv6 pod)
+	Ipv6              string                 `protobuf:"bytes,4,opt,name=ipv6,proto3" json:"ipv6,omitempty"`
+	VlanId            int32                  `protobuf:"varint,5,opt,name=vlan_id,json=vlanId,proto3" json:"vlan_id,omitempty"`                     // 802.1Q tag on the trunk's link
+	SubnetCidr        string                 `protobuf:"bytes,6,opt,name=subnet_cidr,json=subnetCidr,proto3" json:"subnet_cidr,omitempty"`          // the trunk's (and so the branch's) subnet
+	SubnetGateway     string                 `protobuf:"bytes,7,opt,name=subnet_gateway,json=subnetGateway,proto3" json:"subnet_gateway,omitempty"` // the subnet's first address, EC2's router
+	SubnetV6Cidr      string                 `protobuf:"bytes,8,opt,name=subnet_v6_cidr,json=subnetV6Cidr,proto3" json:"subnet_v6_cidr,omitempty"`
+	TrunkEniId        string                 `protobuf:"bytes,9,opt,name=trunk_eni_id,json=trunkEniId,proto3" json:"trunk_eni_id,omitempty"`
+	TrunkMac          string                 `protobuf:"bytes,10,opt,name=trunk_mac,json=trunkMac,proto3" json:"trunk_mac,omitempty"` // finds the trunk's link on the node
+	TrunkDeviceNumber int32                  `protobuf:"varint,11,opt,name=trunk_device_number,json=trunkDeviceNumber,proto3" json:"trunk_device_number,omitempty"`
+	AssociationId     string                 `protobuf:"bytes,12,opt,name=association_id,json=associationId,proto3" json:"association_id,omitempty"` // EC2's trunk association
+	VpcCidrs          []string               `protobuf:"bytes,13,rep,name=vpc_cidrs,json=vpcCidrs,proto3" json:"vpc_cidrs,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *BranchENI) Reset() {
+	*x = BranchENI{}
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BranchENI) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BranchENI) ProtoMessage() {}
+
+func (x *BranchENI) ProtoReflect() protoreflect.Message {
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BranchENI.ProtoReflect.Descriptor instead.
+func (*BranchENI) Descriptor() ([]byte, []int) {
+	return file_api_ipam_v1_ipam_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *BranchENI) GetEniId() string {
+	if x != nil {
+		return x.EniId
+	}
+	return ""
+}
+
+func (x *BranchENI) GetMac() string {
+	if x != nil {
+		return x.Mac
+	}
+	return ""
+}
+
+func (x *BranchENI) GetIp() string {
+	if x != nil {
+		return x.Ip
+	}
+	return ""
+}
+
+func (x *BranchENI) GetIpv6() string {
+	if x != nil {
+		return x.Ipv6
+	}
+	return ""
+}
+
+func (x *BranchENI) GetVlanId() int32 {
+	if x != nil {
+		return x.VlanId
+	}
+	return 0
+}
+
+func (x *BranchENI) GetSubnetCidr() string {
+	if x != nil {
+		return x.SubnetCidr
+	}
+	return ""
+}
+
+func (x *BranchENI) GetSubnetGateway() string {
+	if x != nil {
+		return x.SubnetGateway
+	}
+	return ""
+}
+
+func (x *BranchENI) GetSubnetV6Cidr() string {
+	if x != nil {
+		return x.SubnetV6Cidr
+	}
+	return ""
+}
+
+func (x *BranchENI) GetTrunkEniId() string {
+	if x != nil {
+		return x.TrunkEniId
+	}
+	return ""
+}
+
+func (x *BranchENI) GetTrunkMac() string {
+	if x != nil {
+		return x.TrunkMac
+	}
+	return ""
+}
+
+func (x *BranchENI) GetTrunkDeviceNumber() int32 {
+	if x != nil {
+		return x.TrunkDeviceNumber
+	}
+	return 0
+}
+
+func (x *BranchENI) GetAssociationId() string {
+	if x != nil {
+		return x.AssociationId
+	}
+	return ""
+}
+
+func (x *BranchENI) GetVpcCidrs() []string {
+	if x != nil {
+		return x.VpcCidrs
+	}
+	return nil
+}
+
 type DelRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ApiVersion    uint32                 `protobuf:"varint,1,opt,name=api_version,json=apiVersion,proto3" json:"api_version,omitempty"`
@@ -311,7 +466,7 @@ type DelRequest struct {
 
 func (x *DelRequest) Reset() {
 	*x = DelRequest{}
-	mi := &file_api_ipam_v1_ipam_proto_msgTypes[4]
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -323,7 +478,7 @@ func (x *DelRequest) String() string {
 func (*DelRequest) ProtoMessage() {}
 
 func (x *DelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_ipam_v1_ipam_proto_msgTypes[4]
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -336,7 +491,7 @@ func (x *DelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DelRequest.ProtoReflect.Descriptor instead.
 func (*DelRequest) Descriptor() ([]byte, []int) {
-	return file_api_ipam_v1_ipam_proto_rawDescGZIP(), []int{4}
+	return file_api_ipam_v1_ipam_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *DelRequest) GetApiVersion() uint32 {
@@ -363,7 +518,7 @@ type DelReply struct {
 
 func (x *DelReply) Reset() {
 	*x = DelReply{}
-	mi := &file_api_ipam_v1_ipam_proto_msgTypes[5]
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -375,7 +530,7 @@ func (x *DelReply) String() string {
 func (*DelReply) ProtoMessage() {}
 
 func (x *DelReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_ipam_v1_ipam_proto_msgTypes[5]
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -388,7 +543,7 @@ func (x *DelReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DelReply.ProtoReflect.Descriptor instead.
 func (*DelReply) Descriptor() ([]byte, []int) {
-	return file_api_ipam_v1_ipam_proto_rawDescGZIP(), []int{5}
+	return file_api_ipam_v1_ipam_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *DelReply) GetReleased() bool {
@@ -416,7 +571,7 @@ type CheckRequest struct {
 
 func (x *CheckRequest) Reset() {
 	*x = CheckRequest{}
-	mi := &file_api_ipam_v1_ipam_proto_msgTypes[6]
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -428,7 +583,7 @@ func (x *CheckRequest) String() string {
 func (*CheckRequest) ProtoMessage() {}
 
 func (x *CheckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_ipam_v1_ipam_proto_msgTypes[6]
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -441,7 +596,7 @@ func (x *CheckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckRequest.ProtoReflect.Descriptor instead.
 func (*CheckRequest) Descriptor() ([]byte, []int) {
-	return file_api_ipam_v1_ipam_proto_rawDescGZIP(), []int{6}
+	return file_api_ipam_v1_ipam_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CheckRequest) GetApiVersion() uint32 {
@@ -474,7 +629,7 @@ type CheckReply struct {
 
 func (x *CheckReply) Reset() {
 	*x = CheckReply{}
-	mi := &file_api_ipam_v1_ipam_proto_msgTypes[7]
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -486,7 +641,7 @@ func (x *CheckReply) String() string {
 func (*CheckReply) ProtoMessage() {}
 
 func (x *CheckReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_ipam_v1_ipam_proto_msgTypes[7]
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -499,7 +654,7 @@ func (x *CheckReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckReply.ProtoReflect.Descriptor instead.
 func (*CheckReply) Descriptor() ([]byte, []int) {
-	return file_api_ipam_v1_ipam_proto_rawDescGZIP(), []int{7}
+	return file_api_ipam_v1_ipam_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CheckReply) GetAllocation() *Allocation {
@@ -518,7 +673,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_api_ipam_v1_ipam_proto_msgTypes[8]
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -530,7 +685,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_ipam_v1_ipam_proto_msgTypes[8]
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -543,7 +698,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_ipam_v1_ipam_proto_rawDescGZIP(), []int{8}
+	return file_api_ipam_v1_ipam_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StatusRequest) GetApiVersion() uint32 {
@@ -564,7 +719,7 @@ type StatusReply struct {
 
 func (x *StatusReply) Reset() {
 	*x = StatusReply{}
-	mi := &file_api_ipam_v1_ipam_proto_msgTypes[9]
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -576,7 +731,7 @@ func (x *StatusReply) String() string {
 func (*StatusReply) ProtoMessage() {}
 
 func (x *StatusReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_ipam_v1_ipam_proto_msgTypes[9]
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -589,7 +744,7 @@ func (x *StatusReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusReply.ProtoReflect.Descriptor instead.
 func (*StatusReply) Descriptor() ([]byte, []int) {
-	return file_api_ipam_v1_ipam_proto_rawDescGZIP(), []int{9}
+	return file_api_ipam_v1_ipam_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *StatusReply) GetReady() bool {
@@ -624,7 +779,7 @@ type GCRequest struct {
 
 func (x *GCRequest) Reset() {
 	*x = GCRequest{}
-	mi := &file_api_ipam_v1_ipam_proto_msgTypes[10]
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -636,7 +791,7 @@ func (x *GCRequest) String() string {
 func (*GCRequest) ProtoMessage() {}
 
 func (x *GCRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_ipam_v1_ipam_proto_msgTypes[10]
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -649,7 +804,7 @@ func (x *GCRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GCRequest.ProtoReflect.Descriptor instead.
 func (*GCRequest) Descriptor() ([]byte, []int) {
-	return file_api_ipam_v1_ipam_proto_rawDescGZIP(), []int{10}
+	return file_api_ipam_v1_ipam_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GCRequest) GetApiVersion() uint32 {
@@ -682,7 +837,7 @@ type GCReply struct {
 
 func (x *GCReply) Reset() {
 	*x = GCReply{}
-	mi := &file_api_ipam_v1_ipam_proto_msgTypes[11]
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -694,7 +849,7 @@ func (x *GCReply) String() string {
 func (*GCReply) ProtoMessage() {}
 
 func (x *GCReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_ipam_v1_ipam_proto_msgTypes[11]
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -707,7 +862,7 @@ func (x *GCReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GCReply.ProtoReflect.Descriptor instead.
 func (*GCReply) Descriptor() ([]byte, []int) {
-	return file_api_ipam_v1_ipam_proto_rawDescGZIP(), []int{11}
+	return file_api_ipam_v1_ipam_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GCReply) GetReleased() []*Key {
@@ -726,7 +881,7 @@ type IntrospectRequest struct {
 
 func (x *IntrospectRequest) Reset() {
 	*x = IntrospectRequest{}
-	mi := &file_api_ipam_v1_ipam_proto_msgTypes[12]
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -738,7 +893,7 @@ func (x *IntrospectRequest) String() string {
 func (*IntrospectRequest) ProtoMessage() {}
 
 func (x *IntrospectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_ipam_v1_ipam_proto_msgTypes[12]
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -751,7 +906,7 @@ func (x *IntrospectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntrospectRequest.ProtoReflect.Descriptor instead.
 func (*IntrospectRequest) Descriptor() ([]byte, []int) {
-	return file_api_ipam_v1_ipam_proto_rawDescGZIP(), []int{12}
+	return file_api_ipam_v1_ipam_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *IntrospectRequest) GetApiVersion() uint32 {
@@ -781,7 +936,7 @@ type IntrospectENI struct {
 
 func (x *IntrospectENI) Reset() {
 	*x = IntrospectENI{}
-	mi := &file_api_ipam_v1_ipam_proto_msgTypes[13]
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -793,7 +948,7 @@ func (x *IntrospectENI) String() string {
 func (*IntrospectENI) ProtoMessage() {}
 
 func (x *IntrospectENI) ProtoReflect() protoreflect.Message {
-	mi := &file_api_ipam_v1_ipam_proto_msgTypes[13]
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -806,7 +961,7 @@ func (x *IntrospectENI) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntrospectENI.ProtoReflect.Descriptor instead.
 func (*IntrospectENI) Descriptor() ([]byte, []int) {
-	return file_api_ipam_v1_ipam_proto_rawDescGZIP(), []int{13}
+	return file_api_ipam_v1_ipam_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *IntrospectENI) GetId() string {
@@ -885,7 +1040,7 @@ type IntrospectUnmanagedENI struct {
 
 func (x *IntrospectUnmanagedENI) Reset() {
 	*x = IntrospectUnmanagedENI{}
-	mi := &file_api_ipam_v1_ipam_proto_msgTypes[14]
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -897,7 +1052,7 @@ func (x *IntrospectUnmanagedENI) String() string {
 func (*IntrospectUnmanagedENI) ProtoMessage() {}
 
 func (x *IntrospectUnmanagedENI) ProtoReflect() protoreflect.Message {
-	mi := &file_api_ipam_v1_ipam_proto_msgTypes[14]
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -910,7 +1065,7 @@ func (x *IntrospectUnmanagedENI) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntrospectUnmanagedENI.ProtoReflect.Descriptor instead.
 func (*IntrospectUnmanagedENI) Descriptor() ([]byte, []int) {
-	return file_api_ipam_v1_ipam_proto_rawDescGZIP(), []int{14}
+	return file_api_ipam_v1_ipam_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *IntrospectUnmanagedENI) GetId() string {
@@ -956,7 +1111,7 @@ type IntrospectCustomNetworking struct {
 
 func (x *IntrospectCustomNetworking) Reset() {
 	*x = IntrospectCustomNetworking{}
-	mi := &file_api_ipam_v1_ipam_proto_msgTypes[15]
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -968,7 +1123,7 @@ func (x *IntrospectCustomNetworking) String() string {
 func (*IntrospectCustomNetworking) ProtoMessage() {}
 
 func (x *IntrospectCustomNetworking) ProtoReflect() protoreflect.Message {
-	mi := &file_api_ipam_v1_ipam_proto_msgTypes[15]
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -981,7 +1136,7 @@ func (x *IntrospectCustomNetworking) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntrospectCustomNetworking.ProtoReflect.Descriptor instead.
 func (*IntrospectCustomNetworking) Descriptor() ([]byte, []int) {
-	return file_api_ipam_v1_ipam_proto_rawDescGZIP(), []int{15}
+	return file_api_ipam_v1_ipam_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *IntrospectCustomNetworking) GetEniconfig() string {
@@ -1034,7 +1189,7 @@ type IntrospectPendingRelease struct {
 
 func (x *IntrospectPendingRelease) Reset() {
 	*x = IntrospectPendingRelease{}
-	mi := &file_api_ipam_v1_ipam_proto_msgTypes[16]
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1046,7 +1201,7 @@ func (x *IntrospectPendingRelease) String() string {
 func (*IntrospectPendingRelease) ProtoMessage() {}
 
 func (x *IntrospectPendingRelease) ProtoReflect() protoreflect.Message {
-	mi := &file_api_ipam_v1_ipam_proto_msgTypes[16]
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1059,7 +1214,7 @@ func (x *IntrospectPendingRelease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntrospectPendingRelease.ProtoReflect.Descriptor instead.
 func (*IntrospectPendingRelease) Descriptor() ([]byte, []int) {
-	return file_api_ipam_v1_ipam_proto_rawDescGZIP(), []int{16}
+	return file_api_ipam_v1_ipam_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *IntrospectPendingRelease) GetEniId() string {
@@ -1111,7 +1266,7 @@ type IntrospectAllocation struct {
 
 func (x *IntrospectAllocation) Reset() {
 	*x = IntrospectAllocation{}
-	mi := &file_api_ipam_v1_ipam_proto_msgTypes[17]
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1123,7 +1278,7 @@ func (x *IntrospectAllocation) String() string {
 func (*IntrospectAllocation) ProtoMessage() {}
 
 func (x *IntrospectAllocation) ProtoReflect() protoreflect.Message {
-	mi := &file_api_ipam_v1_ipam_proto_msgTypes[17]
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1136,7 +1291,7 @@ func (x *IntrospectAllocation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntrospectAllocation.ProtoReflect.Descriptor instead.
 func (*IntrospectAllocation) Descriptor() ([]byte, []int) {
-	return file_api_ipam_v1_ipam_proto_rawDescGZIP(), []int{17}
+	return file_api_ipam_v1_ipam_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *IntrospectAllocation) GetKey() *Key {
@@ -1197,14 +1352,15 @@ type IntrospectReply struct {
 	PendingReleases  []*IntrospectPendingRelease `protobuf:"bytes,12,rep,name=pending_releases,json=pendingReleases,proto3" json:"pending_releases,omitempty"`
 	// Prefixes EC2 no longer shows while pods hold addresses of them: no new
 	// pod gets one of their addresses.
-	LostPrefixes  []string `protobuf:"bytes,13,rep,name=lost_prefixes,json=lostPrefixes,proto3" json:"lost_prefixes,omitempty"`
+	LostPrefixes  []string          `protobuf:"bytes,13,rep,name=lost_prefixes,json=lostPrefixes,proto3" json:"lost_prefixes,omitempty"`
+	PodEni        *IntrospectPodENI `protobuf:"bytes,14,opt,name=pod_eni,json=podEni,proto3" json:"pod_eni,omitempty"` // unset when ENABLE_POD_ENI is off
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *IntrospectReply) Reset() {
 	*x = IntrospectReply{}
-	mi := &file_api_ipam_v1_ipam_proto_msgTypes[18]
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1216,7 +1372,7 @@ func (x *IntrospectReply) String() string {
 func (*IntrospectReply) ProtoMessage() {}
 
 func (x *IntrospectReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_ipam_v1_ipam_proto_msgTypes[18]
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1229,7 +1385,7 @@ func (x *IntrospectReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntrospectReply.ProtoReflect.Descriptor instead.
 func (*IntrospectReply) Descriptor() ([]byte, []int) {
-	return file_api_ipam_v1_ipam_proto_rawDescGZIP(), []int{18}
+	return file_api_ipam_v1_ipam_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *IntrospectReply) GetMode() string {
@@ -1323,6 +1479,169 @@ func (x *IntrospectReply) GetLostPrefixes() []string {
 	return nil
 }
 
+func (x *IntrospectReply) GetPodEni() *IntrospectPodENI {
+	if x != nil {
+		return x.PodEni
+	}
+	return nil
+}
+
+// IntrospectPodENI is security groups for pods on this node: the trunk ENI
+// the VPC resource controller attached (unset until it has) and the branch
+// ENIs the controller gave this node's pods, from their annotations.
+type IntrospectPodENI struct {
+	state    protoimpl.MessageState  `protogen:"open.v1"`
+	Trunk    *IntrospectUnmanagedENI `protobuf:"bytes,1,opt,name=trunk,proto3" json:"trunk,omitempty"`
+	TrunkMac string                  `protobuf:"bytes,2,opt,name=trunk_mac,json=trunkMac,proto3" json:"trunk_mac,omitempty"`
+	Branches []*IntrospectBranch     `protobuf:"bytes,3,rep,name=branches,proto3" json:"branches,omitempty"`
+	// Why the capability is not declared, or the pods could not be listed.
+	Problem       string `protobuf:"bytes,4,opt,name=problem,proto3" json:"problem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IntrospectPodENI) Reset() {
+	*x = IntrospectPodENI{}
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IntrospectPodENI) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IntrospectPodENI) ProtoMessage() {}
+
+func (x *IntrospectPodENI) ProtoReflect() protoreflect.Message {
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IntrospectPodENI.ProtoReflect.Descriptor instead.
+func (*IntrospectPodENI) Descriptor() ([]byte, []int) {
+	return file_api_ipam_v1_ipam_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *IntrospectPodENI) GetTrunk() *IntrospectUnmanagedENI {
+	if x != nil {
+		return x.Trunk
+	}
+	return nil
+}
+
+func (x *IntrospectPodENI) GetTrunkMac() string {
+	if x != nil {
+		return x.TrunkMac
+	}
+	return ""
+}
+
+func (x *IntrospectPodENI) GetBranches() []*IntrospectBranch {
+	if x != nil {
+		return x.Branches
+	}
+	return nil
+}
+
+func (x *IntrospectPodENI) GetProblem() string {
+	if x != nil {
+		return x.Problem
+	}
+	return ""
+}
+
+type IntrospectBranch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PodNamespace  string                 `protobuf:"bytes,1,opt,name=pod_namespace,json=podNamespace,proto3" json:"pod_namespace,omitempty"`
+	PodName       string                 `protobuf:"bytes,2,opt,name=pod_name,json=podName,proto3" json:"pod_name,omitempty"`
+	EniId         string                 `protobuf:"bytes,3,opt,name=eni_id,json=eniId,proto3" json:"eni_id,omitempty"`
+	VlanId        int32                  `protobuf:"varint,4,opt,name=vlan_id,json=vlanId,proto3" json:"vlan_id,omitempty"`
+	Ip            string                 `protobuf:"bytes,5,opt,name=ip,proto3" json:"ip,omitempty"`
+	Mac           string                 `protobuf:"bytes,6,opt,name=mac,proto3" json:"mac,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IntrospectBranch) Reset() {
+	*x = IntrospectBranch{}
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IntrospectBranch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IntrospectBranch) ProtoMessage() {}
+
+func (x *IntrospectBranch) ProtoReflect() protoreflect.Message {
+	mi := &file_api_ipam_v1_ipam_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IntrospectBranch.ProtoReflect.Descriptor instead.
+func (*IntrospectBranch) Descriptor() ([]byte, []int) {
+	return file_api_ipam_v1_ipam_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *IntrospectBranch) GetPodNamespace() string {
+	if x != nil {
+		return x.PodNamespace
+	}
+	return ""
+}
+
+func (x *IntrospectBranch) GetPodName() string {
+	if x != nil {
+		return x.PodName
+	}
+	return ""
+}
+
+func (x *IntrospectBranch) GetEniId() string {
+	if x != nil {
+		return x.EniId
+	}
+	return ""
+}
+
+func (x *IntrospectBranch) GetVlanId() int32 {
+	if x != nil {
+		return x.VlanId
+	}
+	return 0
+}
+
+func (x *IntrospectBranch) GetIp() string {
+	if x != nil {
+		return x.Ip
+	}
+	return ""
+}
+
+func (x *IntrospectBranch) GetMac() string {
+	if x != nil {
+		return x.Mac
+	}
+	return ""
+}
+
 var File_api_ipam_v1_ipam_proto protoreflect.FileDescriptor
 
 const file_api_ipam_v1_ipam_proto_rawDesc = "" +
@@ -1350,11 +1669,29 @@ const file_api_ipam_v1_ipam_proto_rawDesc = "" +
 	"\vsubnet_cidr\x18\x05 \x01(\tR\n" +
 	"subnetCidr\x12%\n" +
 	"\x0esubnet_gateway\x18\x06 \x01(\tR\rsubnetGateway\x12\x1b\n" +
-	"\tvpc_cidrs\x18\a \x03(\tR\bvpcCidrs\"H\n" +
+	"\tvpc_cidrs\x18\a \x03(\tR\bvpcCidrs\"}\n" +
 	"\bAddReply\x12<\n" +
 	"\n" +
 	"allocation\x18\x01 \x01(\v2\x1c.vpcchain.ipam.v1.AllocationR\n" +
-	"allocation\"V\n" +
+	"allocation\x123\n" +
+	"\x06branch\x18\x02 \x01(\v2\x1b.vpcchain.ipam.v1.BranchENIR\x06branch\"\x92\x03\n" +
+	"\tBranchENI\x12\x15\n" +
+	"\x06eni_id\x18\x01 \x01(\tR\x05eniId\x12\x10\n" +
+	"\x03mac\x18\x02 \x01(\tR\x03mac\x12\x0e\n" +
+	"\x02ip\x18\x03 \x01(\tR\x02ip\x12\x12\n" +
+	"\x04ipv6\x18\x04 \x01(\tR\x04ipv6\x12\x17\n" +
+	"\avlan_id\x18\x05 \x01(\x05R\x06vlanId\x12\x1f\n" +
+	"\vsubnet_cidr\x18\x06 \x01(\tR\n" +
+	"subnetCidr\x12%\n" +
+	"\x0esubnet_gateway\x18\a \x01(\tR\rsubnetGateway\x12$\n" +
+	"\x0esubnet_v6_cidr\x18\b \x01(\tR\fsubnetV6Cidr\x12 \n" +
+	"\ftrunk_eni_id\x18\t \x01(\tR\n" +
+	"trunkEniId\x12\x1b\n" +
+	"\ttrunk_mac\x18\n" +
+	" \x01(\tR\btrunkMac\x12.\n" +
+	"\x13trunk_device_number\x18\v \x01(\x05R\x11trunkDeviceNumber\x12%\n" +
+	"\x0eassociation_id\x18\f \x01(\tR\rassociationId\x12\x1b\n" +
+	"\tvpc_cidrs\x18\r \x03(\tR\bvpcCidrs\"V\n" +
 	"\n" +
 	"DelRequest\x12\x1f\n" +
 	"\vapi_version\x18\x01 \x01(\rR\n" +
@@ -1429,7 +1766,7 @@ const file_api_ipam_v1_ipam_proto_rawDesc = "" +
 	"\x06eni_id\x18\x03 \x01(\tR\x05eniId\x12#\n" +
 	"\rpod_namespace\x18\x04 \x01(\tR\fpodNamespace\x12\x19\n" +
 	"\bpod_name\x18\x05 \x01(\tR\apodName\x12#\n" +
-	"\rassigned_unix\x18\x06 \x01(\x03R\fassignedUnix\"\xed\x04\n" +
+	"\rassigned_unix\x18\x06 \x01(\x03R\fassignedUnix\"\xaa\x05\n" +
 	"\x0fIntrospectReply\x12\x12\n" +
 	"\x04mode\x18\x01 \x01(\tR\x04mode\x12\x14\n" +
 	"\x05total\x18\x02 \x01(\x05R\x05total\x12\x1a\n" +
@@ -1444,7 +1781,20 @@ const file_api_ipam_v1_ipam_proto_rawDesc = "" +
 	" \x03(\v2(.vpcchain.ipam.v1.IntrospectUnmanagedENIR\tunmanaged\x12Y\n" +
 	"\x11custom_networking\x18\v \x01(\v2,.vpcchain.ipam.v1.IntrospectCustomNetworkingR\x10customNetworking\x12U\n" +
 	"\x10pending_releases\x18\f \x03(\v2*.vpcchain.ipam.v1.IntrospectPendingReleaseR\x0fpendingReleases\x12#\n" +
-	"\rlost_prefixes\x18\r \x03(\tR\flostPrefixes2\xad\x03\n" +
+	"\rlost_prefixes\x18\r \x03(\tR\flostPrefixes\x12;\n" +
+	"\apod_eni\x18\x0e \x01(\v2\".vpcchain.ipam.v1.IntrospectPodENIR\x06podEni\"\xc9\x01\n" +
+	"\x10IntrospectPodENI\x12>\n" +
+	"\x05trunk\x18\x01 \x01(\v2(.vpcchain.ipam.v1.IntrospectUnmanagedENIR\x05trunk\x12\x1b\n" +
+	"\ttrunk_mac\x18\x02 \x01(\tR\btrunkMac\x12>\n" +
+	"\bbranches\x18\x03 \x03(\v2\".vpcchain.ipam.v1.IntrospectBranchR\bbranches\x12\x18\n" +
+	"\aproblem\x18\x04 \x01(\tR\aproblem\"\xa4\x01\n" +
+	"\x10IntrospectBranch\x12#\n" +
+	"\rpod_namespace\x18\x01 \x01(\tR\fpodNamespace\x12\x19\n" +
+	"\bpod_name\x18\x02 \x01(\tR\apodName\x12\x15\n" +
+	"\x06eni_id\x18\x03 \x01(\tR\x05eniId\x12\x17\n" +
+	"\avlan_id\x18\x04 \x01(\x05R\x06vlanId\x12\x0e\n" +
+	"\x02ip\x18\x05 \x01(\tR\x02ip\x12\x10\n" +
+	"\x03mac\x18\x06 \x01(\tR\x03mac2\xad\x03\n" +
 	"\x04IPAM\x12?\n" +
 	"\x03Add\x12\x1c.vpcchain.ipam.v1.AddRequest\x1a\x1a.vpcchain.ipam.v1.AddReply\x12?\n" +
 	"\x03Del\x12\x1c.vpcchain.ipam.v1.DelRequest\x1a\x1a.vpcchain.ipam.v1.DelReply\x12E\n" +
@@ -1466,60 +1816,67 @@ func file_api_ipam_v1_ipam_proto_rawDescGZIP() []byte {
 	return file_api_ipam_v1_ipam_proto_rawDescData
 }
 
-var file_api_ipam_v1_ipam_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_api_ipam_v1_ipam_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_api_ipam_v1_ipam_proto_goTypes = []any{
 	(*Key)(nil),                        // 0: vpcchain.ipam.v1.Key
 	(*AddRequest)(nil),                 // 1: vpcchain.ipam.v1.AddRequest
 	(*Allocation)(nil),                 // 2: vpcchain.ipam.v1.Allocation
 	(*AddReply)(nil),                   // 3: vpcchain.ipam.v1.AddReply
-	(*DelRequest)(nil),                 // 4: vpcchain.ipam.v1.DelRequest
-	(*DelReply)(nil),                   // 5: vpcchain.ipam.v1.DelReply
-	(*CheckRequest)(nil),               // 6: vpcchain.ipam.v1.CheckRequest
-	(*CheckReply)(nil),                 // 7: vpcchain.ipam.v1.CheckReply
-	(*StatusRequest)(nil),              // 8: vpcchain.ipam.v1.StatusRequest
-	(*StatusReply)(nil),                // 9: vpcchain.ipam.v1.StatusReply
-	(*GCRequest)(nil),                  // 10: vpcchain.ipam.v1.GCRequest
-	(*GCReply)(nil),                    // 11: vpcchain.ipam.v1.GCReply
-	(*IntrospectRequest)(nil),          // 12: vpcchain.ipam.v1.IntrospectRequest
-	(*IntrospectENI)(nil),              // 13: vpcchain.ipam.v1.IntrospectENI
-	(*IntrospectUnmanagedENI)(nil),     // 14: vpcchain.ipam.v1.IntrospectUnmanagedENI
-	(*IntrospectCustomNetworking)(nil), // 15: vpcchain.ipam.v1.IntrospectCustomNetworking
-	(*IntrospectPendingRelease)(nil),   // 16: vpcchain.ipam.v1.IntrospectPendingRelease
-	(*IntrospectAllocation)(nil),       // 17: vpcchain.ipam.v1.IntrospectAllocation
-	(*IntrospectReply)(nil),            // 18: vpcchain.ipam.v1.IntrospectReply
+	(*BranchENI)(nil),                  // 4: vpcchain.ipam.v1.BranchENI
+	(*DelRequest)(nil),                 // 5: vpcchain.ipam.v1.DelRequest
+	(*DelReply)(nil),                   // 6: vpcchain.ipam.v1.DelReply
+	(*CheckRequest)(nil),               // 7: vpcchain.ipam.v1.CheckRequest
+	(*CheckReply)(nil),                 // 8: vpcchain.ipam.v1.CheckReply
+	(*StatusRequest)(nil),              // 9: vpcchain.ipam.v1.StatusRequest
+	(*StatusReply)(nil),                // 10: vpcchain.ipam.v1.StatusReply
+	(*GCRequest)(nil),                  // 11: vpcchain.ipam.v1.GCRequest
+	(*GCReply)(nil),                    // 12: vpcchain.ipam.v1.GCReply
+	(*IntrospectRequest)(nil),          // 13: vpcchain.ipam.v1.IntrospectRequest
+	(*IntrospectENI)(nil),              // 14: vpcchain.ipam.v1.IntrospectENI
+	(*IntrospectUnmanagedENI)(nil),     // 15: vpcchain.ipam.v1.IntrospectUnmanagedENI
+	(*IntrospectCustomNetworking)(nil), // 16: vpcchain.ipam.v1.IntrospectCustomNetworking
+	(*IntrospectPendingRelease)(nil),   // 17: vpcchain.ipam.v1.IntrospectPendingRelease
+	(*IntrospectAllocation)(nil),       // 18: vpcchain.ipam.v1.IntrospectAllocation
+	(*IntrospectReply)(nil),            // 19: vpcchain.ipam.v1.IntrospectReply
+	(*IntrospectPodENI)(nil),           // 20: vpcchain.ipam.v1.IntrospectPodENI
+	(*IntrospectBranch)(nil),           // 21: vpcchain.ipam.v1.IntrospectBranch
 }
 var file_api_ipam_v1_ipam_proto_depIdxs = []int32{
 	0,  // 0: vpcchain.ipam.v1.AddRequest.key:type_name -> vpcchain.ipam.v1.Key
 	2,  // 1: vpcchain.ipam.v1.AddReply.allocation:type_name -> vpcchain.ipam.v1.Allocation
-	0,  // 2: vpcchain.ipam.v1.DelRequest.key:type_name -> vpcchain.ipam.v1.Key
-	2,  // 3: vpcchain.ipam.v1.DelReply.allocation:type_name -> vpcchain.ipam.v1.Allocation
-	0,  // 4: vpcchain.ipam.v1.CheckRequest.key:type_name -> vpcchain.ipam.v1.Key
-	2,  // 5: vpcchain.ipam.v1.CheckReply.allocation:type_name -> vpcchain.ipam.v1.Allocation
-	0,  // 6: vpcchain.ipam.v1.GCRequest.valid:type_name -> vpcchain.ipam.v1.Key
-	0,  // 7: vpcchain.ipam.v1.GCReply.released:type_name -> vpcchain.ipam.v1.Key
-	0,  // 8: vpcchain.ipam.v1.IntrospectAllocation.key:type_name -> vpcchain.ipam.v1.Key
-	13, // 9: vpcchain.ipam.v1.IntrospectReply.enis:type_name -> vpcchain.ipam.v1.IntrospectENI
-	17, // 10: vpcchain.ipam.v1.IntrospectReply.allocations:type_name -> vpcchain.ipam.v1.IntrospectAllocation
-	14, // 11: vpcchain.ipam.v1.IntrospectReply.unmanaged:type_name -> vpcchain.ipam.v1.IntrospectUnmanagedENI
-	15, // 12: vpcchain.ipam.v1.IntrospectReply.custom_networking:type_name -> vpcchain.ipam.v1.IntrospectCustomNetworking
-	16, // 13: vpcchain.ipam.v1.IntrospectReply.pending_releases:type_name -> vpcchain.ipam.v1.IntrospectPendingRelease
-	1,  // 14: vpcchain.ipam.v1.IPAM.Add:input_type -> vpcchain.ipam.v1.AddRequest
-	4,  // 15: vpcchain.ipam.v1.IPAM.Del:input_type -> vpcchain.ipam.v1.DelRequest
-	6,  // 16: vpcchain.ipam.v1.IPAM.Check:input_type -> vpcchain.ipam.v1.CheckRequest
-	8,  // 17: vpcchain.ipam.v1.IPAM.Status:input_type -> vpcchain.ipam.v1.StatusRequest
-	10, // 18: vpcchain.ipam.v1.IPAM.GC:input_type -> vpcchain.ipam.v1.GCRequest
-	12, // 19: vpcchain.ipam.v1.IPAM.Introspect:input_type -> vpcchain.ipam.v1.IntrospectRequest
-	3,  // 20: vpcchain.ipam.v1.IPAM.Add:output_type -> vpcchain.ipam.v1.AddReply
-	5,  // 21: vpcchain.ipam.v1.IPAM.Del:output_type -> vpcchain.ipam.v1.DelReply
-	7,  // 22: vpcchain.ipam.v1.IPAM.Check:output_type -> vpcchain.ipam.v1.CheckReply
-	9,  // 23: vpcchain.ipam.v1.IPAM.Status:output_type -> vpcchain.ipam.v1.StatusReply
-	11, // 24: vpcchain.ipam.v1.IPAM.GC:output_type -> vpcchain.ipam.v1.GCReply
-	18, // 25: vpcchain.ipam.v1.IPAM.Introspect:output_type -> vpcchain.ipam.v1.IntrospectReply
-	20, // [20:26] is the sub-list for method output_type
-	14, // [14:20] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	4,  // 2: vpcchain.ipam.v1.AddReply.branch:type_name -> vpcchain.ipam.v1.BranchENI
+	0,  // 3: vpcchain.ipam.v1.DelRequest.key:type_name -> vpcchain.ipam.v1.Key
+	2,  // 4: vpcchain.ipam.v1.DelReply.allocation:type_name -> vpcchain.ipam.v1.Allocation
+	0,  // 5: vpcchain.ipam.v1.CheckRequest.key:type_name -> vpcchain.ipam.v1.Key
+	2,  // 6: vpcchain.ipam.v1.CheckReply.allocation:type_name -> vpcchain.ipam.v1.Allocation
+	0,  // 7: vpcchain.ipam.v1.GCRequest.valid:type_name -> vpcchain.ipam.v1.Key
+	0,  // 8: vpcchain.ipam.v1.GCReply.released:type_name -> vpcchain.ipam.v1.Key
+	0,  // 9: vpcchain.ipam.v1.IntrospectAllocation.key:type_name -> vpcchain.ipam.v1.Key
+	14, // 10: vpcchain.ipam.v1.IntrospectReply.enis:type_name -> vpcchain.ipam.v1.IntrospectENI
+	18, // 11: vpcchain.ipam.v1.IntrospectReply.allocations:type_name -> vpcchain.ipam.v1.IntrospectAllocation
+	15, // 12: vpcchain.ipam.v1.IntrospectReply.unmanaged:type_name -> vpcchain.ipam.v1.IntrospectUnmanagedENI
+	16, // 13: vpcchain.ipam.v1.IntrospectReply.custom_networking:type_name -> vpcchain.ipam.v1.IntrospectCustomNetworking
+	17, // 14: vpcchain.ipam.v1.IntrospectReply.pending_releases:type_name -> vpcchain.ipam.v1.IntrospectPendingRelease
+	20, // 15: vpcchain.ipam.v1.IntrospectReply.pod_eni:type_name -> vpcchain.ipam.v1.IntrospectPodENI
+	15, // 16: vpcchain.ipam.v1.IntrospectPodENI.trunk:type_name -> vpcchain.ipam.v1.IntrospectUnmanagedENI
+	21, // 17: vpcchain.ipam.v1.IntrospectPodENI.branches:type_name -> vpcchain.ipam.v1.IntrospectBranch
+	1,  // 18: vpcchain.ipam.v1.IPAM.Add:input_type -> vpcchain.ipam.v1.AddRequest
+	5,  // 19: vpcchain.ipam.v1.IPAM.Del:input_type -> vpcchain.ipam.v1.DelRequest
+	7,  // 20: vpcchain.ipam.v1.IPAM.Check:input_type -> vpcchain.ipam.v1.CheckRequest
+	9,  // 21: vpcchain.ipam.v1.IPAM.Status:input_type -> vpcchain.ipam.v1.StatusRequest
+	11, // 22: vpcchain.ipam.v1.IPAM.GC:input_type -> vpcchain.ipam.v1.GCRequest
+	13, // 23: vpcchain.ipam.v1.IPAM.Introspect:input_type -> vpcchain.ipam.v1.IntrospectRequest
+	3,  // 24: vpcchain.ipam.v1.IPAM.Add:output_type -> vpcchain.ipam.v1.AddReply
+	6,  // 25: vpcchain.ipam.v1.IPAM.Del:output_type -> vpcchain.ipam.v1.DelReply
+	8,  // 26: vpcchain.ipam.v1.IPAM.Check:output_type -> vpcchain.ipam.v1.CheckReply
+	10, // 27: vpcchain.ipam.v1.IPAM.Status:output_type -> vpcchain.ipam.v1.StatusReply
+	12, // 28: vpcchain.ipam.v1.IPAM.GC:output_type -> vpcchain.ipam.v1.GCReply
+	19, // 29: vpcchain.ipam.v1.IPAM.Introspect:output_type -> vpcchain.ipam.v1.IntrospectReply
+	24, // [24:30] is the sub-list for method output_type
+	18, // [18:24] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_api_ipam_v1_ipam_proto_init() }
@@ -1533,7 +1890,7 @@ func file_api_ipam_v1_ipam_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_ipam_v1_ipam_proto_rawDesc), len(file_api_ipam_v1_ipam_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
