@@ -169,8 +169,10 @@ node-test: deps build tools cluster-tools peer-tools image $(BIN)/tools/agnhost 
 # The unmodified AWS VPC CNI on the simulator (TestAWSVPCCNIPeer, build tag
 # peer): its ipamd and plugins on two simulated nodes against a minimal
 # control plane, measuring the simulator against a client written by others;
-# and TestChaosSideBySide: TestChaos's fault rounds against both CNIs at once.
-PEER_TEST = VPCCHAIN_BIN=$(BIN) $(GO) test $(GOFLAGS) $(TESTFLAGS) -tags peer -v -run 'TestAWSVPCCNIPeer|TestChaosSideBySide' ./test/e2e/
+# TestChaosSideBySide: TestChaos's fault rounds against both CNIs at once;
+# and TestPodENIController: AWS's VPC resource controller with our daemon
+# (security groups for pods).
+PEER_TEST = VPCCHAIN_BIN=$(BIN) $(GO) test $(GOFLAGS) $(TESTFLAGS) -tags peer -v -run 'TestAWSVPCCNIPeer|TestChaosSideBySide|TestPodENIController' ./test/e2e/
 peer-test: deps build tools heavy-tools peer-tools
 	$(PEER_TEST)
 
