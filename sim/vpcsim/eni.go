@@ -237,7 +237,7 @@ func (c *Cloud) AttachNetworkInterface(eniID, instanceID string, deviceIndex, ne
 	if e.Attachment != nil {
 		return "", apiErr("InvalidParameterValue", "Interface %s is currently in use.", eniID)
 	}
-	if e.InterfaceType == "branch" {
+	if e.InterfaceType == "branch" || e.trunkAssoc != "" {
 		return "", apiErr("InvalidParameterValue", "Interface %s is a branch interface: it is associated with a trunk, not attached.", eniID)
 	}
 	if e.AZ != inst.AZ || e.VPCID != inst.VPCID {

@@ -108,8 +108,11 @@ func (c *Cloud) AssociateTrunkInterface(in AssociateTrunkInput) (TrunkAssociatio
 	if trunk.InterfaceType != "trunk" {
 		return TrunkAssociation{}, apiErr("InvalidParameterValue", "Interface %s is of type '%s', not a trunk interface.", trunk.ID, trunk.InterfaceType)
 	}
-	if branch.InterfaceType != "branch" {
-		return TrunkAssociation{}, apiErr("InvalidParameterValue", "Interface %s is of type '%s', not a branch interface.", branch.ID, branch.InterfaceType)
+	// EC2's reference asks for a trunk created as such, and only "a
+	// network interface" for each branch: AWS's VPC resource controller
+	// creates its branches with no InterfaceType, as plain interfaces.
+	if branch.InterfaceType != "branch" && branch.InterfaceType != "interface" {
+		return TrunkAssociation{}, apiErr("InvalidParameterValue", "Interface %s is of type '%s', which cannot be a branch interface.", branch.ID, branch.InterfaceType)
 	}
 	if trunk.Attachment == nil {
 		return TrunkAssociation{}, apiErr("IncorrectState", "Trunk interface %s is not attached to an instance.", trunk.ID)

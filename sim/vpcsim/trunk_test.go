@@ -249,7 +249,6 @@ func TestAssociateTrunkInterfaceErrors(t *testing.T) {
 		{"unknown branch", unknown, trunk, aws.Int32(5), nil, "InvalidNetworkInterfaceID.NotFound"},
 		{"unknown trunk", free, unknown, aws.Int32(5), nil, "InvalidNetworkInterfaceID.NotFound"},
 		{"trunk of type interface (the primary)", free, primary, aws.Int32(5), nil, "InvalidParameterValue"},
-		{"branch of type interface", plain, trunk, aws.Int32(5), nil, "InvalidParameterValue"},
 		{"branch of type trunk", detached, trunk, aws.Int32(5), nil, "InvalidParameterValue"},
 		{"trunk not attached", free, detached, aws.Int32(5), nil, "IncorrectState"},
 		{"trunk on a t3.medium", free, smallTrunk, aws.Int32(5), nil, "UnsupportedOperation"},
@@ -272,6 +271,20 @@ func TestAssociateTrunkInterfaceErrors(t *testing.T) {
 	}
 	if ni := r.describeENI(t, free); ni.Status != types.NetworkInterfaceStatusAvailable {
 		t.Errorf("the branch of refused requests is %s, want available", ni.Status)
+	}
+	// A plain interface is a branch too (EC2's reference asks for a trunk
+	// of type trunk, and "a network interface" for each branch: AWS's VPC
+	// resource controller makes its branches so); once associated it is in
+	// use and cannot be attached.
+	if _, err := r.associate(plain, trunk, aws.Int32(5), nil); err != nil {
+		t.Errorf("a branch of type interface: %v", err)
+	}
+	if ni := r.describeENI(t, plain); ni.Status != types.NetworkInterfaceStatusInUse {
+		t.Errorf("the associated interface is %s, want in-use", ni.Status)
+	}
+	if _, err := r.ec2.AttachNetworkInterface(context.Background(), &ec2.AttachNetworkInterfaceInput{NetworkInterfaceId: aws.String(plain),
+		InstanceId: aws.String(r.node.InstanceID), DeviceIndex: aws.Int32(2)}); apiCode(err) != "InvalidParameterValue" {
+		t.Errorf("attach an associated interface: %v, want InvalidParameterValue", err)
 	}
 	// The edges of the VLAN range are taken.
 	for _, vlan := range []int32{1, 4094} {
