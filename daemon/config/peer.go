@@ -119,8 +119,14 @@ var PeerSettings = []PeerSetting{
 		Reason: "also scopes the leaked-ENI sweep and opens subnets tagged for this cluster"},
 	{Name: "CLUSTER_ENDPOINT", Outcome: Warned,
 		Reason: "the daemon reaches the API server (custom networking and ENABLE_POD_ENI only) through the in-cluster service account or KUBECONFIG"},
-	{Name: "ENABLE_POD_ENI", Outcome: Honoured, By: ByDaemon,
-		Reason: "the capability is declared and a slot kept for the trunk as by the AWS VPC CNI, and ADD finds the pod's branch ENI; wiring a branch-ENI pod (the VLAN data plane) is not built yet: its ADD fails with CNI code 103, and the other pods are not affected"},
+	{Name: "ENABLE_POD_ENI", Outcome: Refused, Accepted: "false",
+		applies: func(v string, c *Config) bool {
+			b, err := strconv.ParseBool(v)
+			return err != nil || (b && !c.PodENIPreview)
+		},
+		Reason: "security groups for pods are not complete: the VLAN wiring of a branch-ENI pod is not built yet. " +
+			"VPCCHAIN_POD_ENI_PREVIEW=true starts the rest as the AWS VPC CNI does (the CNINode capability, an ENI slot kept for the trunk, " +
+			"ADD finding the pod's branch ENI); a pod given a branch ENI then fails its ADD with CNI code 103, other pods are unaffected"},
 	{Name: "POD_SECURITY_GROUP_ENFORCING_MODE", Outcome: Warned,
 		Reason: "it chooses how branch-ENI pods are wired, which is not built yet (ENABLE_POD_ENI)"},
 	{Name: "DISABLE_TCP_EARLY_DEMUX", Outcome: Warned, Accepted: "false", applies: boolNot(false),

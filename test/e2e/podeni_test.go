@@ -83,7 +83,7 @@ data: {branch-eni-cooldown: "30"}
 	registerPeerNode(t, k, n)
 
 	// Our daemon, with security groups for pods.
-	n.env = append(n.env, "ENABLE_POD_ENI=true", "MY_NODE_NAME="+n.name, "KUBECONFIG="+k.kubeconfigFor("admin", k.server),
+	n.env = append(n.env, "ENABLE_POD_ENI=true", "VPCCHAIN_POD_ENI_PREVIEW=true", "MY_NODE_NAME="+n.name, "KUBECONFIG="+k.kubeconfigFor("admin", k.server),
 		"WARM_IP_TARGET=30") // asks for every ENI it may have
 	n.start()
 	t.Cleanup(n.stop)
