@@ -179,6 +179,11 @@ type DataPlane interface {
 	// SetSecurityGroups replaces what the router enforces: every group's
 	// ingress permissions and every attached ENI's groups.
 	SetSecurityGroups(groups map[string][]Permission, eniGroups map[string][]string) error
+	// AssociateBranch makes a branch ENI's primary IP ride its attached
+	// trunk's link, in 802.1Q frames tagged with vlan; after it the branch
+	// takes SetENIAddresses and, in eniGroups, groups like an attached ENI.
+	AssociateBranch(trunkID, branchID string, mac net.HardwareAddr, vlan int, primary netip.Addr, subnet netip.Prefix) error
+	DisassociateBranch(branchID string) error
 }
 
 // Cloud is the simulated region's state. All methods are safe for

@@ -343,7 +343,7 @@ func (c *Cloud) DeleteNetworkInterface(id string) *APIError {
 		return apiErr("InvalidNetworkInterface.InUse", "The network interface '%s' is currently in use.", id)
 	}
 	if a := c.assocs[e.trunkAssoc]; a != nil {
-		c.disassociateLocked(a)
+		_ = c.disassociateLocked(a)
 	}
 	c.deleteENILocked(e)
 	return nil
@@ -486,7 +486,7 @@ func (c *Cloud) AssignPrivateIPs(eniID string, count int, explicit []netip.Addr,
 	}
 	newSec := append(append([]netip.Addr(nil), e.Secondary...), ips...)
 	newPfx := append(append([]netip.Prefix(nil), e.Prefixes...), pfx...)
-	if c.dp != nil && e.Attachment != nil {
+	if c.dp != nil && c.inDataPlaneLocked(e) {
 		if err := c.dp.SetENIAddresses(e.ID, newSec, newPfx); err != nil {
 			undo()
 			return ENIView{}, nil, nil, apiErr("InternalError", "data plane: %v", err)
@@ -552,7 +552,7 @@ func (c *Cloud) UnassignPrivateIPs(eniID string, ips []netip.Addr, prefixes []ne
 			newPfx = append(newPfx, p)
 		}
 	}
-	if c.dp != nil && e.Attachment != nil {
+	if c.dp != nil && c.inDataPlaneLocked(e) {
 		if err := c.dp.SetENIAddresses(e.ID, newSec, newPfx); err != nil {
 			return apiErr("InternalError", "data plane: %v", err)
 		}

@@ -250,7 +250,8 @@ func (c *Cloud) SecurityGroups() []SecurityGroup {
 }
 
 // pushSecurityLocked gives the data plane the whole security state: every
-// group's permissions and every attached ENI's groups.
+// group's permissions and the groups of every attached ENI and of every
+// branch ENI the data plane carries.
 func (c *Cloud) pushSecurityLocked() *APIError {
 	if c.dp == nil {
 		return nil
@@ -266,7 +267,7 @@ func (c *Cloud) pushSecurityLocked() *APIError {
 	}
 	enis := map[string][]string{}
 	for id, e := range c.enis {
-		if e.Attachment != nil {
+		if c.inDataPlaneLocked(e) {
 			enis[id] = slices.Clone(e.Groups)
 		}
 	}

@@ -290,6 +290,10 @@ func (a fabricAdapter) SetSecurityGroups(groups map[string][]Permission, eniGrou
 func (a fabricAdapter) SetENIAddresses(id string, sec []netip.Addr, pfx []netip.Prefix) error {
 	return a.f.SetENIAddresses(id, sec, pfx)
 }
+func (a fabricAdapter) AssociateBranch(trunkID, branchID string, mac net.HardwareAddr, vlan int, primary netip.Addr, subnet netip.Prefix) error {
+	return a.f.AssociateBranch(trunkID, dataplane.Branch{ID: branchID, MAC: mac, VLANID: vlan, PrimaryIP: primary, Subnet: subnet})
+}
+func (a fabricAdapter) DisassociateBranch(id string) error { return a.f.DisassociateBranch(id) }
 func (a fabricAdapter) SetENIIPv6(id string, addrs []netip.Addr, pfx []netip.Prefix) error {
 	return a.f.SetENIIPv6(id, addrs, pfx)
 }

@@ -139,11 +139,26 @@ func (c *Cloud) AssociateTrunkInterface(in AssociateTrunkInput) (TrunkAssociatio
 	if len(branches) >= inst.Limits.BranchInterfaces {
 		return TrunkAssociation{}, apiErr("AttachmentLimitExceeded", "Trunk interface %s has %d branch interfaces, the limit of instance type %s.", trunk.ID, len(branches), inst.Type)
 	}
+	if c.dp != nil && a.Protocol == "VLAN" {
+		s := c.subnets[branch.SubnetID]
+		if err := c.dp.AssociateBranch(trunk.ID, branch.ID, mustMAC(branch.MAC), a.VLANID, branch.PrimaryIP, s.CIDR); err != nil {
+			return TrunkAssociation{}, apiErr("InternalError", "data plane: %v", err)
+		}
+		if err := c.dp.SetENIAddresses(branch.ID, branch.Secondary, branch.Prefixes); err != nil {
+			_ = c.dp.DisassociateBranch(branch.ID)
+			return TrunkAssociation{}, apiErr("InternalError", "data plane: %v", err)
+		}
+	}
 	a.ID = newID("trunk-assoc")
 	c.assocs[a.ID] = &a
 	branch.trunkAssoc = a.ID
 	if in.ClientToken != "" {
 		c.trunkTokens[actAssociateTrunk+" "+in.ClientToken] = trunkToken{request: in.key(), assoc: a}
+	}
+	// Associated either way; a failure here leaves the branch's groups
+	// unenforced until the next security change, as for an attached ENI.
+	if aerr := c.pushSecurityLocked(); aerr != nil {
+		return a, aerr
 	}
 	return a, nil
 }
@@ -167,18 +182,40 @@ func (c *Cloud) DisassociateTrunkInterface(id, clientToken string) *APIError {
 	if !ok {
 		return apiErr("InvalidAssociationID.NotFound", "The association ID '%s' does not exist", id)
 	}
-	c.disassociateLocked(a)
+	if err := c.disassociateLocked(a); err != nil {
+		return apiErr("InternalError", "data plane: %v", err)
+	}
 	if clientToken != "" {
 		c.trunkTokens[actDisassociateTrunk+" "+clientToken] = trunkToken{request: id, assoc: *a}
 	}
-	return nil
+	return c.pushSecurityLocked()
 }
 
-func (c *Cloud) disassociateLocked(a *TrunkAssociation) {
+// disassociateLocked removes an association from the data plane, then
+// from the state. Callers that remove it regardless (the branch or the
+// trunk's instance is going) ignore the data plane's error.
+func (c *Cloud) disassociateLocked(a *TrunkAssociation) error {
+	if c.dp != nil && a.Protocol == "VLAN" {
+		if err := c.dp.DisassociateBranch(a.BranchID); err != nil {
+			return err
+		}
+	}
 	if b := c.enis[a.BranchID]; b != nil {
 		b.trunkAssoc = ""
 	}
 	delete(c.assocs, a.ID)
+	return nil
+}
+
+// inDataPlaneLocked tells whether the data plane carries an ENI: attached,
+// or a branch associated by a VLAN ID (GRE associations have no data
+// plane).
+func (c *Cloud) inDataPlaneLocked(e *ENI) bool {
+	if e.Attachment != nil {
+		return true
+	}
+	a := c.assocs[e.trunkAssoc]
+	return a != nil && a.Protocol == "VLAN"
 }
 
 // disassociateTrunkLocked removes every association of a trunk (its
@@ -186,7 +223,7 @@ func (c *Cloud) disassociateLocked(a *TrunkAssociation) {
 func (c *Cloud) disassociateTrunkLocked(trunkID string) {
 	for _, a := range c.assocs {
 		if a.TrunkID == trunkID {
-			c.disassociateLocked(a)
+			_ = c.disassociateLocked(a)
 		}
 	}
 }

@@ -8,6 +8,9 @@
 //   - Each node (EC2 instance) is a namespace. Each ENI attached to a node is a
 //     veth pair: the node end is eth<deviceIndex> carrying the ENI's MAC, the
 //     router end is named after the ENI ID.
+//   - A branch ENI associated with a trunk ENI by a VLAN id reaches the node
+//     over the trunk's veth as 802.1Q frames tagged with that id; the router
+//     treats it as an ENI of its own (see branch.go).
 //   - An "outside" namespace stands for the internet (203.0.113.10 and
 //     198.51.100.10; 2001:db8:ff::10 for IPv6). Every non-VPC destination is
 //     routed there, without NAT. IPv6 passes an egress-only internet gateway
@@ -138,6 +141,10 @@ type eniState struct {
 	prefixes  map[netip.Prefix]struct{}
 	ipv6      map[netip.Addr]struct{}   // IPv6 addresses (/128) delivered through the ENI
 	prefixes6 map[netip.Prefix]struct{} // IPv6 prefixes (/80) delivered through the ENI
+	// A branch ENI (branch.go) has no link of its own in the node: its
+	// router link is a VLAN sub-interface of its trunk's.
+	trunk string // the trunk ENI's ID; "" for an ENI attached to the node
+	vlan  int
 }
 
 var (

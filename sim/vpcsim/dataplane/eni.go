@@ -153,23 +153,29 @@ func (f *Fabric) validateENI(n *node, e ENI) error {
 	if other, ok := n.enis[e.NodeLink()]; ok {
 		return fmt.Errorf("dataplane: node %s: device index %d on card %d already used by %s", n.name, e.DeviceIndex, e.NetworkCard, other)
 	}
-	if !e.Subnet.IsValid() || !e.Subnet.Addr().Is4() || e.Subnet.Masked() != e.Subnet {
-		return fmt.Errorf("dataplane: ENI %s: invalid subnet %v", e.ID, e.Subnet)
+	return f.validatePrimaryLocked(e.ID, e.PrimaryIP, e.Subnet)
+}
+
+// validatePrimaryLocked checks an ENI's (or a branch's) subnet and that its
+// primary IP is usable there and nobody else's.
+func (f *Fabric) validatePrimaryLocked(id string, primary netip.Addr, subnet netip.Prefix) error {
+	if !subnet.IsValid() || !subnet.Addr().Is4() || subnet.Masked() != subnet {
+		return fmt.Errorf("dataplane: ENI %s: invalid subnet %v", id, subnet)
 	}
-	if !e.PrimaryIP.Is4() || !e.Subnet.Contains(e.PrimaryIP) || e.PrimaryIP == Gateway(e.Subnet) || e.PrimaryIP == e.Subnet.Addr() {
-		return fmt.Errorf("dataplane: ENI %s: primary IP %v not usable in subnet %v", e.ID, e.PrimaryIP, e.Subnet)
+	if !primary.Is4() || !subnet.Contains(primary) || primary == Gateway(subnet) || primary == subnet.Addr() {
+		return fmt.Errorf("dataplane: ENI %s: primary IP %v not usable in subnet %v", id, primary, subnet)
 	}
 	for _, o := range f.enis {
-		if o.PrimaryIP == e.PrimaryIP {
-			return fmt.Errorf("dataplane: ENI %s: primary IP %v already used by %s", e.ID, e.PrimaryIP, o.ID)
+		if o.PrimaryIP == primary {
+			return fmt.Errorf("dataplane: ENI %s: primary IP %v already used by %s", id, primary, o.ID)
 		}
 	}
-	if owner, ok := f.addrOwner[e.PrimaryIP]; ok {
-		return fmt.Errorf("dataplane: ENI %s: primary IP %v is a secondary IP of %s", e.ID, e.PrimaryIP, owner)
+	if owner, ok := f.addrOwner[primary]; ok {
+		return fmt.Errorf("dataplane: ENI %s: primary IP %v is a secondary IP of %s", id, primary, owner)
 	}
 	for p, owner := range f.prefixOwner {
-		if p.Contains(e.PrimaryIP) {
-			return fmt.Errorf("dataplane: ENI %s: primary IP %v is inside prefix %v of %s", e.ID, e.PrimaryIP, p, owner)
+		if p.Contains(primary) {
+			return fmt.Errorf("dataplane: ENI %s: primary IP %v is inside prefix %v of %s", id, primary, p, owner)
 		}
 	}
 	return nil
@@ -187,11 +193,18 @@ func (f *Fabric) DetachENI(eniID string) error {
 	if !ok {
 		return fmt.Errorf("dataplane: unknown ENI %q", eniID)
 	}
+	if e.trunk != "" {
+		return fmt.Errorf("dataplane: %s is a branch ENI: disassociate it", eniID)
+	}
 	return f.detachLocked(e)
 }
 
 func (f *Fabric) detachLocked(e *eniState) error {
 	var err error
+	// A trunk's branches ride on its link: they go first.
+	for _, id := range f.branchesLocked(e.ID) {
+		err = errors.Join(err, f.detachLocked(f.enis[id]))
+	}
 	if l, lerr := f.rtr.LinkByName(e.rlink); lerr == nil {
 		// Deleting one veth end deletes the node end too; routes and
 		// neighbour entries on the link go with it.
@@ -212,7 +225,7 @@ func (f *Fabric) detachLocked(e *eniState) error {
 	}
 	delete(f.rlinkNames, e.rlink)
 	delete(f.enis, e.ID)
-	if n, ok := f.nodes[e.node]; ok {
+	if n, ok := f.nodes[e.node]; ok && e.trunk == "" {
 		delete(n.enis, e.NodeLink())
 	}
 	if f.rtr != nil {

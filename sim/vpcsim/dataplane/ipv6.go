@@ -134,6 +134,9 @@ func (f *Fabric) SetENIIPv6(eniID string, addrs []netip.Addr, prefixes []netip.P
 	if !ok {
 		return fmt.Errorf("dataplane: unknown ENI %q", eniID)
 	}
+	if e.trunk != "" {
+		return fmt.Errorf("dataplane: branch %s: branch ENIs carry IPv4 only", eniID)
+	}
 	rl, err := f.rtr.LinkByName(e.rlink)
 	if err != nil {
 		return fmt.Errorf("dataplane: router link %s: %w", e.rlink, err)

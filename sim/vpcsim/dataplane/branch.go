@@ -1,0 +1,188 @@
+// Branch ENIs: ENIs associated with a trunk ENI by a VLAN id. EC2 carries
+// a branch's traffic over the trunk's link as 802.1Q frames tagged with
+// that id and treats the branch as an ENI of its own, so the router gives
+// each branch a VLAN sub-interface of the trunk's router link and handles
+// that like an ENI's link: routes of the branch's addresses through it, a
+// permanent neighbour entry for its MAC, strict reverse-path filtering (the
+// source/destination check: only the branch's addresses, only with its
+// tag) and the branch's own security groups (securitygroups.go matches the
+// sub-interface). Untagged frames stay the trunk's own.
+
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sort"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Branch describes a branch ENI to associate with an attached trunk ENI.
+type Branch struct {
+	ID        string           // unique in the fabric, like an ENI's
+	MAC       net.HardwareAddr // the branch's MAC: the source of its frames
+	VLANID    int              // 802.1Q VLAN id on the trunk's link, 1-4094
+	PrimaryIP netip.Addr       // inside Subnet
+	Subnet    netip.Prefix     // the branch's subnet (masked IPv4 prefix)
+}
+
+// ErrNoVLAN wraps the error of associating a branch on a kernel without
+// 802.1Q VLAN links.
+var ErrNoVLAN = errors.New("the kernel has no 802.1Q VLAN links (module 8021q), which branch ENIs need")
+
+// AssociateBranch makes the router deliver b's primary IP through trunk
+// trunkID's link, tagged with b.VLANID, and accept from that link, with
+// that tag, only b's addresses. The trunk must be attached; its node needs
+// a VLAN link with the id on the trunk's eth<N> to take part. Secondary
+// IPs and prefixes are set with SetENIAddresses and security groups with
+// SetSecurityGroups, by the branch's ID as for an ENI. On error nothing is
+// left behind.
+func (f *Fabric) AssociateBranch(trunkID string, b Branch) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return ErrClosed
+	}
+	t, ok := f.enis[trunkID]
+	if !ok || t.trunk != "" {
+		return fmt.Errorf("dataplane: branch %s: %q is not an attached trunk ENI", b.ID, trunkID)
+	}
+	if err := f.validateBranchLocked(t, b); err != nil {
+		return err
+	}
+	if err := f.addSubnetLocked(b.Subnet); err != nil {
+		return err
+	}
+	tl, err := f.rtr.LinkByName(t.rlink)
+	if err != nil {
+		return fmt.Errorf("dataplane: trunk link %s: %w", t.rlink, err)
+	}
+	rname := f.routerLinkName(b.ID)
+	mac := append(net.HardwareAddr(nil), b.MAC...)
+	attrs := netlink.NewLinkAttrs()
+	attrs.Name = rname
+	attrs.MTU = ENIMTU
+	attrs.ParentIndex = tl.Attrs().Index
+	if err := f.rtr.LinkAdd(&netlink.Vlan{LinkAttrs: attrs, VlanId: b.VLANID, VlanProtocol: netlink.VLAN_PROTOCOL_8021Q}); err != nil {
+		if errors.Is(err, unix.EOPNOTSUPP) {
+			err = fmt.Errorf("%w: %w", ErrNoVLAN, err)
+		}
+		return fmt.Errorf("dataplane: branch %s: VLAN %d on %s: %w", b.ID, b.VLANID, t.rlink, err)
+	}
+	fail := func(err error) error {
+		if l, lerr := f.rtr.LinkByName(rname); lerr == nil {
+			if derr := f.rtr.LinkDel(l); derr != nil {
+				err = errors.Join(err, fmt.Errorf("rollback: %w", derr))
+			}
+		}
+		return fmt.Errorf("dataplane: branch %s: %w", b.ID, err)
+	}
+	// As an ENI's router link: strict rp_filter is the branch's
+	// source/destination check, proxy ARP answers for the gateway.
+	if err := writeSysctls(f.rtrName, []sysctl{
+		{"net/ipv4/conf/" + rname + "/rp_filter", "1"},
+		{"net/ipv4/conf/" + rname + "/proxy_arp", "1"},
+		{"net/ipv4/conf/" + rname + "/arp_ignore", "0"},
+		{"net/ipv4/conf/" + rname + "/send_redirects", "0"},
+		{"net/ipv4/neigh/" + rname + "/proxy_delay", "0"},
+	}); err != nil {
+		return fail(fmt.Errorf("router link sysctls: %w", err))
+	}
+	rl, err := f.rtr.LinkByName(rname)
+	if err != nil {
+		return fail(err)
+	}
+	if err := f.rtr.LinkSetUp(rl); err != nil {
+		return fail(err)
+	}
+	if err := f.rtr.NeighSet(&netlink.Neigh{
+		LinkIndex:    rl.Attrs().Index,
+		Family:       netlink.FAMILY_V4,
+		State:        netlink.NUD_PERMANENT,
+		IP:           ip(b.PrimaryIP),
+		HardwareAddr: mac,
+	}); err != nil {
+		return fail(fmt.Errorf("router neighbour %v: %w", b.PrimaryIP, err))
+	}
+	if err := f.rtr.RouteReplace(primaryRoute(rl.Attrs().Index, b.PrimaryIP)); err != nil {
+		return fail(fmt.Errorf("router route %v: %w", b.PrimaryIP, err))
+	}
+	f.enis[b.ID] = &eniState{
+		ENI:       ENI{ID: b.ID, MAC: mac, PrimaryIP: b.PrimaryIP, Subnet: b.Subnet},
+		node:      t.node,
+		rlink:     rname,
+		trunk:     t.ID,
+		vlan:      b.VLANID,
+		secondary: map[netip.Addr]struct{}{},
+		prefixes:  map[netip.Prefix]struct{}{},
+		ipv6:      map[netip.Addr]struct{}{},
+		prefixes6: map[netip.Prefix]struct{}{},
+	}
+	f.rlinkNames[rname] = b.ID
+	// The branch may already be a member of a source group.
+	return f.syncMembersLocked()
+}
+
+func (f *Fabric) validateBranchLocked(t *eniState, b Branch) error {
+	if b.ID == "" {
+		return errors.New("dataplane: branch without ID")
+	}
+	if _, ok := f.enis[b.ID]; ok {
+		return fmt.Errorf("dataplane: branch %s already attached or associated", b.ID)
+	}
+	if len(b.MAC) != 6 || b.MAC[0]&1 != 0 || isZero(b.MAC) {
+		return fmt.Errorf("dataplane: branch %s: invalid unicast MAC %v", b.ID, b.MAC)
+	}
+	if b.VLANID < 1 || b.VLANID > 4094 {
+		return fmt.Errorf("dataplane: branch %s: invalid VLAN id %d", b.ID, b.VLANID)
+	}
+	for _, id := range f.branchesLocked(t.ID) {
+		if f.enis[id].vlan == b.VLANID {
+			return fmt.Errorf("dataplane: branch %s: VLAN %d on trunk %s already used by %s", b.ID, b.VLANID, t.ID, id)
+		}
+	}
+	return f.validatePrimaryLocked(b.ID, b.PrimaryIP, b.Subnet)
+}
+
+// DisassociateBranch removes a branch: its VLAN sub-interface, and with it
+// the routes and neighbour entry of its addresses and its security groups'
+// rules' effect.
+func (f *Fabric) DisassociateBranch(branchID string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return ErrClosed
+	}
+	e, ok := f.enis[branchID]
+	if !ok || e.trunk == "" {
+		return fmt.Errorf("dataplane: unknown branch %q", branchID)
+	}
+	return f.detachLocked(e)
+}
+
+// BranchVLAN returns an associated branch's trunk ENI and VLAN id.
+func (f *Fabric) BranchVLAN(branchID string) (trunkID string, vlan int, ok bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e, ok := f.enis[branchID]
+	if !ok || e.trunk == "" {
+		return "", 0, false
+	}
+	return e.trunk, e.vlan, true
+}
+
+// branchesLocked lists the IDs of a trunk's branches, sorted.
+func (f *Fabric) branchesLocked(trunkID string) []string {
+	var out []string
+	for id, e := range f.enis {
+		if e.trunk == trunkID && trunkID != "" {
+			out = append(out, id)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
