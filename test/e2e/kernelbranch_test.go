@@ -64,6 +64,11 @@ func listenIn(t *testing.T, n ns.NetNS, a netip.AddrPort) {
 	}()
 }
 
+// untag is a frame with an 802.1Q tag (icmpEchoFrame's) without it.
+func untag(b []byte) []byte {
+	return append(append([]byte(nil), b[:12]...), b[16:]...)
+}
+
 func getNS(t *testing.T, path string) ns.NetNS {
 	t.Helper()
 	n, err := ns.GetNS(path)
@@ -186,7 +191,8 @@ func TestGuestBranchENI(t *testing.T) {
 
 	// Frames from the node's eth1 to the router (the trunk's router link's
 	// MAC), an echo request to the peer each: only a frame tagged 7 and
-	// sourced from the branch's address reaches the peer.
+	// sourced from the branch's address reaches the peer, and an untagged
+	// one from the trunk's own address (the trunk ENI's traffic).
 	rlink, ok := sim.Fabric.RouterLinkName(aws.ToString(trunk.NetworkInterfaceId))
 	if !ok {
 		t.Fatal("no router link for the trunk")
@@ -195,14 +201,20 @@ func TestGuestBranchENI(t *testing.T) {
 	routerMAC := ifaceIn(t, router, rlink).HardwareAddr
 	peerWire := openCapture(t, peerNS, "eth0")
 	base := uint16(mrand.N(20000) + 1)
-	wrongVLAN, spoofed, untagged, good := base, base+1, base+2, base+3
+	wrongVLAN, spoofed, untagged, good, trunkOwn := base, base+1, base+2, base+3, base+4
 	sendFrame(t, nodeNS, "eth1", icmpEchoFrame(routerMAC, branchMAC, 8, branchIP, peerIP, wrongVLAN))
 	sendFrame(t, nodeNS, "eth1", icmpEchoFrame(routerMAC, branchMAC, 7, nodeIP, peerIP, spoofed))
 	tagged := icmpEchoFrame(routerMAC, branchMAC, 7, branchIP, peerIP, untagged)
-	sendFrame(t, nodeNS, "eth1", append(append([]byte(nil), tagged[:12]...), tagged[16:]...))
+	sendFrame(t, nodeNS, "eth1", untag(tagged))
 	sendFrame(t, nodeNS, "eth1", icmpEchoFrame(routerMAC, branchMAC, 7, branchIP, peerIP, good))
+	trunkIP := netip.MustParseAddr(aws.ToString(trunk.PrivateIpAddress))
+	trunkMAC := ifaceIn(t, nodeNS, "eth1").HardwareAddr
+	sendFrame(t, nodeNS, "eth1", untag(icmpEchoFrame(routerMAC, trunkMAC, 0, trunkIP, peerIP, trunkOwn)))
 	if _, ok := peerWire.waitFor(5*time.Second, isICMPEcho(8, good)); !ok {
 		t.Fatalf("the echo request tagged 7 from the branch's address did not reach the peer: %v", peerWire.all())
+	}
+	if _, ok := peerWire.waitFor(5*time.Second, isICMPEcho(8, trunkOwn)); !ok {
+		t.Errorf("the untagged echo request from the trunk's own address %v did not reach the peer: %v", trunkIP, peerWire.all())
 	}
 	// The others were sent first: by now they would have arrived.
 	for _, c := range []struct {

@@ -38,7 +38,8 @@ var ErrNoVLAN = errors.New("the kernel has no 802.1Q VLAN links (module 8021q), 
 // trunkID's link, tagged with b.VLANID, and accept from that link, with
 // that tag, only b's addresses. The trunk must be attached; its node needs
 // a VLAN link with the id on the trunk's eth<N> to take part. Secondary
-// IPs and prefixes are set with SetENIAddresses and security groups with
+// IPs and prefixes are set with SetENIAddresses (which also brings source
+// groups' member sets up to date) and security groups with
 // SetSecurityGroups, by the branch's ID as for an ENI. On error nothing is
 // left behind.
 func (f *Fabric) AssociateBranch(trunkID string, b Branch) error {
@@ -123,8 +124,7 @@ func (f *Fabric) AssociateBranch(trunkID string, b Branch) error {
 		prefixes6: map[netip.Prefix]struct{}{},
 	}
 	f.rlinkNames[rname] = b.ID
-	// The branch may already be a member of a source group.
-	return f.syncMembersLocked()
+	return nil
 }
 
 func (f *Fabric) validateBranchLocked(t *eniState, b Branch) error {
