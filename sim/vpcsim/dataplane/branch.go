@@ -83,34 +83,9 @@ func (f *Fabric) AssociateBranch(trunkID string, b Branch) error {
 		return fmt.Errorf("dataplane: branch %s: %w", b.ID, err)
 	}
 	// As an ENI's router link: strict rp_filter is the branch's
-	// source/destination check, proxy ARP answers for the gateway.
-	if err := writeSysctls(f.rtrName, []sysctl{
-		{"net/ipv4/conf/" + rname + "/rp_filter", "1"},
-		{"net/ipv4/conf/" + rname + "/proxy_arp", "1"},
-		{"net/ipv4/conf/" + rname + "/arp_ignore", "0"},
-		{"net/ipv4/conf/" + rname + "/send_redirects", "0"},
-		{"net/ipv4/neigh/" + rname + "/proxy_delay", "0"},
-	}); err != nil {
-		return fail(fmt.Errorf("router link sysctls: %w", err))
-	}
-	rl, err := f.rtr.LinkByName(rname)
-	if err != nil {
+	// source/destination check.
+	if _, err := f.wireRouterLink(rname, mac, b.PrimaryIP); err != nil {
 		return fail(err)
-	}
-	if err := f.rtr.LinkSetUp(rl); err != nil {
-		return fail(err)
-	}
-	if err := f.rtr.NeighSet(&netlink.Neigh{
-		LinkIndex:    rl.Attrs().Index,
-		Family:       netlink.FAMILY_V4,
-		State:        netlink.NUD_PERMANENT,
-		IP:           ip(b.PrimaryIP),
-		HardwareAddr: mac,
-	}); err != nil {
-		return fail(fmt.Errorf("router neighbour %v: %w", b.PrimaryIP, err))
-	}
-	if err := f.rtr.RouteReplace(primaryRoute(rl.Attrs().Index, b.PrimaryIP)); err != nil {
-		return fail(fmt.Errorf("router route %v: %w", b.PrimaryIP, err))
 	}
 	f.enis[b.ID] = &eniState{
 		ENI:       ENI{ID: b.ID, MAC: mac, PrimaryIP: b.PrimaryIP, Subnet: b.Subnet},

@@ -65,33 +65,9 @@ func (f *Fabric) AttachENI(nodeName string, e ENI) error {
 		}
 		return err
 	}
-	if err := writeSysctls(f.rtrName, []sysctl{
-		{"net/ipv4/conf/" + rname + "/rp_filter", "1"},
-		{"net/ipv4/conf/" + rname + "/proxy_arp", "1"},
-		{"net/ipv4/conf/" + rname + "/arp_ignore", "0"},
-		{"net/ipv4/conf/" + rname + "/send_redirects", "0"},
-		{"net/ipv4/neigh/" + rname + "/proxy_delay", "0"},
-	}); err != nil {
-		return fail(fmt.Errorf("dataplane: router link sysctls: %w", err))
-	}
-	rl, err := f.rtr.LinkByName(rname)
+	rl, err := f.wireRouterLink(rname, mac, e.PrimaryIP)
 	if err != nil {
-		return fail(err)
-	}
-	if err := f.rtr.LinkSetUp(rl); err != nil {
-		return fail(err)
-	}
-	if err := f.rtr.NeighSet(&netlink.Neigh{
-		LinkIndex:    rl.Attrs().Index,
-		Family:       netlink.FAMILY_V4,
-		State:        netlink.NUD_PERMANENT,
-		IP:           ip(e.PrimaryIP),
-		HardwareAddr: mac,
-	}); err != nil {
-		return fail(fmt.Errorf("dataplane: router neighbour %v: %w", e.PrimaryIP, err))
-	}
-	if err := f.rtr.RouteReplace(primaryRoute(rl.Attrs().Index, e.PrimaryIP)); err != nil {
-		return fail(fmt.Errorf("dataplane: router route %v: %w", e.PrimaryIP, err))
+		return fail(fmt.Errorf("dataplane: %w", err))
 	}
 	if err := f.setupENIIPv6(rl, mac); err != nil {
 		return fail(fmt.Errorf("dataplane: %w", err))
@@ -418,4 +394,40 @@ func viaPrimaryRoute(linkIndex int, dst netip.Prefix, primary netip.Addr) *netli
 		Scope:     netlink.SCOPE_UNIVERSE,
 		Table:     unix.RT_TABLE_MAIN,
 	}
+}
+
+// wireRouterLink makes the router's end of an ENI's link (a veth, or a
+// branch's VLAN sub-interface) what EC2's fabric is for that ENI: strict
+// rp_filter is its source/destination check, proxy ARP answers for the
+// gateway, and its primary address is reached through it alone.
+func (f *Fabric) wireRouterLink(rname string, mac net.HardwareAddr, primary netip.Addr) (netlink.Link, error) {
+	if err := writeSysctls(f.rtrName, []sysctl{
+		{"net/ipv4/conf/" + rname + "/rp_filter", "1"},
+		{"net/ipv4/conf/" + rname + "/proxy_arp", "1"},
+		{"net/ipv4/conf/" + rname + "/arp_ignore", "0"},
+		{"net/ipv4/conf/" + rname + "/send_redirects", "0"},
+		{"net/ipv4/neigh/" + rname + "/proxy_delay", "0"},
+	}); err != nil {
+		return nil, fmt.Errorf("router link sysctls: %w", err)
+	}
+	rl, err := f.rtr.LinkByName(rname)
+	if err != nil {
+		return nil, err
+	}
+	if err := f.rtr.LinkSetUp(rl); err != nil {
+		return nil, err
+	}
+	if err := f.rtr.NeighSet(&netlink.Neigh{
+		LinkIndex:    rl.Attrs().Index,
+		Family:       netlink.FAMILY_V4,
+		State:        netlink.NUD_PERMANENT,
+		IP:           ip(primary),
+		HardwareAddr: mac,
+	}); err != nil {
+		return nil, fmt.Errorf("router neighbour %v: %w", primary, err)
+	}
+	if err := f.rtr.RouteReplace(primaryRoute(rl.Attrs().Index, primary)); err != nil {
+		return nil, fmt.Errorf("router route %v: %w", primary, err)
+	}
+	return rl, nil
 }
