@@ -848,20 +848,20 @@ func checkStatusFile(t *testing.T, path, iface string, ip netip.Addr) {
 	}
 }
 
-// kubeletClientPKI makes a CA (k.kubeletCA) and the API server's kubelet
-// client certificate signed by it; it returns the certificate and key files.
-func (k *kube) kubeletClientPKI(t testing.TB) (string, string) {
+// signedPair makes a CA named caCN and a certificate from the template leaf
+// signed by it (ECDSA P-256, valid from an hour ago for valid); it returns
+// the CA's and the certificate's DER and the certificate's key (SEC 1 DER).
+func signedPair(t testing.TB, caCN string, leaf *x509.Certificate, valid time.Duration) (caDER, der, keyDER []byte) {
 	t.Helper()
+	now := time.Now()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "kubelet-client-ca"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(7 * 24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: caCN},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(valid), IsCA: true, BasicConstraintsValid: true,
 		KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
+	if caDER, err = x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey); err != nil {
 		t.Fatal(err)
 	}
 	ca, _ := x509.ParseCertificate(caDER)
@@ -869,18 +869,23 @@ func (k *kube) kubeletClientPKI(t testing.TB) (string, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2),
-		Subject:   pkix.Name{CommonName: "kube-apiserver-kubelet-client", Organization: []string{"system:masters"}},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(7 * 24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
+	leaf.SerialNumber, leaf.NotBefore, leaf.NotAfter = big.NewInt(2), now.Add(-time.Hour), now.Add(valid)
+	if der, err = x509.CreateCertificate(rand.Reader, leaf, ca, &key.PublicKey, caKey); err != nil {
 		t.Fatal(err)
 	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
+	if keyDER, err = x509.MarshalECPrivateKey(key); err != nil {
 		t.Fatal(err)
 	}
+	return caDER, der, keyDER
+}
+
+// kubeletClientPKI makes a CA (k.kubeletCA) and the API server's kubelet
+// client certificate signed by it; it returns the certificate and key files.
+func (k *kube) kubeletClientPKI(t testing.TB) (string, string) {
+	t.Helper()
+	caDER, der, keyDER := signedPair(t, "kubelet-client-ca", &x509.Certificate{
+		Subject:  pkix.Name{CommonName: "kube-apiserver-kubelet-client", Organization: []string{"system:masters"}},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, 7*24*time.Hour)
 	k.kubeletCA = filepath.Join(k.pki, "kubelet-client-ca.crt")
 	crt, keyFile := filepath.Join(k.pki, "apiserver-kubelet-client.crt"), filepath.Join(k.pki, "apiserver-kubelet-client.key")
 	for f, b := range map[string][]byte{
