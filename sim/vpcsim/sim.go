@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -126,7 +127,7 @@ func Start(opts Options) (*Sim, error) {
 			return nil, fmt.Errorf("data plane: %w", err)
 		}
 		s.Fabric = f
-		s.Cloud.SetDataPlane(fabricAdapter{f})
+		s.Cloud.SetDataPlane(&fabricAdapter{f: f, unwired: map[string]bool{}})
 	}
 	ln, err := net.Listen("tcp", opts.Listen)
 	if err != nil {
@@ -267,16 +268,24 @@ func toMetadata(n InstanceNetwork) imds.Metadata {
 }
 
 // fabricAdapter lets the control plane drive the namespace data plane.
-type fabricAdapter struct{ f *dataplane.Fabric }
+type fabricAdapter struct {
+	f *dataplane.Fabric
+	// unwired are the branches associated on a kernel without 802.1Q: EC2's
+	// answer does not depend on the machine the simulator runs on, so the
+	// association stands (with a warning) and the branch carries no
+	// traffic; tests that need its packets run in the kernel tier.
+	mu      sync.Mutex
+	unwired map[string]bool
+}
 
-func (a fabricAdapter) AddSubnet(c netip.Prefix) error { return a.f.AddSubnet(c) }
-func (a fabricAdapter) AddNode(name string) error      { return a.f.AddNode(name) }
-func (a fabricAdapter) RemoveNode(name string) error   { return a.f.RemoveNode(name) }
-func (a fabricAdapter) AttachENI(node, id string, mac net.HardwareAddr, slot Slot, primary netip.Addr, subnet netip.Prefix) error {
+func (a *fabricAdapter) AddSubnet(c netip.Prefix) error { return a.f.AddSubnet(c) }
+func (a *fabricAdapter) AddNode(name string) error      { return a.f.AddNode(name) }
+func (a *fabricAdapter) RemoveNode(name string) error   { return a.f.RemoveNode(name) }
+func (a *fabricAdapter) AttachENI(node, id string, mac net.HardwareAddr, slot Slot, primary netip.Addr, subnet netip.Prefix) error {
 	return a.f.AttachENI(node, dataplane.ENI{ID: id, MAC: mac, DeviceIndex: slot.Device, NetworkCard: slot.Card, PrimaryIP: primary, Subnet: subnet})
 }
-func (a fabricAdapter) DetachENI(id string) error { return a.f.DetachENI(id) }
-func (a fabricAdapter) SetSecurityGroups(groups map[string][]Permission, eniGroups map[string][]string) error {
+func (a *fabricAdapter) DetachENI(id string) error { return a.f.DetachENI(id) }
+func (a *fabricAdapter) SetSecurityGroups(groups map[string][]Permission, eniGroups map[string][]string) error {
 	out := make(map[string][]dataplane.Permission, len(groups))
 	for g, ps := range groups {
 		out[g] = []dataplane.Permission{}
@@ -287,13 +296,38 @@ func (a fabricAdapter) SetSecurityGroups(groups map[string][]Permission, eniGrou
 	}
 	return a.f.SetSecurityGroups(out, eniGroups)
 }
-func (a fabricAdapter) SetENIAddresses(id string, sec []netip.Addr, pfx []netip.Prefix) error {
+func (a *fabricAdapter) SetENIAddresses(id string, sec []netip.Addr, pfx []netip.Prefix) error {
+	if a.isUnwired(id) {
+		return nil
+	}
 	return a.f.SetENIAddresses(id, sec, pfx)
 }
-func (a fabricAdapter) AssociateBranch(trunkID, branchID string, mac net.HardwareAddr, vlan int, primary netip.Addr, subnet netip.Prefix) error {
-	return a.f.AssociateBranch(trunkID, dataplane.Branch{ID: branchID, MAC: mac, VLANID: vlan, PrimaryIP: primary, Subnet: subnet})
+func (a *fabricAdapter) AssociateBranch(trunkID, branchID string, mac net.HardwareAddr, vlan int, primary netip.Addr, subnet netip.Prefix) error {
+	err := a.f.AssociateBranch(trunkID, dataplane.Branch{ID: branchID, MAC: mac, VLANID: vlan, PrimaryIP: primary, Subnet: subnet})
+	if errors.Is(err, dataplane.ErrNoVLAN) {
+		slog.Warn("vpcsim: branch associated without a data plane: it carries no traffic", "branch", branchID, "trunk", trunkID, "vlan", vlan, "err", err)
+		a.mu.Lock()
+		a.unwired[branchID] = true
+		a.mu.Unlock()
+		return nil
+	}
+	return err
 }
-func (a fabricAdapter) DisassociateBranch(id string) error { return a.f.DisassociateBranch(id) }
-func (a fabricAdapter) SetENIIPv6(id string, addrs []netip.Addr, pfx []netip.Prefix) error {
+func (a *fabricAdapter) DisassociateBranch(id string) error {
+	a.mu.Lock()
+	unwired := a.unwired[id]
+	delete(a.unwired, id)
+	a.mu.Unlock()
+	if unwired {
+		return nil
+	}
+	return a.f.DisassociateBranch(id)
+}
+func (a *fabricAdapter) isUnwired(id string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.unwired[id]
+}
+func (a *fabricAdapter) SetENIIPv6(id string, addrs []netip.Addr, pfx []netip.Prefix) error {
 	return a.f.SetENIIPv6(id, addrs, pfx)
 }
