@@ -23,6 +23,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strings"
 
@@ -58,6 +59,52 @@ type Ext struct {
 	ENIID string `json:"eniID,omitempty"`
 	// DeviceNumber is the ENI's device index on the instance; informational.
 	DeviceNumber int `json:"deviceNumber"`
+	// Branch is set when the pod has a branch ENI of its own (security
+	// groups for pods): vpc-bridge then wires it through a VLAN link of the
+	// trunk instead of the node's ENIs, and RouteTable is unused.
+	Branch *Branch `json:"branch,omitempty"`
+}
+
+// Branch is what vpc-bridge needs to wire a branch-ENI pod: the VLAN link's
+// tag and MAC, the trunk's link (found by its MAC) and the subnet's router.
+type Branch struct {
+	ENIID string `json:"eniID"`
+	// MAC is the branch ENI's: the VLAN link carries it, since EC2 delivers
+	// the branch's frames to that MAC.
+	MAC    string `json:"mac"`
+	VLANID int    `json:"vlanID"`
+	// SubnetGateway is the subnet's router (its first address), the next
+	// hop of everything the pod sends.
+	SubnetGateway string `json:"subnetGateway"`
+	TrunkENIID    string `json:"trunkENIID,omitempty"`
+	TrunkMAC      string `json:"trunkMAC"`
+}
+
+// Validate checks the values vpc-bridge acts on.
+func (b *Branch) Validate() error {
+	if b == nil {
+		return nil
+	}
+	var errs []string
+	if !strings.HasPrefix(b.ENIID, "eni-") {
+		errs = append(errs, fmt.Sprintf("eniID %q is not an ENI ID", b.ENIID))
+	}
+	if _, err := net.ParseMAC(b.MAC); err != nil {
+		errs = append(errs, fmt.Sprintf("mac %q: %v", b.MAC, err))
+	}
+	if _, err := net.ParseMAC(b.TrunkMAC); err != nil {
+		errs = append(errs, fmt.Sprintf("trunkMAC %q: %v", b.TrunkMAC, err))
+	}
+	if b.VLANID < 1 || b.VLANID > 4094 {
+		errs = append(errs, fmt.Sprintf("vlanID %d is out of range 1..4094", b.VLANID))
+	}
+	if gw := net.ParseIP(b.SubnetGateway); gw == nil || gw.To4() == nil {
+		errs = append(errs, fmt.Sprintf("subnetGateway %q is not an IPv4 address", b.SubnetGateway))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%s.branch: %s", Key, strings.Join(errs, "; "))
+	}
+	return nil
 }
 
 // Table returns the effective route table: the main table when the
@@ -90,7 +137,7 @@ func (e *Ext) Validate() error {
 	if e.DeviceNumber < 0 {
 		return fmt.Errorf("%s.deviceNumber %d is negative", Key, e.DeviceNumber)
 	}
-	return nil
+	return e.Branch.Validate()
 }
 
 // Parse decodes the raw stdout of an IPAM plugin: the standard result of any

@@ -252,3 +252,21 @@ func RandomLAAMAC() (net.HardwareAddr, error) {
 	mac[0] = (mac[0] | 0x02) &^ 0x01
 	return mac, nil
 }
+
+// IifRule is "iif <name> lookup <table>" at routing.PrioBranch (IPv4): a
+// branch-ENI pod's rule for what enters by its host veth or its VLAN link.
+func IifRule(name string, table int) *netlink.Rule {
+	r := netlink.NewRule()
+	r.Family = netlink.FAMILY_V4
+	r.Priority = routing.PrioBranch
+	r.IifName = name
+	r.Table = table
+	return r
+}
+
+// IsIifRule matches "iif <name> lookup <any table>" at routing.PrioBranch.
+func IsIifRule(name string) func(*netlink.Rule) bool {
+	return func(r *netlink.Rule) bool {
+		return r.Priority == routing.PrioBranch && r.IifName == name && r.Src == nil && r.Dst == nil
+	}
+}

@@ -73,3 +73,18 @@ func PodGateway(ip net.IP) net.IP {
 	}
 	return PodGateway6
 }
+
+// PrioBranch is the priority of a branch-ENI pod's rules ("iif <link>
+// lookup <branch table>"), the AWS VPC CNI's VlanRulePriority: before
+// every other rule, so that in strict mode nothing the pod sends or
+// receives through its VLAN link is routed by the node's ENIs' tables.
+const PrioBranch = 10
+
+// branchTableBase offsets a branch's table from its VLAN id, as the AWS VPC
+// CNI does. AWS's resource controller numbers a node's branches from 1 up
+// to the instance type's branch limit (at most 120), so the tables stay in
+// 101..220, clear of ENITable's 1001.. and of the kernel's 253..255.
+const branchTableBase = 100
+
+// BranchTable is the route table of the branch-ENI pod on VLAN vlanID.
+func BranchTable(vlanID int) int { return branchTableBase + vlanID }

@@ -117,3 +117,12 @@ func ValidateIfName(name string) error {
 	}
 	return nil
 }
+
+// VLANName is the host name of the VLAN link of a branch-ENI pod whose
+// branch has vlanID: "vlan.eth.<id>", the AWS VPC CNI's name, so that tools
+// written for its nodes find it (the reserved "vlan" prefix keeps host
+// veths from taking it).
+func VLANName(vlanID int) string { return VLANPrefix + strconv.Itoa(vlanID) }
+
+// VLANPrefix begins every VLANName.
+const VLANPrefix = "vlan.eth."

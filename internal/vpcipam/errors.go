@@ -24,7 +24,9 @@ import (
 //	101 ErrAPIVersionMismatch    plugin and daemon speak different IPAM API versions
 //	102 ErrAllocationNotFound    CHECK: the key does not hold prevResult's address
 //	103 ErrBranchENINotWired     ADD: the pod has a branch ENI (security groups
-//	                             for pods), whose VLAN wiring is not built yet
+//	                             for pods) that this caller cannot wire: an
+//	                             IPv6 branch, or the vpc-ipam binary run by an
+//	                             interface plugin other than vpc-bridge
 //	999 ErrInternal              anything else, with context
 //
 // 100 is cniext.ErrDaemonUnreachable, reserved for the chain; vpc-ipam does
@@ -44,7 +46,7 @@ const (
 	ErrAllocationNotFound uint = 102
 	// ErrBranchENINotWired: the daemon answered with the pod's branch ENI
 	// (AWS's VPC resource controller gave it one) instead of an address,
-	// and the plugins cannot wire a pod through the trunk's VLAN yet. Not
+	// and the caller cannot wire it (vpc-bridge wires IPv4 branches). Not
 	// transient (retrying gets the same branch), and nothing was set up:
 	// the pod fails rather than get a pool address without its security
 	// groups.

@@ -97,7 +97,10 @@ func CmdAdd(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	raw, err := Add(conf, pod, args)
+	// Only vpc-bridge (which calls Add in-process) wires a branch ENI; an
+	// interface plugin that runs this binary would give the pod an address
+	// whose traffic EC2 drops.
+	raw, err := add(conf, pod, args, false)
 	if err != nil {
 		return err
 	}
@@ -111,7 +114,14 @@ func CmdAdd(args *skel.CmdArgs) error {
 // parsed (ParseConfig, ParsePodArgs): it returns the result with the
 // vpcchain extension, in the configuration's CNI version, as the plugin
 // prints it.
+//
+// A pod with a branch ENI gets the branch's address and the extension's
+// branch, which vpc-bridge wires; the caller must be able to.
 func Add(conf *Config, pod *PodArgs, args *skel.CmdArgs) ([]byte, error) {
+	return add(conf, pod, args, true)
+}
+
+func add(conf *Config, pod *PodArgs, args *skel.CmdArgs, wiresBranches bool) ([]byte, error) {
 	key := attachmentKey(conf, args)
 	if err := checkKey(key); err != nil {
 		return nil, err
@@ -135,10 +145,7 @@ func Add(conf *Config, pod *PodArgs, args *skel.CmdArgs) ([]byte, error) {
 		return nil, daemonError("ADD", conf, err)
 	}
 	if branch != nil {
-		return nil, types.NewError(ErrBranchENINotWired, fmt.Sprintf(
-			"vpc-ipam: ADD: pod %s/%s has branch ENI %s (%s, VLAN %d on trunk %s): branch ENI pods need the VLAN data plane, which is not built yet",
-			pod.K8S_POD_NAMESPACE, pod.K8S_POD_NAME, branch.GetEniId(), branch.GetIp(), branch.GetVlanId(), branch.GetTrunkEniId()),
-			"security groups for pods (ENABLE_POD_ENI=true): the pod was not wired; remove it from the SecurityGroupPolicy's selection to give it a pool address")
+		return branchResult(conf, pod, key, branch, wiresBranches)
 	}
 	result, ext, err := resultFromAllocation(alloc)
 	if err != nil {
@@ -152,6 +159,59 @@ func Add(conf *Config, pod *PodArgs, args *skel.CmdArgs) ([]byte, error) {
 		return nil, types.NewError(types.ErrInternal, fmt.Sprintf("vpc-ipam: ADD: encode result (cniVersion %q): %v", conf.CNIVersion, err), "")
 	}
 	return out.Bytes(), nil
+}
+
+// branchResult is ADD's result for a pod with a branch ENI: the branch's
+// address as /32 and the extension's branch. ErrBranchENINotWired when the
+// caller cannot wire it or the branch is IPv6 (not built).
+func branchResult(conf *Config, pod *PodArgs, key *ipamv1.Key, b *ipamv1.BranchENI, wiresBranches bool) ([]byte, error) {
+	what := fmt.Sprintf("pod %s/%s has branch ENI %s (%s, VLAN %d on trunk %s)",
+		pod.K8S_POD_NAMESPACE, pod.K8S_POD_NAME, b.GetEniId(), b.GetIp(), b.GetVlanId(), b.GetTrunkEniId())
+	const hint = "security groups for pods (ENABLE_POD_ENI=true): the pod was not wired; remove it from the SecurityGroupPolicy's selection to give it a pool address"
+	switch {
+	case !wiresBranches:
+		return nil, types.NewError(ErrBranchENINotWired,
+			"vpc-ipam: ADD: "+what+": only vpc-bridge (with ipam.type vpc-ipam) wires branch ENIs, not an interface plugin that runs the vpc-ipam binary", hint)
+	case b.GetIp() == "":
+		return nil, types.NewError(ErrBranchENINotWired,
+			"vpc-ipam: ADD: "+what+": IPv6 branch ENIs are not wired (security groups for pods are IPv4 only)", hint)
+	}
+	result, ext, err := resultFromBranch(b)
+	if err != nil {
+		return nil, types.NewError(types.ErrInternal,
+			fmt.Sprintf("vpc-ipam: ADD: the daemon's branch ENI for %s is unusable: %v", keyString(key), err), "")
+	}
+	var out bytes.Buffer
+	if err := cniext.WriteResult(&out, result, ext, conf.CNIVersion); err != nil {
+		return nil, types.NewError(types.ErrInternal, fmt.Sprintf("vpc-ipam: ADD: encode result (cniVersion %q): %v", conf.CNIVersion, err), "")
+	}
+	return out.Bytes(), nil
+}
+
+// resultFromBranch is the CNI result of a branch ENI: its IPv4 address as
+// /32 behind the pods' link-local gateway (vpc-bridge gives the pod the
+// same routes as any other) and the extension's branch.
+func resultFromBranch(b *ipamv1.BranchENI) (*types100.Result, *cniext.Ext, error) {
+	ip := net.ParseIP(b.GetIp()).To4()
+	if ip == nil {
+		return nil, nil, fmt.Errorf("branch address %q is not an IPv4 address", b.GetIp())
+	}
+	ext := &cniext.Ext{ENIID: b.GetEniId(), Branch: &cniext.Branch{
+		ENIID:         b.GetEniId(),
+		MAC:           b.GetMac(),
+		VLANID:        int(b.GetVlanId()),
+		SubnetGateway: b.GetSubnetGateway(),
+		TrunkENIID:    b.GetTrunkEniId(),
+		TrunkMAC:      b.GetTrunkMac(),
+	}}
+	if err := ext.Validate(); err != nil {
+		return nil, nil, err
+	}
+	result := &types100.Result{
+		CNIVersion: types100.ImplementedSpecVersion,
+		IPs:        []*types100.IPConfig{{Address: net.IPNet{IP: ip, Mask: net.CIDRMask(32, 32)}, Gateway: routing.PodGateway4}},
+	}
+	return result, ext, nil
 }
 
 // resultFromAllocation is the CNI result of an allocation: the address as

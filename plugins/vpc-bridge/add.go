@@ -37,6 +37,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
 
 	"github.com/vpcchain/vpcchain/internal/cniext"
 	"github.com/vpcchain/vpcchain/internal/netlinkutil"
@@ -107,6 +108,13 @@ func cmdAdd(args *skel.CmdArgs) (retErr error) {
 		return err
 	}
 	table := ext.Table()
+	var branch *branchWiring
+	if ext != nil && ext.Branch != nil {
+		if branch, err = newBranchWiring(ext.Branch, podIP, a.hostVeth); err != nil {
+			return types.NewError(types.ErrInternal, fmt.Sprintf("vpc-bridge: IPAM plugin %q returned an unusable branch ENI: %v", a.conf.IPAM.Type, err), "")
+		}
+		table = branch.table
+	}
 	owner := a.owner
 	owner.RouteTable = table
 	undo.owner = owner
@@ -127,23 +135,12 @@ func cmdAdd(args *skel.CmdArgs) (retErr error) {
 		return err
 	}
 
-	if err := veth.AddHostRoute(hostLink, podIP); err != nil {
-		return fmt.Errorf("vpc-bridge: %w", err)
-	}
-	if podIP.To4() == nil {
-		// No NDP: the host knows the pod's MAC as the pod knows the host's.
-		if err := veth.SetHostNeighbour(hostLink, podIP, podMAC); err != nil {
-			return fmt.Errorf("vpc-bridge: %w", err)
+	if branch != nil {
+		undo.branch = true
+		if err := wireBranchPod(branch, owner, hostLink, podMAC); err != nil {
+			return err
 		}
-	}
-	if err := injectFault("route"); err != nil {
-		return err
-	}
-
-	if err := ensurePodRules(podIP, table); err != nil {
-		return err
-	}
-	if err := injectFault("rules"); err != nil {
+	} else if err := wireENIPod(hostLink, podIP, podMAC, table); err != nil {
 		return err
 	}
 
@@ -161,6 +158,11 @@ func cmdAdd(args *skel.CmdArgs) (retErr error) {
 		Routes: []*types.Route{{Dst: *veth.DefaultNet(podIP), GW: gw}},
 		DNS:    ipamResult.DNS,
 	}
+	if branch != nil {
+		// The VLAN link carries the branch ENI's MAC: the address EC2
+		// delivers the pod's traffic to.
+		result.Interfaces = append(result.Interfaces, &types100.Interface{Name: branch.vlanName, Mac: branch.mac.String()})
+	}
 	if !a.conf.DNS.IsEmpty() {
 		result.DNS = a.conf.DNS
 	}
@@ -168,6 +170,42 @@ func cmdAdd(args *skel.CmdArgs) (retErr error) {
 		return err
 	}
 	return types.PrintResult(result, a.conf.CNIVersion)
+}
+
+// wireENIPod routes a pod whose address is one of the node's ENIs': the
+// host /32 route, for IPv6 the host's neighbour entry, and rules 512/1536.
+func wireENIPod(hostLink netlink.Link, podIP net.IP, podMAC net.HardwareAddr, table int) error {
+	if err := veth.AddHostRoute(hostLink, podIP); err != nil {
+		return fmt.Errorf("vpc-bridge: %w", err)
+	}
+	if podIP.To4() == nil {
+		// No NDP: the host knows the pod's MAC as the pod knows the host's.
+		if err := veth.SetHostNeighbour(hostLink, podIP, podMAC); err != nil {
+			return fmt.Errorf("vpc-bridge: %w", err)
+		}
+	}
+	if err := injectFault("route"); err != nil {
+		return err
+	}
+	if err := ensurePodRules(podIP, table); err != nil {
+		return err
+	}
+	return injectFault("rules")
+}
+
+// wireBranchPod routes a branch-ENI pod through its VLAN (branch.go).
+func wireBranchPod(w *branchWiring, owner veth.Owner, hostLink netlink.Link, podMAC net.HardwareAddr) error {
+	// The host veth has no address to resolve the pod from: answer it.
+	if err := veth.SetHostNeighbour(hostLink, w.podIP, podMAC); err != nil {
+		return fmt.Errorf("vpc-bridge: %w", err)
+	}
+	if err := injectFault("route"); err != nil {
+		return err
+	}
+	if err := wireBranch(w, owner, hostLink); err != nil {
+		return fmt.Errorf("vpc-bridge: branch ENI on VLAN %d: %w", w.vlanID, err)
+	}
+	return injectFault("rules")
 }
 
 // createPair creates the veth pair, the host end with a random MAC that no
@@ -217,10 +255,21 @@ type addUndo struct {
 	owner       veth.Owner
 	ip          net.IP
 	vethCreated bool
+	// branch: a branch-ENI pod's VLAN link, table and rules may exist.
+	branch bool
 }
 
 func (u *addUndo) run() error {
 	var errs []error
+	if u.branch {
+		var hosts []netlink.Link
+		if l, err := netlinkutil.LinkByName(u.hostVeth); err == nil && u.owner.Owns(l) {
+			hosts = append(hosts, l)
+		}
+		if err := unwireBranch(u.owner, hosts); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if u.vethCreated {
 		// Deleting one end of a veth pair deletes both.
 		if err := veth.DeletePodLink(u.podNS, u.ifName); err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/vpcchain/vpcchain/internal/netlinkutil"
 	"github.com/vpcchain/vpcchain/internal/routing"
 	"github.com/vpcchain/vpcchain/internal/veth"
+	"github.com/vpcchain/vpcchain/internal/vethname"
 )
 
 // cmdCheck verifies every piece that ADD built and reports each difference.
@@ -27,10 +28,6 @@ func cmdCheck(args *skel.CmdArgs) error {
 	}
 	defer a.close()
 
-	if err := a.ipam.run(ctx, "CHECK"); err != nil {
-		return err
-	}
-
 	if a.conf.PrevResult == nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, "vpc-bridge: CHECK needs prevResult (the ADD result)", "")
 	}
@@ -41,6 +38,13 @@ func cmdCheck(args *skel.CmdArgs) error {
 	exp, err := expectedFromResult(prev, args)
 	if err != nil {
 		return err
+	}
+	// The daemon keeps nothing for a branch-ENI pod (AWS's resource
+	// controller owns the branch): there is nothing for IPAM to check.
+	if exp.vlanName == "" {
+		if err := a.ipam.run(ctx, "CHECK"); err != nil {
+			return err
+		}
 	}
 
 	var problems []string
@@ -62,6 +66,8 @@ type expected struct {
 	hostName, hostMAC string
 	podName, podMAC   string
 	ip                net.IP
+	// vlanName and vlanMAC: a branch-ENI pod's VLAN link.
+	vlanName, vlanMAC string
 }
 
 func expectedFromResult(r *types100.Result, args *skel.CmdArgs) (*expected, error) {
@@ -73,6 +79,8 @@ func expectedFromResult(r *types100.Result, args *skel.CmdArgs) (*expected, erro
 			e.hostName, e.hostMAC = itf.Name, itf.Mac
 		case itf.Name == args.IfName && itf.Sandbox == args.Netns:
 			e.podName, e.podMAC, podIdx = itf.Name, itf.Mac, i
+		case itf.Sandbox == "" && strings.HasPrefix(itf.Name, vethname.VLANPrefix):
+			e.vlanName, e.vlanMAC = itf.Name, itf.Mac
 		}
 	}
 	if e.hostName == "" || podIdx < 0 {
@@ -134,6 +142,10 @@ func checkHost(e *expected, conf *NetConf, owner veth.Owner, problems *[]string)
 			}
 			bad("host veth %s has address(es) %s, it must have none", e.hostName, strings.Join(s, ", "))
 		}
+		if e.vlanName != "" {
+			checkBranch(e.vlanName, e.vlanMAC, link, owner, e.ip, problems)
+			return hostMAC
+		}
 
 		routes, err := netlinkutil.HostRoutes(e.ip, routing.MainTable)
 		if err != nil {
@@ -156,6 +168,10 @@ func checkHost(e *expected, conf *NetConf, owner veth.Owner, problems *[]string)
 		}
 	}
 
+	if e.vlanName != "" {
+		// Strict mode: no main-table route, no rule 512/1536 for the pod.
+		return hostMAC
+	}
 	family := netlinkutil.Family(e.ip)
 	want512 := netlinkutil.ToPodRule(e.ip)
 	if rules, err := netlinkutil.FindRules(family, netlinkutil.IsToPodRule(e.ip)); err != nil {

@@ -71,6 +71,17 @@ func cmdDel(args *skel.CmdArgs) error {
 	}
 
 	names = uniqueStrings(names)
+	// A branch-ENI pod's VLAN link, table routes and iif rules go first:
+	// they name the host veth, which goes later.
+	var hostLinks []netlink.Link
+	for _, name := range names {
+		if l, err := netlinkutil.LinkByName(name); err == nil && a.owner.Owns(l) {
+			hostLinks = append(hostLinks, l)
+		}
+	}
+	if err := unwireBranch(a.owner, hostLinks); err != nil {
+		return types.NewError(types.ErrInternal, "vpc-bridge: DEL could not remove the branch ENI's VLAN wiring, IPAM DEL not attempted: "+err.Error(), "")
+	}
 	owned, err := unroute(args, names, a.owner, ips)
 	if err != nil {
 		return types.NewError(types.ErrInternal, "vpc-bridge: DEL could not clean the host side, IPAM DEL not attempted: "+err.Error(), "")

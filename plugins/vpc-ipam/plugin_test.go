@@ -397,9 +397,10 @@ func TestAddNoAddress(t *testing.T) {
 	o.wantCode(t, "ADD with an empty pool", types.ErrTryAgainLater, reason)
 }
 
-// A pod with a branch ENI (security groups for pods) fails with its own
-// code, naming the branch, and gets no address: its VLAN wiring is not
-// built, and a pool address would bypass its security groups.
+// A pod with a branch ENI (security groups for pods) fails the vpc-ipam
+// binary with its own code, naming the branch: only vpc-bridge, which runs
+// vpc-ipam in-process, wires the branch's VLAN, and a pool address would
+// bypass its security groups.
 func TestAddBranchENI(t *testing.T) {
 	e := newEnv(t)
 	e.d.with(func(f *fakeDaemon) {
@@ -408,7 +409,7 @@ func TestAddBranchENI(t *testing.T) {
 	})
 	o := run(t, "ADD", "c1", podArgs, e.conf("1.1.0", nil, nil))
 	o.wantCode(t, "ADD for a branch-ENI pod", vpcipam.ErrBranchENINotWired, "eni-0b1")
-	o.wantCode(t, "ADD for a branch-ENI pod", vpcipam.ErrBranchENINotWired, "VLAN data plane")
+	o.wantCode(t, "ADD for a branch-ENI pod", vpcipam.ErrBranchENINotWired, "only vpc-bridge")
 }
 
 func TestDaemonDown(t *testing.T) {
