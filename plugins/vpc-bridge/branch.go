@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -126,9 +127,15 @@ func wireBranch(w *branchWiring, owner veth.Owner, host netlink.Link) error {
 	}
 	// Loose: a reply from the VPC comes in by the VLAN link, while the main
 	// table (which reverse-path filtering consults, not the iif rules)
-	// routes its source by an ENI.
-	if _, err := sysctl.Sysctl("net/ipv4/conf/"+w.vlanName+"/rp_filter", "2"); err != nil {
-		return fmt.Errorf("sysctl net.ipv4.conf.%s.rp_filter=2: %w", w.vlanName, err)
+	// routes its source by an ENI. No IPv6 on an IPv4 branch's link: no
+	// link-local address, router solicitations or DAD out of the branch.
+	for _, kv := range [][2]string{{"ipv4/conf/" + w.vlanName + "/rp_filter", "2"}, {"ipv6/conf/" + w.vlanName + "/disable_ipv6", "1"}} {
+		if _, err := os.Stat("/proc/sys/net/" + kv[0]); err != nil && strings.HasPrefix(kv[0], "ipv6/") {
+			continue // a kernel without IPv6 has none to turn off
+		}
+		if _, err := sysctl.Sysctl("net/"+kv[0], kv[1]); err != nil {
+			return fmt.Errorf("sysctl net/%s=%s: %w", kv[0], kv[1], err)
+		}
 	}
 	if err := netlink.LinkSetUp(vlan); err != nil {
 		return fmt.Errorf("set VLAN link %s up: %w", w.vlanName, err)
