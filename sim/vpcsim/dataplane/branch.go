@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/netip"
 	"sort"
+	"strings"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -82,9 +83,13 @@ func (f *Fabric) AssociateBranch(trunkID string, b Branch) error {
 		}
 		return fmt.Errorf("dataplane: branch %s: %w", b.ID, err)
 	}
-	// As an ENI's router link: strict rp_filter is the branch's
-	// source/destination check.
-	if _, err := f.wireRouterLink(rname, mac, b.PrimaryIP); err != nil {
+	// As an ENI's router link, proxy ARP answers for the gateway; but
+	// rp_filter is 0, the source/destination check is the rpfilter match
+	// of the raw table (renderBranchRPFLocked): EC2's router answers ARP
+	// for the gateway on a branch whatever address asks, and a trunking
+	// CNI asks from its VLAN link, which has no address of its own (the
+	// kernel's rp_filter would check the asking address).
+	if _, err := f.wireRouterLink(rname, mac, b.PrimaryIP, "0"); err != nil {
 		return fail(err)
 	}
 	f.enis[b.ID] = &eniState{
@@ -99,6 +104,34 @@ func (f *Fabric) AssociateBranch(trunkID string, b Branch) error {
 		prefixes6: map[netip.Prefix]struct{}{},
 	}
 	f.rlinkNames[rname] = b.ID
+	if err := f.renderBranchRPFLocked(); err != nil {
+		delete(f.enis, b.ID)
+		delete(f.rlinkNames, rname)
+		return fail(err)
+	}
+	return nil
+}
+
+// renderBranchRPFLocked writes the router's IPv4 raw table: for each
+// branch's sub-interface the strict reverse-path check its rp_filter does
+// not do (only the branch's addresses, only with its tag), for IP only.
+func (f *Fabric) renderBranchRPFLocked() error {
+	var ids []string
+	for id, e := range f.enis {
+		if e.trunk != "" {
+			ids = append(ids, id)
+		}
+	}
+	sort.Strings(ids)
+	var b strings.Builder
+	b.WriteString("*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n")
+	for _, id := range ids {
+		fmt.Fprintf(&b, "-A PREROUTING -i %s -m rpfilter --invert -j DROP\n", f.enis[id].rlink)
+	}
+	b.WriteString("COMMIT\n")
+	if err := iptablesRestore(f.rtrName, "iptables-restore", b.String()); err != nil {
+		return fmt.Errorf("branch source checks in the router: %w", err)
+	}
 	return nil
 }
 

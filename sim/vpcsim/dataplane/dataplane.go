@@ -211,7 +211,10 @@ func (f *Fabric) setup() error {
 	// links inherit it; per-link values are also set explicitly later.
 	if err := writeSysctls(f.rtrName, []sysctl{
 		{"net/ipv4/ip_forward", "1"},
-		{"net/ipv4/conf/all/rp_filter", "1"},
+		// all/ at 0 and default/ at 1: every link is strict by its own
+		// value (the kernel applies the larger), so that a branch's
+		// sub-interface can be 0 (branch.go).
+		{"net/ipv4/conf/all/rp_filter", "0"},
 		{"net/ipv4/conf/default/rp_filter", "1"},
 		{"net/ipv4/conf/all/arp_ignore", "0"},
 		{"net/ipv4/conf/default/arp_ignore", "0"},

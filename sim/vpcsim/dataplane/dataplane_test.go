@@ -826,7 +826,8 @@ func TestSysctlsAndRootIsolation(t *testing.T) {
 	rtr := f.RouterNetNSName()
 	want := []struct{ ns, key, val string }{
 		{rtr, "net/ipv4/ip_forward", "1"},
-		{rtr, "net/ipv4/conf/all/rp_filter", "1"},
+		{rtr, "net/ipv4/conf/all/rp_filter", "0"},
+		{rtr, "net/ipv4/conf/default/rp_filter", "1"},
 		{rtr, "net/ipv4/conf/" + rlink + "/rp_filter", "1"},
 		{rtr, "net/ipv4/conf/" + RouterOutsideLink + "/rp_filter", "1"},
 		{rtr, "net/ipv4/conf/all/arp_ignore", "0"},

@@ -65,7 +65,7 @@ func (f *Fabric) AttachENI(nodeName string, e ENI) error {
 		}
 		return err
 	}
-	rl, err := f.wireRouterLink(rname, mac, e.PrimaryIP)
+	rl, err := f.wireRouterLink(rname, mac, e.PrimaryIP, "1")
 	if err != nil {
 		return fail(fmt.Errorf("dataplane: %w", err))
 	}
@@ -207,6 +207,11 @@ func (f *Fabric) detachLocked(e *eniState) error {
 	if f.rtr != nil {
 		if serr := f.syncMembersLocked(); serr != nil {
 			err = errors.Join(err, serr)
+		}
+		if e.trunk != "" {
+			if rerr := f.renderBranchRPFLocked(); rerr != nil {
+				err = errors.Join(err, rerr)
+			}
 		}
 	}
 	return err
@@ -397,12 +402,13 @@ func viaPrimaryRoute(linkIndex int, dst netip.Prefix, primary netip.Addr) *netli
 }
 
 // wireRouterLink makes the router's end of an ENI's link (a veth, or a
-// branch's VLAN sub-interface) what EC2's fabric is for that ENI: strict
-// rp_filter is its source/destination check, proxy ARP answers for the
-// gateway, and its primary address is reached through it alone.
-func (f *Fabric) wireRouterLink(rname string, mac net.HardwareAddr, primary netip.Addr) (netlink.Link, error) {
+// branch's VLAN sub-interface) what EC2's fabric is for that ENI: proxy ARP
+// answers for the gateway, its primary address is reached through it
+// alone, and rpFilter ("1": strict, an ENI's source/destination check; "0"
+// where another rule checks) is its rp_filter.
+func (f *Fabric) wireRouterLink(rname string, mac net.HardwareAddr, primary netip.Addr, rpFilter string) (netlink.Link, error) {
 	if err := writeSysctls(f.rtrName, []sysctl{
-		{"net/ipv4/conf/" + rname + "/rp_filter", "1"},
+		{"net/ipv4/conf/" + rname + "/rp_filter", rpFilter},
 		{"net/ipv4/conf/" + rname + "/proxy_arp", "1"},
 		{"net/ipv4/conf/" + rname + "/arp_ignore", "0"},
 		{"net/ipv4/conf/" + rname + "/send_redirects", "0"},
