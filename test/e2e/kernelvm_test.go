@@ -32,7 +32,7 @@ import (
 )
 
 // guestTests are the tests TestKernelVM runs in the guest; each must pass.
-var guestTests = []string{"TestGuestVLAN", "TestGuestWireGuard", "TestGuestESP", "TestGuestBranchENI"}
+var guestTests = []string{"TestGuestVLAN", "TestGuestWireGuard", "TestGuestESP", "TestGuestBranchENI", "TestGuestBranchPod"}
 
 func TestKernelVM(t *testing.T) {
 	requireRoot(t)

@@ -1,0 +1,300 @@
+//go:build kernel
+
+// A branch-ENI pod wired by the built vpc-bridge (run by libcni, as a
+// runtime runs it) on the simulator's data plane, in the kernel tier's guest
+// (802.1Q). The daemon is a small IPAM server that answers the branch the
+// way vpcchaind does for a pod AWS's resource controller annotated; the
+// rest is the chain's own code.
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+
+	ipamv1 "github.com/vpcchain/vpcchain/api/ipam/v1"
+	"github.com/vpcchain/vpcchain/internal/ipamclient"
+	"github.com/vpcchain/vpcchain/sim/vpcsim"
+)
+
+// branchDaemon answers ADD with a branch for the pods in branches and with
+// a primary-ENI address for any other; it keeps no state for a branch pod,
+// as vpcchaind does not.
+type branchDaemon struct {
+	ipamclient.UnimplementedIPAM
+	mu       sync.Mutex
+	branches map[string]*ipamv1.BranchENI // by pod name
+	plain    *ipamv1.Allocation
+}
+
+func (d *branchDaemon) Add(_ context.Context, r *ipamv1.AddRequest) (*ipamv1.AddReply, error) {
+	if err := ipamclient.CheckVersion(r.GetApiVersion()); err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if b, ok := d.branches[r.GetPodName()]; ok {
+		return &ipamv1.AddReply{Branch: b}, nil
+	}
+	return &ipamv1.AddReply{Allocation: d.plain}, nil
+}
+
+func (d *branchDaemon) Del(_ context.Context, r *ipamv1.DelRequest) (*ipamv1.DelReply, error) {
+	return &ipamv1.DelReply{}, ipamclient.CheckVersion(r.GetApiVersion())
+}
+
+func (d *branchDaemon) Check(_ context.Context, r *ipamv1.CheckRequest) (*ipamv1.CheckReply, error) {
+	return &ipamv1.CheckReply{Allocation: d.plain}, ipamclient.CheckVersion(r.GetApiVersion())
+}
+
+// nodeLinksRulesRoutes lists the node namespace's links, rules and routes of every
+// table, for a before/after comparison.
+func nodeLinksRulesRoutes(t *testing.T, n ns.NetNS) string {
+	t.Helper()
+	var out []string
+	if err := n.Do(func(ns.NetNS) error {
+		links, err := netlink.LinkList()
+		if err != nil {
+			return err
+		}
+		for _, l := range links {
+			out = append(out, "link "+l.Attrs().Name)
+		}
+		rules, err := netlink.RuleList(netlink.FAMILY_ALL)
+		if err != nil {
+			return err
+		}
+		for _, r := range rules {
+			out = append(out, "rule "+r.String())
+		}
+		routes, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: 0}, netlink.RT_FILTER_TABLE)
+		if err != nil {
+			return err
+		}
+		for _, r := range routes {
+			out = append(out, "route "+r.String())
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(out, "\n")
+}
+
+func TestGuestBranchPod(t *testing.T) {
+	requireGuest(t)
+	ctx := context.Background()
+	bin := binDir(t)
+	sim := startSim(t, 0)
+	c := sim.Cloud
+	vpc, err := c.AddVPC("10.0.0.0/16")
+	if err != nil {
+		t.Fatal(err)
+	}
+	subnet, err := c.AddSubnet(vpc, "10.0.1.0/24", "us-west-2a", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vpcCIDR := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/16")}
+	nodeSG, aerr := c.CreateSecurityGroup(vpc, "nodes", "nodes")
+	if aerr != nil {
+		t.Fatal(aerr)
+	}
+	if aerr := c.AuthorizeIngress(nodeSG, []vpcsim.Permission{{Protocol: "-1", CIDRs: vpcCIDR}}); aerr != nil {
+		t.Fatal(aerr)
+	}
+	branchSG, aerr := c.CreateSecurityGroup(vpc, "branch", "branch")
+	if aerr != nil {
+		t.Fatal(aerr)
+	}
+	if aerr := c.AuthorizeIngress(branchSG, []vpcsim.Permission{{Protocol: "tcp", FromPort: 8080, ToPort: 8080, CIDRs: vpcCIDR}}); aerr != nil {
+		t.Fatal(aerr)
+	}
+	node, err := sim.LaunchNode(vpcsim.LaunchSpec{Name: "trunk", InstanceType: "m5.large", SubnetID: subnet, GroupIDs: []string{nodeSG}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer, err := sim.LaunchNode(vpcsim.LaunchSpec{Name: "peer", InstanceType: "m5.large", SubnetID: subnet, GroupIDs: []string{nodeSG}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ec2c := ec2.NewFromConfig(aws.Config{Region: "us-west-2", Credentials: credentials.NewStaticCredentialsProvider("AKIDE2E", "secret", "")},
+		func(o *ec2.Options) { o.BaseEndpoint = aws.String(sim.EC2URL) })
+	create := func(typ types.NetworkInterfaceCreationType, group string) *types.NetworkInterface {
+		out, err := ec2c.CreateNetworkInterface(ctx, &ec2.CreateNetworkInterfaceInput{SubnetId: aws.String(subnet), InterfaceType: typ, Groups: []string{group}})
+		if err != nil {
+			t.Fatalf("create a %s ENI: %v", typ, err)
+		}
+		return out.NetworkInterface
+	}
+	trunk := create(types.NetworkInterfaceCreationTypeTrunk, nodeSG)
+	if _, err := ec2c.AttachNetworkInterface(ctx, &ec2.AttachNetworkInterfaceInput{NetworkInterfaceId: trunk.NetworkInterfaceId,
+		InstanceId: aws.String(node.InstanceID), DeviceIndex: aws.Int32(1)}); err != nil {
+		t.Fatalf("attach the trunk: %v", err)
+	}
+	branch := create(types.NetworkInterfaceCreationTypeBranch, branchSG)
+	if _, err := ec2c.AssociateTrunkInterface(ctx, &ec2.AssociateTrunkInterfaceInput{BranchInterfaceId: branch.NetworkInterfaceId,
+		TrunkInterfaceId: trunk.NetworkInterfaceId, VlanId: aws.Int32(7)}); err != nil {
+		t.Fatalf("associate the branch by VLAN 7: %v", err)
+	}
+	nodeNet, _ := c.InstanceNetwork(node.InstanceID)
+	peerNet, _ := c.InstanceNetwork(peer.InstanceID)
+	peerIP := peerNet.PrimaryIP
+	// The ordinary pod's address: a secondary address of the primary ENI,
+	// as vpcchaind's pool hands out.
+	assigned, err := ec2c.AssignPrivateIpAddresses(ctx, &ec2.AssignPrivateIpAddressesInput{
+		NetworkInterfaceId: aws.String(nodeNet.ENIs[0].ID), SecondaryPrivateIpAddressCount: aws.Int32(1)})
+	if err != nil || len(assigned.AssignedPrivateIpAddresses) != 1 {
+		t.Fatalf("assign a secondary address to the primary ENI: %v", err)
+	}
+	plainIP := netip.MustParseAddr(aws.ToString(assigned.AssignedPrivateIpAddresses[0].PrivateIpAddress))
+	branchIP := netip.MustParseAddr(aws.ToString(branch.PrivateIpAddress))
+
+	var trunkMAC string
+	for _, e := range nodeNet.ENIs {
+		if e.ID == aws.ToString(trunk.NetworkInterfaceId) {
+			trunkMAC = e.MAC
+		}
+	}
+	if trunkMAC == "" {
+		trunkMAC = aws.ToString(trunk.MacAddress)
+	}
+	d := &branchDaemon{
+		branches: map[string]*ipamv1.BranchENI{"sgp": {EniId: aws.ToString(branch.NetworkInterfaceId), Mac: aws.ToString(branch.MacAddress),
+			Ip: branchIP.String(), VlanId: 7, SubnetCidr: "10.0.1.0/24", SubnetGateway: "10.0.1.1",
+			TrunkEniId: aws.ToString(trunk.NetworkInterfaceId), TrunkMac: trunkMAC, TrunkDeviceNumber: 1, VpcCidrs: []string{"10.0.0.0/16"}}},
+		plain: &ipamv1.Allocation{Ip: plainIP.String(), EniId: nodeNet.ENIs[0].ID, DeviceNumber: 0, RouteTable: 254,
+			SubnetCidr: "10.0.1.0/24", SubnetGateway: "10.0.1.1", VpcCidrs: []string{"10.0.0.0/16"}},
+	}
+	dir, err := os.MkdirTemp("", "vbr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	socket := filepath.Join(dir, "ipamd.sock")
+	l, err := ipamclient.Listen(socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := ipamclient.NewServer(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ctx, l) //nolint:errcheck // ends with Close
+	t.Cleanup(func() { srv.Close() })
+
+	raw, _ := json.Marshal(map[string]any{"cniVersion": "1.1.0", "name": "vpcchain", "plugins": []any{
+		map[string]any{"type": "vpc-bridge", "mtu": 9001, "ipam": map[string]any{"type": "vpc-ipam", "socket": socket}}}})
+	list, err := libcni.ConfListFromBytes(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cni := libcni.NewCNIConfigWithCacheDir([]string{bin}, filepath.Join(dir, "cache"), nil)
+	nodeNS, peerNS := getNS(t, node.NetNSPath), getNS(t, peer.NetNSPath)
+	ipIn(t, nodeNS, "link", "set", "eth1", "up")
+	if err := nodeNS.Do(func(ns.NetNS) error { return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644) }); err != nil {
+		t.Fatal(err)
+	}
+	before := nodeLinksRulesRoutes(t, nodeNS)
+
+	type sandbox struct {
+		name string
+		ns   ns.NetNS
+	}
+	rt := func(p sandbox) *libcni.RuntimeConf {
+		return &libcni.RuntimeConf{ContainerID: "ctr-" + p.name, NetNS: p.ns.Path(), IfName: "eth0",
+			Args: [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "default"}, {"K8S_POD_NAME", p.name}}}
+	}
+	inNode := func(f func() error) error { return nodeNS.Do(func(ns.NetNS) error { return f() }) }
+	sgp, plain := sandbox{"sgp", newNetNS(t)}, sandbox{"plain", newNetNS(t)}
+	for _, p := range []sandbox{sgp, plain} {
+		if err := inNode(func() error { _, err := cni.AddNetworkList(ctx, list, rt(p)); return err }); err != nil {
+			t.Fatalf("ADD %s: %v\nnode: %s", p.name, err, nodeLinksRulesRoutes(t, nodeNS))
+		}
+	}
+	if err := inNode(func() error { return cni.CheckNetworkList(ctx, list, rt(sgp)) }); err != nil {
+		t.Errorf("CHECK of the branch pod: %v", err)
+	}
+	t.Logf("node after ADD:\n%s", nodeLinksRulesRoutes(t, nodeNS))
+
+	for _, p := range []uint16{8080, 9090} {
+		listenIn(t, sgp.ns, netip.AddrPortFrom(branchIP, p))
+		listenIn(t, plain.ns, netip.AddrPortFrom(plainIP, p))
+	}
+	listenIn(t, peerNS, netip.AddrPortFrom(peerIP, 7070))
+	trunkWire := openCapture(t, nodeNS, "eth1")
+
+	// Out: the branch pod reaches the peer through its VLAN.
+	if err := dialNS(sgp.ns, netip.AddrPortFrom(peerIP, 7070), 5*time.Second); err != nil {
+		var neigh []string
+		_ = nodeNS.Do(func(ns.NetNS) error {
+			ns, _ := netlink.NeighList(0, netlink.FAMILY_V4)
+			for _, n := range ns {
+				neigh = append(neigh, n.String())
+			}
+			return nil
+		})
+		t.Fatalf("branch pod to the peer's %v:7070: %v\nthe trunk's eth1: %v\nnode neighbours: %v", peerIP, err, trunkWire.all(), neigh)
+	}
+	fromPod := trunkWire.seen(func(f frame) bool { return f.proto == 6 && f.src == branchIP })
+	if len(fromPod) == 0 {
+		t.Errorf("no TCP from the branch pod's %v on the trunk's eth1: %v", branchIP, trunkWire.all())
+	}
+	for _, f := range fromPod {
+		if f.vlan != 7 {
+			t.Errorf("TCP from the branch pod on eth1 with VLAN id %d, want 7: %v", f.vlan, f)
+		}
+	}
+	// In: the branch's group lets TCP 8080 in, tagged 7, and drops 9090.
+	if err := dialNS(peerNS, netip.AddrPortFrom(branchIP, 8080), 5*time.Second); err != nil {
+		t.Errorf("peer to the branch pod's %v:8080 (its group allows it): %v", branchIP, err)
+	}
+	for _, f := range trunkWire.seen(func(f frame) bool { return f.proto == 6 && f.dst == branchIP }) {
+		if f.vlan != 7 {
+			t.Errorf("TCP to the branch pod on eth1 with VLAN id %d, want 7: %v", f.vlan, f)
+		}
+	}
+	var timeout net.Error
+	if err := dialNS(peerNS, netip.AddrPortFrom(branchIP, 9090), 2*time.Second); !errors.As(err, &timeout) || !timeout.Timeout() {
+		t.Errorf("peer to the branch pod's %v:9090 (not in its group): %v, want a timeout (dropped)", branchIP, err)
+	}
+	// The ordinary pod on the same node: the nodes' group, both ways, untagged.
+	if err := dialNS(plain.ns, netip.AddrPortFrom(peerIP, 7070), 5*time.Second); err != nil {
+		t.Errorf("ordinary pod to the peer's %v:7070: %v", peerIP, err)
+	}
+	if err := dialNS(peerNS, netip.AddrPortFrom(plainIP, 9090), 5*time.Second); err != nil {
+		t.Errorf("peer to the ordinary pod's %v:9090 (the nodes' group allows it): %v", plainIP, err)
+	}
+	if fs := trunkWire.seen(func(f frame) bool { return f.src == plainIP || f.dst == plainIP }); len(fs) > 0 {
+		t.Errorf("the ordinary pod's traffic on the trunk's eth1: %v", fs)
+	}
+
+	// DEL, twice each: nothing of either pod is left.
+	for _, p := range []sandbox{sgp, plain} {
+		for i := 0; i < 2; i++ {
+			if err := inNode(func() error { return cni.DelNetworkList(ctx, list, rt(p)) }); err != nil {
+				t.Errorf("DEL %d of %s: %v", i+1, p.name, err)
+			}
+		}
+	}
+	if after := nodeLinksRulesRoutes(t, nodeNS); after != before {
+		t.Errorf("the node after DEL differs from before ADD:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
