@@ -49,7 +49,7 @@ func TestEnablePodENI(t *testing.T) {
 	}{
 		{nil, false, ""},
 		{map[string]string{"ENABLE_POD_ENI": "false"}, false, ""},
-		{map[string]string{"ENABLE_POD_ENI": "true", "MY_NODE_NAME": "n1"}, false, "VLAN wiring of a branch-ENI pod is not built yet"},
+		{map[string]string{"ENABLE_POD_ENI": "true", "MY_NODE_NAME": "n1"}, false, "security groups for pods are a preview"},
 		{map[string]string{"ENABLE_POD_ENI": "true", "MY_NODE_NAME": "n1", "VPCCHAIN_POD_ENI_PREVIEW": "true"}, true, ""},
 		{map[string]string{"ENABLE_POD_ENI": "true", "VPCCHAIN_POD_ENI_PREVIEW": "true"}, false, "ENABLE_POD_ENI=true needs MY_NODE_NAME"},
 		{map[string]string{"ENABLE_POD_ENI": "yes", "MY_NODE_NAME": "n1", "VPCCHAIN_POD_ENI_PREVIEW": "true"}, false, "ENABLE_POD_ENI"},

@@ -124,13 +124,14 @@ var PeerSettings = []PeerSetting{
 			b, err := strconv.ParseBool(v)
 			return err != nil || (b && !c.PodENIPreview)
 		},
-		Reason: "security groups for pods are not complete: the VLAN wiring of a branch-ENI pod is not built yet. " +
-			"VPCCHAIN_POD_ENI_PREVIEW=true starts the rest as the AWS VPC CNI does (the CNINode capability, an ENI slot kept for the trunk, " +
-			"ADD finding the pod's branch ENI); a pod given a branch ENI then fails its ADD with CNI code 103, other pods are unaffected"},
-	{Name: "POD_SECURITY_GROUP_ENFORCING_MODE", Outcome: Warned,
-		Reason: "it chooses how branch-ENI pods are wired, which is not built yet (ENABLE_POD_ENI)"},
+		Reason: "security groups for pods are a preview: vpc-bridge wires a branch-ENI pod in strict mode only (a VLAN link on the trunk's link, " +
+			"the branch's route table, rules by incoming interface), proved on the simulator's data plane, not yet on EC2. " +
+			"VPCCHAIN_POD_ENI_PREVIEW=true starts it as the AWS VPC CNI does (the CNINode capability, an ENI slot kept for the trunk, " +
+			"ADD wiring the pod's branch ENI); an IPv6 branch fails its ADD with CNI code 103, other pods are unaffected"},
+	{Name: "POD_SECURITY_GROUP_ENFORCING_MODE", Outcome: Warned, Accepted: "strict",
+		Reason: "branch-ENI pods are wired in strict mode (the AWS VPC CNI's default) whatever is set: `standard` (rules by the pod's address) is not built"},
 	{Name: "DISABLE_TCP_EARLY_DEMUX", Outcome: Warned, Accepted: "false", applies: boolNot(false),
-		Reason: "it is needed for branch-ENI pods only, whose wiring is not built yet (ENABLE_POD_ENI); the init container leaves tcp_early_demux alone"},
+		Reason: "the init container leaves tcp_early_demux alone: strict mode, the only one built, sends the node's traffic to a branch-ENI pod through the VPC, not to its veth directly"},
 	{Name: "ENABLE_SUBNET_DISCOVERY", Outcome: Honoured, By: ByDaemon},
 	{Name: "ENABLE_PREFIX_DELEGATION", Outcome: Honoured, By: ByDaemon,
 		Reason: "IPv6 mode does not need it set"},
