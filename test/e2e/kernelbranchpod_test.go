@@ -229,9 +229,16 @@ func TestGuestBranchPod(t *testing.T) {
 			t.Fatalf("ADD %s: %v\nnode: %s", p.name, err, nodeLinksRulesRoutes(t, nodeNS))
 		}
 	}
-	if err := inNode(func() error { return cni.CheckNetworkList(ctx, list, rt(sgp)) }); err != nil {
+	check := func() error { return inNode(func() error { return cni.CheckNetworkList(ctx, list, rt(sgp)) }) }
+	if err := check(); err != nil {
 		t.Errorf("CHECK of the branch pod: %v", err)
 	}
+	// CHECK names a missing piece: the VLAN link's rule.
+	ipIn(t, nodeNS, "rule", "del", "priority", "10", "iif", "vlan.eth.7", "lookup", "107")
+	if err := check(); err == nil || !strings.Contains(err.Error(), `rule "10: from all iif vlan.eth.7 lookup 107" missing`) {
+		t.Errorf("CHECK without the VLAN link's rule: %v, want the rule named", err)
+	}
+	ipIn(t, nodeNS, "rule", "add", "priority", "10", "iif", "vlan.eth.7", "lookup", "107")
 	t.Logf("node after ADD:\n%s", nodeLinksRulesRoutes(t, nodeNS))
 
 	for _, p := range []uint16{8080, 9090} {
