@@ -21,6 +21,10 @@ package main
 // The veth steps are internal/veth's; the rules and the address checks are
 // vpc-bridge's own (routes.go).
 //
+// A branch-ENI pod (the IPAM result's extension names a branch) gets the
+// same veth and pod side; instead of step 6 its host side is the VLAN
+// wiring of branch.go (strict mode: no main-table route, no rule 512/1536).
+//
 // An IPv6 pod (IPv6 mode) gets the same shape with <ip>/128, default via
 // fe80::1 (permanent neighbour, no on-link route needed), DAD off on both
 // ends, a permanent host-side neighbour for the pod, IPv6 on but no address
