@@ -13,6 +13,9 @@
 //	  "vpcchain": {"routeTable": 1002, "eniID": "eni-0abc...", "deviceNumber": 2}
 //	}
 //
+// For a pod with a branch ENI (security groups for pods) the extension
+// carries "branch" instead: what vpc-bridge needs to wire the branch's VLAN.
+//
 // Other IPAM plugins (host-local, static, ...) do not write the key; the
 // extension is then absent and the pod uses the main table (no 1536 rule).
 // Only vpc-bridge reads the extension: its own result does not carry it, since

@@ -13,7 +13,9 @@ package vpcipam
 //
 //	ADD     Add(key, pod, netns) -> result {ips: [<ip>/32 gw 169.254.1.1]},
 //	        or in IPv6 mode {ips: [<ip>/128 gw fe80::1]},
-//	        plus the vpcchain extension {routeTable, eniID, deviceNumber}.
+//	        plus the vpcchain extension {routeTable, eniID, deviceNumber};
+//	        for a branch-ENI pod the branch's address and the extension's
+//	        branch, which only vpc-bridge (in-process) wires.
 //	        The daemon returns the same address for the same key, so a
 //	        repeated ADD is harmless.
 //	DEL     Del(key). Unknown key, or the daemon unreachable: success (the
