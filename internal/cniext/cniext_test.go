@@ -197,3 +197,24 @@ func TestWriteResultConvertsVersion(t *testing.T) {
 		t.Fatalf("Parse = %+v, %v", ext, err)
 	}
 }
+
+func TestParseBranch(t *testing.T) {
+	const ok = `{"cniVersion":"1.1.0","ips":[{"address":"10.0.1.77/32","gateway":"169.254.1.1"}],` +
+		`"vpcchain":{"routeTable":0,"eniID":"eni-0b1","deviceNumber":0,"branch":{"eniID":"eni-0b1","mac":"02:00:00:00:00:b1",` +
+		`"vlanID":7,"subnetGateway":"10.0.1.1","trunkENIID":"eni-0t1","trunkMAC":"02:00:00:00:00:01"}}}`
+	_, ext, err := Parse([]byte(ok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := ext.Branch; b == nil || b.VLANID != 7 || b.MAC != "02:00:00:00:00:b1" || b.TrunkMAC != "02:00:00:00:00:01" || b.SubnetGateway != "10.0.1.1" {
+		t.Errorf("branch = %+v", ext.Branch)
+	}
+	bad := strings.Replace(ok, `"vlanID":7`, `"vlanID":0`, 1)
+	if _, _, err := Parse([]byte(bad)); err == nil || !strings.Contains(err.Error(), "vlanID 0") {
+		t.Errorf("Parse with VLAN 0: %v, want the VLAN id refused", err)
+	}
+	// A result without a branch has none.
+	if _, ext, err := Parse([]byte(`{"cniVersion":"1.1.0","ips":[{"address":"10.0.1.5/32"}],"vpcchain":{"routeTable":1002}}`)); err != nil || ext.Branch != nil {
+		t.Errorf("Parse without a branch: %+v, %v", ext, err)
+	}
+}
