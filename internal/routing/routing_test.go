@@ -20,3 +20,19 @@ func TestENITable(t *testing.T) {
 		}
 	}
 }
+
+func TestBranchTable(t *testing.T) {
+	for _, tc := range []struct{ vlan, want int }{{1, 101}, {7, 107}, {120, 220}} {
+		if got := BranchTable(tc.vlan); got != tc.want {
+			t.Errorf("BranchTable(%d) = %d, want %d", tc.vlan, got, tc.want)
+		}
+	}
+	// The VLAN ids AWS's resource controller gives (1 to a type's branch
+	// limit, at most 120) never land on an ENI's table or a reserved one.
+	for vlan := 1; vlan <= 120; vlan++ {
+		tb := BranchTable(vlan)
+		if tb == MainTable || tb == DefaultTable || tb == LocalTable || tb > tableBase {
+			t.Errorf("BranchTable(%d) = %d: a reserved table or an ENI's", vlan, tb)
+		}
+	}
+}
