@@ -79,11 +79,24 @@ func getNS(t *testing.T, path string) ns.NetNS {
 	return n
 }
 
-func TestGuestBranchENI(t *testing.T) {
-	requireGuest(t)
-	ctx := context.Background()
-	sim := startSim(t, 0)
-	c := sim.Cloud
+// branchVPC is the kernel tier's trunking setup, made through the
+// simulator's EC2 API as a controller would: two m5.large nodes in one
+// subnet whose group lets the VPC in on every port, a trunk ENI attached to
+// node at device 1, and a branch ENI in a group that lets the VPC in on TCP
+// 8080 only, associated with the trunk by VLAN 7.
+type branchVPC struct {
+	sim        *vpcsim.Sim
+	node, peer vpcsim.Node
+	ec2c       *ec2.Client
+	trunk      *types.NetworkInterface
+	branch     *types.NetworkInterface
+	assoc      *ec2.AssociateTrunkInterfaceOutput
+}
+
+func newBranchVPC(ctx context.Context, t *testing.T) *branchVPC {
+	t.Helper()
+	bv := &branchVPC{sim: startSim(t, 0)}
+	c := bv.sim.Cloud
 	vpc, err := c.AddVPC("10.0.0.0/16")
 	if err != nil {
 		t.Fatal(err)
@@ -93,8 +106,6 @@ func TestGuestBranchENI(t *testing.T) {
 		t.Fatal(err)
 	}
 	vpcCIDR := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/16")}
-	// The nodes' group (their primary ENIs and the trunk) lets the VPC in on
-	// every port; the branch's only on TCP 8080.
 	nodeSG, aerr := c.CreateSecurityGroup(vpc, "nodes", "nodes")
 	if aerr != nil {
 		t.Fatal(aerr)
@@ -109,34 +120,39 @@ func TestGuestBranchENI(t *testing.T) {
 	if aerr := c.AuthorizeIngress(branchSG, []vpcsim.Permission{{Protocol: "tcp", FromPort: 8080, ToPort: 8080, CIDRs: vpcCIDR}}); aerr != nil {
 		t.Fatal(aerr)
 	}
-	node, err := sim.LaunchNode(vpcsim.LaunchSpec{Name: "trunk", InstanceType: "m5.large", SubnetID: subnet, GroupIDs: []string{nodeSG}})
-	if err != nil {
+	if bv.node, err = bv.sim.LaunchNode(vpcsim.LaunchSpec{Name: "trunk", InstanceType: "m5.large", SubnetID: subnet, GroupIDs: []string{nodeSG}}); err != nil {
 		t.Fatal(err)
 	}
-	peer, err := sim.LaunchNode(vpcsim.LaunchSpec{Name: "peer", InstanceType: "m5.large", SubnetID: subnet, GroupIDs: []string{nodeSG}})
-	if err != nil {
+	if bv.peer, err = bv.sim.LaunchNode(vpcsim.LaunchSpec{Name: "peer", InstanceType: "m5.large", SubnetID: subnet, GroupIDs: []string{nodeSG}}); err != nil {
 		t.Fatal(err)
 	}
-	ec2c := ec2.NewFromConfig(aws.Config{Region: "us-west-2", Credentials: credentials.NewStaticCredentialsProvider("AKIDE2E", "secret", "")},
-		func(o *ec2.Options) { o.BaseEndpoint = aws.String(sim.EC2URL) })
+	bv.ec2c = ec2.NewFromConfig(aws.Config{Region: "us-west-2", Credentials: credentials.NewStaticCredentialsProvider("AKIDE2E", "secret", "")},
+		func(o *ec2.Options) { o.BaseEndpoint = aws.String(bv.sim.EC2URL) })
 	create := func(typ types.NetworkInterfaceCreationType, group string) *types.NetworkInterface {
-		out, err := ec2c.CreateNetworkInterface(ctx, &ec2.CreateNetworkInterfaceInput{SubnetId: aws.String(subnet), InterfaceType: typ, Groups: []string{group}})
+		out, err := bv.ec2c.CreateNetworkInterface(ctx, &ec2.CreateNetworkInterfaceInput{SubnetId: aws.String(subnet), InterfaceType: typ, Groups: []string{group}})
 		if err != nil {
 			t.Fatalf("create a %s ENI: %v", typ, err)
 		}
 		return out.NetworkInterface
 	}
-	trunk := create(types.NetworkInterfaceCreationTypeTrunk, nodeSG)
-	if _, err := ec2c.AttachNetworkInterface(ctx, &ec2.AttachNetworkInterfaceInput{NetworkInterfaceId: trunk.NetworkInterfaceId,
-		InstanceId: aws.String(node.InstanceID), DeviceIndex: aws.Int32(1)}); err != nil {
+	bv.trunk = create(types.NetworkInterfaceCreationTypeTrunk, nodeSG)
+	if _, err := bv.ec2c.AttachNetworkInterface(ctx, &ec2.AttachNetworkInterfaceInput{NetworkInterfaceId: bv.trunk.NetworkInterfaceId,
+		InstanceId: aws.String(bv.node.InstanceID), DeviceIndex: aws.Int32(1)}); err != nil {
 		t.Fatalf("attach the trunk: %v", err)
 	}
-	branch := create(types.NetworkInterfaceCreationTypeBranch, branchSG)
-	assoc, err := ec2c.AssociateTrunkInterface(ctx, &ec2.AssociateTrunkInterfaceInput{BranchInterfaceId: branch.NetworkInterfaceId,
-		TrunkInterfaceId: trunk.NetworkInterfaceId, VlanId: aws.Int32(7)})
-	if err != nil {
+	bv.branch = create(types.NetworkInterfaceCreationTypeBranch, branchSG)
+	if bv.assoc, err = bv.ec2c.AssociateTrunkInterface(ctx, &ec2.AssociateTrunkInterfaceInput{BranchInterfaceId: bv.branch.NetworkInterfaceId,
+		TrunkInterfaceId: bv.trunk.NetworkInterfaceId, VlanId: aws.Int32(7)}); err != nil {
 		t.Fatalf("associate the branch by VLAN 7: %v", err)
 	}
+	return bv
+}
+
+func TestGuestBranchENI(t *testing.T) {
+	requireGuest(t)
+	ctx := context.Background()
+	bv := newBranchVPC(ctx, t)
+	sim, c, node, peer, ec2c, trunk, branch, assoc := bv.sim, bv.sim.Cloud, bv.node, bv.peer, bv.ec2c, bv.trunk, bv.branch, bv.assoc
 	branchIP := netip.MustParseAddr(aws.ToString(branch.PrivateIpAddress))
 	branchMAC, err := net.ParseMAC(aws.ToString(branch.MacAddress))
 	if err != nil {

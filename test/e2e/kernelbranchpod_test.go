@@ -22,16 +22,13 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
-	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
 	ipamv1 "github.com/vpcchain/vpcchain/api/ipam/v1"
 	"github.com/vpcchain/vpcchain/internal/ipamclient"
-	"github.com/vpcchain/vpcchain/sim/vpcsim"
 )
 
 // branchDaemon answers ADD with a branch for the pods in branches and with
@@ -102,58 +99,8 @@ func TestGuestBranchPod(t *testing.T) {
 	requireGuest(t)
 	ctx := context.Background()
 	bin := binDir(t)
-	sim := startSim(t, 0)
-	c := sim.Cloud
-	vpc, err := c.AddVPC("10.0.0.0/16")
-	if err != nil {
-		t.Fatal(err)
-	}
-	subnet, err := c.AddSubnet(vpc, "10.0.1.0/24", "us-west-2a", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vpcCIDR := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/16")}
-	nodeSG, aerr := c.CreateSecurityGroup(vpc, "nodes", "nodes")
-	if aerr != nil {
-		t.Fatal(aerr)
-	}
-	if aerr := c.AuthorizeIngress(nodeSG, []vpcsim.Permission{{Protocol: "-1", CIDRs: vpcCIDR}}); aerr != nil {
-		t.Fatal(aerr)
-	}
-	branchSG, aerr := c.CreateSecurityGroup(vpc, "branch", "branch")
-	if aerr != nil {
-		t.Fatal(aerr)
-	}
-	if aerr := c.AuthorizeIngress(branchSG, []vpcsim.Permission{{Protocol: "tcp", FromPort: 8080, ToPort: 8080, CIDRs: vpcCIDR}}); aerr != nil {
-		t.Fatal(aerr)
-	}
-	node, err := sim.LaunchNode(vpcsim.LaunchSpec{Name: "trunk", InstanceType: "m5.large", SubnetID: subnet, GroupIDs: []string{nodeSG}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer, err := sim.LaunchNode(vpcsim.LaunchSpec{Name: "peer", InstanceType: "m5.large", SubnetID: subnet, GroupIDs: []string{nodeSG}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ec2c := ec2.NewFromConfig(aws.Config{Region: "us-west-2", Credentials: credentials.NewStaticCredentialsProvider("AKIDE2E", "secret", "")},
-		func(o *ec2.Options) { o.BaseEndpoint = aws.String(sim.EC2URL) })
-	create := func(typ types.NetworkInterfaceCreationType, group string) *types.NetworkInterface {
-		out, err := ec2c.CreateNetworkInterface(ctx, &ec2.CreateNetworkInterfaceInput{SubnetId: aws.String(subnet), InterfaceType: typ, Groups: []string{group}})
-		if err != nil {
-			t.Fatalf("create a %s ENI: %v", typ, err)
-		}
-		return out.NetworkInterface
-	}
-	trunk := create(types.NetworkInterfaceCreationTypeTrunk, nodeSG)
-	if _, err := ec2c.AttachNetworkInterface(ctx, &ec2.AttachNetworkInterfaceInput{NetworkInterfaceId: trunk.NetworkInterfaceId,
-		InstanceId: aws.String(node.InstanceID), DeviceIndex: aws.Int32(1)}); err != nil {
-		t.Fatalf("attach the trunk: %v", err)
-	}
-	branch := create(types.NetworkInterfaceCreationTypeBranch, branchSG)
-	if _, err := ec2c.AssociateTrunkInterface(ctx, &ec2.AssociateTrunkInterfaceInput{BranchInterfaceId: branch.NetworkInterfaceId,
-		TrunkInterfaceId: trunk.NetworkInterfaceId, VlanId: aws.Int32(7)}); err != nil {
-		t.Fatalf("associate the branch by VLAN 7: %v", err)
-	}
+	bv := newBranchVPC(ctx, t)
+	c, node, peer, ec2c, trunk, branch := bv.sim.Cloud, bv.node, bv.peer, bv.ec2c, bv.trunk, bv.branch
 	nodeNet, _ := c.InstanceNetwork(node.InstanceID)
 	peerNet, _ := c.InstanceNetwork(peer.InstanceID)
 	peerIP := peerNet.PrimaryIP
