@@ -71,19 +71,16 @@ func cmdDel(args *skel.CmdArgs) error {
 	}
 
 	names = uniqueStrings(names)
+	owned, err := ownedHostLinks(names, a.owner)
+	if err != nil {
+		return types.NewError(types.ErrInternal, "vpc-bridge: DEL could not clean the host side, IPAM DEL not attempted: "+err.Error(), "")
+	}
 	// A branch-ENI pod's VLAN link, table routes and iif rules go first:
 	// they name the host veth, which goes later.
-	var hostLinks []netlink.Link
-	for _, name := range names {
-		if l, err := netlinkutil.LinkByName(name); err == nil && a.owner.Owns(l) {
-			hostLinks = append(hostLinks, l)
-		}
-	}
-	if err := unwireBranch(a.owner, hostLinks); err != nil {
+	if err := unwireBranch(a.owner, owned); err != nil {
 		return types.NewError(types.ErrInternal, "vpc-bridge: DEL could not remove the branch ENI's VLAN wiring, IPAM DEL not attempted: "+err.Error(), "")
 	}
-	owned, err := unroute(args, names, a.owner, ips)
-	if err != nil {
+	if err := unroute(args, owned, a.owner, ips); err != nil {
 		return types.NewError(types.ErrInternal, "vpc-bridge: DEL could not clean the host side, IPAM DEL not attempted: "+err.Error(), "")
 	}
 
@@ -104,34 +101,20 @@ func cmdDel(args *skel.CmdArgs) error {
 	return nil
 }
 
-// unroute finds the attachment's host veths and addresses, removes each
-// address's host route and rules and verifies them gone. It returns the
-// host veths that belong to the attachment.
-func unroute(args *skel.CmdArgs, names []string, owner veth.Owner, ips []net.IP) ([]netlink.Link, error) {
-	var owned []netlink.Link
-	for _, name := range names {
-		l, err := netlinkutil.LinkByName(name)
-		if err != nil {
-			if netlinkutil.IsNotFound(err) {
-				continue
-			}
-			return nil, fmt.Errorf("look up host veth %s: %w", name, err)
-		}
-		if !owner.Owns(l) {
-			plugin.Logf("DEL: leaving %s alone: it does not belong to %s (alias %q)", name, owner, l.Attrs().Alias)
-			continue
-		}
-		owned = append(owned, l)
+// unroute finds the addresses of the attachment's host veths (owned) and
+// pod, removes each address's host route and rules and verifies them gone.
+func unroute(args *skel.CmdArgs, owned []netlink.Link, owner veth.Owner, ips []net.IP) error {
+	for _, l := range owned {
 		more, err := ipsRoutedTo(l)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		ips = append(ips, more...)
 	}
 	if args.Netns != "" {
 		podIPs, err := podIfAddrs(args.Netns, args.IfName)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		ips = append(ips, podIPs...)
 	}
@@ -148,9 +131,31 @@ func unroute(args *skel.CmdArgs, names []string, owner veth.Owner, ips []net.IP)
 		}
 	}
 	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+		return errors.Join(errs...)
 	}
-	return owned, verifyUnrouted(released)
+	return verifyUnrouted(released)
+}
+
+// ownedHostLinks looks up the attachment's host-side links by name once,
+// for every step of DEL: those gone are skipped, those another attachment
+// owns are left alone.
+func ownedHostLinks(names []string, owner veth.Owner) ([]netlink.Link, error) {
+	var owned []netlink.Link
+	for _, name := range names {
+		l, err := netlinkutil.LinkByName(name)
+		if err != nil {
+			if netlinkutil.IsNotFound(err) {
+				continue
+			}
+			return nil, fmt.Errorf("look up host veth %s: %w", name, err)
+		}
+		if !owner.Owns(l) {
+			plugin.Logf("DEL: leaving %s alone: it does not belong to %s (alias %q)", name, owner, l.Attrs().Alias)
+			continue
+		}
+		owned = append(owned, l)
+	}
+	return owned, nil
 }
 
 // deleteLinks deletes the pod ifname (and with it its peer) and the owned
