@@ -136,14 +136,8 @@ func (f *Fabric) renderBranchRPFLocked() error {
 }
 
 func (f *Fabric) validateBranchLocked(t *eniState, b Branch) error {
-	if b.ID == "" {
-		return errors.New("dataplane: branch without ID")
-	}
-	if _, ok := f.enis[b.ID]; ok {
-		return fmt.Errorf("dataplane: branch %s already attached or associated", b.ID)
-	}
-	if len(b.MAC) != 6 || b.MAC[0]&1 != 0 || isZero(b.MAC) {
-		return fmt.Errorf("dataplane: branch %s: invalid unicast MAC %v", b.ID, b.MAC)
+	if err := f.validateNewLocked("branch", b.ID, b.MAC); err != nil {
+		return err
 	}
 	if b.VLANID < 1 || b.VLANID > 4094 {
 		return fmt.Errorf("dataplane: branch %s: invalid VLAN id %d", b.ID, b.VLANID)

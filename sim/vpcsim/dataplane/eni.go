@@ -111,14 +111,8 @@ func (f *Fabric) AttachENI(nodeName string, e ENI) error {
 }
 
 func (f *Fabric) validateENI(n *node, e ENI) error {
-	if e.ID == "" {
-		return errors.New("dataplane: ENI without ID")
-	}
-	if _, ok := f.enis[e.ID]; ok {
-		return fmt.Errorf("dataplane: ENI %s already attached", e.ID)
-	}
-	if len(e.MAC) != 6 || e.MAC[0]&1 != 0 || isZero(e.MAC) {
-		return fmt.Errorf("dataplane: ENI %s: invalid unicast MAC %v", e.ID, e.MAC)
+	if err := f.validateNewLocked("ENI", e.ID, e.MAC); err != nil {
+		return err
 	}
 	if e.DeviceIndex < 0 || e.DeviceIndex > 999 {
 		return fmt.Errorf("dataplane: ENI %s: invalid device index %d", e.ID, e.DeviceIndex)
@@ -436,4 +430,19 @@ func (f *Fabric) wireRouterLink(rname string, mac net.HardwareAddr, primary neti
 		return nil, fmt.Errorf("router route %v: %w", primary, err)
 	}
 	return rl, nil
+}
+
+// validateNewLocked checks what an ENI and a branch both need before the
+// router gets a link for them: an ID not yet in use and a unicast MAC.
+func (f *Fabric) validateNewLocked(kind, id string, mac net.HardwareAddr) error {
+	if id == "" {
+		return fmt.Errorf("dataplane: %s without ID", kind)
+	}
+	if _, ok := f.enis[id]; ok {
+		return fmt.Errorf("dataplane: %s %s already attached or associated", kind, id)
+	}
+	if len(mac) != 6 || mac[0]&1 != 0 || isZero(mac) {
+		return fmt.Errorf("dataplane: %s %s: invalid unicast MAC %v", kind, id, mac)
+	}
+	return nil
 }
