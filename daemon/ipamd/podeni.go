@@ -74,6 +74,8 @@ func (d *Daemon) branchReply(ctx context.Context, namespace, name string) (reply
 	if d.podENI == nil || name == "" {
 		return nil, false, nil
 	}
+	ctx, cancel := context.WithTimeout(ctx, branchLookupTimeout)
+	defer cancel()
 	b, requested, err := d.podENI.Branch(ctx, namespace, name)
 	switch {
 	case !requested && err == nil:

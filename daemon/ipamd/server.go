@@ -155,9 +155,7 @@ func (s *Server) Add(ctx context.Context, r *ipamv1.AddRequest) (*ipamv1.AddRepl
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	// A pod with a branch ENI takes no pool address.
-	bctx, cancel := context.WithTimeout(ctx, branchLookupTimeout)
-	branch, requested, err := s.d.branchReply(bctx, r.GetPodNamespace(), r.GetPodName())
-	cancel()
+	branch, requested, err := s.d.branchReply(ctx, r.GetPodNamespace(), r.GetPodName())
 	if requested {
 		return branch, err
 	}
