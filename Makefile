@@ -184,17 +184,19 @@ peer-test: deps build tools heavy-tools peer-tools
 # names) from the packages test/kernelvm/packages.lock pins, the .deb files
 # kept in bin/kernelvm/debs; like the heavy tools it is kept while it is
 # newer than its inputs. kernel-test compiles the e2e tests with the kernel
-# tag and runs TestKernelVM, which boots the guest with that binary running
-# the TestGuest* tests; kernel-lock re-pins the packages.
+# and peer tags and runs TestKernelVM, which boots the guest with that binary
+# running the TestGuest* tests (TestGuestPodENI runs a control plane, AWS's
+# resource controller and our daemons in the guest: hence the peer and
+# cluster tools); kernel-lock re-pins the packages.
 KERNELVM := $(BIN)/kernelvm
 kernel-tools: $(KERNELVM)/vmlinuz $(KERNELVM)/initramfs.cpio
 $(KERNELVM)/vmlinuz $(KERNELVM)/initramfs.cpio &: test/kernelvm/packages.lock test/kernelvm/build.sh \
   test/kernelvm/guest/init test/kernelvm/guest/modules build/image/rootfs.sh
 	sh test/kernelvm/build.sh $(KERNELVM)
-KERNEL_TEST = $(GO) test $(GOFLAGS) -c -tags kernel -o $(BIN)/e2e-kernel.test ./test/e2e/ && \
+KERNEL_TEST = $(GO) test $(GOFLAGS) -c -tags 'kernel peer' -o $(BIN)/e2e-kernel.test ./test/e2e/ && \
   cd test/e2e && VPCCHAIN_BIN=$(BIN) VPCCHAIN_KERNELVM_DIR=$(KERNELVM) \
-  $(BIN)/e2e-kernel.test -test.run '^TestKernelVM$$' -test.v -test.count=1 -test.timeout 20m
-kernel-test: deps kernel-tools
+  $(BIN)/e2e-kernel.test -test.run '^TestKernelVM$$' -test.v -test.count=1 -test.timeout 30m
+kernel-test: deps build tools cluster-tools peer-tools kernel-tools
 	$(KERNEL_TEST)
 kernel-lock:
 	sh test/kernelvm/lock.sh test/kernelvm/packages.lock
@@ -353,7 +355,7 @@ lint:
 	$(GO) vet ./...
 	$(GO) vet -tags kubelet ./test/e2e/
 	$(GO) vet -tags peer ./test/e2e/
-	$(GO) vet -tags kernel ./test/e2e/
+	$(GO) vet -tags 'kernel peer' ./test/e2e/
 
 # Regenerate the checked-in protobuf and ttrpc code: protoc from Debian
 # (3.21.12), the generators at the versions go.mod pins.

@@ -111,6 +111,20 @@ func wireBranch(w *branchWiring, owner veth.Owner, host netlink.Link) error {
 	if err != nil {
 		return err
 	}
+	// The trunk's own link only carries its branches' tagged frames: it
+	// needs to be up, and nothing else (no address, route or rule, and no
+	// IPv6 link-local address sending untagged solicitations). A freshly
+	// attached trunk, or one on a rebooted node, is down; the AWS VPC CNI's
+	// ipamd brings it up when it finds it, here the first branch's ADD
+	// does. DEL leaves it up for the trunk's other branches.
+	if parent.Attrs().Flags&net.FlagUp == 0 {
+		if err := disableIPv6(parent.Attrs().Name); err != nil {
+			return err
+		}
+		if err := netlink.LinkSetUp(parent); err != nil {
+			return fmt.Errorf("set the trunk ENI's link %s up: %w", parent.Attrs().Name, err)
+		}
+	}
 	la := netlink.NewLinkAttrs()
 	la.Name = w.vlanName
 	la.ParentIndex = parent.Attrs().Index
@@ -129,13 +143,11 @@ func wireBranch(w *branchWiring, owner veth.Owner, host netlink.Link) error {
 	// table (which reverse-path filtering consults, not the iif rules)
 	// routes its source by an ENI. No IPv6 on an IPv4 branch's link: no
 	// link-local address, router solicitations or DAD out of the branch.
-	for _, kv := range [][2]string{{"ipv4/conf/" + w.vlanName + "/rp_filter", "2"}, {"ipv6/conf/" + w.vlanName + "/disable_ipv6", "1"}} {
-		if _, err := os.Stat("/proc/sys/net/" + kv[0]); err != nil && strings.HasPrefix(kv[0], "ipv6/") {
-			continue // a kernel without IPv6 has none to turn off
-		}
-		if _, err := sysctl.Sysctl("net/"+kv[0], kv[1]); err != nil {
-			return fmt.Errorf("sysctl net/%s=%s: %w", kv[0], kv[1], err)
-		}
+	if _, err := sysctl.Sysctl("net/ipv4/conf/"+w.vlanName+"/rp_filter", "2"); err != nil {
+		return fmt.Errorf("sysctl net/ipv4/conf/%s/rp_filter=2: %w", w.vlanName, err)
+	}
+	if err := disableIPv6(w.vlanName); err != nil {
+		return err
 	}
 	if err := netlink.LinkSetUp(vlan); err != nil {
 		return fmt.Errorf("set VLAN link %s up: %w", w.vlanName, err)
@@ -154,6 +166,19 @@ func wireBranch(w *branchWiring, owner veth.Owner, host netlink.Link) error {
 		if _, err := netlinkutil.EnsureRule(r); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// disableIPv6 turns IPv6 off on a link (a kernel without IPv6 has none to
+// turn off).
+func disableIPv6(link string) error {
+	key := "net/ipv6/conf/" + link + "/disable_ipv6"
+	if _, err := os.Stat("/proc/sys/" + key); err != nil {
+		return nil
+	}
+	if _, err := sysctl.Sysctl(key, "1"); err != nil {
+		return fmt.Errorf("sysctl %s=1: %w", key, err)
 	}
 	return nil
 }
@@ -267,6 +292,11 @@ func checkBranch(vlanName, vlanMAC string, hostVeth netlink.Link, owner veth.Own
 	a := l.Attrs()
 	if a.Flags&net.FlagUp == 0 {
 		bad("VLAN link %s is down", vlanName)
+	}
+	if p, err := netlink.LinkByIndex(a.ParentIndex); err != nil {
+		bad("VLAN link %s: the trunk's link (index %d): %v", vlanName, a.ParentIndex, err)
+	} else if p.Attrs().Flags&net.FlagUp == 0 {
+		bad("the trunk's link %s, under VLAN link %s, is down", p.Attrs().Name, vlanName)
 	}
 	if vlanMAC != "" && !strings.EqualFold(a.HardwareAddr.String(), vlanMAC) {
 		bad("VLAN link %s has MAC %s, ADD reported %s", vlanName, a.HardwareAddr, vlanMAC)

@@ -21,6 +21,7 @@ package e2e
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -213,6 +214,16 @@ var eniLink = regexp.MustCompile(`^eth[0-9]+$`)
 // The kernel's own policy rules, which a boot starts with.
 var bootRules = map[int]bool{0: true, 32766: true, 32767: true}
 
+// isDefault: a default route's destination, which the kernel may report
+// as nil or as 0.0.0.0/0.
+func isDefault(dst *net.IPNet) bool {
+	if dst == nil {
+		return true
+	}
+	ones, _ := dst.Mask.Size()
+	return ones == 0 && dst.IP.IsUnspecified()
+}
+
 // rebootKernel leaves the node's network namespace as the boot finds it:
 // the primary ENI configured, the other ENI links down without addresses,
 // no other link, the kernel's default rules and routes only, empty
@@ -268,7 +279,7 @@ func rebootKernel(n *node) error {
 		}
 		for _, r := range routes {
 			boot := r.Table == unix.RT_TABLE_LOCAL ||
-				r.Table == unix.RT_TABLE_MAIN && r.LinkIndex == eth0 && (r.Protocol == unix.RTPROT_KERNEL || r.Dst == nil && r.Gw != nil)
+				r.Table == unix.RT_TABLE_MAIN && r.LinkIndex == eth0 && (r.Protocol == unix.RTPROT_KERNEL || isDefault(r.Dst) && r.Gw != nil)
 			if !boot {
 				if err := netlink.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
 					return fmt.Errorf("delete route %v: %w", r, err)

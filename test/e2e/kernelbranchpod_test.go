@@ -64,6 +64,12 @@ func (d *branchDaemon) Check(_ context.Context, r *ipamv1.CheckRequest) (*ipamv1
 // nodeLinksRulesRoutes lists the node namespace's links, rules and routes of every
 // table, for a before/after comparison.
 func nodeLinksRulesRoutes(t *testing.T, n ns.NetNS) string {
+	return nodeLinksRulesRoutesOf(t, n, netlink.FAMILY_ALL)
+}
+
+// nodeLinksRulesRoutesOf is nodeLinksRulesRoutes with the rules and routes
+// of one family (netlink.FAMILY_V4, _V6 or _ALL).
+func nodeLinksRulesRoutesOf(t *testing.T, n ns.NetNS, family int) string {
 	t.Helper()
 	var out []string
 	if err := n.Do(func(ns.NetNS) error {
@@ -74,14 +80,14 @@ func nodeLinksRulesRoutes(t *testing.T, n ns.NetNS) string {
 		for _, l := range links {
 			out = append(out, "link "+l.Attrs().Name)
 		}
-		rules, err := netlink.RuleList(netlink.FAMILY_ALL)
+		rules, err := netlink.RuleList(family)
 		if err != nil {
 			return err
 		}
 		for _, r := range rules {
 			out = append(out, "rule "+r.String())
 		}
-		routes, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: 0}, netlink.RT_FILTER_TABLE)
+		routes, err := netlink.RouteListFiltered(family, &netlink.Route{Table: 0}, netlink.RT_FILTER_TABLE)
 		if err != nil {
 			return err
 		}
@@ -155,7 +161,8 @@ func TestGuestBranchPod(t *testing.T) {
 	}
 	cni := libcni.NewCNIConfigWithCacheDir([]string{bin}, filepath.Join(dir, "cache"), nil)
 	nodeNS, peerNS := getNS(t, node.NetNSPath), getNS(t, peer.NetNSPath)
-	ipIn(t, nodeNS, "link", "set", "eth1", "up")
+	// The trunk's eth1 stays down, as EC2 attaches it: the branch pod's ADD
+	// brings it up.
 	if err := nodeNS.Do(func(ns.NetNS) error { return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644) }); err != nil {
 		t.Fatal(err)
 	}

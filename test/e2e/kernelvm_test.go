@@ -80,14 +80,23 @@ func TestKernelVM(t *testing.T) {
 			}
 		}
 	}
+	// VPCCHAIN_GUEST_TESTS (comma-separated names) runs only those, while
+	// working on one.
+	tests := guestTests
+	if only := os.Getenv("VPCCHAIN_GUEST_TESTS"); only != "" {
+		tests = strings.Split(only, ",")
+	}
 	start := time.Now()
 	vm, err := kernelvm.Start(context.Background(), kernelvm.Config{
 		Dir:     dir,
-		Command: []string{exe, "-test.run", "^(" + strings.Join(guestTests, "|") + ")$", "-test.v", "-test.count=1", "-test.timeout=10m"},
+		Command: []string{exe, "-test.run", "^(" + strings.Join(tests, "|") + ")$", "-test.v", "-test.count=1", "-test.timeout=20m"},
 		WorkDir: wd,
 		Env:     env,
 		Console: console,
-		Timeout: 15 * time.Minute,
+		Timeout: 25 * time.Minute,
+		// The pod-ENI test runs a control plane, the controller and two
+		// daemons in the guest; the overlay's writes live in memory too.
+		MemoryMiB: 4096,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -104,7 +113,7 @@ func TestKernelVM(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("the guest's tests exited %d; failed: %v", code, failed)
 	}
-	for _, name := range guestTests {
+	for _, name := range tests {
 		if !passed[name] {
 			t.Errorf("%s did not pass in the guest", name)
 		}
