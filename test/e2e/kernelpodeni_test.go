@@ -193,20 +193,7 @@ func TestGuestPodENI(t *testing.T) {
 		"--leader-elect=false", "--bind-address=127.0.0.1", "--allocate-node-cidrs=false", "--node-monitor-grace-period=40s")
 	startInNode(t, n, k.dir, "kube-scheduler", k.env, sched,
 		"--kubeconfig="+k.kubeconfigFor("system:kube-scheduler", k.server), "--leader-elect=false", "--bind-address=127.0.0.1")
-	for _, f := range []string{"vpcresources.k8s.aws_securitygrouppolicies.yaml", "vpcresources.k8s.aws_cninodes.yaml"} {
-		if _, err := k.kubectl("", "apply", "--server-side", "-f", filepath.Join(rcModule, "config/crd/bases", f)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := k.kubectl("", "wait", "--for", "condition=established", "--timeout=60s", "crd", "--all"); err != nil {
-		t.Fatal(err)
-	}
-	k.retry(t, 60*time.Second, "", "-n", "kube-system", "create", "serviceaccount", "aws-node")
-	k.apply(t, `apiVersion: v1
-kind: ConfigMap
-metadata: {name: amazon-vpc-cni, namespace: kube-system}
-data: {branch-eni-cooldown: "30"}
-`)
+	installControllerObjects(t, k, rcModule)
 	registerPeerNode(t, k, n)
 	heartbeat(t, k, n)
 	step("control plane up")

@@ -59,23 +59,7 @@ func TestPodENIController(t *testing.T) {
 	k := startControlPlaneWith(t, n, b.etcd, b.apiserver, b.kubectl,
 		controlPlaneOpts{users: map[string]string{controllerUser: "system:masters"}})
 
-	// The controller's CRDs (SecurityGroupPolicy, CNINode) from its module;
-	// its cool-down (the shortest it takes) from the AWS VPC CNI's
-	// ConfigMap, where it reads it.
-	for _, f := range []string{"vpcresources.k8s.aws_securitygrouppolicies.yaml", "vpcresources.k8s.aws_cninodes.yaml"} {
-		if _, err := k.kubectl("", "apply", "--server-side", "-f", filepath.Join(rcModule, "config/crd/bases", f)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := k.kubectl("", "wait", "--for", "condition=established", "--timeout=60s", "crd", "--all"); err != nil {
-		t.Fatal(err)
-	}
-	k.retry(t, 30*time.Second, "", "-n", "kube-system", "create", "serviceaccount", "aws-node")
-	k.apply(t, `apiVersion: v1
-kind: ConfigMap
-metadata: {name: amazon-vpc-cni, namespace: kube-system}
-data: {branch-eni-cooldown: "30"}
-`)
+	installControllerObjects(t, k, rcModule)
 	registerPeerNode(t, k, n)
 
 	// Our daemon, with security groups for pods.
@@ -244,6 +228,28 @@ spec:
 	if after := eniSnapshot(t, c, trunkID); after != before {
 		t.Errorf("the trunk changed: %s, was %s", after, before)
 	}
+}
+
+// installControllerObjects makes what the resource controller reads: its
+// CRDs (SecurityGroupPolicy, CNINode) from its module, the aws-node service
+// account, and its cool-down (the shortest it takes) in the AWS VPC CNI's
+// ConfigMap, where it reads it.
+func installControllerObjects(t testing.TB, k *kube, rcModule string) {
+	t.Helper()
+	for _, f := range []string{"vpcresources.k8s.aws_securitygrouppolicies.yaml", "vpcresources.k8s.aws_cninodes.yaml"} {
+		if _, err := k.kubectl("", "apply", "--server-side", "-f", filepath.Join(rcModule, "config/crd/bases", f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := k.kubectl("", "wait", "--for", "condition=established", "--timeout=60s", "crd", "--all"); err != nil {
+		t.Fatal(err)
+	}
+	k.retry(t, 60*time.Second, "", "-n", "kube-system", "create", "serviceaccount", "aws-node")
+	k.apply(t, `apiVersion: v1
+kind: ConfigMap
+metadata: {name: amazon-vpc-cni, namespace: kube-system}
+data: {branch-eni-cooldown: "30"}
+`)
 }
 
 // alive fails once the node's daemon has exited.
