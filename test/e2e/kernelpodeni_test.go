@@ -182,7 +182,9 @@ func TestGuestPodENI(t *testing.T) {
 		t.Fatal(err)
 	}
 	outNS := getNS(t, outsider.NetNSPath)
-	outIP := primaryIP(t, c, &node{c: c, vn: outsider})
+	inOutside := func(f func() error) error { return outNS.Do(func(ns.NetNS) error { return f() }) }
+	outNet, _ := c.sim.Cloud.InstanceNetwork(outsider.InstanceID)
+	outIP := outNet.PrimaryIP
 
 	k := startControlPlaneWith(t, n, b.etcd, b.apiserver, b.kubectl, controlPlaneOpts{users: map[string]string{
 		controllerUser: "system:masters", "system:kube-controller-manager": "", "system:kube-scheduler": ""}})
@@ -390,19 +392,20 @@ spec:
 	reach := func(why string) {
 		t.Helper()
 		from := []struct {
-			name string
-			do   func(func() error) error
+			name  string
+			do    func(func() error) error
+			toWeb bool
 		}{
-			{"the other node's pod", client.doIn},
-			{"the machine outside the cluster", func(f func() error) error { return outNS.Do(func(ns.NetNS) error { return f() }) }},
-			{"the web pod on the same node", wp.doIn},
+			{"the other node's pod", client.doIn, true},
+			{"the machine outside the cluster", inOutside, true},
+			{"the web pod on the same node", wp.doIn, false},
 		}
 		for _, f := range from {
 			for _, db := range dbs {
 				expectEcho(t, why, f.name, f.do, netip.AddrPortFrom(db.ip, 8080), db.name)
 				expectDropped(t, f.do, netip.AddrPortFrom(db.ip, 9090), why+": "+f.name+" to "+db.name)
 			}
-			if f.name != "the web pod on the same node" {
+			if f.toWeb {
 				expectEcho(t, why, f.name, f.do, netip.AddrPortFrom(wp.ip, 9090), wp.name)
 			}
 		}
@@ -412,7 +415,7 @@ spec:
 			expectEcho(t, why, db.name, db.doIn, netip.AddrPortFrom(outIP, 7070), "outside")
 		}
 	}
-	echoServer(t, func(f func() error) error { return outNS.Do(func(ns.NetNS) error { return f() }) }, netip.AddrPortFrom(outIP, 7070), "outside")
+	echoServer(t, inOutside, netip.AddrPortFrom(outIP, 7070), "outside")
 	// Out of a branch, the VPC sees the branch's groups: the default group,
 	// which only lets its own members in, drops the db pods' connections
 	// until it lets their group in too (as users let their pods' groups
@@ -466,14 +469,8 @@ spec:
 	if got := state(); got != baseline {
 		t.Errorf("after the reboot and the old sandboxes' DEL, the node differs from before any pod:\nbefore:\n%s\nafter:\n%s", baseline, got)
 	}
-	for i, p := range all {
-		np := &sgpPod{pod: n.newPod(p.namespace, p.name), branch: p.branch}
-		all[i] = np
-		if i < len(dbs) {
-			dbs[i] = np
-		} else {
-			wp = np
-		}
+	for _, p := range all {
+		p.pod = n.newPod(p.namespace, p.name) // a new sandbox for the same pod
 	}
 	runPods(all...)
 	checkAll("after the reboot")
