@@ -467,6 +467,12 @@ func runChaosRound(t *testing.T, sim *vpcsim.Sim, nodes []*chaosNode, ri int, r 
 		}
 		if !r.done(f) {
 			t.Errorf("round %q: the round's fault never hit a call", r.name)
+			// What held the pools back, for the log.
+			for _, cn := range nodes {
+				st := cn.n.introspect()
+				t.Logf("%s: pool total %d assigned %d cooling %d available %d; last decision: %s", cn.n.name,
+					st.Total, st.Assigned, st.Cooling, st.Available, st.LastDecision)
+			}
 		}
 	}
 	close(stop)
