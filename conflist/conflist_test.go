@@ -197,6 +197,7 @@ func checkConflist(t *testing.T, data []byte, o Options) {
 	var bridge struct {
 		VethPrefix string `json:"vethPrefix"`
 		MTU        int    `json:"mtu"`
+		PodSGMode  string `json:"podSGEnforcingMode"`
 		IPAM       struct {
 			Type   string `json:"type"`
 			Socket string `json:"socket"`
@@ -207,6 +208,10 @@ func checkConflist(t *testing.T, data []byte, o Options) {
 	}
 	if bridge.VethPrefix != o.VethPrefix || bridge.MTU != o.MTU || bridge.IPAM.Type != "vpc-ipam" || bridge.IPAM.Socket != o.Socket {
 		t.Errorf("vpc-bridge = %+v, want prefix %q mtu %d ipam vpc-ipam socket %q", bridge, o.VethPrefix, o.MTU, o.Socket)
+	}
+	// vpc-bridge's default is strict: only standard is written out.
+	if want := map[string]string{"standard": "standard"}[o.PodSGMode]; bridge.PodSGMode != want {
+		t.Errorf("vpc-bridge podSGEnforcingMode %q, want %q (options %q)", bridge.PodSGMode, want, o.PodSGMode)
 	}
 	var snat struct {
 		NodeConfig string `json:"nodeConfig"`
@@ -380,7 +385,7 @@ func TestCheckHealth(t *testing.T) {
 // policy hook, a 10 s wait for Felix (README's table).
 var wantDefaults = Options{Name: "vpcchain", CNIVersion: "1.0.0", VethPrefix: "eni", MTU: 9001,
 	Socket: "/var/run/vpcchain/ipamd.sock", SNATNodeConfig: "/var/run/vpcchain/snat.json",
-	PolicyWait: 10 * time.Second}
+	PolicyWait: 10 * time.Second, PodSGMode: "strict"}
 
 func TestRenderDefaultsAndOptionalPlugins(t *testing.T) {
 	data, err := Render(DefaultOptions())
@@ -511,6 +516,7 @@ func TestRenderValidation(t *testing.T) {
 		{"no name", func(o *Options) { o.Name = "" }, "network name"},
 		{"timeout", func(o *Options) { o.IPAMTimeout = time.Hour }, "timeout"},
 		{"policy wait", func(o *Options) { o.PolicyWait = 3 * time.Minute }, "policy wait 3m0s"},
+		{"pod security group mode", func(o *Options) { o.PodSGMode = "Standard" }, `podSGEnforcingMode "Standard" is invalid`},
 	} {
 		o := DefaultOptions()
 		tc.mod(&o)
@@ -561,6 +567,20 @@ func TestOptionsFromEnv(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not name %s", err, want)
 		}
+	}
+	// Security groups for pods in standard mode: vpc-bridge is told so.
+	o, err = OptionsFromEnv(env(map[string]string{"POD_SECURITY_GROUP_ENFORCING_MODE": "standard"}))
+	if err != nil || o.PodSGMode != "standard" {
+		t.Fatalf("standard mode: %+v, %v", o, err)
+	}
+	data, err := Render(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkConflist(t, data, o)
+	if _, err = OptionsFromEnv(env(map[string]string{"POD_SECURITY_GROUP_ENFORCING_MODE": "loose"})); err == nil ||
+		!strings.Contains(err.Error(), `POD_SECURITY_GROUP_ENFORCING_MODE="loose" is invalid`) {
+		t.Errorf("POD_SECURITY_GROUP_ENFORCING_MODE=loose: err %v, want it named", err)
 	}
 	o, err = OptionsFromEnv(env(map[string]string{EnvPolicyHook: "true", EnvPolicyWait: "0s", EnvPolicyStrict: "true"}))
 	if err != nil || !o.PolicyHook || o.PolicyWait != 0 || !o.PolicyWaitStrict {

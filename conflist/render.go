@@ -107,6 +107,10 @@ type Options struct {
 	// IPv6 is the daemon's IPv6 mode (ENABLE_IPv6): vpc-egress-v4 joins the
 	// chain after vpc-bridge.
 	IPv6 bool
+	// PodSGMode is vpc-bridge's podSGEnforcingMode
+	// (POD_SECURITY_GROUP_ENFORCING_MODE): "strict" or "" (the default,
+	// left out of the conflist) or "standard".
+	PodSGMode string
 }
 
 // DefaultOptions returns the options of a node with no configuration.
@@ -119,6 +123,7 @@ func DefaultOptions() Options {
 		Socket:         DefaultSocket,
 		SNATNodeConfig: DefaultSNATConfig,
 		PolicyWait:     DefaultPolicyWait,
+		PodSGMode:      nodeconf.PodSGStrict,
 	}
 }
 
@@ -165,7 +170,7 @@ func OptionsFromEnv(get Lookup) (Options, error) {
 	// The settings the daemon reads too: one parser for both.
 	node, nerrs := nodeconf.Parse(nodeconf.Lookup(get))
 	errs = append(errs, nerrs...)
-	o.VethPrefix, o.MTU, o.Socket, o.IPv6 = node.VethPrefix, node.PodMTU, node.Socket, node.IPv6
+	o.VethPrefix, o.MTU, o.Socket, o.IPv6, o.PodSGMode = node.VethPrefix, node.PodMTU, node.Socket, node.IPv6, node.PodSGMode
 	o.SNATNodeConfig = node.StateDir.SNATConfig()
 	if v, ok := raw(EnvCNIVersion); ok {
 		if v != "1.0.0" && v != "1.1.0" {
@@ -228,6 +233,11 @@ func (o Options) Validate() error {
 	if o.MTU < MinMTU || o.MTU > MaxMTU {
 		errs = append(errs, fmt.Errorf("mtu %d is invalid: want %d to %d", o.MTU, MinMTU, MaxMTU))
 	}
+	if o.PodSGMode != "" {
+		if err := nodeconf.ValidPodSGMode(o.PodSGMode); err != nil {
+			errs = append(errs, fmt.Errorf("podSGEnforcingMode %q is invalid: %w", o.PodSGMode, err))
+		}
+	}
 	if !filepath.IsAbs(o.Socket) {
 		errs = append(errs, fmt.Errorf("daemon socket %q is invalid: want an absolute path", o.Socket))
 	}
@@ -272,6 +282,7 @@ type (
 		Type       string   `json:"type"`
 		VethPrefix string   `json:"vethPrefix"`
 		MTU        int      `json:"mtu"`
+		PodSGMode  string   `json:"podSGEnforcingMode,omitempty"`
 		IPAM       ipamConf `json:"ipam"`
 	}
 	ipamConf struct {
@@ -324,7 +335,11 @@ func Render(o Options) ([]byte, error) {
 	if o.IPAMTimeout > 0 {
 		ipam.Timeout = o.IPAMTimeout.String()
 	}
-	plugins := []any{bridgeConf{Type: TypeBridge, VethPrefix: o.VethPrefix, MTU: o.MTU, IPAM: ipam}}
+	bridge := bridgeConf{Type: TypeBridge, VethPrefix: o.VethPrefix, MTU: o.MTU, IPAM: ipam}
+	if o.PodSGMode == nodeconf.PodSGStandard {
+		bridge.PodSGMode = o.PodSGMode
+	}
+	plugins := []any{bridge}
 	if o.IPv6 {
 		plugins = append(plugins, egressConf{Type: TypeEgressV4, MTU: o.MTU, IPAM: hostLocalConf{Type: TypeHostLocal,
 			Ranges: [][]map[string]string{{{"subnet": EgressV4Range}}}, DataDir: EgressV4DataDir}})

@@ -124,14 +124,16 @@ var PeerSettings = []PeerSetting{
 			b, err := strconv.ParseBool(v)
 			return err != nil || (b && !c.PodENIPreview)
 		},
-		Reason: "security groups for pods are a preview: vpc-bridge wires a branch-ENI pod in strict mode only (a VLAN link on the trunk's link, " +
-			"the branch's route table, rules by incoming interface), proved on the simulator's data plane, not yet on EC2. " +
+		Reason: "security groups for pods are a preview: vpc-bridge wires a branch-ENI pod as the AWS VPC CNI does, in strict or standard mode " +
+			"(a VLAN link on the trunk's link, the branch's route table, rules by incoming interface or by address), proved on the simulator's data plane, not yet on EC2. " +
 			"VPCCHAIN_POD_ENI_PREVIEW=true starts it as the AWS VPC CNI does (the CNINode capability, an ENI slot kept for the trunk, " +
 			"ADD wiring the pod's branch ENI); an IPv6 branch fails its ADD with CNI code 103, other pods are unaffected"},
-	{Name: "POD_SECURITY_GROUP_ENFORCING_MODE", Outcome: Warned, Accepted: "strict",
-		Reason: "branch-ENI pods are wired in strict mode (the AWS VPC CNI's default) whatever is set: `standard` (rules by the pod's address) is not built"},
+	{Name: "POD_SECURITY_GROUP_ENFORCING_MODE", Outcome: Honoured, By: ByBoth,
+		Reason: "the installer writes it into vpc-bridge's config (podSGEnforcingMode); a value other than strict or standard is refused. " +
+			"Strict mode needs conf.all.rp_filter=0 (the kernel's and systemd's default) for the node's own connections to a branch-ENI pod (kubelet probes)"},
 	{Name: "DISABLE_TCP_EARLY_DEMUX", Outcome: Warned, Accepted: "false", applies: boolNot(false),
-		Reason: "the init container leaves tcp_early_demux alone: strict mode, the only one built, sends the node's traffic to a branch-ENI pod through the VPC, not to its veth directly"},
+		Reason: "the init container leaves tcp_early_demux alone: measured on Linux 6.1, the node's connections to a branch-ENI pod work with it on, in both modes " +
+			"(what strict mode needs is reverse-path filtering off on the pod's links, which vpc-bridge sets)"},
 	{Name: "ENABLE_SUBNET_DISCOVERY", Outcome: Honoured, By: ByDaemon},
 	{Name: "ENABLE_PREFIX_DELEGATION", Outcome: Honoured, By: ByDaemon,
 		Reason: "IPv6 mode does not need it set"},

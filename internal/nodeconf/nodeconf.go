@@ -25,7 +25,30 @@ const (
 	EnvSocket     = "VPCCHAIN_SOCKET"
 	EnvIPv4       = "ENABLE_IPv4"
 	EnvIPv6       = "ENABLE_IPv6"
+	// EnvPodSGMode is how a pod with a branch ENI (security groups for
+	// pods) is wired: PodSGStrict or PodSGStandard.
+	EnvPodSGMode = "POD_SECURITY_GROUP_ENFORCING_MODE"
 )
+
+// The values of EnvPodSGMode, the AWS VPC CNI's: strict (the default) sends
+// everything a branch-ENI pod sends and gets through its branch, so its
+// security groups see all of it, the node's and its pods' traffic too;
+// standard routes traffic to the pod from its own node directly, as for any
+// pod (kubelet probes, same-node pods and NodePorts are not filtered by the
+// branch's groups), and only what the pod sends elsewhere out of the branch.
+const (
+	PodSGStrict   = "strict"
+	PodSGStandard = "standard"
+)
+
+// ValidPodSGMode checks a value of EnvPodSGMode (or vpc-bridge's
+// podSGEnforcingMode).
+func ValidPodSGMode(v string) error {
+	if v != PodSGStrict && v != PodSGStandard {
+		return fmt.Errorf("want %s (the default) or %s", PodSGStrict, PodSGStandard)
+	}
+	return nil
+}
 
 // Defaults and limits.
 const (
@@ -71,6 +94,8 @@ type Settings struct {
 	// IPv6: IPv6 pods (ENABLE_IPv6=true with ENABLE_IPv4=false); pods have
 	// one family, so both or neither is refused.
 	IPv6 bool
+	// PodSGMode is POD_SECURITY_GROUP_ENFORCING_MODE (PodSGStrict).
+	PodSGMode string
 }
 
 // Lookup reads one variable: os.LookupEnv in production, a map in tests.
@@ -87,12 +112,19 @@ func Parse(get Lookup) (s Settings, errs []error) {
 	bad := func(name, val, allowed string) {
 		errs = append(errs, fmt.Errorf("%s=%q is invalid: %s", name, val, allowed))
 	}
-	s = Settings{VethPrefix: DefaultVethPrefix, MTU: DefaultMTU, StateDir: DefaultStateDir}
+	s = Settings{VethPrefix: DefaultVethPrefix, MTU: DefaultMTU, StateDir: DefaultStateDir, PodSGMode: PodSGStrict}
 	if v, ok := raw(EnvVethPrefix); ok {
 		if err := vethname.ValidatePrefix(v); err != nil {
 			bad(EnvVethPrefix, v, err.Error())
 		} else {
 			s.VethPrefix = v
+		}
+	}
+	if v, ok := raw(EnvPodSGMode); ok {
+		if err := ValidPodSGMode(v); err != nil {
+			bad(EnvPodSGMode, v, err.Error())
+		} else {
+			s.PodSGMode = v
 		}
 	}
 	mtu := func(name string, dst *int) {

@@ -23,7 +23,8 @@ package main
 //
 // A branch-ENI pod (the IPAM result's extension names a branch) gets the
 // same veth and pod side; instead of step 6 its host side is the VLAN
-// wiring of branch.go (strict mode: no main-table route, no rule 512/1536).
+// wiring of branch.go (strict mode: no main-table route, no rule 512/1536;
+// standard mode: those, with the branch table as the from-pod rule's).
 //
 // An IPv6 pod (IPv6 mode) gets the same shape with <ip>/128, default via
 // fe80::1 (permanent neighbour, no on-link route needed), DAD off on both
@@ -114,7 +115,7 @@ func cmdAdd(args *skel.CmdArgs) (retErr error) {
 	table := ext.Table()
 	var branch *branchWiring
 	if ext != nil && ext.Branch != nil {
-		if branch, err = newBranchWiring(ext.Branch, podIP, a.hostVeth); err != nil {
+		if branch, err = newBranchWiring(ext.Branch, podIP, a.hostVeth, a.conf.standard()); err != nil {
 			return types.NewError(types.ErrInternal, fmt.Sprintf("vpc-bridge: IPAM plugin %q returned an unusable branch ENI: %v", a.conf.IPAM.Type, err), "")
 		}
 		table = branch.table
@@ -208,6 +209,20 @@ func wireBranchPod(w *branchWiring, owner veth.Owner, hostLink netlink.Link, pod
 	}
 	if err := wireBranch(w, owner, hostLink); err != nil {
 		return fmt.Errorf("vpc-bridge: branch ENI on VLAN %d: %w", w.vlanID, err)
+	}
+	if w.standard {
+		// Routed as a pod of a secondary ENI whose table is the branch's.
+		if err := veth.AddHostRoute(hostLink, w.podIP); err != nil {
+			return fmt.Errorf("vpc-bridge: %w", err)
+		}
+		if err := ensurePodRules(w.podIP, w.table); err != nil {
+			return err
+		}
+	} else if err := releaseRulesOf(w.podIP); err != nil {
+		// Standard mode's rules left for the address (the node changed
+		// modes): rule 512 would send what comes for the pod to the main
+		// table, which has no route to it in strict mode.
+		return err
 	}
 	return injectFault("rules")
 }

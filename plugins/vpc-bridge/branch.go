@@ -1,7 +1,7 @@
 package main
 
 // A pod with a branch ENI (security groups for pods) is wired as the AWS
-// VPC CNI wires it in strict mode (docs/design.md, "Branch-ENI pods"):
+// VPC CNI wires it (docs/design.md, "Branch-ENI pods"), in strict mode:
 //
 //	pod netns           host netns
 //	eth0 <ip>/32 ─ veth ─ eni<hash>          vlan.eth.<vlan>  (802.1Q <vlan> on the
@@ -15,9 +15,17 @@ package main
 // Strict: everything the pod sends leaves by its VLAN, everything it gets
 // comes in by it, so the branch's security groups see all of it (even the
 // node's own traffic to the pod, which goes out to the VPC and back). The
-// main table has no route to the pod. The VLAN link and the host veth carry
-// the attachment's alias with the branch table, which is how DEL and a
-// retried ADD find them.
+// main table has no route to the pod.
+//
+// Standard: the pod is routed like any pod of a secondary ENI, with the
+// branch table as its ENI table: "<ip> dev eni<hash>" in the main table,
+// rule 512 "to <ip> lookup main", rule 1536 "from <ip> lookup <vlan>+100",
+// and the branch table without the pod's route. Its node and the node's
+// pods reach it directly (the branch's groups do not see that traffic);
+// what it sends anywhere else leaves by its VLAN.
+//
+// The VLAN link and the host veth carry the attachment's alias with the
+// branch table, which is how DEL and a retried ADD find them.
 
 import (
 	"errors"
@@ -47,9 +55,12 @@ type branchWiring struct {
 	gw       net.IP
 	podIP    net.IP
 	hostVeth string
+	// standard: standard mode's rules by address, not strict mode's by
+	// incoming interface.
+	standard bool
 }
 
-func newBranchWiring(b *cniext.Branch, podIP net.IP, hostVeth string) (*branchWiring, error) {
+func newBranchWiring(b *cniext.Branch, podIP net.IP, hostVeth string, standard bool) (*branchWiring, error) {
 	if err := b.Validate(); err != nil {
 		return nil, err
 	}
@@ -67,22 +78,30 @@ func newBranchWiring(b *cniext.Branch, podIP net.IP, hostVeth string) (*branchWi
 		gw:       net.ParseIP(b.SubnetGateway).To4(),
 		podIP:    podIP.To4(),
 		hostVeth: hostVeth,
+		standard: standard,
 	}, nil
 }
 
 // routes are the branch table's routes; vlan and host are the links'
-// indexes.
+// indexes. In standard mode the main table routes to the pod.
 func (w *branchWiring) routes(vlan, host int) []netlink.Route {
-	return []netlink.Route{
+	rs := []netlink.Route{
 		{LinkIndex: vlan, Dst: netlinkutil.HostNet(w.gw), Scope: netlink.SCOPE_LINK, Table: w.table},
 		{LinkIndex: vlan, Dst: veth.DefaultNet(w.podIP), Gw: w.gw, Scope: netlink.SCOPE_UNIVERSE, Table: w.table},
-		{LinkIndex: host, Dst: netlinkutil.HostNet(w.podIP), Scope: netlink.SCOPE_LINK, Table: w.table},
 	}
+	if !w.standard {
+		rs = append(rs, netlink.Route{LinkIndex: host, Dst: netlinkutil.HostNet(w.podIP), Scope: netlink.SCOPE_LINK, Table: w.table})
+	}
+	return rs
 }
 
 // rules are the strict mode's rules: what enters by the host veth or the
-// VLAN link uses the branch table.
+// VLAN link uses the branch table. Standard mode has none of them (its
+// rules are by address: ensurePodRules).
 func (w *branchWiring) rules() []*netlink.Rule {
+	if w.standard {
+		return nil
+	}
 	return []*netlink.Rule{netlinkutil.IifRule(w.hostVeth, w.table), netlinkutil.IifRule(w.vlanName, w.table)}
 }
 
@@ -139,13 +158,13 @@ func wireBranch(w *branchWiring, owner veth.Owner, host netlink.Link) error {
 	if err := netlink.LinkSetAlias(vlan, owner.Alias()); err != nil {
 		return fmt.Errorf("set alias of VLAN link %s: %w", w.vlanName, err)
 	}
-	// Loose: a reply from the VPC comes in by the VLAN link, while the main
-	// table (which reverse-path filtering consults, not the iif rules)
-	// routes its source by an ENI. No IPv6 on an IPv4 branch's link: no
-	// link-local address, router solicitations or DAD out of the branch.
-	if _, err := sysctl.Sysctl("net/ipv4/conf/"+w.vlanName+"/rp_filter", "2"); err != nil {
-		return fmt.Errorf("sysctl net/ipv4/conf/%s/rp_filter=2: %w", w.vlanName, err)
+	for _, sc := range w.sysctls() {
+		if _, err := sysctl.Sysctl(sc.key, sc.value); err != nil {
+			return fmt.Errorf("sysctl %s=%s: %w", sc.key, sc.value, err)
+		}
 	}
+	// No IPv6 on an IPv4 branch's link: no link-local address, router
+	// solicitations or DAD out of the branch.
 	if err := disableIPv6(w.vlanName); err != nil {
 		return err
 	}
@@ -155,6 +174,14 @@ func wireBranch(w *branchWiring, owner veth.Owner, host netlink.Link) error {
 	for _, r := range w.routes(vlan.Attrs().Index, host.Attrs().Index) {
 		if err := netlink.RouteReplace(&r); err != nil {
 			return fmt.Errorf("add route %s (gw %v) to table %d: %w", r.Dst, r.Gw, w.table, err)
+		}
+	}
+	if w.standard {
+		// Strict mode's rules left for these names (the node changed modes).
+		for _, name := range []string{w.hostVeth, w.vlanName} {
+			if _, err := netlinkutil.DeleteRules(netlink.FAMILY_V4, netlinkutil.IsIifRule(name)); err != nil {
+				return fmt.Errorf("remove stale rules for iif %s: %w", name, err)
+			}
 		}
 	}
 	for _, r := range w.rules() {
@@ -168,6 +195,29 @@ func wireBranch(w *branchWiring, owner veth.Owner, host netlink.Link) error {
 		}
 	}
 	return nil
+}
+
+type sysctlValue struct{ key, value string }
+
+// sysctls are the VLAN link's and the host veth's filtering. Standard
+// mode: loose on the VLAN link, since a reply from the VPC comes in by it
+// while the main table (which reverse-path filtering consults, not the
+// rules) routes its source by an ENI. Strict mode sends the node's own
+// connections to the pod (kubelet probes) out to the VPC: they come back
+// in by the VLAN link with one of the node's addresses as source, and the
+// pod's answers come in by the host veth, whose address the main table
+// does not route there. Linux drops both unless the VLAN link accepts
+// local sources and neither link filters by reverse path (the kernel
+// applies the larger of the link's rp_filter and conf.all's, so this takes
+// conf.all.rp_filter=0, the kernel's and systemd's default). EC2 checks
+// every ENI's sources, so nothing else can send with the node's addresses.
+func (w *branchWiring) sysctls() []sysctlValue {
+	conf := func(link, key string) string { return "net/ipv4/conf/" + link + "/" + key }
+	if w.standard {
+		return []sysctlValue{{conf(w.vlanName, "rp_filter"), "2"}}
+	}
+	return []sysctlValue{{conf(w.vlanName, "rp_filter"), "0"}, {conf(w.vlanName, "accept_local"), "1"},
+		{conf(w.hostVeth, "rp_filter"), "0"}}
 }
 
 // disableIPv6 turns IPv6 off on a link (a kernel without IPv6 has none to
@@ -271,8 +321,10 @@ func dstString(n *net.IPNet) string {
 	return n.String()
 }
 
-// checkBranch checks the branch's VLAN link, table and rules.
-func checkBranch(vlanName, vlanMAC string, hostVeth netlink.Link, owner veth.Owner, ip net.IP, problems *[]string) {
+// checkBranch checks the branch's VLAN link, table and (strict mode) iif
+// rules; standard mode's main-table route and rules 512/1536 are checked as
+// any pod's.
+func checkBranch(vlanName, vlanMAC string, hostVeth netlink.Link, owner veth.Owner, ip net.IP, standard bool, problems *[]string) {
 	bad := func(format string, a ...any) { *problems = append(*problems, fmt.Sprintf(format, a...)) }
 	l, err := netlinkutil.LinkByName(vlanName)
 	if err != nil {
@@ -298,6 +350,11 @@ func checkBranch(vlanName, vlanMAC string, hostVeth netlink.Link, owner veth.Own
 	} else if p.Attrs().Flags&net.FlagUp == 0 {
 		bad("the trunk's link %s, under VLAN link %s, is down", p.Attrs().Name, vlanName)
 	}
+	for _, sc := range (&branchWiring{vlanName: vlanName, hostVeth: hostVeth.Attrs().Name, standard: standard}).sysctls() {
+		if v, err := sysctl.Sysctl(sc.key); err != nil || strings.TrimSpace(v) != sc.value {
+			bad("%s is %q (%v), want %s", strings.ReplaceAll(sc.key, "/", "."), strings.TrimSpace(v), err, sc.value)
+		}
+	}
 	if vlanMAC != "" && !strings.EqualFold(a.HardwareAddr.String(), vlanMAC) {
 		bad("VLAN link %s has MAC %s, ADD reported %s", vlanName, a.HardwareAddr, vlanMAC)
 	}
@@ -321,7 +378,7 @@ func checkBranch(vlanName, vlanMAC string, hostVeth netlink.Link, owner veth.Own
 	if gw == nil {
 		bad("route default via <subnet gateway> dev %s missing from table %d", vlanName, t)
 	} else {
-		w := &branchWiring{vlanName: vlanName, table: t, gw: gw, podIP: ip, hostVeth: hostVeth.Attrs().Name}
+		w := &branchWiring{vlanName: vlanName, table: t, gw: gw, podIP: ip, hostVeth: hostVeth.Attrs().Name, standard: standard}
 		for _, want := range w.routes(a.Index, hostVeth.Attrs().Index) {
 			found := false
 			for _, r := range routes {
@@ -337,6 +394,19 @@ func checkBranch(vlanName, vlanMAC string, hostVeth netlink.Link, owner veth.Own
 				bad("route %s dev %s missing from table %d", want.Dst, name, t)
 			}
 		}
+	}
+	if standard {
+		// Strict mode's rules would send the pod's traffic around rule 512.
+		for _, name := range []string{hostVeth.Attrs().Name, vlanName} {
+			rules, err := netlinkutil.FindRules(netlink.FAMILY_V4, netlinkutil.IsIifRule(name))
+			if err != nil {
+				bad("%v", err)
+			}
+			for i := range rules {
+				bad("unexpected rule %q (standard mode routes by the pod's address)", netlinkutil.RuleString(&rules[i]))
+			}
+		}
+		return
 	}
 	for _, want := range []*netlink.Rule{netlinkutil.IifRule(hostVeth.Attrs().Name, t), netlinkutil.IifRule(vlanName, t)} {
 		rules, err := netlinkutil.FindRules(netlink.FAMILY_V4, func(r *netlink.Rule) bool { return netlinkutil.RuleEqual(r, want) })

@@ -13,44 +13,69 @@ import (
 	"github.com/vpcchain/vpcchain/internal/netlinkutil"
 )
 
+// The AWS VPC CNI's wiring of a branch on VLAN 7 (table 7+100): strict
+// mode routes the pod in the branch table and picks it by incoming
+// interface; standard mode leaves the pod's route to the main table and
+// has no iif rules (its rules 512/1536 are ensurePodRules', as any pod's).
 func TestBranchWiring(t *testing.T) {
 	b := &cniext.Branch{ENIID: "eni-0b1", MAC: "02:00:00:00:00:b1", VLANID: 7, SubnetGateway: "10.0.1.1", TrunkMAC: "02:00:00:00:00:01"}
-	w, err := newBranchWiring(b, net.ParseIP("10.0.1.77"), "enic440f455693")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if w.vlanName != "vlan.eth.7" || w.table != 107 || w.mac.String() != b.MAC || w.trunkMAC.String() != b.TrunkMAC {
-		t.Errorf("wiring = %+v", w)
-	}
-	const vlan, host = 20, 30
-	var got []string
-	for _, r := range w.routes(vlan, host) {
-		s := r.Dst.String()
-		if r.Gw != nil {
-			s += " via " + r.Gw.String()
-		}
-		got = append(got, s+" dev "+map[int]string{vlan: "vlan", host: "host"}[r.LinkIndex]+" scope "+r.Scope.String()+" table "+itoa(r.Table))
-	}
-	want := []string{
-		"10.0.1.1/32 dev vlan scope link table 107",
-		"0.0.0.0/0 via 10.0.1.1 dev vlan scope universe table 107",
-		"10.0.1.77/32 dev host scope link table 107",
-	}
-	if strings.Join(got, "\n") != strings.Join(want, "\n") {
-		t.Errorf("routes:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
-	}
-	got = nil
-	for _, r := range w.rules() {
-		got = append(got, netlinkutil.RuleString(r))
-	}
-	want = []string{"10: from all iif enic440f455693 lookup 107", "10: from all iif vlan.eth.7 lookup 107"}
-	if strings.Join(got, "\n") != strings.Join(want, "\n") {
-		t.Errorf("rules:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
-	}
-	for _, r := range w.rules() {
-		if !netlinkutil.IsIifRule(r.IifName)(r) || r.Family != netlink.FAMILY_V4 {
-			t.Errorf("IsIifRule(%s) does not match %q", r.IifName, netlinkutil.RuleString(r))
-		}
+	for _, tc := range []struct {
+		mode    string
+		routes  []string
+		rules   []string
+		sysctls []string
+	}{
+		{mode: "strict", routes: []string{
+			"10.0.1.1/32 dev vlan scope link table 107",
+			"0.0.0.0/0 via 10.0.1.1 dev vlan scope universe table 107",
+			"10.0.1.77/32 dev host scope link table 107",
+		}, rules: []string{"10: from all iif enic440f455693 lookup 107", "10: from all iif vlan.eth.7 lookup 107"},
+			sysctls: []string{"net/ipv4/conf/vlan.eth.7/rp_filter=0", "net/ipv4/conf/vlan.eth.7/accept_local=1", "net/ipv4/conf/enic440f455693/rp_filter=0"}},
+		{mode: "standard", routes: []string{
+			"10.0.1.1/32 dev vlan scope link table 107",
+			"0.0.0.0/0 via 10.0.1.1 dev vlan scope universe table 107",
+		}, sysctls: []string{"net/ipv4/conf/vlan.eth.7/rp_filter=2"}},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			w, err := newBranchWiring(b, net.ParseIP("10.0.1.77"), "enic440f455693", tc.mode == "standard")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if w.vlanName != "vlan.eth.7" || w.table != 107 || w.mac.String() != b.MAC || w.trunkMAC.String() != b.TrunkMAC {
+				t.Errorf("wiring = %+v", w)
+			}
+			const vlan, host = 20, 30
+			var got []string
+			for _, r := range w.routes(vlan, host) {
+				s := r.Dst.String()
+				if r.Gw != nil {
+					s += " via " + r.Gw.String()
+				}
+				got = append(got, s+" dev "+map[int]string{vlan: "vlan", host: "host"}[r.LinkIndex]+" scope "+r.Scope.String()+" table "+itoa(r.Table))
+			}
+			if strings.Join(got, "\n") != strings.Join(tc.routes, "\n") {
+				t.Errorf("routes:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.routes, "\n"))
+			}
+			got = nil
+			for _, r := range w.rules() {
+				got = append(got, netlinkutil.RuleString(r))
+			}
+			if strings.Join(got, "\n") != strings.Join(tc.rules, "\n") {
+				t.Errorf("rules:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.rules, "\n"))
+			}
+			got = nil
+			for _, sc := range w.sysctls() {
+				got = append(got, sc.key+"="+sc.value)
+			}
+			if strings.Join(got, "\n") != strings.Join(tc.sysctls, "\n") {
+				t.Errorf("sysctls:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.sysctls, "\n"))
+			}
+			for _, r := range w.rules() {
+				if !netlinkutil.IsIifRule(r.IifName)(r) || r.Family != netlink.FAMILY_V4 {
+					t.Errorf("IsIifRule(%s) does not match %q", r.IifName, netlinkutil.RuleString(r))
+				}
+			}
+		})
 	}
 }
 
@@ -72,7 +97,7 @@ func TestNewBranchWiringRefuses(t *testing.T) {
 			if tc.edit != nil {
 				tc.edit(&b)
 			}
-			if _, err := newBranchWiring(&b, net.ParseIP(tc.ip), "eni0"); err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+			if _, err := newBranchWiring(&b, net.ParseIP(tc.ip), "eni0", false); err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 				t.Errorf("err = %v, want one containing %q", err, tc.wantErr)
 			}
 		})

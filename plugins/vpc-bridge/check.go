@@ -143,8 +143,10 @@ func checkHost(e *expected, conf *NetConf, owner veth.Owner, problems *[]string)
 			bad("host veth %s has address(es) %s, it must have none", e.hostName, strings.Join(s, ", "))
 		}
 		if e.vlanName != "" {
-			checkBranch(e.vlanName, e.vlanMAC, link, owner, e.ip, problems)
-			return hostMAC
+			checkBranch(e.vlanName, e.vlanMAC, link, owner, e.ip, conf.standard(), problems)
+			if !conf.standard() {
+				return hostMAC
+			}
 		}
 
 		routes, err := netlinkutil.HostRoutes(e.ip, routing.MainTable)
@@ -168,7 +170,7 @@ func checkHost(e *expected, conf *NetConf, owner veth.Owner, problems *[]string)
 		}
 	}
 
-	if e.vlanName != "" {
+	if e.vlanName != "" && !conf.standard() {
 		// Strict mode: no main-table route, no rule 512/1536 for the pod.
 		return hostMAC
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/vpcchain/vpcchain/internal/cniargs"
+	"github.com/vpcchain/vpcchain/internal/nodeconf"
 	"github.com/vpcchain/vpcchain/internal/vethname"
 )
 
@@ -42,7 +43,14 @@ type NetConf struct {
 	VethPrefix string `json:"vethPrefix,omitempty"`
 	// MTU of both veth ends; default 9001, allowed 576..9001.
 	MTU int `json:"mtu,omitempty"`
+	// PodSGMode is how a pod with a branch ENI is wired (branch.go):
+	// "strict" (default) or "standard", the AWS VPC CNI's
+	// podSGEnforcingMode (POD_SECURITY_GROUP_ENFORCING_MODE).
+	PodSGMode string `json:"podSGEnforcingMode,omitempty"`
 }
+
+// standard says whether branch-ENI pods are wired in standard mode.
+func (c *NetConf) standard() bool { return c.PodSGMode == nodeconf.PodSGStandard }
 
 // parseConfig decodes and validates the configuration, applies defaults and
 // parses prevResult when present. Errors are *types.Error with code
@@ -78,6 +86,11 @@ func (c *NetConf) applyDefaultsAndValidate() error {
 		c.MTU = DefaultMTU
 	case c.MTU < MinMTU || c.MTU > MaxMTU:
 		errs = append(errs, fmt.Errorf("mtu %d is out of range: allowed %d..%d (default %d)", c.MTU, MinMTU, MaxMTU, DefaultMTU))
+	}
+	if c.PodSGMode == "" {
+		c.PodSGMode = nodeconf.PodSGStrict
+	} else if err := nodeconf.ValidPodSGMode(c.PodSGMode); err != nil {
+		errs = append(errs, fmt.Errorf("podSGEnforcingMode %q is invalid: %w", c.PodSGMode, err))
 	}
 	switch t := c.IPAM.Type; {
 	case t == "":

@@ -25,6 +25,9 @@ func TestParseConfig(t *testing.T) {
 		{name: "mtu upper bound", json: `{` + base + `,"mtu":9001,"ipam":{"type":"host-local"}}`, wantPrefix: "eni", wantMTU: 9001},
 		{name: "unknown fields are ignored", json: `{` + base + `,"future":true,"ipam":{"type":"host-local","ranges":[]}}`, wantPrefix: "eni", wantMTU: 9001},
 
+		{name: "security groups for pods, standard mode", json: `{` + base + `,"podSGEnforcingMode":"standard","ipam":{"type":"vpc-ipam"}}`, wantPrefix: "eni", wantMTU: 9001},
+		{name: "security groups for pods, unknown mode", json: `{` + base + `,"podSGEnforcingMode":"loose","ipam":{"type":"vpc-ipam"}}`, wantCode: types.ErrInvalidNetworkConfig,
+			wantMsg: []string{`podSGEnforcingMode "loose" is invalid: want strict (the default) or standard`}},
 		{name: "malformed JSON", json: `{` + base + `,`, wantCode: types.ErrDecodingFailure, wantMsg: []string{"cannot decode network configuration"}},
 		{name: "mtu of wrong type", json: `{` + base + `,"mtu":"9001","ipam":{"type":"host-local"}}`, wantCode: types.ErrDecodingFailure, wantMsg: []string{"mtu", "string"}},
 		{name: "prefix of wrong type", json: `{` + base + `,"vethPrefix":3,"ipam":{"type":"host-local"}}`, wantCode: types.ErrDecodingFailure, wantMsg: []string{"vethPrefix"}},

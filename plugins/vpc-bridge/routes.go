@@ -128,12 +128,19 @@ func releaseHostIP(ip net.IP, owner veth.Owner) (skipped bool, err error) {
 			errs = append(errs, fmt.Errorf("delete route %s: %w", routes[i].Dst, err))
 		}
 	}
+	errs = append(errs, releaseRulesOf(ip))
+	return false, errors.Join(errs...)
+}
+
+// releaseRulesOf removes the 512 and 1536 rules of an address.
+func releaseRulesOf(ip net.IP) error {
 	family := netlinkutil.Family(ip)
+	var errs []error
 	if _, err := netlinkutil.DeleteRules(family, netlinkutil.IsToPodRule(ip)); err != nil {
 		errs = append(errs, err)
 	}
 	if _, err := netlinkutil.DeleteRules(family, netlinkutil.IsFromPodRule(ip)); err != nil {
 		errs = append(errs, err)
 	}
-	return false, errors.Join(errs...)
+	return errors.Join(errs...)
 }

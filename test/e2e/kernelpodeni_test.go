@@ -27,6 +27,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
@@ -243,6 +244,14 @@ func TestGuestPodENI(t *testing.T) {
 	// kernel's IPv6 link-local routes come and go with the links' state
 	// (after a duplicate address check), and the chain sets up no IPv6 here.
 	state := func() string { return nodeLinksRulesRoutesOf(t, nodeNS, netlink.FAMILY_V4) }
+	// conf.all.rp_filter as the kernel and systemd leave it (0), so that in
+	// strict mode the node's own connections to a branch pod (kubelet
+	// probes), which go out to the VPC and come back in by the VLAN link,
+	// are not dropped as martians (vpc-bridge's branch.go).
+	inNode := func(f func() error) error { return nodeNS.Do(func(ns.NetNS) error { return f() }) }
+	if err := inNode(func() error { return os.WriteFile("/proc/sys/net/ipv4/conf/all/rp_filter", []byte("0"), 0o644) }); err != nil {
+		t.Fatal(err)
+	}
 	baseline := state()
 	step("trunk " + trunkID + " attached, node capacity " + fmt.Sprint(c7iFlexBranchLimit))
 
@@ -386,24 +395,32 @@ spec:
 
 	// Who reaches what: a branch's group lets TCP 8080 in from anywhere
 	// in the VPC and drops 9090, from another node's pod, from a machine
-	// outside the cluster and (strict mode: its traffic goes out to the
-	// VPC) from a pod and the node of its own node; the web pod, in the
+	// outside the cluster and, in strict mode (its traffic goes out to the
+	// VPC), from the pods and the node itself of its own node; in standard
+	// mode those two reach it directly, on every port. The web pod, in the
 	// nodes' group, is reached on both.
+	standard := false
 	reach := func(why string) {
 		t.Helper()
 		from := []struct {
-			name  string
-			do    func(func() error) error
-			toWeb bool
+			name     string
+			do       func(func() error) error
+			toWeb    bool
+			sameNode bool
 		}{
-			{"the other node's pod", client.doIn, true},
-			{"the machine outside the cluster", inOutside, true},
-			{"the web pod on the same node", wp.doIn, false},
+			{"the other node's pod", client.doIn, true, false},
+			{"the machine outside the cluster", inOutside, true, false},
+			{"the web pod on the same node", wp.doIn, false, true},
+			{"the node itself (as its kubelet's probes)", inNode, false, true},
 		}
 		for _, f := range from {
 			for _, db := range dbs {
 				expectEcho(t, why, f.name, f.do, netip.AddrPortFrom(db.ip, 8080), db.name)
-				expectDropped(t, f.do, netip.AddrPortFrom(db.ip, 9090), why+": "+f.name+" to "+db.name)
+				if standard && f.sameNode {
+					expectEcho(t, why+" (standard mode)", f.name, f.do, netip.AddrPortFrom(db.ip, 9090), db.name)
+				} else {
+					expectDropped(t, f.do, netip.AddrPortFrom(db.ip, 9090), why+": "+f.name+" to "+db.name)
+				}
 			}
 			if f.toWeb {
 				expectEcho(t, why, f.name, f.do, netip.AddrPortFrom(wp.ip, 9090), wp.name)
@@ -446,10 +463,12 @@ spec:
 	reach("after the daemon's restart")
 	step("daemon killed and restarted")
 
-	// The node reboots: its processes, the pods' sandboxes and everything
-	// the chain made in its namespace are gone. The runtime DELs each old
-	// sandbox (no namespace any more), then makes a new one: each db pod
-	// gets its branch back, with the same address.
+	// The node reboots, and comes back with POD_SECURITY_GROUP_ENFORCING_MODE
+	// standard (the installer renders it into vpc-bridge's config): its
+	// processes, the pods' sandboxes and everything the chain made in its
+	// namespace are gone. The runtime DELs each old sandbox (no namespace
+	// any more), then makes a new one: each db pod gets its branch back,
+	// with the same address, wired in standard mode.
 	n.kill9()
 	for _, p := range all {
 		if err := killSandbox(p.pod); err != nil {
@@ -472,10 +491,11 @@ spec:
 	for _, p := range all {
 		p.pod = n.newPod(p.namespace, p.name) // a new sandbox for the same pod
 	}
+	chain, standard = withPodSGMode(t, chain, "standard"), true
 	runPods(all...)
-	checkAll("after the reboot")
-	reach("after the reboot")
-	step("node rebooted")
+	checkAll("after the reboot, in standard mode")
+	reach("after the reboot, in standard mode")
+	step("node rebooted, pods wired in standard mode")
 
 	// The db Deployment scaled to zero: the Pending pod goes at once; for
 	// each bound one the kubelet DELs its sandbox and deletes the object.
@@ -522,4 +542,20 @@ func expectEcho(t *testing.T, why, from string, do func(func() error) error, dst
 	if err != nil || !strings.HasPrefix(got, want+" ") {
 		t.Errorf("%s: %s to %s (%s): %q, %v; want its echo", why, from, want, dst, got, err)
 	}
+}
+
+// withPodSGMode is l with vpc-bridge's podSGEnforcingMode set to mode.
+func withPodSGMode(t *testing.T, l *libcni.NetworkConfigList, mode string) *libcni.NetworkConfigList {
+	t.Helper()
+	var raw map[string]any
+	if err := json.Unmarshal(l.Bytes, &raw); err != nil {
+		t.Fatal(err)
+	}
+	raw["plugins"].([]any)[0].(map[string]any)["podSGEnforcingMode"] = mode
+	b, _ := json.Marshal(raw)
+	out, err := libcni.ConfListFromBytes(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
