@@ -461,7 +461,9 @@ func runChaosRound(t *testing.T, sim *vpcsim.Sim, nodes []*chaosNode, ri int, r 
 	}
 	time.Sleep(time.Until(begin.Add(length)))
 	if r.done != nil {
-		deadline := time.Now().Add(30 * time.Second)
+		// Generous: a pool that meets nothing to give back for a while
+		// (it logs why below, if it never does) still gets its chance.
+		deadline := time.Now().Add(time.Minute)
 		for !r.done(f) && time.Now().Before(deadline) {
 			time.Sleep(200 * time.Millisecond)
 		}
