@@ -390,8 +390,23 @@ spec:
 		}
 	}
 	all := append(append([]*sgpPod{}, dbs...), wp)
+	// The daemon killed as the first db pod's sandbox comes: its ADD fails
+	// with the code a runtime retries, and the runtime's DEL after it
+	// leaves the node as it was.
+	n.kill9()
+	if _, err := dbs[0].add(chain); !isTryAgain(err) {
+		t.Errorf("ADD of %s with the daemon down: %v, want CNI code 11 (try again later)", dbs[0].name, err)
+	}
+	if err := dbs[0].del(chain); err != nil {
+		t.Errorf("DEL of %s after its failed ADD: %v", dbs[0].name, err)
+	}
+	if got := state(); got != baseline {
+		t.Errorf("after a failed ADD and its DEL, the node differs from before any pod:\nbefore:\n%s\nafter:\n%s", baseline, got)
+	}
+	n.start()
+	n.waitReady()
 	runPods(append(all, client)...)
-	step("pods ADDed")
+	step("pods ADDed (the first one's ADD failed with the daemon down, then succeeded)")
 
 	// Who reaches what: a branch's group lets TCP 8080 in from anywhere
 	// in the VPC and drops 9090, from another node's pod, from a machine
