@@ -61,11 +61,6 @@ type Config struct {
 	// answers an ADD for a pod the controller gave a branch ENI with that
 	// branch instead of a pool address.
 	EnablePodENI bool
-	// PodENIPreview (VPCCHAIN_POD_ENI_PREVIEW, false) lets ENABLE_POD_ENI=true
-	// start while the VLAN wiring of branch-ENI pods is not built: without
-	// it, a user asking for security groups for pods is refused at start
-	// rather than given pods that fail their ADD.
-	PodENIPreview bool
 	// IPv6 (ENABLE_IPv6=true with ENABLE_IPv4=false): pods get IPv6
 	// addresses from a /80 prefix on the primary ENI, as in an EKS IPv6
 	// cluster; the IPv4 warm-pool knobs do not apply.
@@ -194,7 +189,6 @@ func Load(get Lookup) (Config, error) {
 		DisableLeakedENICleanup: p.boolean("DISABLE_LEAKED_ENI_CLEANUP", false),
 		CustomNetworking:        p.boolean("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", false),
 		EnablePodENI:            p.boolean("ENABLE_POD_ENI", false),
-		PodENIPreview:           p.boolean("VPCCHAIN_POD_ENI_PREVIEW", false),
 		ENIConfigLabelDef:       p.labelKey("ENI_CONFIG_LABEL_DEF", DefaultENIConfigKey),
 		ENIConfigAnnotationDef:  p.labelKey("ENI_CONFIG_ANNOTATION_DEF", DefaultENIConfigKey),
 		NodeName:                p.str("MY_NODE_NAME", ""),

@@ -39,8 +39,7 @@ func TestCustomNetworking(t *testing.T) {
 }
 
 // ENABLE_POD_ENI: security groups for pods, for IPv4 pods, on a node that
-// knows its name (its CNINode and its pods are looked up by it); refused
-// without VPCCHAIN_POD_ENI_PREVIEW while branch-ENI pods cannot be wired.
+// knows its name (its CNINode and its pods are looked up by it).
 func TestEnablePodENI(t *testing.T) {
 	for _, tc := range []struct {
 		env     map[string]string
@@ -49,11 +48,10 @@ func TestEnablePodENI(t *testing.T) {
 	}{
 		{nil, false, ""},
 		{map[string]string{"ENABLE_POD_ENI": "false"}, false, ""},
-		{map[string]string{"ENABLE_POD_ENI": "true", "MY_NODE_NAME": "n1"}, false, "security groups for pods are a preview"},
-		{map[string]string{"ENABLE_POD_ENI": "true", "MY_NODE_NAME": "n1", "VPCCHAIN_POD_ENI_PREVIEW": "true"}, true, ""},
-		{map[string]string{"ENABLE_POD_ENI": "true", "VPCCHAIN_POD_ENI_PREVIEW": "true"}, false, "ENABLE_POD_ENI=true needs MY_NODE_NAME"},
-		{map[string]string{"ENABLE_POD_ENI": "yes", "MY_NODE_NAME": "n1", "VPCCHAIN_POD_ENI_PREVIEW": "true"}, false, "ENABLE_POD_ENI"},
-		{map[string]string{"ENABLE_POD_ENI": "true", "MY_NODE_NAME": "n1", "VPCCHAIN_POD_ENI_PREVIEW": "true", "ENABLE_IPv4": "false", "ENABLE_IPv6": "true"}, false,
+		{map[string]string{"ENABLE_POD_ENI": "true", "MY_NODE_NAME": "n1"}, true, ""},
+		{map[string]string{"ENABLE_POD_ENI": "true"}, false, "ENABLE_POD_ENI=true needs MY_NODE_NAME"},
+		{map[string]string{"ENABLE_POD_ENI": "yes", "MY_NODE_NAME": "n1"}, false, "ENABLE_POD_ENI"},
+		{map[string]string{"ENABLE_POD_ENI": "true", "MY_NODE_NAME": "n1", "ENABLE_IPv4": "false", "ENABLE_IPv6": "true"}, false,
 			"security groups for pods are supported for IPv4 pods only"},
 	} {
 		c, err := Load(env(tc.env))

@@ -119,15 +119,9 @@ var PeerSettings = []PeerSetting{
 		Reason: "also scopes the leaked-ENI sweep and opens subnets tagged for this cluster"},
 	{Name: "CLUSTER_ENDPOINT", Outcome: Warned,
 		Reason: "the daemon reaches the API server (custom networking and ENABLE_POD_ENI only) through the in-cluster service account or KUBECONFIG"},
-	{Name: "ENABLE_POD_ENI", Outcome: Refused, Accepted: "false",
-		applies: func(v string, c *Config) bool {
-			b, err := strconv.ParseBool(v)
-			return err != nil || (b && !c.PodENIPreview)
-		},
-		Reason: "security groups for pods are a preview: vpc-bridge wires a branch-ENI pod as the AWS VPC CNI does, in strict or standard mode " +
-			"(a VLAN link on the trunk's link, the branch's route table, rules by incoming interface or by address), proved on the simulator's data plane, not yet on EC2. " +
-			"VPCCHAIN_POD_ENI_PREVIEW=true starts it as the AWS VPC CNI does (the CNINode capability, an ENI slot kept for the trunk, " +
-			"ADD wiring the pod's branch ENI); an IPv6 branch fails its ADD with CNI code 103, other pods are unaffected"},
+	{Name: "ENABLE_POD_ENI", Outcome: Honoured, By: ByDaemon,
+		Reason: "needs MY_NODE_NAME and IPv4 pods (refused at start otherwise); vpc-bridge wires a branch-ENI pod as the AWS VPC CNI does, " +
+			"in strict or standard mode; an IPv6 branch fails its ADD with CNI code 103, other pods are unaffected"},
 	{Name: "POD_SECURITY_GROUP_ENFORCING_MODE", Outcome: Honoured, By: ByBoth,
 		Reason: "the installer writes it into vpc-bridge's config (podSGEnforcingMode); a value other than strict or standard is refused. " +
 			"Strict mode needs conf.all.rp_filter=0 (the kernel's and systemd's default) for the node's own connections to a branch-ENI pod (kubelet probes)"},

@@ -34,7 +34,7 @@ func TestPodENIKeepsTheTrunkSlot(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			env := map[string]string{"WARM_IP_TARGET": "40", "MY_NODE_NAME": "n1"}
 			if tc.podENI {
-				env["ENABLE_POD_ENI"], env["VPCCHAIN_POD_ENI_PREVIEW"] = "true", "true"
+				env["ENABLE_POD_ENI"] = "true"
 			}
 			f := newFixtureOfType(t, tc.typ, env)
 			d := f.start()
@@ -52,7 +52,7 @@ func TestPodENIKeepsTheTrunkSlot(t *testing.T) {
 // Once the controller attached the trunk (at the slot left free), the
 // daemon leaves it alone and reports it; the pool still stops short of it.
 func TestPodENITrunkLeftAlone(t *testing.T) {
-	f := newFixtureOfType(t, "m5.large", map[string]string{"WARM_IP_TARGET": "40", "ENABLE_POD_ENI": "true", "VPCCHAIN_POD_ENI_PREVIEW": "true", "MY_NODE_NAME": "n1"})
+	f := newFixtureOfType(t, "m5.large", map[string]string{"WARM_IP_TARGET": "40", "ENABLE_POD_ENI": "true", "MY_NODE_NAME": "n1"})
 	d := f.start()
 	settle(t, d)
 	trunk := newOtherTool(t, f).attach("trunk", 0, 2, nil)
@@ -107,7 +107,7 @@ func TestAddAnswersTheBranch(t *testing.T) {
 		"shop/waiting": {requested: true, err: podeni.ErrNotAnnotated},
 		"shop/lost":    {err: errors.New("connection refused")},
 	}
-	f := newFixtureOfType(t, "m5.large", map[string]string{"ENABLE_POD_ENI": "true", "VPCCHAIN_POD_ENI_PREVIEW": "true", "MY_NODE_NAME": "n1"})
+	f := newFixtureOfType(t, "m5.large", map[string]string{"ENABLE_POD_ENI": "true", "MY_NODE_NAME": "n1"})
 	d, err := New(context.Background(), Options{Config: f.cfg, Cloud: f.cloud, Host: f.host, Now: f.clock, Logf: t.Logf, PodENI: pods})
 	if err != nil {
 		t.Fatal(err)

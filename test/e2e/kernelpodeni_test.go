@@ -30,6 +30,7 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+	"sigs.k8s.io/yaml"
 
 	"github.com/vpcchain/vpcchain/daemon/podeni"
 	"github.com/vpcchain/vpcchain/sim/vpcsim"
@@ -40,6 +41,39 @@ import (
 // (make kernel-test): it needs the peer tier's control plane and the
 // controller.
 func init() { guestTests = append(guestTests, "TestGuestPodENI") }
+
+// daemonUser is the name the API server gives the token of our DaemonSet's
+// ServiceAccount.
+const daemonUser = "system:serviceaccount:kube-system:vpcchain"
+
+// manifestDocs returns the documents of a manifest file whose kind is one
+// of kinds and whose name starts with "vpcchain" (not the policy hook's).
+func manifestDocs(t *testing.T, file string, kinds ...string) string {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, doc := range strings.Split(string(data), "\n---\n") {
+		var meta struct {
+			Kind     string `json:"kind"`
+			Metadata struct {
+				Name string `json:"name"`
+			} `json:"metadata"`
+		}
+		if err := yaml.Unmarshal([]byte(doc), &meta); err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		if slices.Contains(kinds, meta.Kind) && (meta.Metadata.Name == "vpcchain" || meta.Metadata.Name == "vpcchain-pod-eni") {
+			out = append(out, doc)
+		}
+	}
+	if len(out) == 0 {
+		t.Fatalf("%s has no %v of vpcchain", file, kinds)
+	}
+	return strings.Join(out, "\n---\n")
+}
 
 // c7iFlexBranchLimit is the branch ENIs a trunk of a c7i-flex.large takes:
 // 3, EC2's published limit ("Maximum branch interfaces" in the EC2 user
@@ -188,7 +222,8 @@ func TestGuestPodENI(t *testing.T) {
 	outIP := outNet.PrimaryIP
 
 	k := startControlPlaneWith(t, n, b.etcd, b.apiserver, b.kubectl, controlPlaneOpts{users: map[string]string{
-		controllerUser: "system:masters", "system:kube-controller-manager": "", "system:kube-scheduler": ""}})
+		controllerUser: "system:masters", "system:kube-controller-manager": "", "system:kube-scheduler": "",
+		daemonUser: "system:serviceaccounts"}})
 	startInNode(t, n, k.dir, "kube-controller-manager", k.env, kcm,
 		"--kubeconfig="+k.kubeconfigFor("system:kube-controller-manager", k.server),
 		"--service-account-private-key-file="+filepath.Join(k.pki, "sa.key"),
@@ -201,8 +236,12 @@ func TestGuestPodENI(t *testing.T) {
 	heartbeat(t, k, n)
 	step("control plane up")
 
-	n.env = append(n.env, "ENABLE_POD_ENI=true", "VPCCHAIN_POD_ENI_PREVIEW=true", "MY_NODE_NAME="+n.name,
-		"KUBECONFIG="+k.kubeconfigFor("admin", k.server),
+	// The daemon's credentials are the manifests': our ServiceAccount with
+	// the ClusterRoles of vpcchain.yaml and pod-eni.yaml, nothing more.
+	k.apply(t, manifestDocs(t, "../../conflist/manifests/vpcchain.yaml", "ClusterRole", "ClusterRoleBinding"))
+	k.apply(t, manifestDocs(t, "../../conflist/manifests/pod-eni.yaml", "ClusterRole", "ClusterRoleBinding"))
+	n.env = append(n.env, "ENABLE_POD_ENI=true", "MY_NODE_NAME="+n.name,
+		"KUBECONFIG="+k.kubeconfigFor(daemonUser, k.server),
 		"WARM_IP_TARGET=30") // every ENI the pool may have, from the start
 	n.start()
 	t.Cleanup(n.stop)

@@ -63,7 +63,7 @@ func TestPodENIController(t *testing.T) {
 	registerPeerNode(t, k, n)
 
 	// Our daemon, with security groups for pods.
-	n.env = append(n.env, "ENABLE_POD_ENI=true", "VPCCHAIN_POD_ENI_PREVIEW=true", "MY_NODE_NAME="+n.name, "KUBECONFIG="+k.kubeconfigFor("admin", k.server),
+	n.env = append(n.env, "ENABLE_POD_ENI=true", "MY_NODE_NAME="+n.name, "KUBECONFIG="+k.kubeconfigFor("admin", k.server),
 		"WARM_IP_TARGET=30") // asks for every ENI it may have
 	n.start()
 	t.Cleanup(n.stop)

@@ -449,6 +449,22 @@ func TestManifests(t *testing.T) {
 	if cr := s.clusterRoles["vpcchain"]; cr == nil || !allows(cr, "crd.k8s.amazonaws.com", "eniconfigs", "get", "list", "watch") {
 		t.Error("ClusterRole vpcchain does not allow get/list/watch eniconfigs.crd.k8s.amazonaws.com")
 	}
+	// Security groups for pods, in a file of its own: exactly the calls
+	// daemon/podeni makes (a pod's annotation, the node's pods, its
+	// CNINode's features), bound to the daemon's ServiceAccount.
+	podENI := s.clusterRoles["vpcchain-pod-eni"]
+	wantPodENI := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list"}},
+		{APIGroups: []string{"vpcresources.k8s.aws"}, Resources: []string{"cninodes"}, Verbs: []string{"get", "update"}}}
+	if podENI == nil || !reflect.DeepEqual(podENI.Rules, wantPodENI) {
+		t.Errorf("ClusterRole vpcchain-pod-eni: %+v, want %+v", podENI, wantPodENI)
+	}
+	if !slices.ContainsFunc(s.bindings, func(b *rbacv1.ClusterRoleBinding) bool {
+		return b.RoleRef.Name == "vpcchain-pod-eni" && slices.ContainsFunc(b.Subjects, func(sub rbacv1.Subject) bool {
+			return sub.Kind == "ServiceAccount" && sub.Name == "vpcchain" && sub.Namespace == "kube-system"
+		})
+	}) {
+		t.Error("no ClusterRoleBinding gives the vpcchain ServiceAccount the ClusterRole vpcchain-pod-eni")
+	}
 }
 
 // The ENIConfig CRD is the AWS VPC CNI's: group crd.k8s.amazonaws.com,
