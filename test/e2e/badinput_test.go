@@ -594,10 +594,24 @@ func TestBadInputLeavesNothingBehind(t *testing.T) {
 	t.Run("daemon refuses a feature it lacks", func(t *testing.T) {
 		state := t.TempDir()
 		cmd := exec.Command(filepath.Join(n.c.bin, "vpcchaind"))
+		cmd.Env = []string{"DISABLE_NETWORK_RESOURCE_PROVISIONING=true", "VPCCHAIN_STATE_DIR=" + state}
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), `DISABLE_NETWORK_RESOURCE_PROVISIONING=\"true\" is not supported: the daemon always manages ENIs`) {
+			t.Fatalf("daemon with DISABLE_NETWORK_RESOURCE_PROVISIONING=true: %v: %s; want a refusal naming it and why", err, out)
+		}
+		if _, err := os.Stat(filepath.Join(state, "ipamd.sock")); err == nil {
+			t.Error("refused daemon created its socket")
+		}
+	})
+	// Security groups for pods without the node's name (the DaemonSet gives
+	// it from the downward API) cannot find the node's CNINode and pods.
+	t.Run("daemon refuses security groups for pods without its node's name", func(t *testing.T) {
+		state := t.TempDir()
+		cmd := exec.Command(filepath.Join(n.c.bin, "vpcchaind"))
 		cmd.Env = []string{"ENABLE_POD_ENI=true", "VPCCHAIN_STATE_DIR=" + state}
 		out, err := cmd.CombinedOutput()
-		if err == nil || !strings.Contains(string(out), `ENABLE_POD_ENI=\"true\" is not supported: security groups for pods`) {
-			t.Fatalf("daemon with ENABLE_POD_ENI=true: %v: %s; want a refusal naming it and why", err, out)
+		if err == nil || !strings.Contains(string(out), "ENABLE_POD_ENI=true needs MY_NODE_NAME") {
+			t.Fatalf("daemon with ENABLE_POD_ENI=true and no MY_NODE_NAME: %v: %s; want a refusal naming MY_NODE_NAME", err, out)
 		}
 		if _, err := os.Stat(filepath.Join(state, "ipamd.sock")); err == nil {
 			t.Error("refused daemon created its socket")
