@@ -428,6 +428,15 @@ func runChaosRound(t *testing.T, sim *vpcsim.Sim, nodes []*chaosNode, ri int, r 
 			}()
 		}
 	}
+	// A Fatal on the way (this goroutine exits) must not leave the workers
+	// making sandboxes after the test is gone.
+	stopped := false
+	defer func() {
+		if !stopped {
+			close(stop)
+		}
+		wg.Wait()
+	}()
 	tickDone := make(chan struct{})
 	go func() {
 		defer close(tickDone)
@@ -495,6 +504,7 @@ func runChaosRound(t *testing.T, sim *vpcsim.Sim, nodes []*chaosNode, ri int, r 
 		}
 	}
 	close(stop)
+	stopped = true
 	<-tickDone
 	// Faults off before waiting: a worker may be retrying an ADD that only
 	// the pool's recovery can satisfy.
