@@ -212,16 +212,12 @@ func wireBranchPod(w *branchWiring, owner veth.Owner, hostLink netlink.Link, pod
 	}
 	if w.standard {
 		// Routed as a pod of a secondary ENI whose table is the branch's.
-		if err := veth.AddHostRoute(hostLink, w.podIP); err != nil {
-			return fmt.Errorf("vpc-bridge: %w", err)
-		}
-		if err := ensurePodRules(w.podIP, w.table); err != nil {
-			return err
-		}
-	} else if err := releaseRulesOf(w.podIP); err != nil {
-		// Standard mode's rules left for the address (the node changed
-		// modes): rule 512 would send what comes for the pod to the main
-		// table, which has no route to it in strict mode.
+		return wireENIPod(hostLink, w.podIP, podMAC, w.table)
+	}
+	// Standard mode's rules left for the address (the node changed modes):
+	// rule 512 would send what comes for the pod to the main table, which
+	// has no route to it in strict mode.
+	if err := releaseRulesOf(w.podIP); err != nil {
 		return err
 	}
 	return injectFault("rules")

@@ -176,20 +176,17 @@ func wireBranch(w *branchWiring, owner veth.Owner, host netlink.Link) error {
 			return fmt.Errorf("add route %s (gw %v) to table %d: %w", r.Dst, r.Gw, w.table, err)
 		}
 	}
-	if w.standard {
-		// Strict mode's rules left for these names (the node changed modes).
-		for _, name := range []string{w.hostVeth, w.vlanName} {
-			if _, err := netlinkutil.DeleteRules(netlink.FAMILY_V4, netlinkutil.IsIifRule(name)); err != nil {
-				return fmt.Errorf("remove stale rules for iif %s: %w", name, err)
-			}
+	// Rules by incoming interface for these names that are not this
+	// wiring's: left by an earlier owner, or by strict mode on a node now
+	// in standard mode (which has none).
+	for _, name := range []string{w.hostVeth, w.vlanName} {
+		if _, err := netlinkutil.DeleteRules(netlink.FAMILY_V4, func(x *netlink.Rule) bool {
+			return netlinkutil.IsIifRule(name)(x) && (w.standard || x.Table != w.table)
+		}); err != nil {
+			return fmt.Errorf("remove stale rules for iif %s: %w", name, err)
 		}
 	}
 	for _, r := range w.rules() {
-		if _, err := netlinkutil.DeleteRules(netlink.FAMILY_V4, func(x *netlink.Rule) bool {
-			return netlinkutil.IsIifRule(r.IifName)(x) && x.Table != r.Table
-		}); err != nil {
-			return fmt.Errorf("remove stale rules for iif %s: %w", r.IifName, err)
-		}
 		if _, err := netlinkutil.EnsureRule(r); err != nil {
 			return err
 		}
@@ -350,7 +347,8 @@ func checkBranch(vlanName, vlanMAC string, hostVeth netlink.Link, owner veth.Own
 	} else if p.Attrs().Flags&net.FlagUp == 0 {
 		bad("the trunk's link %s, under VLAN link %s, is down", p.Attrs().Name, vlanName)
 	}
-	for _, sc := range (&branchWiring{vlanName: vlanName, hostVeth: hostVeth.Attrs().Name, standard: standard}).sysctls() {
+	w := &branchWiring{vlanName: vlanName, table: owner.RouteTable, podIP: ip, hostVeth: hostVeth.Attrs().Name, standard: standard}
+	for _, sc := range w.sysctls() {
 		if v, err := sysctl.Sysctl(sc.key); err != nil || strings.TrimSpace(v) != sc.value {
 			bad("%s is %q (%v), want %s", strings.ReplaceAll(sc.key, "/", "."), strings.TrimSpace(v), err, sc.value)
 		}
@@ -378,7 +376,7 @@ func checkBranch(vlanName, vlanMAC string, hostVeth netlink.Link, owner veth.Own
 	if gw == nil {
 		bad("route default via <subnet gateway> dev %s missing from table %d", vlanName, t)
 	} else {
-		w := &branchWiring{vlanName: vlanName, table: t, gw: gw, podIP: ip, hostVeth: hostVeth.Attrs().Name, standard: standard}
+		w.gw = gw
 		for _, want := range w.routes(a.Index, hostVeth.Attrs().Index) {
 			found := false
 			for _, r := range routes {
@@ -408,7 +406,7 @@ func checkBranch(vlanName, vlanMAC string, hostVeth netlink.Link, owner veth.Own
 		}
 		return
 	}
-	for _, want := range []*netlink.Rule{netlinkutil.IifRule(hostVeth.Attrs().Name, t), netlinkutil.IifRule(vlanName, t)} {
+	for _, want := range w.rules() {
 		rules, err := netlinkutil.FindRules(netlink.FAMILY_V4, func(r *netlink.Rule) bool { return netlinkutil.RuleEqual(r, want) })
 		if err != nil {
 			bad("%v", err)
