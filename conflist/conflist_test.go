@@ -578,6 +578,15 @@ func TestOptionsFromEnv(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkConflist(t, data, o)
+	// WireGuard: vpc-bridge gives pods the ENI MTU less WireGuard's 60
+	// bytes (IPv4 20 + UDP 8 + WireGuard 32), what Calico's wireguard.cali has.
+	o, err = OptionsFromEnv(env(map[string]string{"ENABLE_WIREGUARD": "true"}))
+	if err != nil || o.MTU != 8941 {
+		t.Fatalf("ENABLE_WIREGUARD=true: MTU %d, %v; want 9001 - 60", o.MTU, err)
+	}
+	if data, err = Render(o); err != nil || !strings.Contains(string(data), `"mtu": 8941`) {
+		t.Errorf("ENABLE_WIREGUARD=true renders %s, %v; want mtu 8941", data, err)
+	}
 	if _, err = OptionsFromEnv(env(map[string]string{"POD_SECURITY_GROUP_ENFORCING_MODE": "loose"})); err == nil ||
 		!strings.Contains(err.Error(), `POD_SECURITY_GROUP_ENFORCING_MODE="loose" is invalid`) {
 		t.Errorf("POD_SECURITY_GROUP_ENFORCING_MODE=loose: err %v, want it named", err)

@@ -228,6 +228,12 @@ func Load(get Lookup) (Config, error) {
 	if c.EnablePodENI && c.IPv6 {
 		p.errs = append(p.errs, errors.New("ENABLE_POD_ENI=true with ENABLE_IPv6=true: security groups for pods are supported for IPv4 pods only"))
 	}
+	if c.EnablePodENI && node.WireGuard && node.PodSGMode == nodeconf.PodSGStrict {
+		// WireGuard needs Felix's route sync, and with it Felix routes every
+		// pod it knows by the main table: a strict-mode branch pod too, whose
+		// node-originated traffic must go through the VPC and its groups.
+		p.errs = append(p.errs, errors.New("ENABLE_POD_ENI=true with ENABLE_WIREGUARD=true needs POD_SECURITY_GROUP_ENFORCING_MODE=standard: with WireGuard, Calico routes every pod it knows from the node directly, which strict mode forbids for branch-ENI pods"))
+	}
 	if c.EnablePodENI && c.NodeName == "" {
 		p.errs = append(p.errs, errors.New("ENABLE_POD_ENI=true needs MY_NODE_NAME (the node's name, from the downward API): the daemon declares the capability on the node's CNINode and reads its pods' branch ENIs"))
 	}

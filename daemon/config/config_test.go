@@ -53,6 +53,10 @@ func TestEnablePodENI(t *testing.T) {
 		{map[string]string{"ENABLE_POD_ENI": "yes", "MY_NODE_NAME": "n1"}, false, "ENABLE_POD_ENI"},
 		{map[string]string{"ENABLE_POD_ENI": "true", "MY_NODE_NAME": "n1", "ENABLE_IPv4": "false", "ENABLE_IPv6": "true"}, false,
 			"security groups for pods are supported for IPv4 pods only"},
+		// WireGuard with branch pods: standard mode only.
+		{map[string]string{"ENABLE_POD_ENI": "true", "MY_NODE_NAME": "n1", "ENABLE_WIREGUARD": "true"}, false,
+			"ENABLE_POD_ENI=true with ENABLE_WIREGUARD=true needs POD_SECURITY_GROUP_ENFORCING_MODE=standard"},
+		{map[string]string{"ENABLE_POD_ENI": "true", "MY_NODE_NAME": "n1", "ENABLE_WIREGUARD": "true", "POD_SECURITY_GROUP_ENFORCING_MODE": "standard"}, true, ""},
 	} {
 		c, err := Load(env(tc.env))
 		switch {

@@ -28,6 +28,20 @@ const (
 	// EnvPodSGMode is how a pod with a branch ENI (security groups for
 	// pods) is wired: PodSGStrict or PodSGStandard.
 	EnvPodSGMode = "POD_SECURITY_GROUP_ENFORCING_MODE"
+	// EnvWireGuard switches on Calico's WireGuard encryption of traffic
+	// between nodes (calico-policy-only.yaml reads the same key); pods then
+	// get an MTU that leaves room for WireGuard's headers.
+	EnvWireGuard = "ENABLE_WIREGUARD"
+)
+
+// WireGuard's overhead on a packet: the outer IP header, UDP (8) and
+// WireGuard's data header and tag (16 + 16): 60 bytes over IPv4, 80 over
+// IPv6. Calico sizes its wireguard.cali link the same way (host MTU minus
+// these); a pod larger than that link would have its full-size packets
+// dropped or fragmented.
+const (
+	WireGuardOverhead4 = 60
+	WireGuardOverhead6 = 80
 )
 
 // The values of EnvPodSGMode, the AWS VPC CNI's: strict (the default) sends
@@ -96,6 +110,9 @@ type Settings struct {
 	IPv6 bool
 	// PodSGMode is POD_SECURITY_GROUP_ENFORCING_MODE (PodSGStrict).
 	PodSGMode string
+	// WireGuard is ENABLE_WIREGUARD: PodMTU defaults to MTU minus
+	// WireGuard's overhead, and a larger POD_MTU is refused.
+	WireGuard bool
 }
 
 // Lookup reads one variable: os.LookupEnv in production, a map in tests.
@@ -140,7 +157,7 @@ func Parse(get Lookup) (s Settings, errs []error) {
 		*dst = n
 	}
 	mtu(EnvMTU, &s.MTU)
-	s.PodMTU = s.MTU
+	s.PodMTU = -1
 	mtu(EnvPodMTU, &s.PodMTU)
 	abs := func(name, what string, dst *string) {
 		v, ok := raw(name)
@@ -180,6 +197,20 @@ func Parse(get Lookup) (s Settings, errs []error) {
 	default:
 		s.IPv6 = v6
 	}
+	s.WireGuard = boolean(EnvWireGuard, false)
+	_, podMTUSet := raw(EnvPodMTU)
+	if s.PodMTU < 0 {
+		s.PodMTU = s.MTU
+		if s.WireGuard {
+			s.PodMTU = s.MTU - s.WireGuardOverhead()
+			if s.PodMTU < MinMTU {
+				errs = append(errs, fmt.Errorf("%s=%d with %s=true is invalid: WireGuard's %d bytes leave pods %d, below %d", EnvMTU, s.MTU, EnvWireGuard, s.WireGuardOverhead(), s.PodMTU, MinMTU))
+			}
+		}
+	} else if s.WireGuard && s.PodMTU > s.MTU-s.WireGuardOverhead() {
+		errs = append(errs, fmt.Errorf("%s=%d with %s=true is invalid: WireGuard adds %d bytes to each packet, so pods may have at most %s %d - %d = %d (or leave %s unset for that)",
+			EnvPodMTU, s.PodMTU, EnvWireGuard, s.WireGuardOverhead(), EnvMTU, s.MTU, s.WireGuardOverhead(), s.MTU-s.WireGuardOverhead(), EnvPodMTU))
+	}
 	if s.IPv6 {
 		low := func(name string, mtu int) {
 			if mtu < MinMTUIPv6 {
@@ -187,10 +218,19 @@ func Parse(get Lookup) (s Settings, errs []error) {
 			}
 		}
 		low(EnvMTU, s.MTU)
-		// An unset POD_MTU is the ENI MTU: one message for both.
-		if _, set := raw(EnvPodMTU); set {
+		// An unset POD_MTU is the ENI MTU (less WireGuard's overhead): one
+		// message for both, unless WireGuard took it below.
+		if podMTUSet || s.WireGuard && s.MTU >= MinMTUIPv6 {
 			low(EnvPodMTU, s.PodMTU)
 		}
 	}
 	return s, errs
+}
+
+// WireGuardOverhead is what WireGuard adds to a packet of the pods' family.
+func (s Settings) WireGuardOverhead() int {
+	if s.IPv6 {
+		return WireGuardOverhead6
+	}
+	return WireGuardOverhead4
 }

@@ -36,6 +36,15 @@ const (
 	PrioENIPrimary = 32765
 )
 
+// HostRouteProtocol is the protocol of each pod's "<ip> dev <host veth>"
+// route in the main table: RTPROT_STATIC (4). Calico Felix, with its route
+// sync on (which its WireGuard needs) and FELIX_REMOVEEXTERNALROUTES=false,
+// takes a route on a workload interface for its own only if it is "boot"
+// (3, what netlink gives a route that names none) or its own 80: any other
+// protocol it leaves alone, so it never deletes a pod's route it has no
+// endpoint for yet.
+const HostRouteProtocol = 4
+
 // tableBase offsets the per-ENI route tables of secondary ENIs.
 //
 // Why not the reference's device+1: Calico Felix owns a range of route

@@ -261,6 +261,7 @@ func AddHostRoute(host netlink.Link, ip net.IP) error {
 		Dst:       netlinkutil.HostNet(ip),
 		Scope:     netlink.SCOPE_LINK,
 		Table:     routing.MainTable,
+		Protocol:  routing.HostRouteProtocol,
 	}
 	if err := netlink.RouteReplace(route); err != nil {
 		return fmt.Errorf("add host route %s dev %s scope link: %w", route.Dst, host.Attrs().Name, err)

@@ -12,6 +12,7 @@ import (
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/vpcchain/vpcchain/internal/routing"
 )
@@ -117,6 +118,9 @@ func assertPodWired(t *testing.T, h *host, p *pod, r types.Result, wantTable int
 		}
 		if len(routes) != 1 || routes[0].LinkIndex != hl.Attrs().Index || routes[0].Scope != netlink.SCOPE_LINK {
 			t.Errorf("host routes to %s/32 = %v, want one 'dev %s scope link'", ip, routes, wantName)
+		} else if routes[0].Protocol != unix.RTPROT_STATIC {
+			// Not "boot": Calico Felix with route sync on leaves it alone.
+			t.Errorf("host route to %s/32 has protocol %v, want static (%d)", ip, routes[0].Protocol, unix.RTPROT_STATIC)
 		}
 		return nil
 	})
