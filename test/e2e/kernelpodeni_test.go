@@ -50,14 +50,9 @@ const daemonUser = "system:serviceaccount:kube-system:vpcchain"
 // of kinds and whose name starts with "vpcchain" (not the policy hook's).
 func manifestDocs(t *testing.T, file string, kinds ...string) string {
 	t.Helper()
-	data, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out []string
-	for _, doc := range strings.Split(string(data), "\n---\n") {
+	for _, doc := range manifestDocsOfKind(t, file, kinds...) {
 		var meta struct {
-			Kind     string `json:"kind"`
 			Metadata struct {
 				Name string `json:"name"`
 			} `json:"metadata"`
@@ -65,7 +60,7 @@ func manifestDocs(t *testing.T, file string, kinds ...string) string {
 		if err := yaml.Unmarshal([]byte(doc), &meta); err != nil {
 			t.Fatalf("%s: %v", file, err)
 		}
-		if slices.Contains(kinds, meta.Kind) && (meta.Metadata.Name == "vpcchain" || meta.Metadata.Name == "vpcchain-pod-eni") {
+		if meta.Metadata.Name == "vpcchain" || meta.Metadata.Name == "vpcchain-pod-eni" {
 			out = append(out, doc)
 		}
 	}

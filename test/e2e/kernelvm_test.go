@@ -202,6 +202,13 @@ type capture struct {
 	frames []frame
 	done   chan struct{}
 	ended  chan struct{}
+	once   sync.Once
+}
+
+// stop ends the capture (the frames read so far stay readable); the test's
+// end stops it too.
+func (c *capture) stop() {
+	c.once.Do(func() { close(c.done); <-c.ended; unix.Close(c.fd) })
 }
 
 func openCapture(t *testing.T, n ns.NetNS, link string) *capture {
@@ -230,7 +237,7 @@ func openCapture(t *testing.T, n ns.NetNS, link string) *capture {
 		t.Fatalf("capture on %s in %s: %v", link, nsName(n), err)
 	}
 	go c.read(ifi.Index)
-	t.Cleanup(func() { close(c.done); <-c.ended; unix.Close(c.fd) })
+	t.Cleanup(c.stop)
 	return c
 }
 
