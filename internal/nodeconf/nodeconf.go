@@ -144,21 +144,23 @@ func Parse(get Lookup) (s Settings, errs []error) {
 			s.PodSGMode = v
 		}
 	}
-	mtu := func(name string, dst *int) {
+	// mtu sets *dst from name when it holds a valid MTU, and says so.
+	mtu := func(name string, dst *int) bool {
 		v, ok := raw(name)
 		if !ok {
-			return
+			return false
 		}
 		n, err := strconv.Atoi(v)
 		if err != nil || n < MinMTU || n > MaxMTU {
 			bad(name, v, fmt.Sprintf("want an integer from %d to %d", MinMTU, MaxMTU))
-			return
+			return false
 		}
 		*dst = n
+		return true
 	}
 	mtu(EnvMTU, &s.MTU)
-	s.PodMTU = -1
-	mtu(EnvPodMTU, &s.PodMTU)
+	s.PodMTU = s.MTU
+	podMTUValid := mtu(EnvPodMTU, &s.PodMTU)
 	abs := func(name, what string, dst *string) {
 		v, ok := raw(name)
 		if !ok {
@@ -199,17 +201,15 @@ func Parse(get Lookup) (s Settings, errs []error) {
 	}
 	s.WireGuard = boolean(EnvWireGuard, false)
 	_, podMTUSet := raw(EnvPodMTU)
-	if s.PodMTU < 0 {
-		s.PodMTU = s.MTU
-		if s.WireGuard {
-			s.PodMTU = s.MTU - s.WireGuardOverhead()
-			if s.PodMTU < MinMTU {
-				errs = append(errs, fmt.Errorf("%s=%d with %s=true is invalid: WireGuard's %d bytes leave pods %d, below %d", EnvMTU, s.MTU, EnvWireGuard, s.WireGuardOverhead(), s.PodMTU, MinMTU))
-			}
+	switch over := s.WireGuardOverhead(); {
+	case !s.WireGuard:
+	case !podMTUSet:
+		if s.PodMTU = s.MTU - over; s.PodMTU < MinMTU {
+			errs = append(errs, fmt.Errorf("%s=%d with %s=true is invalid: WireGuard's %d bytes leave pods %d, below %d", EnvMTU, s.MTU, EnvWireGuard, over, s.PodMTU, MinMTU))
 		}
-	} else if s.WireGuard && s.PodMTU > s.MTU-s.WireGuardOverhead() {
+	case podMTUValid && s.PodMTU > s.MTU-over:
 		errs = append(errs, fmt.Errorf("%s=%d with %s=true is invalid: WireGuard adds %d bytes to each packet, so pods may have at most %s %d - %d = %d (or leave %s unset for that)",
-			EnvPodMTU, s.PodMTU, EnvWireGuard, s.WireGuardOverhead(), EnvMTU, s.MTU, s.WireGuardOverhead(), s.MTU-s.WireGuardOverhead(), EnvPodMTU))
+			EnvPodMTU, s.PodMTU, EnvWireGuard, over, EnvMTU, s.MTU, over, s.MTU-over, EnvPodMTU))
 	}
 	if s.IPv6 {
 		low := func(name string, mtu int) {

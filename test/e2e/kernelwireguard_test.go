@@ -26,7 +26,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -148,7 +147,6 @@ type wgCluster struct {
 	calico  map[string]*bgProc
 	chains  map[string]*libcni.NetworkConfigList // with the policy hook
 	plain   map[string]*libcni.NetworkConfigList // as the installer wrote it
-	status  map[string]string                    // Felix's endpoint-status directory per node
 	router  ns.NetNS
 	nodeIPs map[netip.Addr]string
 }
@@ -209,7 +207,7 @@ metadata: {name: %[1]s, labels: {kubernetes.io/hostname: %[1]s, kubernetes.io/os
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.chains[name], w.status[name] = l, statusDir
+	w.chains[name] = l
 	w.startCalico(n)
 	return n
 }
@@ -378,7 +376,7 @@ func (w *wgCluster) captureRouter(nodes ...*node) []*capture {
 	return append(out, openCapture(t, w.router, dataplane.RouterOutsideLink))
 }
 
-// frames stops the captures and returns what they saw.
+// stopCaptures stops the captures and returns what they saw.
 func stopCaptures(cs []*capture) []frame {
 	var out []frame
 	for _, c := range cs {
@@ -420,43 +418,6 @@ func (w *wgCluster) checkSealed(what string, fs []frame, pods ...*pod) {
 	}
 }
 
-// prober opens a connection from src to dst every 100 ms (marker and echo,
-// 1 s timeout) until stopped, and counts the failures.
-type prober struct {
-	ok, failed atomic.Int64
-	stopCh     chan struct{}
-	done       chan struct{}
-	mu         sync.Mutex
-	firstErr   error
-}
-
-func startProber(src *pod, dst netip.AddrPort) *prober {
-	p := &prober{stopCh: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(p.done)
-		tick := time.NewTicker(100 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-p.stopCh:
-				return
-			case <-tick.C:
-			}
-			if err := sendMarker(src.doIn, dst, time.Second); err != nil {
-				p.failed.Add(1)
-				p.mu.Lock()
-				if p.firstErr == nil {
-					p.firstErr = err
-				}
-				p.mu.Unlock()
-			} else {
-				p.ok.Add(1)
-			}
-		}
-	}()
-	return p
-}
-
 // waitMarker polls dst with the marker until an exchange succeeds.
 func waitMarker(doIn func(func() error) error, dst netip.AddrPort, within time.Duration) error {
 	deadline := time.Now().Add(within)
@@ -469,13 +430,48 @@ func waitMarker(doIn func(func() error) error, dst netip.AddrPort, within time.D
 	}
 }
 
+// prober opens a connection from src to dst every 100 ms (marker and echo,
+// 1 s timeout) until stopped, and counts the failures. Its counters are
+// the goroutine's until it ends.
+type prober struct {
+	ok, failed int64
+	firstErr   error
+	stopCh     chan struct{}
+	done       chan struct{}
+	once       sync.Once
+}
+
+func startProber(t *testing.T, src *pod, dst netip.AddrPort) *prober {
+	p := &prober{stopCh: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-p.stopCh:
+				return
+			case <-tick.C:
+			}
+			if err := sendMarker(src.doIn, dst, time.Second); err != nil {
+				p.failed++
+				if p.firstErr == nil {
+					p.firstErr = err
+				}
+			} else {
+				p.ok++
+			}
+		}
+	}()
+	t.Cleanup(func() { p.stop() }) // a failed test's prober ends before its pods go
+	return p
+}
+
 // stop ends the prober and returns its counts and first error.
 func (p *prober) stop() (ok, failed int64, first error) {
-	close(p.stopCh)
+	p.once.Do(func() { close(p.stopCh) })
 	<-p.done
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.ok.Load(), p.failed.Load(), p.firstErr
+	return p.ok, p.failed, p.firstErr
 }
 
 func TestGuestWireGuardCalico(t *testing.T) {
@@ -536,17 +532,17 @@ func TestGuestWireGuardCalico(t *testing.T) {
 	}
 	cm["ENABLE_WIREGUARD"] = "true" // the one switch a user flips
 	w := &wgCluster{t: t, c: c, k: k, cm: cm, shim: shim, tools: tools, calico: map[string]*bgProc{}, chains: map[string]*libcni.NetworkConfigList{}, plain: map[string]*libcni.NetworkConfigList{},
-		status: map[string]string{}, nodeIPs: map[netip.Addr]string{},
-		router: getNS(t, dataplane.NetNSPath(c.sim.Fabric.RouterNetNSName()))}
-	daemonEnv := []string{"ENABLE_WIREGUARD=true", "WARM_IP_TARGET=3"}
+		nodeIPs: map[netip.Addr]string{},
+		router:  getNS(t, dataplane.NetNSPath(c.sim.Fabric.RouterNetNSName()))}
+	daemonEnv := []string{"ENABLE_WIREGUARD=" + cm["ENABLE_WIREGUARD"], "WARM_IP_TARGET=3"}
 	wa, wb := w.addNode("wg-a", daemonEnv...), w.addNode("wg-b", daemonEnv...)
 	w.waitMesh(wa, wb)
 	step("calico-node on wg-a and wg-b, WireGuard peers of each other")
 
 	// The chain gave pods room for WireGuard: 9001 - 60.
 	for _, name := range []string{"wg-a", "wg-b"} {
-		if mtu := w.chains[name].Plugins[0].Network.Type; mtu != "vpc-bridge" {
-			t.Fatalf("first plugin %s", mtu)
+		if typ := w.chains[name].Plugins[0].Network.Type; typ != "vpc-bridge" {
+			t.Fatalf("first plugin %s", typ)
 		}
 		var bridge struct {
 			MTU int `json:"mtu"`
@@ -563,7 +559,7 @@ func TestGuestWireGuardCalico(t *testing.T) {
 			t.Errorf("pod %s: eth0 mtu %s, want 8941", p.name, strings.TrimSpace(out))
 		}
 	}
-	wgMTU := strings.TrimSpace(inNode2(t, wa, "cat", "/sys/class/net/wireguard.cali/mtu"))
+	wgMTU := strings.TrimSpace(inNetNS(t, getNS(t, wa.vn.NetNSPath), "cat", "/sys/class/net/wireguard.cali/mtu"))
 	if wgMTU != "8941" {
 		t.Errorf("wireguard.cali mtu %s on wg-a, want 8941 (Felix: host 9001 less 60)", wgMTU)
 	}
@@ -678,7 +674,7 @@ spec:
 	step("NetworkPolicy enforced on the encrypted flow, and lifted")
 
 	// A node joins and leaves; the prober between a1 and b1 loses nothing.
-	pr := startProber(a1, netip.AddrPortFrom(b1.ip, port))
+	pr := startProber(t, a1, netip.AddrPortFrom(b1.ip, port))
 	wc := w.addNode("wg-c", daemonEnv...)
 	w.waitMesh(wa, wb, wc)
 	c1 := w.addPod(wc, "c1")
@@ -714,7 +710,7 @@ spec:
 	// calico-node restarted on wg-b, as a rolling update does: Felix keeps
 	// the key in wireguard.cali.
 	oldKey := w.publicKey("wg-b")
-	pr = startProber(a1, netip.AddrPortFrom(b1.ip, port))
+	pr = startProber(t, a1, netip.AddrPortFrom(b1.ip, port))
 	w.calico["wg-b"].kill9()
 	w.startCalico(wb)
 	w.waitMesh(wa, wb)
@@ -730,9 +726,9 @@ spec:
 	}
 	// Key rotation: wireguard.cali gone (as after a reboot), calico-node
 	// starts and makes a new key; the other node takes it from the Node.
-	pr = startProber(a1, netip.AddrPortFrom(b1.ip, port))
+	pr = startProber(t, a1, netip.AddrPortFrom(b1.ip, port))
 	w.calico["wg-b"].kill9()
-	inNode2(t, wb, "ip", "link", "del", "wireguard.cali")
+	inNetNS(t, getNS(t, wb.vn.NetNSPath), "ip", "link", "del", "wireguard.cali")
 	rotated := time.Now()
 	w.startCalico(wb)
 	w.waitMesh(wa, wb)
@@ -748,7 +744,7 @@ spec:
 	t.Logf("key rotation on wg-b: the mesh had the new key after %v; prober %d ok, %d failed (first: %v)", meshed.Round(100*time.Millisecond), ok, failed, first)
 	// What is lost is lost while a node has no key its peers know; once the
 	// mesh has the new one, nothing.
-	pr = startProber(a1, netip.AddrPortFrom(b1.ip, port))
+	pr = startProber(t, a1, netip.AddrPortFrom(b1.ip, port))
 	time.Sleep(3 * time.Second)
 	if ok, failed, first := pr.stop(); failed > 0 || ok == 0 {
 		t.Errorf("after the rotation: prober %d ok, %d failed (first: %v), want none failed", ok, failed, first)
@@ -810,16 +806,6 @@ func eniDevice(t *testing.T, c *cluster, n *node, ip netip.Addr) int {
 		}
 	}
 	return -1
-}
-
-// inNode2 runs a command in n's network namespace; a failure fails the test.
-func inNode2(t *testing.T, n *node, args ...string) string {
-	t.Helper()
-	out, err := exec.Command("ip", append([]string{"netns", "exec", n.vn.NetNS}, args...)...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%v in %s: %v\n%s", args, n.name, err, out)
-	}
-	return string(out)
 }
 
 type pairCost struct {
